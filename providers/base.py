@@ -1,0 +1,309 @@
+"""The shared Celery task classes: round one (profile) and round two (pages).
+
+One API call per task. A message carries primitives only (sync id, page
+cursor, attempt counters); the task looks up the sync record and the
+credential itself. Every provider's tasks are these classes with its
+``Provider`` description plugged in; the error taxonomy
+(``providers.errors``) decides what an error answer does.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+import queues
+from providers import http
+from providers.errors import (
+    TRANSPORT_ERROR, UNPARSEABLE, Action, ErrorRule, ProviderCallError, ProviderError,
+)
+from providers.provider import Provider
+from providers.retry import backoff_delay, exhausted, wait_delay
+from service.credentials import CredentialError
+from service.extensions import services
+from service.store import ACTIVE, FINAL
+
+log = logging.getLogger("netsync.tasks")
+
+
+class SyncContext:
+    """What one task execution knows about its sync (built per call: no state on the task)."""
+
+    def __init__(self, svc, record: dict, provider: Provider):
+        self.svc = svc
+        self.record = record
+        self.provider = provider
+        self.sync_id = record["sync_id"]
+        self.user_id = record["user_id"]
+        self.account_id = record["account_id"]
+        self._credential = None
+
+    @property
+    def credential(self):
+        if self._credential is None:
+            self._credential = self.svc.credentials.load(self.provider.NAME, self.user_id)
+        return self._credential
+
+    @property
+    def queue_class(self) -> str:
+        return self.record.get("queue") or "normal"
+
+    @property
+    def queue_name(self) -> str:
+        return queues.queue_name(self.queue_class, self.provider.NAME,
+                                 self.svc.settings.provider_regions)
+
+    def priority(self, broker_url: str) -> int:
+        return queues.priority_for(self.record.get("trigger", "api"), broker_url)
+
+    def quota_scopes(self) -> dict:
+        names = {"token": self.credential.fingerprint(), "app": "app", "ip": "egress"}
+        return {scope: names[scope] for scope in self.provider.QUOTA_SCOPES}
+
+
+class ProviderTask(Task):
+    """Behaviour shared by a provider's tasks; subclasses set ``provider_class``."""
+
+    #: the provider this task talks to
+    provider_class: type[Provider] = Provider
+    #: a worker that dies mid-call gives the message back (pages are idempotent)
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+    typing = False
+
+    _providers: dict = {}
+
+    def __call__(self, *args, **kwargs):
+        with self.app.flask_app.app_context():
+            return self.run(*args, **kwargs)
+
+    def provider(self, svc) -> Provider:
+        """One Provider per process and base URL (it holds no per-request state)."""
+        url = svc.settings.api_url(self.provider_class.NAME)
+        key = (self.provider_class, url)
+        if key not in self._providers:
+            self._providers[key] = self.provider_class(url)
+        return self._providers[key]
+
+    def load(self, sync_id: str):
+        svc = services()
+        record = svc.store.get_sync(sync_id)
+        if record is None or record.get("status") not in ACTIVE:
+            return None
+        return SyncContext(svc, record, self.provider(svc))
+
+    # -- the one outbound call -----------------------------------------------------
+    def call(self, ctx: SyncContext, http_call, park_args: list, park_kwargs: dict):
+        """Take quota, make the call, classify the answer.
+
+        Returns the answer, or None when there was no quota and the task was
+        parked until there is (a quota wait is not a retry attempt).
+        """
+        svc, provider = ctx.svc, ctx.provider
+        scopes = ctx.quota_scopes()
+        wait = svc.quota.acquire(provider.NAME, scopes, ctx.queue_class)
+        if wait > 0:
+            self.park(ctx, wait, "quota", park_args, park_kwargs)
+            return None
+        settings = svc.settings
+        answer = http.send(
+            http_call.method, http_call.url, params=http_call.params,
+            headers=provider.auth_headers(ctx.credential),
+            timeout=(settings.http_connect_timeout, settings.http_read_timeout),
+        )
+        info = provider.rate_info(answer.headers)
+        if not info.is_empty():
+            svc.quota.observe(provider.NAME, scopes, info)
+        svc.store.note_call(ctx.sync_id, info.as_record())
+        error = provider.classify(answer.status, answer.body, answer.headers, time.time())
+        svc.quota.record_outcome(provider.NAME, scopes,
+                                 rejected=error is not None and error.action is Action.WAIT)
+        if error is not None:
+            raise ProviderCallError(error)
+        return answer
+
+    # -- sending and parking ---------------------------------------------------------
+    def park(self, ctx: SyncContext, delay: float, reason: str, args: list, kwargs: dict):
+        """Hand this task to the delayed set; the scheduler sends it when due."""
+        ctx.svc.delayed.park(self.name, args, kwargs, queue=ctx.queue_name, delay_s=delay,
+                             priority=ctx.priority(self.app.conf.broker_url), reason=reason)
+
+    def send_pages(self, ctx: SyncContext, page_task_name: str, cursors: list[str]):
+        if not cursors:
+            return
+        priority = ctx.priority(self.app.conf.broker_url)
+        with self.app.producer_or_acquire() as producer:
+            for cursor in cursors:
+                self.app.send_task(page_task_name, args=[ctx.sync_id, cursor], queue=ctx.queue_name,
+                                   priority=priority, producer=producer)
+
+    # -- what an error answer does ---------------------------------------------------
+    def on_provider_error(self, ctx, error: ProviderError, args: list, kwargs: dict):
+        action = error.action
+        attempt, waits = kwargs.get("attempt", 0), kwargs.get("waits", 0)
+        settings = ctx.svc.settings
+        if action is Action.WAIT:
+            delay = wait_delay(error.retry_at, time.time(), waits, ctx.provider.WAIT_FLOOR_SECONDS)
+            ctx.svc.store.update(ctx.sync_id, last_wait=error.rule.kind)
+            return self.park(ctx, delay, error.rule.kind, args, {**kwargs, "waits": waits + 1})
+        if action is Action.BACKOFF:
+            if exhausted(attempt, settings.max_backoff_attempts):
+                return self.end(ctx, "failed", error)
+            delay = backoff_delay(attempt, settings.backoff_base_seconds, settings.backoff_cap_seconds)
+            return self.park(ctx, delay, error.rule.kind, args, {**kwargs, "attempt": attempt + 1})
+        if action is Action.REFRESH:
+            if not kwargs.get("refreshed") and self.refresh_token(ctx):
+                return self.apply_async(args=args, kwargs={**kwargs, "refreshed": 1},
+                                        queue=ctx.queue_name,
+                                        priority=ctx.priority(self.app.conf.broker_url))
+            return self.end(ctx, "needs_reauth", error)
+        if action is Action.REAUTH:
+            return self.end(ctx, "needs_reauth", error)
+        if action is Action.SKIP:
+            return self.on_skip(ctx, error, args)
+        if action is Action.RESTART:
+            return self.on_restart(ctx, error, args, kwargs)
+        return self.end(ctx, "failed", error)
+
+    def refresh_token(self, ctx) -> bool:
+        """Refresh the OAuth token once; providers that can refresh override this."""
+        return False
+
+    def on_skip(self, ctx, error, args):
+        return self.end(ctx, "failed", error)
+
+    def on_restart(self, ctx, error, args, kwargs):
+        return self.end(ctx, "failed", error)
+
+    def end(self, ctx, status: str, error: ProviderError) -> str:
+        """Stop the sync; the previous network stays as it was."""
+        if ctx.svc.store.fail(ctx.sync_id, status, error.rule.kind, error.message):
+            finished(ctx, status, error)
+        return status
+
+    def guarded(self, ctx, body, args, kwargs):
+        """Run ``body()`` with the taxonomy applied to whatever goes wrong in it."""
+        try:
+            return body()
+        except ProviderCallError as exc:
+            return self.on_provider_error(ctx, exc.error, args, kwargs)
+        except SoftTimeLimitExceeded:
+            error = ProviderError(TRANSPORT_ERROR, 0, "soft time limit exceeded")
+            return self.on_provider_error(ctx, error, args, kwargs)
+        except CredentialError as exc:
+            error = ProviderError(_NO_CREDENTIAL, 0, str(exc))
+            return self.end(ctx, "needs_reauth", error)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("unparseable answer sync=%s task=%s: %s", ctx.sync_id, self.name,
+                        type(exc).__name__)
+            error = ProviderError(UNPARSEABLE, 200, f"unexpected response shape ({type(exc).__name__})")
+            return self.on_provider_error(ctx, error, args, kwargs)
+
+
+_NO_CREDENTIAL = ErrorRule(Action.REAUTH, "no_credentials")
+
+
+def finished(ctx, status: str, error: ProviderError | None = None) -> None:
+    """A sync reached a final status: count it and tell the main app."""
+    from service import callbacks, observability
+
+    observability.count("syncs_finished", provider=ctx.provider.NAME, status=status)
+    log.info("sync finished sync=%s provider=%s status=%s kind=%s", ctx.sync_id,
+             ctx.provider.NAME, status, error.rule.kind if error else "-")
+    callbacks.notify(ctx.svc, ctx.sync_id)
+
+
+class ProfileTask(ProviderTask):
+    """Round one: one call to learn the account's size, which picks the queue."""
+
+    #: name of the provider's page task
+    page_task_name: str = ""
+
+    def run(self, sync_id: str, attempt: int = 0, waits: int = 0, refreshed: int = 0):
+        ctx = self.load(sync_id)
+        if ctx is None:
+            return "inactive"
+        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed}
+        return self.guarded(ctx, lambda: self._profile(ctx, kwargs), [sync_id], kwargs)
+
+    def _profile(self, ctx, kwargs):
+        provider, svc = ctx.provider, ctx.svc
+        svc.store.mark_running(ctx.sync_id)
+        answer = self.call(ctx, provider.profile_call(ctx.account_id), [ctx.sync_id], kwargs)
+        if answer is None:
+            return "parked"
+        size = provider.parse_size(answer.body)
+        queue_class = queues.queue_class_for(size, ctx.record.get("trigger", "api"),
+                                             svc.settings.whale_threshold)
+        fields = {"queue": queue_class}
+        if size is not None:
+            fields["expected_total"] = size
+        svc.store.update(ctx.sync_id, **fields)
+        ctx.record.update(fields)
+        cursors = provider.initial_cursors(ctx.account_id, size)
+        marks = svc.store.add_pending(ctx.sync_id, "", cursors)
+        self.send_pages(ctx, self.page_task_name,
+                        [c for c, m in zip(cursors, marks) if m in ("new", "rerun")])
+        return "planned"
+
+    def on_skip(self, ctx, error, args):
+        # Nothing was fetched: a 404 for the account is no evidence its
+        # network is empty (a renamed login 404s too), so keep the old one.
+        return self.end(ctx, "failed", error)
+
+
+class PageTask(ProviderTask):
+    """Round two: one page, one call; store it and launch what it points to."""
+
+    def run(self, sync_id: str, cursor: str, attempt: int = 0, waits: int = 0,
+            refreshed: int = 0, restarts: int = 0):
+        ctx = self.load(sync_id)
+        if ctx is None:
+            return "inactive"
+        if ctx.svc.store.is_done(sync_id, cursor):
+            return "duplicate"
+        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed, "restarts": restarts}
+        return self.guarded(ctx, lambda: self._page(ctx, cursor, kwargs), [sync_id, cursor], kwargs)
+
+    def _page(self, ctx, cursor, kwargs):
+        provider, store = ctx.provider, ctx.svc.store
+        answer = self.call(ctx, provider.page_call(ctx.account_id, cursor), [ctx.sync_id, cursor],
+                           kwargs)
+        if answer is None:
+            return "parked"
+        page = provider.parse_page(answer.body, answer.headers, cursor)
+        reason = self.guard_reason(ctx, page)
+        if reason:
+            result = store.complete_page(ctx.sync_id, cursor, page.connections, reason)
+            if result not in FINAL:
+                result = store.finish_early(ctx.sync_id, reason)
+        else:
+            # Launch the next page before storing this one: the chain never waits on storage.
+            followups = page.followups
+            marks = store.add_pending(ctx.sync_id, cursor, followups)
+            self.send_pages(ctx, self.name, [c for c, m in zip(followups, marks)
+                                             if m in ("new", "rerun")])
+            repeated = "repeated_cursor" if "repeat" in marks else ""
+            result = store.complete_page(ctx.sync_id, cursor, page.connections, repeated)
+        if result in FINAL:
+            finished(ctx, result)
+        return result
+
+    def guard_reason(self, ctx, page) -> str:
+        """Why this sync must stop paging now ("" to go on): the page-count guard."""
+        if not page.followups:
+            return ""
+        expected = ctx.record.get("expected_total")
+        limit = ctx.provider.page_limit(int(expected) if expected else page.total)
+        pages_done = int(ctx.record.get("pages_fetched", 0)) + 1
+        return "page_limit" if limit is not None and pages_done >= limit else ""
+
+    def on_skip(self, ctx, error, args):
+        """The target is gone or hidden: this page ends its lane with nothing."""
+        result = ctx.svc.store.complete_page(ctx.sync_id, args[1], [], error.rule.kind)
+        if result in FINAL:
+            finished(ctx, result, error)
+        return result

@@ -1,0 +1,134 @@
+"""GitHub REST: followers of a user.
+
+Docs: https://docs.github.com/en/rest/users/followers and
+https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
+"""
+from __future__ import annotations
+
+from providers.base import PageTask, ProfileTask
+from providers.errors import Action, ErrorRule
+from providers.provider import HttpCall, Page, Pagination, Provider
+from service.ratelimits import RateLimitInfo
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class GitHub(Provider):
+    NAME = "github"
+    DOCS = "https://docs.github.com/en/rest/users/followers"
+    PAGE_SIZE = 100  # the maximum per_page
+    # ``Link`` with rel="last" lets page one fan out to every page at once.
+    PAGINATION = Pagination.LINK
+    QUOTA_SCOPES = ("token",)  # 5,000/h per token
+    WAIT_FLOOR_SECONDS = 60.0  # secondary limit without retry-after: >= 60 s, then doubling
+
+    #: key: (HTTP status, kind of 403/429) or status → what to do
+    ERRORS = {
+        401: ErrorRule(Action.REAUTH, "bad_credentials"),
+        404: ErrorRule(Action.SKIP, "not_found"),
+        (403, "primary"): ErrorRule(Action.WAIT, "rate_limited"),
+        (429, "primary"): ErrorRule(Action.WAIT, "rate_limited"),
+        (403, "secondary"): ErrorRule(Action.WAIT, "secondary_rate_limit"),
+        (429, "secondary"): ErrorRule(Action.WAIT, "secondary_rate_limit"),
+        403: ErrorRule(Action.FAIL, "forbidden"),
+        500: ErrorRule(Action.BACKOFF, "server_error"),
+        502: ErrorRule(Action.BACKOFF, "bad_gateway"),
+        503: ErrorRule(Action.BACKOFF, "unavailable"),
+        504: ErrorRule(Action.BACKOFF, "gateway_timeout"),
+    }
+
+    def profile_call(self, account_id):
+        return HttpCall("GET", self.url(f"/users/{account_id}"))
+
+    def parse_size(self, body):
+        return int(body["followers"])
+
+    def first_cursor(self, account_id):
+        return f"{self.base_path}/users/{account_id}/followers?per_page={self.PAGE_SIZE}&page=1"
+
+    def page_call(self, account_id, cursor):
+        # Follow links exactly as given: they may name another path
+        # (/user/<id>/followers) than the one we asked for.
+        return HttpCall("GET", self.origin + cursor)
+
+    def parse_page(self, body, headers, cursor):
+        connections = [(str(user["id"]), user["login"]) for user in body]
+        links = parse_link_header(headers.get("link", ""))
+        last = self.relative(links["last"]) if "last" in links else None
+        if last is not None:
+            # Only page one fans out; the others' rel="next" was already launched.
+            if self.query_param(cursor, "page") in (None, "1"):
+                last_page = _int(self.query_param(last, "page")) or 1
+                fan_out = tuple(self.with_query(last, page=n) for n in range(2, last_page + 1))
+                return Page(connections, fan_out=fan_out)
+            return Page(connections)
+        nxt = self.relative(links["next"]) if "next" in links else None
+        return Page(connections, next_cursor=nxt)
+
+    def auth_headers(self, credential):
+        return {"Authorization": f"Bearer {credential.access_token}",
+                "Accept": "application/vnd.github+json"}
+
+    def rate_info(self, headers):
+        retry_after = _int(headers.get("retry-after"))
+        reset = _int(headers.get("x-ratelimit-reset"))
+        return RateLimitInfo(
+            limit=_int(headers.get("x-ratelimit-limit")),
+            remaining=_int(headers.get("x-ratelimit-remaining")),
+            reset_at=float(reset) if reset is not None else None,
+            retry_after=float(retry_after) if retry_after is not None else None,
+        )
+
+    def error_key(self, status, body, headers):
+        if status in (403, 429):
+            message = (body or {}).get("message", "") if isinstance(body, dict) else ""
+            # The secondary limit was called "abuse detection" until 2021; it
+            # may come with only Retry-After and no X-RateLimit-* headers.
+            text = message.lower()
+            if "secondary rate limit" in text or "abuse detection" in text:
+                return (status, "secondary")
+            if headers.get("x-ratelimit-remaining") == "0" or "rate limit exceeded" in text:
+                return (status, "primary")
+            if headers.get("retry-after"):
+                return (status, "secondary")
+        return status
+
+    def retry_at(self, rule, headers, now):
+        info = self.rate_info(headers)
+        if info.retry_after is not None:
+            return now + info.retry_after
+        if rule.action is Action.WAIT and info.reset_at is not None:
+            return info.reset_at
+        return None
+
+
+def parse_link_header(value: str) -> dict[str, str]:
+    """``<url>; rel="next", <url>; rel="last"`` → {"next": url, "last": url}."""
+    links = {}
+    for part in value.split(","):
+        url, _, params = part.partition(";")
+        url = url.strip()
+        if not (url.startswith("<") and url.endswith(">")):
+            continue
+        for param in params.split(";"):
+            key, _, val = param.strip().partition("=")
+            if key.strip().lower() == "rel":
+                for rel in val.strip().strip('"').split():
+                    links[rel] = url[1:-1]
+    return links
+
+
+class GitHubProfileTask(ProfileTask):
+    name = "github.profile"
+    provider_class = GitHub
+    page_task_name = "github.page"
+
+
+class GitHubPageTask(PageTask):
+    name = "github.page"
+    provider_class = GitHub

@@ -1,0 +1,53 @@
+"""The one way netsync talks to a provider: pooled sessions, hard timeouts.
+
+Every call has a connect and a read timeout (an open socket would otherwise
+block Celery's soft time limit); transport failures become the taxonomy's
+``transport_error`` (BACKOFF). Sessions are per thread so the threads and
+gevent pools can share a process without sharing a connection pool.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from providers.errors import TRANSPORT_ERROR, ProviderCallError, ProviderError
+
+_local = threading.local()
+
+
+def session() -> requests.Session:
+    sess = getattr(_local, "session", None)
+    if sess is None:
+        sess = requests.Session()
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=32, max_retries=0)
+        sess.mount("http://", adapter)
+        sess.mount("https://", adapter)
+        sess.headers["User-Agent"] = "netsync/1.0"
+        _local.session = sess
+    return sess
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: requests.structures.CaseInsensitiveDict
+    body: object  # parsed JSON, or None when the body is not JSON
+
+
+def send(method: str, url: str, *, params=None, headers=None, timeout: tuple[float, float],
+         http: requests.Session | None = None) -> Answer:
+    """Send one request; raise ProviderCallError(transport_error) if no answer came."""
+    try:
+        response = (http or session()).request(
+            method, url, params=params, headers=headers, timeout=timeout, allow_redirects=False
+        )
+    except (requests.Timeout, requests.ConnectionError) as exc:
+        raise ProviderCallError(ProviderError(TRANSPORT_ERROR, 0, type(exc).__name__)) from None
+    try:
+        body = response.json() if response.content else None
+    except ValueError:
+        body = None
+    return Answer(response.status_code, response.headers, body)

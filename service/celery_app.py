@@ -1,0 +1,67 @@
+"""The Celery app, shaped after Flask's own Celery example.
+
+Tasks run inside the Flask app context (so they reach ``services()`` like a
+view does); the Celery app lives in ``app.extensions["celery"]``. Settings
+follow the talk and Celery's docs for long I/O-bound work: ack late and
+requeue work whose worker died, prefetch one, no results (sync state is
+ours, in Redis: Celery says PENDING for anything it does not know).
+"""
+from __future__ import annotations
+
+import os
+
+from celery import Celery, Task
+from flask import Flask
+
+import queues
+
+
+def celery_config(settings, redis_url: str) -> dict:
+    broker = settings.broker_url or redis_url
+    visibility = int(os.environ.get("BROKER_VISIBILITY_TIMEOUT", "3600"))
+    return {
+        "broker_url": broker,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # Redis: priorities within a queue, lowest number first; the
+            # visibility timeout bounds how long a dead worker's message waits.
+            "queue_order_strategy": "priority",
+            "priority_steps": list(range(queues.MAX_PRIORITY + 1)),
+            "sep": ":",
+            "visibility_timeout": visibility,
+        },
+        "task_queues": queues.declare_queues(settings.provider_regions),
+        "task_default_queue": "normal",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,
+        "result_backend": None,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit,
+        "task_time_limit": settings.task_soft_time_limit + 15,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_create_missing_queues": True,
+    }
+
+
+def celery_init_app(app: Flask) -> Celery:
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    services = app.extensions["netsync"]
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.conf.update(celery_config(services.settings, services.redis_url))
+    celery_app.flask_app = app
+    app.extensions["celery"] = celery_app
+
+    from providers import register_tasks
+    from service import callbacks
+
+    register_tasks(celery_app)
+    callbacks.register_tasks(celery_app)
+    return celery_app

@@ -1,0 +1,161 @@
+"""All of netsync's configuration, read from the environment in one place.
+
+Development defaults work out of the box (embedded Redis, fixed dev secrets);
+``NETSYNC_ENV=production`` refuses to start while a secret is missing or
+still the development one. Every setting is listed in the README.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+PROVIDERS = ("github", "twitter", "facebook", "linkedin", "mastodon")
+
+REAL_API_URLS = {
+    "github": "https://api.github.com",
+    "twitter": "https://api.twitter.com",
+    "facebook": "https://graph.facebook.com",
+    "linkedin": "https://api.linkedin.com",
+    "mastodon": "https://mastodon.social",
+}
+
+# Development-only secrets: good enough for `make demo`, refused in production.
+DEV_WEBHOOK_SECRET = "dev-webhook-secret"
+DEV_API_TOKEN = "dev-api-token"
+DEV_ENCRYPTION_KEY = "ZGV2LW9ubHktZmVybmV0LWtleS1kby1ub3QtdXNlLSE="  # 32 bytes, urlsafe b64
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a service that may start."""
+
+
+def _csv(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _int(env, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _regions(raw: str | None) -> dict[str, str]:
+    regions = {}
+    for item in _csv(raw):
+        provider, sep, region = item.partition(":")
+        if not sep or provider not in PROVIDERS or not region.isidentifier():
+            raise ConfigError(f"PROVIDER_REGIONS entry {item!r} is not provider:region")
+        regions[provider] = region
+    return regions
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    redis_url: str | None = None
+    broker_url: str | None = None
+    key_prefix: str = "netsync"
+    webhook_secrets: tuple[str, ...] = (DEV_WEBHOOK_SECRET,)
+    api_tokens: tuple[str, ...] = (DEV_API_TOKEN,)
+    encryption_keys: tuple[str, ...] = (DEV_ENCRYPTION_KEY,)
+    callback_url: str | None = None
+    sentry_dsn: str | None = None
+    whale_threshold: int = 10_000
+    freshness_seconds: int = 900
+    api_urls: dict = field(default_factory=lambda: dict(REAL_API_URLS))
+    provider_regions: dict = field(default_factory=dict)
+    port: int = 8000
+    #: seconds a signed request's timestamp may differ from our clock
+    signature_tolerance: int = 300
+    #: seconds a webhook delivery id is remembered for replay protection
+    delivery_ttl: int = 24 * 3600
+    #: connect / read timeouts for every outbound HTTP call (seconds)
+    http_connect_timeout: float = 3.05
+    http_read_timeout: float = 10.0
+    #: soft time limit of a page task; the HTTP timeouts stay below it
+    task_soft_time_limit: int = 30
+    #: bounded retries for BACKOFF errors (5xx, timeouts)
+    max_backoff_attempts: int = 5
+    backoff_base_seconds: float = 1.0
+    backoff_cap_seconds: float = 60.0
+    #: an in-flight sync older than this is considered abandoned
+    sync_stale_seconds: int = 6 * 3600
+    max_body_bytes: int = 64 * 1024
+    #: OAuth client credentials per provider (refresh), "CLIENT_ID:SECRET"
+    oauth_clients: dict = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    def api_url(self, provider: str) -> str:
+        return self.api_urls[provider].rstrip("/")
+
+
+def load_settings(environ=None) -> Settings:
+    """Build Settings from ``environ`` (default: ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    mode = env.get("NETSYNC_ENV", "development")
+    redis_url = env.get("REDIS_URL") or None
+    settings = Settings(
+        env=mode,
+        redis_url=redis_url,
+        broker_url=env.get("CELERY_BROKER_URL") or None,
+        key_prefix=env.get("NETSYNC_KEY_PREFIX", "netsync"),
+        webhook_secrets=tuple(_csv(env.get("WEBHOOK_SECRETS"))) or (DEV_WEBHOOK_SECRET,),
+        api_tokens=tuple(_csv(env.get("INTERNAL_API_TOKENS"))) or (DEV_API_TOKEN,),
+        encryption_keys=tuple(_csv(env.get("TOKEN_ENCRYPTION_KEY"))) or (DEV_ENCRYPTION_KEY,),
+        callback_url=env.get("CALLBACK_URL") or None,
+        sentry_dsn=env.get("SENTRY_DSN") or None,
+        whale_threshold=_int(env, "WHALE_THRESHOLD", 10_000),
+        freshness_seconds=_int(env, "FRESHNESS_SECONDS", 900),
+        api_urls={p: env.get(f"{p.upper()}_API_URL") or REAL_API_URLS[p] for p in PROVIDERS},
+        provider_regions=_regions(env.get("PROVIDER_REGIONS")),
+        port=_int(env, "PORT", 8000),
+        http_connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", 3.05),
+        http_read_timeout=_float(env, "HTTP_READ_TIMEOUT", 10.0),
+        task_soft_time_limit=_int(env, "TASK_SOFT_TIME_LIMIT", 30),
+        max_backoff_attempts=_int(env, "MAX_BACKOFF_ATTEMPTS", 5),
+        backoff_base_seconds=_float(env, "BACKOFF_BASE_SECONDS", 1.0),
+        backoff_cap_seconds=_float(env, "BACKOFF_CAP_SECONDS", 60.0),
+        oauth_clients={
+            p: env[f"{p.upper()}_OAUTH_CLIENT"]
+            for p in PROVIDERS
+            if env.get(f"{p.upper()}_OAUTH_CLIENT")
+        },
+    )
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Refuse settings a production service must not run with."""
+    if settings.http_read_timeout + settings.http_connect_timeout >= settings.task_soft_time_limit:
+        raise ConfigError("HTTP timeouts must stay below TASK_SOFT_TIME_LIMIT")
+    if not settings.is_production:
+        return
+    problems = []
+    if DEV_WEBHOOK_SECRET in settings.webhook_secrets:
+        problems.append("WEBHOOK_SECRETS")
+    if DEV_API_TOKEN in settings.api_tokens:
+        problems.append("INTERNAL_API_TOKENS")
+    if DEV_ENCRYPTION_KEY in settings.encryption_keys:
+        problems.append("TOKEN_ENCRYPTION_KEY")
+    if not settings.redis_url:
+        problems.append("REDIS_URL (no embedded Redis in production)")
+    if problems:
+        raise ConfigError("production needs real values for: " + ", ".join(problems))

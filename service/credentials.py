@@ -1,0 +1,72 @@
+"""Provider credentials, encrypted at rest with Fernet (``TOKEN_ENCRYPTION_KEY``).
+
+Tokens arrive with the login webhook and are read back by the tasks by
+(user, provider): they never travel in a Celery message, a log line or an
+API response. ``MultiFernet`` gives key rotation: the first key encrypts,
+every key decrypts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+
+@dataclass(frozen=True)
+class Credential:
+    account_id: str
+    access_token: str
+    refresh_token: str | None = None
+    expires_at: float | None = None
+    token_secret: str | None = None
+
+    def fingerprint(self) -> str:
+        """A non-reversible name for the token: quota scope and log correlation."""
+        return hashlib.sha256(self.access_token.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:  # never print a token by accident
+        return f"Credential(account_id={self.account_id!r}, token=<{self.fingerprint()}>)"
+
+
+class CredentialError(RuntimeError):
+    """No usable credential is stored (never stored, or undecryptable)."""
+
+
+class CredentialStore:
+    def __init__(self, redis_client, prefix: str, keys: tuple[str, ...]):
+        self.redis = redis_client
+        self.prefix = prefix
+        self.fernet = MultiFernet([Fernet(k.encode() if isinstance(k, str) else k) for k in keys])
+
+    def _key(self, provider: str, user_id: str) -> str:
+        return f"{self.prefix}:{{{provider}:{user_id}}}:cred"
+
+    def save(self, provider: str, user_id: str, credential: Credential) -> None:
+        blob = self.fernet.encrypt(json.dumps(asdict(credential)).encode())
+        self.redis.set(self._key(provider, user_id), blob)
+
+    def load(self, provider: str, user_id: str) -> Credential:
+        blob = self.redis.get(self._key(provider, user_id))
+        if blob is None:
+            raise CredentialError(f"no {provider} credential stored for this user")
+        try:
+            return Credential(**json.loads(self.fernet.decrypt(blob)))
+        except (InvalidToken, ValueError, TypeError):
+            raise CredentialError(f"stored {provider} credential cannot be decrypted") from None
+
+    def exists(self, provider: str, user_id: str) -> bool:
+        return bool(self.redis.exists(self._key(provider, user_id)))
+
+    def update_token(self, provider: str, user_id: str, token: dict) -> Credential:
+        """Write back a refreshed OAuth2 token (requests-oauthlib's ``token_updater``)."""
+        current = self.load(provider, user_id)
+        updated = replace(
+            current,
+            access_token=token["access_token"],
+            refresh_token=token.get("refresh_token") or current.refresh_token,
+            expires_at=token.get("expires_at"),
+        )
+        self.save(provider, user_id, updated)
+        return updated

@@ -1,0 +1,68 @@
+"""The service's shared parts, built once per process from Settings.
+
+``app.extensions["netsync"]`` holds a ``Services``: the Redis client and
+everything built on it. Flask views, CLI commands and Celery tasks (which run
+inside the app context) all reach them the same way: ``services()``.
+"""
+from __future__ import annotations
+
+import atexit
+from dataclasses import dataclass
+
+import redis
+from flask import Flask, current_app
+
+from service.config import Settings
+from service.credentials import CredentialStore
+from service.delayed import DelayedSet
+from service.quota import QuotaGate
+from service.store import SyncStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis_url: str
+    redis: redis.Redis
+    store: SyncStore
+    credentials: CredentialStore
+    quota: QuotaGate
+    delayed: DelayedSet
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    """``REDIS_URL``, else the embedded server of this run (started if none is)."""
+    if settings.redis_url:
+        return settings.redis_url
+    from service import embedded_redis
+
+    url = embedded_redis.running_url()
+    if url:
+        return url
+    server = embedded_redis.EmbeddedRedis()
+    url = server.start()
+    atexit.register(server.stop)
+    return url
+
+
+def build_services(settings: Settings) -> Services:
+    url = resolve_redis_url(settings)
+    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
+                                  health_check_interval=30)
+    return Services(
+        settings=settings,
+        redis_url=url,
+        redis=client,
+        store=SyncStore(client, settings.key_prefix),
+        credentials=CredentialStore(client, settings.key_prefix, settings.encryption_keys),
+        quota=QuotaGate(client, settings),
+        delayed=DelayedSet(client, settings.key_prefix),
+    )
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["netsync"] = build_services(app.config["NETSYNC_SETTINGS"])
+
+
+def services() -> Services:
+    return current_app.extensions["netsync"]
