@@ -94,7 +94,9 @@ def test_outage_is_retried_then_fails_with_network_kept(stack):
 
 
 def test_unknown_account_fails_without_touching_anything(stack):
-    account = {"provider": "github", "id": "nobody-here", "token": "tok-nobody"}
+    real = stack.add_account("github", 5)
+    # A valid token asking for a login GitHub does not know: 404.
+    account = {"provider": "github", "id": "nobody-here", "token": real["token"]}
     user = new_user()
     (sync,) = stack.login(user, account).json()["syncs"]
     record = stack.wait_final(sync["sync_id"])

@@ -1,0 +1,1 @@
+"""netsync benchmarks (``make bench``); results go to bench/results/."""

@@ -1,0 +1,48 @@
+"""Small client helpers the benchmarks share: simulator control, triggers, waiting."""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+
+import requests
+
+from service.config import DEV_API_TOKEN, DEV_WEBHOOK_SECRET
+from service.signatures import sign
+
+_api = requests.Session()
+_api.headers["Authorization"] = f"Bearer {DEV_API_TOKEN}"
+
+
+def add_account(stack, account: dict) -> None:
+    requests.post(f"{stack.simulator_url}/_sim/accounts", json={"accounts": [account]},
+                  timeout=10).raise_for_status()
+
+
+def login(stack, user_id: str, account: dict) -> str:
+    body = json.dumps({"user_id": user_id, "accounts": [
+        {"provider": account["provider"], "account_id": account["id"],
+         "access_token": account["token"]}]}).encode()
+    headers = {"Content-Type": "application/json",
+               "X-Netsync-Signature": sign(DEV_WEBHOOK_SECRET, body, int(time.time()))}
+    response = _api.post(f"{stack.web_url}/webhooks/login", data=body, headers=headers, timeout=10)
+    response.raise_for_status()
+    return response.json()["syncs"][0]["sync_id"]
+
+
+def sync(stack, sync_id: str) -> dict:
+    return _api.get(f"{stack.web_url}/v1/syncs/{sync_id}", timeout=10).json()
+
+
+def wait_final(stack, sync_id: str, timeout: float = 300, poll: float = 0.05) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = sync(stack, sync_id)
+        if record["status"] not in ("queued", "running"):
+            return record
+        time.sleep(poll)
+    raise TimeoutError(f"sync {sync_id} not final after {timeout}s")
+
+
+def seconds(start_iso: str, end_iso: str) -> float:
+    return (datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds()

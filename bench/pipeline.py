@@ -1,0 +1,105 @@
+"""Pipeline throughput: one 200,000-follower GitHub sync, no latency, no limit.
+
+For each worker pool (prefork, threads, gevent) it measures, in one run:
+- the pipeline: pages/s and connections/s of a real sync (webhook → profile →
+  2,000 page tasks → stored network), median of RUNS;
+- raw Celery: tasks/s of a no-op task on the same broker, pool and
+  concurrency (N messages queued first, then drained), median of RUNS;
+and reports pipeline pages/s ÷ raw tasks/s.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from service.devstack import DevStack, WorkerSpec, stop_process, temp_var_dir
+
+SIZE = 200_000
+RUNS = 3
+NOOP_TASKS = 4_000
+POOLS = [("prefork", 2), ("threads", 8), ("gevent", 32)]
+RESULTS = Path(__file__).parent / "results"
+
+
+def run_pipeline(stack, bench_api, index: int) -> dict:
+    account = {"provider": "github", "id": f"whale-{index}", "size": SIZE, "token": f"tok-w{index}"}
+    bench_api.add_account(stack, account)
+    sync_id = bench_api.login(stack, f"bench-user-{index}", account)
+    record = bench_api.wait_final(stack, sync_id, timeout=600)
+    assert record["status"] == "succeeded", record
+    seconds = bench_api.seconds(record["created_at"], record["finished_at"])
+    return {"seconds": seconds, "pages": record["pages_fetched"],
+            "pages_per_s": record["pages_fetched"] / seconds,
+            "connections_per_s": record["connections_fetched"] / seconds}
+
+
+def run_noop(stack, pool: str, concurrency: int) -> float:
+    """Queue NOOP_TASKS no-op messages, start a worker, time until all are acked."""
+    env = stack.base_env
+    client = redis.Redis.from_url(stack.redis_url)
+    send = ("from bench.noop_app import app\n"
+            "with app.producer_or_acquire() as p:\n"
+            f"    for _ in range({NOOP_TASKS}): app.send_task('bench.noop', queue='noopq', producer=p)\n")
+    subprocess.run([sys.executable, "-c", send], env=env, check=True, cwd=stack.base_env["PYTHONPATH"])
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "bench.noop_app", "worker", "-Q", "noopq",
+         "-P", pool, "-c", str(concurrency), "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "-l", "WARNING"],
+        env=env, cwd=env["PYTHONPATH"], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while client.llen("noopq") == NOOP_TASKS:  # wait for the worker to start consuming
+            time.sleep(0.002)
+        started = time.monotonic()
+        while client.llen("noopq") or client.hlen("unacked"):
+            time.sleep(0.005)
+        return (NOOP_TASKS - 1) / (time.monotonic() - started)
+    finally:
+        stop_process(worker)
+
+
+def bench_pool(pool: str, concurrency: int, bench_api) -> dict:
+    stack = DevStack(var_dir=temp_var_dir("netsync-bench-"), scheduler=True, workers=[
+        WorkerSpec("normal,whale", pool=pool, concurrency=concurrency, name="pages")])
+    with stack:
+        pipeline = [run_pipeline(stack, bench_api, i) for i in range(RUNS)]
+        stop_process(stack.processes.pop("pages"))  # the no-op runs alone on the same machine
+        raw = [run_noop(stack, pool, concurrency) for _ in range(RUNS)]
+    pages = statistics.median(r["pages_per_s"] for r in pipeline)
+    raw_median = statistics.median(raw)
+    return {"pool": pool, "concurrency": concurrency, "pipeline_runs": pipeline,
+            "pages_per_s_median": round(pages, 1),
+            "connections_per_s_median": round(statistics.median(r["connections_per_s"] for r in pipeline)),
+            "raw_noop_tasks_per_s_runs": [round(r, 1) for r in raw],
+            "raw_noop_tasks_per_s_median": round(raw_median, 1),
+            "ratio": round(pages / raw_median, 3)}
+
+
+def main(pools=POOLS) -> dict:
+    from bench import api as bench_api
+
+    results = []
+    for pool, concurrency in pools:
+        print(f"pipeline benchmark: pool={pool} concurrency={concurrency} ...", flush=True)
+        result = bench_pool(pool, concurrency, bench_api)
+        print(f"  pages/s {result['pages_per_s_median']}, connections/s "
+              f"{result['connections_per_s_median']}, raw no-op tasks/s "
+              f"{result['raw_noop_tasks_per_s_median']}, ratio {result['ratio']}", flush=True)
+        results.append(result)
+    best = max(results, key=lambda r: r["pages_per_s_median"])
+    out = {"scenario": f"github account of {SIZE} followers, no latency, no rate limit",
+           "runs_per_pool": RUNS, "machine": "2 cores; simulator, Redis and workers share them",
+           "results": results, "best_pool": best["pool"]}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "pipeline.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()

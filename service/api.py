@@ -1,0 +1,227 @@
+"""The internal REST API under ``/v1``: start a sync, read its status, read networks.
+
+Every route needs ``Authorization: Bearer <token>`` with one of
+``INTERNAL_API_TOKENS`` (compared in constant time). Answers are shaped here
+once (``ticket_view``, ``sync_view``) and reused by the webhook and the CLI.
+The OpenAPI document describing all of it is served from ``service.openapi``.
+"""
+from __future__ import annotations
+
+import datetime
+import hmac
+
+from flask import Blueprint, Flask, jsonify, request, url_for
+
+from service import http_errors, openapi
+from service.extensions import services
+from service.http_errors import ApiError
+from service.observability import count
+from service.store import SyncTicket
+from service.syncs import SyncRequestError, start_sync, validate_target
+
+bp = Blueprint("api", __name__, url_prefix="/v1")
+
+DEFAULT_PAGE_LIMIT = 100
+MAX_PAGE_LIMIT = 1000
+MAX_CURSOR_LENGTH = 512
+MAX_SYNC_ID_LENGTH = 64
+
+#: how a refused trigger answers: no credentials is a state the caller can fix
+#: (the user logs in again), so 409 rather than 404, which means "no such id"
+_REFUSALS = {"no_credentials": 409, "invalid": 422}
+
+
+# -- answers ----------------------------------------------------------------------
+def iso(timestamp) -> str | None:
+    """An epoch-seconds field of the store as ISO-8601 UTC (None if unset or garbled)."""
+    try:
+        moment = datetime.datetime.fromtimestamp(float(timestamp), datetime.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _int(value) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _float(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def ticket_view(ticket: SyncTicket) -> dict:
+    """One trigger's answer: which sync now answers for this user and provider."""
+    sync_id = ticket.sync_id or None
+    return {
+        "sync_id": sync_id,
+        "provider": ticket.provider,
+        "status": ticket.status,
+        "queue": ticket.queue or None,
+        "status_url": url_for("api.get_sync", sync_id=sync_id) if sync_id else None,
+    }
+
+
+def trigger_outcome(ticket: SyncTicket) -> str:
+    """How a trigger ended, for the counters: queued (started now), inflight, or fresh."""
+    if ticket.created:
+        return "queued"
+    return "fresh" if ticket.status == "fresh" else "inflight"
+
+
+def _rate_limit_view(record: dict) -> dict | None:
+    """The provider's last quota report (``rate_*`` fields), if it sent one."""
+    if not any(key.startswith("rate_") for key in record):
+        return None
+    return {
+        "limit": _int(record.get("rate_limit")),
+        "remaining": _int(record.get("rate_remaining")),
+        "reset_at": iso(record.get("rate_reset_at")),
+        "retry_after": _float(record.get("rate_retry_after")),
+        "usage_percent": _float(record.get("rate_usage_percent")),
+    }
+
+
+def sync_view(record: dict) -> dict:
+    """A sync record from the store, typed: ints, ISO-8601 times, a structured error."""
+    error = None
+    if record.get("error_kind") or record.get("error_message"):
+        error = {"kind": record.get("error_kind"), "message": record.get("error_message")}
+    return {
+        "sync_id": record.get("sync_id"),
+        "user_id": record.get("user_id"),
+        "provider": record.get("provider"),
+        "account_id": record.get("account_id"),
+        "queue": record.get("queue"),
+        "trigger": record.get("trigger"),
+        "status": record.get("status"),
+        "pages_fetched": _int(record.get("pages_fetched")) or 0,
+        "connections_fetched": _int(record.get("connections_fetched")) or 0,
+        "expected_total": _int(record.get("expected_total")),
+        "calls": _int(record.get("calls")) or 0,
+        "created_at": iso(record.get("created_at")),
+        "started_at": iso(record.get("started_at")),
+        "finished_at": iso(record.get("finished_at")),
+        "error": error,
+        "partial_reason": record.get("partial_reason"),
+        "rate_limit": _rate_limit_view(record),
+    }
+
+
+# -- auth -------------------------------------------------------------------------
+def _token_matches(presented: str, tokens) -> bool:
+    """Constant-time comparison against every configured token."""
+    matched = False
+    for token in tokens:
+        matched |= hmac.compare_digest(presented.encode(), token.encode())
+    return matched
+
+
+@bp.before_request
+def require_bearer_token():
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="netsync"'}
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise ApiError(401, "an Authorization: Bearer <token> header is required",
+                       headers=challenge)
+    if not _token_matches(presented.strip(), services().settings.api_tokens):
+        count("api_auth_failures")
+        raise ApiError(401, "the bearer token is not valid", headers=challenge)
+
+
+# -- routes -----------------------------------------------------------------------
+def _sync_request(document: dict) -> tuple[str, str, bool]:
+    missing = [name for name in ("user_id", "provider") if name not in document]
+    if missing:
+        raise ApiError(422, f"missing field(s): {', '.join(missing)}", code="missing_field")
+    force = document.get("force", False)
+    if not isinstance(force, bool):
+        raise ApiError(422, "force must be true or false")
+    try:
+        validate_target(document["user_id"], document["provider"])
+    except SyncRequestError as exc:
+        raise ApiError(422, str(exc)) from None
+    return document["user_id"], document["provider"], force
+
+
+@bp.post("/syncs")
+def create_sync():
+    """Start (or find) the sync of one user's network on one provider."""
+    document = http_errors.read_json_object(request.get_data(), request.is_json)
+    user_id, provider, force = _sync_request(document)
+    try:
+        ticket = start_sync(services(), user_id=user_id, provider=provider, trigger="api",
+                            force=force)
+    except SyncRequestError as exc:
+        count("triggers", kind="api", outcome=exc.code)
+        raise ApiError(_REFUSALS.get(exc.code, 422), str(exc), code=exc.code) from None
+    count("triggers", kind="api", outcome=trigger_outcome(ticket))
+    answer = ticket_view(ticket)
+    headers = {"Location": answer["status_url"]} if answer["status_url"] else {}
+    return jsonify(answer), 202, headers
+
+
+@bp.get("/syncs/<sync_id>")
+def get_sync(sync_id: str):
+    record = services().store.get_sync(sync_id) if len(sync_id) <= MAX_SYNC_ID_LENGTH else None
+    if record is None:
+        raise ApiError(404, f"no sync {sync_id[:MAX_SYNC_ID_LENGTH]!r}")
+    return jsonify(sync_view(record))
+
+
+def _network_target(user_id: str, provider: str) -> None:
+    """A path naming no possible network is a 404, like any unknown resource."""
+    try:
+        validate_target(user_id, provider)
+    except SyncRequestError as exc:
+        raise ApiError(404, str(exc)) from None
+
+
+def _page_limit() -> int:
+    raw = request.args.get("limit")
+    if raw is None or raw == "":
+        return DEFAULT_PAGE_LIMIT
+    if not raw.isascii() or not raw.lstrip("-").isdigit() or len(raw) > 10:
+        raise ApiError(400, "limit must be an integer")
+    limit = int(raw)
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise ApiError(422, f"limit must be between 1 and {MAX_PAGE_LIMIT}")
+    return limit
+
+
+@bp.get("/users/<user_id>/networks/<provider>")
+def get_network(user_id: str, provider: str):
+    """One page of the last complete network, in a stable id order."""
+    _network_target(user_id, provider)
+    limit = _page_limit()
+    cursor = request.args.get("cursor") or None
+    if cursor is not None and len(cursor) > MAX_CURSOR_LENGTH:
+        raise ApiError(422, f"cursor is longer than {MAX_CURSOR_LENGTH} characters")
+    page = services().store.network_page(provider, user_id, cursor, limit)
+    if page is None:
+        raise ApiError(404, f"no {provider} network has been synced for {user_id}")
+    meta, connections, next_cursor = page
+    return jsonify(count=_int(meta.get("count")) or 0, synced_at=iso(meta.get("synced_at")),
+                   sync_id=meta.get("sync_id"), connections=connections,
+                   next_cursor=next_cursor)
+
+
+@bp.get("/users/<user_id>/networks/<provider>/changes")
+def get_changes(user_id: str, provider: str):
+    """What the last completed sync added to and removed from the network."""
+    _network_target(user_id, provider)
+    changes = services().store.changes(provider, user_id)
+    if changes is None:
+        raise ApiError(404, f"no {provider} network has been synced for {user_id}")
+    return jsonify(changes)
+
+
+def init_app(app: Flask) -> None:
+    http_errors.init_app(app)
+    app.register_blueprint(bp)
+    app.register_blueprint(openapi.bp)

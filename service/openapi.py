@@ -1,0 +1,274 @@
+"""``GET /openapi.json``: the OpenAPI 3.1 description of every netsync endpoint.
+
+Written by hand, next to nothing else, so that reading it is reading the
+contract; ``tests/integration/test_http_triggers.py`` checks that every
+route the app serves is described here.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from service.config import PROVIDERS
+from service.store import FINAL
+
+bp = Blueprint("openapi", __name__)
+
+SYNC_STATUSES = ["queued", "running", *FINAL]
+TICKET_STATUSES = ["queued", "running", "fresh"]
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema_type: str, **extra) -> dict:
+    return {"type": [schema_type, "null"], **extra}
+
+
+def obj(properties: dict, required: list[str] | None = None, **extra) -> dict:
+    schema = {"type": "object", "properties": properties, **extra}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def json_content(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def answer(description: str, schema: dict | None = None, **extra) -> dict:
+    response = {"description": description, **extra}
+    if schema is not None:
+        response["content"] = json_content(schema)
+    return response
+
+
+def error(description: str) -> dict:
+    return answer(description, ref("Error"))
+
+
+TIMESTAMP = nullable("string", format="date-time", description="ISO-8601, UTC")
+PROVIDER = {"type": "string", "enum": list(PROVIDERS)}
+USER_ID = {"type": "string", "pattern": r"^[A-Za-z0-9_.@:+-]{1,128}$"}
+
+SCHEMAS = {
+    "Error": obj({"error": obj({
+        "code": {"type": "string", "description": "stable, machine-readable",
+                 "examples": ["malformed", "bad_signature", "unknown_provider",
+                              "missing_field", "no_credentials", "not_found"]},
+        "message": {"type": "string", "description": "for people; never holds a token"},
+    }, ["code", "message"])}, ["error"]),
+    "Account": obj({
+        "provider": PROVIDER,
+        "account_id": {"type": "string", "minLength": 1, "maxLength": 256},
+        "access_token": {"type": "string", "minLength": 1, "maxLength": 8192,
+                         "writeOnly": True},
+        "refresh_token": nullable("string", maxLength=8192, writeOnly=True),
+        "expires_at": nullable("number", minimum=0, description="epoch seconds"),
+        "token_secret": nullable("string", maxLength=8192, writeOnly=True,
+                                 description="OAuth 1.0a (Twitter)"),
+    }, ["provider", "account_id", "access_token"]),
+    "LoginWebhook": obj({
+        "user_id": USER_ID,
+        "accounts": {"type": "array", "items": ref("Account"), "minItems": 1,
+                     "maxItems": 20, "description": "one per provider"},
+    }, ["user_id", "accounts"]),
+    "SyncRequest": obj({
+        "user_id": USER_ID,
+        "provider": PROVIDER,
+        "force": {"type": "boolean", "default": False,
+                  "description": "sync even within the freshness window"},
+    }, ["user_id", "provider"]),
+    "SyncTicket": obj({
+        "sync_id": nullable("string"),
+        "provider": PROVIDER,
+        "status": {"type": "string", "enum": TICKET_STATUSES, "description":
+                   "queued: started now; fresh: synced within the freshness window, "
+                   "nothing started (sync_id is the last sync); otherwise the status "
+                   "of the sync already in flight"},
+        "queue": nullable("string", enum=["normal", "whale", "trickle", None]),
+        "status_url": nullable("string", format="uri-reference"),
+    }, ["sync_id", "provider", "status", "queue", "status_url"]),
+    "LoginAccepted": obj({"syncs": {"type": "array", "items": ref("SyncTicket")}}, ["syncs"]),
+    "SyncRecord": obj({
+        "sync_id": {"type": "string"},
+        "user_id": {"type": "string"},
+        "provider": PROVIDER,
+        "account_id": nullable("string"),
+        "queue": nullable("string"),
+        "trigger": nullable("string", enum=["webhook", "api", "cli", "stale", None]),
+        "status": {"type": "string", "enum": SYNC_STATUSES},
+        "pages_fetched": {"type": "integer"},
+        "connections_fetched": {"type": "integer"},
+        "expected_total": nullable("integer", description="size the provider reported"),
+        "calls": {"type": "integer", "description": "provider API calls made"},
+        "created_at": TIMESTAMP,
+        "started_at": TIMESTAMP,
+        "finished_at": TIMESTAMP,
+        "error": {"oneOf": [{"type": "null"}, obj({
+            "kind": nullable("string"), "message": nullable("string")}, ["kind", "message"])]},
+        "partial_reason": nullable("string", description="why a partial sync stopped early"),
+        "rate_limit": {"oneOf": [{"type": "null"}, obj({
+            "limit": nullable("integer"), "remaining": nullable("integer"),
+            "reset_at": TIMESTAMP, "retry_after": nullable("number"),
+            "usage_percent": nullable("number")})],
+            "description": "the provider's last quota report"},
+    }, ["sync_id", "user_id", "provider", "queue", "status", "pages_fetched",
+        "connections_fetched", "expected_total", "created_at", "started_at", "finished_at",
+        "error"]),
+    "Connection": obj({"id": {"type": "string"}, "handle": {"type": "string"}},
+                      ["id", "handle"]),
+    "NetworkPage": obj({
+        "count": {"type": "integer", "description": "size of the whole network"},
+        "synced_at": TIMESTAMP,
+        "sync_id": {"type": "string"},
+        "connections": {"type": "array", "items": ref("Connection")},
+        "next_cursor": nullable("string", description="pass as ?cursor= for the next page"),
+    }, ["count", "synced_at", "sync_id", "connections", "next_cursor"]),
+    "NetworkChanges": obj({
+        "sync_id": {"type": "string"},
+        "added": {"type": "array", "items": {"type": "string"}},
+        "removed": {"type": "array", "items": {"type": "string"}},
+    }, ["sync_id", "added", "removed"]),
+    "Health": obj({"status": {"type": "string"},
+                   "checks": {"type": "object", "additionalProperties": {"type": "string"}}},
+                  ["status"]),
+}
+
+BAD_INPUT = {
+    "400": error("malformed: not JSON, or a bad query parameter"),
+    "413": error("the body is larger than the limit"),
+    "415": error("the body is not declared as JSON"),
+    "422": error("valid JSON that breaks the schema (unknown provider, missing field)"),
+}
+UNAUTHORIZED = {"401": error("missing or wrong bearer token")}
+UNAVAILABLE = {"503": error("Redis or the broker is unreachable; retry later")}
+
+
+def path_param(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": schema,
+            "description": description}
+
+
+def query_param(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+NETWORK_PARAMS = [path_param("user_id", USER_ID, "the main app's user id"),
+                  path_param("provider", PROVIDER, "the provider")]
+
+PATHS = {
+    "/webhooks/login": {"post": {
+        "summary": "A user logged in: store their tokens and sync their networks",
+        "operationId": "loginWebhook",
+        "security": [{"webhookSignature": []}],
+        "parameters": [{
+            "name": "X-Netsync-Delivery", "in": "header", "required": False,
+            "schema": {"type": "string", "maxLength": 200},
+            "description": "delivery id; a repeated id (24 h) gets the first answer "
+                           "(with X-Netsync-Replayed: true) and starts nothing"}],
+        "requestBody": {"required": True, "content": json_content(ref("LoginWebhook"))},
+        "responses": {
+            "202": answer("one sync per account: started, in flight or fresh",
+                          ref("LoginAccepted")),
+            "401": error("missing, malformed, wrong, stale or future signature"),
+            "409": error("the same delivery id is being processed right now"),
+            **BAD_INPUT, **UNAVAILABLE},
+    }},
+    "/v1/syncs": {"post": {
+        "summary": "Start (or find) the sync of one user's network on one provider",
+        "operationId": "createSync",
+        "requestBody": {"required": True, "content": json_content(ref("SyncRequest"))},
+        "responses": {
+            "202": answer("the sync that now answers for this user and provider",
+                          ref("SyncTicket"),
+                          headers={"Location": {"schema": {"type": "string"},
+                                                "description": "the status_url"}}),
+            **UNAUTHORIZED,
+            "409": error("no_credentials: no account of this provider is linked for the "
+                         "user yet; it arrives with the next login webhook"),
+            **BAD_INPUT, **UNAVAILABLE},
+    }},
+    "/v1/syncs/{sync_id}": {"get": {
+        "summary": "A sync's status and progress",
+        "operationId": "getSync",
+        "parameters": [path_param("sync_id", {"type": "string"}, "from a trigger's answer")],
+        "responses": {"200": answer("the sync", ref("SyncRecord")), **UNAUTHORIZED,
+                      "404": error("unknown sync id")},
+    }},
+    "/v1/users/{user_id}/networks/{provider}": {"get": {
+        "summary": "One page of the last complete network",
+        "operationId": "getNetwork",
+        "parameters": [
+            *NETWORK_PARAMS,
+            query_param("cursor", {"type": "string", "maxLength": 512},
+                        "next_cursor of the previous page"),
+            query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                                  "default": 100}, "connections per page")],
+        "responses": {"200": answer("a page of connections", ref("NetworkPage")),
+                      **UNAUTHORIZED,
+                      "400": error("limit is not an integer"),
+                      "404": error("never synced, unknown provider or malformed user id"),
+                      "422": error("limit out of range or cursor too long")},
+    }},
+    "/v1/users/{user_id}/networks/{provider}/changes": {"get": {
+        "summary": "What the last completed sync added and removed",
+        "operationId": "getNetworkChanges",
+        "parameters": NETWORK_PARAMS,
+        "responses": {"200": answer("connection ids added and removed",
+                                    ref("NetworkChanges")),
+                      **UNAUTHORIZED, "404": error("never synced")},
+    }},
+    "/healthz": {"get": {
+        "summary": "The process is up", "operationId": "healthz", "security": [],
+        "responses": {"200": answer("up", ref("Health"))},
+    }},
+    "/readyz": {"get": {
+        "summary": "Redis and the broker are reachable", "operationId": "readyz",
+        "security": [],
+        "responses": {"200": answer("ready", ref("Health")),
+                      "503": answer("not ready; checks says which part",
+                                    {"allOf": [ref("Error"), ref("Health")]})},
+    }},
+    "/metrics": {"get": {
+        "summary": "Prometheus metrics: trigger and sync counters, queue lengths",
+        "operationId": "metrics", "security": [],
+        "responses": {"200": {"description": "Prometheus text exposition format",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    }},
+    "/openapi.json": {"get": {
+        "summary": "This document", "operationId": "openapi", "security": [],
+        "responses": {"200": answer("OpenAPI 3.1", {"type": "object"})},
+    }},
+}
+
+DOCUMENT = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "netsync",
+        "version": "1.0.0",
+        "description": "Keeps users' social networks in sync from Twitter/X, Facebook, "
+                       "LinkedIn, GitHub and Mastodon. Every error is "
+                       '{"error": {"code", "message"}}; bad input is never a 500.',
+    },
+    "security": [{"bearerToken": []}],
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "bearerToken": {"type": "http", "scheme": "bearer",
+                            "description": "one of INTERNAL_API_TOKENS"},
+            "webhookSignature": {
+                "type": "apiKey", "in": "header", "name": "X-Netsync-Signature",
+                "description": 't=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw '
+                               'body>")>; several v1= during a secret rotation; refused '
+                               "beyond 300 s either way"},
+        },
+    },
+}
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    return jsonify(DOCUMENT)
