@@ -79,6 +79,7 @@ class Settings:
     api_urls: dict = field(default_factory=lambda: dict(REAL_API_URLS))
     provider_regions: dict = field(default_factory=dict)
     port: int = 8000
+    log_level: str = "INFO"
     #: seconds a signed request's timestamp may differ from our clock
     signature_tolerance: int = 300
     #: seconds a webhook delivery id is remembered for replay protection
@@ -126,6 +127,7 @@ def load_settings(environ=None) -> Settings:
         api_urls={p: env.get(f"{p.upper()}_API_URL") or REAL_API_URLS[p] for p in PROVIDERS},
         provider_regions=_regions(env.get("PROVIDER_REGIONS")),
         port=_int(env, "PORT", 8000),
+        log_level=env.get("LOG_LEVEL", "INFO").upper(),
         http_connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", 3.05),
         http_read_timeout=_float(env, "HTTP_READ_TIMEOUT", 10.0),
         task_soft_time_limit=_int(env, "TASK_SOFT_TIME_LIMIT", 30),

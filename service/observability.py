@@ -333,6 +333,6 @@ def metrics():
 
 
 def init_app(app: Flask) -> None:
-    configure_logging(app.config.get("LOG_LEVEL", "INFO"))
+    configure_logging(app.config.get("LOG_LEVEL", app.config["NETSYNC_SETTINGS"].log_level))
     init_sentry(app.config["NETSYNC_SETTINGS"])
     app.register_blueprint(bp)

@@ -19,6 +19,7 @@ Global indexes (not part of any atomic step): ``P:syncs`` (sync id → tag),
 """
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
@@ -120,19 +121,25 @@ local parent = redis.call('HGET', rec .. ':pending', cursor) or ''
 if redis.call('HSETNX', rec .. ':done', cursor, parent) == 0 then return 'duplicate' end
 redis.call('HDEL', rec .. ':pending', cursor)
 if reason ~= '' then redis.call('HSET', rec, 'partial_reason', reason) end
-local n = (#ARGV - 4) / 2
+-- connections arrive as one JSON array [id, handle, id, handle, ...]: one
+-- argument to encode instead of two per connection.
+local flat = cjson.decode(ARGV[5])
+local n = #flat / 2
 local chunk = 500
 for first = 0, n - 1, chunk do
   local last = math.min(first + chunk, n) - 1
   local zargs, hargs = {}, {}
   for i = first, last do
-    local id, handle = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
+    local id, handle = flat[1 + 2 * i], flat[2 + 2 * i]
     zargs[#zargs + 1] = 0; zargs[#zargs + 1] = id
     hargs[#hargs + 1] = id; hargs[#hargs + 1] = handle
   end
   redis.call('ZADD', rec .. ':staging', unpack(zargs))
   redis.call('HSET', rec .. ':staging_h', unpack(hargs))
 end
+-- what the call's headers said, kept with the sync (and the call counted)
+for i = 7, #ARGV, 2 do redis.call('HSET', rec, ARGV[i], ARGV[i + 1]) end
+if ARGV[6] == '1' then redis.call('HINCRBY', rec, 'calls', 1) end
 redis.call('HINCRBY', rec, 'pages_fetched', 1)
 redis.call('HSET', rec, 'connections_fetched', redis.call('ZCARD', rec .. ':staging'))
 if redis.call('HLEN', rec .. ':pending') == 0 then return finalize(base, rec, sync_id, now) end
@@ -328,16 +335,22 @@ class SyncStore:
         return bool(self.redis.hexists(rec + ":done", cursor))
 
     def complete_page(self, sync_id: str, cursor: str, connections,
-                      partial_reason: str = "") -> str:
+                      partial_reason: str = "", rate_fields: dict | None = None,
+                      count_call: bool = False) -> str:
         """Store one page's connections; the last page finalizes the sync.
 
+        With ``count_call`` it also counts the page's call and keeps
+        ``rate_fields`` (what the answer's rate-limit headers said), so the
+        hot path needs one round trip instead of two.
         Returns ``stored``, ``duplicate`` (already stored: a redelivery),
         ``inactive`` (the sync ended meanwhile), or the final status.
         """
         base, rec = self._record_key(sync_id)
-        argv = [sync_id, cursor, repr(self.clock()), partial_reason]
-        for conn_id, handle in connections:
-            argv += [conn_id, handle]
+        flat = [part for pair in connections for part in pair]
+        argv = [sync_id, cursor, repr(self.clock()), partial_reason,
+                json.dumps(flat, separators=(",", ":")), "1" if count_call else "0"]
+        for key, value in (rate_fields or {}).items():
+            argv += [key, value]
         result = self._complete(keys=[base, rec], args=argv).decode()
         if result in FINAL:
             self._index_synced(sync_id)

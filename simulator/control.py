@@ -1,0 +1,194 @@
+"""Control endpoints under ``/_sim/``: truth, stats, call log, faults, accounts, reset.
+
+These are for tests, the demo and benchmarks, outside every provider's
+paths. Bad input is answered ``400 {"error": "..."}``; nothing here is
+rate limited, delayed or counted.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .providers import PROVIDER_SIMS
+from .scenario import RELATIONS, ScenarioError, parse_accounts, parse_scenario
+
+
+def add_routes(app: web.Application, sim) -> None:
+    handlers = ControlHandlers(sim)
+    app.router.add_get("/_sim/health", handlers.health)
+    app.router.add_get("/_sim/truth/{provider}/{account_id}", handlers.truth)
+    app.router.add_get("/_sim/stats", handlers.stats)
+    app.router.add_get("/_sim/calls", handlers.calls)
+    app.router.add_get("/_sim/faults", handlers.get_faults)
+    app.router.add_post("/_sim/faults", handlers.post_faults)
+    app.router.add_get("/_sim/accounts", handlers.get_accounts)
+    app.router.add_post("/_sim/accounts", handlers.post_accounts)
+    app.router.add_get("/_sim/tokens", handlers.tokens)
+    app.router.add_post("/_sim/reset", handlers.reset)
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
+async def _json_body(request: web.Request) -> Any:
+    if not request.can_read_body:
+        return {}
+    try:
+        return await request.json()
+    except json.JSONDecodeError as exc:
+        raise ScenarioError(f"body is not JSON: {exc}") from None
+
+
+def _float(value: str | None, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ScenarioError(f"'{name}' must be a number") from None
+
+
+class ControlHandlers:
+    """The ``/_sim/`` handlers over one ``Simulator``."""
+
+    def __init__(self, sim) -> None:
+        self.sim = sim
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "accounts": len(self.sim.accounts)})
+
+    async def truth(self, request: web.Request) -> web.Response:
+        """``{"ids": [...], "handles": [...]}``: the network as the service should store it.
+
+        Ids are strings in the provider's own form (GitHub "12345", LinkedIn
+        "urn:li:person:…"); ``handles`` is parallel (LinkedIn: null, its API
+        exposes none). ``relation`` picks followers/following; ``offset`` and
+        ``limit`` slice a large network.
+        """
+        provider_name = request.match_info["provider"]
+        provider = PROVIDER_SIMS.get(provider_name)
+        if provider is None:
+            return _bad_request(f"unknown provider {provider_name!r}")
+        account = self.sim.account(provider_name, request.match_info["account_id"])
+        if account is None:
+            return web.json_response({"error": "unknown account"}, status=404)
+        relation = request.query.get("relation") or RELATIONS[provider_name][0]
+        if relation not in RELATIONS[provider_name]:
+            return _bad_request(f"{provider_name} relations: {RELATIONS[provider_name]}")
+        space = account.space(relation)
+        try:
+            offset = int(request.query.get("offset", 0))
+            limit = int(request.query.get("limit", space.size))
+        except ValueError:
+            return _bad_request("'offset' and 'limit' must be integers")
+        lo = space.start + max(0, offset)
+        hi = min(space.end, lo + max(0, limit))
+        pairs = provider.connections(space, lo, hi)
+        ids = [connection_id for connection_id, _ in pairs]
+        handles = [handle for _, handle in pairs]
+        return web.json_response({"provider": provider_name, "account_id": account.id,
+                                  "relation": relation, "count": space.size,
+                                  "ids": ids, "handles": handles})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        now = self.sim.clock()
+        return web.json_response(self.sim.stats.to_json(now, self.sim.limiter.report()))
+
+    async def calls(self, request: web.Request) -> web.Response:
+        """The call log, filtered by ``provider``, ``token``, ``account``,
+        ``since`` (epoch seconds, exclusive), ``since_seq`` and ``limit``."""
+        q = request.query
+        try:
+            since = _float(q.get("since"), "since")
+            since_seq = int(q["since_seq"]) if q.get("since_seq") else None
+            limit = int(q["limit"]) if q.get("limit") else None
+        except (ScenarioError, ValueError) as exc:
+            return _bad_request(str(exc))
+        log = self.sim.log
+        entries = list(log.query(q.get("provider") or None, since, since_seq,
+                                 q.get("token") or None, q.get("account") or None, limit))
+        return web.json_response({"calls": entries, "next_seq": log.next_seq,
+                                  "dropped": log.dropped, "kept": len(log)})
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response({"faults": self.sim.faults.to_json()})
+
+    async def post_faults(self, request: web.Request) -> web.Response:
+        """``{"add": [...]}``, ``{"remove": [ids]}``, ``{"clear": true}`` (may be
+        combined: clear, then remove, then add), or ``{"faults": [...]}`` /
+        a bare list to replace them all."""
+        try:
+            body = await _json_body(request)
+            if isinstance(body, list):
+                self.sim.replace_faults(body)
+            elif not isinstance(body, dict):
+                raise ScenarioError("expected a JSON object or list")
+            elif "faults" in body:
+                self.sim.replace_faults(body["faults"] or [])
+            else:
+                unknown = set(body) - {"add", "remove", "clear"}
+                if unknown:
+                    raise ScenarioError(f"unknown field(s) {sorted(unknown)}")
+                if body.get("clear"):
+                    self.sim.clear_faults()
+                if body.get("remove"):
+                    self.sim.faults.remove([str(i) for i in body["remove"]])
+                if body.get("add"):
+                    self.sim.add_faults(body["add"])
+        except ScenarioError as exc:
+            return _bad_request(str(exc))
+        return web.json_response({"faults": self.sim.faults.to_json()})
+
+    async def get_accounts(self, request: web.Request) -> web.Response:
+        provider = request.query.get("provider")
+        return web.json_response({"accounts": [
+            a.to_json() for a in self.sim.accounts.values()
+            if provider is None or a.provider == provider]})
+
+    async def post_accounts(self, request: web.Request) -> web.Response:
+        """``{"accounts": [...]}`` (or a bare list) adds or replaces accounts by
+        (provider, id); ``{"remove": [{"provider": P, "id": I}]}`` drops some."""
+        try:
+            body = await _json_body(request)
+            if isinstance(body, list):
+                body = {"accounts": body}
+            if not isinstance(body, dict):
+                raise ScenarioError("expected a JSON object or list")
+            accounts = parse_accounts(body.get("accounts") or [])
+            removed = []
+            for item in body.get("remove") or []:
+                if not isinstance(item, dict) or "provider" not in item or "id" not in item:
+                    raise ScenarioError("remove: expected objects with provider and id")
+                if self.sim.remove_account(item["provider"], str(item["id"])):
+                    removed.append(item)
+        except ScenarioError as exc:
+            return _bad_request(str(exc))
+        for account in accounts:
+            self.sim.put_account(account)
+        return web.json_response({"upserted": [[a.provider, a.id] for a in accounts],
+                                  "removed": removed, "count": len(self.sim.accounts)})
+
+    async def tokens(self, request: web.Request) -> web.Response:
+        q = request.query
+        return web.json_response({"tokens": self.sim.tokens.listing(q.get("provider"), q.get("account"))})
+
+    async def reset(self, request: web.Request) -> web.Response:
+        """``{}``: stats, log, faults, quota counters, token states;
+        ``{"accounts": true}``: also accounts and tokens back to the scenario's;
+        ``{"scenario": {...}}``: start over from a new scenario."""
+        try:
+            body = await _json_body(request)
+            if not isinstance(body, dict):
+                raise ScenarioError("expected a JSON object")
+            if body.get("scenario") is not None:
+                self.sim.load(parse_scenario(body["scenario"]))
+            else:
+                self.sim.reset(accounts=bool(body.get("accounts")))
+        except ScenarioError as exc:
+            return _bad_request(str(exc))
+        return web.json_response({"ok": True, "accounts": len(self.sim.accounts),
+                                  "faults": self.sim.faults.to_json()})

@@ -1,0 +1,245 @@
+"""What every simulated provider is made of: routes, an error table, render hooks.
+
+A provider module is mostly data (``ROUTES``, ``ERROR_ROWS``, header names)
+plus a few small hooks: read the credentials, render an error row, render
+the rate-limit headers, and one handler per route. The request pipeline
+(auth, faults, quotas, latency, stats) lives in ``simulator.app`` and is the
+same for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from aiohttp import web
+
+from ..scenario import ScenarioError, normalize_account_id
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    """One line of a provider's error table, as the provider sends it.
+
+    ``code`` is the provider's own error code (Twitter v1.1 code, Facebook
+    ``error.code``, LinkedIn ``serviceErrorCode``; the HTTP status for
+    GitHub and Mastodon, which have none). ``family`` groups rows that one
+    condition may come back as (Facebook's bad-token messages).
+    """
+
+    name: str
+    status: int
+    message: str
+    code: int | None = None
+    subcode: int | None = None
+    family: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint under the provider's prefix.
+
+    ``account_param`` names the path part holding the account id; ``None``
+    means the account is the token's owner (LinkedIn's ``q=viewer``,
+    ``/me``-style paths). ``authenticated=False`` routes (the OAuth token
+    endpoints) skip the bearer-token check, the account lookup and quotas.
+    """
+
+    method: str
+    path: str
+    handler: str
+    kind: str
+    relation: str | None = None
+    account_param: str | None = None
+    authenticated: bool = True
+
+
+@dataclass
+class Credentials:
+    token: str | None = None
+    scheme: str | None = None   # "bearer", "token", "oauth1", "query"
+    problem: str | None = None  # error row name for a malformed header
+
+
+class RawJSON(str):
+    """JSON text already encoded: page bodies are built from per-item templates
+    (all values are ASCII-safe), which is several times cheaper than dicts
+    through ``json.dumps`` on the hot path."""
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def json_object(*members: tuple[str, str]) -> RawJSON:
+    """``{"key": <json text>, ...}`` from already-encoded member values."""
+    return RawJSON("{" + ",".join(f'"{key}":{text}' for key, text in members) + "}")
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None,
+                  content_type: str = "application/json") -> web.Response:
+    text = body if isinstance(body, RawJSON) else dumps(body)
+    return web.Response(text=text, status=status, headers=headers,
+                        content_type=content_type, charset="utf-8")
+
+
+def origin(request: web.Request) -> str:
+    """Scheme and host the client used, for absolute URLs back to the simulator."""
+    return f"{request.scheme}://{request.host}"
+
+
+def int_param(query: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(query.get(name, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def bearer_token(request: web.Request, schemes: Mapping[str, str]) -> Credentials | None:
+    """The token of an ``Authorization: <scheme> <token>`` header, if any.
+
+    ``schemes`` maps a lower-case scheme word to the name recorded for it.
+    Returns ``None`` without a header and a credentials object with
+    ``problem="malformed"`` for an unknown scheme.
+    """
+    header = request.headers.get("Authorization")
+    if not header:
+        return None
+    word, _, value = header.strip().partition(" ")
+    scheme = schemes.get(word.lower())
+    value = value.strip()
+    if scheme is None or not value:
+        return Credentials(problem="malformed")
+    return Credentials(value, scheme)
+
+
+class ProviderSim:
+    """Base of the five simulated providers; subclasses fill in the data."""
+
+    NAME = ""
+    #: Static headers the provider sends on every response.
+    BASE_HEADERS: Mapping[str, str] = {}
+    #: Public data readable without a token (GitHub, Mastodon).
+    ANONYMOUS_OK = False
+    ROUTES: tuple[Route, ...] = ()
+    ERROR_ROWS: tuple[ErrorRow, ...] = ()
+    #: Which row each standard condition renders.
+    ROW_MISSING_AUTH = ""
+    ROW_MALFORMED_AUTH = ""
+    ROW_UNKNOWN_TOKEN = ""
+    ROW_EXPIRED_TOKEN = ""
+    ROW_REVOKED_TOKEN = ""
+    ROW_NOT_FOUND = ""
+    ROW_OUTAGE = ""
+    #: Page size when the client asks for none (the real default).
+    PAGE_SIZE = 0
+
+    def __init__(self) -> None:
+        self._rows = {}
+        for row in self.ERROR_ROWS:
+            self._rows.setdefault(row.name, row)
+
+    # --- the error table ------------------------------------------------------
+
+    def row(self, name: str) -> ErrorRow:
+        return self._rows[name]
+
+    def find_rows(self, selector: Mapping[str, Any]) -> list[ErrorRow]:
+        """The rows a fault selector means; the fault picks one per firing.
+
+        Every given field of ``name``/``code``/``subcode``/``status`` must
+        match. A row's own name selects that row; a family name, or a code
+        whose first row belongs to a family, selects the whole family (the
+        same condition under its many messages); otherwise the first
+        matching row in the table. Raises ``ScenarioError`` when
+        nothing matches, listing the table, so a mistyped fault fails when
+        it is added rather than silently never firing.
+        """
+        wanted = {k: selector[k] for k in ("name", "code", "subcode", "status") if k in selector}
+        if not wanted:
+            raise ScenarioError(f"{self.NAME} error fault: give 'name', 'code', 'subcode' or 'status'")
+        rows = [r for r in self.ERROR_ROWS
+                if ("name" not in wanted or wanted["name"] in (r.name, r.family))
+                and ("code" not in wanted or wanted["code"] == r.code)
+                and ("subcode" not in wanted or wanted["subcode"] == r.subcode)
+                and ("status" not in wanted or wanted["status"] == r.status)]
+        exact = [r for r in rows if r.name == wanted.get("name")]
+        if exact:
+            rows = exact[:1]
+        elif rows and rows[0].family is None:
+            rows = rows[:1]  # a plain code/status picks the table's first row for it
+        else:
+            # a family (Facebook's bad-token messages): the fault picks one per firing
+            rows = [r for r in rows if r.family == rows[0].family] if rows else rows
+        if not rows:
+            rows = self.synthesize_rows(wanted)
+        if not rows:
+            table = ", ".join(f"{r.name}({r.status}/{r.code}/{r.subcode})" for r in self.ERROR_ROWS)
+            raise ScenarioError(f"{self.NAME}: no error row matches {wanted}; rows: {table}")
+        return rows
+
+    def synthesize_rows(self, wanted: Mapping[str, Any]) -> list[ErrorRow]:
+        """Rows for codes the table only describes as a range (Facebook 200-299)."""
+        return []
+
+    # --- hooks ------------------------------------------------------------------
+
+    def read_credentials(self, request: web.Request) -> Credentials:
+        creds = bearer_token(request, {"bearer": "bearer"})
+        return creds or Credentials()
+
+    def call_kind(self, route: Route, request: web.Request) -> str:
+        return route.kind
+
+    def lookup_account(self, sim, route: Route, raw_id: str, call):
+        return sim.accounts.get((self.NAME, normalize_account_id(self.NAME, raw_id)))
+
+    def unknown_token_row(self, call) -> str:
+        return self.ROW_UNKNOWN_TOKEN
+
+    def stored_form(self, n: int) -> tuple[str, str | None]:
+        """(id as the service should store it, handle) of the person with native id ``n``."""
+        raise NotImplementedError
+
+    def connections(self, space, lo: int, hi: int) -> list[tuple[str, str | None]]:
+        """The stored forms of indices ``lo .. hi-1``: what ``/_sim/truth`` serves."""
+        return [self.stored_form(n) for n in space.natives(lo, hi)]
+
+    def authorize(self, sim, call) -> str | None:
+        """A row name when the token may not read this account (default: it may)."""
+        return None
+
+    def revoked_row(self, call, fault) -> str:
+        """The row a token revoked by ``fault`` answers with from now on."""
+        return self.ROW_REVOKED_TOKEN
+
+    def render_error(self, sim, row: ErrorRow, call, params: Mapping[str, Any]) -> web.Response:
+        raise NotImplementedError
+
+    def limit_headers(self, quota) -> dict[str, str]:
+        """Rate-limit headers of a successful response (none by default: LinkedIn)."""
+        return {}
+
+    def render_rate_limited(self, sim, quota, call) -> web.Response:
+        raise NotImplementedError
+
+    # --- helpers for subclasses -------------------------------------------------
+
+    @staticmethod
+    def applied(call, fault) -> None:
+        """Note that a page fault shaped this call's answer (log and stats)."""
+        call.fault_id, call.injected = fault.id, fault.kind
+
+    def respond(self, body: Any, status: int = 200, headers: Mapping[str, str] | None = None,
+                ) -> web.Response:
+        merged = dict(self.BASE_HEADERS)
+        if headers:
+            merged.update(headers)
+        return json_response(body, status, merged)
+
+    @staticmethod
+    def epoch(value: float) -> str:
+        return str(math.ceil(value))

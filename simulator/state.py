@@ -1,0 +1,155 @@
+"""The simulator's whole state: accounts, tokens, quotas, faults, stats.
+
+One ``Simulator`` lives in the aiohttp application; every handler runs on
+the same event loop, so nothing here needs a lock. Run-time changes
+(``/_sim/accounts``, ``/_sim/faults``, ``/_sim/reset``) go through the
+methods below so the indexes (tokens, GitHub numeric ids) stay in step.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable
+
+from .calls import CallLog
+from .faults import FaultBook
+from .identities import account_key
+from .providers import PROVIDER_SIMS
+from .ratelimit import RateLimiter
+from .scenario import Account, Latency, Scenario, normalize_account_id, parse_rate_limits
+from .stats import CallStats
+from .tokens import TokenRegistry
+
+
+def validate_fault(raw: dict) -> None:
+    """Kind-specific checks that need the providers' tables."""
+    kind = raw["kind"]
+    provider = raw.get("provider")
+    if kind == "error":
+        PROVIDER_SIMS[provider].find_rows(raw)
+    elif kind == "revoke_token" and provider and any(k in raw for k in ("code", "subcode", "name")):
+        PROVIDER_SIMS[provider].find_rows(raw)
+    elif kind == "rate_limit":
+        limits = raw.get("limits", raw if "limit" in raw else None)
+        if limits is not None and not (isinstance(limits, dict) and limits.get("limit") is None):
+            parse_rate_limits({provider: limits}, "fault rate_limit")
+    elif kind == "latency":
+        Latency.parse(raw, "fault latency")
+
+
+class Simulator:
+    """Accounts, tokens, faults, quotas and counters of one simulator run."""
+
+    def __init__(self, scenario: Scenario, clock: Callable[[], float] = time.time,
+                 log_limit: int = 200_000) -> None:
+        self.clock = clock
+        self.log_limit = log_limit
+        self.load(scenario)
+
+    def load(self, scenario: Scenario) -> None:
+        """Start over from a scenario (also what ``POST /_sim/reset`` with one does)."""
+        FaultBook(scenario.seed, validate_fault).add(scenario.faults)  # check before swapping
+        self.scenario = scenario
+        self.accounts: dict[tuple[str, str], Account] = {}
+        self.numeric_index: dict[tuple[str, int], tuple[str, str]] = {}
+        self.tokens = TokenRegistry()
+        for account in scenario.accounts:
+            self.put_account(account)
+        self.limiter = RateLimiter(scenario.rate_limits)
+        self.faults = FaultBook(scenario.seed, validate_fault)
+        self.log = CallLog(self.log_limit)
+        self.stats = CallStats(self.clock())
+        self.rng = random.Random(scenario.seed)
+        self.add_faults(scenario.faults)
+
+    # --- accounts -----------------------------------------------------------------
+
+    def put_account(self, account: Account) -> None:
+        """Add or replace an account; its scenario token starts fresh."""
+        key = account.key
+        old = self.accounts.get(key)
+        if old is not None and old.token and old.token != account.token:
+            self.tokens.access.pop((old.provider, old.token), None)
+        self.accounts[key] = account
+        self.numeric_index[(account.provider, self.numeric_id(account))] = key
+        self.tokens.register_account(account, key[1])
+
+    def remove_account(self, provider: str, account_id: str) -> bool:
+        key = (provider, normalize_account_id(provider, account_id))
+        account = self.accounts.pop(key, None)
+        if account is None:
+            return False
+        self.numeric_index.pop((provider, self.numeric_id(account)), None)
+        self.tokens.forget_account(*key)
+        return True
+
+    def account(self, provider: str, account_id: str) -> Account | None:
+        return self.accounts.get((provider, normalize_account_id(provider, account_id)))
+
+    @staticmethod
+    def numeric_id(account: Account) -> int:
+        """The account's own numeric id (GitHub user id): given, or derived from its id."""
+        if account.numeric_id is not None:
+            return account.numeric_id
+        return 1 + account_key(account.provider, account.key[1], "self") % (1 << 27)
+
+    # --- faults -------------------------------------------------------------------
+
+    def add_faults(self, raws: list) -> list:
+        added = self.faults.add(raws)
+        for fault in added:
+            if fault.kind == "rate_limit":
+                self.apply_rate_limit_fault(fault)
+        return added
+
+    def replace_faults(self, raws: list) -> list:
+        replaced = self.faults.replace(raws)
+        self.limiter.replace_all(self.scenario.rate_limits)
+        for fault in replaced:
+            if fault.kind == "rate_limit":
+                self.apply_rate_limit_fault(fault)
+        return replaced
+
+    def clear_faults(self) -> None:
+        """Drop every fault and undo what they changed (quotas, token states)."""
+        self.faults.clear()
+        self.limiter.replace_all(self.scenario.rate_limits)
+        self.tokens.restore()
+
+    def apply_rate_limit_fault(self, fault) -> None:
+        """``{"kind": "rate_limit", "provider": P, "limit": ...}`` or ``"limits": [...]``;
+        ``"limit": null`` removes the provider's limits."""
+        provider = fault.provider
+        limits = fault.get("limits", fault.raw if "limit" in fault.raw else None)
+        if limits is None or (isinstance(limits, dict) and limits.get("limit") is None):
+            self.limiter.replace(provider, [])
+            return
+        rules = parse_rate_limits({provider: limits}, "fault rate_limit")[provider]
+        self.limiter.replace(provider, rules)
+
+    # --- latency and reset ----------------------------------------------------------
+
+    def latency_s(self, provider: str, override: Latency | None = None) -> float:
+        latency = override or self.scenario.latency_for(provider)
+        if latency.is_zero:
+            return 0.0
+        ms = latency.mean + (self.rng.uniform(-latency.jitter, latency.jitter) if latency.jitter else 0)
+        return max(0.0, ms) / 1000.0
+
+    def reset(self, accounts: bool = False) -> None:
+        """Clear stats, the call log, faults and quota counters.
+
+        Token revocations and fault-made expiries are undone. With
+        ``accounts``, the accounts and tokens go back to the scenario's too
+        (run-time accounts and refreshed tokens are dropped).
+        """
+        if accounts:
+            self.load(Scenario(**{**self.scenario.__dict__, "faults": []}))
+            return
+        self.faults.clear()
+        self.limiter.replace_all(self.scenario.rate_limits)
+        self.tokens.restore()
+        self.log.clear()
+        self.stats.reset(self.clock())
+        self.rng = random.Random(self.scenario.seed)

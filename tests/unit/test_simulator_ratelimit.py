@@ -1,0 +1,158 @@
+"""Rate limits: windows per scope, each provider's 429 and headers, peak stats."""
+
+import json
+
+import pytest
+import requests
+
+from simulator.ratelimit import SlidingPeak
+from simulator.testing import FakeClock, run_simulator
+
+ACCOUNTS = [
+    {"provider": "github", "id": "octocat", "size": 10, "token": "gh1"},
+    {"provider": "github", "id": "hubot", "size": 10, "token": "gh2"},
+    {"provider": "twitter", "id": "42", "size": 10, "token": "tw"},
+    {"provider": "facebook", "id": "7", "size": 10, "token": "fb"},
+    {"provider": "linkedin", "id": "li", "size": 10, "token": "li"},
+    {"provider": "mastodon", "id": "1", "size": 10, "token": "ma"},
+]
+PAGE = {"github": "/users/octocat/followers", "twitter": "/2/users/42/followers",
+        "facebook": "/v19.0/7/friends", "linkedin": "/v2/connections?q=viewer",
+        "mastodon": "/api/v1/accounts/1/followers"}
+TOKEN = {"github": "gh1", "twitter": "tw", "facebook": "fb", "linkedin": "li", "mastodon": "ma"}
+CLOCK = FakeClock(1_700_000_000.0)
+HTTP = requests.Session()
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with run_simulator({"accounts": ACCOUNTS}, clock=CLOCK) as running:
+        yield running
+
+
+def limits(sim, **rules):
+    sim.reset(scenario={"accounts": ACCOUNTS, "rate_limits": rules})
+
+
+def call(sim, provider, token=None, headers=None, path=None):
+    headers = {"Authorization": f"Bearer {token or TOKEN[provider]}", **(headers or {})}
+    return HTTP.get(sim.url(provider, path or PAGE[provider]), headers=headers)
+
+
+def test_github_token_window_counts_down_rejects_then_resets(sim):
+    limits(sim, github={"limit": 3, "window_s": 60, "scope": "token"})
+    remaining = [call(sim, "github").headers["X-RateLimit-Remaining"] for _ in range(3)]
+    assert remaining == ["2", "1", "0"]
+    rejected = call(sim, "github")
+    assert rejected.status_code == 429
+    assert rejected.json()["message"].startswith("API rate limit exceeded")
+    assert rejected.headers["X-RateLimit-Remaining"] == "0"
+    assert rejected.headers["X-RateLimit-Used"] == "3"
+    assert int(rejected.headers["X-RateLimit-Reset"]) == int(CLOCK.now) + 60
+    assert call(sim, "github", token="gh2").status_code == 200   # other token, own budget
+    CLOCK.advance(61)
+    assert call(sim, "github").headers["X-RateLimit-Remaining"] == "2"
+
+
+def test_github_can_answer_403_instead(sim):
+    limits(sim, github={"limit": 0, "window_s": 60, "status": 403})
+    response = call(sim, "github")
+    assert response.status_code == 403 and response.headers["X-RateLimit-Remaining"] == "0"
+
+
+def test_app_scope_is_shared_by_all_tokens(sim):
+    limits(sim, github={"limit": 2, "window_s": 60, "scope": "app"})
+    assert [call(sim, "github", t).status_code for t in ("gh1", "gh2", "gh1", "gh2")] == [200, 200, 429, 429]
+
+
+def test_ip_scope_keys_by_client_address(sim):
+    limits(sim, github={"limit": 1, "window_s": 60, "scope": "ip"})
+    one = {"X-Forwarded-For": "10.0.0.1"}
+    two = {"X-Forwarded-For": "10.0.0.2, 192.168.0.1"}
+    assert call(sim, "github", headers=one).status_code == 200
+    assert call(sim, "github", "gh2", headers=one).status_code == 429
+    assert call(sim, "github", headers=two).status_code == 200
+    keys = sim.stats()["rate_limits"][0]["by_key"]
+    assert set(keys) == {"ip:10.0.0.1", "ip:10.0.0.2"}
+
+
+def test_path_kind_restricts_a_rule(sim):
+    limits(sim, github=[{"limit": 1, "window_s": 60, "path_kind": "page"},
+                        {"limit": 100, "window_s": 60}])
+    assert call(sim, "github").status_code == 200
+    assert call(sim, "github").status_code == 429
+    assert call(sim, "github", path="/users/octocat").status_code == 200
+
+
+def test_twitter_429_problem_json_by_default_and_v1_by_choice(sim):
+    limits(sim, twitter={"limit": 1, "window_s": 900})
+    ok = call(sim, "twitter")
+    assert ok.headers["x-rate-limit-limit"] == "1" and ok.headers["x-rate-limit-remaining"] == "0"
+    rejected = call(sim, "twitter")
+    assert rejected.status_code == 429
+    assert rejected.json() == {"title": "Too Many Requests", "detail": "Too Many Requests",
+                               "type": "about:blank", "status": 429}
+    assert int(rejected.headers["x-rate-limit-reset"]) == int(CLOCK.now) + 900
+    limits(sim, twitter={"limit": 0, "window_s": 900, "shape": "v1"})
+    assert call(sim, "twitter").json() == {"errors": [{"code": 88, "message": "Rate limit exceeded"}]}
+
+
+def test_mastodon_429_with_aligned_iso_reset(sim):
+    limits(sim, mastodon={"limit": 1, "window_s": 300})
+    call(sim, "mastodon")
+    rejected = call(sim, "mastodon")
+    assert rejected.status_code == 429 and rejected.json() == {"error": "Too many requests"}
+    reset = rejected.headers["X-RateLimit-Reset"]
+    assert reset.endswith(":00.000000Z") and int(reset[14:16]) % 5 == 0
+
+
+def test_facebook_token_scope_is_code_17_app_scope_code_4(sim):
+    limits(sim, facebook={"limit": 2, "window_s": 3600, "scope": "token"})
+    assert json.loads(call(sim, "facebook").headers["x-app-usage"])["call_count"] == 50
+    call(sim, "facebook")
+    error = call(sim, "facebook")
+    assert error.status_code == 403 and error.json()["error"]["code"] == 17
+    assert error.json()["error"]["is_transient"] is True
+    limits(sim, facebook={"limit": 0, "window_s": 3600, "scope": "app"})
+    assert call(sim, "facebook").json()["error"]["code"] == 4
+
+
+def test_linkedin_429_has_no_headers(sim):
+    limits(sim, linkedin={"limit": 0, "window_s": 86400})
+    response = call(sim, "linkedin")
+    assert response.status_code == 429
+    assert response.json() == {"serviceErrorCode": 101, "message": "Resource level throttle "
+                               "limit for calls to this resource is reached.", "status": 429}
+    assert not [h for h in response.headers if "ratelimit" in h.lower().replace("-", "")]
+
+
+def test_no_configured_limit_means_no_headers_and_no_rejection(sim):
+    limits(sim)
+    response = call(sim, "github")
+    assert response.status_code == 200 and "X-RateLimit-Limit" not in response.headers
+
+
+def test_stats_count_rejections_and_peak(sim):
+    limits(sim, github={"limit": 5, "window_s": 10, "scope": "token"})
+    for _ in range(8):
+        call(sim, "github")
+    CLOCK.advance(11)
+    for _ in range(3):
+        call(sim, "github")
+    stats = sim.stats()
+    assert stats["rate_limited"] == {"total": 3, "by_provider": {"github": 3}, "by_token": {"gh1": 3}}
+    assert stats["calls"]["by_status"] == {"200": 8, "429": 3}
+    rule = stats["rate_limits"][0]
+    assert rule["peak"] == 8 and rule["peak_key"] == "gh1" and rule["rejected"] == 3
+    assert rule["by_key"]["gh1"]["used"] == 3
+
+
+def test_sliding_peak_counts_the_busiest_window():
+    meter = SlidingPeak(10.0)
+    for t in (0, 1, 2, 9.5, 9.9, 15, 25, 26):
+        meter.hit(t)
+    assert meter.peak == 5   # 0 .. 9.9 holds five events; no other 10 s holds more than 3
+    lone = SlidingPeak(3600)
+    lone.hit(0)
+    lone.hit(3601)
+    assert lone.peak == 1
