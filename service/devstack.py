@@ -43,6 +43,8 @@ class DevStack:
     web: bool = True
     scheduler: bool = True
     quiet: bool = True
+    #: on a shared Redis (REDIS_URL set): the database number this stack owns,
+    #: emptied when the stack stops
     redis_db: int | None = None
 
     def __post_init__(self):
@@ -72,6 +74,10 @@ class DevStack:
         for name, proc in reversed(list(self.processes.items())):
             stop_process(proc)
         self.processes.clear()
+        if self.redis is None and self.redis_db is not None and self.base_env:
+            import redis
+
+            redis.Redis.from_url(self.redis_url).flushdb()
         if self.redis:
             self.redis.stop()
             self.redis = None
