@@ -7,6 +7,10 @@ import importlib
 #: provider name → module holding its task classes
 PROVIDER_MODULES = {
     "github": "providers.github",
+    "twitter": "providers.twitter",
+    "facebook": "providers.facebook",
+    "linkedin": "providers.linkedin",
+    "mastodon": "providers.mastodon",
 }
 
 

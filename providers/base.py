@@ -15,7 +15,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 import queues
-from providers import http
+from providers import oauth, pagination
 from providers.errors import (
     TRANSPORT_ERROR, UNPARSEABLE, Action, ErrorRule, ProviderCallError, ProviderError,
 )
@@ -109,14 +109,12 @@ class ProviderTask(Task):
             self.park(ctx, wait, "quota", park_args, park_kwargs)
             return None
         settings = svc.settings
-        answer = http.send(
-            http_call.method, http_call.url, params=http_call.params,
-            headers=provider.auth_headers(ctx.credential),
-            timeout=(settings.http_connect_timeout, settings.http_read_timeout),
-        )
+        answer = oauth.send(ctx, http_call, provider.request_headers(),
+                            (settings.http_connect_timeout, settings.http_read_timeout))
         info = provider.rate_info(answer.headers)
         if not info.is_empty():
-            svc.quota.observe(provider.NAME, scopes, info)
+            told = provider.RATE_HEADER_SCOPES or tuple(scopes)
+            svc.quota.observe(provider.NAME, {s: k for s, k in scopes.items() if s in told}, info)
         svc.store.note_call(ctx.sync_id, info.as_record())
         error = provider.classify(answer.status, answer.body, answer.headers, time.time())
         svc.quota.record_outcome(provider.NAME, scopes,
@@ -155,11 +153,7 @@ class ProviderTask(Task):
             delay = backoff_delay(attempt, settings.backoff_base_seconds, settings.backoff_cap_seconds)
             return self.park(ctx, delay, error.rule.kind, args, {**kwargs, "attempt": attempt + 1})
         if action is Action.REFRESH:
-            if not kwargs.get("refreshed") and self.refresh_token(ctx):
-                return self.apply_async(args=args, kwargs={**kwargs, "refreshed": 1},
-                                        queue=ctx.queue_name,
-                                        priority=ctx.priority(self.app.conf.broker_url))
-            return self.end(ctx, "needs_reauth", error)
+            return self.on_refresh(ctx, error, args, kwargs)
         if action is Action.REAUTH:
             return self.end(ctx, "needs_reauth", error)
         if action is Action.SKIP:
@@ -168,9 +162,36 @@ class ProviderTask(Task):
             return self.on_restart(ctx, error, args, kwargs)
         return self.end(ctx, "failed", error)
 
-    def refresh_token(self, ctx) -> bool:
-        """Refresh the OAuth token once; providers that can refresh override this."""
-        return False
+    def on_refresh(self, ctx, error, args, kwargs):
+        """The server refused the token: one refresh (ours or a sibling task's), then REAUTH."""
+        if kwargs.get("refreshed"):
+            return self.end(ctx, "needs_reauth", error)
+        retry = {**kwargs, "refreshed": 1}
+        record = ctx.svc.store.get_sync(ctx.sync_id) or {}
+        if record.get("token_refreshed"):
+            # One refresh per sync: a sibling page already refreshed. Retry with
+            # its token if ours is older; if ours was the new one, it is refused too.
+            if oauth.TokenKeeper(ctx).newer_token() is None:
+                return self.end(ctx, "needs_reauth", error)
+            outcome = "refreshed"
+        else:
+            try:
+                outcome = self.refresh_token(ctx)
+            except ProviderCallError as exc:  # the token endpoint itself failed (BACKOFF / WAIT)
+                return self.on_provider_error(ctx, exc.error, args, kwargs)
+        if outcome == "refreshed":
+            ctx.svc.store.update(ctx.sync_id, token_refreshed=1)
+            return self.apply_async(args=args, kwargs=retry, queue=ctx.queue_name,
+                                    priority=ctx.priority(self.app.conf.broker_url))
+        if outcome == "busy":  # a sibling task is refreshing: retry with its token shortly
+            return self.park(ctx, oauth.REFRESH_BUSY_WAIT_S, "refresh_in_progress", args, retry)
+        return self.end(ctx, "needs_reauth", error)
+
+    def refresh_token(self, ctx) -> str:
+        """Refresh the OAuth token once: "refreshed", "busy" or "impossible"."""
+        settings = ctx.svc.settings
+        return oauth.refresh_after_rejection(
+            ctx, (settings.http_connect_timeout, settings.http_read_timeout))
 
     def on_skip(self, ctx, error, args):
         return self.end(ctx, "failed", error)
@@ -270,40 +291,67 @@ class PageTask(ProviderTask):
 
     def _page(self, ctx, cursor, kwargs):
         provider, store = ctx.provider, ctx.svc.store
-        answer = self.call(ctx, provider.page_call(ctx.account_id, cursor), [ctx.sync_id, cursor],
+        generation, bare = pagination.split_generation(cursor)
+        answer = self.call(ctx, provider.page_call(ctx.account_id, bare), [ctx.sync_id, cursor],
                            kwargs)
         if answer is None:
             return "parked"
-        page = provider.parse_page(answer.body, answer.headers, cursor)
-        reason = self.guard_reason(ctx, page)
+        page = provider.parse_page(answer.body, answer.headers, bare)
+        expected = ctx.record.get("expected_total")
+        expected = int(expected) if expected not in (None, "") else None
+        launches = [pagination.with_generation(generation, c)
+                    for c in pagination.followups(provider, bare, page, expected)]
+        if page.problems:
+            # Per-item problems beside the data (Twitter errors[] in a 200): those
+            # people are hidden from us; the page itself is good.
+            store.update(ctx.sync_id, item_problems=",".join(sorted(set(page.problems))))
+        reason = self.guard_reason(ctx, bare, page, launches, expected)
         if reason:
-            result = store.complete_page(ctx.sync_id, cursor, page.connections, reason)
-            if result not in FINAL:
-                result = store.finish_early(ctx.sync_id, reason)
-        else:
-            # Launch the next page before storing this one: the chain never waits on storage.
-            followups = page.followups
-            marks = store.add_pending(ctx.sync_id, cursor, followups)
-            self.send_pages(ctx, self.name, [c for c, m in zip(followups, marks)
-                                             if m in ("new", "rerun")])
-            repeated = "repeated_cursor" if "repeat" in marks else ""
-            result = store.complete_page(ctx.sync_id, cursor, page.connections, repeated)
+            launches = []
+        reason = reason or provider.page_anomaly(page, bare, expected)
+        # Launch the next page before storing this one: the chain never waits on storage.
+        marks = store.add_pending(ctx.sync_id, cursor, launches)
+        self.send_pages(ctx, self.name, [c for c, m in zip(launches, marks) if m in ("new", "rerun")])
+        if not reason and "repeat" in marks:
+            reason = "repeated_cursor"
+        if reason:
+            log.warning("pagination stopped sync=%s provider=%s reason=%s", ctx.sync_id,
+                        provider.NAME, reason)
+        result = store.complete_page(ctx.sync_id, cursor, page.connections, reason)
         if result in FINAL:
             finished(ctx, result)
         return result
 
-    def guard_reason(self, ctx, page) -> str:
-        """Why this sync must stop paging now ("" to go on): the page-count guard."""
-        if not page.followups:
-            return ""
-        expected = ctx.record.get("expected_total")
-        limit = ctx.provider.page_limit(int(expected) if expected else page.total)
+    def guard_reason(self, ctx, cursor, page, launches, expected) -> str:
+        """Why this sync must stop paging at this page ("" to go on): see ``providers.pagination``."""
+        key = f"{ctx.svc.store.base(ctx.provider.NAME, ctx.user_id)}:sync:{ctx.sync_id}:guard"
+        guard = pagination.PageGuard(ctx.svc.redis, key)
         pages_done = int(ctx.record.get("pages_fetched", 0)) + 1
-        return "page_limit" if limit is not None and pages_done >= limit else ""
+        return guard.check(ctx.provider, cursor, page, launches, pages_done, expected)
 
     def on_skip(self, ctx, error, args):
         """The target is gone or hidden: this page ends its lane with nothing."""
         result = ctx.svc.store.complete_page(ctx.sync_id, args[1], [], error.rule.kind)
         if result in FINAL:
             finished(ctx, result, error)
+        return result
+
+    def on_restart(self, ctx, error, args, kwargs):
+        """An expired cursor (Facebook code 100): start the pagination over, once."""
+        cursor = args[1]
+        generation, bare = pagination.split_generation(cursor)
+        first = ctx.provider.first_cursor(ctx.account_id)
+        if generation >= 1 or bare == first:
+            # A second expiry, or a code 100 on the very first page: our request is wrong.
+            return self.end(ctx, "failed", error)
+        restart = pagination.with_generation(generation + 1, first)
+        store = ctx.svc.store
+        marks = store.add_pending(ctx.sync_id, cursor, [restart])
+        self.send_pages(ctx, self.name, [c for c, m in zip([restart], marks) if m in ("new", "rerun")])
+        store.update(ctx.sync_id, restarted=error.rule.kind)
+        log.info("pagination restarted sync=%s provider=%s kind=%s", ctx.sync_id,
+                 ctx.provider.NAME, error.rule.kind)
+        result = store.complete_page(ctx.sync_id, cursor, [])
+        if result in FINAL:
+            finished(ctx, result)
         return result

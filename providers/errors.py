@@ -12,8 +12,10 @@ classes in ``providers.base`` carry the actions out::
         │   │             retry-after; not a retry attempt, never a sleep
         │   ├── BACKOFF ─ transient (5xx, timeout, over capacity): park with
         │   │             exponential backoff + jitter, bounded attempts, then FAIL
-        │   └── REFRESH ─ access token expired: refresh it once (OAuth2), retry;
-        │                 a second refusal becomes REAUTH
+        │   ├── REFRESH ─ access token expired: refresh it once (OAuth2), retry;
+        │   │             a second refusal becomes REAUTH
+        │   └── RESTART ─ paging cursor expired (Facebook code 100): start the
+        │                 pagination over once; a second expiry becomes FAIL
         └── stop
             ├── REAUTH ── the user must log in again: sync ends needs_reauth,
             │             previous network kept, main app told

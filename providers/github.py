@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from providers.base import PageTask, ProfileTask
 from providers.errors import Action, ErrorRule
+from providers.pagination import parse_link_header
 from providers.provider import HttpCall, Page, Pagination, Provider
 from service.ratelimits import RateLimitInfo
 
@@ -105,22 +106,6 @@ class GitHub(Provider):
         if rule.action is Action.WAIT and info.reset_at is not None:
             return info.reset_at
         return None
-
-
-def parse_link_header(value: str) -> dict[str, str]:
-    """``<url>; rel="next", <url>; rel="last"`` → {"next": url, "last": url}."""
-    links = {}
-    for part in value.split(","):
-        url, _, params = part.partition(";")
-        url = url.strip()
-        if not (url.startswith("<") and url.endswith(">")):
-            continue
-        for param in params.split(";"):
-            key, _, val = param.strip().partition("=")
-            if key.strip().lower() == "rel":
-                for rel in val.strip().strip('"').split():
-                    links[rel] = url[1:-1]
-    return links
 
 
 class GitHubProfileTask(ProfileTask):

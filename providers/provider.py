@@ -8,11 +8,11 @@ read a size, a page, an error). The Celery task classes in
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from providers.errors import ErrorRule, ProviderError, default_rule
+from providers import pagination
+from providers.errors import Action, ErrorRule, ProviderError, default_rule
 from service.ratelimits import RateLimitInfo
 
 
@@ -47,12 +47,29 @@ class Page:
     fan_out: tuple = ()
     #: the total the page states, if it does
     total: int | None = None
+    #: items the provider returned, when it differs from the connections kept
+    items: int | None = None
+    #: per-item problems the provider reported beside the data (Twitter ``errors[]``)
+    problems: tuple = ()
+
+    @property
+    def item_count(self) -> int:
+        return len(self.connections) if self.items is None else self.items
 
     @property
     def followups(self) -> list[str]:
         if self.fan_out:
             return list(self.fan_out)
         return [self.next_cursor] if self.next_cursor else []
+
+
+class Auth(enum.Enum):
+    #: a static ``Authorization: Bearer`` header (GitHub)
+    BEARER = "bearer"
+    #: requests-oauthlib ``OAuth2Session``: expiry checked client-side, refresh where possible
+    OAUTH2 = "oauth2"
+    #: ``OAuth1Session`` when the credential has a token secret (1.0a), else OAUTH2 (Twitter)
+    OAUTH1_OR_OAUTH2 = "oauth1_or_oauth2"
 
 
 class Provider:
@@ -69,12 +86,24 @@ class Provider:
     LANES: int = 4
     #: pages allowed beyond ceil(total / PAGE_SIZE) before the page guard stops a sync
     PAGE_SLACK: int = 3
-    #: error table: key from ``error_key()`` → rule; see ``providers.errors``
+    #: consecutive one-item pages (that still point further) that stop a sync; None: off
+    ONE_ITEM_RUN_LIMIT: int | None = 3
+    #: error table: key from ``error_keys()`` → rule; see ``providers.errors``
     ERRORS: dict = {}
     #: quota scopes a call counts against ("token", "app", "ip")
     QUOTA_SCOPES: tuple = ("token",)
+    #: the scopes the rate-limit headers speak for (None: every scope of the call)
+    RATE_HEADER_SCOPES: tuple | None = None
     #: consecutive waits without a stated reset start at this many seconds, doubling
     WAIT_FLOOR_SECONDS: float = 60.0
+    #: how calls are authenticated (``providers.oauth``)
+    AUTH: Auth = Auth.BEARER
+    #: the OAuth2 refresh endpoint on the real service (None: the provider cannot refresh)
+    TOKEN_URL: str | None = None
+    #: where the refresh endpoint sits under a non-default base URL (a proxy, the simulator)
+    TOKEN_PATH: str | None = None
+    #: how the client authenticates a refresh: "basic" (HTTP Basic) or "body" (form fields)
+    TOKEN_CLIENT_AUTH: str = "body"
 
     def __init__(self, base_url: str):
         self.base_url = base_url.rstrip("/")
@@ -105,40 +134,58 @@ class Provider:
         """What to look up in ``ERRORS``: by default the HTTP status."""
         return status
 
+    def error_keys(self, status: int, body, headers) -> list:
+        """Keys to try in ``ERRORS``, most specific first; the default rule follows."""
+        return [self.error_key(status, body, headers), status]
+
     def auth_headers(self, credential) -> dict:
         return {"Authorization": f"Bearer {credential.access_token}"}
 
+    def request_headers(self) -> dict:
+        """Headers every call sends besides the credential (API versions)."""
+        return {}
+
+    def page_anomaly(self, page: Page, cursor: str, expected_total: int | None) -> str:
+        """A reason to flag the sync ``partial`` for what this page says ("" if none)."""
+        return ""
+
     # -- shared behaviour -----------------------------------------------------
     def initial_cursors(self, account_id: str, size: int | None) -> list[str]:
-        """The cursors round two starts with."""
-        if self.PAGINATION is Pagination.OFFSET_KNOWN and size is not None:
-            pages = max(1, math.ceil(size / self.PAGE_SIZE))
-            return [self.offset_cursor(i * self.PAGE_SIZE) for i in range(pages)]
-        if self.PAGINATION is Pagination.OFFSET_UNKNOWN:
-            return [self.offset_cursor(i * self.PAGE_SIZE) for i in range(self.LANES)]
-        return [self.first_cursor(account_id)]
+        """The cursors round two starts with (see ``providers.pagination``)."""
+        return pagination.initial_cursors(self, account_id, size)
 
     @staticmethod
     def offset_cursor(offset: int) -> str:
-        return f"offset:{offset}"
+        return pagination.offset_cursor(offset)
 
     @staticmethod
     def cursor_offset(cursor: str) -> int:
-        return int(cursor.partition(":")[2])
+        return pagination.cursor_offset(cursor)
 
     def page_limit(self, expected_total: int | None) -> int | None:
         """Most pages a sync of this size may take before a guard stops it."""
-        if expected_total is None:
+        return pagination.page_limit(expected_total, self.PAGE_SIZE, self.PAGE_SLACK)
+
+    def token_url(self) -> str | None:
+        """The refresh endpoint: the real one, or beside a configured non-default base URL."""
+        if self.TOKEN_URL is None:
             return None
-        pages = math.ceil(expected_total / self.PAGE_SIZE)
-        return pages + max(self.PAGE_SLACK, pages // 10)
+        from service.config import REAL_API_URLS
+
+        if self.TOKEN_PATH is None or self.base_url == REAL_API_URLS.get(self.NAME, "").rstrip("/"):
+            return self.TOKEN_URL
+        return self.base_url + self.TOKEN_PATH
 
     def classify(self, status: int, body, headers, now: float) -> ProviderError | None:
         """None for a good answer; else the table's rule for it."""
         if 200 <= status < 300 and not self.is_error_body(body):
             return None
-        key = self.error_key(status, body, headers)
-        rule = self.ERRORS.get(key) or self.ERRORS.get(status) or default_rule(status)
+        rule = None
+        for key in self.error_keys(status, body, headers):
+            rule = self.ERRORS.get(key)
+            if rule is not None:
+                break
+        rule = rule or default_rule(status)
         return ProviderError(rule, status, self.error_message(body),
                              self.retry_at(rule, headers, now))
 
@@ -161,7 +208,7 @@ class Provider:
         info = self.rate_info(headers)
         if info.retry_after is not None:
             return now + info.retry_after
-        if info.reset_at is not None and info.remaining == 0:
+        if info.reset_at is not None and (info.remaining == 0 or rule.action is Action.WAIT):
             return info.reset_at
         return None
 

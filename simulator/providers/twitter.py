@@ -17,6 +17,7 @@ Quirks reproduced:
 from __future__ import annotations
 
 import base64
+import json
 import re
 import struct
 
@@ -116,10 +117,18 @@ class Twitter(ProviderSim):
         headers = {}
         if problem:  # per-item problem inside a 200
             user_id = call.request.match_info.get("id", call.account_id or "")
+            # fault param "beside_data": the page's data with errors[] next to it,
+            # about a follower that cannot be shown (its id: "hidden_id")
+            beside = params.get("beside_data") and call.kind == "page" and call.account is not None
+            if beside:
+                user_id = str(params.get("hidden_id", "2244994945"))
             detail = message.format(id=user_id)
             body = {"errors": [{"value": user_id, "detail": detail, "title": row.extra["title"],
                                 "resource_type": "user", "parameter": "id",
                                 "resource_id": user_id, "type": f"{_PROBLEMS}/{problem}"}]}
+            if beside:
+                page = json.loads(self.page(sim, call, {}).text)
+                body = {**page, "errors": body["errors"]}
             return self.respond(body, row.status)
         if row.status == 429:
             quota = sim.limiter.quota_for(self.NAME, call.token, call.remote, call.t)

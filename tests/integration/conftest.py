@@ -26,6 +26,9 @@ TEST_ENV = {
     "TASK_SOFT_TIME_LIMIT": "20",
     "BROKER_VISIBILITY_TIMEOUT": "60",
     "NETSYNC_ENV": "test",
+    # OAuth clients for the token-refresh paths (the simulator accepts any)
+    "TWITTER_OAUTH_CLIENT": "netsync-test-client:netsync-test-secret",
+    "LINKEDIN_OAUTH_CLIENT": "netsync-test-client:netsync-test-secret",
 }
 
 

@@ -1,0 +1,109 @@
+"""Mastodon: an account's followers, paged only by the ``Link`` header.
+
+Docs: https://docs.joinmastodon.org/methods/accounts/#followers,
+https://docs.joinmastodon.org/api/guidelines/#pagination,
+https://docs.joinmastodon.org/api/rate-limits/ and
+https://docs.joinmastodon.org/entities/Error/
+
+``base_url`` is the user's instance (``MASTODON_API_URL``).
+"""
+from __future__ import annotations
+
+import datetime
+
+from providers.base import PageTask, ProfileTask
+from providers.errors import Action, ErrorRule
+from providers.pagination import parse_link_header
+from providers.provider import Auth, HttpCall, Page, Pagination, Provider
+from service.ratelimits import RateLimitInfo
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_iso8601(value) -> float | None:
+    """Quirk: ``X-RateLimit-Reset`` is ``2026-08-01T13:50:00.104512Z``, not epoch seconds."""
+    if not value:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+class Mastodon(Provider):
+    NAME = "mastodon"
+    DOCS = "https://docs.joinmastodon.org/methods/accounts/#followers"
+    PAGE_SIZE = 80  # limit: default 40, max 80
+    # Quirk: only the Link header pages (rel="next" carries max_id, a follow
+    # id, not an account id): follow it exactly as given, on our origin only.
+    PAGINATION = Pagination.LINK
+    QUOTA_SCOPES = ("token",)  # 300 requests / 5 min per token
+    AUTH = Auth.OAUTH2  # app tokens do not expire and have no refresh
+
+    #: key: HTTP status (Mastodon errors are only {"error": "..."})
+    ERRORS = {
+        401: ErrorRule(Action.REAUTH, "invalid_token"),
+        # The account we read is the user's own: a 403 means their login is
+        # disabled or the token lacks the scope. They must act: tell them.
+        403: ErrorRule(Action.REAUTH, "forbidden", tell_user=True),
+        404: ErrorRule(Action.SKIP, "not_found"),
+        410: ErrorRule(Action.SKIP, "gone"),
+        429: ErrorRule(Action.WAIT, "rate_limited"),  # until X-RateLimit-Reset
+        500: ErrorRule(Action.BACKOFF, "server_error"),
+        502: ErrorRule(Action.BACKOFF, "bad_gateway"),
+        503: ErrorRule(Action.BACKOFF, "unavailable"),
+        504: ErrorRule(Action.BACKOFF, "gateway_timeout"),
+    }
+
+    def profile_call(self, account_id):
+        return HttpCall("GET", self.url(f"/api/v1/accounts/{account_id}"))
+
+    def parse_size(self, body):
+        return _int(body.get("followers_count"))
+
+    def first_cursor(self, account_id):
+        return f"{self.base_path}/api/v1/accounts/{account_id}/followers?limit={self.PAGE_SIZE}"
+
+    def page_call(self, account_id, cursor):
+        return HttpCall("GET", self.origin + cursor)
+
+    def parse_page(self, body, headers, cursor):
+        connections = [(str(account["id"]), account.get("acct", "")) for account in body]
+        links = parse_link_header(headers.get("link", ""))
+        # An empty page has no Link at all; a single page only rel="prev".
+        nxt = self.relative(links["next"]) if "next" in links else None
+        return Page(connections, next_cursor=nxt)
+
+    def page_anomaly(self, page, cursor, expected_total):
+        # Quirk: hidden networks answer [] rather than an error. An empty first
+        # page of an account that has followers is hidden, not empty.
+        first = "max_id=" not in cursor
+        if first and not page.connections and not page.followups and expected_total:
+            return "hidden_network"
+        return ""
+
+    def rate_info(self, headers):
+        return RateLimitInfo(
+            limit=_int(headers.get("x-ratelimit-limit")),
+            remaining=_int(headers.get("x-ratelimit-remaining")),
+            reset_at=parse_iso8601(headers.get("x-ratelimit-reset")),
+        )
+
+
+class MastodonProfileTask(ProfileTask):
+    name = "mastodon.profile"
+    provider_class = Mastodon
+    page_task_name = "mastodon.page"
+
+
+class MastodonPageTask(PageTask):
+    name = "mastodon.page"
+    provider_class = Mastodon

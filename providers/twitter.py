@@ -1,0 +1,150 @@
+"""Twitter / X API v2: followers of a user, chained by ``pagination_token``.
+
+Docs: https://developer.x.com/en/docs/x-api/users/follows/api-reference/get-users-id-followers,
+https://developer.x.com/en/docs/x-api/rate-limits,
+https://developer.x.com/en/support/x-api/error-troubleshooting and
+https://developer.x.com/en/docs/authentication/oauth-2-0/user-access-token
+
+Auth: OAuth 2.0 user context (refreshable at ``POST /2/oauth2/token`` with
+``offline.access``), or OAuth 1.0a when the credential carries a
+``token_secret`` (signed with the app's consumer key, never refreshed).
+"""
+from __future__ import annotations
+
+from providers.base import PageTask, ProfileTask
+from providers.errors import Action, ErrorRule
+from providers.provider import Auth, HttpCall, Page, Pagination, Provider
+from service.ratelimits import RateLimitInfo
+
+FIRST = "token:"  # the first page: no pagination_token
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class Twitter(Provider):
+    NAME = "twitter"
+    DOCS = "https://developer.x.com/en/docs/x-api/users/follows"
+    PAGE_SIZE = 1000  # max_results: 1-1000
+    PAGINATION = Pagination.CURSOR
+    # Quirk: "result_count may be below max_results mid-stream" (suspended and
+    # protected accounts are filtered out per page), so short and one-item
+    # pages prove nothing here; the page-count guard still bounds the chain.
+    ONE_ITEM_RUN_LIMIT = None
+    QUOTA_SCOPES = ("token",)  # 15 requests / 15 min per user token
+    WAIT_FLOOR_SECONDS = 60.0
+    AUTH = Auth.OAUTH1_OR_OAUTH2
+    TOKEN_URL = "https://api.twitter.com/2/oauth2/token"
+    TOKEN_PATH = "/2/oauth2/token"
+    TOKEN_CLIENT_AUTH = "basic"  # confidential clients: HTTP Basic with client id and secret
+
+    #: key: (HTTP status, v1.1 error code); v2 problem JSON has no code → (status, None);
+    #: problems inside a 200 → ("problem", type). 401 89 is REFRESH: an OAuth 1.0a token
+    #: has nothing to refresh with, so for it REFRESH is REAUTH at once.
+    ERRORS = {
+        (429, 88): ErrorRule(Action.WAIT, "rate_limited"),          # until x-rate-limit-reset
+        (429, None): ErrorRule(Action.WAIT, "rate_limited"),        # same, as problem JSON
+        (401, 32): ErrorRule(Action.REAUTH, "could_not_authenticate"),
+        (401, 89): ErrorRule(Action.REFRESH, "invalid_or_expired_token"),
+        (401, None): ErrorRule(Action.REFRESH, "unauthorized"),     # v2 says no more than this
+        (403, 326): ErrorRule(Action.REAUTH, "account_locked", tell_user=True),
+        (403, 63): ErrorRule(Action.SKIP, "user_suspended"),
+        (400, 215): ErrorRule(Action.FAIL, "bad_authentication_data"),
+        (503, 130): ErrorRule(Action.BACKOFF, "over_capacity"),
+        (500, 131): ErrorRule(Action.BACKOFF, "internal_error"),
+        ("problem", "resource-not-found"): ErrorRule(Action.SKIP, "not_found"),
+        ("problem", "not-authorized-for-resource"): ErrorRule(Action.SKIP, "not_authorized"),
+        500: ErrorRule(Action.BACKOFF, "server_error"),
+        502: ErrorRule(Action.BACKOFF, "bad_gateway"),
+        503: ErrorRule(Action.BACKOFF, "unavailable"),
+        504: ErrorRule(Action.BACKOFF, "gateway_timeout"),
+    }
+
+    def profile_call(self, account_id):
+        return HttpCall("GET", self.url(f"/2/users/{account_id}"),
+                        {"user.fields": "public_metrics"})
+
+    def parse_size(self, body):
+        data = body.get("data") if "data" in body else body  # v2, else a v1.1 user object
+        metrics = data.get("public_metrics") or data
+        return _int(metrics.get("followers_count"))
+
+    def first_cursor(self, account_id):
+        return FIRST
+
+    def page_call(self, account_id, cursor):
+        params = {"max_results": self.PAGE_SIZE}
+        token = cursor.partition(":")[2]
+        if token:
+            params["pagination_token"] = token
+        return HttpCall("GET", self.url(f"/2/users/{account_id}/followers"), params)
+
+    def parse_page(self, body, headers, cursor):
+        if "ids" in body or "users" in body:
+            return self._parse_v1(body)
+        users = body.get("data") or []
+        connections = [(str(user["id"]), user.get("username", "")) for user in users]
+        token = (body.get("meta") or {}).get("next_token")  # absent on the last page
+        problems = tuple(_problem_type(e) for e in body.get("errors") or [])
+        return Page(connections, next_cursor=f"token:{token}" if token else None,
+                    problems=problems)
+
+    @staticmethod
+    def _parse_v1(body):
+        """v1.1 ``followers/list`` and ``friends/ids``: ids are ints beyond 2**53, use id_str."""
+        if "users" in body:
+            connections = [(user.get("id_str") or str(user["id"]), user.get("screen_name", ""))
+                           for user in body["users"]]
+        else:
+            connections = [(str(i), "") for i in body["ids"]]
+        nxt = str(body.get("next_cursor_str") or body.get("next_cursor") or "0")
+        return Page(connections, next_cursor=None if nxt == "0" else f"cursor:{nxt}")
+
+    def rate_info(self, headers):
+        reset = _int(headers.get("x-rate-limit-reset"))
+        return RateLimitInfo(
+            limit=_int(headers.get("x-rate-limit-limit")),
+            remaining=_int(headers.get("x-rate-limit-remaining")),
+            reset_at=float(reset) if reset is not None else None,
+        )
+
+    def is_error_body(self, body):
+        # A 200 holding only errors[] (an unknown or suspended user): no data at all.
+        return isinstance(body, dict) and bool(body.get("errors")) and "data" not in body \
+            and "meta" not in body
+
+    def error_key(self, status, body, headers):
+        errors = body.get("errors") if isinstance(body, dict) else None
+        if errors and isinstance(errors[0], dict):
+            first = errors[0]
+            if isinstance(first.get("code"), int):  # v1.1: {"errors": [{"code": 88, ...}]}
+                return (status, first["code"])
+            if 200 <= status < 300:
+                return ("problem", _problem_type(first))
+        return (status, None)  # v2 problem JSON: {"title", "type", "status", "detail"}
+
+    def error_message(self, body):
+        if isinstance(body, dict) and body.get("errors") and isinstance(body["errors"][0], dict):
+            first = body["errors"][0]
+            return str(first.get("message") or first.get("detail") or "")[:200]
+        return super().error_message(body)
+
+
+def _problem_type(error: dict) -> str:
+    """``https://api.twitter.com/2/problems/resource-not-found`` → ``resource-not-found``."""
+    return str(error.get("type", "")).rstrip("/").rpartition("/")[2] or "unknown"
+
+
+class TwitterProfileTask(ProfileTask):
+    name = "twitter.profile"
+    provider_class = Twitter
+    page_task_name = "twitter.page"
+
+
+class TwitterPageTask(PageTask):
+    name = "twitter.page"
+    provider_class = Twitter
