@@ -31,7 +31,7 @@ log = logging.getLogger("netsync.tasks")
 class SyncContext:
     """What one task execution knows about its sync (built per call: no state on the task)."""
 
-    def __init__(self, svc, record: dict, provider: Provider):
+    def __init__(self, svc, record: dict, provider: Provider, credential_blob=None):
         self.svc = svc
         self.record = record
         self.provider = provider
@@ -39,11 +39,18 @@ class SyncContext:
         self.user_id = record["user_id"]
         self.account_id = record["account_id"]
         self._credential = None
+        self._credential_blob = credential_blob
+        #: what the last answer's rate-limit headers said, for the sync record
+        self.rate_fields: dict = {}
 
     @property
     def credential(self):
         if self._credential is None:
-            self._credential = self.svc.credentials.load(self.provider.NAME, self.user_id)
+            if self._credential_blob is not None:
+                self._credential = self.svc.credentials.decode(self.provider.NAME,
+                                                               self._credential_blob)
+            else:
+                self._credential = self.svc.credentials.load(self.provider.NAME, self.user_id)
         return self._credential
 
     @property
@@ -88,12 +95,17 @@ class ProviderTask(Task):
             self._providers[key] = self.provider_class(url)
         return self._providers[key]
 
-    def load(self, sync_id: str):
+    def load(self, sync_id: str, cursor: str | None = None):
+        """The sync's context, or None when there is nothing (more) to do.
+
+        One round trip: the record (still active?), whether ``cursor`` was
+        already stored (a redelivery) and the encrypted credential.
+        """
         svc = services()
-        record = svc.store.get_sync(sync_id)
-        if record is None or record.get("status") not in ACTIVE:
+        record, done, blob = svc.store.page_snapshot(sync_id, cursor)
+        if record is None or record.get("status") not in ACTIVE or done:
             return None
-        return SyncContext(svc, record, self.provider(svc))
+        return SyncContext(svc, record, self.provider(svc), blob)
 
     # -- the one outbound call -----------------------------------------------------
     def call(self, ctx: SyncContext, http_call, park_args: list, park_kwargs: dict):
@@ -112,14 +124,16 @@ class ProviderTask(Task):
         answer = oauth.send(ctx, http_call, provider.request_headers(),
                             (settings.http_connect_timeout, settings.http_read_timeout))
         info = provider.rate_info(answer.headers)
-        if not info.is_empty():
+        ctx.rate_fields = info.as_record()
+        error = provider.classify(answer.status, answer.body, answer.headers, time.time())
+        if error is not None or worth_observing(info):
             told = provider.RATE_HEADER_SCOPES or tuple(scopes)
             svc.quota.observe(provider.NAME, {s: k for s, k in scopes.items() if s in told}, info)
-        svc.store.note_call(ctx.sync_id, info.as_record())
-        error = provider.classify(answer.status, answer.body, answer.headers, time.time())
         svc.quota.record_outcome(provider.NAME, scopes,
                                  rejected=error is not None and error.action is Action.WAIT)
         if error is not None:
+            # A successful page counts its call when it is stored (one round trip).
+            svc.store.note_call(ctx.sync_id, ctx.rate_fields)
             raise ProviderCallError(error)
         return answer
 
@@ -226,6 +240,29 @@ class ProviderTask(Task):
 
 _NO_CREDENTIAL = ErrorRule(Action.REAUTH, "no_credentials")
 
+#: below this share of the stated limit left, the provider's own count is
+#: worth a correction of ours; above it the buckets' own count governs
+OBSERVE_BELOW_SHARE = 0.25
+
+
+def worth_observing(info) -> bool:
+    """Whether an answer's rate headers should correct the quota buckets now.
+
+    The gate counts every call itself; the provider's figures matter when
+    quota runs low (someone else may share the token), when it says when to
+    come back, or when it reports usage. Skipping the rest saves a Redis
+    round trip on most calls.
+    """
+    if info.is_empty():
+        return False
+    if info.retry_after is not None or info.usage_percent is not None:
+        return True
+    if info.remaining is None:
+        return info.reset_at is not None
+    if info.limit is None:
+        return True
+    return info.remaining < info.limit * OBSERVE_BELOW_SHARE
+
 
 def finished(ctx, status: str, error: ProviderError | None = None) -> None:
     """A sync reached a final status: count it and tell the main app."""
@@ -256,6 +293,7 @@ class ProfileTask(ProviderTask):
         answer = self.call(ctx, provider.profile_call(ctx.account_id), [ctx.sync_id], kwargs)
         if answer is None:
             return "parked"
+        svc.store.note_call(ctx.sync_id, ctx.rate_fields)
         size = provider.parse_size(answer.body)
         queue_class = queues.queue_class_for(size, ctx.record.get("trigger", "api"),
                                              svc.settings.whale_threshold)
@@ -281,11 +319,9 @@ class PageTask(ProviderTask):
 
     def run(self, sync_id: str, cursor: str, attempt: int = 0, waits: int = 0,
             refreshed: int = 0, restarts: int = 0):
-        ctx = self.load(sync_id)
+        ctx = self.load(sync_id, cursor)
         if ctx is None:
-            return "inactive"
-        if ctx.svc.store.is_done(sync_id, cursor):
-            return "duplicate"
+            return "inactive or already stored"
         kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed, "restarts": restarts}
         return self.guarded(ctx, lambda: self._page(ctx, cursor, kwargs), [sync_id, cursor], kwargs)
 
@@ -309,6 +345,7 @@ class PageTask(ProviderTask):
         if reason:
             launches = []
         reason = reason or provider.page_anomaly(page, bare, expected)
+        self.reclassify_if_large(ctx, page)
         # Launch the next page before storing this one: the chain never waits on storage.
         marks = store.add_pending(ctx.sync_id, cursor, launches)
         self.send_pages(ctx, self.name, [c for c, m in zip(launches, marks) if m in ("new", "rerun")])
@@ -317,10 +354,23 @@ class PageTask(ProviderTask):
         if reason:
             log.warning("pagination stopped sync=%s provider=%s reason=%s", ctx.sync_id,
                         provider.NAME, reason)
-        result = store.complete_page(ctx.sync_id, cursor, page.connections, reason)
+        result = store.complete_page(ctx.sync_id, cursor, page.connections, reason,
+                                     rate_fields=ctx.rate_fields, count_call=True)
         if result in FINAL:
             finished(ctx, result)
         return result
+
+    def reclassify_if_large(self, ctx, page) -> None:
+        """A sync of unknown (or understated) size that turns out to be a whale
+        moves its remaining pages to ``whale`` before ``normal`` feels it."""
+        if ctx.queue_class != "normal":
+            return
+        seen = int(ctx.record.get("connections_fetched") or 0) + len(page.connections)
+        if seen > ctx.svc.settings.whale_threshold:
+            ctx.svc.store.update(ctx.sync_id, queue="whale", reclassified="whale")
+            ctx.record["queue"] = "whale"
+            log.info("sync reclassified sync=%s provider=%s to whale after %d connections",
+                     ctx.sync_id, ctx.provider.NAME, seen)
 
     def guard_reason(self, ctx, cursor, page, launches, expected) -> str:
         """Why this sync must stop paging at this page ("" to go on): see ``providers.pagination``."""

@@ -41,6 +41,8 @@ class CredentialStore:
         self.fernet = MultiFernet([Fernet(k.encode() if isinstance(k, str) else k) for k in keys])
 
     def _key(self, provider: str, user_id: str) -> str:
+        # Under the user's network hash tag, so a task reads it in the same
+        # round trip as its sync record (SyncStore.page_snapshot).
         return f"{self.prefix}:{{{provider}:{user_id}}}:cred"
 
     def save(self, provider: str, user_id: str, credential: Credential) -> None:
@@ -48,7 +50,10 @@ class CredentialStore:
         self.redis.set(self._key(provider, user_id), blob)
 
     def load(self, provider: str, user_id: str) -> Credential:
-        blob = self.redis.get(self._key(provider, user_id))
+        return self.decode(provider, self.redis.get(self._key(provider, user_id)))
+
+    def decode(self, provider: str, blob: bytes | None) -> Credential:
+        """A stored blob (as read from ``:cred``) back to a Credential."""
         if blob is None:
             raise CredentialError(f"no {provider} credential stored for this user")
         try:

@@ -239,6 +239,25 @@ class SyncStore:
         raw = self.redis.hgetall(keys[1])
         return {k.decode(): v.decode() for k, v in raw.items()} or None
 
+    def page_snapshot(self, sync_id: str, cursor: str | None):
+        """(record, cursor already stored?, credential blob) in one round trip.
+
+        The hot path of every task: the record says whether the sync is
+        still active, the done set whether this page is a redelivery, and the
+        credential lives under the same hash tag (``:cred``).
+        """
+        keys = self._record_key(sync_id)
+        if keys is None:
+            return None, False, None
+        base, rec = keys
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(rec)
+            pipe.hexists(rec + ":done", cursor or "")
+            pipe.get(base + ":cred")
+            raw, done, blob = pipe.execute()
+        record = {k.decode(): v.decode() for k, v in raw.items()} or None
+        return record, bool(done) and cursor is not None, blob
+
     def last_sync(self, provider: str, user_id: str) -> dict:
         raw = self.redis.hgetall(self.base(provider, user_id) + ":last")
         return {k.decode(): v.decode() for k, v in raw.items()}
