@@ -48,13 +48,18 @@ def watch(web_url: str, syncs: dict, timeout: float = 300) -> dict:
     api = requests.Session()
     api.headers["Authorization"] = f"Bearer {DEV_API_TOKEN}"
     records, deadline = {}, time.monotonic() + timeout
+    interactive, last_line = sys.stdout.isatty(), 0.0
     while time.monotonic() < deadline:
         for user, sync in syncs.items():
             records[user] = api.get(f"{web_url}/v1/syncs/{sync['sync_id']}", timeout=10).json()
         done = sum(r["status"] not in ("queued", "running") for r in records.values())
         fetched = sum(r.get("connections_fetched") or 0 for r in records.values())
-        print(f"\r  {done}/{len(records)} syncs final, {fetched:,} connections fetched   ",
-              end="", flush=True)
+        line = f"  {done}/{len(records)} syncs final, {fetched:,} connections fetched"
+        if interactive:
+            print(f"\r{line}   ", end="", flush=True)
+        elif time.monotonic() - last_line > 2 or done == len(records):
+            print(line, flush=True)  # a log, not a terminal: a line every 2 s
+            last_line = time.monotonic()
         if done == len(records):
             break
         time.sleep(0.3)

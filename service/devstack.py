@@ -65,6 +65,7 @@ class DevStack:
                 self.start_worker(spec, index)
             if self.scheduler:
                 self.start_scheduler()
+            self.wait_workers_ready()
         except BaseException:
             self.stop()
             raise
@@ -133,6 +134,32 @@ class DevStack:
                "--without-heartbeat", "-l", "WARNING"]
         proc = self._spawn(name, cmd)
         return proc
+
+    def wait_workers_ready(self, timeout: float = 60.0) -> None:
+        """Block until every started worker answers a control ping."""
+        names = {name for name in self.processes if name not in ("simulator", "web", "scheduler")}
+        if not names:
+            return
+        from celery import Celery
+
+        from service.celery_app import celery_config
+        from service.config import load_settings
+
+        probe = Celery("devstack-probe")
+        probe.conf.update(celery_config(load_settings(self.base_env), self.redis_url))
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                replies = probe.control.ping(timeout=0.5) or []
+                answered = {node.split("@", 1)[0] for reply in replies for node in reply}
+                if names <= answered:
+                    return
+                for name in names:
+                    if self.processes[name].poll() is not None:
+                        raise RuntimeError(f"worker {name} exited; see {self.var_dir}/{name}.log")
+            raise RuntimeError(f"workers {sorted(names)} not ready within {timeout}s")
+        finally:
+            probe.close()
 
     def start_scheduler(self) -> subprocess.Popen:
         return self._spawn("scheduler", [sys.executable, "-m", "service.scheduler"])
