@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -20,21 +19,10 @@ import pytest
 import redis
 
 from service.delayed import DelayedSet
-from service.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = "sched_tasks.record"
 LEASE_S = 3.0
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    url = os.environ.get("REDIS_URL")
-    if url:  # a shared server: our own db, our own keys only
-        yield urllib.parse.urlparse(url)._replace(path="/3").geturl()
-        return
-    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False) as server:
-        yield server.url
 
 
 @pytest.fixture

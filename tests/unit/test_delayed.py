@@ -1,29 +1,16 @@
 """DelayedSet and SchedulerLoop against a real Redis (embedded, or REDIS_URL db 3)."""
 from __future__ import annotations
 
-import os
 import threading
-import urllib.parse
 import uuid
 
 import pytest
 import redis
 
 from service.delayed import DelayedSet
-from service.embedded_redis import EmbeddedRedis
 from service.scheduler import SchedulerLoop, run_scheduler
 
 T0 = 1_000_000.0
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    url = os.environ.get("REDIS_URL")
-    if url:  # a shared server: our own db, our own keys only
-        yield urllib.parse.urlparse(url)._replace(path="/3").geturl()
-        return
-    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False) as server:
-        yield server.url
 
 
 class Clock:
@@ -40,8 +27,8 @@ def clock():
 
 
 @pytest.fixture
-def delayed(redis_server, clock):
-    client = redis.Redis.from_url(redis_server)
+def delayed(redis_url, clock):
+    client = redis.Redis.from_url(redis_url)
     prefix = f"t-{uuid.uuid4().hex[:10]}"
     yield DelayedSet(client, prefix, clock=clock)
     for key in client.scan_iter(match=f"{prefix}:*"):
@@ -127,8 +114,8 @@ def test_scheduler_round_sends_due_entries_and_keeps_failed_ones(delayed, clock)
     assert loop.idle_wait() == pytest.approx(0.2)
 
 
-def test_run_scheduler_stops_on_the_event(redis_server):
-    client = redis.Redis.from_url(redis_server)
+def test_run_scheduler_stops_on_the_event(redis_url):
+    client = redis.Redis.from_url(redis_url)
     prefix = f"t-{uuid.uuid4().hex[:10]}"
     delayed, sent, stop = DelayedSet(client, prefix), [], threading.Event()
     for i in range(5):

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import collections
-import os
 import threading
-import urllib.parse
 import uuid
 
 import pytest
 import redis
 
 from service.config import ConfigError, Settings
-from service.embedded_redis import EmbeddedRedis
 from service.quota import (
     ADAPTIVE_START, RESET_SKEW_S, WINDOW_SLOTS, QuotaConfig, QuotaGate, QuotaLimit, fingerprint,
 )
@@ -21,19 +18,9 @@ T0 = 1_000_000.0
 FP = fingerprint("tok-1")
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    url = os.environ.get("REDIS_URL")
-    if url:  # a shared server: our own db, our own keys only
-        yield urllib.parse.urlparse(url)._replace(path="/3").geturl()
-        return
-    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False) as server:
-        yield server.url
-
-
 @pytest.fixture
-def r(redis_server):
-    client = redis.Redis.from_url(redis_server)
+def r(redis_url):
+    client = redis.Redis.from_url(redis_url)
     client.test_prefix = f"t-{uuid.uuid4().hex[:10]}"
     yield client
     for key in client.scan_iter(match=f"{client.test_prefix}:*"):
