@@ -1,14 +1,13 @@
 """Small client helpers the benchmarks share: simulator control, triggers, waiting."""
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
 
 import requests
 
-from service.config import DEV_API_TOKEN, DEV_WEBHOOK_SECRET
-from service.signatures import sign
+from service.config import DEV_API_TOKEN
+from service.devstack import send_login
 
 _api = requests.Session()
 _api.headers["Authorization"] = f"Bearer {DEV_API_TOKEN}"
@@ -20,12 +19,7 @@ def add_account(stack, account: dict) -> None:
 
 
 def login(stack, user_id: str, account: dict) -> str:
-    body = json.dumps({"user_id": user_id, "accounts": [
-        {"provider": account["provider"], "account_id": account["id"],
-         "access_token": account["token"]}]}).encode()
-    headers = {"Content-Type": "application/json",
-               "X-Netsync-Signature": sign(DEV_WEBHOOK_SECRET, body, int(time.time()))}
-    response = _api.post(f"{stack.web_url}/webhooks/login", data=body, headers=headers, timeout=10)
+    response = send_login(stack.web_url, user_id, [account], http=_api)
     response.raise_for_status()
     return response.json()["syncs"][0]["sync_id"]
 

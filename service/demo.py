@@ -7,16 +7,14 @@ prints a table; stops everything and exits 0 (1 if a sync did not succeed).
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 
 import requests
 
 from providers import PROVIDER_MODULES
-from service.config import DEV_API_TOKEN, DEV_WEBHOOK_SECRET
-from service.devstack import DevStack, WorkerSpec, temp_var_dir
-from service.signatures import sign
+from service.config import DEV_API_TOKEN
+from service.devstack import DevStack, WorkerSpec, send_login, temp_var_dir
 
 #: (user, provider, account size) — the 40,000 account is the whale
 DEMO_USERS = [
@@ -33,13 +31,8 @@ def demo_accounts():
                    "token": f"demo-token-{user}"}
 
 
-def send_login(web_url: str, account: dict) -> dict:
-    body = json.dumps({"user_id": account["user"], "accounts": [
-        {"provider": account["provider"], "account_id": account["id"],
-         "access_token": account["token"]}]}).encode()
-    headers = {"Content-Type": "application/json",
-               "X-Netsync-Signature": sign(DEV_WEBHOOK_SECRET, body, int(time.time()))}
-    response = requests.post(f"{web_url}/webhooks/login", data=body, headers=headers, timeout=10)
+def login(web_url: str, account: dict) -> dict:
+    response = send_login(web_url, account["user"], [account])
     response.raise_for_status()
     return response.json()["syncs"][0]
 
@@ -92,7 +85,7 @@ def main() -> int:
         started, syncs = {}, {}
         for account in accounts:
             started[account["user"]] = time.monotonic()
-            syncs[account["user"]] = send_login(stack.web_url, account)
+            syncs[account["user"]] = login(stack.web_url, account)
         print(f"sent {len(syncs)} signed login webhooks; syncing ...")
         records = watch(stack.web_url, syncs)
         for user, record in records.items():

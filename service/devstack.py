@@ -174,6 +174,29 @@ class DevStack:
         return proc
 
 
+def send_login(web_url: str, user_id: str, accounts: list[dict], delivery: str | None = None,
+               http=requests) -> requests.Response:
+    """POST a signed login webhook (dev secret) as the main app would.
+
+    ``accounts`` are simulator-style dicts: provider, id, token and optionally
+    refresh_token / expires_at / token_secret.
+    """
+    import secrets
+
+    from service.config import DEV_WEBHOOK_SECRET
+    from service.signatures import sign
+
+    optional = ("refresh_token", "expires_at", "token_secret")
+    body = json.dumps({"user_id": user_id, "accounts": [
+        {"provider": a["provider"], "account_id": a["id"], "access_token": a["token"],
+         **{k: a[k] for k in optional if a.get(k) is not None}}
+        for a in accounts]}).encode()
+    headers = {"Content-Type": "application/json",
+               "X-Netsync-Signature": sign(DEV_WEBHOOK_SECRET, body, int(time.time())),
+               "X-Netsync-Delivery": delivery or secrets.token_hex(8)}
+    return http.post(f"{web_url}/webhooks/login", data=body, headers=headers, timeout=30)
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """SIGTERM the process group, then SIGKILL what is left."""
     if proc.poll() is not None:

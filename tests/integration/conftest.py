@@ -6,16 +6,14 @@ stack without sharing state.
 """
 from __future__ import annotations
 
-import json
 import secrets
 import time
 
 import pytest
 import requests
 
-from service.config import DEV_API_TOKEN, DEV_WEBHOOK_SECRET
-from service.devstack import DevStack, WorkerSpec
-from service.signatures import sign
+from service.config import DEV_API_TOKEN
+from service.devstack import DevStack, WorkerSpec, send_login
 
 TEST_ENV = {
     # quick retries so failure paths finish within a test's patience
@@ -65,15 +63,7 @@ class Stack:
 
     # -- triggers ------------------------------------------------------------------
     def login(self, user_id: str, *accounts: dict, delivery: str | None = None) -> requests.Response:
-        body = json.dumps({"user_id": user_id, "accounts": [
-            {"provider": a["provider"], "account_id": a["id"], "access_token": a["token"],
-             **({"refresh_token": a["refresh_token"]} if a.get("refresh_token") else {})}
-            for a in accounts
-        ]}).encode()
-        headers = {"Content-Type": "application/json",
-                   "X-Netsync-Signature": sign(DEV_WEBHOOK_SECRET, body, int(time.time())),
-                   "X-Netsync-Delivery": delivery or secrets.token_hex(8)}
-        return requests.post(f"{self.web}/webhooks/login", data=body, headers=headers, timeout=30)
+        return send_login(self.web, user_id, list(accounts), delivery)
 
     def resync(self, user_id: str, provider: str, force: bool = True) -> dict:
         response = self.http.post(f"{self.web}/v1/syncs", timeout=30,
