@@ -1,11 +1,12 @@
 """``make bench``: every benchmark scenario, results written to bench/results/."""
 import sys
 
-from bench import pipeline
+from bench import pipeline, quota
 
 
 def main() -> int:
     pipeline.main()
+    quota.main()
     return 0
 
 

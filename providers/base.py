@@ -261,6 +261,10 @@ def worth_observing(info) -> bool:
         return info.reset_at is not None
     if info.limit is None:
         return True
+    if info.remaining == info.limit - 1:
+        # The answer to the call that opened the provider's window: it tells
+        # the gate when that window ends, on our own clock (QuotaGate.observe).
+        return True
     return info.remaining < info.limit * OBSERVE_BELOW_SHARE
 
 

@@ -27,6 +27,11 @@ A class may take ``cost`` calls when (1) the bucket has that much free room
 ceiling (none for normal), and (3) the room left afterwards still covers the
 reserved classes' unused share. So whales hammering leave normal its 50 %.
 
+Provider windows: a ``remaining``/``reset`` report caps the bucket until the
+reset (plus ``RESET_SKEW_S``: it is whole seconds, on the provider's clock);
+the answer of the call that opened a provider window bounds its end on our
+own clock instead (``observe``).
+
 Several scopes on one call (e.g. Facebook ``app`` + ``token``): each bucket
 has its own hash tag, so no single script may touch them all (Redis Cluster).
 We take bucket by bucket (token, ip, app) and refund the taken ones when a
@@ -77,7 +82,9 @@ TOLD_HORIZON_FRACTION = 1 / 12
 #: adaptive limits start at this fraction of their ceiling
 ADAPTIVE_START = 0.1
 #: on a rejection the rate drops to this × the calls that got through in the window
-ADAPTIVE_DECREASE = 0.8
+#: (that count measures the limit well, so a shallow cut: with 0.8 the windows
+#: after a cut ran at 80, 82, 84 … % of the limit; with 0.9 at 90, 92 … %)
+ADAPTIVE_DECREASE = 0.9
 #: below the last known maximum, each window of successes adds this × that maximum
 ADAPTIVE_STEP = 0.02
 #: above it (or before any rejection) the excess grows by this much per window
@@ -193,9 +200,14 @@ for i = 1, #raw, 2 do
   end
 end
 
+local function opened_by_us(reset)
+  -- a window our own call opened: our sliding window already covers it
+  return meta.opened ~= nil and math.abs(reset - meta.opened) <= 1
+end
+
 local function forget_below(t)
   -- slots wholly before a provider reset that has passed are forgotten
-  if meta.align and t >= meta.align + skew then
+  if meta.align and t >= meta.align + skew and not opened_by_us(meta.align) then
     return math.floor((meta.align - skew) / g)
   end
   return nil
@@ -320,22 +332,44 @@ keep_alive()
 return 1
 """
 
-# ARGV[15]: memory; ARGV[16..20]: remaining reset_at retry_after usage horizon ('' = none)
+# ARGV[15]: memory; ARGV[16..21]: remaining reset_at retry_after usage horizon opened_end
+# ('' = none). opened_end: the answer was the first call of the provider's window
+# (remaining = limit - 1), so that window ends by now + window_s on our own clock.
 _OBSERVE = _PRELUDE + """
 local remaining, reset, retry = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
 local usage_pct, horizon = tonumber(ARGV[19]), tonumber(ARGV[20])
-local function forget(reset_at) drop_below(math.floor((reset_at - skew) / g)) end
+local opened_end = tonumber(ARGV[21])
+local function forget(reset_at)
+  if not opened_by_us(reset_at) then drop_below(math.floor((reset_at - skew) / g)) end
+end
 if retry then setf('blocked', math.max(meta.blocked or 0, now + retry)) end
-local left, left_until = remaining, nil
-if remaining then left_until = reset and (reset + skew) or (now + horizon) end
+local left, left_until, by_reset = remaining, nil, false
+if remaining then
+  left_until = reset and (reset + skew) or (now + horizon)
+  -- the header's reset is rounded up to whole seconds and may be on another
+  -- clock; a window our call opened surely ended one window after we saw it
+  if opened_end then left_until = math.min(left_until, opened_end) end
+  by_reset = reset ~= nil
+end
 if usage_pct then
   local from_usage = math.max(0, math.floor(N * (100 - usage_pct) / 100))
-  if left == nil or from_usage < left then left, left_until = from_usage, now + horizon end
+  if left == nil or from_usage < left then
+    left, left_until, by_reset = from_usage, now + horizon, false
+  end
 end
 if left then
   local old = meta.left_until
-  if old == nil or old <= now or left_until > old + 1 then
+  if by_reset and old and meta.left_reset then
+    -- windows are told apart by their reset, not by when we stop believing them
+    if reset > meta.left_reset + 1 then
+      setf('left', left); setf('left_until', left_until); setf('left_reset', reset)
+    elseif reset >= meta.left_reset - 1 and old > now then
+      setf('left', math.min(meta.left, left))  -- same window: never believe more
+      if left_until < old then setf('left_until', left_until) end
+    end  -- else: a late report from a window that has ended
+  elseif old == nil or old <= now or left_until > old + 1 then
     setf('left', left); setf('left_until', left_until)
+    if by_reset then setf('left_reset', reset) else redis.call('HDEL', key, 'left_reset') end
   elseif left_until >= old - 1 then
     setf('left', math.min(meta.left, left))  -- same window: never believe more
   end  -- else: a late report from an older window
@@ -347,6 +381,7 @@ if reset then
   elseif reset < meta.align - 1 then
     forget(reset)
   end
+  if opened_end and reset >= meta.align - 1 then setf('opened', reset) end
 end
 tidy()
 keep_alive()
@@ -499,6 +534,15 @@ class QuotaGate:
         ``reset_at`` ends the provider's window (our older counts are then
         forgotten); ``retry_after`` blocks the bucket; ``usage_percent``
         leaves ``(100 - usage)%`` of the limit for the next part of the window.
+
+        An answer with ``remaining == limit - 1`` came from the call that
+        opened the provider's window (pass it: callers that skip most answers
+        should still observe this one). That window then ends at the latest
+        ``window_s`` after now on our own clock, which replaces the reset's
+        whole second plus clock skew (worth ~1.5 s per window), and, since it
+        started with our call, our sliding window already covers it: its
+        counts are not forgotten at the reset, so the limit holds in every
+        sliding window, not only in the provider's fixed ones.
         """
         if info.is_empty():
             return
@@ -507,7 +551,7 @@ class QuotaGate:
         for bucket in self.buckets(provider, scopes, named_only=True):
             horizon = bucket.limit.window_s * TOLD_HORIZON_FRACTION
             args = [*self._args(bucket, "normal", 1, now), *("" if v is None else v for v in told),
-                    horizon]
+                    horizon, _opened_end(bucket.limit, info, now)]
             self._observe(keys=[bucket.redis_key], args=args)
 
     def record_outcome(self, provider: str, scopes: Mapping[str, str], rejected: bool) -> None:
@@ -531,6 +575,21 @@ class QuotaGate:
                 rate = self.redis.hget(bucket.redis_key, "rate")
                 return float(rate) if rate else max(1.0, ADAPTIVE_START * bucket.limit.limit)
         return None
+
+
+def _opened_end(limit: QuotaLimit, info: RateLimitInfo, now: float):
+    """When the provider's window surely ends, if this answer was its first call; else ''.
+
+    ``remaining == limit - 1`` means our call opened the window: it began
+    before we read the answer, so it ends within ``window_s`` of ``now`` on our
+    own clock, whatever the provider's clock and its whole-second ``reset``
+    say. Only for a published limit that matches ours (same limit, so the
+    window is the configured one too).
+    """
+    if (limit.adaptive or info.limit != limit.limit or info.remaining is None
+            or info.remaining != limit.limit - 1):
+        return ""
+    return f"{now + limit.window_s:.6f}"
 
 
 def _s(value) -> str:

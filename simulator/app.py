@@ -17,6 +17,7 @@ Every provider request goes through one pipeline, in this order:
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any, Callable
 
@@ -130,7 +131,12 @@ def _serve(sim: Simulator, provider: ProviderSim, route: Route, call: Call, cred
     admitted, quota = sim.limiter.admit(provider.NAME, call.kind, call.token, call.remote, call.t)
     if not admitted:
         call.rate_limited = True
-        return provider.render_rate_limited(sim, quota, call), latency
+        response = provider.render_rate_limited(sim, quota, call)
+        if not quota.rule.publish:  # a hidden limit: say only when to come back
+            for name in provider.limit_headers(quota):
+                response.headers.popall(name, None)
+            response.headers["Retry-After"] = str(max(1, math.ceil(quota.reset - call.t)))
+        return response, latency
     response = getattr(provider, route.handler)(sim, call, mods)
     if quota is not None and response.status < 400:
         response.headers.update(provider.limit_headers(quota))

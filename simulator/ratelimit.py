@@ -106,8 +106,9 @@ class RateLimiter:
               now: float) -> tuple[bool, Quota | None]:
         """Count a call; ``(False, quota)`` when a rule's window is spent.
 
-        The returned quota is the rejecting rule's, or else the one with the
-        fewest calls left: what the response headers should announce.
+        The returned quota is the rejecting rule's, or else the published one
+        with the fewest calls left (None if all are hidden, ``publish: false``):
+        what the response headers should announce.
         """
         rules = self.rules.get(provider)
         if not rules:
@@ -135,7 +136,7 @@ class RateLimiter:
         for rule, key, window in applicable:
             window.used += 1
             quota = self._quota(rule, key, window)
-            if tightest is None or quota.remaining < tightest.remaining:
+            if rule.publish and (tightest is None or quota.remaining < tightest.remaining):
                 tightest = quota
         return True, tightest
 

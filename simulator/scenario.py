@@ -133,6 +133,9 @@ class RateLimitRule:
     first X-Forwarded-For entry). ``path_kind`` restricts the rule to
     profile or page calls. ``status`` (GitHub: 403 or 429) and ``shape``
     (Twitter: "v2" problem JSON or "v1" errors[]) choose the rejection form.
+    ``publish: false`` makes it a hidden limit (enforced, never announced):
+    no rate-limit headers on any answer, and a rejection carries only
+    ``Retry-After`` (whole seconds until the window resets).
     """
 
     provider: str
@@ -143,6 +146,7 @@ class RateLimitRule:
     status: int | None = None
     shape: str | None = None
     align: bool = False
+    publish: bool = True
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -169,8 +173,11 @@ class RateLimitRule:
         shape = raw.get("shape")
         if shape is not None and shape not in ("v1", "v2"):
             raise ScenarioError(f"{where}: 'shape' must be 'v1' or 'v2'")
+        publish = raw.get("publish", True)
+        if not isinstance(publish, bool):
+            raise ScenarioError(f"{where}: 'publish' must be true or false")
         return cls(provider, limit, window, scope, path_kind, status, shape,
-                   bool(raw.get("align", provider in ALIGNED_WINDOWS)))
+                   bool(raw.get("align", provider in ALIGNED_WINDOWS)), publish)
 
 
 def parse_rate_limits(raw: Any, where: str = "rate_limits") -> dict[str, list[RateLimitRule]]:
