@@ -1,12 +1,13 @@
 """``make bench``: every benchmark scenario, results written to bench/results/."""
 import sys
 
-from bench import pipeline, quota
+from bench import isolation, pipeline, quota
 
 
 def main() -> int:
     pipeline.main()
     quota.main()
+    isolation.main()
     return 0
 
 

@@ -275,7 +275,7 @@ def finished(ctx, status: str, error: ProviderError | None = None) -> None:
     observability.count("syncs_finished", provider=ctx.provider.NAME, status=status)
     log.info("sync finished sync=%s provider=%s status=%s kind=%s", ctx.sync_id,
              ctx.provider.NAME, status, error.rule.kind if error else "-")
-    callbacks.notify(ctx.svc, ctx.sync_id)
+    callbacks.notify(ctx.svc, ctx.sync_id, ctx.provider.NAME)
 
 
 class ProfileTask(ProviderTask):
@@ -366,15 +366,14 @@ class PageTask(ProviderTask):
 
     def reclassify_if_large(self, ctx, page) -> None:
         """A sync of unknown (or understated) size that turns out to be a whale
-        moves its remaining pages to ``whale`` before ``normal`` feels it."""
-        if ctx.queue_class != "normal":
-            return
+        moves its remaining pages to ``whale`` (the rule: ``queues.reclassified``)."""
         seen = int(ctx.record.get("connections_fetched") or 0) + len(page.connections)
-        if seen > ctx.svc.settings.whale_threshold:
-            ctx.svc.store.update(ctx.sync_id, queue="whale", reclassified="whale")
-            ctx.record["queue"] = "whale"
-            log.info("sync reclassified sync=%s provider=%s to whale after %d connections",
-                     ctx.sync_id, ctx.provider.NAME, seen)
+        new_class = queues.reclassified(ctx.queue_class, seen, ctx.svc.settings.whale_threshold)
+        if new_class != ctx.queue_class:
+            ctx.svc.store.update(ctx.sync_id, queue=new_class, reclassified=new_class)
+            ctx.record["queue"] = new_class
+            log.info("sync reclassified sync=%s provider=%s to %s after %d connections",
+                     ctx.sync_id, ctx.provider.NAME, new_class, seen)
 
     def guard_reason(self, ctx, cursor, page, launches, expected) -> str:
         """Why this sync must stop paging at this page ("" to go on): see ``providers.pagination``."""

@@ -24,13 +24,19 @@ MAX_ATTEMPTS = 8
 EVENTS = {"succeeded", "partial", "failed", "needs_reauth"}
 
 
-def notify(svc, sync_id: str) -> None:
+def callback_queue(svc, provider: str | None) -> str:
+    """Completion events ride the sync's provider's ``normal`` queue (regional if it is)."""
+    return queues.queue_name("normal", provider or "", svc.settings.provider_regions)
+
+
+def notify(svc, sync_id: str, provider: str | None = None) -> None:
     """Queue the completion event for a sync that just ended (if anyone listens)."""
     if not svc.settings.callback_url:
         return
     from flask import current_app
 
-    current_app.extensions["celery"].send_task(TASK_NAME, args=[sync_id], queue="normal")
+    current_app.extensions["celery"].send_task(TASK_NAME, args=[sync_id],
+                                               queue=callback_queue(svc, provider))
 
 
 def event_body(svc, record: dict) -> dict | None:
@@ -78,7 +84,8 @@ class DeliverCallback(Task):
         if exhausted(attempt, MAX_ATTEMPTS):
             log.warning("callback dropped sync=%s after %d attempts: %s", sync_id, attempt + 1, problem)
             return "dropped"
-        svc.delayed.park(self.name, [sync_id], {"attempt": attempt + 1}, queue="normal",
+        svc.delayed.park(self.name, [sync_id], {"attempt": attempt + 1},
+                         queue=callback_queue(svc, record.get("provider")),
                          delay_s=backoff_delay(attempt, 2.0, 300.0),
                          priority=queues.priority_for("api", self.app.conf.broker_url),
                          reason="callback")

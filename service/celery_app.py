@@ -23,14 +23,22 @@ def celery_config(settings, redis_url: str) -> dict:
         "broker_url": broker,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
-            # Redis: priorities within a queue, lowest number first; the
-            # visibility timeout bounds how long a dead worker's message waits.
-            "queue_order_strategy": "priority",
+            # Redis: one list per priority step (``normal``, ``normal:1`` …
+            # ``normal:9``), BRPOPed lowest step first, so within a queue a
+            # lower number goes first (see ``queues.priority_for``).
             "priority_steps": list(range(queues.MAX_PRIORITY + 1)),
             "sep": ":",
+            # A worker given several queues (``-Q normal,trickle``) checks them
+            # in the order given instead of round robin (priority still wins
+            # across them: every queue's step 0 is checked before any step 1).
+            "queue_order_strategy": "priority",
+            # the visibility timeout bounds how long a dead worker's message waits
             "visibility_timeout": visibility,
         },
+        # RabbitMQ: every queue with x-max-priority, also those made on the fly
         "task_queues": queues.declare_queues(settings.provider_regions),
+        "task_queue_max_priority": queues.MAX_PRIORITY,
+        "task_default_priority": queues.default_priority(broker),
         "task_default_queue": "normal",
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
