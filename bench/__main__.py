@@ -1,13 +1,15 @@
 """``make bench``: every benchmark scenario, results written to bench/results/."""
 import sys
 
-from bench import isolation, pipeline, quota
+from bench import isolation, pipeline, quota, report, simulator_rps
 
 
 def main() -> int:
+    simulator_rps.main()
     pipeline.main()
     quota.main()
     isolation.main()
+    report.main()
     return 0
 
 
