@@ -21,7 +21,7 @@ def pipeline_section(data: dict) -> list[str]:
         lines.append(f"| {r['pool']} | {r['concurrency']} | {r['pages_per_s_median']} | "
                      f"{r['connections_per_s_median']:,} | {r['raw_noop_tasks_per_s_median']} | "
                      f"{r['ratio']} |")
-    return lines + ["", f"Best pool for page work here: `{data['best_pool']}`.", ""]
+    return lines + ["", f"Highest throughput with no latency (CPU-bound): `{data['best_pool']}`.", ""]
 
 
 def quota_section(data: dict) -> list[str]:
