@@ -176,6 +176,10 @@ class ProviderSim:
             rows = [r for r in rows if r.family == rows[0].family] if rows else rows
         if not rows:
             rows = self.synthesize_rows(wanted)
+            # Known by name from now on: a revoked token answers with it on
+            # every later call (row() looks rows up by name).
+            for row in rows:
+                self._rows.setdefault(row.name, row)
         if not rows:
             table = ", ".join(f"{r.name}({r.status}/{r.code}/{r.subcode})" for r in self.ERROR_ROWS)
             raise ScenarioError(f"{self.NAME}: no error row matches {wanted}; rows: {table}")

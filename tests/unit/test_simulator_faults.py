@@ -364,3 +364,14 @@ def test_rate_limit_fault_replaces_limits_until_cleared(sim):
     assert statuses(sim, 3) == [200, 200, 429]
     sim.clear_faults()
     assert statuses(sim, 3) == [200, 200, 200]
+
+
+def test_revoking_with_a_code_only_the_range_describes_keeps_answering(sim):
+    # Facebook's table gives 200-299 as a range: the row for 299 is made up on
+    # demand and must stay known for every later call with the revoked token.
+    sim.add_faults({"kind": "revoke_token", "provider": "facebook", "token": "fb", "code": 299})
+    for _ in range(2):
+        response = HTTP.get(sim.url("facebook") + PAGE["facebook"],
+                            params={"access_token": "fb", "limit": 5}, timeout=5)
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == 299
