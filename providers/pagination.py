@@ -116,38 +116,52 @@ class PageGuard:
 
     def check(self, provider, cursor: str, page, launches: list[str], pages_done: int,
               expected_total: int | None) -> str:
-        """Why paging must stop at this page ("" to go on)."""
-        repeated = self._remember(cursor, page)
+        """Why paging must stop at this page ("" to go on). One round trip."""
+        run_limit = provider.ONE_ITEM_RUN_LIMIT if provider.PAGE_SIZE > 1 else 0
+        count_ones = bool(launches and run_limit)
+        repeated, ones = self._record(cursor, page, count_ones)
         if not launches:
             return ""
         if repeated:
             return "repeated_page"
-        run_limit = provider.ONE_ITEM_RUN_LIMIT
-        if run_limit and provider.PAGE_SIZE > 1:
-            if page.item_count == 1:
-                if int(self.redis.hincrby(self.key, "ones", 1)) >= run_limit:
-                    return "one_item_pages"
-            else:
-                self.redis.hset(self.key, "ones", 0)
+        if count_ones and page.item_count == 1 and ones >= run_limit:
+            return "one_item_pages"
         limit = page_limit(expected_total if expected_total is not None else page.total,
                            provider.PAGE_SIZE, provider.PAGE_SLACK)
         if limit is not None and pages_done >= limit:
             return "page_limit"
         return ""
 
-    def _remember(self, cursor: str, page) -> bool:
-        """Record this page's content; True if another cursor already returned it."""
-        if not page.connections:
-            return False  # empty pages are all alike (Facebook sends them with next)
-        ids = "\n".join(sorted(conn_id for conn_id, _ in page.connections))
-        field = "sig:" + hashlib.blake2b(ids.encode(), digest_size=12).hexdigest()
+    def _record(self, cursor: str, page, count_ones: bool) -> tuple[bool, int]:
+        """Remember this page's content and the run of one-item pages, in one pipeline.
+
+        Returns (another cursor already returned this page, current run of
+        one-item pages).
+        """
+        field = None
+        if page.connections:  # empty pages are all alike (Facebook sends them with next)
+            ids = "\n".join(sorted(conn_id for conn_id, _ in page.connections))
+            field = "sig:" + hashlib.blake2b(ids.encode(), digest_size=12).hexdigest()
+        if field is None and not count_ones:
+            return False, 0
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hsetnx(self.key, field, cursor)
-            pipe.hget(self.key, field)
+            if field is not None:
+                pipe.hsetnx(self.key, field, cursor)
+                pipe.hget(self.key, field)
+            if count_ones:
+                if page.item_count == 1:
+                    pipe.hincrby(self.key, "ones", 1)
+                else:
+                    pipe.hset(self.key, "ones", 0)
             pipe.expire(self.key, GUARD_TTL_S)
-            _, first, _ = pipe.execute()
-        first = first.decode() if isinstance(first, bytes) else first
-        return first is not None and first != cursor
+            results = pipe.execute()
+        repeated = False
+        if field is not None:
+            first = results[1]
+            first = first.decode() if isinstance(first, bytes) else first
+            repeated = first is not None and first != cursor
+        ones = int(results[-2]) if count_ones and page.item_count == 1 else 0
+        return repeated, ones
 
 
 # -- Link headers (GitHub, Mastodon) ---------------------------------------------------

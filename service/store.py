@@ -85,7 +85,7 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
 return 1
 """
 
-# Shared by completing the last page and by ending a sync early with what there is.
+# Finalizing: the last page's completion swaps staging in (partial if a guard flagged it).
 _FINALIZE_FN = """
 local function finalize(base, rec, sync_id, now)
   local staging, staging_h = rec .. ':staging', rec .. ':staging_h'
@@ -146,14 +146,6 @@ if redis.call('HLEN', rec .. ':pending') == 0 then return finalize(base, rec, sy
 return 'stored'
 """
 
-_FINISH_EARLY = _FINALIZE_FN + """
-local base, rec = KEYS[1], KEYS[2]
-local st = redis.call('HGET', rec, 'status')
-if st ~= 'queued' and st ~= 'running' then return 'inactive' end
-redis.call('HSET', rec, 'partial_reason', ARGV[3])
-return finalize(base, rec, ARGV[1], ARGV[2])
-"""
-
 _FAIL = """
 local base, rec = KEYS[1], KEYS[2]
 local sync_id = ARGV[1]
@@ -187,7 +179,6 @@ class SyncStore:
         self._add_pending = redis_client.register_script(_ADD_PENDING)
         self._mark_running = redis_client.register_script(_MARK_RUNNING)
         self._complete = redis_client.register_script(_COMPLETE_PAGE)
-        self._finish_early = redis_client.register_script(_FINISH_EARLY)
         self._fail = redis_client.register_script(_FAIL)
         self._tags: dict[str, str] = {}
 
@@ -349,10 +340,6 @@ class SyncStore:
         base, rec = self._record_key(sync_id)
         return [x.decode() for x in self._add_pending(keys=[rec], args=[parent, *cursors])]
 
-    def is_done(self, sync_id: str, cursor: str) -> bool:
-        base, rec = self._record_key(sync_id)
-        return bool(self.redis.hexists(rec + ":done", cursor))
-
     def complete_page(self, sync_id: str, cursor: str, connections,
                       partial_reason: str = "", rate_fields: dict | None = None,
                       count_call: bool = False) -> str:
@@ -371,15 +358,6 @@ class SyncStore:
         for key, value in (rate_fields or {}).items():
             argv += [key, value]
         result = self._complete(keys=[base, rec], args=argv).decode()
-        if result in FINAL:
-            self._index_synced(sync_id)
-        return result
-
-    def finish_early(self, sync_id: str, reason: str) -> str:
-        """End the sync with what there is, flagged ``partial`` with the reason."""
-        base, rec = self._record_key(sync_id)
-        result = self._finish_early(keys=[base, rec], args=[sync_id, repr(self.clock()), reason])
-        result = result.decode()
         if result in FINAL:
             self._index_synced(sync_id)
         return result

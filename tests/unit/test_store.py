@@ -141,11 +141,11 @@ def test_network_paging(store):
     assert seen == [str(i) for i in range(10, 35)]
 
 
-def test_finish_early_marks_partial(store):
+def test_a_guard_reason_marks_the_sync_partial(store):
     ticket = begin(store)
     store.add_pending(ticket.sync_id, "", ["p0", "p1"])
     store.complete_page(ticket.sync_id, "p0", conns(1))
-    assert store.finish_early(ticket.sync_id, "page_limit") == "partial"
+    assert store.complete_page(ticket.sync_id, "p1", conns(2), "page_limit") == "partial"
     assert store.get_sync(ticket.sync_id)["partial_reason"] == "page_limit"
     assert store.network_page("github", "u-1", None, 10)[0]["status"] == "partial"
 
