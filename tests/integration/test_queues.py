@@ -12,6 +12,7 @@ read back from the simulator's call log (``GET /_sim/calls``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -111,6 +112,17 @@ def start_stack(tmp_path_factory, name: str, workers: list, env: dict) -> DevSta
     return dev
 
 
+@contextlib.contextmanager
+def spied(dev: DevStack):
+    """(Stack, BrokerSpy) for a started DevStack; both stopped afterwards."""
+    spy = BrokerSpy(dev.redis_url)
+    try:
+        yield Stack(dev), spy
+    finally:
+        spy.close()
+        dev.stop()
+
+
 def app_for(dev: DevStack):
     """A Flask app in this process configured like the stack's processes (CLI runner, store)."""
     from service import create_app
@@ -196,12 +208,8 @@ def split(tmp_path_factory):
         WorkerSpec("trickle", pool="threads", concurrency=1, name="trickle"),
     ], env={"WHALE_THRESHOLD": str(SPLIT_THRESHOLD), "FRESHNESS_SECONDS": "1",
             "QUOTA_MASTODON": f"300/300/token,{MASTODON_IP_LIMIT}/{MASTODON_IP_WINDOW:g}/ip"})
-    spy = BrokerSpy(dev.redis_url)
-    try:
-        yield Stack(dev), spy
-    finally:
-        spy.close()
-        dev.stop()
+    with spied(dev) as handles:
+        yield handles
 
 
 def test_whale_and_normal_are_routed_by_size_and_a_normal_login_completes_beside_a_whale(split):
@@ -492,12 +500,8 @@ def region(tmp_path_factory):
         WorkerSpec("eu.normal,eu.whale,eu.trickle", pool="threads", concurrency=4, name="eu"),
     ], env={"PROVIDER_REGIONS": "github:eu", "WHALE_THRESHOLD": str(SPLIT_THRESHOLD),
             "FRESHNESS_SECONDS": "1"})
-    spy = BrokerSpy(dev.redis_url)
-    try:
-        yield Stack(dev), spy
-    finally:
-        spy.close()
-        dev.stop()
+    with spied(dev) as handles:
+        yield handles
 
 
 def test_a_providers_region_prefixes_its_queues_and_eu_workers_complete_its_syncs(region):
