@@ -25,10 +25,10 @@ integration: install
 	$(PY) -m pytest tests/integration
 
 demo: install
-	$(PY) -m service.demo
+	$(PY) -m devtools.demo
 
 run: install
-	$(PY) -m service.run
+	$(PY) -m devtools.run
 
 bench: install
 	$(PY) -m bench

@@ -7,7 +7,7 @@ from datetime import datetime
 import requests
 
 from service.config import DEV_API_TOKEN
-from service.devstack import send_login
+from devtools.devstack import send_login
 
 _api = requests.Session()
 _api.headers["Authorization"] = f"Bearer {DEV_API_TOKEN}"

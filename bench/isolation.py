@@ -49,8 +49,8 @@ from pathlib import Path
 
 import redis
 
-from service.devstack import DevStack, WorkerSpec, temp_var_dir
-from service.store import FINAL, SyncStore
+from devtools.devstack import DevStack, WorkerSpec, temp_var_dir
+from state.store import FINAL, SyncStore
 
 NORMALS = 200
 ARRIVAL_S = 60.0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from service.devstack import DevStack, WorkerSpec, stop_process, temp_var_dir
+from devtools.devstack import DevStack, WorkerSpec, stop_process, temp_var_dir
 
 SIZE = 200_000
 RUNS = 3

@@ -38,8 +38,8 @@ import redis
 import requests
 
 from service.config import DEV_API_TOKEN
-from service.credentials import Credential
-from service.devstack import DevStack, WorkerSpec, temp_var_dir
+from state.credentials import Credential
+from devtools.devstack import DevStack, WorkerSpec, temp_var_dir
 
 SIZE = 50_000
 PAGES = SIZE // 100

@@ -1,29 +1,57 @@
-"""Provider modules: one per provider, each a ``Provider`` description plus
-its profile and page task classes (see ``providers.base``)."""
+"""Every provider netsync syncs, registered by one line each.
+
+A provider is one module holding one ``Provider`` subclass (see
+``providers.provider``): every fact about it (base URL, default quota, auth
+kind, page size, pagination, error table, relations) is on that class.
+Everything else is derived from this registry: the settings
+(``<PROVIDER>_API_URL``), the default quotas, the Celery task names and
+classes (``sync.tasks``), the OpenAPI enum, the CLI choices and the docs.
+
+This package is plain data and parsing: it imports no web framework, broker,
+store or HTTP client (``tests/unit/test_layering.py`` enforces it).
+"""
 from __future__ import annotations
 
+import functools
 import importlib
 
-#: provider name → module holding its task classes
-PROVIDER_MODULES = {
-    "github": "providers.github",
-    "twitter": "providers.twitter",
-    "facebook": "providers.facebook",
-    "linkedin": "providers.linkedin",
-    "mastodon": "providers.mastodon",
-}
+#: ``module:Class`` of each provider, in the order the docs list them.
+REGISTRY = (
+    "providers.github:GitHub",
+    "providers.twitter:Twitter",
+    "providers.facebook:Facebook",
+    "providers.linkedin:LinkedIn",
+    "providers.mastodon:Mastodon",
+)
 
 
-def task_classes():
-    from providers.base import ProviderTask
+@functools.cache
+def provider_classes() -> dict:
+    """Provider name → its class, each checked (a bad fact fails here, naming the provider)."""
+    from providers.provider import check_provider_class
 
-    for module_name in PROVIDER_MODULES.values():
-        module = importlib.import_module(module_name)
-        for obj in vars(module).values():
-            if isinstance(obj, type) and issubclass(obj, ProviderTask) and getattr(obj, "name", None):
-                yield obj
+    classes = {}
+    for entry in REGISTRY:
+        module_name, _, class_name = entry.partition(":")
+        cls = getattr(importlib.import_module(module_name), class_name, None)
+        if cls is None:
+            raise ProviderDefinitionError(f"{entry}: no class {class_name} in {module_name}")
+        check_provider_class(cls, where=entry)
+        if cls.NAME in classes:
+            raise ProviderDefinitionError(f"{entry}: provider name {cls.NAME!r} registered twice")
+        classes[cls.NAME] = cls
+    return classes
 
 
-def register_tasks(celery_app) -> None:
-    for cls in task_classes():
-        celery_app.register_task(cls())
+def names() -> tuple[str, ...]:
+    """Every provider's name, in registry order."""
+    return tuple(provider_classes())
+
+
+def provider_class(name: str):
+    """The class of provider ``name`` (KeyError when there is none)."""
+    return provider_classes()[name]
+
+
+class ProviderDefinitionError(RuntimeError):
+    """A provider class misses a fact or states one that cannot be right."""

@@ -2,7 +2,7 @@
 
 Each provider module maps what its API sends (HTTP status, error code,
 subcode) to one of these actions in an ``ERRORS`` table; the shared task
-classes in ``providers.base`` carry the actions out::
+classes in ``sync.tasks`` carry the actions out::
 
     provider answer
     ├── ok ─────────────── store the page, launch the next
@@ -85,10 +85,15 @@ UNKNOWN_CLIENT_ERROR = ErrorRule(Action.FAIL, "client_error")
 UNPARSEABLE = ErrorRule(Action.BACKOFF, "unparseable_response")
 
 
+#: the kind a 5xx without a table row of its own is kept as
+SERVER_ERROR_KINDS = {502: "bad_gateway", 503: "unavailable", 504: "gateway_timeout"}
+
+
 def default_rule(status: int) -> ErrorRule:
     """What an answer no table row names means: retry servers, fail on our mistakes."""
     if status >= 500:
-        return UNKNOWN_SERVER_ERROR
+        kind = SERVER_ERROR_KINDS.get(status)
+        return ErrorRule(Action.BACKOFF, kind) if kind else UNKNOWN_SERVER_ERROR
     if status == 429:
         return ErrorRule(Action.WAIT, "rate_limited")
     if status == 401:

@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from providers.base import PageTask, ProfileTask
 from providers.errors import Action, ErrorRule
 from providers.provider import Auth, HttpCall, Page, Pagination, Provider
-from service.ratelimits import RateLimitInfo
+from providers.ratelimits import QuotaLimit, RateLimitInfo, int_or_none
 
 VERSION = "v19.0"
 FIRST = "after:"  # the first page: no cursor
@@ -62,15 +61,16 @@ ERRORS = {
 LONG_WAIT_S = 3600.0
 
 
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
 
 class Facebook(Provider):
     NAME = "facebook"
+    API_URL = "https://graph.facebook.com"
+    RELATIONS = ("friends",)
+    QUOTAS = (
+        # app budget = 200 calls × daily active users per hour (here: 100 users)
+        QuotaLimit("token", 200, 3600, adaptive=True),
+        QuotaLimit("app", 20000, 3600, adaptive=True),
+    )
     DOCS = "https://developers.facebook.com/docs/graph-api/reference/user/friends/"
     # A recorded paging.next asks for limit=5000; larger pages save calls from
     # the app-wide budget (200 calls x daily active users per hour).
@@ -80,7 +80,6 @@ class Facebook(Provider):
     # pages are short, one-item or even empty and still say "next"; only the
     # page-count guard (from summary.total_count) bounds the chain.
     ONE_ITEM_RUN_LIMIT = None
-    QUOTA_SCOPES = ("token", "app")  # one app budget shared by every user, and per user
     RATE_HEADER_SCOPES = ("app",)  # x-app-usage is the app's share of its rolling hour
     # No reset is ever stated (x-app-usage is a percentage of a rolling hour).
     WAIT_FLOOR_SECONDS = 300.0
@@ -96,7 +95,7 @@ class Facebook(Provider):
 
     def parse_size(self, body):
         summary = body.get("summary") or (body.get("friends") or {}).get("summary") or {}
-        return _int(summary.get("total_count"))
+        return int_or_none(summary.get("total_count"))
 
     def first_cursor(self, account_id):
         return FIRST
@@ -117,7 +116,7 @@ class Facebook(Provider):
     def parse_page(self, body, headers, cursor):
         connections = [(str(friend["id"]), friend.get("name", "")) for friend in body.get("data", [])]
         paging = body.get("paging") or {}
-        total = _int((body.get("summary") or {}).get("total_count"))
+        total = int_or_none((body.get("summary") or {}).get("total_count"))
         # Quirk: a page can be empty, or short, and still have next; stop only without it.
         nxt = self.next_cursor(paging)
         here, _, asked = cursor.partition("#")
@@ -198,14 +197,3 @@ def _regain_seconds(raw) -> float | None:
                for entry in entries if isinstance(entry, dict)]
     longest = max(minutes, default=0)
     return longest * 60.0 if longest else None
-
-
-class FacebookProfileTask(ProfileTask):
-    name = "facebook.profile"
-    provider_class = Facebook
-    page_task_name = "facebook.page"
-
-
-class FacebookPageTask(PageTask):
-    name = "facebook.page"
-    provider_class = Facebook

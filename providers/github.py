@@ -5,27 +5,23 @@ https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
 """
 from __future__ import annotations
 
-from providers.base import PageTask, ProfileTask
 from providers.errors import Action, ErrorRule
 from providers.pagination import parse_link_header
 from providers.provider import HttpCall, Page, Pagination, Provider
-from service.ratelimits import RateLimitInfo
+from providers.ratelimits import QuotaLimit, int_or_none
 
-
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class GitHub(Provider):
     NAME = "github"
+    API_URL = "https://api.github.com"
+    RELATIONS = ("followers", "following")
+    QUOTAS = (QuotaLimit("token", 5000, 3600),)  # 5,000/h per token
     DOCS = "https://docs.github.com/en/rest/users/followers"
     PAGE_SIZE = 100  # the maximum per_page
     # ``Link`` with rel="last" lets page one fan out to every page at once.
     PAGINATION = Pagination.LINK
-    QUOTA_SCOPES = ("token",)  # 5,000/h per token
+    RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
     WAIT_FLOOR_SECONDS = 60.0  # secondary limit without retry-after: >= 60 s, then doubling
 
     #: key: (HTTP status, kind of 403/429) or status → what to do
@@ -37,10 +33,6 @@ class GitHub(Provider):
         (403, "secondary"): ErrorRule(Action.WAIT, "secondary_rate_limit"),
         (429, "secondary"): ErrorRule(Action.WAIT, "secondary_rate_limit"),
         403: ErrorRule(Action.FAIL, "forbidden"),
-        500: ErrorRule(Action.BACKOFF, "server_error"),
-        502: ErrorRule(Action.BACKOFF, "bad_gateway"),
-        503: ErrorRule(Action.BACKOFF, "unavailable"),
-        504: ErrorRule(Action.BACKOFF, "gateway_timeout"),
     }
 
     def profile_call(self, account_id):
@@ -64,7 +56,7 @@ class GitHub(Provider):
         if last is not None:
             # Only page one fans out; the others' rel="next" was already launched.
             if self.query_param(cursor, "page") in (None, "1"):
-                last_page = _int(self.query_param(last, "page")) or 1
+                last_page = int_or_none(self.query_param(last, "page")) or 1
                 fan_out = tuple(self.with_query(last, page=n) for n in range(2, last_page + 1))
                 return Page(connections, fan_out=fan_out)
             return Page(connections)
@@ -74,16 +66,6 @@ class GitHub(Provider):
     def auth_headers(self, credential):
         return {"Authorization": f"Bearer {credential.access_token}",
                 "Accept": "application/vnd.github+json"}
-
-    def rate_info(self, headers):
-        retry_after = _int(headers.get("retry-after"))
-        reset = _int(headers.get("x-ratelimit-reset"))
-        return RateLimitInfo(
-            limit=_int(headers.get("x-ratelimit-limit")),
-            remaining=_int(headers.get("x-ratelimit-remaining")),
-            reset_at=float(reset) if reset is not None else None,
-            retry_after=float(retry_after) if retry_after is not None else None,
-        )
 
     def error_key(self, status, body, headers):
         if status in (403, 429):
@@ -106,14 +88,3 @@ class GitHub(Provider):
         if rule.action is Action.WAIT and info.reset_at is not None:
             return info.reset_at
         return None
-
-
-class GitHubProfileTask(ProfileTask):
-    name = "github.profile"
-    provider_class = GitHub
-    page_task_name = "github.page"
-
-
-class GitHubPageTask(PageTask):
-    name = "github.page"
-    provider_class = GitHub

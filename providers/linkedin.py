@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import datetime
 
-from providers.base import PageTask, ProfileTask
 from providers.errors import Action, ErrorRule
+from providers.ratelimits import QuotaLimit, int_or_none
 from providers.provider import Auth, HttpCall, Page, Pagination, Provider
 
-
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class LinkedIn(Provider):
     NAME = "linkedin"
+    API_URL = "https://api.linkedin.com"
+    RELATIONS = ("connections",)
+    QUOTAS = (
+        # daily limits per member and per app, unpublished: learned
+        QuotaLimit("token", 1000, 86400, adaptive=True),
+        QuotaLimit("app", 100000, 86400, adaptive=True),
+    )
     DOCS = "https://learn.microsoft.com/en-us/linkedin/shared/references/v2/network/connections"
     PAGE_SIZE = 50  # the documented count of a v2 connections page
     # Known size: all pages at once. Quirk (the talk's off-by-one bug: an
@@ -38,7 +39,6 @@ class LinkedIn(Provider):
     # total, OFFSET_KNOWN falls back to lanes (providers.pagination).
     PAGINATION = Pagination.OFFSET_KNOWN
     LANES = 4
-    QUOTA_SCOPES = ("token", "app")  # daily limits per member and per app
     AUTH = Auth.OAUTH2
     TOKEN_URL = "https://www.linkedin.com/oauth/v2/accessToken"
     TOKEN_PATH = "/oauth/v2/accessToken"
@@ -54,10 +54,6 @@ class LinkedIn(Provider):
         403: ErrorRule(Action.REAUTH, "access_denied"),  # the token lacks r_network: log in again
         404: ErrorRule(Action.SKIP, "not_found"),
         429: ErrorRule(Action.WAIT, "throttled"),        # serviceErrorCode 101; see retry_at
-        500: ErrorRule(Action.BACKOFF, "server_error"),
-        502: ErrorRule(Action.BACKOFF, "bad_gateway"),
-        503: ErrorRule(Action.BACKOFF, "unavailable"),
-        504: ErrorRule(Action.BACKOFF, "gateway_timeout"),
     }
 
     def connections_url(self, **params) -> str:
@@ -70,7 +66,7 @@ class LinkedIn(Provider):
 
     def parse_size(self, body):
         paging = body.get("paging") or {}
-        return _int(paging.get("total", body.get("_total")))
+        return int_or_none(paging.get("total", body.get("_total")))
 
     def first_cursor(self, account_id):
         return self.offset_cursor(0)
@@ -83,11 +79,11 @@ class LinkedIn(Provider):
         if "elements" in body or "paging" in body:
             items = body.get("elements") or []
             connections = [(item["to"], "") for item in items if item.get("to")]
-            total = _int((body.get("paging") or {}).get("total"))
+            total = int_or_none((body.get("paging") or {}).get("total"))
         else:  # v1: {"_total": 2, "values": [...]}, and {"_total": 0} with no values at all
             items = body.get("values") or []
             connections = [(item["id"], _v1_name(item)) for item in items if item.get("id")]
-            total = _int(body.get("_total"))
+            total = int_or_none(body.get("_total"))
         return Page(connections, total=total, items=len(items))
 
     def page_anomaly(self, page, cursor, expected_total):
@@ -132,14 +128,3 @@ def next_utc_midnight(now: float) -> float:
 
 def _v1_name(person: dict) -> str:
     return " ".join(p for p in (person.get("firstName"), person.get("lastName")) if p)
-
-
-class LinkedInProfileTask(ProfileTask):
-    name = "linkedin.profile"
-    provider_class = LinkedIn
-    page_task_name = "linkedin.page"
-
-
-class LinkedInPageTask(PageTask):
-    name = "linkedin.page"
-    provider_class = LinkedIn

@@ -11,18 +11,11 @@ from __future__ import annotations
 
 import datetime
 
-from providers.base import PageTask, ProfileTask
 from providers.errors import Action, ErrorRule
 from providers.pagination import parse_link_header
 from providers.provider import Auth, HttpCall, Page, Pagination, Provider
-from service.ratelimits import RateLimitInfo
+from providers.ratelimits import QuotaLimit, int_or_none
 
-
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def parse_iso8601(value) -> float | None:
@@ -40,12 +33,15 @@ def parse_iso8601(value) -> float | None:
 
 class Mastodon(Provider):
     NAME = "mastodon"
+    API_URL = "https://mastodon.social"
+    RELATIONS = ("followers", "following")
+    QUOTAS = (QuotaLimit("token", 300, 300),)  # 300 requests / 5 min per token
     DOCS = "https://docs.joinmastodon.org/methods/accounts/#followers"
     PAGE_SIZE = 80  # limit: default 40, max 80
     # Quirk: only the Link header pages (rel="next" carries max_id, a follow
     # id, not an account id): follow it exactly as given, on our origin only.
     PAGINATION = Pagination.LINK
-    QUOTA_SCOPES = ("token",)  # 300 requests / 5 min per token
+    RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
     AUTH = Auth.OAUTH2  # app tokens do not expire and have no refresh
 
     #: key: HTTP status (Mastodon errors are only {"error": "..."})
@@ -57,17 +53,13 @@ class Mastodon(Provider):
         404: ErrorRule(Action.SKIP, "not_found"),
         410: ErrorRule(Action.SKIP, "gone"),
         429: ErrorRule(Action.WAIT, "rate_limited"),  # until X-RateLimit-Reset
-        500: ErrorRule(Action.BACKOFF, "server_error"),
-        502: ErrorRule(Action.BACKOFF, "bad_gateway"),
-        503: ErrorRule(Action.BACKOFF, "unavailable"),
-        504: ErrorRule(Action.BACKOFF, "gateway_timeout"),
     }
 
     def profile_call(self, account_id):
         return HttpCall("GET", self.url(f"/api/v1/accounts/{account_id}"))
 
     def parse_size(self, body):
-        return _int(body.get("followers_count"))
+        return int_or_none(body.get("followers_count"))
 
     def first_cursor(self, account_id):
         return f"{self.base_path}/api/v1/accounts/{account_id}/followers?limit={self.PAGE_SIZE}"
@@ -90,20 +82,5 @@ class Mastodon(Provider):
             return "hidden_network"
         return ""
 
-    def rate_info(self, headers):
-        return RateLimitInfo(
-            limit=_int(headers.get("x-ratelimit-limit")),
-            remaining=_int(headers.get("x-ratelimit-remaining")),
-            reset_at=parse_iso8601(headers.get("x-ratelimit-reset")),
-        )
-
-
-class MastodonProfileTask(ProfileTask):
-    name = "mastodon.profile"
-    provider_class = Mastodon
-    page_task_name = "mastodon.page"
-
-
-class MastodonPageTask(PageTask):
-    name = "mastodon.page"
-    provider_class = Mastodon
+    def parse_reset(self, value):
+        return parse_iso8601(value)

@@ -3,7 +3,7 @@
 A provider module subclasses ``Provider`` with upper-case class attributes
 for the differences and a few small hooks for what cannot be data (how to
 read a size, a page, an error). The Celery task classes in
-``providers.base`` do the rest, the same way for every provider.
+``sync.tasks`` do the rest, the same way for every provider.
 """
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from providers import pagination
 from providers.errors import Action, ErrorRule, ProviderError, default_rule
-from service.ratelimits import RateLimitInfo
+from providers.ratelimits import QuotaLimit, RateLimitInfo, int_or_none
+
+#: every relation a provider may offer (CONTRACT.md "Relations")
+RELATION_NAMES = ("followers", "following", "friends", "connections")
 
 
 class Pagination(enum.Enum):
@@ -29,11 +32,13 @@ class Pagination(enum.Enum):
 
 @dataclass(frozen=True)
 class HttpCall:
-    """One outbound request, described without the credential."""
+    """One outbound request, described without the user's credential."""
 
     method: str
     url: str
     params: dict = field(default_factory=dict)
+    #: headers of this call only (a session refresh carries its own token here)
+    headers: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,16 @@ class Auth(enum.Enum):
 class Provider:
     """Base description; subclasses set the constants and hooks."""
 
-    #: name used in URLs, queues and keys
+    #: name used in URLs, queues, keys and ``<NAME>_API_URL``
     NAME: str = ""
+    #: the real API's base URL (``<NAME>_API_URL`` replaces it: a proxy, the simulator)
+    API_URL: str = ""
     #: the provider's API documentation
     DOCS: str = ""
+    #: the relations it can sync, the default first (``RELATION_NAMES``)
+    RELATIONS: tuple = ()
+    #: default quota, one limit per scope (``QUOTA_<NAME>`` replaces it)
+    QUOTAS: tuple = ()
     #: connections asked for per page (the provider's maximum, to save calls)
     PAGE_SIZE: int = 100
     PAGINATION: Pagination = Pagination.CURSOR
@@ -90,13 +101,13 @@ class Provider:
     ONE_ITEM_RUN_LIMIT: int | None = 3
     #: error table: key from ``error_keys()`` → rule; see ``providers.errors``
     ERRORS: dict = {}
-    #: quota scopes a call counts against ("token", "app", "ip")
-    QUOTA_SCOPES: tuple = ("token",)
     #: the scopes the rate-limit headers speak for (None: every scope of the call)
     RATE_HEADER_SCOPES: tuple | None = None
+    #: (limit, remaining, reset) header names; None: the provider sends no such headers
+    RATE_LIMIT_HEADERS: tuple | None = None
     #: consecutive waits without a stated reset start at this many seconds, doubling
     WAIT_FLOOR_SECONDS: float = 60.0
-    #: how calls are authenticated (``providers.oauth``)
+    #: how calls are authenticated (``sync.oauth``)
     AUTH: Auth = Auth.BEARER
     #: the OAuth2 refresh endpoint on the real service (None: the provider cannot refresh)
     TOKEN_URL: str | None = None
@@ -128,7 +139,21 @@ class Provider:
         raise NotImplementedError
 
     def rate_info(self, headers) -> RateLimitInfo:
-        return RateLimitInfo()
+        """What the answer's headers say of the quota (``RATE_LIMIT_HEADERS``, ``retry-after``)."""
+        retry_after = int_or_none(headers.get("retry-after"))
+        retry_after = float(retry_after) if retry_after is not None else None
+        if self.RATE_LIMIT_HEADERS is None:
+            return RateLimitInfo(retry_after=retry_after)
+        limit, remaining, reset = self.RATE_LIMIT_HEADERS
+        return RateLimitInfo(limit=int_or_none(headers.get(limit)),
+                             remaining=int_or_none(headers.get(remaining)),
+                             reset_at=self.parse_reset(headers.get(reset)),
+                             retry_after=retry_after)
+
+    def parse_reset(self, value) -> float | None:
+        """The reset header as epoch seconds (most providers send them so)."""
+        reset = int_or_none(value)
+        return float(reset) if reset is not None else None
 
     def error_key(self, status: int, body, headers):
         """What to look up in ``ERRORS``: by default the HTTP status."""
@@ -170,11 +195,13 @@ class Provider:
         """The refresh endpoint: the real one, or beside a configured non-default base URL."""
         if self.TOKEN_URL is None:
             return None
-        from service.config import REAL_API_URLS
-
-        if self.TOKEN_PATH is None or self.base_url == REAL_API_URLS.get(self.NAME, "").rstrip("/"):
+        if self.TOKEN_PATH is None or self.base_url == self.API_URL.rstrip("/"):
             return self.TOKEN_URL
         return self.base_url + self.TOKEN_PATH
+
+    def quota_scopes(self) -> tuple[str, ...]:
+        """The scopes a call counts against: those of the default quota."""
+        return tuple(limit.scope for limit in self.QUOTAS)
 
     def classify(self, status: int, body, headers, now: float) -> ProviderError | None:
         """None for a good answer; else the table's rule for it."""
@@ -236,3 +263,45 @@ class Provider:
     @staticmethod
     def query_param(cursor: str, name: str) -> str | None:
         return dict(parse_qsl(cursor.partition("?")[2])).get(name)
+
+
+#: hooks every provider must fill in
+REQUIRED_HOOKS = ("profile_call", "parse_size", "first_cursor", "page_call", "parse_page")
+
+
+def check_provider_class(cls, where: str) -> None:
+    """Refuse a provider class whose facts are missing or malformed, naming it.
+
+    Run once at start-up by the registry, so a forgotten quota or URL fails
+    there instead of every sync of that provider failing at run time.
+    """
+    from providers import ProviderDefinitionError
+
+    def bad(fact: str, why: str):
+        raise ProviderDefinitionError(f"{where}: {fact} {why}")
+
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        bad("", "is not a Provider subclass")
+    if not (isinstance(cls.NAME, str) and cls.NAME.isidentifier() and cls.NAME.islower()):
+        bad("NAME", f"must be a lower-case identifier, got {cls.NAME!r}")
+    if not (isinstance(cls.API_URL, str) and cls.API_URL.startswith("https://")):
+        bad("API_URL", f"must be the real API's https:// base URL, got {cls.API_URL!r}")
+    if not cls.RELATIONS or any(r not in RELATION_NAMES for r in cls.RELATIONS):
+        bad("RELATIONS", f"must name one or more of {RELATION_NAMES}, got {cls.RELATIONS!r}")
+    if not cls.QUOTAS or not all(isinstance(q, QuotaLimit) for q in cls.QUOTAS):
+        bad("QUOTAS", "must be one or more QuotaLimit (the provider's default quota)")
+    if len({q.scope for q in cls.QUOTAS}) != len(cls.QUOTAS):
+        bad("QUOTAS", "must hold one limit per scope")
+    if not (isinstance(cls.PAGE_SIZE, int) and cls.PAGE_SIZE >= 1):
+        bad("PAGE_SIZE", f"must be a positive integer, got {cls.PAGE_SIZE!r}")
+    if not isinstance(cls.PAGINATION, Pagination):
+        bad("PAGINATION", f"must be a Pagination, got {cls.PAGINATION!r}")
+    if not isinstance(cls.AUTH, Auth):
+        bad("AUTH", f"must be an Auth, got {cls.AUTH!r}")
+    if not all(isinstance(rule, ErrorRule) for rule in cls.ERRORS.values()):
+        bad("ERRORS", "values must be ErrorRule")
+    if cls.RATE_LIMIT_HEADERS is not None and len(cls.RATE_LIMIT_HEADERS) != 3:
+        bad("RATE_LIMIT_HEADERS", "must be (limit, remaining, reset) header names")
+    for hook in REQUIRED_HOOKS:
+        if getattr(cls, hook) is getattr(Provider, hook):
+            bad(hook, "is not implemented")

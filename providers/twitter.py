@@ -11,31 +11,27 @@ Auth: OAuth 2.0 user context (refreshable at ``POST /2/oauth2/token`` with
 """
 from __future__ import annotations
 
-from providers.base import PageTask, ProfileTask
 from providers.errors import Action, ErrorRule
 from providers.provider import Auth, HttpCall, Page, Pagination, Provider
-from service.ratelimits import RateLimitInfo
+from providers.ratelimits import QuotaLimit, int_or_none
 
 FIRST = "token:"  # the first page: no pagination_token
 
 
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
 
 class Twitter(Provider):
     NAME = "twitter"
+    API_URL = "https://api.twitter.com"
+    RELATIONS = ("followers", "following")
+    QUOTAS = (QuotaLimit("token", 15, 900),)  # followers/following, user context
     DOCS = "https://developer.x.com/en/docs/x-api/users/follows"
     PAGE_SIZE = 1000  # max_results: 1-1000
     PAGINATION = Pagination.CURSOR
+    RATE_LIMIT_HEADERS = ("x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset")
     # Quirk: "result_count may be below max_results mid-stream" (suspended and
     # protected accounts are filtered out per page), so short and one-item
     # pages prove nothing here; the page-count guard still bounds the chain.
     ONE_ITEM_RUN_LIMIT = None
-    QUOTA_SCOPES = ("token",)  # 15 requests / 15 min per user token
     WAIT_FLOOR_SECONDS = 60.0
     AUTH = Auth.OAUTH1_OR_OAUTH2
     TOKEN_URL = "https://api.twitter.com/2/oauth2/token"
@@ -58,10 +54,6 @@ class Twitter(Provider):
         (500, 131): ErrorRule(Action.BACKOFF, "internal_error"),
         ("problem", "resource-not-found"): ErrorRule(Action.SKIP, "not_found"),
         ("problem", "not-authorized-for-resource"): ErrorRule(Action.SKIP, "not_authorized"),
-        500: ErrorRule(Action.BACKOFF, "server_error"),
-        502: ErrorRule(Action.BACKOFF, "bad_gateway"),
-        503: ErrorRule(Action.BACKOFF, "unavailable"),
-        504: ErrorRule(Action.BACKOFF, "gateway_timeout"),
     }
 
     def profile_call(self, account_id):
@@ -71,7 +63,7 @@ class Twitter(Provider):
     def parse_size(self, body):
         data = body.get("data") if "data" in body else body  # v2, else a v1.1 user object
         metrics = data.get("public_metrics") or data
-        return _int(metrics.get("followers_count"))
+        return int_or_none(metrics.get("followers_count"))
 
     def first_cursor(self, account_id):
         return FIRST
@@ -104,14 +96,6 @@ class Twitter(Provider):
         nxt = str(body.get("next_cursor_str") or body.get("next_cursor") or "0")
         return Page(connections, next_cursor=None if nxt == "0" else f"cursor:{nxt}")
 
-    def rate_info(self, headers):
-        reset = _int(headers.get("x-rate-limit-reset"))
-        return RateLimitInfo(
-            limit=_int(headers.get("x-rate-limit-limit")),
-            remaining=_int(headers.get("x-rate-limit-remaining")),
-            reset_at=float(reset) if reset is not None else None,
-        )
-
     def is_error_body(self, body):
         # A 200 holding only errors[] (an unknown or suspended user): no data at all.
         return isinstance(body, dict) and bool(body.get("errors")) and "data" not in body \
@@ -137,14 +121,3 @@ class Twitter(Provider):
 def _problem_type(error: dict) -> str:
     """``https://api.twitter.com/2/problems/resource-not-found`` → ``resource-not-found``."""
     return str(error.get("type", "")).rstrip("/").rpartition("/")[2] or "unknown"
-
-
-class TwitterProfileTask(ProfileTask):
-    name = "twitter.profile"
-    provider_class = Twitter
-    page_task_name = "twitter.page"
-
-
-class TwitterPageTask(PageTask):
-    name = "twitter.page"
-    provider_class = Twitter

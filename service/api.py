@@ -16,7 +16,7 @@ from service import http_errors, openapi
 from service.extensions import services
 from service.http_errors import ApiError
 from service.observability import count
-from service.store import SyncTicket
+from state.store import SyncTicket
 from service.syncs import SyncRequestError, start_sync, validate_target
 
 bp = Blueprint("api", __name__, url_prefix="/v1")

@@ -1,24 +1,25 @@
 """The Celery app, shaped after Flask's own Celery example.
 
-Tasks run inside the Flask app context (so they reach ``services()`` like a
-view does); the Celery app lives in ``app.extensions["celery"]``. Settings
+Tasks reach the process's services through the Celery app (``sync.runtime``); the
+Celery app lives in ``app.extensions["celery"]``. Settings
 follow the talk and Celery's docs for long I/O-bound work: ack late and
 requeue work whose worker died, prefetch one, no results (sync state is
 ours, in Redis: Celery says PENDING for anything it does not know).
 """
 from __future__ import annotations
 
-import os
 
-from celery import Celery, Task
+from celery import Celery
 from flask import Flask
 
 import queues
+from sync.runtime import NetsyncTask
+from sync.tasks import register_tasks
 
 
 def celery_config(settings, redis_url: str) -> dict:
     broker = settings.broker_url or redis_url
-    visibility = int(os.environ.get("BROKER_VISIBILITY_TIMEOUT", "3600"))
+    visibility = settings.broker_visibility_timeout
     return {
         "broker_url": broker,
         "broker_connection_retry_on_startup": True,
@@ -56,20 +57,16 @@ def celery_config(settings, redis_url: str) -> dict:
 
 
 def celery_init_app(app: Flask) -> Celery:
-    class FlaskTask(Task):
-        def __call__(self, *args, **kwargs):
-            with app.app_context():
-                return self.run(*args, **kwargs)
+    """The Celery app, in ``app.extensions["celery"]``, carrying the process's services.
 
+    Tasks reach the services through their Celery app (``sync.runtime``), so
+    they need no Flask app context: the engine does not depend on Flask.
+    """
     services = app.extensions["netsync"]
-    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app = Celery(app.name, task_cls=NetsyncTask)
     celery_app.conf.update(celery_config(services.settings, services.redis_url))
+    celery_app.netsync_services = services
     celery_app.flask_app = app
     app.extensions["celery"] = celery_app
-
-    from providers import register_tasks
-    from service import callbacks
-
     register_tasks(celery_app)
-    callbacks.register_tasks(celery_app)
     return celery_app

@@ -26,7 +26,7 @@ from service.config import PROVIDERS
 from service.extensions import services
 from service.http_errors import UNAVAILABLE
 from service.observability import count
-from service.store import ACTIVE, FINAL
+from state.store import ACTIVE, FINAL
 from service.syncs import SyncRequestError, start_sync, validate_target
 
 #: final statuses that make the command fail

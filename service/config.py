@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
-PROVIDERS = ("github", "twitter", "facebook", "linkedin", "mastodon")
+import providers
+from providers.ratelimits import QuotaSpecError
+from state.quota import QuotaConfig
 
-REAL_API_URLS = {
-    "github": "https://api.github.com",
-    "twitter": "https://api.twitter.com",
-    "facebook": "https://graph.facebook.com",
-    "linkedin": "https://api.linkedin.com",
-    "mastodon": "https://mastodon.social",
-}
+#: every provider's name, from the registry (``providers.REGISTRY``)
+PROVIDERS = providers.names()
+
+#: each provider's real API, from its class (``<PROVIDER>_API_URL`` replaces it)
+REAL_API_URLS = {name: cls.API_URL for name, cls in providers.provider_classes().items()}
 
 # Development-only secrets: good enough for `make demo`, refused in production.
 DEV_WEBHOOK_SECRET = "dev-webhook-secret"
@@ -98,6 +99,12 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     #: OAuth client credentials per provider (refresh), "CLIENT_ID:SECRET"
     oauth_clients: dict = field(default_factory=dict)
+    #: Redis broker: seconds before a dead worker's unacked message is delivered again
+    broker_visibility_timeout: int = 3600
+    #: where the embedded servers keep their files
+    var_dir: Path = Path("var")
+    #: provider quotas and queue-class shares (``QUOTA_<PROVIDER>``, ``QUOTA_SHARES*``)
+    quota: QuotaConfig = field(default_factory=lambda: QuotaConfig.from_env({}))
 
     @property
     def is_production(self) -> bool:
@@ -139,9 +146,19 @@ def load_settings(environ=None) -> Settings:
             for p in PROVIDERS
             if env.get(f"{p.upper()}_OAUTH_CLIENT")
         },
+        broker_visibility_timeout=_int(env, "BROKER_VISIBILITY_TIMEOUT", 3600),
+        var_dir=Path(env.get("NETSYNC_VAR_DIR") or "var"),
+        quota=_quota(env),
     )
     validate(settings)
     return settings
+
+
+def _quota(env) -> QuotaConfig:
+    try:
+        return QuotaConfig.from_env(env)
+    except QuotaSpecError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def validate(settings: Settings) -> None:

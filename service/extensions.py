@@ -7,39 +7,29 @@ inside the app context) all reach them the same way: ``services()``.
 from __future__ import annotations
 
 import atexit
-from dataclasses import dataclass
 
 import redis
 from flask import Flask, current_app
 
 from service.config import Settings
-from service.credentials import CredentialStore
-from service.delayed import DelayedSet
-from service.quota import QuotaGate
-from service.store import SyncStore
-
-
-@dataclass
-class Services:
-    settings: Settings
-    redis_url: str
-    redis: redis.Redis
-    store: SyncStore
-    credentials: CredentialStore
-    quota: QuotaGate
-    delayed: DelayedSet
+from state.credentials import CredentialStore
+from state.delayed import DelayedSet
+from state.metrics import Metrics
+from state.quota import QuotaGate
+from state.store import SyncStore
+from sync.runtime import Services
 
 
 def resolve_redis_url(settings: Settings) -> str:
     """``REDIS_URL``, else the embedded server of this run (started if none is)."""
     if settings.redis_url:
         return settings.redis_url
-    from service import embedded_redis
+    from state import embedded_redis
 
-    url = embedded_redis.running_url()
+    url = embedded_redis.running_url(settings.var_dir)
     if url:
         return url
-    server = embedded_redis.EmbeddedRedis()
+    server = embedded_redis.EmbeddedRedis(settings.var_dir)
     url = server.start()
     atexit.register(server.stop)
     return url
@@ -55,8 +45,9 @@ def build_services(settings: Settings) -> Services:
         redis=client,
         store=SyncStore(client, settings.key_prefix),
         credentials=CredentialStore(client, settings.key_prefix, settings.encryption_keys),
-        quota=QuotaGate(client, settings),
+        quota=QuotaGate(client, settings.key_prefix, settings.quota),
         delayed=DelayedSet(client, settings.key_prefix),
+        metrics=Metrics(client, settings.key_prefix),
     )
 
 

@@ -163,8 +163,6 @@ def init_sentry(settings) -> bool:
 
 
 # -- shared counters ------------------------------------------------------------
-_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
-_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 _FIELD = re.compile(r'^(\w+)\{(.*)\}$')
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
@@ -179,20 +177,12 @@ COUNTER_HELP = {
 }
 
 
-def counter_field(name: str, labels: dict) -> str:
-    """The hash field of one counter series, in Prometheus' own notation."""
-    pairs = ",".join(f'{key}="{_LABEL_UNSAFE.sub("_", str(labels[key]))}"'
-                     for key in sorted(labels))
-    return f"{_NAME_UNSAFE.sub('_', name)}{{{pairs}}}"
-
-
 def count(name: str, **labels) -> None:
-    """Add one to a shared counter (one HINCRBY); never fails the caller."""
+    """Add one to a shared counter (``state.metrics``); never fails the caller."""
     try:
-        svc = services()
-        svc.redis.hincrby(f"{svc.settings.key_prefix}:metrics", counter_field(name, labels), 1)
-    except (redis.RedisError, OSError, RuntimeError) as exc:
-        log.debug("counter not counted", extra={"counter": name, "error_type": type(exc).__name__})
+        services().metrics.count(name, **labels)
+    except RuntimeError:  # outside an app context: nobody to count for
+        log.debug("counter not counted", extra={"counter": name})
 
 
 def counter_families(raw: dict) -> list[CounterMetricFamily]:
@@ -264,7 +254,7 @@ class NetsyncCollector:
     def collect(self):
         up = GaugeMetricFamily("netsync_redis_up", "1 if the state store answered this scrape")
         try:
-            raw = self.svc.redis.hgetall(f"{self.svc.settings.key_prefix}:metrics")
+            raw = self.svc.metrics.raw()
         except (redis.RedisError, OSError):
             up.add_metric([], 0)
             yield up

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from service.config import PROVIDERS
-from service.store import FINAL
+from state.store import FINAL
 
 bp = Blueprint("openapi", __name__)
 

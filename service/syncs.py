@@ -9,9 +9,10 @@ from flask import current_app
 
 import queues
 from service.config import PROVIDERS
-from service.credentials import Credential
-from service.extensions import Services
-from service.store import USER_ID_RE, SyncTicket
+from state.credentials import Credential
+from sync.runtime import Services
+from sync.tasks import profile_task_name
+from state.store import USER_ID_RE, SyncTicket
 
 TRIGGERS = ("webhook", "api", "cli", "stale")
 
@@ -71,7 +72,7 @@ def send_profile_task(svc: Services, sync_id: str, provider: str, queue_class: s
                       trigger: str) -> None:
     celery_app = current_app.extensions["celery"]
     celery_app.send_task(
-        f"{provider}.profile",
+        profile_task_name(provider),
         args=[sync_id],
         queue=queues.queue_name(queue_class, provider, svc.settings.provider_regions),
         priority=queues.priority_for(trigger, celery_app.conf.broker_url),

@@ -23,12 +23,12 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from service import http_errors
 from service.api import ticket_view, trigger_outcome
 from service.config import PROVIDERS
-from service.credentials import Credential
+from state.credentials import Credential
 from service.extensions import services
 from service.http_errors import ApiError
 from service.observability import count
-from service.signatures import DELIVERY_HEADER, SIGNATURE_HEADER, SignatureError, verify
-from service.store import USER_ID_RE
+from sync.signatures import DELIVERY_HEADER, SIGNATURE_HEADER, SignatureError, verify
+from state.store import USER_ID_RE
 from service.syncs import start_sync
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "real"
+#: real recorded provider responses, kept in the repo (see tests/fixtures/*/README.md)
+FIXTURES = ROOT / "tests" / "fixtures" / "real"
 
 
 def shared_redis_url() -> str | None:
@@ -31,7 +32,7 @@ def redis_url(tmp_path_factory):
     if url:
         yield url
         return
-    from service.embedded_redis import EmbeddedRedis
+    from state.embedded_redis import EmbeddedRedis
 
     with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False) as server:
         yield server.url

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from service.config import DEV_API_TOKEN
-from service.devstack import DevStack, WorkerSpec, send_login
+from devtools.devstack import DevStack, WorkerSpec, send_login
 
 TEST_ENV = {
     # quick retries so failure paths finish within a test's patience

@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 from service import create_app
 from service.config import DEV_API_TOKEN, DEV_WEBHOOK_SECRET, load_settings
 from service.extensions import services
-from service.signatures import sign
+from sync.signatures import sign
 
 BROKER_DB = 14
 BEARER = {"Authorization": f"Bearer {DEV_API_TOKEN}"}

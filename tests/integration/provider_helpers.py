@@ -17,7 +17,7 @@ import redis
 import requests
 
 from service.config import DEV_WEBHOOK_SECRET
-from service.signatures import sign
+from sync.signatures import sign
 
 # The refresh rows need the app's OAuth client credentials in the workers.
 # The stack's processes inherit this process's environment and start after

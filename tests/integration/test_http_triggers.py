@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service import observability
 from service.config import load_settings
-from service.credentials import Credential
+from state.credentials import Credential
 from tests.integration.conftest_http import (  # noqa: F401  (fixtures)
     BEARER,
     account,

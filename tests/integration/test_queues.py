@@ -31,7 +31,7 @@ import redis
 import requests
 
 import queues
-from service.devstack import DevStack, WorkerSpec, stop_process
+from devtools.devstack import DevStack, WorkerSpec, stop_process
 from tests.integration.conftest import TEST_ENV, Stack, new_user
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -461,7 +461,7 @@ def test_a_sync_of_unknown_size_that_turns_out_large_moves_its_remaining_pages_t
     pages past the threshold continues on ``whale`` (``PageTask.reclassify_if_large``):
     the record says whale and every follow-up page from then on goes to the whale queue."""
     from providers.mastodon import Mastodon
-    from service.credentials import Credential
+    from state.credentials import Credential
     from service.extensions import services
 
     stack, spy = priority_stack["stack"], priority_stack["spy"]

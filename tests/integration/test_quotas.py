@@ -26,11 +26,11 @@ import pytest
 import redis
 import requests
 
-from service.config import Settings
-from service.delayed import DelayedSet
-from service.devstack import DevStack, WorkerSpec
-from service.quota import RESET_SKEW_S, QuotaGate, fingerprint
-from service.ratelimits import RateLimitInfo
+
+from state.delayed import DelayedSet
+from devtools.devstack import DevStack, WorkerSpec
+from state.quota import RESET_SKEW_S, QuotaConfig, QuotaGate, fingerprint
+from providers.ratelimits import RateLimitInfo
 from simulator.testing import run_simulator
 from tests.integration.conftest import TEST_ENV, Stack, new_user
 
@@ -335,8 +335,8 @@ def quota_gate(redis_url):
     client = redis.Redis.from_url(redis_url)
     prefix = f"t-{uuid.uuid4().hex[:10]}"
     clock = FakeClock(1_000_000.3)
-    gate = QuotaGate(client, Settings(key_prefix=prefix), clock=clock,
-                     config={"QUOTA_GITHUB": f"{TOKEN_LIMIT}/{TOKEN_WINDOW_S:g}/token"})
+    config = QuotaConfig.from_env({"QUOTA_GITHUB": f"{TOKEN_LIMIT}/{TOKEN_WINDOW_S:g}/token"})
+    gate = QuotaGate(client, prefix, config, clock=clock)
     yield gate, clock
     for key in client.scan_iter(match=f"{prefix}:*"):
         client.delete(key)

@@ -14,7 +14,7 @@ import pytest
 import requests
 from kombu import Connection
 
-from service.devstack import DevStack, WorkerSpec
+from devtools.devstack import DevStack, WorkerSpec
 from tests.integration.conftest import TEST_ENV, Stack, new_user
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.delayed import DelayedSet
+from state.delayed import DelayedSet
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = "sched_tasks.record"
@@ -70,7 +70,7 @@ def test_killed_scheduler_loses_nothing_and_long_waits_run_once(sched_stack):
     start("worker", "celery", "-A", "tests.integration.sched_tasks", "worker", "--pool", "solo",
           "-Q", queue, "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
           "--without-heartbeat")
-    scheduler_args = ("service.scheduler", "--app", "tests.integration.sched_tasks:app",
+    scheduler_args = ("sync.scheduler", "--app", "tests.integration.sched_tasks:app",
                       "--redis-url", redis_url,
                       "--key-prefix", prefix, "--lease", str(LEASE_S), "--batch", "20")
     delayed = DelayedSet(client, prefix)

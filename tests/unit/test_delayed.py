@@ -7,8 +7,8 @@ import uuid
 import pytest
 import redis
 
-from service.delayed import DelayedSet
-from service.scheduler import SchedulerLoop, run_scheduler
+from state.delayed import DelayedSet
+from sync.scheduler import SchedulerLoop, run_scheduler
 
 T0 = 1_000_000.0
 

@@ -2,7 +2,7 @@
 
 Celery's countdown and ETA keep a delayed task in worker memory, and on the
 Redis broker a delay past the visibility timeout is delivered again and
-again. Park the task instead (``service.delayed.DelayedSet.park``).
+again. Park the task instead (``state.delayed.DelayedSet.park``).
 """
 from __future__ import annotations
 

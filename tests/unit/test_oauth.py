@@ -1,7 +1,7 @@
 """requests-oauthlib glue: sessions, the one refresh per token, OAuth 1.0a, insecure transport.
 
 The network is a transport adapter on the thread's connection pool
-(``providers.http.session()``), which every OAuth session borrows; the
+(``sync.http.session()``), which every OAuth session borrows; the
 credential store and the refresh lock are a real Redis.
 """
 from __future__ import annotations
@@ -17,15 +17,15 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-from providers import http, oauth
+from sync import http, oauth
 from providers.errors import Action, ProviderCallError
 from providers.github import GitHub
 from providers.linkedin import LinkedIn
 from providers.provider import HttpCall
 from providers.twitter import Twitter
 from service.config import DEV_ENCRYPTION_KEY, Settings
-from service.credentials import Credential, CredentialStore
-from service.store import SyncStore
+from state.credentials import Credential, CredentialStore
+from state.store import SyncStore
 
 TIMEOUT = (1.0, 1.0)
 

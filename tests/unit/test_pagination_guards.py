@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from state.page_guard import PageGuard
 from providers import pagination
 from providers.provider import Page, Pagination, Provider
 
@@ -20,7 +21,7 @@ def people(*ids):
 
 @pytest.fixture
 def guard(redis_client, key_prefix):
-    return pagination.PageGuard(redis_client, f"{key_prefix}:{{fake:u}}:sync:s1:guard")
+    return PageGuard(redis_client, f"{key_prefix}:{{fake:u}}:sync:s1:guard")
 
 
 def test_a_run_of_one_item_pages_stops(guard):

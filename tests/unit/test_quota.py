@@ -8,11 +8,12 @@ import uuid
 import pytest
 import redis
 
-from service.config import ConfigError, Settings
-from service.quota import (
-    ADAPTIVE_START, RESET_SKEW_S, WINDOW_SLOTS, QuotaConfig, QuotaGate, QuotaLimit, fingerprint,
+from providers.ratelimits import QuotaLimit, QuotaSpecError
+from service.config import ConfigError, load_settings
+from state.quota import (
+    ADAPTIVE_START, RESET_SKEW_S, WINDOW_SLOTS, QuotaConfig, QuotaGate, fingerprint,
 )
-from service.ratelimits import RateLimitInfo
+from providers.ratelimits import RateLimitInfo
 
 T0 = 1_000_000.0
 FP = fingerprint("tok-1")
@@ -43,7 +44,7 @@ class FakeClock:
 
 
 def gate(r, clock, **env) -> QuotaGate:
-    return QuotaGate(r, Settings(key_prefix=r.test_prefix), clock=clock, config=env)
+    return QuotaGate(r, r.test_prefix, QuotaConfig.from_env(env), clock=clock)
 
 
 def take_all(g, provider, scopes, queue_class, most=10_000) -> int:
@@ -294,5 +295,7 @@ def test_environment_overrides():
     {"QUOTA_SHARES_GITHUB": "vip:0.5"},
 ])
 def test_bad_configuration_is_refused(env):
-    with pytest.raises(ConfigError):
+    with pytest.raises(QuotaSpecError):
         QuotaConfig.from_env(env)
+    with pytest.raises(ConfigError):  # and the service refuses to start on it
+        load_settings(env)

@@ -1,4 +1,4 @@
-from providers.retry import MAX_WAIT_SECONDS, backoff_delay, exhausted, wait_delay
+from sync.retry import MAX_WAIT_SECONDS, backoff_delay, exhausted, wait_delay
 
 
 def test_backoff_grows_and_is_capped():

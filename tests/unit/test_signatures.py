@@ -6,8 +6,8 @@ import hmac
 
 import pytest
 
-from service import signatures
-from service.signatures import SignatureError, compute, sign, verify
+from sync import signatures
+from sync.signatures import SignatureError, compute, sign, verify
 
 BODY = b'{"user_id":"u-1","accounts":[]}'
 NOW = 1_767_225_600

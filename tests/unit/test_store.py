@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from service.store import SyncStore
+from state.store import SyncStore
 
 
 class Clock:

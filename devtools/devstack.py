@@ -1,0 +1,259 @@
+"""Start the whole service as real processes on this machine, and stop it.
+
+Used by ``make demo``, the integration tests and the benchmarks, so that all
+three exercise what production runs: an (embedded, unless ``REDIS_URL`` is
+set) Redis, the simulator over real HTTP, the web app, Celery worker
+processes per queue, and the scheduler. Nothing runs in-process or eagerly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from service.config import PROVIDERS
+from state.embedded_redis import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class WorkerSpec:
+    queues: str  # comma-separated queue names
+    pool: str = "prefork"
+    concurrency: int = 2
+    name: str = ""
+
+
+@dataclass
+class DevStack:
+    var_dir: Path
+    workers: list = field(default_factory=lambda: [WorkerSpec("normal,whale,trickle")])
+    scenario: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)
+    web: bool = True
+    scheduler: bool = True
+    quiet: bool = True
+    #: on a shared Redis (REDIS_URL set): the database number this stack owns,
+    #: emptied when the stack stops
+    redis_db: int | None = None
+
+    def __post_init__(self):
+        self.var_dir = Path(self.var_dir)
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.redis: EmbeddedRedis | None = None
+        self.base_env: dict = {}
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self) -> "DevStack":
+        try:
+            self._start_redis()
+            self._start_simulator()
+            if self.web:
+                self._start_web()
+            for index, spec in enumerate(self.workers):
+                self.start_worker(spec, index)
+            if self.scheduler:
+                self.start_scheduler()
+            self.wait_workers_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for name, proc in reversed(list(self.processes.items())):
+            stop_process(proc)
+        self.processes.clear()
+        if self.redis is None and self.redis_db is not None and self.base_env:
+            import redis
+
+            redis.Redis.from_url(self.redis_url).flushdb()
+        if self.redis:
+            self.redis.stop()
+            self.redis = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- pieces ------------------------------------------------------------------
+    def _start_redis(self) -> None:
+        url = os.environ.get("REDIS_URL") or self.env.get("REDIS_URL")
+        if url and self.redis_db is not None:
+            url = url.rsplit("/", 1)[0] + f"/{self.redis_db}" if url.count("/") > 2 else f"{url}/{self.redis_db}"
+        if not url:
+            self.redis = EmbeddedRedis(self.var_dir / "redis", persist=False)
+            url = self.redis.start()
+        env = dict(os.environ)
+        env.update(self.env)
+        env.update({"REDIS_URL": url, "NETSYNC_VAR_DIR": str(self.var_dir),
+                    "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+        env.setdefault("CELERY_BROKER_URL", url)
+        self.base_env = env
+
+    @property
+    def redis_url(self) -> str:
+        return self.base_env["REDIS_URL"]
+
+    def _start_simulator(self) -> None:
+        scenario_file = self.var_dir / "scenario.json"
+        scenario_file.write_text(json.dumps(self.scenario or {"accounts": []}))
+        proc = self._spawn("simulator", [sys.executable, "-m", "simulator", "--port", "0",
+                                         "--scenario", str(scenario_file)], capture=True)
+        line = _read_line(proc, "simulator listening on", timeout=20)
+        self.simulator_url = line.rsplit(" ", 1)[1].strip()
+        _drain(proc, self.var_dir / "simulator.log")
+        for provider in PROVIDERS:
+            self.base_env.setdefault(f"{provider.upper()}_API_URL", f"{self.simulator_url}/{provider}")
+
+    def _start_web(self) -> None:
+        self.web_port = free_port()
+        self._spawn("web", [sys.executable, "-m", "flask", "--app", "service", "run",
+                            "--port", str(self.web_port), "--no-reload", "--with-threads"])
+        self.web_url = f"http://127.0.0.1:{self.web_port}"
+        wait_http(self.web_url + "/healthz", timeout=30)
+
+    def start_worker(self, spec: WorkerSpec, index: int = 0) -> subprocess.Popen:
+        name = spec.name or f"w{index}-{spec.queues.replace(',', '-')}"
+        cmd = [sys.executable, "-m", "celery", "-A", "service.make_celery", "worker",
+               "-Q", spec.queues, "-P", spec.pool, "-c", str(spec.concurrency),
+               "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
+               "--without-heartbeat", "-l", "WARNING"]
+        proc = self._spawn(name, cmd)
+        return proc
+
+    def wait_workers_ready(self, timeout: float = 60.0) -> None:
+        """Block until every started worker answers a control ping."""
+        names = {name for name in self.processes if name not in ("simulator", "web", "scheduler")}
+        if not names:
+            return
+        from celery import Celery
+
+        from service.celery_app import celery_config
+        from service.config import load_settings
+
+        probe = Celery("devstack-probe")
+        probe.conf.update(celery_config(load_settings(self.base_env), self.redis_url))
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                replies = probe.control.ping(timeout=0.5) or []
+                answered = {node.split("@", 1)[0] for reply in replies for node in reply}
+                if names <= answered:
+                    return
+                for name in names:
+                    if self.processes[name].poll() is not None:
+                        raise RuntimeError(f"worker {name} exited; see {self.var_dir}/{name}.log")
+            raise RuntimeError(f"workers {sorted(names)} not ready within {timeout}s")
+        finally:
+            probe.close()
+
+    def start_scheduler(self) -> subprocess.Popen:
+        return self._spawn("scheduler", [sys.executable, "-m", "sync.scheduler"])
+
+    def _spawn(self, name: str, cmd: list, capture: bool = False) -> subprocess.Popen:
+        log = open(self.var_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=self.base_env, start_new_session=True,
+            stdout=subprocess.PIPE if capture else log, stderr=log, stdin=subprocess.DEVNULL,
+        )
+        self.processes[name] = proc
+        return proc
+
+
+def send_login(web_url: str, user_id: str, accounts: list[dict], delivery: str | None = None,
+               http=requests) -> requests.Response:
+    """POST a signed login webhook (dev secret) as the main app would.
+
+    ``accounts`` are simulator-style dicts: provider, id, token and optionally
+    refresh_token / expires_at / token_secret.
+    """
+    import secrets
+
+    from service.config import DEV_WEBHOOK_SECRET
+    from sync.signatures import sign
+
+    optional = ("refresh_token", "expires_at", "token_secret")
+    body = json.dumps({"user_id": user_id, "accounts": [
+        {"provider": a["provider"], "account_id": a["id"], "access_token": a["token"],
+         **{k: a[k] for k in optional if a.get(k) is not None}}
+        for a in accounts]}).encode()
+    headers = {"Content-Type": "application/json",
+               "X-Netsync-Signature": sign(DEV_WEBHOOK_SECRET, body, int(time.time())),
+               "X-Netsync-Delivery": delivery or secrets.token_hex(8)}
+    return http.post(f"{web_url}/webhooks/login", data=body, headers=headers, timeout=30)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except (ProcessLookupError, PermissionError):
+        pass
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def _read_line(proc: subprocess.Popen, marker: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline().decode()
+        if marker in line:
+            return line
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited before printing {marker!r}")
+    raise RuntimeError(f"no {marker!r} within {timeout}s")
+
+
+def _drain(proc: subprocess.Popen, path: Path) -> None:
+    """Keep reading a child's stdout so it never blocks on a full pipe."""
+    import threading
+
+    def pump():
+        with open(path, "ab") as sink:
+            for chunk in iter(proc.stdout.readline, b""):
+                sink.write(chunk)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
+def temp_var_dir(prefix: str = "netsync-") -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))

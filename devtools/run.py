@@ -1,0 +1,48 @@
+"""``make run``: every Procfile process under honcho, with Redis taken care of.
+
+Uses ``REDIS_URL`` / ``CELERY_BROKER_URL`` when set; otherwise starts the
+embedded Redis (append-only file under ``./var/``) first and stops it last.
+SIGTERM or Ctrl-C stops everything.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from service.config import load_settings
+from state.embedded_redis import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env.setdefault("PORT", "8000")
+    server = None
+    if not env.get("REDIS_URL"):
+        server = EmbeddedRedis(load_settings(env).var_dir, persist=True)
+        env["REDIS_URL"] = server.start()
+        print(f"embedded Redis at {env['REDIS_URL']} (data in {server.directory})", flush=True)
+    honcho = subprocess.Popen([os.path.join(bin_dir, "honcho"), "start", "-f", "Procfile"],
+                              cwd=ROOT, env=env, start_new_session=True)
+
+    def forward(signum, _frame):
+        if honcho.poll() is None:
+            os.killpg(honcho.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        return honcho.wait()
+    finally:
+        if server:
+            server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

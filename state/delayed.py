@@ -1,0 +1,140 @@
+"""Work that must wait (a quota, a provider's reset, a backoff), parked in Redis.
+
+Celery's own delays (countdown / ETA) hold the message inside a worker until
+it is due, and on the Redis broker a delay longer than the visibility timeout
+is handed out again and again. So a task that must wait is *parked* here
+instead: a sorted set scored by due time, plus a hash of entries, and the
+scheduler process (``sync.scheduler``) sends each entry to its queue when
+it is due. No worker slot is held while waiting.
+
+Delivery is at least once. ``claim_due`` moves a due entry's score to
+now + lease in the same atomic script that reads it, so a second scheduler
+cannot take it, and if the claiming scheduler dies before ``release`` the
+entry becomes due again when the lease runs out. The only duplicate is an
+entry sent, then not released before its lease expired; tasks are idempotent.
+
+Keys (one hash tag, so the claim script stays in one Redis Cluster slot)::
+
+    <prefix>:{delayed}:due      ZSET  entry id -> due time (or lease end), epoch s
+    <prefix>:{delayed}:entries  HASH  entry id -> JSON of the task to send
+    <prefix>:{delayed}:claims   HASH  entry id -> times claimed (1 = first send)
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+#: argument names that would carry a credential into Redis and the broker
+FORBIDDEN_KWARGS = frozenset(
+    {"access_token", "refresh_token", "token_secret", "client_secret", "password", "authorization"}
+)
+
+# KEYS: due, entries, claims. ARGV: now, lease end, limit.
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  local payload = redis.call('HGET', KEYS[2], id)
+  if payload then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    local claims = redis.call('HINCRBY', KEYS[3], id, 1)
+    table.insert(out, id); table.insert(out, payload); table.insert(out, claims)
+  else
+    redis.call('ZREM', KEYS[1], id)  -- released while we looked: nothing to send
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class ParkedTask:
+    """One parked Celery task: what to send, where, and why it waited."""
+
+    id: str
+    task_name: str
+    args: list
+    kwargs: dict
+    queue: str
+    priority: int | None
+    reason: str
+    parked_at: float
+    due_at: float
+    #: how many times a scheduler has claimed it (above 1: a lease ran out)
+    claims: int = 1
+
+
+class DelayedSet:
+    """The parked tasks of one deployment (``key_prefix``), ordered by due time."""
+
+    def __init__(self, redis_client, key_prefix: str, clock: Callable[[], float] = time.time):
+        self.redis = redis_client
+        self.clock = clock
+        base = f"{key_prefix}:{{delayed}}"
+        self.due_key, self.entries_key, self.claims_key = f"{base}:due", f"{base}:entries", f"{base}:claims"
+        self._claim = redis_client.register_script(_CLAIM)
+
+    def park(self, task_name: str, args: list, kwargs: dict, queue: str, delay_s: float,
+             priority: int | None = None, reason: str = "") -> str:
+        """Keep a task until ``delay_s`` from now; returns the entry id.
+
+        Only JSON primitives are accepted, and no credential-named kwargs: the
+        task looks its secrets up itself when it runs.
+        """
+        leaked = FORBIDDEN_KWARGS.intersection(kwargs)
+        if leaked:
+            raise ValueError(f"credentials must not be parked: {sorted(leaked)}")
+        now = self.clock()
+        entry_id = uuid.uuid4().hex
+        due_at = now + max(0.0, float(delay_s))
+        payload = json.dumps(
+            {"task": task_name, "args": list(args), "kwargs": dict(kwargs), "queue": queue,
+             "priority": priority, "reason": reason, "parked_at": now, "due_at": due_at},
+            allow_nan=False,  # plus json's own refusal of non-primitive objects
+        )
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.entries_key, entry_id, payload)
+            pipe.zadd(self.due_key, {entry_id: due_at})
+            pipe.execute()
+        return entry_id
+
+    def claim_due(self, limit: int = 100, lease_s: float = 30.0) -> list[ParkedTask]:
+        """Take up to ``limit`` due entries, earliest first, leased for ``lease_s``."""
+        now = self.clock()
+        raw = self._claim(keys=[self.due_key, self.entries_key, self.claims_key],
+                          args=[repr(now), repr(now + lease_s), int(limit)])
+        claimed = []
+        for i in range(0, len(raw), 3):
+            entry_id, payload, claims = _text(raw[i]), json.loads(raw[i + 1]), int(raw[i + 2])
+            claimed.append(ParkedTask(
+                id=entry_id, task_name=payload["task"], args=payload["args"],
+                kwargs=payload["kwargs"], queue=payload["queue"], priority=payload["priority"],
+                reason=payload["reason"], parked_at=payload["parked_at"],
+                due_at=payload["due_at"], claims=claims,
+            ))
+        return claimed
+
+    def release(self, entry_id: str) -> bool:
+        """Forget an entry once its task was sent; False if it was already gone."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.due_key, entry_id)
+            pipe.hdel(self.entries_key, entry_id)
+            pipe.hdel(self.claims_key, entry_id)
+            removed, _, _ = pipe.execute()
+        return bool(removed)
+
+    def size(self) -> int:
+        """Entries parked or claimed and not yet released."""
+        return int(self.redis.zcard(self.due_key))
+
+    def next_due(self) -> float | None:
+        """The earliest due time (or lease end), epoch seconds; None when empty."""
+        first = self.redis.zrange(self.due_key, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,46 @@
+"""What every netsync task reaches: the services its Celery app carries.
+
+The service layer builds one ``Services`` per process from its settings and
+hangs it on the Celery app (``celery_app.netsync_services``); tasks read it
+from there, so the engine needs neither Flask nor an app context, and a
+task never imports the layer above it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Task
+
+from state.credentials import CredentialStore
+from state.delayed import DelayedSet
+from state.metrics import Metrics
+from state.quota import QuotaGate
+from state.store import SyncStore
+
+
+@dataclass
+class Services:
+    #: ``service.config.Settings``; the engine only reads its attributes
+    settings: Any
+    redis_url: str
+    redis: Any
+    store: SyncStore
+    credentials: CredentialStore
+    quota: QuotaGate
+    delayed: DelayedSet
+    metrics: Metrics
+
+
+class NetsyncTask(Task):
+    """The base of every netsync task (a task object is shared: no per-request state)."""
+
+    #: a worker that dies mid-task gives the message back (every task is idempotent)
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+    typing = False
+
+    @property
+    def services(self) -> Services:
+        return self.app.netsync_services

@@ -1,0 +1,461 @@
+"""The shared Celery task classes: round one (profile) and round two (pages).
+
+One API call per task. A message carries primitives only (sync id, page
+cursor, attempt counters); the task looks up the sync record and the
+credential itself. Every provider's tasks are these classes with its
+``Provider`` description plugged in; the error taxonomy
+(``providers.errors``) decides what an error answer does.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+import providers
+import queues
+from providers import pagination
+from providers.errors import (
+    TRANSPORT_ERROR, UNPARSEABLE, Action, ErrorRule, ProviderCallError, ProviderError,
+)
+from providers.provider import Provider
+from state.credentials import CredentialError
+from state.page_guard import PageGuard
+from state.store import ACTIVE, FINAL
+from sync import callbacks, oauth
+from sync.retry import backoff_delay, exhausted, wait_delay
+from sync.runtime import NetsyncTask
+
+log = logging.getLogger("netsync.tasks")
+
+
+class SyncContext:
+    """What one task execution knows about its sync (built per call: no state on the task)."""
+
+    def __init__(self, svc, record: dict, provider: Provider, credential_blob=None):
+        self.svc = svc
+        self.record = record
+        self.provider = provider
+        self.sync_id = record["sync_id"]
+        self.user_id = record["user_id"]
+        self.account_id = record["account_id"]
+        self._credential = None
+        self._credential_blob = credential_blob
+        #: what the last answer's rate-limit headers said, for the sync record
+        self.rate_fields: dict = {}
+
+    @property
+    def credential(self):
+        if self._credential is None:
+            if self._credential_blob is not None:
+                self._credential = self.svc.credentials.decode(self.provider.NAME,
+                                                               self._credential_blob)
+            else:
+                self._credential = self.svc.credentials.load(self.provider.NAME, self.user_id)
+        return self._credential
+
+    @property
+    def queue_class(self) -> str:
+        return self.record.get("queue") or "normal"
+
+    @property
+    def queue_name(self) -> str:
+        return queues.queue_name(self.queue_class, self.provider.NAME,
+                                 self.svc.settings.provider_regions)
+
+    def priority(self, broker_url: str) -> int:
+        return queues.priority_for(self.record.get("trigger", "api"), broker_url)
+
+    def quota_scopes(self) -> dict:
+        names = {"token": self.credential.fingerprint(), "app": "app", "ip": "egress"}
+        return {scope: names[scope] for scope in self.provider.quota_scopes()}
+
+
+class UnparseableAnswer(Exception):
+    """The provider's answer did not have the shape its documentation gives."""
+
+
+@contextlib.contextmanager
+def parsing(what: str):
+    """Treat a failure to read a provider's answer as the provider's fault.
+
+    Only the parsing of an answer goes in here: everything else a task does
+    is our code, and its exceptions surface with their traceback.
+    """
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise UnparseableAnswer(f"unexpected {what} ({type(exc).__name__})") from exc
+
+
+#: the kind a sync failed by our own bug ends with
+INTERNAL_ERROR = ErrorRule(Action.FAIL, "internal_error")
+
+
+class ProviderTask(NetsyncTask):
+    """Behaviour shared by a provider's tasks; subclasses set ``provider_class``."""
+
+    #: the provider this task talks to
+    provider_class: type[Provider] = Provider
+
+    _providers: dict = {}
+
+    def provider(self, svc) -> Provider:
+        """One Provider per process and base URL (it holds no per-request state)."""
+        url = svc.settings.api_url(self.provider_class.NAME)
+        key = (self.provider_class, url)
+        if key not in self._providers:
+            self._providers[key] = self.provider_class(url)
+        return self._providers[key]
+
+    def load(self, sync_id: str, cursor: str | None = None):
+        """The sync's context, or None when there is nothing (more) to do.
+
+        One round trip: the record (still active?), whether ``cursor`` was
+        already stored (a redelivery) and the encrypted credential.
+        """
+        svc = self.services
+        record, done, blob = svc.store.page_snapshot(sync_id, cursor)
+        if record is None or record.get("status") not in ACTIVE or done:
+            return None
+        return SyncContext(svc, record, self.provider(svc), blob)
+
+    # -- the one outbound call -----------------------------------------------------
+    def call(self, ctx: SyncContext, http_call, park_args: list, park_kwargs: dict):
+        """Take quota, make the call, classify the answer.
+
+        Returns the answer, or None when there was no quota and the task was
+        parked until there is (a quota wait is not a retry attempt).
+        """
+        svc, provider = ctx.svc, ctx.provider
+        scopes = ctx.quota_scopes()
+        wait = svc.quota.acquire(provider.NAME, scopes, ctx.queue_class)
+        if wait > 0:
+            self.park(ctx, wait, "quota", park_args, park_kwargs)
+            return None
+        settings = svc.settings
+        answer = oauth.send(ctx, http_call, provider.request_headers(),
+                            (settings.http_connect_timeout, settings.http_read_timeout))
+        with parsing("rate-limit headers"):
+            info = provider.rate_info(answer.headers)
+        ctx.rate_fields = info.as_record()
+        with parsing("error answer"):
+            error = provider.classify(answer.status, answer.body, answer.headers, time.time())
+        if error is not None or worth_observing(info):
+            told = provider.RATE_HEADER_SCOPES or tuple(scopes)
+            svc.quota.observe(provider.NAME, {s: k for s, k in scopes.items() if s in told}, info)
+        svc.quota.record_outcome(provider.NAME, scopes,
+                                 rejected=error is not None and error.action is Action.WAIT)
+        if error is not None:
+            # A successful page counts its call when it is stored (one round trip).
+            svc.store.note_call(ctx.sync_id, ctx.rate_fields)
+            raise ProviderCallError(error)
+        return answer
+
+    # -- sending and parking ---------------------------------------------------------
+    def park(self, ctx: SyncContext, delay: float, reason: str, args: list, kwargs: dict):
+        """Hand this task to the delayed set; the scheduler sends it when due."""
+        ctx.svc.delayed.park(self.name, args, kwargs, queue=ctx.queue_name, delay_s=delay,
+                             priority=ctx.priority(self.app.conf.broker_url), reason=reason)
+
+    def send_pages(self, ctx: SyncContext, page_task_name: str, cursors: list[str]):
+        if not cursors:
+            return
+        priority = ctx.priority(self.app.conf.broker_url)
+        with self.app.producer_or_acquire() as producer:
+            for cursor in cursors:
+                self.app.send_task(page_task_name, args=[ctx.sync_id, cursor], queue=ctx.queue_name,
+                                   priority=priority, producer=producer)
+
+    # -- what an error answer does ---------------------------------------------------
+    def on_provider_error(self, ctx, error: ProviderError, args: list, kwargs: dict):
+        action = error.action
+        attempt, waits = kwargs.get("attempt", 0), kwargs.get("waits", 0)
+        settings = ctx.svc.settings
+        if action is Action.WAIT:
+            delay = wait_delay(error.retry_at, time.time(), waits, ctx.provider.WAIT_FLOOR_SECONDS)
+            ctx.svc.store.update(ctx.sync_id, last_wait=error.rule.kind)
+            return self.park(ctx, delay, error.rule.kind, args, {**kwargs, "waits": waits + 1})
+        if action is Action.BACKOFF:
+            if exhausted(attempt, settings.max_backoff_attempts):
+                return self.end(ctx, "failed", error)
+            delay = backoff_delay(attempt, settings.backoff_base_seconds, settings.backoff_cap_seconds)
+            return self.park(ctx, delay, error.rule.kind, args, {**kwargs, "attempt": attempt + 1})
+        if action is Action.REFRESH:
+            return self.on_refresh(ctx, error, args, kwargs)
+        if action is Action.REAUTH:
+            return self.end(ctx, "needs_reauth", error)
+        if action is Action.SKIP:
+            return self.on_skip(ctx, error, args)
+        if action is Action.RESTART:
+            return self.on_restart(ctx, error, args, kwargs)
+        return self.end(ctx, "failed", error)
+
+    def on_refresh(self, ctx, error, args, kwargs):
+        """The server refused the token: one refresh (ours or a sibling task's), then REAUTH."""
+        if kwargs.get("refreshed"):
+            return self.end(ctx, "needs_reauth", error)
+        retry = {**kwargs, "refreshed": 1}
+        record = ctx.svc.store.get_sync(ctx.sync_id) or {}
+        if record.get("token_refreshed"):
+            # One refresh per sync: a sibling page already refreshed. Retry with
+            # its token if ours is older; if ours was the new one, it is refused too.
+            if oauth.TokenKeeper(ctx).newer_token() is None:
+                return self.end(ctx, "needs_reauth", error)
+            outcome = "refreshed"
+        else:
+            try:
+                outcome = self.refresh_token(ctx)
+            except ProviderCallError as exc:  # the token endpoint itself failed (BACKOFF / WAIT)
+                return self.on_provider_error(ctx, exc.error, args, kwargs)
+        if outcome == "refreshed":
+            ctx.svc.store.update(ctx.sync_id, token_refreshed=1)
+            return self.apply_async(args=args, kwargs=retry, queue=ctx.queue_name,
+                                    priority=ctx.priority(self.app.conf.broker_url))
+        if outcome == "busy":  # a sibling task is refreshing: retry with its token shortly
+            return self.park(ctx, oauth.REFRESH_BUSY_WAIT_S, "refresh_in_progress", args, retry)
+        return self.end(ctx, "needs_reauth", error)
+
+    def refresh_token(self, ctx) -> str:
+        """Refresh the OAuth token once: "refreshed", "busy" or "impossible"."""
+        settings = ctx.svc.settings
+        return oauth.refresh_after_rejection(
+            ctx, (settings.http_connect_timeout, settings.http_read_timeout))
+
+    def on_skip(self, ctx, error, args):
+        return self.end(ctx, "failed", error)
+
+    def on_restart(self, ctx, error, args, kwargs):
+        return self.end(ctx, "failed", error)
+
+    def end(self, ctx, status: str, error: ProviderError) -> str:
+        """Stop the sync; the previous network stays as it was."""
+        if ctx.svc.store.fail(ctx.sync_id, status, error.rule.kind, error.message):
+            self.finished(ctx, status, error)
+        return status
+
+    def finished(self, ctx, status: str, error: ProviderError | None = None) -> None:
+        """A sync reached a final status: count it and tell the main app."""
+        ctx.svc.metrics.count("syncs_finished", provider=ctx.provider.NAME, status=status)
+        log.info("sync finished sync=%s provider=%s status=%s kind=%s", ctx.sync_id,
+                 ctx.provider.NAME, status, error.rule.kind if error else "-")
+        callbacks.notify(self.app, ctx.sync_id, ctx.provider.NAME)
+
+    def guarded(self, ctx, body, args, kwargs):
+        """Run ``body()`` with the taxonomy applied to whatever goes wrong in it."""
+        try:
+            return body()
+        except ProviderCallError as exc:
+            return self.on_provider_error(ctx, exc.error, args, kwargs)
+        except SoftTimeLimitExceeded:
+            error = ProviderError(TRANSPORT_ERROR, 0, "soft time limit exceeded")
+            return self.on_provider_error(ctx, error, args, kwargs)
+        except CredentialError as exc:
+            error = ProviderError(_NO_CREDENTIAL, 0, str(exc))
+            return self.end(ctx, "needs_reauth", error)
+        except UnparseableAnswer as exc:
+            log.warning("unparseable answer sync=%s task=%s: %s", ctx.sync_id, self.name, exc)
+            error = ProviderError(UNPARSEABLE, 200, str(exc))
+            return self.on_provider_error(ctx, error, args, kwargs)
+        except Exception:
+            # Our own bug, not the provider's: the sync fails as ``internal_error``
+            # (never five backoffs), and the exception goes on to Celery, which
+            # logs its traceback and hands it to Sentry.
+            log.exception("internal error sync=%s task=%s", ctx.sync_id, self.name)
+            with contextlib.suppress(Exception):
+                self.end(ctx, "failed", ProviderError(INTERNAL_ERROR, 0, "internal error"))
+            raise
+
+
+_NO_CREDENTIAL = ErrorRule(Action.REAUTH, "no_credentials")
+
+#: below this share of the stated limit left, the provider's own count is
+#: worth a correction of ours; above it the buckets' own count governs
+OBSERVE_BELOW_SHARE = 0.25
+
+
+def worth_observing(info) -> bool:
+    """Whether an answer's rate headers should correct the quota buckets now.
+
+    The gate counts every call itself; the provider's figures matter when
+    quota runs low (someone else may share the token), when it says when to
+    come back, or when it reports usage. Skipping the rest saves a Redis
+    round trip on most calls.
+    """
+    if info.is_empty():
+        return False
+    if info.retry_after is not None or info.usage_percent is not None:
+        return True
+    if info.remaining is None:
+        return info.reset_at is not None
+    if info.limit is None:
+        return True
+    if info.remaining == info.limit - 1:
+        # The answer to the call that opened the provider's window: it tells
+        # the gate when that window ends, on our own clock (QuotaGate.observe).
+        return True
+    return info.remaining < info.limit * OBSERVE_BELOW_SHARE
+
+
+class ProfileTask(ProviderTask):
+    """Round one: one call to learn the account's size, which picks the queue."""
+
+    #: name of the provider's page task
+    page_task_name: str = ""
+
+    def run(self, sync_id: str, attempt: int = 0, waits: int = 0, refreshed: int = 0):
+        ctx = self.load(sync_id)
+        if ctx is None:
+            return "inactive"
+        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed}
+        return self.guarded(ctx, lambda: self._profile(ctx, kwargs), [sync_id], kwargs)
+
+    def _profile(self, ctx, kwargs):
+        provider, svc = ctx.provider, ctx.svc
+        svc.store.mark_running(ctx.sync_id)
+        answer = self.call(ctx, provider.profile_call(ctx.account_id), [ctx.sync_id], kwargs)
+        if answer is None:
+            return "parked"
+        svc.store.note_call(ctx.sync_id, ctx.rate_fields)
+        with parsing("profile answer"):
+            size = provider.parse_size(answer.body)
+        queue_class = queues.queue_class_for(size, ctx.record.get("trigger", "api"),
+                                             svc.settings.whale_threshold)
+        fields = {"queue": queue_class}
+        if size is not None:
+            fields["expected_total"] = size
+        svc.store.update(ctx.sync_id, **fields)
+        ctx.record.update(fields)
+        cursors = provider.initial_cursors(ctx.account_id, size)
+        marks = svc.store.add_pending(ctx.sync_id, "", cursors)
+        self.send_pages(ctx, self.page_task_name,
+                        [c for c, m in zip(cursors, marks) if m in ("new", "rerun")])
+        return "planned"
+
+    def on_skip(self, ctx, error, args):
+        # Nothing was fetched: a 404 for the account is no evidence its
+        # network is empty (a renamed login 404s too), so keep the old one.
+        return self.end(ctx, "failed", error)
+
+
+class PageTask(ProviderTask):
+    """Round two: one page, one call; store it and launch what it points to."""
+
+    def run(self, sync_id: str, cursor: str, attempt: int = 0, waits: int = 0,
+            refreshed: int = 0, restarts: int = 0):
+        ctx = self.load(sync_id, cursor)
+        if ctx is None:
+            return "inactive or already stored"
+        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed, "restarts": restarts}
+        return self.guarded(ctx, lambda: self._page(ctx, cursor, kwargs), [sync_id, cursor], kwargs)
+
+    def _page(self, ctx, cursor, kwargs):
+        provider, store = ctx.provider, ctx.svc.store
+        generation, bare = pagination.split_generation(cursor)
+        answer = self.call(ctx, provider.page_call(ctx.account_id, bare), [ctx.sync_id, cursor],
+                           kwargs)
+        if answer is None:
+            return "parked"
+        with parsing("page answer"):
+            page = provider.parse_page(answer.body, answer.headers, bare)
+        expected = ctx.record.get("expected_total")
+        expected = int(expected) if expected not in (None, "") else None
+        launches = [pagination.with_generation(generation, c)
+                    for c in pagination.followups(provider, bare, page, expected)]
+        if page.problems:
+            # Per-item problems beside the data (Twitter errors[] in a 200): those
+            # people are hidden from us; the page itself is good.
+            store.update(ctx.sync_id, item_problems=",".join(sorted(set(page.problems))))
+        reason = self.guard_reason(ctx, bare, page, launches, expected)
+        if reason:
+            launches = []
+        reason = reason or provider.page_anomaly(page, bare, expected)
+        self.reclassify_if_large(ctx, page)
+        # Launch the next page before storing this one: the chain never waits on storage.
+        marks = store.add_pending(ctx.sync_id, cursor, launches)
+        self.send_pages(ctx, self.name, [c for c, m in zip(launches, marks) if m in ("new", "rerun")])
+        if not reason and "repeat" in marks:
+            reason = "repeated_cursor"
+        if reason:
+            log.warning("pagination stopped sync=%s provider=%s reason=%s", ctx.sync_id,
+                        provider.NAME, reason)
+        result = store.complete_page(ctx.sync_id, cursor, page.connections, reason,
+                                     rate_fields=ctx.rate_fields, count_call=True)
+        if result in FINAL:
+            self.finished(ctx, result)
+        return result
+
+    def reclassify_if_large(self, ctx, page) -> None:
+        """A sync of unknown (or understated) size that turns out to be a whale
+        moves its remaining pages to ``whale`` (the rule: ``queues.reclassified``)."""
+        seen = int(ctx.record.get("connections_fetched") or 0) + len(page.connections)
+        new_class = queues.reclassified(ctx.queue_class, seen, ctx.svc.settings.whale_threshold)
+        if new_class != ctx.queue_class:
+            ctx.svc.store.update(ctx.sync_id, queue=new_class, reclassified=new_class)
+            ctx.record["queue"] = new_class
+            log.info("sync reclassified sync=%s provider=%s to %s after %d connections",
+                     ctx.sync_id, ctx.provider.NAME, new_class, seen)
+
+    def guard_reason(self, ctx, cursor, page, launches, expected) -> str:
+        """Why this sync must stop paging at this page ("" to go on): see ``providers.pagination``."""
+        key = f"{ctx.svc.store.base(ctx.provider.NAME, ctx.user_id)}:sync:{ctx.sync_id}:guard"
+        guard = PageGuard(ctx.svc.redis, key)
+        pages_done = int(ctx.record.get("pages_fetched", 0)) + 1
+        return guard.check(ctx.provider, cursor, page, launches, pages_done, expected)
+
+    def on_skip(self, ctx, error, args):
+        """The target is gone or hidden: this page ends its lane with nothing."""
+        result = ctx.svc.store.complete_page(ctx.sync_id, args[1], [], error.rule.kind)
+        if result in FINAL:
+            self.finished(ctx, result, error)
+        return result
+
+    def on_restart(self, ctx, error, args, kwargs):
+        """An expired cursor (Facebook code 100): start the pagination over, once."""
+        cursor = args[1]
+        generation, bare = pagination.split_generation(cursor)
+        first = ctx.provider.first_cursor(ctx.account_id)
+        if generation >= 1 or bare == first:
+            # A second expiry, or a code 100 on the very first page: our request is wrong.
+            return self.end(ctx, "failed", error)
+        restart = pagination.with_generation(generation + 1, first)
+        store = ctx.svc.store
+        marks = store.add_pending(ctx.sync_id, cursor, [restart])
+        self.send_pages(ctx, self.name, [c for c, m in zip([restart], marks) if m in ("new", "rerun")])
+        store.update(ctx.sync_id, restarted=error.rule.kind)
+        log.info("pagination restarted sync=%s provider=%s kind=%s", ctx.sync_id,
+                 ctx.provider.NAME, error.rule.kind)
+        result = store.complete_page(ctx.sync_id, cursor, [])
+        if result in FINAL:
+            self.finished(ctx, result)
+        return result
+
+
+def task_classes_for(provider_cls: type[Provider]) -> tuple[type[ProfileTask], type[PageTask]]:
+    """The Celery task classes of one provider: ``<name>.profile`` and ``<name>.page``.
+
+    Generated from the provider's class, so a provider module holds no task code.
+    """
+    name = provider_cls.NAME
+    page = type(f"{provider_cls.__name__}PageTask", (PageTask,),
+                {"name": f"{name}.page", "provider_class": provider_cls,
+                 "__module__": __name__})
+    profile = type(f"{provider_cls.__name__}ProfileTask", (ProfileTask,),
+                   {"name": f"{name}.profile", "provider_class": provider_cls,
+                    "page_task_name": page.name, "__module__": __name__})
+    return profile, page
+
+
+def profile_task_name(provider: str) -> str:
+    """The task that starts a sync of ``provider`` (round one)."""
+    return f"{provider}.profile"
+
+
+def register_tasks(celery_app) -> None:
+    """Every registered provider's tasks, and the callback task, on ``celery_app``."""
+    for provider_cls in providers.provider_classes().values():
+        for cls in task_classes_for(provider_cls):
+            celery_app.register_task(cls())
+    celery_app.register_task(callbacks.DeliverCallback())

@@ -1,0 +1,69 @@
+"""Only a provider answer we cannot read is the provider's fault; our own bugs surface."""
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+from celery import Celery
+
+from providers.errors import Action
+from providers.github import GitHub
+from sync.tasks import ProviderTask, parsing
+
+
+class FakeStore:
+    def __init__(self):
+        self.failed = []
+
+    def fail(self, sync_id, status, kind, message):
+        self.failed.append((status, kind))
+        return True
+
+
+class Recorder(ProviderTask):
+    name = "test.recorder"
+    provider_class = GitHub
+
+    def on_provider_error(self, ctx, error, args, kwargs):
+        ctx.seen.append(error)
+        return error.action
+
+
+@pytest.fixture
+def task_and_ctx():
+    svc = SimpleNamespace(store=FakeStore(), settings=SimpleNamespace(callback_url=None),
+                          metrics=SimpleNamespace(count=lambda *a, **k: None))
+    app = Celery("test-task-errors")
+    app.netsync_services = svc
+    task = Recorder()
+    task.bind(app)
+    ctx = SimpleNamespace(svc=svc, sync_id="s-1", provider=GitHub("https://api.github.com"),
+                          seen=[])
+    return task, ctx
+
+
+def test_an_answer_of_the_wrong_shape_is_unparseable(task_and_ctx):
+    task, ctx = task_and_ctx
+
+    def body():
+        with parsing("page answer"):
+            GitHub("https://api.github.com").parse_page({"not": "a list"}, {}, "/users/x/followers")
+
+    assert task.guarded(ctx, body, [], {}) is Action.BACKOFF
+    assert ctx.seen[0].rule.kind == "unparseable_response"
+    assert "page answer" in ctx.seen[0].message
+    assert ctx.svc.store.failed == []
+
+
+def test_our_own_bug_fails_the_sync_and_surfaces_with_its_traceback(task_and_ctx, caplog):
+    task, ctx = task_and_ctx
+
+    def body():
+        return {}["a key our code forgot"]  # a KeyError outside any provider parsing
+
+    with caplog.at_level(logging.ERROR, logger="netsync.tasks"), pytest.raises(KeyError):
+        task.guarded(ctx, body, [], {})
+    assert ctx.svc.store.failed == [("failed", "internal_error")]
+    assert ctx.seen == []  # not treated as a provider error: no backoff
+    assert caplog.records[0].exc_info is not None  # the traceback is logged
