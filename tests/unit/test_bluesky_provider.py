@@ -15,6 +15,7 @@ from requests.structures import CaseInsensitiveDict
 from providers.bluesky import Bluesky, jwt_expiry
 from providers.errors import Action
 from providers.provider import check_provider_class
+from providers.ratelimits import QuotaLimit
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bluesky"
 NOW = 1_767_218_400.0
@@ -35,7 +36,7 @@ def test_the_class_states_every_fact_the_registry_checks():
     assert Bluesky.API_URL == "https://bsky.social"
     assert Bluesky.RELATIONS == ("followers", "following")
     assert [(q.scope, q.limit, q.window_s) for q in Bluesky.QUOTAS] == [("ip", 3000, 300)]
-    assert Bluesky.DEFAULT_QUOTA == (3000, 300) and Bluesky.PAGE_SIZE == 100
+    assert Bluesky.QUOTAS == (QuotaLimit("ip", 3000, 300),) and Bluesky.PAGE_SIZE == 100
 
 
 def test_profile_call_and_sizes(bluesky):
@@ -59,7 +60,7 @@ def test_first_page_then_the_cursor(bluesky):
     call = bluesky.page_call("bsky.app", first)
     assert (call.url, call.params) == ("https://bsky.social/xrpc/app.bsky.graph.getFollowers",
                                        {"actor": "bsky.app", "limit": 100})
-    status, body, headers = canned("followers_200_page.json")
+    _, body, headers = canned("followers_200_page.json")
     page = bluesky.parse_page(body, headers, first)
     assert page.connections == [("did:plc:vwzwgnygau7ed7b7wt5ux7y2", "alice.bsky.social"),
                                 ("did:plc:44ybard66vv44zksje25o7dz", "handle.invalid"),
