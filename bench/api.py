@@ -19,7 +19,12 @@ def add_account(stack, account: dict) -> None:
 
 
 def login(stack, user_id: str, account: dict) -> str:
-    response = send_login(stack.web_url, user_id, [account], http=_api)
+    """One sync: the provider's first relation (the benchmarks measure one direction)."""
+    import providers
+
+    relation = providers.provider_classes()[account["provider"]].RELATIONS[0]
+    response = send_login(stack.web_url, user_id, [{"relations": [relation], **account}],
+                          http=_api)
     response.raise_for_status()
     return response.json()["syncs"][0]["sync_id"]
 

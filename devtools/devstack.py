@@ -58,6 +58,7 @@ class DevStack:
     def start(self) -> "DevStack":
         try:
             self._start_redis()
+            self._start_database()
             self._start_simulator()
             if self.web:
                 self._start_web()
@@ -103,6 +104,23 @@ class DevStack:
                     "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
         env.setdefault("CELERY_BROKER_URL", url)
         self.base_env = env
+
+    def _start_database(self) -> None:
+        """``DATABASE_URL`` (ours or the caller's environment), else an embedded
+        PostgreSQL under ``var_dir``; migrated to the latest schema either way."""
+        from state import migrate
+
+        url = self.base_env.get("DATABASE_URL")
+        if not url:
+            from state import embedded_postgres
+
+            url = embedded_postgres.start(self.var_dir)
+        migrate.upgrade(url)
+        self.base_env["DATABASE_URL"] = url
+
+    @property
+    def database_url(self) -> str:
+        return self.base_env["DATABASE_URL"]
 
     @property
     def redis_url(self) -> str:

@@ -2,6 +2,8 @@
 
 Uses ``REDIS_URL`` / ``CELERY_BROKER_URL`` when set; otherwise starts the
 embedded Redis (append-only file under ``./var/``) first and stops it last.
+Likewise ``DATABASE_URL``, else the embedded PostgreSQL (data under
+``./var/postgres``); the schema is migrated before anything starts.
 SIGTERM or Ctrl-C stops everything.
 """
 from __future__ import annotations
@@ -28,6 +30,14 @@ def main() -> int:
         server = EmbeddedRedis(load_settings(env).var_dir, persist=True)
         env["REDIS_URL"] = server.start()
         print(f"embedded Redis at {env['REDIS_URL']} (data in {server.directory})", flush=True)
+    if not env.get("DATABASE_URL"):
+        from state import embedded_postgres
+
+        env["DATABASE_URL"] = embedded_postgres.start(load_settings(env).var_dir)
+        print(f"embedded PostgreSQL at {env['DATABASE_URL']}", flush=True)
+    from state import migrate
+
+    migrate.upgrade(env["DATABASE_URL"])
     honcho = subprocess.Popen([os.path.join(bin_dir, "honcho"), "start", "-f", "Procfile"],
                               cwd=ROOT, env=env, start_new_session=True)
 

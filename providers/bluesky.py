@@ -136,12 +136,17 @@ class Bluesky(Provider):
     def profile_call(self, account_id):
         return HttpCall("GET", self.xrpc(PROFILE), {"actor": account_id})
 
-    def parse_size(self, body, relation: str = "followers"):
+    def parse_size(self, body, relation: str | None = None):
         # optional in the schema: None when the AppView leaves it out
-        return int_or_none(body.get(_RELATIONS[relation][2])) if isinstance(body, dict) else None
+        key = _RELATIONS[relation or "followers"][2]
+        return int_or_none(body.get(key)) if isinstance(body, dict) else None
+
+    def account_uid(self, body, account_id):
+        return str(body["did"])  # handles change; the DID is the stable key
 
     # -- pages: cursor "<relation>:<the answer's cursor>", "<relation>:" first -----
-    def first_cursor(self, account_id, relation: str = "followers"):
+    def first_cursor(self, account_id, relation: str | None = None):
+        relation = relation or "followers"
         if relation not in _RELATIONS:
             raise ValueError(f"bluesky has no relation {relation!r}")
         return f"{relation}:"

@@ -93,11 +93,15 @@ class Facebook(Provider):
         # limit=0: only summary.total_count, no friends
         return HttpCall("GET", self.friends_url(account_id), {"limit": 0, "summary": "total_count"})
 
-    def parse_size(self, body):
+    def parse_size(self, body, relation=None):
         summary = body.get("summary") or (body.get("friends") or {}).get("summary") or {}
         return int_or_none(summary.get("total_count"))
 
-    def first_cursor(self, account_id):
+    def account_uid(self, body, account_id):
+        # the app-scoped user id: the /me?fields=friends form names it, the edge does not
+        return str(body.get("id") or account_id) if isinstance(body, dict) else account_id
+
+    def first_cursor(self, account_id, relation=None):
         return FIRST
 
     def page_call(self, account_id, cursor):

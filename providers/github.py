@@ -1,4 +1,4 @@
-"""GitHub REST: followers of a user.
+"""GitHub REST: followers and following of a user (``/users/{login}/followers``, ``/following``).
 
 Docs: https://docs.github.com/en/rest/users/followers and
 https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
@@ -38,11 +38,15 @@ class GitHub(Provider):
     def profile_call(self, account_id):
         return HttpCall("GET", self.url(f"/users/{account_id}"))
 
-    def parse_size(self, body):
-        return int(body["followers"])
+    def parse_size(self, body, relation=None):
+        return int(body[self.relation_or_default(relation)])  # "followers" / "following" counts
 
-    def first_cursor(self, account_id):
-        return f"{self.base_path}/users/{account_id}/followers?per_page={self.PAGE_SIZE}&page=1"
+    def first_cursor(self, account_id, relation=None):
+        relation = self.relation_or_default(relation)
+        return f"{self.base_path}/users/{account_id}/{relation}?per_page={self.PAGE_SIZE}&page=1"
+
+    def account_uid(self, body, account_id):
+        return str(body["id"])  # the numeric id: a login can be renamed and reused
 
     def page_call(self, account_id, cursor):
         # Follow links exactly as given: they may name another path

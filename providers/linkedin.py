@@ -64,11 +64,11 @@ class LinkedIn(Provider):
     def profile_call(self, account_id):
         return HttpCall("GET", self.connections_url(projection="(paging)"))
 
-    def parse_size(self, body):
+    def parse_size(self, body, relation=None):
         paging = body.get("paging") or {}
         return int_or_none(paging.get("total", body.get("_total")))
 
-    def first_cursor(self, account_id):
+    def first_cursor(self, account_id, relation=None):
         return self.offset_cursor(0)
 
     def page_call(self, account_id, cursor):

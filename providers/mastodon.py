@@ -1,4 +1,4 @@
-"""Mastodon: an account's followers, paged only by the ``Link`` header.
+"""Mastodon: an account's followers and following, paged only by the ``Link`` header.
 
 Docs: https://docs.joinmastodon.org/methods/accounts/#followers,
 https://docs.joinmastodon.org/api/guidelines/#pagination,
@@ -58,11 +58,15 @@ class Mastodon(Provider):
     def profile_call(self, account_id):
         return HttpCall("GET", self.url(f"/api/v1/accounts/{account_id}"))
 
-    def parse_size(self, body):
-        return int_or_none(body.get("followers_count"))
+    def parse_size(self, body, relation=None):
+        return int_or_none(body.get(f"{self.relation_or_default(relation)}_count"))
 
-    def first_cursor(self, account_id):
-        return f"{self.base_path}/api/v1/accounts/{account_id}/followers?limit={self.PAGE_SIZE}"
+    def first_cursor(self, account_id, relation=None):
+        relation = self.relation_or_default(relation)
+        return f"{self.base_path}/api/v1/accounts/{account_id}/{relation}?limit={self.PAGE_SIZE}"
+
+    def account_uid(self, body, account_id):
+        return str(body["id"])
 
     def page_call(self, account_id, cursor):
         return HttpCall("GET", self.origin + cursor)

@@ -63,7 +63,8 @@ def with_generation(generation: int, cursor: str) -> str:
 
 
 # -- what a page launches ----------------------------------------------------------
-def initial_cursors(provider, account_id: str, size: int | None) -> list[str]:
+def initial_cursors(provider, account_id: str, size: int | None,
+                    relation: str | None = None) -> list[str]:
     """The cursors round two starts with."""
     from providers.provider import Pagination
 
@@ -73,7 +74,9 @@ def initial_cursors(provider, account_id: str, size: int | None) -> list[str]:
         return [offset_cursor(i * page_size) for i in range(pages)]
     if provider.PAGINATION in (Pagination.OFFSET_KNOWN, Pagination.OFFSET_UNKNOWN):
         return [lane_cursor(i * page_size) for i in range(provider.LANES)]
-    return [provider.first_cursor(account_id)]
+    if relation is None:  # the default relation: a provider of one needs no argument
+        return [provider.first_cursor(account_id)]
+    return [provider.first_cursor(account_id, relation)]
 
 
 def followups(provider, cursor: str, page, expected_total: int | None) -> list[str]:

@@ -131,11 +131,19 @@ class Provider:
     def profile_call(self, account_id: str) -> HttpCall:
         raise NotImplementedError
 
-    def parse_size(self, body) -> int | None:
+    def parse_size(self, body, relation: str | None = None) -> int | None:
+        """The size of ``relation`` (default: the first of ``RELATIONS``) from the profile."""
         raise NotImplementedError
 
-    def first_cursor(self, account_id: str) -> str:
+    def first_cursor(self, account_id: str, relation: str | None = None) -> str:
+        """Where paging ``relation`` starts; a later cursor carries the relation itself
+        (a URL path, a prefix), so ``page_call`` needs only the cursor."""
         raise NotImplementedError
+
+    def account_uid(self, body, account_id: str) -> str | None:
+        """The account's stable provider id from the profile answer (the key the
+        members lookup matches connections on). Default: the account id itself."""
+        return account_id
 
     def page_call(self, account_id: str, cursor: str) -> HttpCall:
         raise NotImplementedError
@@ -180,9 +188,17 @@ class Provider:
         return ""
 
     # -- shared behaviour -----------------------------------------------------
-    def initial_cursors(self, account_id: str, size: int | None) -> list[str]:
+    def initial_cursors(self, account_id: str, size: int | None,
+                        relation: str | None = None) -> list[str]:
         """The cursors round two starts with (see ``providers.pagination``)."""
-        return pagination.initial_cursors(self, account_id, size)
+        return pagination.initial_cursors(self, account_id, size, relation)
+
+    def relation_or_default(self, relation: str | None) -> str:
+        if relation is None:
+            return self.RELATIONS[0]
+        if relation not in self.RELATIONS:
+            raise ValueError(f"{self.NAME} has no relation {relation!r}; one of {self.RELATIONS}")
+        return relation
 
     @staticmethod
     def offset_cursor(offset: int) -> str:

@@ -1,4 +1,4 @@
-"""Twitter / X API v2: followers of a user, chained by ``pagination_token``.
+"""Twitter / X API v2: followers and following of a user, chained by ``pagination_token``.
 
 Docs: https://developer.x.com/en/docs/x-api/users/follows/api-reference/get-users-id-followers,
 https://developer.x.com/en/docs/x-api/rate-limits,
@@ -15,7 +15,9 @@ from providers.errors import Action, ErrorRule
 from providers.provider import Auth, HttpCall, Page, Pagination, Provider
 from providers.ratelimits import QuotaLimit, int_or_none
 
-FIRST = "token:"  # the first page: no pagination_token
+FIRST = "token:"  # the first followers page: no pagination_token
+FOLLOWING_KIND = "following"
+FOLLOWING_FIRST = "following:"  # /2/users/:id/following pages: "following:<next_token>"
 
 
 
@@ -60,20 +62,30 @@ class Twitter(Provider):
         return HttpCall("GET", self.url(f"/2/users/{account_id}"),
                         {"user.fields": "public_metrics"})
 
-    def parse_size(self, body):
+    def parse_size(self, body, relation=None):
         data = body.get("data") if "data" in body else body  # v2, else a v1.1 user object
         metrics = data.get("public_metrics") or data
-        return int_or_none(metrics.get("followers_count"))
+        # v1.1 calls following "friends_count"
+        names = {"followers": ("followers_count",), "following": ("following_count", "friends_count")}
+        for name in names[self.relation_or_default(relation)]:
+            if name in metrics:
+                return int_or_none(metrics.get(name))
+        return None
 
-    def first_cursor(self, account_id):
-        return FIRST
+    def first_cursor(self, account_id, relation=None):
+        return FIRST if self.relation_or_default(relation) == "followers" else FOLLOWING_FIRST
+
+    def account_uid(self, body, account_id):
+        data = body.get("data") if "data" in body else body
+        return str(data.get("id_str") or data["id"])
 
     def page_call(self, account_id, cursor):
         params = {"max_results": self.PAGE_SIZE}
-        token = cursor.partition(":")[2]
+        kind, _, token = cursor.partition(":")
         if token:
             params["pagination_token"] = token
-        return HttpCall("GET", self.url(f"/2/users/{account_id}/followers"), params)
+        relation = "following" if kind == FOLLOWING_KIND else "followers"
+        return HttpCall("GET", self.url(f"/2/users/{account_id}/{relation}"), params)
 
     def parse_page(self, body, headers, cursor):
         if "ids" in body or "users" in body:
@@ -82,7 +94,8 @@ class Twitter(Provider):
         connections = [(str(user["id"]), user.get("username", "")) for user in users]
         token = (body.get("meta") or {}).get("next_token")  # absent on the last page
         problems = tuple(_problem_type(e) for e in body.get("errors") or [])
-        return Page(connections, next_cursor=f"token:{token}" if token else None,
+        kind = cursor.partition(":")[0] or "token"  # the next page pages the same relation
+        return Page(connections, next_cursor=f"{kind}:{token}" if token else None,
                     problems=problems)
 
     @staticmethod

@@ -12,7 +12,7 @@ import hmac
 
 from flask import Blueprint, Flask, jsonify, request, url_for
 
-from service import http_errors, openapi
+from service import http_errors, network_api, openapi
 from service.extensions import services
 from service.http_errors import ApiError
 from service.observability import count
@@ -21,9 +21,6 @@ from service.syncs import SyncRequestError, start_sync, validate_target
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
-DEFAULT_PAGE_LIMIT = 100
-MAX_PAGE_LIMIT = 1000
-MAX_CURSOR_LENGTH = 512
 MAX_SYNC_ID_LENGTH = 64
 
 #: how a refused trigger answers: no credentials is a state the caller can fix
@@ -61,6 +58,7 @@ def ticket_view(ticket: SyncTicket) -> dict:
     return {
         "sync_id": sync_id,
         "provider": ticket.provider,
+        "relation": ticket.relation or None,
         "status": ticket.status,
         "queue": ticket.queue or None,
         "status_url": url_for("api.get_sync", sync_id=sync_id) if sync_id else None,
@@ -96,6 +94,7 @@ def sync_view(record: dict) -> dict:
         "sync_id": record.get("sync_id"),
         "user_id": record.get("user_id"),
         "provider": record.get("provider"),
+        "relation": record.get("relation"),
         "account_id": record.get("account_id"),
         "queue": record.get("queue"),
         "trigger": record.get("trigger"),
@@ -135,28 +134,31 @@ def require_bearer_token():
 
 
 # -- routes -----------------------------------------------------------------------
-def _sync_request(document: dict) -> tuple[str, str, bool]:
+def _sync_request(document: dict) -> tuple[str, str, bool, str]:
     missing = [name for name in ("user_id", "provider") if name not in document]
     if missing:
         raise ApiError(422, f"missing field(s): {', '.join(missing)}", code="missing_field")
     force = document.get("force", False)
     if not isinstance(force, bool):
         raise ApiError(422, "force must be true or false")
+    relation = document.get("relation")
+    if relation is not None and not isinstance(relation, str):
+        raise ApiError(422, "relation must be a string")
     try:
-        validate_target(document["user_id"], document["provider"])
+        relation = validate_target(document["user_id"], document["provider"], relation)
     except SyncRequestError as exc:
         raise ApiError(422, str(exc)) from None
-    return document["user_id"], document["provider"], force
+    return document["user_id"], document["provider"], force, relation
 
 
 @bp.post("/syncs")
 def create_sync():
     """Start (or find) the sync of one user's network on one provider."""
     document = http_errors.read_json_object(request.get_data(), request.is_json)
-    user_id, provider, force = _sync_request(document)
+    user_id, provider, force, relation = _sync_request(document)
     try:
         ticket = start_sync(services(), user_id=user_id, provider=provider, trigger="api",
-                            force=force)
+                            force=force, relation=relation)
     except SyncRequestError as exc:
         count("triggers", kind="api", outcome=exc.code)
         raise ApiError(_REFUSALS.get(exc.code, 422), str(exc), code=exc.code) from None
@@ -174,54 +176,8 @@ def get_sync(sync_id: str):
     return jsonify(sync_view(record))
 
 
-def _network_target(user_id: str, provider: str) -> None:
-    """A path naming no possible network is a 404, like any unknown resource."""
-    try:
-        validate_target(user_id, provider)
-    except SyncRequestError as exc:
-        raise ApiError(404, str(exc)) from None
-
-
-def _page_limit() -> int:
-    raw = request.args.get("limit")
-    if raw is None or raw == "":
-        return DEFAULT_PAGE_LIMIT
-    if not raw.isascii() or not raw.lstrip("-").isdigit() or len(raw) > 10:
-        raise ApiError(400, "limit must be an integer")
-    limit = int(raw)
-    if not 1 <= limit <= MAX_PAGE_LIMIT:
-        raise ApiError(422, f"limit must be between 1 and {MAX_PAGE_LIMIT}")
-    return limit
-
-
-@bp.get("/users/<user_id>/networks/<provider>")
-def get_network(user_id: str, provider: str):
-    """One page of the last complete network, in a stable id order."""
-    _network_target(user_id, provider)
-    limit = _page_limit()
-    cursor = request.args.get("cursor") or None
-    if cursor is not None and len(cursor) > MAX_CURSOR_LENGTH:
-        raise ApiError(422, f"cursor is longer than {MAX_CURSOR_LENGTH} characters")
-    page = services().store.network_page(provider, user_id, cursor, limit)
-    if page is None:
-        raise ApiError(404, f"no {provider} network has been synced for {user_id}")
-    meta, connections, next_cursor = page
-    return jsonify(count=_int(meta.get("count")) or 0, synced_at=iso(meta.get("synced_at")),
-                   sync_id=meta.get("sync_id"), connections=connections,
-                   next_cursor=next_cursor)
-
-
-@bp.get("/users/<user_id>/networks/<provider>/changes")
-def get_changes(user_id: str, provider: str):
-    """What the last completed sync added to and removed from the network."""
-    _network_target(user_id, provider)
-    changes = services().store.changes(provider, user_id)
-    if changes is None:
-        raise ApiError(404, f"no {provider} network has been synced for {user_id}")
-    return jsonify(changes)
-
-
 def init_app(app: Flask) -> None:
     http_errors.init_app(app)
     app.register_blueprint(bp)
+    network_api.init_app(app, require_bearer_token)
     app.register_blueprint(openapi.bp)

@@ -27,7 +27,7 @@ from service.extensions import services
 from service.http_errors import UNAVAILABLE
 from service.observability import count
 from state.store import ACTIVE, FINAL
-from service.syncs import SyncRequestError, start_sync, validate_target
+from service.syncs import SyncRequestError, relations_of, start_sync, validate_target
 
 #: final statuses that make the command fail
 FAILED = ("failed", "needs_reauth", "cancelled")
@@ -103,11 +103,12 @@ def watch_sync(sync_id: str, timeout_s: int, poll_s: float) -> dict | None:
 
 
 # -- resync ----------------------------------------------------------------------------
-def _start(user_id: str, provider: str, trigger: str, force: bool) -> tuple[str, object]:
+def _start(user_id: str, provider: str, trigger: str, force: bool,
+           relation: str | None = None) -> tuple[str, object]:
     """(outcome, ticket or the refusal): one trigger, counted."""
     try:
         ticket = start_sync(services(), user_id=user_id, provider=provider, trigger=trigger,
-                            force=force)
+                            force=force, relation=relation)
     except SyncRequestError as exc:
         count("triggers", kind=trigger, outcome=exc.code)
         return exc.code, exc
@@ -126,14 +127,15 @@ def resync_user(user_id: str, provider: str | None, force: bool, wait: bool,
         raise click.ClickException(f"no linked accounts for {user_id}; they arrive with a "
                                    "login webhook")
     exit_code, tickets = 0, []
-    for name in providers:
-        outcome, result = _start(user_id, name, "cli", force)
+    for name, relation in ((p, r) for p in providers for r in relations_of(p)):
+        outcome, result = _start(user_id, name, "cli", force, relation)
         if isinstance(result, SyncRequestError):
-            click.echo(f"{name}: not started: {result}", err=True)
+            click.echo(f"{name} {relation}: not started: {result}", err=True)
             exit_code = 1
             continue
         note = " (synced recently; --force to sync anyway)" if outcome == "fresh" else ""
-        click.echo(f"{name}: {outcome} {result.sync_id or '-'} queue={result.queue or '-'}{note}")
+        click.echo(f"{name} {relation}: {outcome} {result.sync_id or '-'} "
+                   f"queue={result.queue or '-'}{note}")
         tickets.append(result)
     if wait:
         for ticket in tickets:
@@ -150,7 +152,7 @@ def _wait_for(sync_id: str, timeout_s: int, poll_s: float) -> int:
     error = view["error"] or {}
     detail = f": {error.get('kind')}: {error.get('message')}" if error else ""
     reason = f" ({view['partial_reason']})" if view["partial_reason"] else ""
-    click.echo(f"{view['provider']}: {view['status']}{reason}{detail}")
+    click.echo(f"{view['provider']} {view['relation']}: {view['status']}{reason}{detail}")
     return 1 if view["status"] in FAILED else 0
 
 
@@ -163,8 +165,8 @@ def resync_stale(older_than_s: int, provider: str | None, limit: int, force: boo
     outcomes = Counter()
     with click.progressbar(targets, label=f"re-syncing {len(targets)} stale networks",
                            file=click.get_text_stream("stderr")) as bar:
-        for target_provider, user_id in bar:
-            outcome, _ = _start(user_id, target_provider, "stale", force)
+        for target_provider, user_id, relation in bar:
+            outcome, _ = _start(user_id, target_provider, "stale", force, relation or None)
             outcomes[outcome] += 1
     click.echo(" ".join(f"{outcome}={n}" for outcome, n in sorted(outcomes.items())))
     return 0

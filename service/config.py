@@ -103,6 +103,12 @@ class Settings:
     broker_visibility_timeout: int = 3600
     #: where the embedded servers keep their files
     var_dir: Path = Path("var")
+    #: PostgreSQL holding the networks and the change feed (None: the embedded one)
+    database_url: str | None = None
+    #: connections per process in the PostgreSQL pool
+    database_pool_size: int = 8
+    #: change-feed entries older than this are pruned (``flask db prune``)
+    changes_retention_days: float = 30.0
     #: provider quotas and queue-class shares (``QUOTA_<PROVIDER>``, ``QUOTA_SHARES*``)
     quota: QuotaConfig = field(default_factory=lambda: QuotaConfig.from_env({}))
 
@@ -148,6 +154,9 @@ def load_settings(environ=None) -> Settings:
         },
         broker_visibility_timeout=_int(env, "BROKER_VISIBILITY_TIMEOUT", 3600),
         var_dir=Path(env.get("NETSYNC_VAR_DIR") or "var"),
+        database_url=env.get("DATABASE_URL") or None,
+        database_pool_size=_int(env, "DATABASE_POOL_SIZE", 8),
+        changes_retention_days=_float(env, "CHANGES_RETENTION_DAYS", 30.0),
         quota=_quota(env),
     )
     validate(settings)
@@ -176,5 +185,7 @@ def validate(settings: Settings) -> None:
         problems.append("TOKEN_ENCRYPTION_KEY")
     if not settings.redis_url:
         problems.append("REDIS_URL (no embedded Redis in production)")
+    if not settings.database_url:
+        problems.append("DATABASE_URL (no embedded PostgreSQL in production)")
     if problems:
         raise ConfigError("production needs real values for: " + ", ".join(problems))

@@ -15,6 +15,7 @@ from service.config import Settings
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
 from state.metrics import Metrics
+from state.networks import NetworkStore
 from state.quota import QuotaGate
 from state.store import SyncStore
 from sync.runtime import Services
@@ -35,8 +36,18 @@ def resolve_redis_url(settings: Settings) -> str:
     return url
 
 
+def resolve_database_url(settings: Settings) -> str:
+    """``DATABASE_URL``, else the embedded PostgreSQL of this run (started if none is)."""
+    if settings.database_url:
+        return settings.database_url
+    from state import embedded_postgres
+
+    return embedded_postgres.start(settings.var_dir)
+
+
 def build_services(settings: Settings) -> Services:
     url = resolve_redis_url(settings)
+    database_url = resolve_database_url(settings)
     client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
                                   health_check_interval=30)
     return Services(
@@ -48,6 +59,8 @@ def build_services(settings: Settings) -> Services:
         quota=QuotaGate(client, settings.key_prefix, settings.quota),
         delayed=DelayedSet(client, settings.key_prefix),
         metrics=Metrics(client, settings.key_prefix),
+        networks=NetworkStore(database_url, settings.database_pool_size),
+        database_url=database_url,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import current_app
 
 import queues
+import providers
 from service.config import PROVIDERS
 from state.credentials import Credential
 from sync.runtime import Services
@@ -25,21 +26,36 @@ class SyncRequestError(ValueError):
         self.code = code
 
 
-def validate_target(user_id, provider) -> None:
+def validate_target(user_id, provider, relation=None) -> str:
+    """Refuse a user, provider or relation that names no network; the relation
+    (the provider's first where none is named)."""
     if not isinstance(user_id, str) or not USER_ID_RE.match(user_id):
         raise SyncRequestError("user_id must be 1-128 characters of [A-Za-z0-9_.@:+-]")
     if provider not in PROVIDERS:
         raise SyncRequestError(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
+    offered = relations_of(provider)
+    if relation is None:
+        return offered[0]
+    if relation not in offered:
+        raise SyncRequestError(f"{provider} has no relation {relation!r}; one of "
+                               f"{', '.join(offered)}")
+    return relation
+
+
+def relations_of(provider: str) -> tuple[str, ...]:
+    """The relations a provider offers, its default first (``Provider.RELATIONS``)."""
+    return providers.provider_classes()[provider].RELATIONS
 
 
 def start_sync(svc: Services, *, user_id: str, provider: str, trigger: str,
-               force: bool = False, credential: Credential | None = None) -> SyncTicket:
-    """Start (or find) the sync for one user's network on one provider.
+               force: bool = False, credential: Credential | None = None,
+               relation: str | None = None) -> SyncTicket:
+    """Start (or find) the sync for one user's network on one provider and relation.
 
     ``credential`` comes with a login webhook and is stored (encrypted) even
     when no new sync starts: the newest token is the one to use next time.
     """
-    validate_target(user_id, provider)
+    relation = validate_target(user_id, provider, relation)
     assert trigger in TRIGGERS, trigger
     if credential is not None:
         svc.credentials.save(provider, user_id, credential)
@@ -50,12 +66,12 @@ def start_sync(svc: Services, *, user_id: str, provider: str, trigger: str,
         )
     account_id = credential.account_id if credential else svc.credentials.load(provider, user_id).account_id
     settings = svc.settings
-    last_size = svc.store.last_sync(provider, user_id).get("size")
+    last_size = svc.store.last_sync(provider, user_id, relation).get("size")
     queue_class = queues.queue_class_for(
         int(last_size) if last_size else None, trigger, settings.whale_threshold
     )
     ticket = svc.store.begin_sync(
-        user_id=user_id, provider=provider, account_id=account_id,
+        user_id=user_id, provider=provider, relation=relation, account_id=account_id,
         queue=queue_class, trigger=trigger, force=force,
         freshness_s=settings.freshness_seconds, stale_s=settings.sync_stale_seconds,
     )

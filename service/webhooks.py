@@ -29,7 +29,7 @@ from service.http_errors import ApiError
 from service.observability import count
 from sync.signatures import DELIVERY_HEADER, SIGNATURE_HEADER, SignatureError, verify
 from state.store import USER_ID_RE
-from service.syncs import start_sync
+from service.syncs import relations_of, start_sync
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -120,8 +120,23 @@ def _expires_at(obj: dict, where: str) -> float | None:
     return value
 
 
-def parse_account(account, index: int) -> tuple[str, Credential]:
-    """(provider, Credential) of one ``accounts[]`` entry, or a 422."""
+def _relations(account: dict, provider: str, where: str) -> tuple[str, ...]:
+    """The relations to sync (default: every one the provider offers)."""
+    offered = relations_of(provider)
+    raw = account.get("relations")
+    if raw is None:
+        return offered
+    if not isinstance(raw, list) or not raw or not all(isinstance(r, str) for r in raw):
+        _invalid(f"{where}relations must be a non-empty list of relation names")
+    unknown = [r for r in raw if r not in offered]
+    if unknown:
+        _invalid(f"{where}relations: {provider} has no {', '.join(map(repr, unknown))}; "
+                 f"one of {', '.join(offered)}", code="unknown_relation")
+    return tuple(dict.fromkeys(raw))
+
+
+def parse_account(account, index: int) -> tuple[str, Credential, tuple[str, ...]]:
+    """(provider, Credential, relations) of one ``accounts[]`` entry, or a 422."""
     where = f"accounts[{index}]."
     if not isinstance(account, dict):
         _invalid(f"accounts[{index}] must be an object")
@@ -140,10 +155,10 @@ def parse_account(account, index: int) -> tuple[str, Credential]:
         token_secret=_string(account, "token_secret", where, required=False,
                              max_length=MAX_TOKEN_LENGTH, secret=True),
     )
-    return provider, credential
+    return provider, credential, _relations(account, provider, where)
 
 
-def parse_login(document: dict) -> tuple[str, list[tuple[str, Credential]]]:
+def parse_login(document: dict) -> tuple[str, list[tuple[str, Credential, tuple]]]:
     """The user and their accounts, all validated before anything starts."""
     user_id = _string(document, "user_id", "", required=True, max_length=128)
     if not USER_ID_RE.match(user_id):
@@ -154,7 +169,7 @@ def parse_login(document: dict) -> tuple[str, list[tuple[str, Credential]]]:
     if not isinstance(accounts, list) or not 1 <= len(accounts) <= MAX_ACCOUNTS:
         _invalid(f"accounts must be a list of 1 to {MAX_ACCOUNTS} objects")
     parsed = [parse_account(account, index) for index, account in enumerate(accounts)]
-    providers = [provider for provider, _ in parsed]
+    providers = [provider for provider, _, _ in parsed]
     if len(set(providers)) != len(providers):
         _invalid("accounts lists the same provider twice")
     return user_id, parsed
@@ -188,14 +203,16 @@ def process_login(body: bytes) -> tuple[int, dict]:
     document = http_errors.read_json_object(body, request.is_json)
     user_id, accounts = parse_login(document)
     syncs = []
-    for provider, credential in accounts:
-        ticket = start_sync(svc, user_id=user_id, provider=provider, trigger="webhook",
-                            credential=credential)
-        count("triggers", kind="webhook", outcome=trigger_outcome(ticket))
-        syncs.append(ticket_view(ticket))
+    for provider, credential, relations in accounts:
+        for relation in relations:  # each relation is a sync of its own
+            ticket = start_sync(svc, user_id=user_id, provider=provider, trigger="webhook",
+                                credential=credential, relation=relation)
+            count("triggers", kind="webhook", outcome=trigger_outcome(ticket))
+            syncs.append(ticket_view(ticket))
     log.info("login webhook accepted", extra={
         "user_id": user_id,
-        "syncs": " ".join(f"{s['provider']}:{s['sync_id']}:{s['status']}" for s in syncs)})
+        "syncs": " ".join(f"{s['provider']}:{s['relation']}:{s['sync_id']}:{s['status']}"
+                          for s in syncs)})
     return 202, {"syncs": syncs}
 
 

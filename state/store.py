@@ -1,21 +1,25 @@
-"""Sync state and stored networks, in Redis, changed only by atomic scripts.
+"""Sync state in Redis (hot and transient), changed only by atomic scripts.
 
-Every key of one user's network on one provider shares the hash tag
+The networks themselves live in PostgreSQL (``state.networks``); Redis keeps
+what a sync in flight needs and a page's staging, which is atomic with the
+page bookkeeping. Every key of one user on one provider shares the hash tag
 ``{provider:user_id}``, so each script below touches one slot (the store can
-move to Redis Cluster). Per tag::
+move to Redis Cluster). A network is (user, provider, relation). Per tag::
 
-    P:{p:u}:inflight            sync id of the sync in flight (one per user+provider)
-    P:{p:u}:last                hash: the last complete network's sync id, time, count, size
-    P:{p:u}:network, :network_h the live network: zset of ids (lex order = paging order) + id→handle
-    P:{p:u}:added, :removed     the last completed sync's diff
-    P:{p:u}:sync:<id>           hash: the sync record (status, counters, error, rate headers)
+    P:{p:u}:<relation>:inflight sync id of the sync in flight (one per network)
+    P:{p:u}:<relation>:last     hash: the last final sync's id, time, count, size (freshness)
+    P:{p:u}:sync:<id>           hash: the sync record (status, relation, counters, error, rate headers)
     P:{p:u}:sync:<id>:pending   hash: page cursor launched, not yet stored → cursor that launched it
     P:{p:u}:sync:<id>:done      hash: page cursor stored → its parent (a redelivered page is a no-op)
-    P:{p:u}:sync:<id>:staging   zset + hash (:staging_h) of connections fetched so far
+    P:{p:u}:sync:<id>:staging_h hash id → handle of the connections fetched so far
+
+When the last page is stored the record gets ``finalizing`` (its status stays
+``running``: "is it done?" stays exact); the engine then finalizes in
+PostgreSQL and ``finish`` makes the record final and drops the staging.
 
 Global indexes (not part of any atomic step): ``P:syncs`` (sync id → tag),
-``P:synced_at`` (zset "provider:user" → last sync time, for stale re-syncs),
-``P:recent`` (zset of sync ids by creation time, for listing).
+``P:synced_at`` (zset "provider:relation:user" → last sync time, for stale
+re-syncs), ``P:recent`` (zset of sync ids by creation time, for listing).
 """
 from __future__ import annotations
 
@@ -31,9 +35,9 @@ FINAL = ("succeeded", "partial", "failed", "needs_reauth", "cancelled")
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
 
 _BEGIN = """
-local base, sync_id = KEYS[1], ARGV[1]
+local base, net, sync_id = KEYS[1], KEYS[2], ARGV[1]
 local now, freshness, stale, force = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local current = redis.call('GET', base .. ':inflight')
+local current = redis.call('GET', net .. ':inflight')
 if current then
   local rec = base .. ':sync:' .. current
   local st = redis.call('HGET', rec, 'status')
@@ -43,9 +47,9 @@ if current then
   end
 end
 if force ~= '1' then
-  local synced_at = tonumber(redis.call('HGET', base .. ':last', 'synced_at') or '')
+  local synced_at = tonumber(redis.call('HGET', net .. ':last', 'synced_at') or '')
   if synced_at and now - synced_at < freshness then
-    local last = redis.call('HMGET', base .. ':last', 'sync_id', 'queue')
+    local last = redis.call('HMGET', net .. ':last', 'sync_id', 'queue')
     return {'fresh', last[1] or '', 'fresh', last[2] or ''}
   end
 end
@@ -53,7 +57,7 @@ local rec = base .. ':sync:' .. sync_id
 for i = 6, #ARGV, 2 do redis.call('HSET', rec, ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', rec, 'status', 'queued', 'created_at', ARGV[2],
            'pages_fetched', 0, 'connections_fetched', 0, 'calls', 0)
-redis.call('SET', base .. ':inflight', sync_id)
+redis.call('SET', net .. ':inflight', sync_id)
 return {'created', sync_id, 'queued', redis.call('HGET', rec, 'queue') or ''}
 """
 
@@ -85,34 +89,26 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
 return 1
 """
 
-# Finalizing: the last page's completion swaps staging in (partial if a guard flagged it).
-_FINALIZE_FN = """
-local function finalize(base, rec, sync_id, now)
-  local staging, staging_h = rec .. ':staging', rec .. ':staging_h'
-  local network, network_h = base .. ':network', base .. ':network_h'
-  redis.call('DEL', base .. ':added', base .. ':removed')
-  redis.call('ZDIFFSTORE', base .. ':added', 2, staging, network)
-  redis.call('ZDIFFSTORE', base .. ':removed', 2, network, staging)
-  local count = redis.call('ZCARD', staging)
-  if count > 0 then
-    redis.call('RENAME', staging, network)
-    redis.call('RENAME', staging_h, network_h)
-  else
-    redis.call('DEL', network, network_h, staging_h)
-  end
-  local status = 'succeeded'
-  if redis.call('HEXISTS', rec, 'partial_reason') == 1 then status = 'partial' end
-  redis.call('HSET', rec, 'status', status, 'finished_at', now, 'connections_fetched', count)
-  local size = redis.call('HGET', rec, 'expected_total') or count
-  redis.call('HSET', base .. ':last', 'sync_id', sync_id, 'synced_at', now, 'count', count,
-             'size', size, 'status', status, 'queue', redis.call('HGET', rec, 'queue') or '')
-  redis.call('DEL', rec .. ':pending', rec .. ':done')
-  if redis.call('GET', base .. ':inflight') == sync_id then redis.call('DEL', base .. ':inflight') end
-  return status
-end
+# Finishing, after PostgreSQL committed the network: the record becomes final
+# (once: a retried finalization finds it final and returns 0), the freshness
+# hash is written, the in-flight marker and the staging go.
+_FINISH = """
+local base, rec, net = KEYS[1], KEYS[2], KEYS[3]
+local sync_id, status, now, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local st = redis.call('HGET', rec, 'status')
+if st ~= 'queued' and st ~= 'running' then return 0 end
+redis.call('HSET', rec, 'status', status, 'finished_at', now, 'connections_fetched', count,
+           'added', ARGV[5], 'removed', ARGV[6], 'initial', ARGV[7])
+redis.call('HDEL', rec, 'finalizing')
+local size = redis.call('HGET', rec, 'expected_total') or count
+redis.call('HSET', net .. ':last', 'sync_id', sync_id, 'synced_at', now, 'count', count,
+           'size', size, 'status', status, 'queue', redis.call('HGET', rec, 'queue') or '')
+redis.call('DEL', rec .. ':pending', rec .. ':done', rec .. ':staging_h', rec .. ':guard')
+if redis.call('GET', net .. ':inflight') == sync_id then redis.call('DEL', net .. ':inflight') end
+return 1
 """
 
-_COMPLETE_PAGE = _FINALIZE_FN + """
+_COMPLETE_PAGE = """
 local base, rec = KEYS[1], KEYS[2]
 local sync_id, cursor, now, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local st = redis.call('HGET', rec, 'status')
@@ -128,33 +124,37 @@ local n = #flat / 2
 local chunk = 500
 for first = 0, n - 1, chunk do
   local last = math.min(first + chunk, n) - 1
-  local zargs, hargs = {}, {}
+  local hargs = {}
   for i = first, last do
-    local id, handle = flat[1 + 2 * i], flat[2 + 2 * i]
-    zargs[#zargs + 1] = 0; zargs[#zargs + 1] = id
-    hargs[#hargs + 1] = id; hargs[#hargs + 1] = handle
+    hargs[#hargs + 1] = flat[1 + 2 * i]; hargs[#hargs + 1] = flat[2 + 2 * i]
   end
-  redis.call('ZADD', rec .. ':staging', unpack(zargs))
   redis.call('HSET', rec .. ':staging_h', unpack(hargs))
 end
 -- what the call's headers said, kept with the sync (and the call counted)
 for i = 7, #ARGV, 2 do redis.call('HSET', rec, ARGV[i], ARGV[i + 1]) end
 if ARGV[6] == '1' then redis.call('HINCRBY', rec, 'calls', 1) end
 redis.call('HINCRBY', rec, 'pages_fetched', 1)
-redis.call('HSET', rec, 'connections_fetched', redis.call('ZCARD', rec .. ':staging'))
-if redis.call('HLEN', rec .. ':pending') == 0 then return finalize(base, rec, sync_id, now) end
+redis.call('HSET', rec, 'connections_fetched', redis.call('HLEN', rec .. ':staging_h'))
+if redis.call('HLEN', rec .. ':pending') == 0 then
+  local status = 'succeeded'
+  if redis.call('HEXISTS', rec, 'partial_reason') == 1 then status = 'partial' end
+  redis.call('HSET', rec, 'finalizing', status)
+  return 'finalize'
+end
 return 'stored'
 """
 
 _FAIL = """
-local base, rec = KEYS[1], KEYS[2]
+local base, rec, net = KEYS[1], KEYS[2], KEYS[3]
 local sync_id = ARGV[1]
 local st = redis.call('HGET', rec, 'status')
 if st ~= 'queued' and st ~= 'running' then return 0 end
+-- the last page is stored and PostgreSQL may be committing it: too late to fail
+if redis.call('HEXISTS', rec, 'finalizing') == 1 then return 0 end
 redis.call('HSET', rec, 'status', ARGV[2], 'finished_at', ARGV[3], 'error_kind', ARGV[4],
            'error_message', ARGV[5])
-redis.call('DEL', rec .. ':pending', rec .. ':done', rec .. ':staging', rec .. ':staging_h')
-if redis.call('GET', base .. ':inflight') == sync_id then redis.call('DEL', base .. ':inflight') end
+redis.call('DEL', rec .. ':pending', rec .. ':done', rec .. ':staging_h', rec .. ':guard')
+if redis.call('GET', net .. ':inflight') == sync_id then redis.call('DEL', net .. ':inflight') end
 return 1
 """
 
@@ -168,6 +168,7 @@ class SyncTicket:
     status: str  # queued | fresh | running (an existing sync in flight)
     queue: str
     created: bool
+    relation: str = ""
 
 
 class SyncStore:
@@ -179,12 +180,20 @@ class SyncStore:
         self._add_pending = redis_client.register_script(_ADD_PENDING)
         self._mark_running = redis_client.register_script(_MARK_RUNNING)
         self._complete = redis_client.register_script(_COMPLETE_PAGE)
+        self._finish = redis_client.register_script(_FINISH)
         self._fail = redis_client.register_script(_FAIL)
         self._tags: dict[str, str] = {}
 
     # -- keys ---------------------------------------------------------------
     def base(self, provider: str, user_id: str) -> str:
         return f"{self.prefix}:{{{provider}:{user_id}}}"
+
+    def net(self, provider: str, user_id: str, relation: str) -> str:
+        """The keys of one network (same hash tag as the user's provider keys)."""
+        return f"{self.base(provider, user_id)}:{relation}"
+
+    def _net_of(self, base: str, record: dict) -> str:
+        return f"{base}:{record.get('relation', '')}"
 
     def _record_key(self, sync_id: str) -> tuple[str, str] | None:
         """(base, record key) of a sync id; ids never move, so they are cached."""
@@ -200,27 +209,30 @@ class SyncStore:
         return base, f"{base}:sync:{sync_id}"
 
     # -- triggers -----------------------------------------------------------
-    def begin_sync(self, *, user_id: str, provider: str, account_id: str, queue: str,
-                   trigger: str, force: bool, freshness_s: int, stale_s: int) -> SyncTicket:
+    def begin_sync(self, *, user_id: str, provider: str, relation: str, account_id: str,
+                   queue: str, trigger: str, force: bool, freshness_s: int,
+                   stale_s: int) -> SyncTicket:
         """Start a sync unless one is in flight or the network is fresh (one atomic step)."""
         sync_id = "s_" + secrets.token_hex(12)
         base = self.base(provider, user_id)
+        net = self.net(provider, user_id, relation)
         now = self.clock()
         # Index first: a sync id must resolve as soon as anyone can see it.
         self.redis.hset(f"{self.prefix}:syncs", sync_id, base)
         fields = {"sync_id": sync_id, "user_id": user_id, "provider": provider,
-                  "account_id": account_id, "queue": queue, "trigger": trigger}
+                  "relation": relation, "account_id": account_id, "queue": queue,
+                  "trigger": trigger}
         argv = [sync_id, repr(now), freshness_s, stale_s, "1" if force else "0"]
         for key, value in fields.items():
             argv += [key, value]
         outcome, sid, status, q = (
-            v.decode() for v in self._begin(keys=[base], args=argv)
+            v.decode() for v in self._begin(keys=[base, net], args=argv)
         )
         if outcome != "created":
             self.redis.hdel(f"{self.prefix}:syncs", sync_id)
         else:
             self.redis.zadd(f"{self.prefix}:recent", {sync_id: now})
-        return SyncTicket(sid, provider, status, q, outcome == "created")
+        return SyncTicket(sid, provider, status, q, outcome == "created", relation)
 
     # -- reads --------------------------------------------------------------
     def get_sync(self, sync_id: str) -> dict | None:
@@ -249,46 +261,15 @@ class SyncStore:
         record = {k.decode(): v.decode() for k, v in raw.items()} or None
         return record, bool(done) and cursor is not None, blob
 
-    def last_sync(self, provider: str, user_id: str) -> dict:
-        raw = self.redis.hgetall(self.base(provider, user_id) + ":last")
+    def last_sync(self, provider: str, user_id: str, relation: str) -> dict:
+        raw = self.redis.hgetall(self.net(provider, user_id, relation) + ":last")
         return {k.decode(): v.decode() for k, v in raw.items()}
 
-    def network_page(self, provider: str, user_id: str, cursor: str | None, limit: int):
-        """One page of the live network, read in one transaction (never straddles a swap)."""
-        base = self.base(provider, user_id)
-        start = b"(" + cursor.encode() if cursor else b"-"
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(base + ":last")
-            pipe.zrangebylex(base + ":network", start, b"+", 0, limit + 1)
-            last, ids = pipe.execute()
-        if not last:
-            return None
-        more = len(ids) > limit
-        ids = ids[:limit]
-        handles = self.redis.hmget(base + ":network_h", ids) if ids else []
-        meta = {k.decode(): v.decode() for k, v in last.items()}
-        conns = [{"id": i.decode(), "handle": (h or b"").decode()} for i, h in zip(ids, handles)]
-        return meta, conns, (conns[-1]["id"] if more else None)
-
-    def changes(self, provider: str, user_id: str) -> dict | None:
-        base = self.base(provider, user_id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hget(base + ":last", "sync_id")
-            pipe.zrange(base + ":added", 0, -1)
-            pipe.zrange(base + ":removed", 0, -1)
-            sync_id, added, removed = pipe.execute()
-        if sync_id is None:
-            return None
-        return {"sync_id": sync_id.decode(), "added": [a.decode() for a in added],
-                "removed": [r.decode() for r in removed]}
-
-    def change_counts(self, provider: str, user_id: str) -> tuple[int, int]:
-        base = self.base(provider, user_id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zcard(base + ":added")
-            pipe.zcard(base + ":removed")
-            added, removed = pipe.execute()
-        return added, removed
+    def staged_connections(self, sync_id: str, batch: int = 10_000):
+        """The connections a sync's pages stored, (id, handle), for the finalization's COPY."""
+        base, rec = self._record_key(sync_id)
+        for connection_id, handle in self.redis.hscan_iter(rec + ":staging_h", count=batch):
+            yield connection_id.decode(), handle.decode()
 
     def list_syncs(self, status: str | None = None, queue: str | None = None, limit: int = 50):
         ids = self.redis.zrevrange(f"{self.prefix}:recent", 0, max(limit * 20, 200))
@@ -304,12 +285,13 @@ class SyncStore:
         return out
 
     def stale_networks(self, older_than: float, provider: str | None, limit: int):
-        """(provider, user_id) of networks last synced before ``older_than``, stalest first."""
+        """(provider, user_id, relation) of networks last synced before ``older_than``, stalest first."""
         out = []
         for member in self.redis.zrangebyscore(f"{self.prefix}:synced_at", "-inf", older_than):
-            prov, _, user = member.decode().partition(":")
+            prov, _, rest = member.decode().partition(":")
+            relation, _, user = rest.partition(":")
             if provider is None or prov == provider:
-                out.append((prov, user))
+                out.append((prov, user, relation))
                 if len(out) >= limit:
                     break
         return out
@@ -349,7 +331,8 @@ class SyncStore:
         ``rate_fields`` (what the answer's rate-limit headers said), so the
         hot path needs one round trip instead of two.
         Returns ``stored``, ``duplicate`` (already stored: a redelivery),
-        ``inactive`` (the sync ended meanwhile), or the final status.
+        ``inactive`` (the sync ended meanwhile), or ``finalize`` (this was the
+        last page: the caller finalizes, see ``finish``).
         """
         base, rec = self._record_key(sync_id)
         flat = [part for pair in connections for part in pair]
@@ -357,20 +340,25 @@ class SyncStore:
                 json.dumps(flat, separators=(",", ":")), "1" if count_call else "0"]
         for key, value in (rate_fields or {}).items():
             argv += [key, value]
-        result = self._complete(keys=[base, rec], args=argv).decode()
-        if result in FINAL:
-            self._index_synced(sync_id)
-        return result
+        return self._complete(keys=[base, rec], args=argv).decode()
+
+    def finish(self, sync_id: str, status: str, count: int, added: int, removed: int,
+               initial: bool) -> bool:
+        """Make a finalized sync final in Redis; True the first time only."""
+        base, rec = self._record_key(sync_id)
+        record = self.get_sync(sync_id) or {}
+        net = self._net_of(base, record)
+        done = bool(self._finish(keys=[base, rec, net], args=[
+            sync_id, status, repr(self.clock()), count, added, removed, int(initial)]))
+        if done and record.get("provider"):
+            member = f"{record['provider']}:{record.get('relation', '')}:{record['user_id']}"
+            self.redis.zadd(f"{self.prefix}:synced_at", {member: self.clock()})
+        return done
 
     def fail(self, sync_id: str, status: str, kind: str, message: str) -> bool:
         """End an active sync as failed / needs_reauth / cancelled; the old network stays."""
         assert status in FINAL and status not in ("succeeded", "partial")
         base, rec = self._record_key(sync_id)
-        return bool(self._fail(keys=[base, rec],
+        net = self._net_of(base, self.get_sync(sync_id) or {})
+        return bool(self._fail(keys=[base, rec, net],
                                args=[sync_id, status, repr(self.clock()), kind, message[:500]]))
-
-    def _index_synced(self, sync_id: str) -> None:
-        rec = self.get_sync(sync_id) or {}
-        if rec.get("provider") and rec.get("user_id"):
-            self.redis.zadd(f"{self.prefix}:synced_at",
-                            {f"{rec['provider']}:{rec['user_id']}": float(rec["finished_at"])})

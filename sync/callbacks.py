@@ -43,9 +43,11 @@ def event_body(svc, record: dict) -> dict | None:
         return None
     added, removed = (0, 0)
     if status in ("succeeded", "partial"):
-        added, removed = svc.store.change_counts(record["provider"], record["user_id"])
+        # the counts the finalization committed (``SyncStore.finish`` keeps them)
+        added, removed = int(record.get("added") or 0), int(record.get("removed") or 0)
     return {"event": f"sync.{status}", "sync_id": record["sync_id"],
             "user_id": record["user_id"], "provider": record["provider"],
+            "relation": record.get("relation"),
             "count": int(record.get("connections_fetched", 0)), "added": added,
             "removed": removed}
 

@@ -15,6 +15,7 @@ from celery import Task
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
 from state.metrics import Metrics
+from state.networks import NetworkStore
 from state.quota import QuotaGate
 from state.store import SyncStore
 
@@ -30,6 +31,9 @@ class Services:
     quota: QuotaGate
     delayed: DelayedSet
     metrics: Metrics
+    #: the networks, linked accounts and change feed (PostgreSQL)
+    networks: NetworkStore
+    database_url: str = ""
 
 
 class NetsyncTask(Task):

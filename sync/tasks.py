@@ -23,8 +23,9 @@ from providers.errors import (
 from providers.provider import Provider
 from state.credentials import CredentialError
 from state.page_guard import PageGuard
-from state.store import ACTIVE, FINAL
+from state.store import ACTIVE
 from sync import callbacks, oauth
+from sync.finalize import finalize_sync
 from sync.http import UnparseableAnswer, parsing
 from sync.retry import backoff_delay, exhausted, wait_delay
 from sync.runtime import NetsyncTask
@@ -42,6 +43,8 @@ class SyncContext:
         self.sync_id = record["sync_id"]
         self.user_id = record["user_id"]
         self.account_id = record["account_id"]
+        #: the direction of the network this sync fetches (a sync is one relation)
+        self.relation = record.get("relation") or provider.RELATIONS[0]
         self._credential = None
         self._credential_blob = credential_blob
         #: what the last answer's rate-limit headers said, for the sync record
@@ -102,7 +105,9 @@ class ProviderTask(NetsyncTask):
         """
         svc = self.services
         record, done, blob = svc.store.page_snapshot(sync_id, cursor)
-        if record is None or record.get("status") not in ACTIVE or done:
+        if record is None or record.get("status") not in ACTIVE:
+            return None
+        if done and not record.get("finalizing"):
             return None
         return SyncContext(svc, record, self.provider(svc), blob)
 
@@ -227,6 +232,20 @@ class ProviderTask(NetsyncTask):
                  ctx.provider.NAME, status, error.rule.kind if error else "-")
         callbacks.notify(self.app, ctx.sync_id, ctx.provider.NAME)
 
+    def finalize(self, ctx) -> str:
+        """The last page is stored: commit the network (once) and end the sync."""
+        record = ctx.svc.store.get_sync(ctx.sync_id) or ctx.record
+        if record.get("status") not in ACTIVE:
+            return record.get("status", "inactive")
+        result, first = finalize_sync(ctx.svc, record)
+        if first:
+            self.finished(ctx, result.status)
+        return result.status
+
+    def stored(self, ctx, result: str) -> str:
+        """What ``complete_page`` said, carried on: the last page finalizes."""
+        return self.finalize(ctx) if result == "finalize" else result
+
     def guarded(self, ctx, body, args, kwargs):
         """Run ``body()`` with the taxonomy applied to whatever goes wrong in it."""
         try:
@@ -304,7 +323,12 @@ class ProfileTask(ProviderTask):
             return "parked"
         svc.store.note_call(ctx.sync_id, ctx.rate_fields)
         with parsing("profile answer"):
-            size = provider.parse_size(answer.body)
+            size = provider.parse_size(answer.body, ctx.relation)
+            uid = provider.account_uid(answer.body, ctx.account_id)
+        if uid:
+            # who this account is, by its stable id: "which of my connections are here"
+            svc.networks.link_account(user_id=ctx.user_id, provider=provider.NAME,
+                                      account_id=ctx.account_id, provider_uid=str(uid))
         queue_class = queues.queue_class_for(size, ctx.record.get("trigger", "api"),
                                              svc.settings.whale_threshold)
         fields = {"queue": queue_class}
@@ -312,7 +336,7 @@ class ProfileTask(ProviderTask):
             fields["expected_total"] = size
         svc.store.update(ctx.sync_id, **fields)
         ctx.record.update(fields)
-        cursors = provider.initial_cursors(ctx.account_id, size)
+        cursors = provider.initial_cursors(ctx.account_id, size, ctx.relation)
         marks = svc.store.add_pending(ctx.sync_id, "", cursors)
         self.send_pages(ctx, self.page_task_name,
                         [c for c, m in zip(cursors, marks) if m in ("new", "rerun")])
@@ -332,6 +356,10 @@ class PageTask(ProviderTask):
         ctx = self.load(sync_id, cursor)
         if ctx is None:
             return "inactive or already stored"
+        if ctx.record.get("finalizing"):
+            # our last page is stored but the finalization did not end (a worker
+            # died in it): finish it; it commits at most once
+            return self.finalize(ctx)
         kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed, "restarts": restarts}
         return self.guarded(ctx, lambda: self._page(ctx, cursor, kwargs), [sync_id, cursor], kwargs)
 
@@ -367,9 +395,7 @@ class PageTask(ProviderTask):
                         provider.NAME, reason)
         result = store.complete_page(ctx.sync_id, cursor, page.connections, reason,
                                      rate_fields=ctx.rate_fields, count_call=True)
-        if result in FINAL:
-            self.finished(ctx, result)
-        return result
+        return self.stored(ctx, result)
 
     def reclassify_if_large(self, ctx, page) -> None:
         """A sync of unknown (or understated) size that turns out to be a whale
@@ -392,15 +418,13 @@ class PageTask(ProviderTask):
     def on_skip(self, ctx, error, args):
         """The target is gone or hidden: this page ends its lane with nothing."""
         result = ctx.svc.store.complete_page(ctx.sync_id, args[1], [], error.rule.kind)
-        if result in FINAL:
-            self.finished(ctx, result, error)
-        return result
+        return self.stored(ctx, result)
 
     def on_restart(self, ctx, error, args, kwargs):
         """An expired cursor (Facebook code 100): start the pagination over, once."""
         cursor = args[1]
         generation, bare = pagination.split_generation(cursor)
-        first = ctx.provider.first_cursor(ctx.account_id)
+        first = ctx.provider.first_cursor(ctx.account_id, ctx.relation)
         if generation >= 1 or bare == first:
             # A second expiry, or a code 100 on the very first page: our request is wrong.
             return self.end(ctx, "failed", error)
@@ -412,9 +436,7 @@ class PageTask(ProviderTask):
         log.info("pagination restarted sync=%s provider=%s kind=%s", ctx.sync_id,
                  ctx.provider.NAME, error.rule.kind)
         result = store.complete_page(ctx.sync_id, cursor, [])
-        if result in FINAL:
-            self.finished(ctx, result)
-        return result
+        return self.stored(ctx, result)
 
 
 def task_classes_for(provider_cls: type[Provider]) -> tuple[type[ProfileTask], type[PageTask]]:

