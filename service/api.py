@@ -179,5 +179,5 @@ def get_sync(sync_id: str):
 def init_app(app: Flask) -> None:
     http_errors.init_app(app)
     app.register_blueprint(bp)
-    network_api.init_app(app, require_bearer_token)
+    network_api.init_app(app)
     app.register_blueprint(openapi.bp)

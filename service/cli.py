@@ -1,6 +1,6 @@
 """The ops CLI (``flask --app service …``): re-sync networks and look at syncs.
 
-    resync USER_ID [--provider P] [--force] [--wait]
+    resync USER_ID [--provider P] [--relation R] [--force] [--wait]
     resync --stale-after 24h [--limit N] [--provider P]     # cron: trickle queue
     syncs show SYNC_ID
     syncs list [--status S] [--queue Q]
@@ -20,6 +20,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
+from providers.provider import RELATION_NAMES
 from queues import QUEUE_CLASSES
 from service.api import sync_view, trigger_outcome
 from service.config import PROVIDERS
@@ -118,7 +119,7 @@ def _start(user_id: str, provider: str, trigger: str, force: bool,
 
 
 def resync_user(user_id: str, provider: str | None, force: bool, wait: bool,
-                timeout_s: int, poll_s: float) -> int:
+                timeout_s: int, poll_s: float, relation: str | None = None) -> int:
     """Start (or find) a user's syncs; with ``wait``, follow each until it is final."""
     svc = services()
     providers = [provider] if provider else [
@@ -127,14 +128,15 @@ def resync_user(user_id: str, provider: str | None, force: bool, wait: bool,
         raise click.ClickException(f"no linked accounts for {user_id}; they arrive with a "
                                    "login webhook")
     exit_code, tickets = 0, []
-    for name, relation in ((p, r) for p in providers for r in relations_of(p)):
-        outcome, result = _start(user_id, name, "cli", force, relation)
+    targets = [(p, r) for p in providers for r in relations_of(p) if relation in (None, r)]
+    for name, relation_name in targets:
+        outcome, result = _start(user_id, name, "cli", force, relation_name)
         if isinstance(result, SyncRequestError):
-            click.echo(f"{name} {relation}: not started: {result}", err=True)
+            click.echo(f"{name} {relation_name}: not started: {result}", err=True)
             exit_code = 1
             continue
         note = " (synced recently; --force to sync anyway)" if outcome == "fresh" else ""
-        click.echo(f"{name} {relation}: {outcome} {result.sync_id or '-'} "
+        click.echo(f"{name} {relation_name}: {outcome} {result.sync_id or '-'} "
                    f"queue={result.queue or '-'}{note}")
         tickets.append(result)
     if wait:
@@ -175,6 +177,8 @@ def resync_stale(older_than_s: int, provider: str | None, limit: int, force: boo
 @click.command("resync")
 @click.argument("user_id", required=False)
 @click.option("--provider", type=click.Choice(PROVIDERS), help="only this provider")
+@click.option("--relation", type=click.Choice(RELATION_NAMES),
+              help="only this relation (default: every relation of each provider)")
 @click.option("--force", is_flag=True, help="sync even if synced within the freshness window")
 @click.option("--wait", is_flag=True, help="show progress until every sync is final")
 @click.option("--stale-after", type=Duration(), metavar="DURATION",
@@ -186,7 +190,8 @@ def resync_stale(older_than_s: int, provider: str | None, limit: int, force: boo
 @click.option("--poll-interval", type=float, default=1.0, hidden=True)
 @with_appcontext
 @reports_outages
-def resync_command(user_id, provider, force, wait, stale_after, limit, timeout, poll_interval):
+def resync_command(user_id, provider, relation, force, wait, stale_after, limit, timeout,
+                   poll_interval):
     """Re-sync USER_ID's networks now, or (--stale-after) the stalest networks."""
     if (user_id is None) == (stale_after is None):
         raise click.UsageError("give either USER_ID or --stale-after (exactly one)")
@@ -199,7 +204,7 @@ def resync_command(user_id, provider, force, wait, stale_after, limit, timeout, 
         validate_target(user_id, provider or PROVIDERS[0])
     except SyncRequestError as exc:
         raise click.UsageError(str(exc)) from None
-    ctx.exit(resync_user(user_id, provider, force, wait, timeout, poll_interval))
+    ctx.exit(resync_user(user_id, provider, force, wait, timeout, poll_interval, relation))
 
 
 # -- syncs show / list --------------------------------------------------------------------

@@ -105,6 +105,12 @@ def get_change_feed():
     return jsonify(changes=entries, next_cursor=str(next_cursor))
 
 
-def init_app(app: Flask, require_bearer_token) -> None:
-    bp.before_request(require_bearer_token)
+@bp.before_request
+def require_bearer_token():
+    from service.api import require_bearer_token as the_api_check  # one check for all of /v1
+
+    return the_api_check()
+
+
+def init_app(app: Flask) -> None:
     app.register_blueprint(bp)

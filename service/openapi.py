@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from service import openapi_networks
 from service.config import PROVIDERS
 from state.store import FINAL
 
@@ -67,6 +68,9 @@ SCHEMAS = {
         "expires_at": nullable("number", minimum=0, description="epoch seconds"),
         "token_secret": nullable("string", maxLength=8192, writeOnly=True,
                                  description="OAuth 1.0a (Twitter)"),
+        "relations": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                      "description": "relations to sync, each a sync of its own "
+                                     "(default: every one the provider offers)"},
     }, ["provider", "account_id", "access_token"]),
     "LoginWebhook": obj({
         "user_id": USER_ID,
@@ -78,10 +82,12 @@ SCHEMAS = {
         "provider": PROVIDER,
         "force": {"type": "boolean", "default": False,
                   "description": "sync even within the freshness window"},
+        "relation": {"type": "string", "description": "default: the provider's first"},
     }, ["user_id", "provider"]),
     "SyncTicket": obj({
         "sync_id": nullable("string"),
         "provider": PROVIDER,
+        "relation": nullable("string"),
         "status": {"type": "string", "enum": TICKET_STATUSES, "description":
                    "queued: started now; fresh: synced within the freshness window, "
                    "nothing started (sync_id is the last sync); otherwise the status "
@@ -94,6 +100,7 @@ SCHEMAS = {
         "sync_id": {"type": "string"},
         "user_id": {"type": "string"},
         "provider": PROVIDER,
+        "relation": nullable("string"),
         "account_id": nullable("string"),
         "queue": nullable("string"),
         "trigger": nullable("string", enum=["webhook", "api", "cli", "stale", None]),
@@ -118,18 +125,6 @@ SCHEMAS = {
         "error"]),
     "Connection": obj({"id": {"type": "string"}, "handle": {"type": "string"}},
                       ["id", "handle"]),
-    "NetworkPage": obj({
-        "count": {"type": "integer", "description": "size of the whole network"},
-        "synced_at": TIMESTAMP,
-        "sync_id": {"type": "string"},
-        "connections": {"type": "array", "items": ref("Connection")},
-        "next_cursor": nullable("string", description="pass as ?cursor= for the next page"),
-    }, ["count", "synced_at", "sync_id", "connections", "next_cursor"]),
-    "NetworkChanges": obj({
-        "sync_id": {"type": "string"},
-        "added": {"type": "array", "items": {"type": "string"}},
-        "removed": {"type": "array", "items": {"type": "string"}},
-    }, ["sync_id", "added", "removed"]),
     "Health": obj({"status": {"type": "string"},
                    "checks": {"type": "object", "additionalProperties": {"type": "string"}}},
                   ["status"]),
@@ -197,29 +192,6 @@ PATHS = {
         "responses": {"200": answer("the sync", ref("SyncRecord")), **UNAUTHORIZED,
                       "404": error("unknown sync id")},
     }},
-    "/v1/users/{user_id}/networks/{provider}": {"get": {
-        "summary": "One page of the last complete network",
-        "operationId": "getNetwork",
-        "parameters": [
-            *NETWORK_PARAMS,
-            query_param("cursor", {"type": "string", "maxLength": 512},
-                        "next_cursor of the previous page"),
-            query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
-                                  "default": 100}, "connections per page")],
-        "responses": {"200": answer("a page of connections", ref("NetworkPage")),
-                      **UNAUTHORIZED,
-                      "400": error("limit is not an integer"),
-                      "404": error("never synced, unknown provider or malformed user id"),
-                      "422": error("limit out of range or cursor too long")},
-    }},
-    "/v1/users/{user_id}/networks/{provider}/changes": {"get": {
-        "summary": "What the last completed sync added and removed",
-        "operationId": "getNetworkChanges",
-        "parameters": NETWORK_PARAMS,
-        "responses": {"200": answer("connection ids added and removed",
-                                    ref("NetworkChanges")),
-                      **UNAUTHORIZED, "404": error("never synced")},
-    }},
     "/healthz": {"get": {
         "summary": "The process is up", "operationId": "healthz", "security": [],
         "responses": {"200": answer("up", ref("Health"))},
@@ -242,6 +214,12 @@ PATHS = {
         "responses": {"200": answer("OpenAPI 3.1", {"type": "object"})},
     }},
 }
+
+NETWORK_SCHEMAS, NETWORK_PATHS = openapi_networks.build(
+    ref, nullable, obj, answer, error, path_param, query_param, NETWORK_PARAMS, TIMESTAMP,
+    UNAUTHORIZED)
+SCHEMAS.update(NETWORK_SCHEMAS)
+PATHS.update(NETWORK_PATHS)
 
 DOCUMENT = {
     "openapi": "3.1.0",

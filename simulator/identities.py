@@ -88,7 +88,8 @@ class ConnectionSpace:
     URN) and handle.
     """
 
-    __slots__ = ("provider", "account_id", "relation", "start", "size", "key", "_native")
+    __slots__ = ("provider", "account_id", "relation", "start", "size", "key", "_native",
+                 "overrides")
 
     def __init__(self, provider: str, account_id: str, relation: str,
                  start: int, size: int, native) -> None:
@@ -99,6 +100,8 @@ class ConnectionSpace:
         self.size = size
         self.key = account_key(provider, account_id, relation)
         self._native = native
+        #: absolute index → native id of another scenario account (``connections_include``)
+        self.overrides: dict[int, int] = {}
 
     @property
     def end(self) -> int:
@@ -106,11 +109,17 @@ class ConnectionSpace:
         return self.start + self.size
 
     def native(self, index: int) -> int:
+        if index in self.overrides:
+            return self.overrides[index]
         return self._native(index, self.key)
 
     def natives(self, lo: int, hi: int) -> list[int]:
         """Native ids of indices ``lo .. hi-1`` (the hot path of every page)."""
-        return self._native.many(lo, hi, self.key)
+        out = self._native.many(lo, hi, self.key)
+        for index, native in self.overrides.items():
+            if lo <= index < hi:
+                out[index - lo] = native
+        return out
 
     def clamp(self, index: int) -> int:
         """An absolute index forced into ``[start, end]``."""

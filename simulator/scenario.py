@@ -25,6 +25,11 @@ RELATIONS = {
     "linkedin": ("connections",),
 }
 
+#: providers whose scenario accounts may list other accounts among their connections
+#: (``connections_include``): their pages render a connection from its numeric id,
+#: so an included account appears with the id its own profile answers with
+INCLUDABLE = ("github", "twitter", "mastodon", "facebook")
+
 SCOPES = ("token", "app", "ip")
 PATH_KINDS = ("profile", "page", "token")
 
@@ -88,7 +93,12 @@ class Account:
     following_size: int | None = None
     following_start: int | None = None
     hidden: bool = False
+    #: relation → ids of other scenario accounts that are among this one's connections
+    #: (at the first positions of that relation's network, in this order)
+    connections_include: dict = field(default_factory=dict)
     _spaces: dict = field(default_factory=dict, repr=False, compare=False)
+    #: (provider, account id) → that account's stable native id; set by the simulator state
+    _stable_native: Any = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -104,8 +114,12 @@ class Account:
                 start = self.start if self.following_start is None else self.following_start
             else:
                 size, start = self.size, self.start
-            space = ConnectionSpace(self.provider, self.id, relation, start, size,
-                                    NATIVE_IDS[self.provider])
+            included = self.connections_include.get(relation) or ()
+            space = ConnectionSpace(self.provider, self.id, relation, start,
+                                    max(size, len(included)), NATIVE_IDS[self.provider])
+            if included and self._stable_native is not None:
+                space.overrides = {start + i: self._stable_native(self.provider, other)
+                                   for i, other in enumerate(included)}
             self._spaces[relation] = space
         return space
 
@@ -136,6 +150,8 @@ class Account:
         if raw.get("expires_at") is not None:
             account.expires_at = _number(raw["expires_at"], f"{where}.expires_at")
         account.hidden = bool(raw.get("hidden", False))
+        if raw.get("connections_include") is not None:
+            account.connections_include = _includes(raw["connections_include"], provider, where)
         return account
 
 
@@ -288,3 +304,23 @@ def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ScenarioError(f"{where}: expected a number, got {value!r}")
     return float(value)
+
+
+def _includes(raw: Any, provider: str, where: str) -> dict:
+    """``{"followers": ["other-id", ...], ...}``, checked against the provider's relations."""
+    where = f"{where}.connections_include"
+    if provider not in INCLUDABLE:
+        raise ScenarioError(f"{where}: not supported for {provider} (only {', '.join(INCLUDABLE)})")
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{where}: expected an object of relation → account ids")
+    out = {}
+    for relation, ids in raw.items():
+        if relation not in RELATIONS[provider]:
+            raise ScenarioError(f"{where}: {provider} relations are {RELATIONS[provider]}")
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            raise ScenarioError(f"{where}.{relation}: expected a list of account ids")
+        if provider != "github" and not all(i.isdigit() for i in ids):
+            # their wire ids are the accounts' own ids, rendered as numbers
+            raise ScenarioError(f"{where}.{relation}: {provider} account ids must be numeric")
+        out[relation] = list(dict.fromkeys(ids))
+    return out

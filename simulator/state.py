@@ -72,6 +72,7 @@ class Simulator:
         if old is not None and old.token and old.token != account.token:
             self.tokens.access.pop((old.provider, old.token), None)
         self.accounts[key] = account
+        account._stable_native = self.stable_native
         self.numeric_index[(account.provider, self.numeric_id(account))] = key
         self.tokens.register_account(account, key[1])
 
@@ -86,6 +87,14 @@ class Simulator:
 
     def account(self, provider: str, account_id: str) -> Account | None:
         return self.accounts.get((provider, normalize_account_id(provider, account_id)))
+
+    def stable_native(self, provider: str, account_id: str) -> int:
+        """The native id another account's network lists this account under: what its
+        own profile answers with (GitHub's numeric id; the others' numeric account id)."""
+        if provider != "github":
+            return int(account_id)
+        account = self.account(provider, account_id) or Account(provider=provider, id=account_id)
+        return self.numeric_id(account)
 
     @staticmethod
     def numeric_id(account: Account) -> int:

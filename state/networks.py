@@ -272,7 +272,7 @@ def _apply_diff(conn, network_id: int) -> tuple[int, int]:
     removed = conn.execute("DELETE FROM connections c USING gone g WHERE c.network_id = %s"
                            " AND c.connection_id = g.connection_id", (network_id,)).rowcount
     added = conn.execute("INSERT INTO connections (network_id, connection_id, handle)"
-                         " SELECT %s, connection_id, handle FROM fresh",
+                         " SELECT %s, connection_id, handle FROM fresh ORDER BY connection_id",
                          (network_id,)).rowcount
     conn.execute("UPDATE connections c SET handle = i.handle FROM incoming i"
                  " WHERE c.network_id = %s AND c.connection_id = i.connection_id"

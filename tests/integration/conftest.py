@@ -53,9 +53,14 @@ class Stack:
         return {**account, "relations": relations or [first_relation(provider)]}
 
     def truth(self, provider: str, account_id: str) -> set[str]:
-        response = requests.get(f"{self.sim}/_sim/truth/{provider}/{account_id}", timeout=60)
+        return set(self.truth_list(provider, account_id))
+
+    def truth_list(self, provider: str, account_id: str, relation: str | None = None) -> list:
+        params = {"relation": relation} if relation else {}
+        response = requests.get(f"{self.sim}/_sim/truth/{provider}/{account_id}", params=params,
+                                timeout=60)
         response.raise_for_status()
-        return set(response.json()["ids"])
+        return response.json()["ids"]
 
     def add_faults(self, *faults) -> None:
         response = requests.post(f"{self.sim}/_sim/faults", json={"add": list(faults)}, timeout=10)

@@ -97,7 +97,8 @@ def account(provider: str = "github", **fields) -> dict:
     return {"provider": provider, "account_id": f"acct-{secrets.token_hex(3)}",
             "access_token": token(), "refresh_token": token(), "expires_at": 1_767_225_600,
             "token_secret": None,
-            "relations": [providers.provider_classes()[provider].RELATIONS[0]], **fields}
+            **({"relations": [providers.provider_classes()[provider].RELATIONS[0]]}
+               if provider in providers.provider_classes() else {}), **fields}
 
 
 def login_body(user_id: str, *accounts: dict) -> bytes:
@@ -120,4 +121,10 @@ def finish_sync(svc, sync_id: str, connections: list[tuple[str, str]]) -> str:
     """Complete a sync the way page tasks do: one page, which finalizes it."""
     svc.store.mark_running(sync_id)
     svc.store.add_pending(sync_id, "profile", ["page-0"])
-    return svc.store.complete_page(sync_id, "page-0", connections)
+    outcome = svc.store.complete_page(sync_id, "page-0", connections)
+    if outcome != "finalize":
+        return outcome
+    from sync.finalize import finalize_sync
+
+    result, _ = finalize_sync(svc, svc.store.get_sync(sync_id))
+    return result.status

@@ -395,8 +395,15 @@ def test_a_synced_network_pages_with_a_cursor_and_shows_its_changes(http_client,
     assert seen == people
     changes = http_client.get(f"/v1/users/{user}/networks/github/changes",
                               headers=BEARER).get_json()
-    assert changes == {"sync_id": ticket["sync_id"], "removed": [],
-                       "added": ["101", "102", "103", "104", "105"]}
+    assert changes == {"sync_id": ticket["sync_id"], "removed": [], "initial": True,
+                       "added": ["101", "102", "103", "104", "105"], "next_cursor": None}
+    relation_path = http_client.get(f"/v1/users/{user}/networks/github/followers?limit=10",
+                                    headers=BEARER).get_json()
+    assert [c["id"] for c in relation_path["connections"]] == [p[0] for p in people]
+    other = http_client.get(f"/v1/users/{user}/networks/github/following", headers=BEARER)
+    assert other.status_code == 404  # never synced
+    assert http_client.get(f"/v1/users/{user}/networks/github/friends",
+                           headers=BEARER).status_code == 404  # no such relation
     record = http_client.get(ticket["status_url"], headers=BEARER).get_json()
     assert record["status"] == "succeeded" and record["connections_fetched"] == 5
     assert record["pages_fetched"] == 1 and record["started_at"] and record["finished_at"]
@@ -548,9 +555,11 @@ def test_cli_resync_starts_every_linked_provider(http_runner, svc):
     link(svc, user, "mastodon")
     result = http_runner.invoke(args=["resync", user])
     assert result.exit_code == 0, result.output
-    assert "github: queued s_" in result.output and "mastodon: queued s_" in result.output
+    for provider in ("github", "mastodon"):  # every relation: each its own sync
+        for relation in ("followers", "following"):
+            assert f"{provider} {relation}: queued s_" in result.output
     records = [svc.store.get_sync(sync_id) for sync_id in recent_sync_ids(svc)]
-    assert sorted(r["provider"] for r in records) == ["github", "mastodon"]
+    assert sorted(r["provider"] for r in records) == ["github"] * 2 + ["mastodon"] * 2
     assert {r["trigger"] for r in records} == {"cli"}
     shown = http_runner.invoke(args=["syncs", "show", records[0]["sync_id"]])
     assert shown.exit_code == 0 and "status" in shown.output and "queued" in shown.output
@@ -563,26 +572,27 @@ def test_cli_resync_starts_every_linked_provider(http_runner, svc):
 def test_cli_resync_wait_exits_0_when_the_sync_succeeds(http_runner, svc):
     user = new_user()
     link(svc, user)
-    started = http_runner.invoke(args=["resync", user, "--provider", "github"])
-    sync_id = started.output.split()[2]
+    one = ["resync", user, "--provider", "github", "--relation", "followers"]
+    started = http_runner.invoke(args=one)
+    sync_id = started.output.split()[3]
     svc.store.update(sync_id, expected_total=2)
     finish_later(svc, sync_id, "succeeded")
-    result = http_runner.invoke(args=["resync", user, "--provider", "github", "--wait",
-                                      "--poll-interval", "0.05"])
+    result = http_runner.invoke(args=[*one, "--wait", "--poll-interval", "0.05"])
     assert result.exit_code == 0, result.output
-    assert f"github: inflight {sync_id}" in result.output
-    assert "connections=2/2" in result.output and "github: succeeded" in result.output
+    assert f"github followers: inflight {sync_id}" in result.output
+    assert "connections=2/2" in result.output and "github followers: succeeded" in result.output
 
 
 @pytest.mark.parametrize("status", ["failed", "needs_reauth"])
 def test_cli_resync_wait_exits_1_when_the_sync_fails(http_runner, svc, status):
     user = new_user()
     link(svc, user)
-    started = http_runner.invoke(args=["resync", user])
-    finish_later(svc, started.output.split()[2], status)
-    result = http_runner.invoke(args=["resync", user, "--wait", "--poll-interval", "0.05"])
+    started = http_runner.invoke(args=["resync", user, "--relation", "followers"])
+    finish_later(svc, started.output.split()[3], status)
+    result = http_runner.invoke(args=["resync", user, "--relation", "followers", "--wait",
+                                      "--poll-interval", "0.05"])
     assert result.exit_code == 1, result.output
-    assert f"github: {status}: token_revoked: revoked" in result.output
+    assert f"github followers: {status}: token_revoked: revoked" in result.output
 
 
 def test_cli_resync_wait_gives_up_after_its_timeout(http_runner, svc):
@@ -597,7 +607,7 @@ def test_cli_resync_stale_resyncs_the_stalest_on_the_trickle_queue(http_app, htt
     users = [new_user() for _ in range(3)]
     for user in users:
         link(svc, user)
-        ticket = svc.store.begin_sync(user_id=user, provider="github", account_id="a",
+        ticket = svc.store.begin_sync(user_id=user, provider="github", relation="followers", account_id="a",
                                       queue="normal", trigger="api", force=False,
                                       freshness_s=0, stale_s=3600)
         finish_sync(svc, ticket.sync_id, [("1", "ada")])
