@@ -1,9 +1,12 @@
 """``make demo``: real syncs, end to end, on this machine, then a summary.
 
-Starts the embedded Redis (unless ``REDIS_URL`` is set), the simulator with a
-handful of accounts (one whale), the web app, one Celery worker per queue
-and the scheduler; sends a signed login webhook per user; shows progress;
-prints a table; stops everything and exits 0 (1 if a sync did not succeed).
+Starts the embedded Redis and PostgreSQL (unless ``REDIS_URL`` /
+``DATABASE_URL`` are set), the simulator with a handful of accounts (one
+whale; ada and grace follow each other), the web app, one Celery worker per
+queue and the scheduler; sends a signed login webhook per user (every
+relation of the provider: each its own sync); shows progress; prints a
+table and who of ada's connections is already here; stops everything and
+exits 0 (1 if a sync did not succeed).
 """
 from __future__ import annotations
 
@@ -31,10 +34,10 @@ def demo_accounts():
                    "token": f"demo-token-{user}"}
 
 
-def login(web_url: str, account: dict) -> dict:
+def login(web_url: str, account: dict) -> list[dict]:
     response = send_login(web_url, account["user"], [account])
     response.raise_for_status()
-    return response.json()["syncs"][0]
+    return response.json()["syncs"]
 
 
 def watch(web_url: str, syncs: dict, timeout: float = 300) -> dict:
@@ -61,11 +64,12 @@ def watch(web_url: str, syncs: dict, timeout: float = 300) -> dict:
 
 
 def print_table(accounts: list, records: dict, started: dict) -> None:
-    print(f"\n{'user':<10} {'provider':<9} {'queue':<8} {'status':<10} {'connections':>11} {'time':>7}")
-    for account in accounts:
-        record = records[account["user"]]
+    print(f"\n{'user (relation)':<22} {'provider':<9} {'queue':<8} {'status':<10} {'connections':>11} {'time':>7}")
+    for key in sorted(records):
+        record = records[key]
         seconds = float(record.get("_finished", 0) or 0)
-        print(f"{account['user']:<10} {account['provider']:<9} {record.get('queue', ''):<8} "
+        user = f"{record['user_id']} ({record['relation']})"
+        print(f"{user:<22} {record['provider']:<9} {record.get('queue', ''):<8} "
               f"{record['status']:<10} {record.get('connections_fetched') or 0:>11,} "
               f"{seconds:>6.1f}s")
 
@@ -74,6 +78,13 @@ def main() -> int:
     accounts = list(demo_accounts())
     scenario = {"latency_ms": {"mean": 40, "jitter": 20},
                 "accounts": [{k: a[k] for k in ("provider", "id", "size", "token")} for a in accounts]}
+    # a small graph: ada and grace follow each other (members, member_joined)
+    for sim_account in scenario["accounts"]:
+        if sim_account["id"] == "ada-github":
+            sim_account["connections_include"] = {"followers": ["grace-github"],
+                                                  "following": ["grace-github"]}
+        if sim_account["id"] == "grace-github":
+            sim_account["connections_include"] = {"followers": ["ada-github"]}
     var_dir = temp_var_dir("netsync-demo-")
     print(f"starting Redis, simulator, web, 3 workers and the scheduler (logs in {var_dir}) ...")
     stack = DevStack(var_dir=var_dir, scenario=scenario, workers=[
@@ -85,7 +96,8 @@ def main() -> int:
         started, syncs = {}, {}
         for account in accounts:
             started[account["user"]] = time.monotonic()
-            syncs[account["user"]] = login(stack.web_url, account)
+            for sync in login(stack.web_url, account):
+                syncs[f"{account['user']}/{sync['relation']}"] = sync
         print(f"sent {len(syncs)} signed login webhooks; syncing ...")
         records = watch(stack.web_url, syncs)
         for user, record in records.items():
@@ -93,9 +105,25 @@ def main() -> int:
             created = record.get("created_at")
             record["_finished"] = _seconds_between(created, finished)
         print_table(accounts, records, started)
+        print_members(stack.web_url, "ada")
     ok = all(r["status"] == "succeeded" for r in records.values())
     print("\nall syncs succeeded" if ok else "\nsome syncs did not succeed")
     return 0 if ok else 1
+
+
+def print_members(web_url: str, user: str) -> None:
+    """Who of the user's GitHub followers already uses the main app (the members lookup)."""
+    api = requests.Session()
+    api.headers["Authorization"] = f"Bearer {DEV_API_TOKEN}"
+    body = api.get(f"{web_url}/v1/users/{user}/networks/github/followers/members",
+                   timeout=10).json()
+    names = ", ".join(f"{m['user_id']} ({m['handle']})" for m in body.get("members", []))
+    print(f"\n{user}'s GitHub followers already here: {names or 'none'}")
+    feed = api.get(f"{web_url}/v1/changes", params={"limit": 1000}, timeout=10).json()
+    kinds = {}
+    for entry in feed.get("changes", []):
+        kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
+    print(f"change feed: {', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}")
 
 
 def _seconds_between(start, end) -> float:

@@ -293,7 +293,7 @@ def _broker_check(app: Flask) -> None:
 
 @bp.get("/readyz")
 def readyz():
-    """Ready to take triggers: the state store and the broker both answer."""
+    """Ready to take triggers: the state store, the database and the broker all answer."""
     app = current_app._get_current_object()
     checks = {}
     try:
@@ -301,6 +301,11 @@ def readyz():
         checks["redis"] = "ok"
     except (redis.RedisError, OSError) as exc:
         checks["redis"] = f"unreachable ({type(exc).__name__})"
+    try:
+        services().networks.ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # psycopg / pool errors: a connection that cannot be had
+        checks["database"] = f"unreachable ({type(exc).__name__})"
     try:
         _broker_check(app)
         checks["broker"] = "ok"

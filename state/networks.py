@@ -77,7 +77,7 @@ class NetworkStore:
         self._pool = None
 
     def ping(self) -> bool:
-        with self.pool.connection(timeout=5) as conn:
+        with self.pool.connection(timeout=3) as conn:
             return conn.execute("SELECT 1").fetchone() == (1,)
 
     # -- finalization -----------------------------------------------------------

@@ -449,7 +449,16 @@ def test_healthz_and_readyz(http_client):
     assert http_client.get("/healthz").get_json() == {"status": "ok"}
     ready = http_client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json()["checks"] == {"redis": "ok", "broker": "ok"}
+    assert ready.get_json()["checks"] == {"redis": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_readyz_is_503_when_the_database_is_unreachable(redis_url, key_prefix, http_broker_url):
+    app = make_app(redis_url, key_prefix, http_broker_url,
+                   database_url="postgresql://postgres@127.0.0.1:9/none?connect_timeout=1")
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503 and error_code(response) == "unavailable"
+    assert response.get_json()["checks"]["database"].startswith("unreachable")
+    app.extensions["netsync"].networks.close()
 
 
 def test_readyz_is_503_when_the_broker_is_unreachable(redis_url, key_prefix):
