@@ -472,8 +472,8 @@ def test_a_sync_of_unknown_size_that_turns_out_large_moves_its_remaining_pages_t
         svc = services()
         svc.credentials.save("mastodon", user, Credential(account["id"], account["token"]))
         ticket = svc.store.begin_sync(
-            user_id=user, provider="mastodon", account_id=account["id"], queue="normal",
-            trigger="webhook", force=True, freshness_s=1, stale_s=3600)
+            user_id=user, provider="mastodon", relation="followers", account_id=account["id"],
+            queue="normal", trigger="webhook", force=True, freshness_s=1, stale_s=3600)
         first = Mastodon(svc.settings.api_url("mastodon")).first_cursor(account["id"])
         assert svc.store.add_pending(ticket.sync_id, "", [first]) == ["new"]
         app.extensions["celery"].send_task(
