@@ -1,7 +1,7 @@
 """``make bench``: every benchmark scenario, results written to bench/results/."""
 import sys
 
-from bench import isolation, pipeline, quota, report, simulator_rps
+from bench import isolation, networks, pipeline, quota, report, simulator_rps
 
 
 def main() -> int:
@@ -9,6 +9,7 @@ def main() -> int:
     pipeline.main()
     quota.main()
     isolation.main()
+    networks.main([])
     report.main()
     return 0
 

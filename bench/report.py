@@ -56,10 +56,38 @@ def simulator_section(data: dict) -> list[str]:
             f"(100 per page, {data['concurrency']} concurrent clients on the same 2 cores).", ""]
 
 
+def networks_section(data: dict) -> list[str]:
+    stored = data["storage"]
+    lines = [f"**Networks in PostgreSQL** ({data['server']}); finalization = one transaction: "
+             "staging read from Redis, COPY, diff by the database, network replaced, feed "
+             "entries; staging = every page of 1,000 stored:", "",
+             "| connections | first sync | re-sync (1% out, 1% in) | staging: Redis hash "
+             "| staging: UNLOGGED COPY |", "|---|---|---|---|---|"]
+    for run in data["finalization"]:
+        lines.append(f"| {run['size']:,} | {run['first_sync']['finalize_s']} s "
+                     f"| {run['resync_1pct']['finalize_s']} s "
+                     f"| {run['first_sync']['redis_staging_s']} s "
+                     f"| {run['unlogged_copy_staging_s']} s |")
+    members = data["members"]
+    lines += ["", f"Storage: {stored['bytes_per_connection_total']} bytes per connection "
+              f"(table {stored['table']}, primary key {stored['primary_key']}, member_joined "
+              f"index {stored['member_joined_index']}) against 180 in Redis before; Redis "
+              f"staging keys left after final: {data['redis_staging_keys_left_after_final']}.",
+              f"Members of a {members['network']:,}-connection network among "
+              f"{members['linked_accounts']:,} linked accounts: page of 100 p50 "
+              f"{members['limit_100']['p50_ms']} ms / p99 {members['limit_100']['p99_ms']} ms; "
+              f"page of 1,000 p50 {members['limit_1000']['p50_ms']} ms / p99 "
+              f"{members['limit_1000']['p99_ms']} ms.",
+              f"Change feed: {data['feed']['entries_per_s']:,} entries/s read in pages of "
+              "1,000.", ""]
+    return lines
+
+
 def markdown() -> str:
     lines: list[str] = []
     for name, render in (("pipeline.json", pipeline_section), ("quota.json", quota_section),
-                         ("isolation.json", isolation_section), ("simulator.json", simulator_section)):
+                         ("isolation.json", isolation_section), ("simulator.json", simulator_section),
+                         ("networks.json", networks_section)):
         data = _load(name)
         if data:
             lines += render(data)
