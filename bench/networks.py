@@ -91,8 +91,8 @@ def stage_in_redis(store: SyncStore, user: str, rows: list) -> tuple[str, float,
     for index, cursor in enumerate(cursors):
         store.complete_page(ticket.sync_id, cursor, rows[index * PAGE:(index + 1) * PAGE])
     seconds = time.perf_counter() - started
-    base, rec = store._record_key(ticket.sync_id)
-    staged_bytes = store.redis.memory_usage(rec + ":staging_h", samples=0) or 0
+    staged_bytes = store.redis.memory_usage(store._sync_keys(ticket.sync_id).staging_h,
+                                            samples=0) or 0
     return ticket.sync_id, seconds, staged_bytes
 
 
@@ -223,7 +223,8 @@ def main(argv=None) -> int:
         member_figures = members(networks, url, args.member_queries)
         feed_figures = feed(networks)
         print(f"  feed: {feed_figures['entries_per_s']:,} entries/s", flush=True)
-        leftover = sum(1 for _ in client.scan_iter(match=f"{store.prefix}:*staging*"))
+        leftover = sum(1 for key in client.scan_iter(match=f"{store.prefix}:*")
+                       if key.endswith(b"staging_h"))
         result = {"server": server, "machine": platform.machine(), "finalization": final,
                   "storage": stored, "redis_staging_keys_left_after_final": leftover,
                   "members": member_figures, "feed": feed_figures}

@@ -103,7 +103,7 @@ def test_finish_is_final_once_and_drops_the_staging(store, redis_client):
     assert "finalizing" not in record
     assert not store.finish(ticket.sync_id, "succeeded", 2, 2, 0, True)  # a retry: nothing
     assert list(store.staged_connections(ticket.sync_id)) == []
-    assert not redis_client.keys(f"{store.base('github', 'u-1')}:sync:*:staging_h")
+    assert not redis_client.keys(f"{store.keys.user('github', 'u-1').base}:sync:*:staging_h")
     assert store.last_sync("github", "u-1", "followers")["count"] == "2"
 
 
