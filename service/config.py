@@ -6,6 +6,9 @@ still the development one. Every setting is listed in the README.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,9 @@ REAL_API_URLS = {name: cls.API_URL for name, cls in providers.provider_classes()
 DEV_WEBHOOK_SECRET = "dev-webhook-secret"
 DEV_API_TOKEN = "dev-api-token"
 DEV_ENCRYPTION_KEY = "ZGV2LW9ubHktZmVybmV0LWtleS1kby1ub3QtdXNlLSE="  # 32 bytes, urlsafe b64
+#: the Standard Webhooks secret of development: derived, so `make demo` needs none
+DEV_CALLBACK_SECRET = "whsec_" + base64.b64encode(
+    hashlib.sha256(b"netsync-dev-callback-secret").digest()).decode()
 
 
 class ConfigError(RuntimeError):
@@ -101,6 +107,16 @@ class Settings:
     oauth_clients: dict = field(default_factory=dict)
     #: Redis broker: seconds before a dead worker's unacked message is delivered again
     broker_visibility_timeout: int = 3600
+    #: Standard Webhooks secret (``whsec_<base64>``) signing callbacks
+    callback_secret: str = DEV_CALLBACK_SECRET
+    #: delivery attempts of one callback before it goes to the dead-letter list
+    callback_max_attempts: int = 8
+    callback_backoff_base_seconds: float = 2.0
+    callback_backoff_cap_seconds: float = 3600.0
+    #: long-polls and event streams held at once by one web process
+    live_max_connections: int = 100
+    #: log line format: "json" (production default) or "text"
+    log_format: str = "text"
     #: where the embedded servers keep their files
     var_dir: Path = Path("var")
     #: provider quotas and queue-class shares (``QUOTA_<PROVIDER>``, ``QUOTA_SHARES*``)
@@ -148,6 +164,12 @@ def load_settings(environ=None) -> Settings:
         },
         broker_visibility_timeout=_int(env, "BROKER_VISIBILITY_TIMEOUT", 3600),
         var_dir=Path(env.get("NETSYNC_VAR_DIR") or "var"),
+        callback_secret=env.get("CALLBACK_SECRET") or DEV_CALLBACK_SECRET,
+        callback_max_attempts=_int(env, "CALLBACK_MAX_ATTEMPTS", 8),
+        callback_backoff_base_seconds=_float(env, "CALLBACK_BACKOFF_BASE_SECONDS", 2.0),
+        callback_backoff_cap_seconds=_float(env, "CALLBACK_BACKOFF_CAP_SECONDS", 3600.0),
+        live_max_connections=_int(env, "LIVE_MAX_CONNECTIONS", 100),
+        log_format=(env.get("LOG_FORMAT") or ("json" if mode == "production" else "text")).lower(),
         quota=_quota(env),
     )
     validate(settings)
@@ -165,9 +187,16 @@ def validate(settings: Settings) -> None:
     """Refuse settings a production service must not run with."""
     if settings.http_read_timeout + settings.http_connect_timeout >= settings.task_soft_time_limit:
         raise ConfigError("HTTP timeouts must stay below TASK_SOFT_TIME_LIMIT")
+    callback_secret_bytes(settings.callback_secret)
+    if settings.log_format not in ("json", "text"):
+        raise ConfigError(f"LOG_FORMAT must be json or text, got {settings.log_format!r}")
+    if settings.callback_max_attempts < 1 or settings.live_max_connections < 1:
+        raise ConfigError("CALLBACK_MAX_ATTEMPTS and LIVE_MAX_CONNECTIONS must be at least 1")
     if not settings.is_production:
         return
     problems = []
+    if settings.callback_url and settings.callback_secret == DEV_CALLBACK_SECRET:
+        problems.append("CALLBACK_SECRET (CALLBACK_URL is set)")
     if DEV_WEBHOOK_SECRET in settings.webhook_secrets:
         problems.append("WEBHOOK_SECRETS")
     if DEV_API_TOKEN in settings.api_tokens:
@@ -178,3 +207,16 @@ def validate(settings: Settings) -> None:
         problems.append("REDIS_URL (no embedded Redis in production)")
     if problems:
         raise ConfigError("production needs real values for: " + ", ".join(problems))
+
+
+def callback_secret_bytes(secret: str) -> bytes:
+    """The key of a Standard Webhooks secret: the base64 after ``whsec_``."""
+    if not secret.startswith("whsec_"):
+        raise ConfigError("CALLBACK_SECRET must look like whsec_<base64>")
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("CALLBACK_SECRET must look like whsec_<base64>") from None
+    if len(key) < 24:
+        raise ConfigError("CALLBACK_SECRET must hold at least 24 random bytes")
+    return key

@@ -12,9 +12,11 @@ import redis
 from flask import Flask, current_app
 
 from service.config import Settings
+from state.control import ProviderSwitches
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
 from state.metrics import Metrics
+from state.outbox import CallbackOutbox
 from state.quota import QuotaGate
 from state.store import SyncStore
 from sync.runtime import Services
@@ -48,6 +50,8 @@ def build_services(settings: Settings) -> Services:
         quota=QuotaGate(client, settings.key_prefix, settings.quota),
         delayed=DelayedSet(client, settings.key_prefix),
         metrics=Metrics(client, settings.key_prefix),
+        switches=ProviderSwitches(client, settings.key_prefix),
+        outbox=CallbackOutbox(client, settings.key_prefix),
     )
 
 

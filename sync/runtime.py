@@ -12,9 +12,11 @@ from typing import Any
 
 from celery import Task
 
+from state.control import ProviderSwitches
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
 from state.metrics import Metrics
+from state.outbox import CallbackOutbox
 from state.quota import QuotaGate
 from state.store import SyncStore
 
@@ -30,6 +32,10 @@ class Services:
     quota: QuotaGate
     delayed: DelayedSet
     metrics: Metrics
+    #: operators' kill switches (paused providers)
+    switches: ProviderSwitches
+    #: completion events until delivered (``state.outbox``)
+    outbox: CallbackOutbox
 
 
 class NetsyncTask(Task):

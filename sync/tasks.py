@@ -21,6 +21,7 @@ from providers.errors import (
     TRANSPORT_ERROR, UNPARSEABLE, Action, ErrorRule, ProviderCallError, ProviderError,
 )
 from providers.provider import Provider
+from state.control import PAUSED_REASON, provider_gate
 from state.credentials import CredentialError
 from state.page_guard import PageGuard
 from state.store import ACTIVE, FINAL
@@ -126,10 +127,14 @@ class ProviderTask(NetsyncTask):
     def call(self, ctx: SyncContext, http_call, park_args: list, park_kwargs: dict):
         """Take quota, make the call, classify the answer.
 
-        Returns the answer, or None when there was no quota and the task was
-        parked until there is (a quota wait is not a retry attempt).
+        Returns the answer, or None when the provider is paused or there was
+        no quota, and the task was parked (a wait is not a retry attempt).
         """
         svc, provider = ctx.svc, ctx.provider
+        paused = provider_gate(svc.switches, provider.NAME)  # an operator's kill switch
+        if paused > 0:
+            self.park(ctx, paused, PAUSED_REASON, park_args, park_kwargs)
+            return None
         scopes = ctx.quota_scopes()
         wait = svc.quota.acquire(provider.NAME, scopes, ctx.queue_class)
         if wait > 0:
@@ -156,7 +161,11 @@ class ProviderTask(NetsyncTask):
 
     # -- sending and parking ---------------------------------------------------------
     def park(self, ctx: SyncContext, delay: float, reason: str, args: list, kwargs: dict):
-        """Hand this task to the delayed set; the scheduler sends it when due."""
+        """Hand this task to the delayed set; the scheduler sends it when due.
+
+        The sync record says why it waits and until when (status, dashboard).
+        """
+        ctx.svc.store.update(ctx.sync_id, wait_reason=reason, wait_until=f"{time.time() + delay:.3f}")
         ctx.svc.delayed.park(self.name, args, kwargs, queue=ctx.queue_name, delay_s=delay,
                              priority=ctx.priority(self.app.conf.broker_url), reason=reason)
 

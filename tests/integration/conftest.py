@@ -116,3 +116,7 @@ def stack(tmp_path_factory):
 
 def new_user() -> str:
     return f"u-{secrets.token_hex(5)}"
+
+
+# the operations stack (callbacks, control, live status, dashboard): tests/integration/ops_fixtures.py
+from tests.integration.ops_fixtures import callback_receiver, ops_stack  # noqa: E402,F401

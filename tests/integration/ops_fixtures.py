@@ -1,0 +1,62 @@
+"""The operations stack: the whole service with a callback receiver and small live caps.
+
+Its own stack (not the session's) because callbacks, the live-connection cap
+and Sentry are settings read at process start. Database 12 on a shared
+Redis; an embedded one otherwise.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from devtools.devstack import ROOT, DevStack, WorkerSpec
+from tests.integration.conftest import TEST_ENV, Stack
+from tests.integration.receiver import CallbackReceiver
+
+OPS_DB = 12
+#: held live connections per web process in the ops stack (small, to test the cap)
+LIVE_CAP = 3
+
+
+class OpsStack(Stack):
+    def __init__(self, dev: DevStack, receiver: CallbackReceiver):
+        super().__init__(dev)
+        self.receiver = receiver
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """``flask --app service …`` as an operator runs it, against this stack."""
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "service", *args],
+                              cwd=ROOT, env=self.dev.base_env, capture_output=True, text=True,
+                              timeout=60)
+        if check:
+            assert done.returncode == 0, (done.stdout, done.stderr)
+        return done
+
+    def redis(self):
+        import redis
+
+        return redis.Redis.from_url(self.dev.redis_url)
+
+
+@pytest.fixture(scope="session")
+def callback_receiver():
+    with CallbackReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def ops_stack(tmp_path_factory, callback_receiver):
+    env = {**TEST_ENV, "CALLBACK_URL": callback_receiver.url,
+           "CALLBACK_BACKOFF_BASE_SECONDS": "0.2", "CALLBACK_BACKOFF_CAP_SECONDS": "1",
+           "CALLBACK_MAX_ATTEMPTS": "4", "LIVE_MAX_CONNECTIONS": str(LIVE_CAP)}
+    env.update({k: v for k, v in os.environ.items() if k == "SENTRY_DSN"})
+    dev = DevStack(
+        var_dir=tmp_path_factory.mktemp("ops-stack"),
+        workers=[WorkerSpec("normal,whale,trickle", pool="prefork", concurrency=3, name="ops")],
+        env=env, redis_db=OPS_DB,
+    )
+    with dev:
+        yield OpsStack(dev, callback_receiver)

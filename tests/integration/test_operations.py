@@ -1,0 +1,162 @@
+"""Operators' controls and trustworthy callbacks, against the running service.
+
+Real web, worker and scheduler processes, the simulator over HTTP, and a
+real HTTP receiver for the callbacks (tests/integration/receiver.py); every
+callback it gets is verified with the ``standardwebhooks`` package, an
+independent implementation of the Standard Webhooks specification.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+from standardwebhooks import Webhook
+
+from service.config import DEV_CALLBACK_SECRET, DEV_WEBHOOK_SECRET
+from sync.signatures import verify
+from tests.integration.conftest import new_user
+
+
+def verified(received) -> dict:
+    """The callback's body once both of its signatures check out."""
+    body = Webhook(DEV_CALLBACK_SECRET).verify(received.body, received.headers)
+    verify(received.headers["X-Netsync-Signature"], received.body, [DEV_WEBHOOK_SECRET])
+    return body
+
+
+def parked_of(stack, sync_id: str) -> list:
+    import json
+
+    client = stack.redis()
+    entries = client.hgetall(f"netsync:{{delayed}}:entries")
+    return [e for e in (json.loads(v) for v in entries.values()) if e["args"][:1] == [sync_id]]
+
+
+def wait_until(condition, timeout: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not met within {timeout}s")
+
+
+def start(stack, provider: str, size: int):
+    user, account = new_user(), stack.add_account(provider, size)
+    response = stack.login(user, account)
+    assert response.status_code == 202, response.text
+    return user, account, response.json()["syncs"][0]["sync_id"]
+
+
+def test_callback_retries_503_then_429_honouring_retry_after_then_delivers(ops_stack):
+    user = new_user()
+    receiver = ops_stack.receiver
+    receiver.script(user, (503, {}), (429, {"Retry-After": "2"}), (200, {}))
+    account = ops_stack.add_account("github", 30)
+    sync_id = ops_stack.login(user, account).json()["syncs"][0]["sync_id"]
+    assert ops_stack.wait_final(sync_id)["status"] == "succeeded"
+
+    attempts = receiver.wait_for(user, 3)
+    bodies = [verified(a) for a in attempts]
+    assert {a.headers["webhook-id"] for a in attempts} == {f"{sync_id}.sync.succeeded"}
+    assert bodies[0] == bodies[2]
+    assert bodies[0]["event"] == "sync.succeeded" and bodies[0]["count"] == 30
+    # the third attempt was not sent before the receiver's Retry-After had passed
+    assert attempts[2].at - attempts[1].at >= 2 - 0.05
+    listing = wait_until(lambda: (out := ops_stack.cli("callbacks", "list").stdout)
+                         and f"{sync_id}.sync.succeeded  sync.succeeded    delivered" in out and out,
+                         what="delivery marked delivered")
+    assert "attempts=3" in listing.split(f"{sync_id}.sync.succeeded")[1].splitlines()[0]
+    time.sleep(0.5)
+    assert len(receiver.for_user(user)) == 3  # nothing more after the 200
+
+
+def test_a_4xx_goes_to_the_dead_letter_list_and_redeliver_sends_the_same_id(ops_stack):
+    user = new_user()
+    ops_stack.receiver.script(user, (400, {}))
+    account = ops_stack.add_account("github", 5)
+    sync_id = ops_stack.login(user, account).json()["syncs"][0]["sync_id"]
+    ops_stack.wait_final(sync_id)
+    first = ops_stack.receiver.wait_for(user, 1)
+    delivery_id = f"{sync_id}.sync.succeeded"
+    failed = wait_until(lambda: delivery_id in (out := ops_stack.cli("callbacks", "list",
+                                                                     "--failed").stdout) and out,
+                        what="dead letter")
+    assert "last=400" in failed
+    time.sleep(0.5)
+    assert len(ops_stack.receiver.for_user(user)) == 1  # a 400 is not retried
+
+    assert "queued" in ops_stack.cli("callbacks", "redeliver", delivery_id).stdout
+    again = ops_stack.receiver.wait_for(user, 2)
+    assert again[1].headers["webhook-id"] == first[0].headers["webhook-id"] == delivery_id
+    verified(again[1])
+    wait_until(lambda: delivery_id not in ops_stack.cli("callbacks", "list", "--failed").stdout,
+               what="off the dead-letter list")
+    assert ops_stack.cli("callbacks", "redeliver", "nope", check=False).returncode == 1
+
+
+def test_pause_parks_every_call_and_resume_lets_the_sync_finish(ops_stack):
+    ops_stack.cli("providers", "pause", "mastodon", "--reason", "incident 42")
+    try:
+        assert "paused since" in ops_stack.cli("providers", "list").stdout
+        user, account, sync_id = start(ops_stack, "mastodon", 50)
+        view = wait_until(lambda: (v := ops_stack.sync(sync_id))["waiting"] and v,
+                          what="sync shows it waits")
+        assert view["waiting"]["reason"] == "provider_paused"
+        assert view["status"] in ("queued", "running")
+        wait_until(lambda: parked_of(ops_stack, sync_id), what="parked call")
+        calls = ops_stack.stats()
+        assert account["token"] not in str(calls)  # not one call with this account's token
+    finally:
+        out = ops_stack.cli("providers", "resume", "mastodon").stdout
+    assert "resumed" in out
+    final = ops_stack.wait_final(sync_id, timeout=60)
+    assert final["status"] == "succeeded" and final["connections_fetched"] == 50
+    assert final["waiting"] is None
+
+
+def test_cancel_keeps_the_previous_network_drops_parked_work_and_calls_back(ops_stack):
+    user, account = new_user(), ops_stack.add_account("twitter", 40)
+    first = ops_stack.login(user, account).json()["syncs"][0]["sync_id"]
+    assert ops_stack.wait_final(first)["status"] == "succeeded"
+    before = ops_stack.network_ids(user, "twitter")
+
+    ops_stack.cli("providers", "pause", "twitter")
+    try:
+        sync_id = ops_stack.resync(user, "twitter")["sync_id"]
+        wait_until(lambda: parked_of(ops_stack, sync_id), what="parked call")
+        answer = ops_stack.http.post(f"{ops_stack.web}/v1/syncs/{sync_id}/cancel", timeout=10)
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["status"] == "cancelled"
+        assert answer.json()["error"]["kind"] == "cancelled"
+        assert parked_of(ops_stack, sync_id) == []
+        again = ops_stack.http.post(f"{ops_stack.web}/v1/syncs/{sync_id}/cancel", timeout=10)
+        assert again.status_code == 409 and again.json()["error"]["code"] == "already_final"
+        missing = ops_stack.http.post(f"{ops_stack.web}/v1/syncs/s_nope/cancel", timeout=10)
+        assert missing.status_code == 404
+    finally:
+        ops_stack.cli("providers", "resume", "twitter")
+    assert ops_stack.network_ids(user, "twitter") == before
+    events = [verified(r)["event"] for r in ops_stack.receiver.wait_for(user, 2)]
+    assert events == ["sync.succeeded", "sync.cancelled"]
+    assert ops_stack.sync(sync_id)["status"] == "cancelled"
+
+
+def test_cli_cancel_and_its_refusals(ops_stack):
+    ops_stack.cli("providers", "pause", "linkedin")
+    try:
+        user, account, sync_id = start(ops_stack, "linkedin", 10)
+        assert "cancelled" in ops_stack.cli("syncs", "cancel", sync_id, "--reason", "test").stdout
+        view = ops_stack.sync(sync_id)
+        assert view["status"] == "cancelled" and "test" in view["error"]["message"]
+        refused = ops_stack.cli("syncs", "cancel", sync_id, check=False)
+        assert refused.returncode == 1 and "already final" in refused.stderr
+        assert ops_stack.cli("syncs", "cancel", "s_nope", check=False).returncode == 1
+    finally:
+        ops_stack.cli("providers", "resume", "linkedin")
+
+
+@pytest.mark.parametrize("provider", ["nonsense"])
+def test_pausing_an_unknown_provider_is_a_usage_error(ops_stack, provider):
+    assert ops_stack.cli("providers", "pause", provider, check=False).returncode == 2
