@@ -160,3 +160,26 @@ def test_cli_cancel_and_its_refusals(ops_stack):
 @pytest.mark.parametrize("provider", ["nonsense"])
 def test_pausing_an_unknown_provider_is_a_usage_error(ops_stack, provider):
     assert ops_stack.cli("providers", "pause", provider, check=False).returncode == 2
+
+
+def test_a_pending_callback_survives_its_worker_being_killed(ops_stack):
+    import os
+    import signal
+
+    from devtools.devstack import WorkerSpec
+
+    user = new_user()
+    # the first answer asks for a 3 s pause: the retry waits in the delayed set meanwhile
+    ops_stack.receiver.script(user, (503, {"Retry-After": "3"}), (200, {}))
+    account = ops_stack.add_account("github", 3)
+    sync_id = ops_stack.login(user, account).json()["syncs"][0]["sync_id"]
+    ops_stack.receiver.wait_for(user, 1)
+    dev = ops_stack.dev
+    worker = dev.processes["ops"]
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    dev.start_worker(WorkerSpec("normal,whale,trickle", pool="prefork", concurrency=3, name="ops"))
+    dev.wait_workers_ready()
+    attempts = ops_stack.receiver.wait_for(user, 2)
+    assert {a.headers["webhook-id"] for a in attempts} == {f"{sync_id}.sync.succeeded"}
+    assert ops_stack.sync(sync_id)["status"] == "succeeded"
