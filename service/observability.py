@@ -219,8 +219,12 @@ def _broker_redis(app: Flask, svc) -> redis.Redis | None:
     return client
 
 
-def queue_lengths(app: Flask, svc) -> dict[str, int]:
-    """Messages waiting per queue on a Redis broker (kombu keeps one list per priority)."""
+def queue_depths(app: Flask, svc) -> dict[str, dict[int, int]]:
+    """Messages waiting per queue and priority step on a Redis broker ({} on RabbitMQ).
+
+    kombu's Redis transport keeps one list per priority step: ``name`` for
+    step 0 and ``name<sep><step>`` for the others.
+    """
     import queues
 
     client = _broker_redis(app, svc)
@@ -234,9 +238,13 @@ def queue_lengths(app: Flask, svc) -> dict[str, int]:
         for name in names:
             for step in steps:
                 pipe.llen(f"{name}{sep}{step}" if step else name)
-        lengths = pipe.execute()
-    per_queue = len(steps)
-    return {name: sum(lengths[i * per_queue:(i + 1) * per_queue]) for i, name in enumerate(names)}
+        lengths = iter(pipe.execute())
+    return {name: {step: next(lengths) for step in steps} for name in names}
+
+
+def queue_lengths(app: Flask, svc) -> dict[str, int]:
+    """Messages waiting per queue on a Redis broker, all priorities together."""
+    return {name: sum(depths.values()) for name, depths in queue_depths(app, svc).items()}
 
 
 def delayed_size(svc) -> int | None:
