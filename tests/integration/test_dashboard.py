@@ -74,10 +74,18 @@ def test_the_dashboard_needs_a_token_and_never_puts_it_in_the_cookie(ops_stack):
 
 
 def _text(driver, css: str) -> str:
+    """The element's text; the script swaps the panel each second, so an element
+    found may be gone by the time it is read: then look again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else ""
+    for _ in range(5):
+        try:
+            found = driver.find_elements(By.CSS_SELECTOR, css)
+            return found[0].text if found else ""
+        except StaleElementReferenceException:
+            continue
+    return ""
 
 
 def test_dashboard_in_a_browser_shows_progress_moving_and_a_failure(ops_stack, browser):
