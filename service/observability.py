@@ -21,8 +21,10 @@ import redis
 from flask import Blueprint, Flask, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from pythonjsonlogger.json import JsonFormatter
 
 from service.extensions import services
+from sync.telemetry import SyncLogContext
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
@@ -107,24 +109,81 @@ class KeyValueFormatter(logging.Formatter):
         return " ".join(f"{key}={_value(value)}" for key, value in fields.items())
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Install redaction, and our line format unless the host already set up logging."""
+class JsonLineFormatter(JsonFormatter):
+    """One JSON object per line (production): python-json-logger, with our redaction.
+
+    The message was redacted when the record was made (``install_redaction``);
+    extras whose name says secret are replaced, the others redacted like text.
+    """
+
+    def process_log_record(self, log_data: dict) -> dict:
+        for key, value in list(log_data.items()):
+            if key in ("message", "ts", "level", "logger"):
+                continue
+            if SENSITIVE_KEY.search(key):
+                log_data[key] = REDACTED
+            elif isinstance(value, str):
+                log_data[key] = redact(value)
+        return log_data
+
+
+def line_formatter(log_format: str) -> logging.Formatter:
+    if log_format == "json":
+        return JsonLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                 rename_fields={"asctime": "ts", "levelname": "level",
+                                                "name": "logger"})
+    return KeyValueFormatter()
+
+
+def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
+    """Redaction and the sync context everywhere; our line format unless the host has its own.
+
+    Under gunicorn or pytest the host's handlers stay, and get the sync
+    context filter; elsewhere (workers, scheduler, CLI) one stderr handler
+    writes JSON lines (``LOG_FORMAT=json``, production's default) or
+    ``key=value`` lines.
+    """
     install_redaction()
     root = logging.getLogger()
     if root.handlers:  # gunicorn, pytest, an embedding app: theirs stays
+        for handler in root.handlers:
+            if not any(isinstance(f, SyncLogContext) for f in handler.filters):
+                handler.addFilter(SyncLogContext())
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
+    handler.setFormatter(line_formatter(log_format))
+    handler.addFilter(SyncLogContext())
     root.addHandler(handler)
     root.setLevel(level)
 
 
 # -- Sentry -------------------------------------------------------------------
+#: what else is a secret in a Sentry event: an OAuth authorization code, its verifier
+_SENTRY_ONLY_KEYS = re.compile(r"(?i)^(code|oauth_verifier|verifier)$")
+#: Sentry's own scrubber's deny list, extended with ours (it matches whole keys)
+SENTRY_DENYLIST = sorted({"access_token", "refresh_token", "token_secret", "oauth_token_secret",
+                          "client_secret", "code", "oauth_verifier", "signature",
+                          "x-netsync-signature", "webhook-signature", "cookie", "cookies",
+                          "set-cookie", "authorization", "password", "secret", "token"})
+
+
+def _sensitive(key) -> bool:
+    return isinstance(key, str) and bool(SENSITIVE_KEY.search(key) or _SENTRY_ONLY_KEYS.match(key))
+
+
 def scrub(value):
-    """A copy of a Sentry event (or any part of it) with every token-like value removed."""
+    """A copy of a Sentry event (or any part of it) with every token-like value removed.
+
+    Recursive: a secret-named key is replaced wherever it is nested, and
+    every string is redacted like a log line (tokens in URLs, headers, reprs).
+    Request bodies are dropped whole (the login webhook's carries tokens).
+    """
     if isinstance(value, dict):
-        return {key: REDACTED if isinstance(key, str) and SENSITIVE_KEY.search(key)
-                else scrub(item) for key, item in value.items()}
+        cleaned = {key: REDACTED if _sensitive(key) else scrub(item) for key, item in value.items()}
+        request = cleaned.get("request")
+        if isinstance(request, dict) and "data" in request:
+            request["data"] = REDACTED
+        return cleaned
     if isinstance(value, (list, tuple)):
         return [scrub(item) for item in value]
     if isinstance(value, str):
@@ -147,6 +206,7 @@ def init_sentry(settings) -> bool:
     import sentry_sdk
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.flask import FlaskIntegration
+    from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
     if sentry_sdk.get_client().is_active():
         return True
@@ -158,6 +218,8 @@ def init_sentry(settings) -> bool:
         include_local_variables=False,  # a frame's locals may hold a token
         max_request_body_size="never",  # the login webhook's body carries tokens
         before_send=before_send,
+        event_scrubber=EventScrubber(denylist=[*DEFAULT_DENYLIST, *SENTRY_DENYLIST],
+                                     recursive=True),
     )
     return True
 
@@ -331,6 +393,7 @@ def metrics():
 
 
 def init_app(app: Flask) -> None:
-    configure_logging(app.config.get("LOG_LEVEL", app.config["NETSYNC_SETTINGS"].log_level))
+    settings = app.config["NETSYNC_SETTINGS"]
+    configure_logging(app.config.get("LOG_LEVEL", settings.log_level), settings.log_format)
     init_sentry(app.config["NETSYNC_SETTINGS"])
     app.register_blueprint(bp)

@@ -27,6 +27,7 @@ import requests
 import queues
 from state.outbox import DELIVERED, FAILED, PENDING, Delivery
 from sync.retry import backoff_delay
+from sync import telemetry
 from sync.runtime import NetsyncTask
 from sync.signatures import DELIVERY_HEADER, SIGNATURE_HEADER, sign, standard_webhook_headers
 
@@ -121,6 +122,8 @@ class DeliverCallback(NetsyncTask):
         delivery = svc.outbox.get(delivery_id)
         if delivery is None or delivery.state != PENDING:
             return "nothing to send"
+        telemetry.bind_fields(sync_id=delivery.sync_id, provider=delivery.provider,
+                              delivery_id=delivery.id)
         settings = svc.settings
         raw, now = delivery.body.encode(), time.time()
         status, problem, retry_after = None, None, None

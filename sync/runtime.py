@@ -19,6 +19,7 @@ from state.metrics import Metrics
 from state.outbox import CallbackOutbox
 from state.quota import QuotaGate
 from state.store import SyncStore
+from sync import telemetry
 
 
 @dataclass
@@ -50,3 +51,7 @@ class NetsyncTask(Task):
     @property
     def services(self) -> Services:
         return self.app.netsync_services
+
+    def after_return(self, *args, **kwargs):
+        # the next task on this thread starts with no sync's log context
+        telemetry.clear()

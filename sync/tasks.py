@@ -25,7 +25,7 @@ from state.control import PAUSED_REASON, provider_gate
 from state.credentials import CredentialError
 from state.page_guard import PageGuard
 from state.store import ACTIVE, FINAL
-from sync import callbacks, oauth
+from sync import callbacks, oauth, telemetry
 from sync.retry import backoff_delay, exhausted, wait_delay
 from sync.runtime import NetsyncTask
 
@@ -121,7 +121,9 @@ class ProviderTask(NetsyncTask):
         record, done, blob = svc.store.page_snapshot(sync_id, cursor)
         if record is None or record.get("status") not in ACTIVE or done:
             return None
-        return SyncContext(svc, record, self.provider(svc), blob)
+        ctx = SyncContext(svc, record, self.provider(svc), blob)
+        telemetry.bind_sync(sync_id, ctx.provider.NAME, record.get("relation"), ctx.queue_class)
+        return ctx
 
     # -- the one outbound call -----------------------------------------------------
     def call(self, ctx: SyncContext, http_call, park_args: list, park_kwargs: dict):

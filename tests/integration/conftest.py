@@ -119,4 +119,5 @@ def new_user() -> str:
 
 
 # the operations stack (callbacks, control, live status, dashboard): tests/integration/ops_fixtures.py
-from tests.integration.ops_fixtures import callback_receiver, ops_stack  # noqa: E402,F401
+from tests.integration.ops_fixtures import (  # noqa: E402,F401
+    callback_receiver, ops_stack, sentry_receiver)

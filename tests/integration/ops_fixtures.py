@@ -6,7 +6,6 @@ Redis; an embedded one otherwise.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ import pytest
 
 from devtools.devstack import ROOT, DevStack, WorkerSpec
 from tests.integration.conftest import TEST_ENV, Stack
-from tests.integration.receiver import CallbackReceiver
+from tests.integration.receiver import CallbackReceiver, SentryReceiver
 
 OPS_DB = 12
 #: held live connections per web process in the ops stack (small, to test the cap)
@@ -22,9 +21,10 @@ LIVE_CAP = 3
 
 
 class OpsStack(Stack):
-    def __init__(self, dev: DevStack, receiver: CallbackReceiver):
+    def __init__(self, dev: DevStack, receiver: CallbackReceiver, sentry: SentryReceiver):
         super().__init__(dev)
         self.receiver = receiver
+        self.sentry = sentry
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """``flask --app service …`` as an operator runs it, against this stack."""
@@ -48,15 +48,21 @@ def callback_receiver():
 
 
 @pytest.fixture(scope="session")
-def ops_stack(tmp_path_factory, callback_receiver):
+def sentry_receiver():
+    with SentryReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def ops_stack(tmp_path_factory, callback_receiver, sentry_receiver):
     env = {**TEST_ENV, "CALLBACK_URL": callback_receiver.url,
            "CALLBACK_BACKOFF_BASE_SECONDS": "0.2", "CALLBACK_BACKOFF_CAP_SECONDS": "1",
            "CALLBACK_MAX_ATTEMPTS": "4", "LIVE_MAX_CONNECTIONS": str(LIVE_CAP)}
-    env.update({k: v for k, v in os.environ.items() if k == "SENTRY_DSN"})
+    env["SENTRY_DSN"] = sentry_receiver.dsn
     dev = DevStack(
         var_dir=tmp_path_factory.mktemp("ops-stack"),
         workers=[WorkerSpec("normal,whale,trickle", pool="prefork", concurrency=3, name="ops")],
         env=env, redis_db=OPS_DB,
     )
     with dev:
-        yield OpsStack(dev, callback_receiver)
+        yield OpsStack(dev, callback_receiver, sentry_receiver)
