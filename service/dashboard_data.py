@@ -13,7 +13,7 @@ from flask import Flask
 
 from service.api import iso, sync_view
 from service.config import PROVIDERS
-from service.observability import queue_depths
+from service.metrics import queue_depths
 from state.quota_view import shared_levels
 from sync.runtime import Services
 

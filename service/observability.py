@@ -7,7 +7,7 @@
   revoked tokens: ``exc.expected is True``) are not crashes and not sent.
 - Counters: ``count(name, **labels)`` adds one to a field of the Redis hash
   ``<prefix>:metrics``, so web, workers and CLI all add to the same numbers.
-- ``bp``: ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus text).
+- ``bp``: ``/healthz``, ``/readyz``; ``/metrics`` is ``service.metrics``.
 """
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ import sys
 
 import redis
 from flask import Blueprint, Flask, current_app, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pythonjsonlogger.json import JsonFormatter
 
 from service.extensions import services
@@ -225,20 +223,6 @@ def init_sentry(settings) -> bool:
 
 
 # -- shared counters ------------------------------------------------------------
-_FIELD = re.compile(r'^(\w+)\{(.*)\}$')
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
-
-#: help text of the counters netsync increments (others get a generic one)
-COUNTER_HELP = {
-    "triggers": "Sync triggers by kind (webhook, api, cli, stale) and outcome "
-                "(queued, inflight, fresh, no_credentials, invalid)",
-    "syncs_finished": "Syncs that reached a final status, by provider and status",
-    "webhook_deliveries": "Login webhook deliveries by outcome (accepted, replayed, "
-                          "bad_signature, invalid)",
-    "api_auth_failures": "Requests to /v1 refused for a wrong bearer token",
-}
-
-
 def count(name: str, **labels) -> None:
     """Add one to a shared counter (``state.metrics``); never fails the caller."""
     try:
@@ -246,105 +230,6 @@ def count(name: str, **labels) -> None:
     except RuntimeError:  # outside an app context: nobody to count for
         log.debug("counter not counted", extra={"counter": name})
 
-
-def counter_families(raw: dict) -> list[CounterMetricFamily]:
-    """Prometheus counters from the metrics hash (fields as written by ``count``)."""
-    series: dict[str, list[tuple[dict, float]]] = {}
-    for field, value in raw.items():
-        match = _FIELD.match(field.decode())
-        if match:
-            labels = dict(_LABEL.findall(match.group(2)))
-            series.setdefault(match.group(1), []).append((labels, float(value)))
-    families = []
-    for name, points in sorted(series.items()):
-        label_names = sorted({key for labels, _ in points for key in labels})
-        family = CounterMetricFamily(f"netsync_{name}", COUNTER_HELP.get(name, name),
-                                     labels=label_names)
-        for labels, value in points:
-            family.add_metric([labels.get(key, "") for key in label_names], value)
-        families.append(family)
-    return families
-
-
-# -- broker gauges ----------------------------------------------------------------
-def _broker_redis(app: Flask, svc) -> redis.Redis | None:
-    """A client for the broker when it is Redis (the state store's own when shared)."""
-    url = app.extensions["celery"].conf.broker_url or ""
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        return None
-    if url == svc.redis_url:
-        return svc.redis
-    client = app.extensions.get("netsync_broker_redis")
-    if client is None:
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        app.extensions["netsync_broker_redis"] = client
-    return client
-
-
-def queue_depths(app: Flask, svc) -> dict[str, dict[int, int]]:
-    """Messages waiting per queue and priority step on a Redis broker ({} on RabbitMQ).
-
-    kombu's Redis transport keeps one list per priority step: ``name`` for
-    step 0 and ``name<sep><step>`` for the others.
-    """
-    import queues
-
-    client = _broker_redis(app, svc)
-    if client is None:
-        return {}
-    options = app.extensions["celery"].conf.broker_transport_options or {}
-    sep = options.get("sep", "\x06\x16")  # kombu's defaults
-    steps = options.get("priority_steps", [0, 3, 6, 9])
-    names = queues.all_queue_names(svc.settings.provider_regions)
-    with client.pipeline(transaction=False) as pipe:
-        for name in names:
-            for step in steps:
-                pipe.llen(f"{name}{sep}{step}" if step else name)
-        lengths = iter(pipe.execute())
-    return {name: {step: next(lengths) for step in steps} for name in names}
-
-
-def queue_lengths(app: Flask, svc) -> dict[str, int]:
-    """Messages waiting per queue on a Redis broker, all priorities together."""
-    return {name: sum(depths.values()) for name, depths in queue_depths(app, svc).items()}
-
-
-def delayed_size(svc) -> int | None:
-    """Tasks parked in the delayed set (rate-limit waits, backoff), if it can say."""
-    size = getattr(svc.delayed, "size", None)
-    return int(size()) if callable(size) else None
-
-
-class NetsyncCollector:
-    """Reads the shared counters and broker gauges at scrape time."""
-
-    def __init__(self, app: Flask, svc):
-        self.app, self.svc = app, svc
-
-    def collect(self):
-        up = GaugeMetricFamily("netsync_redis_up", "1 if the state store answered this scrape")
-        try:
-            raw = self.svc.metrics.raw()
-        except (redis.RedisError, OSError):
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-        yield from counter_families(raw)
-        try:
-            lengths = queue_lengths(self.app, self.svc)
-            delayed = delayed_size(self.svc)
-        except (redis.RedisError, OSError):
-            return
-        queue_gauge = GaugeMetricFamily("netsync_queue_length",
-                                        "Messages waiting in a broker queue", labels=["queue"])
-        for name, length in lengths.items():
-            queue_gauge.add_metric([name], length)
-        yield queue_gauge
-        if delayed is not None:
-            yield GaugeMetricFamily("netsync_delayed_tasks",
-                                    "Tasks parked in the delayed set until due", value=delayed)
 
 
 # -- endpoints -----------------------------------------------------------------------
@@ -382,14 +267,6 @@ def readyz():
     body = {"error": {"code": "unavailable", "message": f"not ready: {failing} unreachable"},
             "status": "unavailable", "checks": checks}
     return jsonify(body), 503
-
-
-@bp.get("/metrics")
-def metrics():
-    """Prometheus text: shared counters, queue lengths, delayed-set size."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(NetsyncCollector(current_app._get_current_object(), services()))
-    return generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
 
 
 def init_app(app: Flask) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from state.control import PAUSED_REASON
 from state.store import FINAL
-from sync import callbacks
+from sync import callbacks, telemetry
 from sync.runtime import Services
 
 log = logging.getLogger("netsync.operations")
@@ -46,7 +46,7 @@ def cancel_sync(svc: Services, celery_app, sync_id: str, reason: str = "") -> Ca
         return CancelOutcome("final", svc.store.get_sync(sync_id))
     dropped = svc.delayed.drop(_parked_of_sync(svc, sync_id))
     provider = record.get("provider", "")
-    svc.metrics.count("syncs_finished", provider=provider, status="cancelled")
+    telemetry.count_finished(svc.metrics, record, "cancelled")
     log.info("sync cancelled sync=%s provider=%s parked_dropped=%d", sync_id, provider, dropped)
     callbacks.notify(celery_app, sync_id, provider)
     return CancelOutcome("cancelled", svc.store.get_sync(sync_id))

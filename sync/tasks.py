@@ -100,6 +100,8 @@ class ProviderTask(NetsyncTask):
 
     #: the provider this task talks to
     provider_class: type[Provider] = Provider
+    #: round one: its call is the sync's first (trigger-to-first-call histogram)
+    starts_sync: bool = False
 
     _providers: dict = {}
 
@@ -142,6 +144,8 @@ class ProviderTask(NetsyncTask):
         if wait > 0:
             self.park(ctx, wait, "quota", park_args, park_kwargs)
             return None
+        if self.starts_sync and not park_kwargs.get("attempt") and not park_kwargs.get("refreshed"):
+            telemetry.observe_first_call(svc.metrics, ctx.record)
         settings = svc.settings
         answer = oauth.send(ctx, http_call, provider.request_headers(),
                             (settings.http_connect_timeout, settings.http_read_timeout))
@@ -155,6 +159,8 @@ class ProviderTask(NetsyncTask):
             svc.quota.observe(provider.NAME, {s: k for s, k in scopes.items() if s in told}, info)
         svc.quota.record_outcome(provider.NAME, scopes,
                                  rejected=error is not None and error.action is Action.WAIT)
+        telemetry.count_answer(svc.metrics, provider.NAME, ctx.queue_class, error,
+                               page=not self.starts_sync)
         if error is not None:
             # A successful page counts its call when it is stored (one round trip).
             svc.store.note_call(ctx.sync_id, ctx.rate_fields)
@@ -168,6 +174,8 @@ class ProviderTask(NetsyncTask):
         The sync record says why it waits and until when (status, dashboard).
         """
         ctx.svc.store.update(ctx.sync_id, wait_reason=reason, wait_until=f"{time.time() + delay:.3f}")
+        ctx.svc.metrics.count("quota_waits", provider=ctx.provider.NAME, queue=ctx.queue_class,
+                              reason=reason)
         ctx.svc.delayed.park(self.name, args, kwargs, queue=ctx.queue_name, delay_s=delay,
                              priority=ctx.priority(self.app.conf.broker_url), reason=reason)
 
@@ -249,7 +257,7 @@ class ProviderTask(NetsyncTask):
 
     def finished(self, ctx, status: str, error: ProviderError | None = None) -> None:
         """A sync reached a final status: count it and tell the main app."""
-        ctx.svc.metrics.count("syncs_finished", provider=ctx.provider.NAME, status=status)
+        telemetry.count_finished(ctx.svc.metrics, ctx.record, status)
         log.info("sync finished sync=%s provider=%s status=%s kind=%s", ctx.sync_id,
                  ctx.provider.NAME, status, error.rule.kind if error else "-")
         callbacks.notify(self.app, ctx.sync_id, ctx.provider.NAME)
@@ -312,6 +320,8 @@ def worth_observing(info) -> bool:
 
 class ProfileTask(ProviderTask):
     """Round one: one call to learn the account's size, which picks the queue."""
+
+    starts_sync = True
 
     #: name of the provider's page task
     page_task_name: str = ""

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 
 import sentry_sdk
+
+from state.metrics import DURATION_BUCKETS, FIRST_CALL_BUCKETS
 
 #: the fields every line of a sync carries
 FIELDS = ("sync_id", "provider", "relation", "queue")
@@ -50,3 +53,42 @@ class SyncLogContext(logging.Filter):
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True
+
+
+# -- metrics of a sync (``state.metrics``; read by ``/metrics``) -------------------------
+def sync_labels(record: dict) -> dict:
+    return {"provider": record.get("provider") or "-", "relation": record.get("relation") or "-",
+            "queue": record.get("queue") or "-", "trigger": record.get("trigger") or "-"}
+
+
+def _since_created(record: dict) -> float | None:
+    try:
+        return max(0.0, time.time() - float(record["created_at"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def count_finished(metrics, record: dict, status: str) -> None:
+    """A sync reached ``status``: its counter and its duration since the trigger."""
+    labels = sync_labels(record)
+    metrics.count("syncs_finished", status=status, **labels)
+    elapsed = _since_created(record)
+    if elapsed is not None:
+        metrics.observe("sync_duration_seconds", elapsed, DURATION_BUCKETS,
+                        provider=labels["provider"], queue=labels["queue"], status=status)
+
+
+def observe_first_call(metrics, record: dict) -> None:
+    elapsed = _since_created(record)
+    if elapsed is not None:
+        metrics.observe("trigger_to_first_call_seconds", elapsed, FIRST_CALL_BUCKETS,
+                        provider=record.get("provider") or "-", queue=record.get("queue") or "-")
+
+
+def count_answer(metrics, provider: str, queue: str, error, page: bool) -> None:
+    """One provider answer by the action it led to, and a fetched page (one round trip)."""
+    action = error.action.name.lower() if error is not None else "ok"
+    series = [("provider_answers", {"provider": provider, "action": action})]
+    if page and error is None:
+        series.append(("pages_fetched", {"provider": provider, "queue": queue}))
+    metrics.count_many(series)
