@@ -183,3 +183,42 @@ def test_a_pending_callback_survives_its_worker_being_killed(ops_stack):
     attempts = ops_stack.receiver.wait_for(user, 2)
     assert {a.headers["webhook-id"] for a in attempts} == {f"{sync_id}.sync.succeeded"}
     assert ops_stack.sync(sync_id)["status"] == "succeeded"
+
+
+def procfile_command(role: str) -> str:
+    from devtools.devstack import ROOT
+
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith(f"{role}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {role} role in the Procfile")
+
+
+def test_flower_role_runs_behind_basic_auth_and_refuses_to_start_without(ops_stack):
+    import subprocess
+
+    import requests
+
+    from devtools.devstack import ROOT, free_port, stop_process, wait_http
+
+    command = procfile_command("flower")
+    import os
+    import sys
+
+    env = {k: v for k, v in ops_stack.dev.base_env.items() if k != "FLOWER_BASIC_AUTH"}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # as make run
+    refused = subprocess.run(["sh", "-c", command], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=30)
+    assert refused.returncode == 1 and "FLOWER_BASIC_AUTH" in refused.stderr
+    port = free_port()
+    flower = subprocess.Popen(["sh", "-c", command], cwd=ROOT, start_new_session=True,
+                              env={**env, "FLOWER_BASIC_AUTH": "ops:s3cret", "FLOWER_PORT": str(port)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/", timeout=60)
+        assert requests.get(base + "/", timeout=10).status_code == 401
+        assert requests.get(base + "/", auth=("ops", "wrong"), timeout=10).status_code == 401
+        assert requests.get(base + "/", auth=("ops", "s3cret"), timeout=10).status_code == 200
+    finally:
+        stop_process(flower)
