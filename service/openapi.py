@@ -113,6 +113,11 @@ SCHEMAS = {
             "reset_at": TIMESTAMP, "retry_after": nullable("number"),
             "usage_percent": nullable("number")})],
             "description": "the provider's last quota report"},
+        "waiting": {"oneOf": [{"type": "null"}, obj({
+            "reason": {"type": "string", "description": "provider_paused, quota, or the "
+                                                        "provider's rate-limit kind"},
+            "until": TIMESTAMP})],
+            "description": "why an active sync is parked right now"},
     }, ["sync_id", "user_id", "provider", "queue", "status", "pages_fetched",
         "connections_fetched", "expected_total", "created_at", "started_at", "finished_at",
         "error"]),
@@ -155,6 +160,10 @@ def query_param(name: str, schema: dict, description: str) -> dict:
             "description": description}
 
 
+#: a web process holding LIVE_MAX_CONNECTIONS live connections already
+LIVE_CAPACITY = {"503": error("live_capacity: too many held connections on this web "
+                              "process; retry after the Retry-After header's seconds")}
+
 NETWORK_PARAMS = [path_param("user_id", USER_ID, "the main app's user id"),
                   path_param("provider", PROVIDER, "the provider")]
 
@@ -191,11 +200,34 @@ PATHS = {
             **BAD_INPUT, **UNAVAILABLE},
     }},
     "/v1/syncs/{sync_id}": {"get": {
-        "summary": "A sync's status and progress",
+        "summary": "A sync's status and progress (with wait=N: a long-poll)",
         "operationId": "getSync",
-        "parameters": [path_param("sync_id", {"type": "string"}, "from a trigger's answer")],
+        "parameters": [
+            path_param("sync_id", {"type": "string"}, "from a trigger's answer"),
+            query_param("wait", {"type": "integer", "minimum": 1, "maximum": 30},
+                        "answer when the status or progress changes (at once if final), "
+                        "or after this many seconds")],
         "responses": {"200": answer("the sync", ref("SyncRecord")), **UNAUTHORIZED,
-                      "404": error("unknown sync id")},
+                      "400": error("wait is not an integer"),
+                      "404": error("unknown sync id"),
+                      "422": error("wait out of range"), **LIVE_CAPACITY},
+    }},
+    "/v1/syncs/{sync_id}/cancel": {"post": {
+        "summary": "Cancel an active sync; the previous network stays",
+        "operationId": "cancelSync",
+        "parameters": [path_param("sync_id", {"type": "string"}, "from a trigger's answer")],
+        "responses": {"202": answer("the sync, now cancelled", ref("SyncRecord")),
+                      **UNAUTHORIZED, "404": error("unknown sync id"),
+                      "409": error("already_final: the sync had already ended")},
+    }},
+    "/v1/syncs/{sync_id}/events": {"get": {
+        "summary": "Server-Sent Events: `progress` (the SyncRecord) on every change, then "
+                   "`final`, then the stream closes",
+        "operationId": "syncEvents",
+        "parameters": [path_param("sync_id", {"type": "string"}, "from a trigger's answer")],
+        "responses": {"200": {"description": "text/event-stream of SyncRecord JSON",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                      **UNAUTHORIZED, "404": error("unknown sync id"), **LIVE_CAPACITY},
     }},
     "/v1/users/{user_id}/networks/{provider}": {"get": {
         "summary": "One page of the last complete network",
