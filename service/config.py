@@ -107,8 +107,8 @@ class Settings:
     oauth_clients: dict = field(default_factory=dict)
     #: Redis broker: seconds before a dead worker's unacked message is delivered again
     broker_visibility_timeout: int = 3600
-    #: Standard Webhooks secret (``whsec_<base64>``) signing callbacks
-    callback_secret: str = DEV_CALLBACK_SECRET
+    #: Standard Webhooks secrets (``whsec_<base64>``) signing callbacks; each signs (rotation)
+    callback_secrets: tuple[str, ...] = (DEV_CALLBACK_SECRET,)
     #: delivery attempts of one callback before it goes to the dead-letter list
     callback_max_attempts: int = 8
     callback_backoff_base_seconds: float = 2.0
@@ -121,6 +121,11 @@ class Settings:
     var_dir: Path = Path("var")
     #: provider quotas and queue-class shares (``QUOTA_<PROVIDER>``, ``QUOTA_SHARES*``)
     quota: QuotaConfig = field(default_factory=lambda: QuotaConfig.from_env({}))
+
+    @property
+    def callback_keys(self) -> tuple[bytes, ...]:
+        """The HMAC keys of ``callback_secrets`` (the base64 after ``whsec_``)."""
+        return tuple(callback_secret_bytes(secret) for secret in self.callback_secrets)
 
     @property
     def is_production(self) -> bool:
@@ -164,7 +169,7 @@ def load_settings(environ=None) -> Settings:
         },
         broker_visibility_timeout=_int(env, "BROKER_VISIBILITY_TIMEOUT", 3600),
         var_dir=Path(env.get("NETSYNC_VAR_DIR") or "var"),
-        callback_secret=env.get("CALLBACK_SECRET") or DEV_CALLBACK_SECRET,
+        callback_secrets=tuple(_csv(env.get("CALLBACK_SECRET"))) or (DEV_CALLBACK_SECRET,),
         callback_max_attempts=_int(env, "CALLBACK_MAX_ATTEMPTS", 8),
         callback_backoff_base_seconds=_float(env, "CALLBACK_BACKOFF_BASE_SECONDS", 2.0),
         callback_backoff_cap_seconds=_float(env, "CALLBACK_BACKOFF_CAP_SECONDS", 3600.0),
@@ -187,7 +192,8 @@ def validate(settings: Settings) -> None:
     """Refuse settings a production service must not run with."""
     if settings.http_read_timeout + settings.http_connect_timeout >= settings.task_soft_time_limit:
         raise ConfigError("HTTP timeouts must stay below TASK_SOFT_TIME_LIMIT")
-    callback_secret_bytes(settings.callback_secret)
+    for secret in settings.callback_secrets:
+        callback_secret_bytes(secret)
     if settings.log_format not in ("json", "text"):
         raise ConfigError(f"LOG_FORMAT must be json or text, got {settings.log_format!r}")
     if settings.callback_max_attempts < 1 or settings.live_max_connections < 1:
@@ -195,7 +201,7 @@ def validate(settings: Settings) -> None:
     if not settings.is_production:
         return
     problems = []
-    if settings.callback_url and settings.callback_secret == DEV_CALLBACK_SECRET:
+    if settings.callback_url and DEV_CALLBACK_SECRET in settings.callback_secrets:
         problems.append("CALLBACK_SECRET (CALLBACK_URL is set)")
     if DEV_WEBHOOK_SECRET in settings.webhook_secrets:
         problems.append("WEBHOOK_SECRETS")

@@ -167,6 +167,44 @@ LIVE_CAPACITY = {"503": error("live_capacity: too many held connections on this 
 NETWORK_PARAMS = [path_param("user_id", USER_ID, "the main app's user id"),
                   path_param("provider", PROVIDER, "the provider")]
 
+HTML = {"text/html": {"schema": {"type": "string"}}}
+#: the operators' page: a bearer token, or the session cookie the login form sets
+DASHBOARD_SECURITY = [{"bearerToken": []}, {"dashboardSession": []}]
+DASHBOARD_PATHS = {
+    "/dashboard": {"get": {
+        "summary": "The operators' dashboard (HTML); the login form without a session",
+        "operationId": "dashboard", "security": DASHBOARD_SECURITY,
+        "responses": {"200": {"description": "the page", "content": HTML},
+                      "401": {"description": "the login form", "content": HTML}},
+    }},
+    "/dashboard/panel": {"get": {
+        "summary": "The dashboard's live part (HTML fragment the page's script swaps in)",
+        "operationId": "dashboardPanel", "security": DASHBOARD_SECURITY,
+        "responses": {"200": {"description": "HTML fragment", "content": HTML},
+                      **UNAUTHORIZED},
+    }},
+    "/dashboard/state.json": {"get": {
+        "summary": "What the dashboard shows, as JSON",
+        "operationId": "dashboardState", "security": DASHBOARD_SECURITY,
+        "responses": {"200": answer("the dashboard's data", {"type": "object"}),
+                      **UNAUTHORIZED},
+    }},
+    "/dashboard/login": {"post": {
+        "summary": "Log a browser in with an API token (form field `token`): sets the session "
+                   "cookie (Secure, HttpOnly, SameSite=Strict; a digest of the token)",
+        "operationId": "dashboardLogin", "security": [],
+        "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
+            "schema": obj({"token": {"type": "string"}}, ["token"])}}},
+        "responses": {"303": {"description": "logged in: to /dashboard"},
+                      "401": {"description": "the form again, with the error", "content": HTML}},
+    }},
+    "/dashboard/logout": {"post": {
+        "summary": "End the browser's session", "operationId": "dashboardLogout",
+        "security": [],
+        "responses": {"303": {"description": "logged out: to /dashboard"}},
+    }},
+}
+
 PATHS = {
     "/webhooks/login": {"post": {
         "summary": "A user logged in: store their tokens and sync their networks",
@@ -273,6 +311,7 @@ PATHS = {
         "summary": "This document", "operationId": "openapi", "security": [],
         "responses": {"200": answer("OpenAPI 3.1", {"type": "object"})},
     }},
+    **DASHBOARD_PATHS,
 }
 
 DOCUMENT = {
@@ -291,6 +330,8 @@ DOCUMENT = {
         "securitySchemes": {
             "bearerToken": {"type": "http", "scheme": "bearer",
                             "description": "one of INTERNAL_API_TOKENS"},
+            "dashboardSession": {"type": "apiKey", "in": "cookie", "name": "netsync_dashboard",
+                                 "description": "set by POST /dashboard/login"},
             "webhookSignature": {
                 "type": "apiKey", "in": "header", "name": "X-Netsync-Signature",
                 "description": 't=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw '

@@ -15,7 +15,6 @@ dead-letter list, as it does after ``CALLBACK_MAX_ATTEMPTS`` attempts.
 """
 from __future__ import annotations
 
-import base64
 import datetime
 import email.utils
 import json
@@ -100,11 +99,10 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
 
 
 def signed_headers(settings, delivery: Delivery, raw: bytes, now: float) -> dict:
-    key = base64.b64decode(settings.callback_secret.removeprefix("whsec_"))
     return {"Content-Type": "application/json",
             SIGNATURE_HEADER: sign(settings.webhook_secrets[0], raw, int(now)),
             DELIVERY_HEADER: delivery.id,
-            **standard_webhook_headers(key, delivery.id, raw, now)}
+            **standard_webhook_headers(settings.callback_keys, delivery.id, raw, now)}
 
 
 def retryable(status: int | None) -> bool:

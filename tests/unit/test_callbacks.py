@@ -41,7 +41,16 @@ def test_production_with_a_callback_url_needs_its_own_secret():
     with pytest.raises(ConfigError, match="CALLBACK_SECRET"):
         load_settings(env)
     secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
-    assert load_settings({**env, "CALLBACK_SECRET": secret}).callback_secret == secret
+    assert load_settings({**env, "CALLBACK_SECRET": secret}).callback_secrets == (secret,)
+
+
+def test_during_a_rotation_both_secrets_verify():
+    new = "whsec_" + base64.b64encode(b"n" * 32).decode()
+    settings = load_settings({"CALLBACK_SECRET": f"{new},{DEV_CALLBACK_SECRET}"})
+    headers = standard_webhook_headers(settings.callback_keys, "id-1", b"{}")
+    assert headers["webhook-signature"].count("v1,") == 2
+    for secret in (new, DEV_CALLBACK_SECRET):
+        assert Webhook(secret).verify(b"{}", headers) == {}
 
 
 def test_retry_after_as_seconds_or_http_date():
