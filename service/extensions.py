@@ -50,7 +50,8 @@ def build_services(settings: Settings) -> Services:
         quota=QuotaGate(client, settings.key_prefix, settings.quota),
         delayed=DelayedSet(client, settings.key_prefix),
         metrics=Metrics(client, settings.key_prefix),
-        switches=ProviderSwitches(client, settings.key_prefix),
+        # a pause reaches every worker within a second; the call path reads Redis once a second
+        switches=ProviderSwitches(client, settings.key_prefix, cache_s=1.0),
         outbox=CallbackOutbox(client, settings.key_prefix),
     )
 

@@ -23,10 +23,15 @@ PAUSED_REASON = "provider_paused"
 class ProviderSwitches:
     """Pause and resume providers; ``paused_for`` is the check on the call path."""
 
-    def __init__(self, redis_client, key_prefix: str, clock=time.time):
+    def __init__(self, redis_client, key_prefix: str, clock=time.time, cache_s: float = 0.0):
         self.redis = redis_client
         self.key = f"{key_prefix}:paused"
         self.clock = clock
+        #: how long a process may act on the paused set it last read (0: read every time);
+        #: saves the call path a round trip per call, at the cost of a pause taking
+        #: up to this long to reach every worker (a resume is seen at once)
+        self.cache_s = cache_s
+        self._cached: tuple[float, frozenset] | None = None
 
     def pause(self, provider: str, reason: str = "") -> bool:
         """Pause ``provider``; False if it already was (the first reason stays)."""
@@ -42,7 +47,14 @@ class ProviderSwitches:
         return {name.decode(): json.loads(raw) for name, raw in self.redis.hgetall(self.key).items()}
 
     def is_paused(self, provider: str) -> bool:
-        return bool(self.redis.hexists(self.key, provider))
+        if self.cache_s <= 0:
+            return bool(self.redis.hexists(self.key, provider))
+        now = time.monotonic()
+        if self._cached is None or now - self._cached[0] >= self.cache_s:
+            names = frozenset(name.decode() for name in self.redis.hkeys(self.key))
+            self._cached = (now, names)
+        # paused per the cache: confirm, so a resume takes effect at once (rare: only while paused)
+        return provider in self._cached[1] and bool(self.redis.hexists(self.key, provider))
 
 
 def provider_gate(switches: ProviderSwitches, provider: str) -> float:

@@ -62,3 +62,14 @@ def test_a_pending_delivery_survives_a_redis_restart(tmp_path):
         assert delivery is not None and delivery.state == "pending"
     finally:
         server.stop()
+
+
+def test_a_cached_switch_reads_redis_at_most_once_per_period(redis_client, key_prefix):
+    switches = ProviderSwitches(redis_client, key_prefix, cache_s=60)
+    assert switches.is_paused("github") is False
+    ProviderSwitches(redis_client, key_prefix).pause("github")
+    assert switches.is_paused("github") is False  # still the set read a moment ago
+    switches._cached = None  # the period is over
+    assert switches.is_paused("github") is True
+    ProviderSwitches(redis_client, key_prefix).resume("github")
+    assert switches.is_paused("github") is False  # a resume is seen at once
