@@ -17,9 +17,11 @@ import hmac
 from flask import (Blueprint, Flask, current_app, jsonify, redirect, render_template, request,
                    session, url_for)
 
-from service import dashboard_data
+from service import dashboard_data, operations
 from service.api import _token_matches
+from service.config import PROVIDERS
 from service.extensions import services
+from service.observability import count
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
@@ -50,11 +52,33 @@ def authorized() -> bool:
     return _session_valid()
 
 
+def csrf_token() -> str:
+    """A form token bound to this browser's session (empty for bearer-token callers)."""
+    kept = session.get(SESSION_FIELD)
+    if not isinstance(kept, str):
+        return ""
+    return hmac.new(current_app.secret_key if isinstance(current_app.secret_key, bytes)
+                    else current_app.secret_key.encode(), b"csrf:" + kept.encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def _form_allowed() -> bool:
+    """A state-changing form post: a bearer caller, or the session's own form token."""
+    scheme, _, _ = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return True
+    expected = csrf_token()
+    return bool(expected) and hmac.compare_digest(request.form.get("csrf", ""), expected)
+
+
 @bp.before_request
 def require_login():
     if request.endpoint in ("dashboard.login", "dashboard.logout"):
         return None
     if authorized():
+        if request.method == "POST" and not _form_allowed():
+            return jsonify(error={"code": "forbidden", "message": "form token missing or "
+                                  "wrong; reload the dashboard"}), 403
         return None
     if request.endpoint == "dashboard.page":
         return render_template("dashboard/login.html", error=None), 401
@@ -96,13 +120,33 @@ def _snapshot() -> dict:
 @bp.get("")
 def page():
     return render_template("dashboard/page.html", data=_snapshot(), refresh_ms=REFRESH_MS,
-                           session_login=SESSION_FIELD in session)
+                           session_login=SESSION_FIELD in session, csrf=csrf_token())
 
 
 @bp.get("/panel")
 def panel():
     """The page's live part, server-rendered; the script swaps it in."""
-    return render_template("dashboard/panel.html", data=_snapshot())
+    return render_template("dashboard/panel.html", data=_snapshot(), csrf=csrf_token())
+
+
+@bp.post("/syncs/<sync_id>/cancel")
+def cancel(sync_id: str):
+    result = operations.cancel_sync(services(), current_app.extensions["celery"], sync_id[:64],
+                                    "from the dashboard")
+    if result.outcome == "cancelled":
+        count("cancels", via="dashboard")
+    return redirect(url_for("dashboard.page"), code=303)
+
+
+@bp.post("/providers/<provider>/<action>")
+def provider_switch(provider: str, action: str):
+    if provider not in PROVIDERS or action not in ("pause", "resume"):
+        return jsonify(error={"code": "not_found", "message": "no such provider or action"}), 404
+    if action == "pause":
+        operations.pause_provider(services(), provider, "from the dashboard")
+    else:
+        operations.resume_provider(services(), provider)
+    return redirect(url_for("dashboard.page"), code=303)
 
 
 @bp.get("/state.json")

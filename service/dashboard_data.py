@@ -79,6 +79,7 @@ def snapshot(app: Flask, svc: Services) -> dict:
         "generated_at": iso(now),
         "paused": [{"provider": name, "since": iso(info.get("at")), "reason": info.get("reason")}
                    for name, info in sorted(paused.items())],
+        "providers": [{"provider": name, "paused": name in paused} for name in PROVIDERS],
         "in_flight": in_flight,
         "in_flight_counts": dict(by_status),
         "failures": failures,

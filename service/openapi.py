@@ -198,6 +198,23 @@ DASHBOARD_PATHS = {
         "responses": {"303": {"description": "logged in: to /dashboard"},
                       "401": {"description": "the form again, with the error", "content": HTML}},
     }},
+    "/dashboard/syncs/{sync_id}/cancel": {"post": {
+        "summary": "The page's Cancel button (form field `csrf` with a session)",
+        "operationId": "dashboardCancel", "security": DASHBOARD_SECURITY,
+        "parameters": [path_param("sync_id", {"type": "string"}, "the sync to cancel")],
+        "responses": {"303": {"description": "done (or already final): to /dashboard"},
+                      **UNAUTHORIZED, "403": error("form token missing or wrong")},
+    }},
+    "/dashboard/providers/{provider}/{action}": {"post": {
+        "summary": "The page's Pause / Resume buttons (form field `csrf` with a session)",
+        "operationId": "dashboardProviderSwitch", "security": DASHBOARD_SECURITY,
+        "parameters": [path_param("provider", PROVIDER, "the provider"),
+                       path_param("action", {"type": "string", "enum": ["pause", "resume"]},
+                                  "what to do")],
+        "responses": {"303": {"description": "done: to /dashboard"}, **UNAUTHORIZED,
+                      "403": error("form token missing or wrong"),
+                      "404": error("unknown provider or action")},
+    }},
     "/dashboard/logout": {"post": {
         "summary": "End the browser's session", "operationId": "dashboardLogout",
         "security": [],

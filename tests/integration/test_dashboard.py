@@ -68,9 +68,13 @@ def test_the_dashboard_needs_a_token_and_never_puts_it_in_the_cookie(ops_stack):
     for attribute in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/dashboard"):
         assert attribute in cookie
     assert DEV_API_TOKEN not in cookie and DEV_API_TOKEN not in good.headers["Location"]
-    with_cookie = requests.get(page + "/state.json", timeout=10,
-                               cookies={"netsync_dashboard": good.cookies["netsync_dashboard"]})
-    assert with_cookie.status_code == 200
+    cookies = {"netsync_dashboard": good.cookies["netsync_dashboard"]}
+    assert requests.get(page + "/state.json", timeout=10, cookies=cookies).status_code == 200
+    # a form post with the cookie but without the page's form token changes nothing
+    forged = requests.post(page + "/providers/github/pause", cookies=cookies, timeout=10,
+                           allow_redirects=False)
+    assert forged.status_code == 403
+    assert not requests.get(page + "/state.json", headers=AUTH, timeout=10).json()["paused"]
 
 
 def _text(driver, css: str) -> str:
@@ -88,6 +92,22 @@ def _text(driver, css: str) -> str:
     return ""
 
 
+def click(driver, css: str) -> None:
+    """Click a button of the panel; the refresh may swap it away mid-click: find it again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def clicked():
+        try:
+            driver.find_element(By.CSS_SELECTOR, css).click()
+            return True
+        except StaleElementReferenceException:
+            return False
+
+    wait_until(clicked, what=f"clicking {css}")
+    wait_until(lambda: driver.find_elements(By.ID, "in-flight"), what="the page after the click")
+
+
 def test_dashboard_in_a_browser_shows_progress_moving_and_a_failure(ops_stack, browser):
     from selenium.webdriver.common.by import By
 
@@ -96,16 +116,18 @@ def test_dashboard_in_a_browser_shows_progress_moving_and_a_failure(ops_stack, b
     ops_stack.add_faults({"kind": "latency", "provider": "github", "token": slow["token"],
                           "mean": 400, "jitter": 20})
     slow_sync = ops_stack.login(new_user(), slow).json()["syncs"][0]["sync_id"]
-    # One held by a paused provider, for the "why it waits" and parked-work panels.
-    ops_stack.cli("providers", "pause", "linkedin", "--reason", "provider incident")
-    held_sync = ops_stack.login(new_user(), ops_stack.add_account("linkedin", 200)).json()[
-        "syncs"][0]["sync_id"]
+    held_sync = None
     try:
         browser.get(f"{ops_stack.web}/dashboard")
         browser.find_element(By.ID, "token").send_keys(DEV_API_TOKEN)
         browser.find_element(By.CSS_SELECTOR, "form.login button").click()
         wait_until(lambda: browser.find_elements(By.ID, "in-flight"), what="dashboard rendered")
         assert DEV_API_TOKEN not in browser.current_url
+        # Pause LinkedIn from the page: a sync started now waits, and says why.
+        click(browser, '[data-switch="linkedin"]')
+        wait_until(lambda: "linkedin" in _text(browser, "#paused"), what="paused banner")
+        held_sync = ops_stack.login(new_user(), ops_stack.add_account("linkedin", 200)).json()[
+            "syncs"][0]["sync_id"]
 
         row = f'#in-flight tr[data-sync-id="{slow_sync}"] [data-field="connections"]'
         first = wait_until(lambda: _text(browser, row), what="the slow sync's row")
@@ -121,14 +143,20 @@ def test_dashboard_in_a_browser_shows_progress_moving_and_a_failure(ops_stack, b
         assert ops_stack.sync(failed_sync)["error"]["kind"] in _text(browser, kind)
         wait_until(lambda: parked_of(ops_stack, held_sync), what="parked linkedin call")
         wait_until(lambda: "provider_paused" in _text(browser, "#parked"), what="parked panel")
-        assert "linkedin" in _text(browser, "#paused")
         assert _text(browser, row), "the slow sync is still in flight for the screenshot"
 
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
         shutil.copyfile(ARTIFACTS / "dashboard.png", ROOT / "docs" / "dashboard.png")
         assert Path(ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+        # Act from the page: cancel the slow sync, resume LinkedIn.
+        click(browser, f'[data-cancel="{slow_sync}"]')
+        wait_until(lambda: ops_stack.sync(slow_sync)["status"] == "cancelled", what="cancelled")
+        click(browser, '[data-switch="linkedin"]')
+        assert ops_stack.wait_final(held_sync, timeout=60)["status"] == "succeeded"
     finally:
         ops_stack.cli("providers", "resume", "linkedin")
         for sync_id in (slow_sync, held_sync):
-            ops_stack.http.post(f"{ops_stack.web}/v1/syncs/{sync_id}/cancel", timeout=10)
+            if sync_id:
+                ops_stack.http.post(f"{ops_stack.web}/v1/syncs/{sync_id}/cancel", timeout=10)
