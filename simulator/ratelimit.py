@@ -16,8 +16,6 @@ from collections import deque
 from dataclasses import dataclass
 
 from .scenario import RateLimitRule
-import os as _os  # TEMP-INSTRUMENT
-_TMP_LOW = _os.environ.get("SIM_LOW_QUOTA_LOG")  # TEMP-INSTRUMENT
 
 
 class SlidingPeak:
@@ -137,9 +135,6 @@ class RateLimiter:
         tightest = None
         for rule, key, window in applicable:
             window.used += 1
-            if _TMP_LOW and rule.implicit and window.used > 0.75 * rule.limit:  # TEMP-INSTRUMENT
-                with open(_TMP_LOW, "a") as fh:  # TEMP-INSTRUMENT
-                    fh.write(f"{provider} {key} {window.used}/{rule.limit}\n")  # TEMP-INSTRUMENT
             quota = self._quota(rule, key, window)
             if rule.publish and (tightest is None or quota.remaining < tightest.remaining):
                 tightest = quota
