@@ -12,7 +12,7 @@ import redis
 from flask import Flask, current_app
 
 from service.config import Settings
-from state.control import ProviderSwitches
+from state.control import PAUSE_PROPAGATION_S, ProviderSwitches
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
 from state.metrics import Metrics
@@ -51,7 +51,7 @@ def build_services(settings: Settings) -> Services:
         delayed=DelayedSet(client, settings.key_prefix),
         metrics=Metrics(client, settings.key_prefix),
         # a pause reaches every worker within a second; the call path reads Redis once a second
-        switches=ProviderSwitches(client, settings.key_prefix, cache_s=1.0),
+        switches=ProviderSwitches(client, settings.key_prefix, cache_s=PAUSE_PROPAGATION_S),
         outbox=CallbackOutbox(client, settings.key_prefix),
     )
 

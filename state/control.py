@@ -16,6 +16,9 @@ import time
 
 #: how long a call to a paused provider parks before it looks again
 PAUSE_RECHECK_S = 5.0
+#: how long a process may act on the paused set it last read (the call path's cache):
+#: a pause reaches every worker within this, a resume at once
+PAUSE_PROPAGATION_S = 1.0
 #: the reason a parked call to a paused provider carries (delayed set, status, dashboard)
 PAUSED_REASON = "provider_paused"
 

@@ -40,6 +40,37 @@ class OpsStack(Stack):
 
         return redis.Redis.from_url(self.dev.redis_url)
 
+    def _switch_services(self):
+        from types import SimpleNamespace
+
+        from state.control import ProviderSwitches
+        from state.delayed import DelayedSet
+
+        client = self.redis()
+        return SimpleNamespace(switches=ProviderSwitches(client, "netsync"),
+                               delayed=DelayedSet(client, "netsync"))
+
+    def pause(self, provider: str) -> None:
+        """What `providers pause` does, without a CLI process (those are tested on their own)."""
+        from service.operations import pause_provider
+
+        pause_provider(self._switch_services(), provider)
+        self.pause_reached_workers()
+
+    @staticmethod
+    def pause_reached_workers() -> None:
+        """Wait out the documented bound for a pause to reach every worker's cache."""
+        import time
+
+        from state.control import PAUSE_PROPAGATION_S
+
+        time.sleep(PAUSE_PROPAGATION_S)
+
+    def resume(self, provider: str) -> None:
+        from service.operations import resume_provider
+
+        resume_provider(self._switch_services(), provider)
+
 
 @pytest.fixture(scope="session")
 def callback_receiver():

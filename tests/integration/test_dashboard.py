@@ -126,6 +126,7 @@ def test_dashboard_in_a_browser_shows_progress_moving_and_a_failure(ops_stack, b
         # Pause LinkedIn from the page: a sync started now waits, and says why.
         click(browser, '[data-switch="linkedin"]')
         wait_until(lambda: "linkedin" in _text(browser, "#paused"), what="paused banner")
+        ops_stack.pause_reached_workers()
         held_sync = ops_stack.login(new_user(), ops_stack.add_account("linkedin", 200)).json()[
             "syncs"][0]["sync_id"]
 
@@ -156,7 +157,7 @@ def test_dashboard_in_a_browser_shows_progress_moving_and_a_failure(ops_stack, b
         click(browser, '[data-switch="linkedin"]')
         assert ops_stack.wait_final(held_sync, timeout=60)["status"] == "succeeded"
     finally:
-        ops_stack.cli("providers", "resume", "linkedin")
+        ops_stack.resume("linkedin")
         for sync_id in (slow_sync, held_sync):
             if sync_id:
                 ops_stack.http.post(f"{ops_stack.web}/v1/syncs/{sync_id}/cancel", timeout=10)

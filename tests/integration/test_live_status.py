@@ -26,14 +26,14 @@ AUTH = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
 @contextlib.contextmanager
 def held_sync(stack, provider: str, size: int = 30):
     """A sync that waits on its paused provider; resumed when the block ends."""
-    stack.cli("providers", "pause", provider)
+    stack.pause(provider)
     try:
         user, account = new_user(), stack.add_account(provider, size)
         sync_id = stack.login(user, account).json()["syncs"][0]["sync_id"]
         wait_until(lambda: parked_of(stack, sync_id), what="parked call")
         yield sync_id
     finally:
-        stack.cli("providers", "resume", provider)
+        stack.resume(provider)
 
 
 def read_events(response, stop_after: str | None = None):
@@ -63,7 +63,7 @@ def test_long_poll_answers_when_the_sync_changes(ops_stack):
         poll = threading.Thread(target=lambda: answers.append(ops_stack.http.get(
             f"{ops_stack.web}/v1/syncs/{sync_id}", params={"wait": 30}, timeout=40)))
         poll.start()
-        ops_stack.cli("providers", "resume", "facebook")
+        ops_stack.resume("facebook")
         poll.join(40)
     changed = answers[0].json()
     assert answers[0].status_code == 200
@@ -89,7 +89,7 @@ def test_events_stream_progress_then_final(ops_stack):
         events = read_events(stream, stop_after="final")
         first = next(events)
         assert first[0] == "progress" and first[1]["waiting"]["reason"] == "provider_paused"
-        ops_stack.cli("providers", "resume", "facebook")
+        ops_stack.resume("facebook")
         rest = list(events)
     stream.close()
     names = [name for name, _ in rest]

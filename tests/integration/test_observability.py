@@ -26,14 +26,14 @@ def test_an_internal_error_in_a_worker_reaches_sentry_tagged_and_without_tokens(
 
     # Then our own bug: a sync record corrupted under a parked task (an unknown queue
     # class makes the quota gate raise ValueError inside the worker).
-    ops_stack.cli("providers", "pause", "mastodon")
+    ops_stack.pause("mastodon")
     try:
         user, account = new_user(), ops_stack.add_account("mastodon", 20)
         sync_id = ops_stack.login(user, account).json()["syncs"][0]["sync_id"]
         wait_until(lambda: parked_of(ops_stack, sync_id), what="parked call")
         ops_stack.redis().hset(record_key(ops_stack, "mastodon", user, sync_id), "queue", "bogus")
     finally:
-        ops_stack.cli("providers", "resume", "mastodon")
+        ops_stack.resume("mastodon")
     final = ops_stack.wait_final(sync_id)
     assert (final["status"], final["error"]["kind"]) == ("failed", "internal_error")
 
