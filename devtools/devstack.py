@@ -46,6 +46,10 @@ class DevStack:
     #: on a shared Redis (REDIS_URL set): the database number this stack owns,
     #: emptied when the stack stops
     redis_db: int | None = None
+    #: a Redis of the stack's own even where REDIS_URL is set (fault tests kill it)
+    embedded_redis: bool = False
+    #: the embedded Redis keeps an append-only file (a restart keeps its data)
+    redis_persist: bool = False
 
     def __post_init__(self):
         self.var_dir = Path(self.var_dir)
@@ -91,13 +95,16 @@ class DevStack:
 
     # -- pieces ------------------------------------------------------------------
     def _start_redis(self) -> None:
-        url = os.environ.get("REDIS_URL") or self.env.get("REDIS_URL")
+        url = None if self.embedded_redis else (
+            os.environ.get("REDIS_URL") or self.env.get("REDIS_URL"))
         if url and self.redis_db is not None:
             url = url.rsplit("/", 1)[0] + f"/{self.redis_db}" if url.count("/") > 2 else f"{url}/{self.redis_db}"
         if not url:
-            self.redis = EmbeddedRedis(self.var_dir / "redis", persist=False)
+            self.redis = EmbeddedRedis(self.var_dir / "redis", persist=self.redis_persist)
             url = self.redis.start()
         env = dict(os.environ)
+        if self.embedded_redis:
+            env.pop("CELERY_BROKER_URL", None)
         env.update(self.env)
         env.update({"REDIS_URL": url, "NETSYNC_VAR_DIR": str(self.var_dir),
                     "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})

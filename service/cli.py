@@ -4,6 +4,7 @@
     resync --stale-after 24h [--limit N] [--provider P]     # cron: trickle queue
     syncs show SYNC_ID
     syncs list [--status S] [--queue Q]
+    syncs sweep                                             # cron: recover stalled syncs
 
 Exit codes: 0 done, 1 failed (a sync ended failed / needs_reauth /
 cancelled, timed out, or could not start), 2 usage error.
@@ -17,7 +18,7 @@ import time
 from collections import Counter
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from queues import QUEUE_CLASSES
@@ -247,6 +248,20 @@ def list_syncs(status, queue, limit):
     widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
     for row in [list(columns), *rows]:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@syncs_cli.command("sweep")
+@reports_outages
+def sweep_syncs():
+    """Send the pending pages of stalled syncs again (once; for cron). Exit 0."""
+    from sync.recovery import sweeper_for
+
+    report = sweeper_for(current_app.extensions["celery"]).sweep()
+    click.echo(report.summary())
+    for sync_id in report.recovered:
+        click.echo(f"recovered {sync_id}")
+    for sync_id in report.failed:
+        click.echo(f"failed {sync_id}")
 
 
 def init_app(app: Flask) -> None:

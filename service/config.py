@@ -99,8 +99,17 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     #: OAuth client credentials per provider (refresh), "CLIENT_ID:SECRET"
     oauth_clients: dict = field(default_factory=dict)
-    #: Redis broker: seconds before a dead worker's unacked message is delivered again
-    broker_visibility_timeout: int = 3600
+    #: Redis broker: seconds before a dead worker's unacked message is delivered again.
+    #: No task waits in the broker (waits are in the delayed set), so an unacked
+    #: message is at most one task run old: 5 minutes is far above task_time_limit
+    broker_visibility_timeout: int = 300
+    #: a sync with no progress (and nothing parked) for this long is stalled: its
+    #: pending pages are sent again (``sync.recovery``)
+    stall_seconds: float = 60.0
+    #: how often the scheduler process sweeps for stalled syncs
+    sweep_interval: float = 15.0
+    #: recoveries without progress before a stalled sync ends ``failed``
+    max_recoveries: int = 3
     #: where the embedded servers keep their files
     var_dir: Path = Path("var")
     #: provider quotas and queue-class shares (``QUOTA_<PROVIDER>``, ``QUOTA_SHARES*``)
@@ -146,7 +155,10 @@ def load_settings(environ=None) -> Settings:
             for p in PROVIDERS
             if env.get(f"{p.upper()}_OAUTH_CLIENT")
         },
-        broker_visibility_timeout=_int(env, "BROKER_VISIBILITY_TIMEOUT", 3600),
+        broker_visibility_timeout=_int(env, "BROKER_VISIBILITY_TIMEOUT", 300),
+        stall_seconds=_float(env, "STALL_SECONDS", 60.0),
+        sweep_interval=_float(env, "SWEEP_INTERVAL_SECONDS", 15.0),
+        max_recoveries=_int(env, "MAX_RECOVERIES", 3),
         var_dir=Path(env.get("NETSYNC_VAR_DIR") or "var"),
         quota=_quota(env),
     )
@@ -165,6 +177,10 @@ def validate(settings: Settings) -> None:
     """Refuse settings a production service must not run with."""
     if settings.http_read_timeout + settings.http_connect_timeout >= settings.task_soft_time_limit:
         raise ConfigError("HTTP timeouts must stay below TASK_SOFT_TIME_LIMIT")
+    if settings.broker_visibility_timeout <= settings.task_soft_time_limit + 15:
+        raise ConfigError("BROKER_VISIBILITY_TIMEOUT must exceed the task time limit "
+                          "(TASK_SOFT_TIME_LIMIT + 15 s): a running task's message would be "
+                          "delivered again")
     if not settings.is_production:
         return
     problems = []

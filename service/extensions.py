@@ -15,6 +15,7 @@ from service.config import Settings
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
 from state.metrics import Metrics
+from state.progress import SyncProgress
 from state.quota import QuotaGate
 from state.store import SyncStore
 from sync.runtime import Services
@@ -48,6 +49,7 @@ def build_services(settings: Settings) -> Services:
         quota=QuotaGate(client, settings.key_prefix, settings.quota),
         delayed=DelayedSet(client, settings.key_prefix),
         metrics=Metrics(client, settings.key_prefix),
+        progress=SyncProgress(client, settings.key_prefix),
     )
 
 

@@ -314,6 +314,17 @@ class SyncStore:
                     break
         return out
 
+    def pending_cursors(self, sync_id: str) -> list[str]:
+        """Cursors launched and not yet stored (what a stalled sync still needs)."""
+        keys = self._record_key(sync_id)
+        if keys is None:
+            return []
+        return sorted(c.decode() for c in self.redis.hkeys(keys[1] + ":pending"))
+
+    def pages_done(self, sync_id: str) -> int:
+        keys = self._record_key(sync_id)
+        return int(self.redis.hlen(keys[1] + ":done")) if keys else 0
+
     # -- page bookkeeping ---------------------------------------------------
     def update(self, sync_id: str, **fields) -> None:
         keys = self._record_key(sync_id)

@@ -15,6 +15,7 @@ from celery import Task
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
 from state.metrics import Metrics
+from state.progress import SyncProgress
 from state.quota import QuotaGate
 from state.store import SyncStore
 
@@ -30,6 +31,8 @@ class Services:
     quota: QuotaGate
     delayed: DelayedSet
     metrics: Metrics
+    #: what the stall sweep watches (``sync.recovery``)
+    progress: SyncProgress
 
 
 class NetsyncTask(Task):

@@ -159,6 +159,8 @@ class ProviderTask(NetsyncTask):
         """Hand this task to the delayed set; the scheduler sends it when due."""
         ctx.svc.delayed.park(self.name, args, kwargs, queue=ctx.queue_name, delay_s=delay,
                              priority=ctx.priority(self.app.conf.broker_url), reason=reason)
+        # waiting is not stalling: the stall sweep leaves the sync alone until then
+        ctx.svc.progress.parked_until(ctx.sync_id, time.time() + delay)
 
     def send_pages(self, ctx: SyncContext, page_task_name: str, cursors: list[str]):
         if not cursors:

@@ -1,0 +1,90 @@
+"""Faults with real processes: a worker killed with SIGKILL, Redis killed and restarted.
+
+Each test runs a stack of its own (it kills parts of it). The broker's own
+redelivery is pushed out of reach (visibility timeout one hour), so a sync
+that finishes did so through netsync's own recovery, not by waiting out the
+broker.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+
+import pytest
+import redis
+from kombu import Connection
+
+from devtools.devstack import DevStack, WorkerSpec
+from state.store import SyncStore
+from tests.integration.conftest import TEST_ENV, Stack, new_user
+from tests.integration.test_rabbitmq import AMQP_URL, rabbitmq_reachable
+
+FAULT_ENV = {**TEST_ENV, "BROKER_VISIBILITY_TIMEOUT": "3600", "STALL_SECONDS": "2",
+             "SWEEP_INTERVAL_SECONDS": "0.5", "MAX_RECOVERIES": "5"}
+#: well below the visibility timeout: only netsync's recovery can finish in time
+RECOVERY_PATIENCE_S = 150
+
+
+def fault_stack(tmp_path, broker: str, **options) -> tuple[DevStack, list[str]]:
+    env, queue_names = dict(FAULT_ENV), "normal,whale,trickle"
+    if broker == "amqp":
+        region = "t" + secrets.token_hex(4)
+        queue_names = ",".join(f"{region}.{cls}" for cls in ("normal", "whale", "trickle"))
+        env.update({"CELERY_BROKER_URL": AMQP_URL, "PROVIDER_REGIONS": f"github:{region}"})
+    env.update(options.pop("env", {}))
+    dev = DevStack(var_dir=tmp_path, env=env, embedded_redis=True,
+                   workers=[WorkerSpec(queue_names, concurrency=2, name="first")], **options)
+    return dev, queue_names.split(",")
+
+
+def delete_amqp_queues(names: list[str]) -> None:
+    with Connection(AMQP_URL) as conn:
+        channel = conn.channel()
+        for queue in names:
+            try:
+                channel.queue_delete(queue)
+            except Exception:  # noqa: BLE001 - already gone
+                channel = conn.channel()
+
+
+BROKERS = [
+    "redis",
+    pytest.param("amqp", marks=pytest.mark.skipif(
+        not rabbitmq_reachable(), reason=f"RabbitMQ not reachable at {AMQP_URL}")),
+]
+
+
+def wait_pages(stack: Stack, sync_id: str, pages: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while stack.sync(sync_id)["pages_fetched"] < pages:
+        assert time.monotonic() < deadline, f"sync {sync_id} did not reach {pages} pages"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_kill_9_of_the_worker_mid_sync_is_recovered_exactly(tmp_path, broker):
+    dev, queue_names = fault_stack(tmp_path, broker)
+    try:
+        with dev:
+            stack = Stack(dev)
+            account = stack.add_account("github", 20_000)
+            user = new_user()
+            (sync,) = stack.login(user, account).json()["syncs"]
+            wait_pages(stack, sync["sync_id"], 20)
+            os.killpg(dev.processes["first"].pid, signal.SIGKILL)  # the worker and its pool
+            dev.processes["first"].wait()
+            dev.start_worker(WorkerSpec(",".join(queue_names), concurrency=2, name="second"))
+            record = stack.wait_final(sync["sync_id"], timeout=RECOVERY_PATIENCE_S)
+            assert record["status"] == "succeeded", record
+            ids = stack.network_ids(user, "github")
+            assert len(ids) == len(set(ids)) == 20_000
+            assert set(ids) == stack.truth("github", account["id"])
+            if broker == "redis":
+                # the broker holds the lost message for an hour: the sweep brought it back
+                store = SyncStore(redis.Redis.from_url(dev.redis_url), "netsync")
+                assert int(store.get_sync(sync["sync_id"]).get("recoveries") or 0) >= 1
+    finally:
+        if broker == "amqp":
+            delete_amqp_queues(queue_names)
