@@ -12,7 +12,9 @@ import contextlib
 import logging
 import time
 
-from celery.exceptions import SoftTimeLimitExceeded
+import kombu.exceptions
+import redis.exceptions
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 import providers
 import queues
@@ -93,6 +95,11 @@ def parsing(what: str):
 #: the kind a sync failed by our own bug ends with
 INTERNAL_ERROR = ErrorRule(Action.FAIL, "internal_error")
 
+#: Redis (the state store) or the broker away: nothing about the page is
+#: wrong, so its message goes back to the broker instead of being acked as failed
+BACKEND_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                       redis.exceptions.ReadOnlyError, kombu.exceptions.OperationalError)
+
 
 class ProviderTask(NetsyncTask):
     """Behaviour shared by a provider's tasks; subclasses set ``provider_class``."""
@@ -101,6 +108,18 @@ class ProviderTask(NetsyncTask):
     provider_class: type[Provider] = Provider
 
     _providers: dict = {}
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except BACKEND_UNAVAILABLE as exc:
+            # Not acked: the page is still pending in the store, and its message
+            # goes back to the queue (on the Redis broker, if Redis is down, the
+            # unacked message stays in its unacked hash; the stall sweep and the
+            # visibility timeout bring it back).
+            log.warning("backend unavailable in task=%s (%s): message requeued", self.name,
+                        type(exc).__name__)
+            raise Reject(exc, requeue=True) from exc
 
     def provider(self, svc) -> Provider:
         """One Provider per process and base URL (it holds no per-request state)."""
@@ -261,6 +280,8 @@ class ProviderTask(NetsyncTask):
             log.warning("unparseable answer sync=%s task=%s: %s", ctx.sync_id, self.name, exc)
             error = ProviderError(UNPARSEABLE, 200, str(exc))
             return self.on_provider_error(ctx, error, args, kwargs)
+        except BACKEND_UNAVAILABLE:
+            raise  # not the sync's fault: the message is requeued (``__call__``)
         except Exception:
             # Our own bug, not the provider's: the sync fails as ``internal_error``
             # (never five backoffs), and the exception goes on to Celery, which
