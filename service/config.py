@@ -90,10 +90,18 @@ class Settings:
     http_read_timeout: float = 10.0
     #: soft time limit of a page task; the HTTP timeouts stay below it
     task_soft_time_limit: int = 30
-    #: bounded retries for BACKOFF errors (5xx, timeouts)
+    #: at least this many tries of a BACKOFF error (5xx, timeouts) before its sync may fail
     max_backoff_attempts: int = 5
     backoff_base_seconds: float = 1.0
     backoff_cap_seconds: float = 60.0
+    #: a page keeps retrying a failing provider (BACKOFF, open circuit) this long
+    #: before its sync ends ``failed``: outages up to this length are ridden out
+    retry_budget_seconds: float = 300.0
+    #: consecutive failures of a provider that open its circuit breaker
+    breaker_threshold: int = 5
+    #: first wait while a provider's breaker is open (doubles per failed probe, capped)
+    breaker_cooldown_seconds: float = 5.0
+    breaker_max_cooldown_seconds: float = 60.0
     #: an in-flight sync older than this is considered abandoned
     sync_stale_seconds: int = 6 * 3600
     max_body_bytes: int = 64 * 1024
@@ -150,6 +158,10 @@ def load_settings(environ=None) -> Settings:
         max_backoff_attempts=_int(env, "MAX_BACKOFF_ATTEMPTS", 5),
         backoff_base_seconds=_float(env, "BACKOFF_BASE_SECONDS", 1.0),
         backoff_cap_seconds=_float(env, "BACKOFF_CAP_SECONDS", 60.0),
+        retry_budget_seconds=_float(env, "RETRY_BUDGET_SECONDS", 300.0),
+        breaker_threshold=_int(env, "BREAKER_THRESHOLD", 5),
+        breaker_cooldown_seconds=_float(env, "BREAKER_COOLDOWN_SECONDS", 5.0),
+        breaker_max_cooldown_seconds=_float(env, "BREAKER_MAX_COOLDOWN_SECONDS", 60.0),
         oauth_clients={
             p: env[f"{p.upper()}_OAUTH_CLIENT"]
             for p in PROVIDERS

@@ -12,6 +12,7 @@ import redis
 from flask import Flask, current_app
 
 from service.config import Settings
+from state.breaker import BreakerConfig, CircuitBreaker
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
 from state.metrics import Metrics
@@ -50,6 +51,10 @@ def build_services(settings: Settings) -> Services:
         delayed=DelayedSet(client, settings.key_prefix),
         metrics=Metrics(client, settings.key_prefix),
         progress=SyncProgress(client, settings.key_prefix),
+        breaker=CircuitBreaker(client, settings.key_prefix, BreakerConfig(
+            threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_seconds,
+            max_cooldown_s=settings.breaker_max_cooldown_seconds,
+            probe_lease_s=settings.http_connect_timeout + settings.http_read_timeout + 5)),
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Task
 
+from state.breaker import CircuitBreaker
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
 from state.metrics import Metrics
@@ -33,6 +34,8 @@ class Services:
     metrics: Metrics
     #: what the stall sweep watches (``sync.recovery``)
     progress: SyncProgress
+    #: one circuit breaker per provider, shared by every worker
+    breaker: CircuitBreaker
 
 
 class NetsyncTask(Task):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 
 import kombu.exceptions
@@ -27,7 +28,7 @@ from state.credentials import CredentialError
 from state.page_guard import PageGuard
 from state.store import ACTIVE, FINAL
 from sync import callbacks, oauth
-from sync.retry import backoff_delay, exhausted, wait_delay
+from sync.retry import backoff_delay, budget_spent, wait_delay
 from sync.runtime import NetsyncTask
 
 log = logging.getLogger("netsync.tasks")
@@ -94,6 +95,8 @@ def parsing(what: str):
 
 #: the kind a sync failed by our own bug ends with
 INTERNAL_ERROR = ErrorRule(Action.FAIL, "internal_error")
+#: the provider's circuit is open (it kept failing) and the page's time budget is spent
+CIRCUIT_OPEN = ErrorRule(Action.BACKOFF, "unavailable")
 
 #: Redis (the state store) or the broker away: nothing about the page is
 #: wrong, so its message goes back to the broker instead of being acked as failed
@@ -149,14 +152,22 @@ class ProviderTask(NetsyncTask):
         parked until there is (a quota wait is not a retry attempt).
         """
         svc, provider = ctx.svc, ctx.provider
+        verdict = svc.breaker.allow(provider.NAME)
+        if not verdict.allowed:
+            return self.wait_for_circuit(ctx, verdict, park_args, park_kwargs)
         scopes = ctx.quota_scopes()
         wait = svc.quota.acquire(provider.NAME, scopes, ctx.queue_class)
         if wait > 0:
             self.park(ctx, wait, "quota", park_args, park_kwargs)
             return None
         settings = svc.settings
-        answer = oauth.send(ctx, http_call, provider.request_headers(),
-                            (settings.http_connect_timeout, settings.http_read_timeout))
+        try:
+            answer = oauth.send(ctx, http_call, provider.request_headers(),
+                                (settings.http_connect_timeout, settings.http_read_timeout))
+        except ProviderCallError as exc:  # no answer (timeout, connection refused)
+            svc.breaker.record(provider.NAME, ok=exc.error.action is not Action.BACKOFF,
+                               kind=exc.error.rule.kind)
+            raise
         with parsing("rate-limit headers"):
             info = provider.rate_info(answer.headers)
         ctx.rate_fields = info.as_record()
@@ -167,11 +178,29 @@ class ProviderTask(NetsyncTask):
             svc.quota.observe(provider.NAME, {s: k for s, k in scopes.items() if s in told}, info)
         svc.quota.record_outcome(provider.NAME, scopes,
                                  rejected=error is not None and error.action is Action.WAIT)
+        failing = error is not None and error.action is Action.BACKOFF
+        if failing or verdict.verdict != "closed":  # a clean breaker needs no news of success
+            svc.breaker.record(provider.NAME, ok=not failing,
+                               kind=error.rule.kind if failing else "")
         if error is not None:
             # A successful page counts its call when it is stored (one round trip).
             svc.store.note_call(ctx.sync_id, ctx.rate_fields)
             raise ProviderCallError(error)
         return answer
+
+    def wait_for_circuit(self, ctx, verdict, park_args: list, park_kwargs: dict):
+        """The provider's breaker is open: park (not an attempt) unless the time budget is spent."""
+        now = time.time()
+        since = park_kwargs.get("failing_since") or now
+        if budget_spent(since, now, ctx.svc.settings.retry_budget_seconds):
+            rule = ErrorRule(Action.BACKOFF, verdict.last_kind) if verdict.last_kind else CIRCUIT_OPEN
+            raise ProviderCallError(ProviderError(
+                rule, 0, f"{ctx.provider.NAME} kept failing for {now - since:.0f} s "
+                "(circuit open)"))
+        # spread the parked pages so the breaker's next turn is not a stampede
+        delay = verdict.wait_s + random.uniform(0, 0.5)
+        self.park(ctx, delay, "circuit_open", park_args, {**park_kwargs, "failing_since": since})
+        return None
 
     # -- sending and parking ---------------------------------------------------------
     def park(self, ctx: SyncContext, delay: float, reason: str, args: list, kwargs: dict):
@@ -200,10 +229,15 @@ class ProviderTask(NetsyncTask):
             ctx.svc.store.update(ctx.sync_id, last_wait=error.rule.kind)
             return self.park(ctx, delay, error.rule.kind, args, {**kwargs, "waits": waits + 1})
         if action is Action.BACKOFF:
-            if exhausted(attempt, settings.max_backoff_attempts):
+            # A time budget, not a count: an outage up to RETRY_BUDGET_SECONDS is ridden out.
+            now = time.time()
+            since = kwargs.get("failing_since") or now
+            if (attempt + 1 >= settings.max_backoff_attempts
+                    and budget_spent(since, now, settings.retry_budget_seconds)):
                 return self.end(ctx, "failed", error)
             delay = backoff_delay(attempt, settings.backoff_base_seconds, settings.backoff_cap_seconds)
-            return self.park(ctx, delay, error.rule.kind, args, {**kwargs, "attempt": attempt + 1})
+            return self.park(ctx, delay, error.rule.kind, args,
+                             {**kwargs, "attempt": attempt + 1, "failing_since": since})
         if action is Action.REFRESH:
             return self.on_refresh(ctx, error, args, kwargs)
         if action is Action.REAUTH:
@@ -328,11 +362,13 @@ class ProfileTask(ProviderTask):
     #: name of the provider's page task
     page_task_name: str = ""
 
-    def run(self, sync_id: str, attempt: int = 0, waits: int = 0, refreshed: int = 0):
+    def run(self, sync_id: str, attempt: int = 0, waits: int = 0, refreshed: int = 0,
+            failing_since: float = 0.0):
         ctx = self.load(sync_id)
         if ctx is None:
             return "inactive"
-        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed}
+        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed,
+                  "failing_since": failing_since}
         return self.guarded(ctx, lambda: self._profile(ctx, kwargs), [sync_id], kwargs)
 
     def _profile(self, ctx, kwargs):
@@ -367,11 +403,12 @@ class PageTask(ProviderTask):
     """Round two: one page, one call; store it and launch what it points to."""
 
     def run(self, sync_id: str, cursor: str, attempt: int = 0, waits: int = 0,
-            refreshed: int = 0, restarts: int = 0):
+            refreshed: int = 0, restarts: int = 0, failing_since: float = 0.0):
         ctx = self.load(sync_id, cursor)
         if ctx is None:
             return "inactive or already stored"
-        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed, "restarts": restarts}
+        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed, "restarts": restarts,
+                  "failing_since": failing_since}
         return self.guarded(ctx, lambda: self._page(ctx, cursor, kwargs), [sync_id, cursor], kwargs)
 
     def _page(self, ctx, cursor, kwargs):

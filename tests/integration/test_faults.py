@@ -13,6 +13,7 @@ import signal
 import time
 
 import pytest
+import requests
 import redis
 from kombu import Connection
 
@@ -116,3 +117,38 @@ def test_redis_killed_and_restarted_mid_sync_finishes_exactly(tmp_path, pool):
             assert set(ids) == stack.truth("github", account["id"])
         alive = {name: proc.poll() for name, proc in dev.processes.items()}
         assert all(code is None for code in alive.values()), alive
+
+
+OUTAGE_S = 6.0
+SLOTS = 4
+
+
+def test_provider_outage_is_ridden_out_with_calls_bounded_per_provider(tmp_path):
+    """503 on every call for OUTAGE_S mid-way through a fanned-out sync (GitHub's page
+    one launches every page): the sync finishes after it, exact, and the provider saw
+    calls bounded by its circuit breaker, not by the number of pages in flight."""
+    env = {"RETRY_BUDGET_SECONDS": "60", "BREAKER_THRESHOLD": "5",
+           "BREAKER_COOLDOWN_SECONDS": "1", "BREAKER_MAX_COOLDOWN_SECONDS": "1"}
+    dev, _ = fault_stack(tmp_path, "redis", pool="threads", env=env)
+    dev.workers[0].concurrency = SLOTS
+    with dev:
+        stack = Stack(dev)
+        account = stack.add_account("github", 8_000)
+        user = new_user()
+        (sync,) = stack.login(user, account).json()["syncs"]
+        wait_pages(stack, sync["sync_id"], 3)
+        stack.add_faults({"provider": "github", "kind": "outage"})
+        time.sleep(OUTAGE_S)  # the outage itself: the fault being simulated
+        clear = requests.post(f"{stack.sim}/_sim/faults", json={"clear": True}, timeout=10)
+        clear.raise_for_status()
+        during = stack.stats()["errors_injected"]["by_provider"].get("github", 0)
+        record = stack.wait_final(sync["sync_id"], timeout=120)
+        assert record["status"] == "succeeded", record
+        ids = stack.network_ids(user, "github")
+        assert len(ids) == len(set(ids)) == 8_000
+        assert set(ids) == stack.truth("github", account["id"])
+    # the breaker opens after 5 failures; calls already in flight then are at most the
+    # worker's slots; then one probe per cooldown (1 s) for the rest of the outage
+    bound = 5 + SLOTS + int(OUTAGE_S / 1.0) + 1
+    print(f"calls during the outage: {during} (bound {bound})")
+    assert 5 <= during <= bound, f"{during} calls during a {OUTAGE_S} s outage (bound {bound})"
