@@ -32,6 +32,8 @@ class WorkerSpec:
     pool: str = "prefork"
     concurrency: int = 2
     name: str = ""
+    #: the Celery app module (tests may wrap the service's app)
+    app: str = "service.make_celery"
 
 
 @dataclass
@@ -135,7 +137,7 @@ class DevStack:
 
     def start_worker(self, spec: WorkerSpec, index: int = 0) -> subprocess.Popen:
         name = spec.name or f"w{index}-{spec.queues.replace(',', '-')}"
-        cmd = [sys.executable, "-m", "celery", "-A", "service.make_celery", "worker",
+        cmd = [sys.executable, "-m", "celery", "-A", spec.app, "worker",
                "-Q", spec.queues, "-P", spec.pool, "-c", str(spec.concurrency),
                "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
                "--without-heartbeat", "-l", "WARNING"]

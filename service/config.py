@@ -118,6 +118,9 @@ class Settings:
     sweep_interval: float = 15.0
     #: recoveries without progress before a stalled sync ends ``failed``
     max_recoveries: int = 3
+    #: a page delivered more often than this (its worker died each time) is
+    #: dead-lettered and its sync ends ``failed`` (``poison_page``)
+    max_deliveries: int = 5
     #: where the embedded servers keep their files
     var_dir: Path = Path("var")
     #: provider quotas and queue-class shares (``QUOTA_<PROVIDER>``, ``QUOTA_SHARES*``)
@@ -171,6 +174,7 @@ def load_settings(environ=None) -> Settings:
         stall_seconds=_float(env, "STALL_SECONDS", 60.0),
         sweep_interval=_float(env, "SWEEP_INTERVAL_SECONDS", 15.0),
         max_recoveries=_int(env, "MAX_RECOVERIES", 3),
+        max_deliveries=_int(env, "MAX_DELIVERIES", 5),
         var_dir=Path(env.get("NETSYNC_VAR_DIR") or "var"),
         quota=_quota(env),
     )

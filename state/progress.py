@@ -14,8 +14,8 @@ module holds the few keys it needs; none is on a page's hot path::
     <prefix>:{sweep}:parked         ZSET  sync id -> latest due time of a page parked
                                           in the delayed set (waiting is not stalling)
     <prefix>:{sweep}:lock           STR   one sweep at a time across processes
-    <prefix>:{sweep}:deliveries     HASH  "sync id|cursor" -> deliveries of that page
-                                          (a page that kills its worker every time)
+    <prefix>:{sweep}:deliveries:<id> HASH cursor -> deliveries of that page beyond the
+                                          first (a page that kills its worker every time)
     <prefix>:{sweep}:dead           HASH  "sync id|cursor" -> JSON: the dead-lettered page
 """
 from __future__ import annotations
@@ -48,6 +48,8 @@ class SyncProgress:
         base = f"{key_prefix}:{{sweep}}"
         self.seen_key, self.parked_key = f"{base}:seen", f"{base}:parked"
         self.lock_key, self.deliveries_key = f"{base}:lock", f"{base}:deliveries"
+        #: how long a sync's delivery counts are kept (they go when the sweep sees it final)
+        self.deliveries_ttl_s = 7 * 24 * 3600
         self.dead_key = f"{base}:dead"
 
     # -- the index of syncs in flight ---------------------------------------------------
@@ -63,6 +65,7 @@ class SyncProgress:
             pipe.zrem(self.active_key, sync_id)
             pipe.hdel(self.seen_key, sync_id)
             pipe.zrem(self.parked_key, sync_id)
+            pipe.delete(f"{self.deliveries_key}:{sync_id}")
             pipe.execute()
 
     # -- parked pages -----------------------------------------------------------------
@@ -87,14 +90,14 @@ class SyncProgress:
         return bool(self.redis.set(self.lock_key, "1", nx=True, px=max(1, int(hold_s * 1000))))
 
     # -- deliveries and dead letters ------------------------------------------------------
-    def delivered(self, sync_id: str, cursor: str) -> int:
-        """Count one more delivery of a page; returns the count."""
-        return int(self.redis.hincrby(self.deliveries_key, f"{sync_id}|{cursor}", 1))
-
-    def forget_deliveries(self, sync_id: str, cursors) -> None:
-        fields = [f"{sync_id}|{c}" for c in cursors]
-        if fields:
-            self.redis.hdel(self.deliveries_key, *fields)
+    def delivered_again(self, sync_id: str, cursor: str) -> int:
+        """Count one more delivery of a page beyond its first; returns that count."""
+        key = f"{self.deliveries_key}:{sync_id}"
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(key, cursor, 1)
+            pipe.expire(key, self.deliveries_ttl_s)
+            count, _ = pipe.execute()
+        return int(count)
 
     def dead_letter(self, sync_id: str, cursor: str, task_name: str, deliveries: int,
                     reason: str) -> None:

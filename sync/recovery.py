@@ -119,12 +119,15 @@ class StallSweeper:
         priority = queues.priority_for(record.get("trigger", "api"), self.broker_url)
         cursors = self.svc.store.pending_cursors(sync_id)
         if not cursors and not self.svc.store.pages_done(sync_id):
-            self.send(f"{provider}.profile", [sync_id], queue, priority)
-            sent = 1
+            messages = [(f"{provider}.profile", [sync_id], "")]
         else:
-            for cursor in cursors:
-                self.send(f"{provider}.page", [sync_id, cursor], queue, priority)
-            sent = len(cursors)
+            messages = [(f"{provider}.page", [sync_id, cursor], cursor) for cursor in cursors]
+        for name, args, cursor in messages:
+            # a re-send is a delivery again: a page that kills its worker every
+            # time is dead-lettered after MAX_DELIVERIES (``ProviderTask.poisoned``)
+            self.progress.delivered_again(sync_id, cursor)
+            self.send(name, args, queue, priority)
+        sent = len(messages)
         log.warning("stalled sync=%s provider=%s: re-sent %d pending pages", sync_id, provider,
                     sent)
         return sent

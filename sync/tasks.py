@@ -95,6 +95,8 @@ def parsing(what: str):
 
 #: the kind a sync failed by our own bug ends with
 INTERNAL_ERROR = ErrorRule(Action.FAIL, "internal_error")
+#: a page delivered more than MAX_DELIVERIES times: each delivery killed its worker
+POISON_PAGE = ErrorRule(Action.FAIL, "poison_page")
 #: the provider's circuit is open (it kept failing) and the page's time budget is spent
 CIRCUIT_OPEN = ErrorRule(Action.BACKOFF, "unavailable")
 
@@ -143,6 +145,28 @@ class ProviderTask(NetsyncTask):
         if record is None or record.get("status") not in ACTIVE or done:
             return None
         return SyncContext(svc, record, self.provider(svc), blob)
+
+    def poisoned(self, ctx: SyncContext, cursor: str) -> bool:
+        """A page that was delivered too often without finishing goes to the dead letters.
+
+        Its worker died each time (a crash, an OOM kill, the hard time limit), so
+        the broker handed it back (acks late). Only redeliveries are counted (the
+        first delivery costs nothing); after ``MAX_DELIVERIES`` the page is parked
+        in the dead-letter set and its sync ends ``failed``.
+        """
+        if not (self.request.delivery_info or {}).get("redelivered"):
+            return False
+        svc = ctx.svc
+        deliveries = svc.progress.delivered_again(ctx.sync_id, cursor) + 1
+        if deliveries <= svc.settings.max_deliveries:
+            return False
+        message = (f"page delivered {deliveries} times and its worker died each time; "
+                   "dead-lettered")
+        svc.progress.dead_letter(ctx.sync_id, cursor, self.name, deliveries, message)
+        log.error("poison page sync=%s task=%s deliveries=%d: dead-lettered", ctx.sync_id,
+                  self.name, deliveries)
+        self.end(ctx, "failed", ProviderError(POISON_PAGE, 0, message))
+        return True
 
     # -- the one outbound call -----------------------------------------------------
     def call(self, ctx: SyncContext, http_call, park_args: list, park_kwargs: dict):
@@ -367,6 +391,8 @@ class ProfileTask(ProviderTask):
         ctx = self.load(sync_id)
         if ctx is None:
             return "inactive"
+        if self.poisoned(ctx, ""):
+            return "dead-lettered"
         kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed,
                   "failing_since": failing_since}
         return self.guarded(ctx, lambda: self._profile(ctx, kwargs), [sync_id], kwargs)
@@ -407,6 +433,8 @@ class PageTask(ProviderTask):
         ctx = self.load(sync_id, cursor)
         if ctx is None:
             return "inactive or already stored"
+        if self.poisoned(ctx, cursor):
+            return "dead-lettered"
         kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed, "restarts": restarts,
                   "failing_since": failing_since}
         return self.guarded(ctx, lambda: self._page(ctx, cursor, kwargs), [sync_id, cursor], kwargs)

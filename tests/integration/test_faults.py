@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -17,7 +19,8 @@ import requests
 import redis
 from kombu import Connection
 
-from devtools.devstack import DevStack, WorkerSpec
+from devtools.devstack import ROOT, DevStack, WorkerSpec
+from state.progress import SyncProgress
 from state.store import SyncStore
 from tests.integration.conftest import TEST_ENV, Stack, new_user
 from tests.integration.test_rabbitmq import AMQP_URL, rabbitmq_reachable
@@ -152,3 +155,30 @@ def test_provider_outage_is_ridden_out_with_calls_bounded_per_provider(tmp_path)
     bound = 5 + SLOTS + int(OUTAGE_S / 1.0) + 1
     print(f"calls during the outage: {during} (bound {bound})")
     assert 5 <= during <= bound, f"{during} calls during a {OUTAGE_S} s outage (bound {bound})"
+
+
+def test_poison_page_is_dead_lettered_and_its_sync_fails(tmp_path):
+    """A page that kills its worker every time: after MAX_DELIVERIES it is parked in
+    the dead-letter set and its sync ends failed with the reason; no loop for ever."""
+    dev, queue_names = fault_stack(tmp_path, "redis",
+                                   env={"MAX_DELIVERIES": "3", "NETSYNC_TEST_POISON": "page=7"})
+    dev.workers[0].app = "tests.integration.poison_app"
+    with dev:
+        stack = Stack(dev)
+        account = stack.add_account("github", 1_000)
+        user = new_user()
+        (sync,) = stack.login(user, account).json()["syncs"]
+        record = stack.wait_final(sync["sync_id"], timeout=RECOVERY_PATIENCE_S)
+        assert record["status"] == "failed", record
+        assert record["error"]["kind"] == "poison_page", record
+        progress = SyncProgress(redis.Redis.from_url(dev.redis_url), "netsync")
+        (dead,) = progress.dead_letters()
+        assert dead["sync_id"] == sync["sync_id"] and "page=7" in dead["cursor"]
+        assert dead["deliveries"] > 3  # MAX_DELIVERIES, counting the sweep's re-sends too
+        listing = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "service", "syncs", "list", "--status",
+             "failed"], env=dev.base_env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert listing.returncode == 0, listing.stderr
+        assert sync["sync_id"] in listing.stdout
+        assert stack.network_ids(user, "github") == []  # nothing half-stored
+        assert dev.processes["first"].poll() is None  # the worker's pool replaced its children
