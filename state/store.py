@@ -28,7 +28,8 @@ from dataclasses import dataclass
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "partial", "failed", "needs_reauth", "cancelled")
 
-USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
+#: \A…\Z, not ^…$: "$" also matches before a final newline ("alice\n" would pass)
+USER_ID_RE = re.compile(r"\A[A-Za-z0-9_.@:+-]{1,128}\Z")
 
 _BEGIN = """
 local base, sync_id = KEYS[1], ARGV[1]
