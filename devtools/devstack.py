@@ -34,6 +34,7 @@ class WorkerSpec:
     name: str = ""
     #: the Celery app module (tests may wrap the service's app)
     app: str = "service.make_celery"
+    loglevel: str = "WARNING"
 
 
 @dataclass
@@ -140,7 +141,7 @@ class DevStack:
         cmd = [sys.executable, "-m", "celery", "-A", spec.app, "worker",
                "-Q", spec.queues, "-P", spec.pool, "-c", str(spec.concurrency),
                "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-               "--without-heartbeat", "-l", "WARNING"]
+               "--without-heartbeat", "-l", spec.loglevel]
         proc = self._spawn(name, cmd)
         return proc
 

@@ -5,6 +5,7 @@
     syncs show SYNC_ID
     syncs list [--status S] [--queue Q]
     syncs sweep                                             # cron: recover stalled syncs
+    credentials rotate-key                                  # after a new TOKEN_ENCRYPTION_KEY
 
 Exit codes: 0 done, 1 failed (a sync ended failed / needs_reauth /
 cancelled, timed out, or could not start), 2 usage error.
@@ -264,6 +265,25 @@ def sweep_syncs():
         click.echo(f"failed {sync_id}")
 
 
+credentials_cli = AppGroup("credentials", help="Stored provider credentials.")
+
+
+@credentials_cli.command("rotate-key")
+@reports_outages
+def rotate_key():
+    """Re-encrypt every stored credential with the first TOKEN_ENCRYPTION_KEY.
+
+    Put the new key first (TOKEN_ENCRYPTION_KEY=new,old), restart, run this;
+    when it reports 0 undecryptable, drop the old key. Exit 1 if any credential
+    could be decrypted by none of the keys.
+    """
+    rotated, failed = services().credentials.rotate_all()
+    click.echo(f"re-encrypted {rotated} credentials with the first key; {failed} undecryptable")
+    if failed:
+        click.get_current_context().exit(1)
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(resync_command)
     app.cli.add_command(syncs_cli)
+    app.cli.add_command(credentials_cli)

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from service.extensions import services
+from state.credentials import SECRETS_IN_USE
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
@@ -42,7 +43,9 @@ SENSITIVE_KEY = re.compile(r"(?i)token|secret|password|passw|authorization|cooki
 
 
 def redact(text: str) -> str:
-    """``text`` with token-like values replaced (query strings, headers, JSON, reprs)."""
+    """``text`` with token-like values replaced (query strings, headers, JSON, reprs),
+    and every secret value this process handles (``SECRETS_IN_USE``) wherever it is."""
+    text = SECRETS_IN_USE.scrub(text, REDACTED)
     text = _SECRET_ASSIGNMENT.sub(rf"\1{REDACTED}", text)
     text = _AUTH_SCHEME.sub(rf"\1 {REDACTED}", text)
     return _AUTHORIZATION.sub(rf"\1{REDACTED}", text)
@@ -107,9 +110,18 @@ class KeyValueFormatter(logging.Formatter):
         return " ".join(f"{key}={_value(value)}" for key, value in fields.items())
 
 
+#: libraries that log credentials at DEBUG (oauthlib: the signing key, the collected
+#: OAuth parameters; requests-oauthlib: the signed headers): never below INFO
+CHATTY_SECRET_LOGGERS = ("oauthlib", "requests_oauthlib")
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Install redaction, and our line format unless the host already set up logging."""
     install_redaction()
+    numeric = logging.getLevelName(str(level).upper())
+    floor = max(logging.INFO, numeric if isinstance(numeric, int) else logging.INFO)
+    for name in CHATTY_SECRET_LOGGERS:
+        logging.getLogger(name).setLevel(floor)
     root = logging.getLogger()
     if root.handlers:  # gunicorn, pytest, an embedding app: theirs stays
         return
@@ -323,6 +335,10 @@ def metrics():
 
 
 def init_app(app: Flask) -> None:
-    configure_logging(app.config.get("LOG_LEVEL", app.config["NETSYNC_SETTINGS"].log_level))
+    settings = app.config["NETSYNC_SETTINGS"]
+    # the settings' own secrets are redacted by value too, wherever a library logs them
+    SECRETS_IN_USE.add(*settings.webhook_secrets, *settings.api_tokens, *settings.encryption_keys,
+                       *(client.partition(":")[2] for client in settings.oauth_clients.values()))
+    configure_logging(app.config.get("LOG_LEVEL", settings.log_level))
     init_sentry(app.config["NETSYNC_SETTINGS"])
     app.register_blueprint(bp)
