@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install test unit integration demo run bench clean
+.PHONY: install test unit integration fuzz demo run bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ unit: install
 
 integration: install
 	$(PY) -m pytest tests/integration
+
+# schemathesis over every endpoint of /openapi.json; FUZZ_EXAMPLES cases per operation and mode
+fuzz: install
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(PY) -m pytest tests/fuzz
 
 demo: install
 	$(PY) -m devtools.demo
