@@ -7,6 +7,7 @@ gevent pools can share a process without sharing a connection pool.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -62,3 +63,20 @@ def send(method: str, url: str, *, params=None, headers=None, timeout: tuple[flo
     except ValueError:
         body = None
     return Answer(response.status_code, response.headers, body)
+
+
+class UnparseableAnswer(Exception):
+    """The provider's answer did not have the shape its documentation gives."""
+
+
+@contextlib.contextmanager
+def parsing(what: str):
+    """Treat a failure to read a provider's answer as the provider's fault.
+
+    Only the parsing of an answer goes in here: everything else a task does
+    is our code, and its exceptions surface with their traceback.
+    """
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise UnparseableAnswer(f"unexpected {what} ({type(exc).__name__})") from exc

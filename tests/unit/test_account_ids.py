@@ -43,7 +43,8 @@ def test_no_call_leaves_the_account_resource_even_unvalidated(name, account_id):
 @pytest.mark.parametrize("name, account_id", [
     ("github", "octocat"), ("github", "a-b-c"), ("github", "x" * 39),
     ("twitter", "2244994945"), ("facebook", "10150145806225128"), ("mastodon", "109302"),
-    ("linkedin", "abc_DEF-123"),
+    ("linkedin", "abc_DEF-123"), ("bluesky", "alan.bsky.social"),
+    ("bluesky", "did:plc:z72i7hdynmk6r22z27h6tvur"),
 ])
 def test_real_ids_are_accepted(name, account_id):
     assert provider_classes()[name].valid_account_id(account_id)
@@ -58,7 +59,7 @@ def test_github_logins_follow_githubs_rules(account_id):
 @pytest.mark.parametrize("account_id", [".", ".."])
 def test_dot_segments_cannot_become_a_call(name, account_id):
     cls = provider_classes()[name]
-    if name == "linkedin":  # its calls name no account: the token's owner
+    if name in ("linkedin", "bluesky"):  # no account in the path: the token's owner / a query
         return
     with pytest.raises(ValueError):
         prepared_urls(cls, account_id)
