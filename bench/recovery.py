@@ -9,7 +9,7 @@ started at once. Figure: seconds from the kill to the sync's final status,
 and whether the network equals the simulator's truth. Three runs per broker
 (Redis; RabbitMQ where one is reachable), median reported.
 
-``python -m bench.recovery`` writes bench/results/recovery.json.
+``python -m bench.recovery [redis|amqp …]`` writes bench/results/recovery.json.
 """
 from __future__ import annotations
 
@@ -45,7 +45,10 @@ def one_run(broker: str) -> dict:
             account = stack.add_account("github", SIZE)
             user = new_user()
             (sync,) = stack.login(user, account).json()["syncs"]
+            deadline = time.monotonic() + 120
             while stack.sync(sync["sync_id"])["pages_fetched"] < 20:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the sync did not start; see {dev.var_dir}")
                 time.sleep(0.05)
             killed_at = time.monotonic()
             os.killpg(dev.processes["first"].pid, signal.SIGKILL)
@@ -61,16 +64,19 @@ def one_run(broker: str) -> dict:
             delete_amqp_queues(queue_names.split(","))
 
 
-def main() -> dict:
-    brokers = ["redis"] + (["amqp"] if rabbitmq_reachable() else [])
-    results = {}
+def main(brokers: list[str] | None = None) -> dict:
+    """Run the given brokers (default: Redis, and RabbitMQ where reachable); the
+    results of brokers not run this time are kept from the last file."""
+    brokers = brokers or ["redis"] + (["amqp"] if rabbitmq_reachable() else [])
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = {b: previous[b] for b in ("redis", "amqp") if b in previous}
     for broker in brokers:
         runs = [one_run(broker) for _ in range(RUNS)]
         results[broker] = {"median_s": statistics.median(r["seconds"] for r in runs),
                            "runs": runs}
         print(f"recovery after kill -9 on {broker}: median {results[broker]['median_s']} s "
               f"({[r['seconds'] for r in runs]})", flush=True)
-    if "amqp" not in results:
+    if "amqp" not in results and not rabbitmq_reachable():
         results["amqp"] = {"skipped": f"RabbitMQ not reachable at {AMQP_URL}"}
     RESULTS.write_text(json.dumps({"size": SIZE, "defaults": {
         "STALL_SECONDS": 60, "SWEEP_INTERVAL_SECONDS": 15, "BROKER_VISIBILITY_TIMEOUT": 300},
@@ -79,4 +85,6 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -24,6 +24,9 @@ from service.config import PROVIDERS
 from state.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
+#: how long a process may take to come up: generous, because on a loaded machine
+#: (a CPU hog beside the suite) the web app took more than 30 s to import
+STARTUP_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -123,7 +126,7 @@ class DevStack:
         scenario_file.write_text(json.dumps(self.scenario or {"accounts": []}))
         proc = self._spawn("simulator", [sys.executable, "-m", "simulator", "--port", "0",
                                          "--scenario", str(scenario_file)], capture=True)
-        line = _read_line(proc, "simulator listening on", timeout=20)
+        line = _read_line(proc, "simulator listening on", timeout=STARTUP_TIMEOUT_S)
         self.simulator_url = line.rsplit(" ", 1)[1].strip()
         _drain(proc, self.var_dir / "simulator.log")
         for provider in PROVIDERS:
@@ -134,7 +137,7 @@ class DevStack:
         self._spawn("web", [sys.executable, "-m", "flask", "--app", "service", "run",
                             "--port", str(self.web_port), "--no-reload", "--with-threads"])
         self.web_url = f"http://127.0.0.1:{self.web_port}"
-        wait_http(self.web_url + "/healthz", timeout=30)
+        wait_http(self.web_url + "/healthz", timeout=STARTUP_TIMEOUT_S)
 
     def start_worker(self, spec: WorkerSpec, index: int = 0) -> subprocess.Popen:
         name = spec.name or f"w{index}-{spec.queues.replace(',', '-')}"
@@ -145,7 +148,7 @@ class DevStack:
         proc = self._spawn(name, cmd)
         return proc
 
-    def wait_workers_ready(self, timeout: float = 60.0) -> None:
+    def wait_workers_ready(self, timeout: float = 2 * 60.0) -> None:
         """Block until every started worker answers a control ping."""
         names = {name for name in self.processes if name not in ("simulator", "web", "scheduler")}
         if not names:
