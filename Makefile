@@ -8,7 +8,7 @@ CLIENTS_VENV ?= .venv-clients
 CLIENTS_PY := $(CLIENTS_VENV)/bin/python
 CLIENTS_STAMP := $(CLIENTS_VENV)/.installed-$(shell cat requirements-clients.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install clients browser test unit integration demo run bench clean
+.PHONY: install clients browser test unit integration fuzz demo run bench clean
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ unit: install
 
 integration: install clients browser
 	$(PY) -m pytest tests/integration
+
+# schemathesis over every endpoint of /openapi.json; FUZZ_EXAMPLES cases per operation and mode
+fuzz: install
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(PY) -m pytest tests/fuzz
 
 demo: install
 	$(PY) -m devtools.demo

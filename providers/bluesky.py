@@ -69,6 +69,9 @@ class Bluesky(Provider):
     # (PDS limits): every user's calls share our egress address's budget.
     QUOTAS = (QuotaLimit("ip", 3000, 300),)
     PAGE_SIZE = 100  # limit: 1-100, default 50
+    # an actor: a handle (a domain name) or a DID (did:plc:…, did:web:…); it travels
+    # as the ``actor`` query parameter, never in the path
+    ACCOUNT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,252}"
     PAGINATION = Pagination.CURSOR
     # Quirk: the AppView drops taken-down and blocked accounts from a page
     # after reading it (and refills only up to ten times), so a short page

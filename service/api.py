@@ -176,7 +176,7 @@ def _sync_request(document: dict) -> tuple[str, str, bool]:
 @bp.post("/syncs")
 def create_sync():
     """Start (or find) the sync of one user's network on one provider."""
-    document = http_errors.read_json_object(request.get_data(), request.is_json)
+    document = http_errors.read_json_object(http_errors.read_body(), request.is_json)
     user_id, provider, force = _sync_request(document)
     try:
         ticket = start_sync(services(), user_id=user_id, provider=provider, trigger="api",

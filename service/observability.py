@@ -23,6 +23,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from service.extensions import services
 from sync.telemetry import SyncLogContext
+from state.credentials import SECRETS_IN_USE
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
@@ -42,7 +43,9 @@ SENSITIVE_KEY = re.compile(r"(?i)token|secret|password|passw|authorization|cooki
 
 
 def redact(text: str) -> str:
-    """``text`` with token-like values replaced (query strings, headers, JSON, reprs)."""
+    """``text`` with token-like values replaced (query strings, headers, JSON, reprs),
+    and every secret value this process handles (``SECRETS_IN_USE``) wherever it is."""
+    text = SECRETS_IN_USE.scrub(text, REDACTED)
     text = _SECRET_ASSIGNMENT.sub(rf"\1{REDACTED}", text)
     text = _AUTH_SCHEME.sub(rf"\1 {REDACTED}", text)
     return _AUTHORIZATION.sub(rf"\1{REDACTED}", text)
@@ -133,6 +136,11 @@ def line_formatter(log_format: str) -> logging.Formatter:
     return KeyValueFormatter()
 
 
+#: libraries that log credentials at DEBUG (oauthlib: the signing key, the collected
+#: OAuth parameters; requests-oauthlib: the signed headers): never below INFO
+CHATTY_SECRET_LOGGERS = ("oauthlib", "requests_oauthlib")
+
+
 def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     """Redaction and the sync context everywhere; our line format unless the host has its own.
 
@@ -142,6 +150,10 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     ``key=value`` lines.
     """
     install_redaction()
+    numeric = logging.getLevelName(str(level).upper())
+    floor = max(logging.INFO, numeric if isinstance(numeric, int) else logging.INFO)
+    for name in CHATTY_SECRET_LOGGERS:
+        logging.getLogger(name).setLevel(floor)
     root = logging.getLogger()
     if root.handlers:  # gunicorn, pytest, an embedding app: theirs stays
         for handler in root.handlers:
@@ -271,6 +283,10 @@ def readyz():
 
 def init_app(app: Flask) -> None:
     settings = app.config["NETSYNC_SETTINGS"]
+    # the settings' own secrets are redacted by value too, wherever a library logs them
+    SECRETS_IN_USE.add(*settings.webhook_secrets, *settings.api_tokens, *settings.encryption_keys,
+                       *settings.callback_secrets,
+                       *(client.partition(":")[2] for client in settings.oauth_clients.values()))
     configure_logging(app.config.get("LOG_LEVEL", settings.log_level), settings.log_format)
     init_sentry(app.config["NETSYNC_SETTINGS"])
     app.register_blueprint(bp)

@@ -12,11 +12,13 @@ from typing import Any
 
 from celery import Task
 
+from state.breaker import CircuitBreaker
 from state.control import ProviderSwitches
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
 from state.metrics import Metrics
 from state.outbox import CallbackOutbox
+from state.progress import SyncProgress
 from state.quota import QuotaGate
 from state.store import SyncStore
 from sync import telemetry
@@ -37,6 +39,10 @@ class Services:
     switches: ProviderSwitches
     #: completion events until delivered (``state.outbox``)
     outbox: CallbackOutbox
+    #: what the stall sweep watches (``sync.recovery``)
+    progress: SyncProgress
+    #: one circuit breaker per provider, shared by every worker
+    breaker: CircuitBreaker
 
 
 class NetsyncTask(Task):

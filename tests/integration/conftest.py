@@ -20,6 +20,10 @@ TEST_ENV = {
     "BACKOFF_BASE_SECONDS": "0.2",
     "BACKOFF_CAP_SECONDS": "1",
     "MAX_BACKOFF_ATTEMPTS": "3",
+    # a failing provider is given up on after 2 s (production: 5 minutes)
+    "RETRY_BUDGET_SECONDS": "2",
+    "BREAKER_COOLDOWN_SECONDS": "0.5",
+    "BREAKER_MAX_COOLDOWN_SECONDS": "1",
     "HTTP_READ_TIMEOUT": "5",
     "TASK_SOFT_TIME_LIMIT": "20",
     "BROKER_VISIBILITY_TIMEOUT": "60",
