@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import time
 
+from state.keys import Keys
+
 #: how long a call to a paused provider parks before it looks again
 PAUSE_RECHECK_S = 5.0
 #: how long a process may act on the paused set it last read (the call path's cache):
@@ -28,7 +30,7 @@ class ProviderSwitches:
 
     def __init__(self, redis_client, key_prefix: str, clock=time.time, cache_s: float = 0.0):
         self.redis = redis_client
-        self.key = f"{key_prefix}:paused"
+        self.key = Keys(key_prefix).paused
         self.clock = clock
         #: how long a process may act on the paused set it last read (0: read every time);
         #: saves the call path a round trip per call, at the cost of a pause taking

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, replace
 import redis
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from state.keys import Keys
+
 
 @dataclass(frozen=True)
 class Credential:
@@ -87,12 +89,13 @@ class CredentialStore:
     def __init__(self, redis_client, prefix: str, keys: tuple[str, ...]):
         self.redis = redis_client
         self.prefix = prefix
+        self._keys = Keys(prefix)  # Redis key names (the ``keys`` argument: encryption keys)
         self.fernet = MultiFernet([Fernet(k.encode() if isinstance(k, str) else k) for k in keys])
 
     def _key(self, provider: str, user_id: str) -> str:
         # Under the user's network hash tag, so a task reads it in the same
         # round trip as its sync record (SyncStore.page_snapshot).
-        return f"{self.prefix}:{{{provider}:{user_id}}}:cred"
+        return self._keys.user(provider, user_id).credential
 
     def save(self, provider: str, user_id: str, credential: Credential) -> None:
         remember(credential)
@@ -122,7 +125,7 @@ class CredentialStore:
         undecryptable, the old keys can be dropped.
         """
         rotated = failed = 0
-        for key in self.redis.scan_iter(match=f"{self.prefix}:{{*}}:cred", count=1000):
+        for key in self.redis.scan_iter(match=self._keys.credential_pattern(), count=1000):
             blob = self.redis.get(key)
             if blob is None:
                 continue

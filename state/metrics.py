@@ -22,6 +22,8 @@ import re
 
 import redis
 
+from state.keys import Keys
+
 log = logging.getLogger("netsync.metrics")
 
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
@@ -45,8 +47,8 @@ class Metrics:
 
     def __init__(self, redis_client, key_prefix: str):
         self.redis = redis_client
-        self.key = f"{key_prefix}:metrics"
-        self.hist_key = f"{key_prefix}:metrics:hist"
+        keys = Keys(key_prefix)
+        self.key, self.hist_key = keys.metrics, keys.metrics_histograms
 
     def count(self, name: str, **labels) -> None:
         self.count_many([(name, labels)])

@@ -25,6 +25,8 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
+from state.keys import Keys
+
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 #: deliveries kept for listing; older delivered ones are forgotten
 KEEP_RECENT = 10_000
@@ -59,9 +61,9 @@ class CallbackOutbox:
     def __init__(self, redis_client, key_prefix: str, clock=time.time):
         self.redis = redis_client
         self.clock = clock
-        base = f"{key_prefix}:{{outbox}}"
+        keys = Keys(key_prefix)
         self.deliveries_key, self.recent_key, self.failed_key = (
-            f"{base}:deliveries", f"{base}:recent", f"{base}:failed")
+            keys.outbox("deliveries"), keys.outbox("recent"), keys.outbox("failed"))
 
     def add(self, delivery: Delivery) -> bool:
         """Keep a new delivery; False if one with this id exists (the same event again)."""

@@ -25,6 +25,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from state.keys import Keys
+
 
 @dataclass
 class Observation:
@@ -44,13 +46,13 @@ class SyncProgress:
     def __init__(self, redis_client, key_prefix: str, clock: Callable[[], float] = time.time):
         self.redis = redis_client
         self.clock = clock
-        self.active_key = f"{key_prefix}:active"
-        base = f"{key_prefix}:{{sweep}}"
-        self.seen_key, self.parked_key = f"{base}:seen", f"{base}:parked"
-        self.lock_key, self.deliveries_key = f"{base}:lock", f"{base}:deliveries"
+        keys = Keys(key_prefix)
+        self.active_key = keys.active
+        self.seen_key, self.parked_key = keys.sweep("seen"), keys.sweep("parked")
+        self.lock_key, self.deliveries_key = keys.sweep("lock"), keys.sweep("deliveries")
         #: how long a sync's delivery counts are kept (they go when the sweep sees it final)
         self.deliveries_ttl_s = 7 * 24 * 3600
-        self.dead_key = f"{base}:dead"
+        self.dead_key = keys.sweep("dead")
 
     # -- the index of syncs in flight ---------------------------------------------------
     def track(self, sync_id: str, created_at: float) -> None:

@@ -46,7 +46,10 @@ class Stack:
 
     # -- simulator -----------------------------------------------------------------
     def add_account(self, provider: str, size: int, start: int = 0, **extra) -> dict:
-        account = {"provider": provider, "id": extra.pop("id", f"acct-{secrets.token_hex(4)}"),
+        default_id = f"acct-{secrets.token_hex(4)}"
+        if provider == "bluesky":  # an actor is a handle (a domain name) or a DID
+            default_id += ".bsky.social"
+        account = {"provider": provider, "id": extra.pop("id", default_id),
                    "size": size, "start": start, "token": extra.pop("token", f"tok-{secrets.token_hex(6)}"),
                    **extra}
         response = requests.post(f"{self.sim}/_sim/accounts", json={"accounts": [account]}, timeout=10)
