@@ -56,14 +56,14 @@ class Mastodon(Provider):
     }
 
     def profile_call(self, account_id):
-        return HttpCall("GET", self.url(f"/api/v1/accounts/{account_id}"))
+        return HttpCall("GET", self.url(f"/api/v1/accounts/{self.segment(account_id)}"))
 
     def parse_size(self, body, relation=None):
         return int_or_none(body.get(f"{self.relation_or_default(relation)}_count"))
 
     def first_cursor(self, account_id, relation=None):
         relation = self.relation_or_default(relation)
-        return f"{self.base_path}/api/v1/accounts/{account_id}/{relation}?limit={self.PAGE_SIZE}"
+        return f"{self.base_path}/api/v1/accounts/{self.segment(account_id)}/{relation}?limit={self.PAGE_SIZE}"
 
     def account_uid(self, body, account_id):
         return str(body["id"])

@@ -59,7 +59,7 @@ class Twitter(Provider):
     }
 
     def profile_call(self, account_id):
-        return HttpCall("GET", self.url(f"/2/users/{account_id}"),
+        return HttpCall("GET", self.url(f"/2/users/{self.segment(account_id)}"),
                         {"user.fields": "public_metrics"})
 
     def parse_size(self, body, relation=None):
@@ -85,7 +85,7 @@ class Twitter(Provider):
         if token:
             params["pagination_token"] = token
         relation = "following" if kind == FOLLOWING_KIND else "followers"
-        return HttpCall("GET", self.url(f"/2/users/{account_id}/{relation}"), params)
+        return HttpCall("GET", self.url(f"/2/users/{self.segment(account_id)}/{relation}"), params)
 
     def parse_page(self, body, headers, cursor):
         if "ids" in body or "users" in body:

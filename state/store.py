@@ -30,7 +30,8 @@ from state.lua import LuaScript
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "partial", "failed", "needs_reauth", "cancelled")
 
-USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
+#: \A…\Z, not ^…$: "$" also matches before a final newline ("alice\n" would pass)
+USER_ID_RE = re.compile(r"\A[A-Za-z0-9_.@:+-]{1,128}\Z")
 
 #: begin_sync re-reads the in-flight marker at most this often if it keeps moving
 BEGIN_ATTEMPTS = 20
@@ -77,10 +78,16 @@ class SyncStore:
         return found
 
     # -- triggers -----------------------------------------------------------
-    def begin_sync(self, *, user_id: str, provider: str, relation: str, account_id: str,
-                   queue: str, trigger: str, force: bool, freshness_s: int,
-                   stale_s: int) -> SyncTicket:
-        """Start a sync unless one is in flight or the network is fresh (one atomic step)."""
+    def begin_sync(self, *, user_id: str, provider: str, account_id: str, queue: str,
+                   trigger: str, force: bool, freshness_s: int, stale_s: int,
+                   relation: str | None = None) -> SyncTicket:
+        """Start a sync unless one is in flight or the network is fresh (one atomic step).
+
+        ``relation`` None: the provider's first (``Provider.RELATIONS``)."""
+        if relation is None:
+            import providers
+
+            relation = providers.provider_classes()[provider].RELATIONS[0]
         sync_id = "s_" + secrets.token_hex(12)
         user = self.keys.user(provider, user_id)
         net = user.relation(relation)
@@ -173,6 +180,17 @@ class SyncStore:
                 if len(out) >= limit:
                     break
         return out
+
+    def pending_cursors(self, sync_id: str) -> list[str]:
+        """Cursors launched and not yet stored (what a stalled sync still needs)."""
+        keys = self._sync_keys(sync_id)
+        if keys is None:
+            return []
+        return sorted(c.decode() for c in self.redis.hkeys(keys.pending))
+
+    def pages_done(self, sync_id: str) -> int:
+        keys = self._sync_keys(sync_id)
+        return int(self.redis.hlen(keys.done)) if keys else 0
 
     # -- page bookkeeping ---------------------------------------------------
     def update(self, sync_id: str, **fields) -> None:
