@@ -32,6 +32,8 @@ class WorkerSpec:
     pool: str = "prefork"
     concurrency: int = 2
     name: str = ""
+    #: run the worker under this command prefix (the benchmarks' profiler: bench/profiling.py)
+    wrap: object = None
 
 
 @dataclass
@@ -132,6 +134,8 @@ class DevStack:
                "-Q", spec.queues, "-P", spec.pool, "-c", str(spec.concurrency),
                "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
                "--without-heartbeat", "-l", "WARNING"]
+        if spec.wrap is not None:
+            cmd = spec.wrap(cmd)
         proc = self._spawn(name, cmd)
         return proc
 
