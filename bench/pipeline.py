@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis
 
+from bench import profiling
 from devtools.devstack import DevStack, WorkerSpec, stop_process, temp_var_dir
 
 SIZE = 200_000
@@ -27,8 +28,8 @@ POOLS = [("prefork", 2), ("threads", 8), ("gevent", 32)]
 RESULTS = Path(__file__).parent / "results"
 
 
-def run_pipeline(stack, bench_api, index: int) -> dict:
-    account = {"provider": "github", "id": f"whale-{index}", "size": SIZE, "token": f"tok-w{index}"}
+def run_pipeline(stack, bench_api, index: int, size: int = SIZE) -> dict:
+    account = {"provider": "github", "id": f"whale-{index}", "size": size, "token": f"tok-w{index}"}
     bench_api.add_account(stack, account)
     sync_id = bench_api.login(stack, f"bench-user-{index}", account)
     record = bench_api.wait_final(stack, sync_id, timeout=600)
@@ -64,13 +65,15 @@ def run_noop(stack, pool: str, concurrency: int) -> float:
         stop_process(worker)
 
 
-def bench_pool(pool: str, concurrency: int, bench_api) -> dict:
+def bench_pool(pool: str, concurrency: int, bench_api, runs: int = RUNS, size: int = SIZE) -> dict:
     stack = DevStack(var_dir=temp_var_dir("netsync-bench-"), scheduler=True, workers=[
         WorkerSpec("normal,whale", pool=pool, concurrency=concurrency, name="pages")])
     with stack:
-        pipeline = [run_pipeline(stack, bench_api, i) for i in range(RUNS)]
-        stop_process(stack.processes.pop("pages"))  # the no-op runs alone on the same machine
-        raw = [run_noop(stack, pool, concurrency) for _ in range(RUNS)]
+        pipeline = [run_pipeline(stack, bench_api, i, size) for i in range(runs)]
+        stop_process(stack.processes.pop("pages"))
+        profile = profiled_run(stack, bench_api, pool, concurrency, size)
+        # the no-op runs alone on the same machine
+        raw = [run_noop(stack, pool, concurrency) for _ in range(runs)]
     pages = statistics.median(r["pages_per_s"] for r in pipeline)
     raw_median = statistics.median(raw)
     return {"pool": pool, "concurrency": concurrency, "pipeline_runs": pipeline,
@@ -78,24 +81,57 @@ def bench_pool(pool: str, concurrency: int, bench_api) -> dict:
             "connections_per_s_median": round(statistics.median(r["connections_per_s"] for r in pipeline)),
             "raw_noop_tasks_per_s_runs": [round(r, 1) for r in raw],
             "raw_noop_tasks_per_s_median": round(raw_median, 1),
-            "ratio": round(pages / raw_median, 3)}
+            "ratio": round(pages / raw_median, 3), "profile": profile}
 
 
-def main(pools=POOLS) -> dict:
+def profiled_run(stack, bench_api, pool: str, concurrency: int, size: int) -> dict:
+    """One more sync (not among the timed runs) with py-spy sampling the page worker."""
+    recorder = profiling.Recorder(f"pipeline-{pool}")
+    stack.start_worker(WorkerSpec("normal,whale", pool=pool, concurrency=concurrency,
+                                  name="pages-profiled", wrap=recorder.wrap))
+    stack.wait_workers_ready()
+    run_pipeline(stack, bench_api, 99, size // 2)
+    return recorder.stop(stack.processes.pop("pages-profiled")).summary()
+
+
+def scaling(bench_api, processes=(1, 2, 4), size: int = 100_000) -> dict:
+    """Pages/s of one sync with 1, 2, 4 prefork page-worker processes (one worker, -c N)."""
+    rows = []
+    for count in processes:
+        stack = DevStack(var_dir=temp_var_dir("netsync-bench-scale-"), scheduler=True, workers=[
+            WorkerSpec("normal,whale", pool="prefork", concurrency=count, name="pages")])
+        with stack:
+            run = run_pipeline(stack, bench_api, 0, size)
+        rows.append({"processes": count, "pages_per_s": round(run["pages_per_s"], 1),
+                     "connections_per_s": round(run["connections_per_s"]),
+                     "seconds": round(run["seconds"], 2)})
+        print(f"  scaling: {count} page-worker process(es) -> {rows[-1]['pages_per_s']} pages/s",
+              flush=True)
+    base = rows[0]["pages_per_s"]
+    for row in rows:
+        row["speed_up"] = round(row["pages_per_s"] / base, 2)
+    return {"scenario": f"github account of {size:,} followers, no latency, no limit; prefork "
+                        "-c N on this 2-core machine (simulator, Redis and web share the cores)",
+            "rows": rows}
+
+
+def main(pools=POOLS, runs: int = RUNS, size: int = SIZE) -> dict:
     from bench import api as bench_api
 
     results = []
     for pool, concurrency in pools:
-        print(f"pipeline benchmark: pool={pool} concurrency={concurrency} ...", flush=True)
-        result = bench_pool(pool, concurrency, bench_api)
+        print(f"pipeline benchmark: pool={pool} concurrency={concurrency}, {size:,} followers, "
+              f"{runs} run(s) ...", flush=True)
+        result = bench_pool(pool, concurrency, bench_api, runs, size)
         print(f"  pages/s {result['pages_per_s_median']}, connections/s "
               f"{result['connections_per_s_median']}, raw no-op tasks/s "
-              f"{result['raw_noop_tasks_per_s_median']}, ratio {result['ratio']}", flush=True)
+              f"{result['raw_noop_tasks_per_s_median']}, ratio {result['ratio']}; largest cost: "
+              f"{profiling.describe(result['profile'])}", flush=True)
         results.append(result)
     best = max(results, key=lambda r: r["pages_per_s_median"])
-    out = {"scenario": f"github account of {SIZE} followers, no latency, no rate limit",
-           "runs_per_pool": RUNS, "machine": "2 cores; simulator, Redis and workers share them",
-           "results": results, "best_pool": best["pool"]}
+    out = {"scenario": f"github account of {size} followers, no latency, no rate limit",
+           "runs_per_pool": runs, "machine": "2 cores; simulator, Redis and workers share them",
+           "results": results, "best_pool": best["pool"], "goal": "ratio >= 0.6"}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pipeline.json").write_text(json.dumps(out, indent=2))
     return out
