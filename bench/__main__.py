@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -59,6 +60,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="comma-separated subset of: "
                         + ", ".join(steps(False)))
     args = parser.parse_args(argv)
+    # a SIGTERM (a CI timeout, ``timeout``) unwinds like Ctrl-C, so every stack's
+    # ``with`` block stops its processes instead of leaving them running
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     chosen = [s for s in args.only.split(",") if s] or list(steps(args.quick))
     started = time.monotonic()
     figures: dict = {"quick": args.quick, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

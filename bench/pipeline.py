@@ -41,26 +41,28 @@ def run_pipeline(stack, bench_api, index: int, size: int = SIZE) -> dict:
 
 
 def run_noop(stack, pool: str, concurrency: int) -> float:
-    """Queue NOOP_TASKS no-op messages, start a worker, time until all are acked."""
+    """Raw Celery: a worker runs one task that publishes NOOP_TASKS no-ops (as a profile task
+    publishes a sync's pages) and then the no-ops; tasks/s from the send to the last ack."""
     env = stack.base_env
     client = redis.Redis.from_url(stack.redis_url)
-    send = ("from bench.noop_app import app\n"
-            "with app.producer_or_acquire() as p:\n"
-            f"    for _ in range({NOOP_TASKS}): app.send_task('bench.noop', queue='noopq', producer=p)\n")
-    subprocess.run([sys.executable, "-c", send], env=env, check=True, cwd=stack.base_env["PYTHONPATH"])
+    lists = ["noopq"] + [f"noopq:{step}" for step in range(1, 10)]
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bench.noop_app", "worker", "-Q", "noopq",
-         "-P", pool, "-c", str(concurrency), "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "-l", "WARNING"],
+         "-P", pool, "-c", str(concurrency), "-n", "noop@%h", "--without-gossip",
+         "--without-mingle", "--without-heartbeat", "-l", "WARNING"],
         env=env, cwd=env["PYTHONPATH"], start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while client.llen("noopq") == NOOP_TASKS:  # wait for the worker to start consuming
-            time.sleep(0.002)
+        send = ("import sys\nfrom bench.noop_app import app\n"
+                "replies = []\n"
+                "while not replies: replies = app.control.ping(timeout=0.5)\n"
+                f"app.send_task('bench.fanout', args=[{NOOP_TASKS}], queue='noopq')\n")
+        subprocess.run([sys.executable, "-c", send], env=env, check=True, cwd=env["PYTHONPATH"],
+                       timeout=120)
         started = time.monotonic()
-        while client.llen("noopq") or client.hlen("unacked"):
+        while sum(client.llen(name) for name in lists) + client.hlen("unacked"):
             time.sleep(0.005)
-        return (NOOP_TASKS - 1) / (time.monotonic() - started)
+        return NOOP_TASKS / (time.monotonic() - started)
     finally:
         stop_process(worker)
 

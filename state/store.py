@@ -19,11 +19,12 @@ Global indexes (not part of any atomic step): ``P:syncs`` (sync id → tag),
 """
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import time
 from dataclasses import dataclass
+
+import orjson
 
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "partial", "failed", "needs_reauth", "cancelled")
@@ -354,7 +355,7 @@ class SyncStore:
         base, rec = self._record_key(sync_id)
         flat = [part for pair in connections for part in pair]
         argv = [sync_id, cursor, repr(self.clock()), partial_reason,
-                json.dumps(flat, separators=(",", ":")), "1" if count_call else "0"]
+                orjson.dumps(flat), "1" if count_call else "0"]
         for key, value in (rate_fields or {}).items():
             argv += [key, value]
         result = self._complete(keys=[base, rec], args=argv).decode()
