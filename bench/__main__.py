@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 
-from bench import (chain, ingest, isolation, memory, pipeline, plots, quota, report,
+from bench import (chain, hotpath, ingest, isolation, memory, pipeline, plots, quota, report,
                    simulator_rps)
 from bench.peer import run as peer
 
@@ -26,13 +26,14 @@ RESULTS = report.RESULTS
 def steps(quick: bool) -> dict:
     """name -> (what it measures, callable returning its figures)."""
     runs = 1 if quick else 3
-    size = 100_000 if quick else pipeline.SIZE
-    iso_normals, iso_arrival = (60, 18.0) if quick else (100, 30.0)
+    size = 50_000 if quick else pipeline.SIZE
+    iso_normals, iso_arrival = (40, 12.0) if quick else (100, 30.0)
     iso_order = ("a", "b") if quick else ("a", "b", "c", "a", "b", "a", "b")
     return {
         "simulator": lambda: _simulator(quick),
+        "hotpath": lambda: hotpath.main(quick),
         "pipeline": lambda: pipeline.main([("prefork", 2)], runs=runs, size=size),
-        "scaling": lambda: pipeline.scaling(_api(), size=50_000 if quick else 100_000),
+        "scaling": lambda: pipeline.scaling(_api(), size=20_000 if quick else 100_000),
         "chain": lambda: chain.main(quick),
         "quota": lambda: quota.main(runs=1, quick=quick),
         "isolation": lambda: isolation.main(iso_order, iso_normals, iso_arrival),

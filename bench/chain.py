@@ -63,7 +63,7 @@ def run_chain(pages: int, bench_api) -> dict:
         assert record["status"] == "succeeded" and record["connections_fetched"] == size, record
         calls = calls_of(stack, "twitter", account["token"])
         direct_ms = direct_call_ms(stack, account)
-        idle = idle_trigger_latency(stack, bench_api)
+        idle = idle_trigger_latency(stack, bench_api, IDLE_LOGINS // 3 if pages < 100 else IDLE_LOGINS)
         profile = recorder.stop(stack.processes.pop("chain-worker")).summary()
     out = chain_figures(record, calls, sent, bench_api)
     # the same calls made back to back by a bare client: 40 ms + the simulator building
@@ -138,7 +138,7 @@ def idle_trigger_latency(stack: DevStack, bench_api, logins: int = IDLE_LOGINS) 
 def main(quick: bool = False) -> dict:
     from bench import api as bench_api
 
-    pages = 60 if quick else 200
+    pages = 30 if quick else 200
     print(f"chain benchmark: twitter account of {pages * PAGE_SIZE:,} ({pages} chained pages), "
           f"provider answers in {LATENCY_MS:g} ms ...", flush=True)
     out = run_chain(pages, bench_api)

@@ -28,7 +28,7 @@ from bench import profiling
 from devtools.devstack import ROOT, DevStack, free_port, stop_process, temp_var_dir, wait_http
 
 P99_LIMIT_MS = 50.0
-STEPS = (2, 4, 8, 16, 32, 64)
+STEPS = (1, 2, 4, 8, 16, 32, 64)
 WRK_THREADS = 2
 #: requests pre-signed per step: above what this machine can send in a step
 REQUESTS_PER_STEP_S = 3_000
@@ -120,7 +120,7 @@ def run(quick: bool = False) -> dict:
     wrk = wrk_binary()
     if wrk is None:
         return {"skipped": "wrk not installed (apt-get install wrk; make bench does it)"}
-    seconds = 3 if quick else 6
+    seconds = 2 if quick else 5
     recorder = profiling.Recorder("gunicorn")
     stack = DevStack(var_dir=temp_var_dir("netsync-bench-ingest-"), workers=[], web=False,
                      scheduler=False, env={"LOG_LEVEL": "WARNING"})

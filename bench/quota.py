@@ -287,7 +287,7 @@ def adaptive_case(bench_api, case: Case, runs: int) -> dict:
 def main(runs: int = RUNS, quick: bool = False) -> dict:
     from bench import api as bench_api
 
-    slow = Case(limit=10, window_s=5.0, size=2_000 if quick else 5_000)
+    slow = Case(limit=10, window_s=5.0, size=1_000 if quick else 4_000)
     fast = Case(limit=100, window_s=5.0, size=20_000 if quick else 50_000)
     published = [published_case(bench_api, slow, runs), published_case(bench_api, fast, runs)]
     unpub = adaptive_case(bench_api, Case(size=30_000) if quick else DEFAULT, runs)
