@@ -20,14 +20,18 @@ from devtools.devstack import DevStack, WorkerSpec, send_login, temp_var_dir
 DEMO_USERS = [
     ("ada", "github", 180), ("grace", "github", 2_400), ("linus", "github", 40_000),
     ("margaret", "twitter", 950), ("ken", "mastodon", 430), ("barbara", "linkedin", 520),
-    ("dennis", "facebook", 310), ("edsger", "github", 0),
+    ("dennis", "facebook", 310), ("edsger", "github", 0), ("alan", "bluesky", 760),
 ]
+#: account ids in the provider's own form where a name will not do (a Bluesky handle)
+ACCOUNT_ID = {"bluesky": "{user}.bsky.social"}
 
 
 def demo_accounts():
     for user, provider, size in DEMO_USERS:
         if provider in providers.names():
-            yield {"user": user, "provider": provider, "id": f"{user}-{provider}", "size": size,
+            account_id = ACCOUNT_ID.get(provider, "{user}-{provider}").format(user=user,
+                                                                              provider=provider)
+            yield {"user": user, "provider": provider, "id": account_id, "size": size,
                    "token": f"demo-token-{user}"}
 
 

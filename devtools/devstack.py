@@ -178,27 +178,41 @@ class DevStack:
         return proc
 
 
-def send_login(web_url: str, user_id: str, accounts: list[dict], delivery: str | None = None,
-               http=requests) -> requests.Response:
-    """POST a signed login webhook (dev secret) as the main app would.
+def signed_login_headers(body: bytes, *, secret: str | None = None, timestamp: float | None = None,
+                         delivery: str | None = "new", content_type: str = "application/json") -> dict:
+    """The headers the main app signs a login webhook with (dev secret unless given).
 
-    ``accounts`` are simulator-style dicts: provider, id, token and optionally
-    refresh_token / expires_at / token_secret.
+    ``delivery``: "new" for a fresh delivery id, None to send none, else that id.
     """
     import secrets
 
     from service.config import DEV_WEBHOOK_SECRET
     from sync.signatures import sign
 
-    optional = ("refresh_token", "expires_at", "token_secret")
-    body = json.dumps({"user_id": user_id, "accounts": [
+    headers = {"Content-Type": content_type,
+               "X-Netsync-Signature": sign(secret or DEV_WEBHOOK_SECRET, body,
+                                           int(time.time()) if timestamp is None else timestamp)}
+    if delivery is not None:
+        headers["X-Netsync-Delivery"] = secrets.token_hex(8) if delivery == "new" else delivery
+    return headers
+
+
+def login_body(user_id: str, accounts: list[dict]) -> bytes:
+    """A login webhook body from simulator-style accounts (provider, id, token and
+    optionally refresh_token / expires_at / token_secret / relations)."""
+    optional = ("refresh_token", "expires_at", "token_secret", "relations")
+    return json.dumps({"user_id": user_id, "accounts": [
         {"provider": a["provider"], "account_id": a["id"], "access_token": a["token"],
          **{k: a[k] for k in optional if a.get(k) is not None}}
         for a in accounts]}).encode()
-    headers = {"Content-Type": "application/json",
-               "X-Netsync-Signature": sign(DEV_WEBHOOK_SECRET, body, int(time.time())),
-               "X-Netsync-Delivery": delivery or secrets.token_hex(8)}
-    return http.post(f"{web_url}/webhooks/login", data=body, headers=headers, timeout=30)
+
+
+def send_login(web_url: str, user_id: str, accounts: list[dict], delivery: str | None = None,
+               http=requests) -> requests.Response:
+    """POST a signed login webhook (dev secret) as the main app would."""
+    body = login_body(user_id, accounts)
+    return http.post(f"{web_url}/webhooks/login", data=body,
+                     headers=signed_login_headers(body, delivery=delivery or "new"), timeout=30)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:

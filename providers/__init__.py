@@ -22,6 +22,7 @@ REGISTRY = (
     "providers.facebook:Facebook",
     "providers.linkedin:LinkedIn",
     "providers.mastodon:Mastodon",
+    "providers.bluesky:Bluesky",
 )
 
 

@@ -39,6 +39,8 @@ ERRORS = {
     10: _PERMISSION,
     **{code: _PERMISSION for code in range(200, 300)},     # 200-299: permission removed
     102: ErrorRule(Action.REAUTH, "session_invalid"),
+    104: ErrorRule(Action.REAUTH, "token_required"),         # no usable token was sent
+    803: ErrorRule(Action.SKIP, "alias_not_found"),          # the user id names nobody
     190: _BAD_TOKEN,                                         # invalid or expired, no subcode
     (190, 458): ErrorRule(Action.REAUTH, "app_not_installed"),
     (190, 459): ErrorRule(Action.REAUTH, "user_checkpointed", tell_user=True),

@@ -75,6 +75,9 @@ class Auth(enum.Enum):
     OAUTH2 = "oauth2"
     #: ``OAuth1Session`` when the credential has a token secret (1.0a), else OAUTH2 (Twitter)
     OAUTH1_OR_OAUTH2 = "oauth1_or_oauth2"
+    #: a bearer session token renewed by the provider's own refresh call
+    #: (``refresh_call`` / ``parse_refresh``; Bluesky's refreshSession), not OAuth
+    SESSION = "session"
 
 
 class Provider:
@@ -101,6 +104,8 @@ class Provider:
     ONE_ITEM_RUN_LIMIT: int | None = 3
     #: error table: key from ``error_keys()`` → rule; see ``providers.errors``
     ERRORS: dict = {}
+    #: rows that mean something else on the refresh call (AUTH SESSION), tried before ``ERRORS``
+    REFRESH_ERRORS: dict = {}
     #: the scopes the rate-limit headers speak for (None: every scope of the call)
     RATE_HEADER_SCOPES: tuple | None = None
     #: (limit, remaining, reset) header names; None: the provider sends no such headers
@@ -203,18 +208,28 @@ class Provider:
         """The scopes a call counts against: those of the default quota."""
         return tuple(limit.scope for limit in self.QUOTAS)
 
-    def classify(self, status: int, body, headers, now: float) -> ProviderError | None:
-        """None for a good answer; else the table's rule for it."""
+    def classify(self, status: int, body, headers, now: float,
+                 tables: tuple = ()) -> ProviderError | None:
+        """None for a good answer; else the first rule for it in ``tables``, then ``ERRORS``."""
         if 200 <= status < 300 and not self.is_error_body(body):
             return None
-        rule = None
-        for key in self.error_keys(status, body, headers):
-            rule = self.ERRORS.get(key)
-            if rule is not None:
-                break
-        rule = rule or default_rule(status)
+        keys = self.error_keys(status, body, headers)
+        rule = next((table[key] for table in (*tables, self.ERRORS) for key in keys
+                     if key in table), None) or default_rule(status)
         return ProviderError(rule, status, self.error_message(body),
                              self.retry_at(rule, headers, now))
+
+    def classify_refresh(self, status: int, body, headers, now: float) -> ProviderError | None:
+        """``classify`` for the answer to ``refresh_call``: ``REFRESH_ERRORS`` first."""
+        return self.classify(status, body, headers, now, tables=(self.REFRESH_ERRORS,))
+
+    def refresh_call(self, refresh_token: str) -> HttpCall:
+        """AUTH SESSION: the call that renews a session with its refresh token."""
+        raise NotImplementedError
+
+    def parse_refresh(self, body) -> dict:
+        """AUTH SESSION: ``{"access_token", "refresh_token", "expires_at"}`` from its answer."""
+        raise NotImplementedError
 
     def is_error_body(self, body) -> bool:
         """Some providers report errors inside a 200."""
@@ -302,6 +317,7 @@ def check_provider_class(cls, where: str) -> None:
         bad("ERRORS", "values must be ErrorRule")
     if cls.RATE_LIMIT_HEADERS is not None and len(cls.RATE_LIMIT_HEADERS) != 3:
         bad("RATE_LIMIT_HEADERS", "must be (limit, remaining, reset) header names")
-    for hook in REQUIRED_HOOKS:
+    hooks = REQUIRED_HOOKS + (("refresh_call", "parse_refresh") if cls.AUTH is Auth.SESSION else ())
+    for hook in hooks:
         if getattr(cls, hook) is getattr(Provider, hook):
             bad(hook, "is not implemented")

@@ -74,7 +74,8 @@ def _endpoint(sim: Simulator, provider: ProviderSim, route: Route):
             call.token, call.scheme = creds.token, creds.scheme
         else:
             call.form = await request.post()
-            call.token = call.form.get("refresh_token")
+            # an OAuth form field, or (Bluesky's refreshSession) the Authorization header
+            call.token = call.form.get("refresh_token") or provider.read_credentials(request).token
         _identify_account(sim, provider, route, request, call)
         response, latency = _serve(sim, provider, route, call, creds)
         delay = sim.latency_s(provider.NAME, latency)
@@ -90,7 +91,9 @@ def _endpoint(sim: Simulator, provider: ProviderSim, route: Route):
 def _identify_account(sim: Simulator, provider: ProviderSim, route: Route,
                       request: web.Request, call: Call) -> None:
     if route.account_param is not None:
-        raw = request.match_info[route.account_param]
+        # a path part, or a query parameter (Bluesky's XRPC ``?actor=``)
+        raw = request.match_info.get(route.account_param,
+                                     request.query.get(route.account_param, ""))
         call.account = provider.lookup_account(sim, route, raw, call)
         call.account_id = call.account.key[1] if call.account else normalize_account_id(provider.NAME, raw)
         return
@@ -192,7 +195,8 @@ def _apply_faults(sim: Simulator, provider: ProviderSim, call: Call):
 def _unknown_path(sim: Simulator, provider: ProviderSim):
     async def handle(request: web.Request) -> web.Response:
         call = Call(sim.clock(), provider.NAME, "other", request.path, client_ip(request), request)
-        response = provider.render_error(sim, provider.row(provider.ROW_NOT_FOUND), call, {})
+        row = provider.row(provider.ROW_UNKNOWN_PATH or provider.ROW_NOT_FOUND)
+        response = provider.render_error(sim, row, call, {})
         call.status = response.status
         sim.log.append(call)
         sim.stats.record(call)

@@ -32,7 +32,7 @@ KINDS: dict[str, tuple[str, ...] | None] = {
     "off_by_one": ("linkedin",),                        # endless one-person pages
     "empty_page_with_next": ("facebook",),              # data [] but paging.next
     "cursor_expired": ("facebook",),                    # code 100 on cursor pages
-    "short_page": ("twitter", "facebook", "mastodon"),  # fewer items, cursor goes on
+    "short_page": ("twitter", "facebook", "mastodon", "bluesky"),  # fewer items, cursor goes on
 }
 
 def _query(call):

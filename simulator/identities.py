@@ -171,4 +171,5 @@ NATIVE_IDS = {
     "facebook": PermutedIds(50, 100_000_000_000_000),      # 15-16 digit numbers
     "linkedin": PermutedIds(59, 0),                        # 10 base62 characters
     "mastodon": PermutedIds(56, 100_000_000_000_000_000),  # 18-digit snowflake-like
+    "bluesky": PermutedIds(60, 0),                         # the unique half of a did:plc
 }

@@ -8,14 +8,22 @@ Usable from any test suite::
     with run_simulator({"accounts": [...]}) as sim:
         os.environ["GITHUB_API_URL"] = sim.url("github")
         sim.add_faults({"kind": "outage", "provider": "github", "at_call": 3})
+
+``run_simulator_process(scenario, directory=...)`` runs ``python -m simulator``
+as a real process instead and yields the same helpers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import requests
@@ -87,6 +95,51 @@ class RunningSimulator:
 
     def tokens(self, **filters: Any) -> list[dict]:
         return self._control("GET", "/tokens", params=filters)["tokens"]
+
+
+@contextmanager
+def run_simulator_process(scenario: dict | None = None, *, directory: str | os.PathLike,
+                          python: str = sys.executable, host: str = "127.0.0.1",
+                          timeout: float = 20.0) -> Iterator[RunningSimulator]:
+    """``python -m simulator --port 0`` as a real process (its own event loop and
+    GIL, as clients meet it), with ``scenario`` written to ``directory``; stopped
+    with SIGTERM on exit. Its output goes to ``directory/simulator.log``."""
+    folder = Path(directory)
+    scenario_file = folder / "scenario.json"
+    scenario_file.write_text(json.dumps(scenario or {}))
+    log = open(folder / "simulator.log", "w+", encoding="utf-8")
+    process = subprocess.Popen(
+        [python, "-m", "simulator", "--host", host, "--port", "0", "--scenario", str(scenario_file)],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        line = _first_line(process, timeout)
+        if not line.startswith("simulator listening on "):
+            log.seek(0)
+            raise RuntimeError(f"simulator did not start: {line!r} {log.read()[-2000:]}")
+        running = RunningSimulator(line.rsplit(" ", 1)[1].strip())
+        try:
+            yield running
+        finally:
+            running.http.close()
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        process.stdout.close()
+        log.close()
+
+
+def _first_line(process: subprocess.Popen, timeout: float) -> str:
+    """The process's first stdout line, or '' if none comes within ``timeout``."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return lines[0].strip() if lines else ""
 
 
 @contextmanager

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 #: Lifetime of tokens issued by a refresh, unless the scenario's
 #: ``token_ttl_s`` says otherwise (Twitter: 2 h, LinkedIn: 60 days).
-DEFAULT_TTL_S = {"twitter": 7200, "linkedin": 5_184_000}
+DEFAULT_TTL_S = {"twitter": 7200, "linkedin": 5_184_000, "bluesky": 7200}
 
 #: Twitter rotates refresh tokens (the old one dies on use); LinkedIn hands
-#: back the same refresh token until it expires.
-ROTATES_REFRESH = {"twitter"}
+#: back the same refresh token until it expires. Bluesky's refreshSession
+#: rotates too.
+ROTATES_REFRESH = {"twitter", "bluesky"}
 
 
 @dataclass

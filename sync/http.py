@@ -7,6 +7,7 @@ gevent pools can share a process without sharing a connection pool.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from dataclasses import dataclass
@@ -81,3 +82,20 @@ def decode_body(content: bytes):
         return json.loads(content)
     except ValueError:
         return None
+
+
+class UnparseableAnswer(Exception):
+    """The provider's answer did not have the shape its documentation gives."""
+
+
+@contextlib.contextmanager
+def parsing(what: str):
+    """Treat a failure to read a provider's answer as the provider's fault.
+
+    Only the parsing of an answer goes in here: everything else a task does
+    is our code, and its exceptions surface with their traceback.
+    """
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise UnparseableAnswer(f"unexpected {what} ({type(exc).__name__})") from exc

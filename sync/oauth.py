@@ -148,10 +148,11 @@ class TokenKeeper:
             return token_dict(stored)
         return None
 
-    def refresh(self, session: OAuth2Session, refresh, **kwargs) -> dict:
+    def refresh(self, session: OAuth2Session | None, refresh, **kwargs) -> dict:
         newer = self.newer_token()
         if newer is not None:
-            session.token = newer
+            if session is not None:
+                session.token = newer
             return newer
         if not self.svc.redis.set(self.lock_key, "1", nx=True, ex=REFRESH_LOCK_S):
             raise RefreshBusy()
@@ -232,7 +233,7 @@ def oauth2_session(ctx) -> NetsyncOAuth2Session:
 def session_for(ctx):
     """The session that authenticates this call; None: a plain bearer header will do."""
     provider, credential = ctx.provider, ctx.credential
-    if provider.AUTH is Auth.BEARER:
+    if provider.AUTH in (Auth.BEARER, Auth.SESSION):
         return None
     if provider.AUTH is Auth.OAUTH1_OR_OAUTH2 and credential.token_secret:
         client = client_credentials(ctx.svc.settings, provider.NAME)
@@ -262,6 +263,8 @@ def refresh_after_rejection(ctx, timeout: tuple[float, float]) -> str:
     provider, credential = ctx.provider, ctx.credential
     if provider.AUTH is Auth.BEARER or credential.token_secret:
         return "impossible"  # bearer tokens and OAuth 1.0a have no refresh
+    if provider.AUTH is Auth.SESSION:
+        return refresh_session(ctx, timeout)
     session = oauth2_session(ctx)
     if session.auto_refresh_url is None:
         return "refreshed" if session.keeper.newer_token() else "impossible"
@@ -276,6 +279,43 @@ def refresh_after_rejection(ctx, timeout: tuple[float, float]) -> str:
             return "impossible"
         raise
     session.token_updater(token)
+    return "refreshed"
+
+
+class RefreshRefused(Exception):
+    """The provider refused the refresh token itself: no refresh can help."""
+
+
+def refresh_session(ctx, timeout: tuple[float, float]) -> str:
+    """AUTH SESSION (Bluesky): renew the session with its refresh token, once.
+
+    The same one-refresh-per-token lock as OAuth (``TokenKeeper``); the new
+    tokens (the refresh token rotates) go back to the encrypted store.
+    """
+    provider, credential = ctx.provider, ctx.credential
+    keeper = TokenKeeper(ctx)
+    if not credential.refresh_token:
+        return "refreshed" if keeper.newer_token() else "impossible"
+
+    def renew() -> dict:
+        call = provider.refresh_call(credential.refresh_token)
+        answer = http.send(call.method, call.url, params=call.params,
+                           headers={**provider.request_headers(), **call.headers}, timeout=timeout)
+        with http.parsing("refresh answer"):
+            error = provider.classify_refresh(answer.status, answer.body, answer.headers, time.time())
+            if error is None:
+                return provider.parse_refresh(answer.body)
+        if error.action in (Action.REAUTH, Action.REFRESH, Action.FAIL):
+            raise RefreshRefused(error.rule.kind)  # keeps the lock: this token had its one try
+        raise ProviderCallError(error)  # down or throttled: a later attempt may try again
+
+    try:
+        token = keeper.refresh(None, renew)
+    except RefreshBusy:
+        return "busy"
+    except RefreshRefused:
+        return "impossible"
+    keeper.save(token)
     return "refreshed"
 
 

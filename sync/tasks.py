@@ -25,6 +25,7 @@ from state.credentials import CredentialError
 from state.page_guard import PageGuard
 from state.store import ACTIVE, FINAL
 from sync import callbacks, oauth
+from sync.http import UnparseableAnswer, parsing
 from sync.retry import backoff_delay, exhausted, wait_delay
 from sync.runtime import NetsyncTask
 
@@ -71,23 +72,6 @@ class SyncContext:
     def quota_scopes(self) -> dict:
         names = {"token": self.credential.fingerprint(), "app": "app", "ip": "egress"}
         return {scope: names[scope] for scope in self.provider.quota_scopes()}
-
-
-class UnparseableAnswer(Exception):
-    """The provider's answer did not have the shape its documentation gives."""
-
-
-@contextlib.contextmanager
-def parsing(what: str):
-    """Treat a failure to read a provider's answer as the provider's fault.
-
-    Only the parsing of an answer goes in here: everything else a task does
-    is our code, and its exceptions surface with their traceback.
-    """
-    try:
-        yield
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise UnparseableAnswer(f"unexpected {what} ({type(exc).__name__})") from exc
 
 
 #: the kind a sync failed by our own bug ends with

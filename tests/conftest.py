@@ -57,3 +57,14 @@ def load_fixture(provider: str, name: str) -> dict:
     import json
 
     return json.loads((FIXTURES / provider / name).read_text())
+
+
+def recorded(provider: str, name: str):
+    """A recorded answer as netsync's HTTP layer hands it on: status, body, headers.
+
+    Headers are case-insensitive, as requests gives them (``sync.http``).
+    """
+    from requests.structures import CaseInsensitiveDict
+
+    response = load_fixture(provider, name)["response"]
+    return response["status"], response["body"], CaseInsensitiveDict(response.get("headers") or {})

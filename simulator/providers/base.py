@@ -91,6 +91,20 @@ def origin(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
 
+def fault_reset(quota, params: Mapping[str, Any], now: float, default_s: float) -> float:
+    """The reset an injected rate-limit error announces (epoch s).
+
+    The fault's ``reset_in_s`` wins; else the window of a rule the scenario
+    configured; else (no rule, or only the implicit default one, whose
+    window may be an hour long) ``default_s`` from now.
+    """
+    if "reset_in_s" in params:
+        return now + float(params["reset_in_s"])
+    if quota is not None and not quota.rule.implicit:
+        return quota.reset
+    return now + default_s
+
+
 def int_param(query: Mapping[str, str], name: str, default: int) -> int:
     try:
         return int(query.get(name, default))
@@ -133,6 +147,8 @@ class ProviderSim:
     ROW_EXPIRED_TOKEN = ""
     ROW_REVOKED_TOKEN = ""
     ROW_NOT_FOUND = ""
+    #: A path the provider does not serve (default: ``ROW_NOT_FOUND``).
+    ROW_UNKNOWN_PATH = ""
     ROW_OUTAGE = ""
     #: Page size when the client asks for none (the real default).
     PAGE_SIZE = 0

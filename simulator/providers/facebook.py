@@ -103,14 +103,18 @@ class Facebook(ProviderSim):
                  "this operation. Please read the Graph API documentation at "
                  "https://developers.facebook.com/docs/graph-api", 100, 33,
                  extra={"type": "GraphMethodException"}),
+        # WWW-Authenticate says "invalid_token" for it too (the real recording)
         ErrorRow("token_required", 400, "An access token is required to request this resource.",
-                 104, extra=_OAUTH),
+                 104, extra={**_OAUTH, "auth_error": "invalid_token"}),
+        # a path Graph has no node/edge for: 400, not 404
+        ErrorRow("unknown_path", 400, "Unknown path components: {path}", 2500, extra=_OAUTH),
     )
     ROW_MISSING_AUTH = "token_required"
     ROW_MALFORMED_AUTH = ROW_UNKNOWN_TOKEN = "invalid_token"
     ROW_EXPIRED_TOKEN = "token_expired"
     ROW_REVOKED_TOKEN = "logged_out"
     ROW_NOT_FOUND = "unsupported_get"
+    ROW_UNKNOWN_PATH = "unknown_path"
     ROW_OUTAGE = "service_down"
 
     # --- hooks ------------------------------------------------------------------
@@ -158,7 +162,8 @@ class Facebook(ProviderSim):
 
     def render_error(self, sim, row: ErrorRow, call, params) -> web.Response:
         ctx = {"user": call.account_id or "0", "app": "1234567890", "uid": call.account_id or "",
-               "expired": _fb_time(call.t - 3600), "now": _fb_time(call.t)}
+               "expired": _fb_time(call.t - 3600), "now": _fb_time(call.t),
+               "path": _unknown_components(call.path)}
         message = (params.get("message") or row.message).format(**ctx)
         error = {"message": message, "type": row.extra.get("type", "OAuthException"),
                  "code": row.code}
@@ -167,8 +172,9 @@ class Facebook(ProviderSim):
         if row.extra.get("is_transient"):
             error["is_transient"] = True
         error["fbtrace_id"] = base62_fixed(hash((call.t, call.path, message)) & (2**64 - 1), 12)[1:]
-        kind = ("invalid_token" if row.family == "bad_token"
-                else "unknown_error" if row.code == 1 else "invalid_request")
+        kind = row.extra.get("auth_error") or (
+            "invalid_token" if row.family == "bad_token"
+            else "unknown_error" if row.code == 1 else "invalid_request")
         headers = {"WWW-Authenticate": f'OAuth "Facebook Platform" "{kind}" "{message}"'}
         if row.code in (4, 17):  # throttled: usage at (or past) 100 percent
             headers["x-app-usage"] = dumps({"call_count": 100, "total_time": 50,
@@ -249,6 +255,15 @@ class Facebook(ProviderSim):
         params[cursor_name] = cursor
         version = request.match_info["version"]
         return f"{origin(request)}/facebook/{version}/{call.account.id}/friends?{urlencode(params)}"
+
+
+def _unknown_components(path: str) -> str:
+    """What Graph names in "Unknown path components": the path past the version
+    and the node (``/v19.0/me/friends/x`` -> ``/friends/x``), else all of it."""
+    parts = path.split("/")[2:]   # "", "facebook", ...
+    if parts and re.fullmatch(r"v\d+\.\d+", parts[0]):
+        parts = parts[2:] if len(parts) > 2 else parts[1:]
+    return "/" + "/".join(parts)
 
 
 def _name_of(n: int) -> str:

@@ -7,6 +7,9 @@ Quirks reproduced:
 - ``Link`` URLs point at ``/user/<numeric id>/followers``, not the path the
   client asked for (real GitHub does this): clients must follow them as given.
 - A single page has no ``Link``; the last page has only ``prev``/``first``.
+- Body URLs (``url``, ``html_url``, ``followers_url``, ``avatar_url``, …) name
+  the scheme, host and ``/github`` prefix that answered, as GitHub Enterprise
+  names its own host (``base_url``).
 - Primary limit: 403/429 with ``x-ratelimit-remaining: 0``; secondary limit:
   403 with or without ``Retry-After`` and no ``X-RateLimit-*`` headers at all.
 """
@@ -19,8 +22,8 @@ import math
 from aiohttp import web
 
 from ..identities import FIRST_NAMES, LAST_NAMES, first_lower, last_lower
-from .base import (Credentials, ErrorRow, ProviderSim, RawJSON, Route, bearer_token, int_param,
-                   origin)
+from .base import (Credentials, ErrorRow, ProviderSim, RawJSON, Route, bearer_token, fault_reset,
+                   int_param, origin)
 
 _DOCS = "https://docs.github.com/rest"
 _RATE_DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
@@ -76,14 +79,23 @@ class GitHub(ProviderSim):
         ErrorRow("server_error", 500, "Server Error", 500),
         ErrorRow("bad_gateway", 502, "Server Error", 502),
         ErrorRow("unavailable", 503, "Service Unavailable", 503),
+        # a path the API does not have (the table's first 404 stays the user lookup's)
+        ErrorRow("route_not_found", 404, "Not Found", 404, extra={"doc": _DOCS}),
     )
     ROW_MISSING_AUTH = "requires_authentication"
     ROW_MALFORMED_AUTH = "bad_credentials"
     ROW_UNKNOWN_TOKEN = ROW_EXPIRED_TOKEN = ROW_REVOKED_TOKEN = "bad_credentials"
     ROW_NOT_FOUND = "not_found"
+    ROW_UNKNOWN_PATH = "route_not_found"
     ROW_OUTAGE = "unavailable"
 
     # --- hooks ------------------------------------------------------------------
+
+    def base_url(self, request: web.Request) -> str:
+        """Where this API was reached (scheme, host, ``/github``): the root of every
+        URL in a body or ``Link``. GitHub Enterprise names its own host there, so
+        clients (PyGithub) follow them back to the server that answered."""
+        return f"{origin(request)}/{self.NAME}"
 
     def read_credentials(self, request: web.Request) -> Credentials:
         # both "token X" (classic) and "Bearer X" are accepted by GitHub
@@ -115,7 +127,7 @@ class GitHub(ProviderSim):
         if row.extra.get("primary"):
             quota = sim.limiter.quota_for(self.NAME, call.token, call.remote, call.t)
             limit = quota.limit if quota else 5000
-            reset = quota.reset if quota else call.t + float(params.get("reset_in_s", 60))
+            reset = fault_reset(quota, params, call.t, 60)
             headers.update({"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0",
                             "X-RateLimit-Reset": self.epoch(reset),
                             "X-RateLimit-Used": str(limit), "X-RateLimit-Resource": "core"})
@@ -136,11 +148,12 @@ class GitHub(ProviderSim):
         account = call.account
         login = account.handle or account.id
         uid = sim.numeric_id(account)
-        api = f"https://api.github.com/users/{login}"
+        base = self.base_url(call.request)
+        api = f"{base}/users/{login}"
         return self.respond({
             "login": login, "id": uid, "node_id": _node_id(uid),
-            "avatar_url": f"https://avatars.githubusercontent.com/u/{uid}?v=4",
-            "gravatar_id": "", "url": api, "html_url": f"https://github.com/{login}",
+            "avatar_url": f"{base}/avatars/u/{uid}?v=4",
+            "gravatar_id": "", "url": api, "html_url": f"{base}/{login}",
             "followers_url": f"{api}/followers",
             "following_url": f"{api}/following{{/other_user}}",
             "repos_url": f"{api}/repos", "type": "User", "site_admin": False,
@@ -159,11 +172,11 @@ class GitHub(ProviderSim):
         page = max(int_param(query, "page", 1), 1)
         lo = space.start + (page - 1) * per_page
         hi = min(space.end, lo + per_page)
-        body = _user_items(space.natives(lo, hi))
+        body = _user_items(space.natives(lo, hi), self.base_url(call.request))
         headers = {}
         last = max(1, math.ceil(space.size / per_page))
         if last > 1 or page > 1:
-            base = (f"{origin(call.request)}/github/user/{sim.numeric_id(call.account)}/"
+            base = (f"{self.base_url(call.request)}/user/{sim.numeric_id(call.account)}/"
                     f"{call.relation}?" + (f"per_page={query['per_page']}&" if "per_page" in query else ""))
             links = []
             if page > 1:
@@ -181,10 +194,11 @@ def _node_id(uid: int) -> str:
     return binascii.b2a_base64(b"04:User%d" % uid, newline=False).decode()
 
 
-def _user_items(ids: list[int]) -> RawJSON:
+def _user_items(ids: list[int], base: str) -> RawJSON:
     """The JSON array of a page: a follower as GitHub lists it (a trimmed "simple
-    user": the fields clients read). One f-string per item, no call per item:
-    this is the hot path of every benchmark."""
+    user": the fields clients read), its URLs under ``base`` (the simulator's
+    ``/github``, as GitHub Enterprise's are under its own host). One f-string
+    per item, no call per item: this is the hot path of every benchmark."""
     to_base64 = binascii.b2a_base64
     items = []
     for n in ids:
@@ -193,7 +207,7 @@ def _user_items(ids: list[int]) -> RawJSON:
         node_id = to_base64(b"04:User" + uid.encode(), newline=False).decode()   # == _node_id(n)
         items.append(
             f'{{"login":"{login}","id":{uid},"node_id":"{node_id}",'
-            f'"avatar_url":"https://avatars.githubusercontent.com/u/{uid}?v=4","gravatar_id":"",'
-            f'"url":"https://api.github.com/users/{login}","html_url":"https://github.com/{login}",'
+            f'"avatar_url":"{base}/avatars/u/{uid}?v=4","gravatar_id":"",'
+            f'"url":"{base}/users/{login}","html_url":"{base}/{login}",'
             f'"type":"User","site_admin":false}}')
     return RawJSON("[" + ",".join(items) + "]")

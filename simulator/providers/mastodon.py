@@ -21,7 +21,7 @@ import time
 from aiohttp import web
 
 from ..identities import first_lower, person_name
-from .base import ErrorRow, ProviderSim, RawJSON, Route, int_param, origin
+from .base import ErrorRow, ProviderSim, RawJSON, Route, fault_reset, int_param, origin
 
 _DOMAINS = ("mastodon.social", "fosstodon.org", "hachyderm.io", "mas.to")
 #: Follow ids step down by 3 from the newest (gaps, like deleted follows).
@@ -71,11 +71,14 @@ class Mastodon(ProviderSim):
         ErrorRow("rate_limited", 429, "Too many requests", 429),
         ErrorRow("server_error", 500, "Internal Server Error", 500),
         ErrorRow("unavailable", 503, "Service Unavailable", 503),
+        # no route (Rails' RoutingError: the HTTP reason phrase, not "Record not found")
+        ErrorRow("route_not_found", 404, "Not Found", 404),
     )
     ROW_MISSING_AUTH = ROW_MALFORMED_AUTH = ROW_UNKNOWN_TOKEN = "unauthorized"
     ROW_EXPIRED_TOKEN = "token_expired"
     ROW_REVOKED_TOKEN = "token_revoked"
     ROW_NOT_FOUND = "not_found"
+    ROW_UNKNOWN_PATH = "route_not_found"
     ROW_OUTAGE = "unavailable"
 
     def stored_form(self, n: int) -> tuple[str, str]:
@@ -94,7 +97,7 @@ class Mastodon(ProviderSim):
                                            f'error_description="{message}"')
         if row.status == 429:
             quota = sim.limiter.quota_for(self.NAME, call.token, call.remote, call.t)
-            reset = quota.reset if quota else call.t + float(params.get("reset_in_s", 300))
+            reset = fault_reset(quota, params, call.t, 300)
             headers.update({"X-RateLimit-Limit": str(quota.limit if quota else 300),
                             "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": iso8601(reset)})
         return self.respond({"error": message}, row.status, headers)

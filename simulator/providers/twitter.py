@@ -24,8 +24,8 @@ import struct
 from aiohttp import web
 
 from ..identities import first_lower, person_name
-from .base import (Credentials, ErrorRow, ProviderSim, Route, bearer_token, dumps, json_object,
-                   json_response)
+from .base import (Credentials, ErrorRow, ProviderSim, Route, bearer_token, dumps, fault_reset,
+                   json_object, json_response)
 
 _PROBLEMS = "https://api.twitter.com/2/problems"
 _OAUTH1_REQUIRED = ("oauth_consumer_key", "oauth_token", "oauth_signature",
@@ -73,6 +73,9 @@ class Twitter(ProviderSim):
         ErrorRow("over_capacity", 503, "Over capacity", 130, extra={"title": "Service Unavailable"}),
         ErrorRow("internal_error", 500, "Internal error", 131, extra={"title": "Internal Server Error"}),
         ErrorRow("unauthorized", 401, "Unauthorized", extra={"title": "Unauthorized"}),
+        # an endpoint the API does not have: a real 404 (unlike an unknown user)
+        ErrorRow("page_not_found", 404, "Sorry, that page does not exist.", 34,
+                 extra={"title": "Not Found Error"}),
         ErrorRow("resource_not_found", 200, "Could not find user with id: [{id}].",
                  extra={"title": "Not Found Error", "problem": "resource-not-found"}),
         ErrorRow("not_authorized_for_resource", 200,
@@ -84,6 +87,7 @@ class Twitter(ProviderSim):
     ROW_UNKNOWN_TOKEN = "unauthorized"
     ROW_EXPIRED_TOKEN = ROW_REVOKED_TOKEN = "invalid_or_expired_token"
     ROW_NOT_FOUND = "resource_not_found"
+    ROW_UNKNOWN_PATH = "page_not_found"
     ROW_OUTAGE = "over_capacity"
 
     # --- hooks ------------------------------------------------------------------
@@ -132,7 +136,7 @@ class Twitter(ProviderSim):
             return self.respond(body, row.status)
         if row.status == 429:
             quota = sim.limiter.quota_for(self.NAME, call.token, call.remote, call.t)
-            reset = quota.reset if quota else call.t + float(params.get("reset_in_s", 900))
+            reset = fault_reset(quota, params, call.t, 900)
             headers = {"x-rate-limit-limit": str(quota.limit if quota else 15),
                        "x-rate-limit-remaining": "0", "x-rate-limit-reset": self.epoch(reset)}
         shape = params.get("shape") or ("v1" if row.code is not None else "v2")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-import time
 from dataclasses import replace
 
 import pytest
@@ -18,9 +17,10 @@ import redis
 from werkzeug.serving import make_server
 
 from service import create_app
-from service.config import DEV_API_TOKEN, DEV_WEBHOOK_SECRET, load_settings
+from service.config import DEV_API_TOKEN, load_settings
 from service.extensions import services
-from sync.signatures import sign
+from devtools.devstack import signed_login_headers
+from tests.integration.conftest import new_user  # noqa: F401  (the tests import it from here)
 
 BROKER_DB = 14
 BEARER = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
@@ -80,10 +80,6 @@ def live_server(http_app):
 
 
 # -- helpers ---------------------------------------------------------------------------
-def new_user() -> str:
-    return f"u-{secrets.token_hex(5)}"
-
-
 def token() -> str:
     return f"tok-{secrets.token_hex(12)}"
 
@@ -98,14 +94,7 @@ def login_body(user_id: str, *accounts: dict) -> bytes:
     return json.dumps({"user_id": user_id, "accounts": list(accounts) or [account()]}).encode()
 
 
-def signed_headers(body: bytes, *, secret: str = DEV_WEBHOOK_SECRET,
-                   timestamp: float | None = None, delivery: str | None = "new",
-                   content_type: str = "application/json") -> dict:
-    headers = {"Content-Type": content_type,
-               "X-Netsync-Signature": sign(secret, body, timestamp or time.time())}
-    if delivery is not None:
-        headers["X-Netsync-Delivery"] = secrets.token_hex(8) if delivery == "new" else delivery
-    return headers
+signed_headers = signed_login_headers
 
 
 def post_login(client, body: bytes, **header_options):

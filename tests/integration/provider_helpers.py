@@ -10,14 +10,13 @@ stands in for the hour passing.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 
 import redis
 import requests
 
-from service.config import DEV_WEBHOOK_SECRET
-from sync.signatures import sign
+from devtools.devstack import send_login
+from tests.integration.conftest import new_user  # noqa: F401  (the tests import it from here)
 
 # The refresh rows need the app's OAuth client credentials in the workers.
 # The stack's processes inherit this process's environment and start after
@@ -27,27 +26,13 @@ from sync.signatures import sign
 PREFIX = "netsync"  # NETSYNC_KEY_PREFIX of the test stack (the default)
 
 
-def new_user() -> str:
-    return f"u-{secrets.token_hex(5)}"
-
-
 def client(stack) -> redis.Redis:
     return redis.Redis.from_url(stack.dev.redis_url)
 
 
 def login(stack, user_id: str, account: dict, **fields) -> dict:
     """Signed login webhook for one account, with any credential field; returns its sync."""
-    entry = {"provider": account["provider"], "account_id": account["id"],
-             "access_token": account["token"]}
-    for name in ("refresh_token", "expires_at", "token_secret"):
-        value = fields.get(name, account.get(name))
-        if value is not None:
-            entry[name] = value
-    body = json.dumps({"user_id": user_id, "accounts": [entry]}).encode()
-    headers = {"Content-Type": "application/json",
-               "X-Netsync-Signature": sign(DEV_WEBHOOK_SECRET, body, int(time.time())),
-               "X-Netsync-Delivery": secrets.token_hex(8)}
-    response = requests.post(f"{stack.web}/webhooks/login", data=body, headers=headers, timeout=30)
+    response = send_login(stack.web, user_id, [{**account, **fields}])
     assert response.status_code == 202, response.text
     (sync,) = response.json()["syncs"]
     return sync

@@ -33,10 +33,11 @@ from tests.integration.provider_helpers import (
 )
 
 MAX_BACKOFF_ATTEMPTS = 3  # conftest.TEST_ENV
-SIZE = {"twitter": 2500, "facebook": 12000, "linkedin": 120, "mastodon": 200, "github": 250}
+SIZE = {"twitter": 2500, "facebook": 12000, "linkedin": 120, "mastodon": 200, "github": 250,
+        "bluesky": 250}
 #: providers that launch pages at once: a fault may meet pages already in flight
 FAN_OUT = {"linkedin", "github"}
-REFRESHABLE = {"twitter", "linkedin"}
+REFRESHABLE = {"twitter", "linkedin", "bluesky"}
 
 
 @dataclass
@@ -118,6 +119,14 @@ ROWS = [
     Row("github", "404", "SKIP", "not_found", {"name": "not_found"}),
     Row("github", "500", "BACKOFF", "server_error", {"name": "server_error"}),
     Row("github", "503", "BACKOFF", "unavailable", {"name": "unavailable"}),
+    # -- Bluesky -------------------------------------------------------------------------
+    Row("bluesky", "400 ExpiredToken", "REFRESH", "expired_token", {"name": "expired_token"}),
+    Row("bluesky", "401 AccountTakedown", "REAUTH", "account_takedown", {"name": "account_takedown"}),
+    Row("bluesky", "400 actor suspended", "SKIP", "actor_suspended", {"name": "actor_suspended"}),
+    Row("bluesky", "400 InvalidRequest", "FAIL", "invalid_request", {"name": "invalid_request"}),
+    Row("bluesky", "429", "WAIT", "rate_limited", {"name": "rate_limited", "reset_in_s": 2}),
+    Row("bluesky", "502 UpstreamFailure", "BACKOFF", "upstream_failure", {"name": "upstream_failure"}),
+    Row("bluesky", "502 html", "BACKOFF", "bad_gateway", {"name": "gateway_html"}),
 ]
 
 
@@ -262,13 +271,14 @@ CHECKS = {"REAUTH": check_reauth, "REFRESH": check_refresh, "WAIT": check_wait,
 
 
 # -- rows that need more than one fault or a special credential ------------------------------
-@pytest.mark.parametrize("provider,code", [("twitter", 89), ("linkedin", 65600)])
-def test_refresh_then_refused_again_is_reauth_after_one_refresh(stack, provider, code):
+@pytest.mark.parametrize("provider,selector", [("twitter", {"code": 89}), ("linkedin", {"code": 65600}),
+                                               ("bluesky", {"name": "expired_token"})])
+def test_refresh_then_refused_again_is_reauth_after_one_refresh(stack, provider, selector):
     """A 401 the table calls refreshable gets exactly one refresh, then REAUTH."""
     row = Row(provider, "", "REFRESH", "")
     user, account, previous = prepare(stack, row)
     add_fault(stack, {"kind": "error", "provider": provider, "account": account["id"],
-                      "path_kind": "page", "code": code, "from_call": 2})
+                      "path_kind": "page", **selector, "from_call": 2})
     before = token_calls(stack).get(provider, 0)
     record = stack.wait_final(resync(stack, user, provider), timeout=60)
     assert record["status"] == "needs_reauth", record
@@ -276,7 +286,7 @@ def test_refresh_then_refused_again_is_reauth_after_one_refresh(stack, provider,
     assert set(stack.network_ids(user, provider)) == previous
 
 
-@pytest.mark.parametrize("provider", ["twitter", "linkedin"])
+@pytest.mark.parametrize("provider", ["twitter", "linkedin", "bluesky"])
 def test_expired_token_refreshes_once_then_succeeds(stack, provider):
     """The simulator expires the token mid-sync: its expired-token row, one refresh, success."""
     row = Row(provider, "", "REFRESH", "")

@@ -1,4 +1,4 @@
-"""End-to-end syncs of Twitter, Facebook, LinkedIn and Mastodon against the simulator.
+"""End-to-end syncs of Twitter, Facebook, LinkedIn, Mastodon and Bluesky against the simulator.
 
 Real processes (the ``stack`` fixture): signed login webhook → web → Celery
 workers → stored network, compared with the simulator's truth. Sizes are
@@ -15,8 +15,8 @@ from tests.integration.provider_helpers import (
     calls, client, login, new_user, sync_new_account, token_calls,
 )
 
-PAGE = {"twitter": 1000, "facebook": 5000, "linkedin": 50, "mastodon": 80}
-SEVERAL = {"twitter": 3500, "facebook": 12000, "linkedin": 420, "mastodon": 500}
+PAGE = {"twitter": 1000, "facebook": 5000, "linkedin": 50, "mastodon": 80, "bluesky": 100}
+SEVERAL = {"twitter": 3500, "facebook": 12000, "linkedin": 420, "mastodon": 500, "bluesky": 350}
 
 CASES = [pytest.param(p, n, id=f"{p}-{n}")
          for p in PAGE for n in (0, 1, PAGE[p] - 1, PAGE[p], PAGE[p] + 1, SEVERAL[p])]

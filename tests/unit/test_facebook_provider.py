@@ -8,15 +8,12 @@ from requests.structures import CaseInsensitiveDict
 
 from providers.errors import Action
 from providers.facebook import Facebook
-from tests.conftest import load_fixture
+from tests.conftest import recorded
 
 NOW = 1_700_000_000.0
 TOKEN = "EAAGm0PX4ZCpsBAsecret"
 
 
-def recorded(name):
-    response = load_fixture("facebook", name)["response"]
-    return response["status"], response["body"], CaseInsensitiveDict(response.get("headers") or {})
 
 
 @pytest.fixture
@@ -62,7 +59,7 @@ def test_no_next_is_the_end(facebook):
 
 def test_short_page_with_next_recorded(facebook):
     # Recorded: paging.next on a page of 2 (of a 5000 limit), next without an after cursor.
-    status, body, headers = recorded("user_subscribers_200_body_only.json")
+    status, body, headers = recorded("facebook", "user_subscribers_200_body_only.json")
     assert facebook.classify(status, body, headers, NOW) is None
     page = facebook.parse_page(body, headers, "after:")
     assert page.connections == [("1396637703", "Kunal Gandhre"), ("717005001", "Adnan S.")]
@@ -73,7 +70,7 @@ def test_short_page_with_next_recorded(facebook):
 
 
 def test_recorded_next_url_loses_its_access_token(facebook):
-    status, body, headers = recorded("page_posts_200_paging_and_likes_summary.json")
+    status, body, headers = recorded("facebook", "page_posts_200_paging_and_likes_summary.json")
     (cursor,) = facebook.parse_page(body, headers, "after:").followups
     assert "access_token" not in cursor and "until=1413385867" in cursor
     assert "access_token" not in facebook.page_call("GetG5", cursor).params
@@ -85,7 +82,7 @@ def test_next_on_another_host_is_not_followed(facebook):
 
 
 def test_recorded_code_100_restarts_pagination(facebook):
-    status, body, headers = recorded("error_400_oauthexception_100_app_permissions.json")
+    status, body, headers = recorded("facebook", "error_400_oauthexception_100_app_permissions.json")
     error = facebook.classify(status, body, headers, NOW)
     assert error.action is Action.RESTART and error.rule.kind == "cursor_expired"
 
@@ -93,7 +90,7 @@ def test_recorded_code_100_restarts_pagination(facebook):
 @pytest.mark.parametrize("name", ["error_400_oauthexception_1_invalid_client_secret.json",
                                   "error_500_oauthexception_1_unknown_error.json"])
 def test_recorded_code_1_backs_off_whatever_the_status(facebook, name):
-    status, body, headers = recorded(name)
+    status, body, headers = recorded("facebook", name)
     error = facebook.classify(status, body, headers, NOW)
     assert error.action is Action.BACKOFF and error.rule.kind == "unknown_error"
 

@@ -6,15 +6,11 @@ from requests.structures import CaseInsensitiveDict
 
 from providers.errors import Action
 from providers.github import GitHub, parse_link_header
-from tests.conftest import load_fixture
+from tests.conftest import recorded
 
 NOW = 1_700_000_000.0
 
 
-def recorded(name):
-    data = load_fixture("github", name)
-    response = data["response"]
-    return response["status"], response["body"], CaseInsensitiveDict(response.get("headers") or {})
 
 
 @pytest.fixture
@@ -23,13 +19,13 @@ def github():
 
 
 def test_profile_size(github):
-    status, body, headers = recorded("user_profile_200.json")
+    status, body, headers = recorded("github", "user_profile_200.json")
     assert github.classify(status, body, headers, NOW) is None
     assert github.parse_size(body) == body["followers"]
 
 
 def test_single_page_has_no_followups(github):
-    status, body, headers = recorded("user_followers_200_single_page_no_link.json")
+    status, body, headers = recorded("github", "user_followers_200_single_page_no_link.json")
     page = github.parse_page(body, headers, "/users/jacquev6/followers?per_page=100&page=1")
     assert page.followups == []
     assert page.connections[0] == (str(body[0]["id"]), body[0]["login"])
@@ -38,7 +34,7 @@ def test_single_page_has_no_followups(github):
 
 
 def test_first_page_with_last_fans_out_every_page(github):
-    status, body, headers = recorded("stargazers_page1_200_link_next_last.json")
+    status, body, headers = recorded("github", "stargazers_page1_200_link_next_last.json")
     page = github.parse_page(body, headers, "/repos/PyGithub/PyGithub/stargazers")
     assert page.next_cursor is None
     assert page.followups == ["/repos/PyGithub/PyGithub/stargazers?page=2",
@@ -47,13 +43,13 @@ def test_first_page_with_last_fans_out_every_page(github):
 
 def test_later_page_with_last_launches_nothing(github):
     # Page one already launched every page; a later page's rel="next" is not followed.
-    status, body, headers = recorded("stargazers_page1_200_link_next_last.json")
+    status, body, headers = recorded("github", "stargazers_page1_200_link_next_last.json")
     page = github.parse_page(body, headers, "/repos/PyGithub/PyGithub/stargazers?page=2")
     assert page.followups == []
 
 
 def test_last_page_link_has_only_first_prev(github):
-    status, body, headers = recorded("stargazers_page3_200_last_page_link_first_prev.json")
+    status, body, headers = recorded("github", "stargazers_page3_200_last_page_link_first_prev.json")
     page = github.parse_page(body, headers, "/repos/PyGithub/PyGithub/stargazers?page=3")
     assert page.followups == []
 
@@ -71,13 +67,13 @@ def test_links_to_another_host_are_not_followed(github):
 
 
 def test_bad_credentials_is_reauth(github):
-    status, body, headers = recorded("error_401_bad_credentials.json")
+    status, body, headers = recorded("github", "error_401_bad_credentials.json")
     error = github.classify(status, body, headers, NOW)
     assert error.action is Action.REAUTH and error.rule.kind == "bad_credentials"
 
 
 def test_primary_rate_limit_without_reset_waits_from_floor(github):
-    status, body, headers = recorded("error_403_rate_limit_exceeded.json")
+    status, body, headers = recorded("github", "error_403_rate_limit_exceeded.json")
     error = github.classify(status, body, headers, NOW)
     assert error.action is Action.WAIT and error.rule.kind == "rate_limited"
     assert error.retry_at is None  # that old answer carried no reset header
@@ -90,7 +86,7 @@ def test_primary_rate_limit_waits_until_reset(github):
 
 
 def test_secondary_limit_with_retry_after(github):
-    status, body, headers = recorded("error_403_secondary_rate_limit_retry_after.json")
+    status, body, headers = recorded("github", "error_403_secondary_rate_limit_retry_after.json")
     error = github.classify(status, body, headers, NOW)
     assert error.action is Action.WAIT and error.rule.kind == "secondary_rate_limit"
     assert error.retry_at == NOW + 60
@@ -103,7 +99,7 @@ def test_secondary_limit_without_retry_after(github):
 
 
 def test_unknown_user_is_skip(github):
-    status, body, headers = recorded("error_404_unknown_user.json")
+    status, body, headers = recorded("github", "error_404_unknown_user.json")
     assert github.classify(status, body, headers, NOW).action is Action.SKIP
 
 
@@ -113,7 +109,7 @@ def test_server_errors_back_off(github, status):
 
 
 def test_rate_headers_any_casing(github):
-    status, body, headers = recorded("user_profile_200.json")
+    status, body, headers = recorded("github", "user_profile_200.json")
     info = github.rate_info(headers)
     assert info.remaining == 4996 and info.reset_at == 1735944560
 

@@ -10,14 +10,11 @@ from providers import pagination
 from providers.errors import Action
 from providers.linkedin import LinkedIn, next_utc_midnight
 from providers.provider import Page
-from tests.conftest import load_fixture
+from tests.conftest import recorded
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
 
-def recorded(name):
-    response = load_fixture("linkedin", name)["response"]
-    return response["status"], response["body"], CaseInsensitiveDict(response.get("headers") or {})
 
 
 @pytest.fixture
@@ -81,7 +78,7 @@ def test_short_page_inside_the_plan_is_flagged(linkedin):
 
 
 def test_v1_recorded_connections(linkedin):
-    status, body, headers = recorded("v1_connections_200.json")
+    status, body, headers = recorded("linkedin", "v1_connections_200.json")
     assert linkedin.classify(status, body, headers, NOW) is None
     page = linkedin.parse_page(body, headers, "offset:0")
     assert page.connections == [("BRZCVE0TI5", "Test Accounts2")] and page.total == 1
@@ -89,14 +86,14 @@ def test_v1_recorded_connections(linkedin):
 
 
 def test_v1_recorded_empty_result_has_no_values(linkedin):
-    status, body, headers = recorded("v1_connections_modified_since_200_total_0.json")
+    status, body, headers = recorded("linkedin", "v1_connections_modified_since_200_total_0.json")
     page = linkedin.parse_page(body, headers, "offset:0")
     assert page.connections == [] and page.total == 0 and page.followups == []
     assert linkedin.parse_size(body) == 0
 
 
 def test_v1_recorded_401_refreshes_then_reauths(linkedin):
-    status, body, headers = recorded("v1_error_401_unauthorized.json")
+    status, body, headers = recorded("linkedin", "v1_error_401_unauthorized.json")
     error = linkedin.classify(status, body, headers, NOW)
     assert error.action is Action.REFRESH and error.rule.kind == "unauthorized"
 

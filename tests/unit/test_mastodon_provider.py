@@ -8,14 +8,11 @@ from requests.structures import CaseInsensitiveDict
 
 from providers.errors import Action
 from providers.mastodon import Mastodon, parse_iso8601
-from tests.conftest import load_fixture
+from tests.conftest import recorded
 
 NOW = 1_700_000_000.0
 
 
-def recorded(name):
-    response = load_fixture("mastodon", name)["response"]
-    return response["status"], response["body"], CaseInsensitiveDict(response.get("headers") or {})
 
 
 @pytest.fixture
@@ -24,7 +21,7 @@ def mastodon():
 
 
 def test_profile_size(mastodon):
-    status, body, headers = recorded("account_200.json")
+    status, body, headers = recorded("mastodon", "account_200.json")
     assert mastodon.profile_call("117020457910412882").url == \
         "http://localhost:3000/api/v1/accounts/117020457910412882"
     assert mastodon.classify(status, body, headers, NOW) is None
@@ -32,7 +29,7 @@ def test_profile_size(mastodon):
 
 
 def test_iso8601_reset(mastodon):
-    status, body, headers = recorded("account_200.json")
+    status, body, headers = recorded("mastodon", "account_200.json")
     info = mastodon.rate_info(headers)
     expected = datetime.datetime(2026, 8, 1, 13, 50, 0, 104512, tzinfo=datetime.timezone.utc)
     assert (info.limit, info.remaining, info.reset_at) == (300, 299, expected.timestamp())
@@ -44,7 +41,7 @@ def test_iso8601_variants():
 
 
 def test_empty_page_without_link_is_the_end(mastodon):
-    status, body, headers = recorded("account_followers_200_empty_no_link.json")
+    status, body, headers = recorded("mastodon", "account_followers_200_empty_no_link.json")
     first = mastodon.first_cursor("117020457910412882")
     page = mastodon.parse_page(body, headers, first)
     assert page.connections == [] and page.followups == []
@@ -58,7 +55,7 @@ def test_hidden_network_is_flagged(mastodon):
 
 
 def test_single_page_has_only_prev(mastodon):
-    status, body, headers = recorded("account_followers_200_link_prev_only.json")
+    status, body, headers = recorded("mastodon", "account_followers_200_link_prev_only.json")
     page = mastodon.parse_page(body, headers, mastodon.first_cursor("1"))
     assert page.connections == [("1234567890123456", "mastodonpy_test")]
     assert page.followups == []
@@ -83,13 +80,13 @@ def test_first_cursor_keeps_the_base_path():
 
 
 def test_invalid_token_is_reauth(mastodon):
-    status, body, headers = recorded("error_401_invalid_token.json")
+    status, body, headers = recorded("mastodon", "error_401_invalid_token.json")
     error = mastodon.classify(status, body, headers, NOW)
     assert error.action is Action.REAUTH and error.message == "The access token is invalid"
 
 
 def test_unknown_account_is_skip(mastodon):
-    status, body, headers = recorded("error_404_account_lookup.json")
+    status, body, headers = recorded("mastodon", "error_404_account_lookup.json")
     assert mastodon.classify(status, body, headers, NOW).action is Action.SKIP
 
 

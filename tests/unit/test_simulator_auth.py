@@ -152,7 +152,28 @@ def test_linkedin_q_must_be_viewer(sim):
     assert response.status_code == 400
 
 
-def test_unknown_paths_answer_in_provider_shape(sim):
-    assert requests.get(sim.url("github", "/nope")).json()["message"] == "Not Found"
-    assert requests.get(sim.url("mastodon", "/api/v2/nope")).json() == {"error": "Record not found"}
-    assert requests.get(sim.url("linkedin", "/v2/nope")).status_code == 404
+@pytest.mark.parametrize("provider,path,status,body", [
+    ("github", "/nope", 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest",
+                              "status": "404"}),
+    # a real 404, not the 200 + errors[] of an unknown user
+    ("twitter", "/2/nope", 404, {"errors": [{"code": 34, "message": "Sorry, that page does not exist."}]}),
+    ("twitter", "/2/users/42/followers/extra", 404,
+     {"errors": [{"code": 34, "message": "Sorry, that page does not exist."}]}),
+    ("mastodon", "/api/v2/nope", 404, {"error": "Not Found"}),
+    ("linkedin", "/v2/nope", 404, {"code": "NOT_FOUND", "message": "Not Found", "status": 404}),
+])
+def test_unknown_paths_answer_404_in_provider_shape(sim, provider, path, status, body):
+    for method in ("GET", "POST"):
+        response = requests.request(method, sim.url(provider, path))
+        assert (response.status_code, response.json()) == (status, body)
+        assert "X-RateLimit-Limit" not in response.headers   # never counted
+    assert sim.calls(provider=provider)[-1]["kind"] == "other"
+
+
+def test_unknown_graph_path_is_graphs_own_400_code_2500(sim):
+    """Graph has no 404 for a path: "Unknown path components", code 2500, HTTP 400."""
+    response = requests.get(sim.url("facebook", "/v19.0/7/friends/extra"), params={"access_token": "fb"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["type"]) == (2500, "OAuthException")
+    assert error["message"] == "Unknown path components: /friends/extra"

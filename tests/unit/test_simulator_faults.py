@@ -15,15 +15,19 @@ SCENARIO = {"seed": 7, "accounts": [
     {"provider": "facebook", "id": "7", "size": 100, "token": "fb"},
     {"provider": "linkedin", "id": "li", "size": 120, "token": "li", "refresh_token": "li-r"},
     {"provider": "mastodon", "id": "1", "size": 100, "token": "ma"},
+    {"provider": "bluesky", "id": "bs", "size": 100, "token": "bs", "refresh_token": "bs-r"},
 ]}
 
 PROFILE = {"github": "/users/octocat", "twitter": "/2/users/42", "facebook": "/v19.0/7",
            "linkedin": "/v2/connections?q=viewer&projection=(paging)",
-           "mastodon": "/api/v1/accounts/1"}
+           "mastodon": "/api/v1/accounts/1",
+           "bluesky": "/xrpc/app.bsky.actor.getProfile?actor=bs"}
 PAGE = {"github": "/users/octocat/followers", "twitter": "/2/users/42/followers",
         "facebook": "/v19.0/7/friends", "linkedin": "/v2/connections?q=viewer",
-        "mastodon": "/api/v1/accounts/1/followers"}
-TOKEN = {"github": "gh", "twitter": "tw", "facebook": "fb", "linkedin": "li", "mastodon": "ma"}
+        "mastodon": "/api/v1/accounts/1/followers",
+        "bluesky": "/xrpc/app.bsky.graph.getFollowers?actor=bs"}
+TOKEN = {"github": "gh", "twitter": "tw", "facebook": "fb", "linkedin": "li", "mastodon": "ma",
+         "bluesky": "bs"}
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +119,7 @@ OUTAGE_SHAPE = {
     "facebook": lambda b: b["error"]["code"] == 2 and b["error"]["is_transient"] is True,
     "linkedin": lambda b: b["status"] == 503,
     "mastodon": lambda b: b["error"] == "Service Unavailable",
+    "bluesky": lambda b: b == {"error": "NotEnoughResources", "message": "Not Enough Resources"},
 }
 
 
@@ -133,8 +138,13 @@ def test_every_error_row_is_injectable_by_name(sim, provider, row):
     sim.add_faults({"kind": "error", "provider": provider, "name": row.name})
     response = call(sim, provider)
     assert response.status_code == row.status
+    if row.extra.get("html"):  # a load balancer's page, not JSON
+        assert response.headers["Content-Type"].startswith("text/html")
+        return
     body = response.json()
-    if provider == "facebook":
+    if provider == "bluesky":
+        assert body == {"error": row.extra["error"], "message": body["message"]} and body["message"]
+    elif provider == "facebook":
         assert body["error"]["code"] == row.code
         assert body["error"].get("error_subcode") == row.subcode
         assert body["error"]["fbtrace_id"]

@@ -15,6 +15,7 @@ ID_FORM = {
     "facebook": re.compile(r"[1-9]\d{14,15}"),
     "linkedin": re.compile(r"urn:li:person:[0-9A-Za-z]{10}"),
     "mastodon": re.compile(r"[1-9]\d{17}"),
+    "bluesky": re.compile(r"did:plc:[a-z2-7]{24}"),
 }
 
 

@@ -6,6 +6,8 @@ import pytest
 import requests
 
 from simulator.ratelimit import SlidingPeak
+from simulator.scenario import DEFAULT_RATE_LIMITS, parse_scenario
+from simulator.state import Simulator
 from simulator.testing import FakeClock, run_simulator
 
 ACCOUNTS = [
@@ -126,10 +128,74 @@ def test_linkedin_429_has_no_headers(sim):
     assert not [h for h in response.headers if "ratelimit" in h.lower().replace("-", "")]
 
 
-def test_no_configured_limit_means_no_headers_and_no_rejection(sim):
+def test_no_configured_limit_applies_the_providers_default_rule_and_announces_it(sim):
+    """The real GitHub, Twitter and Mastodon always send their headers: so does the
+    simulator, for the default rule it then enforces (DEFAULT_RATE_LIMITS)."""
     limits(sim)
-    response = call(sim, "github")
-    assert response.status_code == 200 and "X-RateLimit-Limit" not in response.headers
+    now = int(CLOCK.now)
+    github = [call(sim, "github") for _ in range(2)][-1]
+    assert github.status_code == 200
+    assert {k: github.headers[f"X-RateLimit-{k}"] for k in ("Limit", "Remaining", "Used", "Resource")} \
+        == {"Limit": "5000", "Remaining": "4998", "Used": "2", "Resource": "core"}
+    assert int(github.headers["X-RateLimit-Reset"]) == now + 3600
+    twitter = call(sim, "twitter")
+    assert (twitter.headers["x-rate-limit-limit"], twitter.headers["x-rate-limit-remaining"]) == ("15000", "14999")
+    assert int(twitter.headers["x-rate-limit-reset"]) == now + 900
+    mastodon = call(sim, "mastodon")
+    assert (mastodon.headers["X-RateLimit-Limit"], mastodon.headers["X-RateLimit-Remaining"]) == ("30000", "29999")
+    assert mastodon.headers["X-RateLimit-Reset"].endswith(":00.000000Z")   # aligned, as configured ones
+    # Facebook and LinkedIn: no default rule, so nothing announced and nothing enforced
+    assert "x-app-usage" not in call(sim, "facebook").headers
+    assert not [h for h in call(sim, "linkedin").headers if "rate" in h.lower()]
+    # what the headers said is what the simulator counts
+    rules = {r["provider"]: r for r in sim.stats()["rate_limits"]}
+    assert set(rules) == set(DEFAULT_RATE_LIMITS) and all(r["implicit"] for r in rules.values())
+    assert rules["github"]["by_key"]["gh1"]["used"] == 2 and rules["github"]["limit"] == 5000
+
+
+def test_default_rule_is_enforced_like_a_configured_one():
+    sim = Simulator(parse_scenario({"accounts": ACCOUNTS}), clock=CLOCK)
+    spec = DEFAULT_RATE_LIMITS["github"]
+    for _ in range(spec["limit"]):
+        assert sim.limiter.admit("github", "page", "gh1", "127.0.0.1", CLOCK.now)[0]
+    admitted, quota = sim.limiter.admit("github", "page", "gh1", "127.0.0.1", CLOCK.now)
+    assert not admitted and quota.remaining == 0 and quota.rule.implicit
+    assert sim.limiter.admit("github", "page", "gh2", "127.0.0.1", CLOCK.now)[0]   # per token
+    later = CLOCK.now + spec["window_s"]
+    assert sim.limiter.admit("github", "page", "gh1", "127.0.0.1", later)[0]
+
+
+def test_default_rule_gives_way_to_a_configured_rule_or_an_explicit_none(sim):
+    limits(sim, github={"limit": 7, "window_s": 60})
+    assert call(sim, "github").headers["X-RateLimit-Limit"] == "7"
+    assert call(sim, "twitter").headers["x-rate-limit-limit"] == "15000"   # others keep theirs
+    limits(sim, github=None, twitter=[])
+    for provider in ("github", "twitter"):
+        response = call(sim, provider)
+        assert response.status_code == 200
+        assert not [h for h in response.headers if "rate" in h.lower()]
+    # a rate_limit fault with "limit": null removes it; clearing faults restores the default
+    limits(sim)
+    sim.add_faults({"kind": "rate_limit", "provider": "github", "limit": None})
+    assert "X-RateLimit-Limit" not in call(sim, "github").headers
+    sim.clear_faults()
+    assert call(sim, "github").headers["X-RateLimit-Limit"] == "5000"
+
+
+def test_injected_rate_limit_errors_keep_their_own_reset_beside_the_default_rule(sim):
+    """A fault's ``reset_in_s`` (or the old 60/900/300 s) is what it announces, not the
+    default rule's hour-long window: a test injecting one must not wait an hour."""
+    limits(sim)
+    now = CLOCK.now
+    sim.add_faults({"kind": "error", "provider": "github", "name": "primary_rate_limit",
+                    "reset_in_s": 2, "at_call": 1},
+                   {"kind": "error", "provider": "github", "name": "primary_rate_limit", "at_call": 2},
+                   {"kind": "error", "provider": "twitter", "code": 88, "reset_in_s": 3})
+    first, second = call(sim, "github"), call(sim, "github")
+    assert int(first.headers["X-RateLimit-Reset"]) == int(now) + 2
+    assert int(second.headers["X-RateLimit-Reset"]) == int(now) + 60
+    assert first.headers["X-RateLimit-Limit"] == "5000" and first.headers["X-RateLimit-Remaining"] == "0"
+    assert int(call(sim, "twitter").headers["x-rate-limit-reset"]) == int(now) + 3
 
 
 def test_stats_count_rejections_and_peak(sim):

@@ -6,14 +6,11 @@ from requests.structures import CaseInsensitiveDict
 
 from providers.errors import Action
 from providers.twitter import Twitter
-from tests.conftest import load_fixture
+from tests.conftest import recorded
 
 NOW = 1_700_000_000.0
 
 
-def recorded(name):
-    response = load_fixture("twitter", name)["response"]
-    return response["status"], response["body"], CaseInsensitiveDict(response.get("headers") or {})
 
 
 @pytest.fixture
@@ -30,13 +27,13 @@ def test_profile_asks_for_public_metrics(twitter):
 
 
 def test_v1_user_object_size(twitter):
-    status, body, headers = recorded("v1_1_users_show_200.json")
+    status, body, headers = recorded("twitter", "v1_1_users_show_200.json")
     assert twitter.classify(status, body, headers, NOW) is None
     assert twitter.parse_size(body) == 59112688
 
 
 def test_page_with_next_token(twitter):
-    status, body, headers = recorded("v2_users_followers_200_next_token.json")
+    status, body, headers = recorded("twitter", "v2_users_followers_200_next_token.json")
     assert twitter.classify(status, body, headers, NOW) is None
     page = twitter.parse_page(body, headers, twitter.first_cursor("783214"))
     assert len(page.connections) == body["meta"]["result_count"] == 100
@@ -52,7 +49,7 @@ def test_first_page_has_no_pagination_token(twitter):
 
 
 def test_last_page_has_no_next_token(twitter):
-    status, body, headers = recorded("v2_users_following_200_last_page_no_next_token.json")
+    status, body, headers = recorded("twitter", "v2_users_following_200_last_page_no_next_token.json")
     page = twitter.parse_page(body, headers, "token:abc")
     assert page.followups == [] and len(page.connections) == 35
 
@@ -64,14 +61,14 @@ def test_empty_network_has_no_data_key(twitter):
 
 
 def test_v1_followers_list_uses_id_str(twitter):
-    status, body, headers = recorded("v1_1_followers_list_200.json")
+    status, body, headers = recorded("twitter", "v1_1_followers_list_200.json")
     page = twitter.parse_page(body, headers, "token:")
     assert page.connections[0] == ("15772978", "jessicagarson")
     assert len(page.connections) == len(body["users"])
 
 
 def test_v1_64_bit_ids_stay_exact(twitter):
-    status, body, headers = recorded("v1_1_friends_ids_200_cursor_64bit_ids.json")
+    status, body, headers = recorded("twitter", "v1_1_friends_ids_200_cursor_64bit_ids.json")
     page = twitter.parse_page(body, headers, "token:")
     ids = [conn_id for conn_id, _ in page.connections]
     assert ids[0] == "857699969263964161" and "750362064426721281" in ids  # beyond 2**53
@@ -79,7 +76,7 @@ def test_v1_64_bit_ids_stay_exact(twitter):
 
 
 def test_rate_headers(twitter):
-    status, body, headers = recorded("v2_users_followers_200_next_token.json")
+    status, body, headers = recorded("twitter", "v2_users_followers_200_next_token.json")
     info = twitter.rate_info(headers)
     assert (info.limit, info.remaining, info.reset_at) == (15, 14, 1618286773.0)
 
@@ -97,7 +94,7 @@ def test_429_in_both_shapes_waits_until_reset(twitter, body):
 
 
 def test_bad_authentication_data_fails(twitter):
-    status, body, headers = recorded("v1_1_error_400_bad_authentication_data.json")
+    status, body, headers = recorded("twitter", "v1_1_error_400_bad_authentication_data.json")
     error = twitter.classify(status, body, headers, NOW)
     assert error.action is Action.FAIL and error.rule.kind == "bad_authentication_data"
     assert error.message == "Bad Authentication data."

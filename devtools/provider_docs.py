@@ -1,0 +1,53 @@
+"""The README's provider table, rendered from the registry.
+
+``python -m devtools.provider_docs`` rewrites the table between the README's
+``<!-- providers:start -->`` and ``<!-- providers:end -->`` markers;
+``tests/unit/test_provider_docs.py`` fails while the README is behind the
+registry, so a new provider cannot be forgotten in the docs.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import providers
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- providers:start -->", "<!-- providers:end -->"
+
+
+def quota_spec(limits) -> str:
+    """The default quota as ``QUOTA_<PROVIDER>`` would write it."""
+    return ",".join(f"{q.limit}/{q.window_s:g}/{q.scope}" + ("/adaptive" if q.adaptive else "")
+                    for q in limits)
+
+
+def provider_table() -> str:
+    rows = ["| provider | base URL setting (default) | relations | default `QUOTA_<PROVIDER>` "
+            "| auth | pagination | page size |",
+            "|---|---|---|---|---|---|---|"]
+    for name, cls in providers.provider_classes().items():
+        rows.append(f"| [{name}]({cls.DOCS}) | `{name.upper()}_API_URL` ({cls.API_URL}) "
+                    f"| {', '.join(cls.RELATIONS)} | `{quota_spec(cls.QUOTAS)}` "
+                    f"| {cls.AUTH.value} | {cls.PAGINATION.value} | {cls.PAGE_SIZE} |")
+    return "\n".join(rows)
+
+
+def rendered(readme: str) -> str:
+    """``readme`` with its provider table brought up to date."""
+    head, _, rest = readme.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{provider_table()}\n{END}{tail}"
+
+
+def main() -> int:
+    text = README.read_text()
+    if START not in text or END not in text:
+        print(f"{README}: no {START} … {END} markers", file=sys.stderr)
+        return 2
+    README.write_text(rendered(text))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
