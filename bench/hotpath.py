@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from pathlib import Path
 
 REPEATS = 5
 
@@ -108,7 +109,7 @@ def message() -> dict:
     return {"kombu_json_task_body_us": per_call_us(lambda: dumps(body, "json"), 5000)}
 
 
-def main(quick: bool = False) -> dict:
+def main(quick: bool = False, ab: bool = True) -> dict:
     print("hot-path parts: decode, encode, Redis parser, message (in-process) ...", flush=True)
     out = {"decode_page_body": decoding(bodies()), "encode_page_connections": encoding(),
            "redis_round_trip": redis_parsers(), "celery_message": message(),
@@ -119,8 +120,53 @@ def main(quick: bool = False) -> dict:
           f"{d['twitter_page_1000']['json_loads_us']} -> {d['twitter_page_1000']['orjson_loads_us']} us; "
           f"HGETALL {out['redis_round_trip']['python_parser_hgetall_us']} -> "
           f"{out['redis_round_trip']['hiredis_hgetall_us']} us", flush=True)
+    if ab:
+        print("hot path, whole pipeline: before vs after, interleaved ...", flush=True)
+        out["pipeline_ab"] = pipeline_ab(runs=1 if quick else 3, size=30_000 if quick else 100_000)
     return out
 
 
 if __name__ == "__main__":
     print(json.dumps(main(), indent=1))
+
+
+SHIM = Path(__file__).parent / "stdlib_shim"
+VARIANTS = {"before (json module, redis-py's Python parser)": True,
+            "after (orjson, hiredis)": False}
+
+
+def with_shim(cmd: list[str]) -> list[str]:
+    """The worker command with the standard-library stand-ins first on its path."""
+    from devtools.devstack import ROOT
+
+    return ["env", f"PYTHONPATH={SHIM}:{ROOT}"] + list(cmd)
+
+
+def pipeline_ab(runs: int = 3, size: int = 100_000) -> dict:
+    """Pipeline pages/s before and after the hot-path changes: one stack, the page worker
+    restarted per variant, runs interleaved (before, after, before, ...), medians."""
+    from bench import api as bench_api
+    from bench.pipeline import run_pipeline
+    from devtools.devstack import DevStack, WorkerSpec, stop_process, temp_var_dir
+
+    pages: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    stack = DevStack(var_dir=temp_var_dir("netsync-bench-ab-"), workers=[])
+    with stack:
+        index = 0
+        for _ in range(runs):
+            for name, shimmed in VARIANTS.items():
+                stack.start_worker(WorkerSpec("normal,whale", pool="prefork", concurrency=2,
+                                              name="pages", wrap=with_shim if shimmed else None))
+                stack.wait_workers_ready()
+                pages[name].append(run_pipeline(stack, bench_api, index, size)["pages_per_s"])
+                index += 1
+                stop_process(stack.processes.pop("pages"))
+    out = {"scenario": f"github account of {size:,} followers, no latency, prefork -c 2; "
+                       f"{runs} runs per variant, interleaved",
+           "variants": {name: {"pages_per_s_runs": [round(p, 1) for p in runs_],
+                               "pages_per_s_median": round(statistics.median(runs_), 1)}
+                        for name, runs_ in pages.items()}}
+    before, after = (v["pages_per_s_median"] for v in out["variants"].values())
+    out["gain"] = round(after / before, 3)
+    print(f"  pipeline before {before} pages/s, after {after} pages/s (x{out['gain']})", flush=True)
+    return out

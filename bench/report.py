@@ -147,7 +147,17 @@ def hotpath_lines(h: dict) -> list[str]:
             f"| hiredis parses a Redis reply (HGETALL of a 20-field record, round trip) | "
             f"{r['python_parser_hgetall_us']} µs | {r['hiredis_hgetall_us']} µs |",
             f"| (for scale) kombu serializes a page task's message | "
-            f"{h['celery_message']['kombu_json_task_body_us']} µs | unchanged |"]
+            f"{h['celery_message']['kombu_json_task_body_us']} µs | unchanged |"] + pipeline_ab_lines(h)
+
+
+def pipeline_ab_lines(h: dict) -> list[str]:
+    ab = h.get("pipeline_ab")
+    if not ab:
+        return []
+    (before_name, before), (after_name, after) = ab["variants"].items()
+    return ["", f"Whole pipeline, {ab['scenario']}: {before_name} {before['pages_per_s_median']} "
+            f"pages/s (runs {before['pages_per_s_runs']}), {after_name} {after['pages_per_s_median']} "
+            f"pages/s (runs {after['pages_per_s_runs']}): ×{ab['gain']}."]
 
 
 def markdown(figures: dict) -> str:
