@@ -71,7 +71,11 @@ def main(argv=None) -> int:
                      "benchmarks": {}, "seconds": {}}
     previous = RESULTS / "figures.json"
     if args.only and previous.exists():  # a partial run updates the last full one
-        figures["benchmarks"] = json.loads(previous.read_text()).get("benchmarks", {})
+        last = json.loads(previous.read_text())
+        figures.update({k: last[k] for k in ("quick", "started_at", "machine", "seconds",
+                                              "total_seconds") if k in last})
+        figures["benchmarks"] = last.get("benchmarks", {})
+        figures["updated"] = {"only": chosen, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     failed = []
     for name in chosen:
         t0 = time.monotonic()
@@ -84,14 +88,15 @@ def main(argv=None) -> int:
         figures["seconds"][name] = round(time.monotonic() - t0, 1)
         print(f"[bench] {name} done in {figures['seconds'][name]} s "
               f"({round(time.monotonic() - started)} s so far)", flush=True)
-    figures["total_seconds"] = round(time.monotonic() - started, 1)
+    if not args.only:
+        figures["total_seconds"] = round(time.monotonic() - started, 1)
     RESULTS.mkdir(exist_ok=True)
     written = plots.write_all(figures["benchmarks"], RESULTS)
     figures["plots"] = written
     previous.write_text(json.dumps(figures, indent=1, default=str))
     text = report.write(figures)
     print(text)
-    print(f"[bench] {len(chosen)} benchmark(s) in {figures['total_seconds']} s; written "
+    print(f"[bench] {len(chosen)} benchmark(s) in {round(time.monotonic() - started, 1)} s; written "
           f"{RESULTS / 'report.md'}, {previous}, {', '.join(written)}", flush=True)
     return 1 if failed else 0
 

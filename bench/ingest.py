@@ -132,11 +132,14 @@ def run(quick: bool = False) -> dict:
                 data = stack.var_dir / f"requests-{index}.tsv"
                 write_requests(data, REQUESTS_PER_STEP_S * seconds, index)
                 script = stack.var_dir / f"login-{index}.lua"
-                script.write_text(WRK_SCRIPT % {"path": data, "threads": WRK_THREADS})
+                threads = min(WRK_THREADS, connections)  # wrk wants connections >= threads
+                script.write_text(WRK_SCRIPT % {"path": data, "threads": threads})
                 result = subprocess.run(
-                    [wrk, "-t", str(WRK_THREADS), "-c", str(connections), "-d", f"{seconds}s",
+                    [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
                      "--timeout", "5s", "--latency", "-s", str(script), url],
                     capture_output=True, text=True, timeout=seconds + 60)
+                if "Requests/sec" not in result.stdout:
+                    raise RuntimeError(f"wrk failed: {result.stderr.strip() or result.stdout.strip()}")
                 figures = {"connections": connections, **parse_wrk(result.stdout)}
                 steps.append(figures)
                 print(f"  ingest: {connections} connections -> {figures['requests_per_s']} req/s, "

@@ -4,8 +4,11 @@ For each worker pool (prefork, threads, gevent) it measures, in one run:
 - the pipeline: pages/s and connections/s of a real sync (webhook → profile →
   2,000 page tasks → stored network), median of RUNS;
 - raw Celery: tasks/s of a no-op task on the same broker, pool and
-  concurrency (N messages queued first, then drained), median of RUNS;
-and reports pipeline pages/s ÷ raw tasks/s.
+  concurrency, publishing included as the pipeline publishes (one task
+  sends the N no-ops, as a profile task sends a sync's pages), median of RUNS;
+and reports pipeline pages/s ÷ raw tasks/s. ``make bench`` runs the prefork
+pool (the fastest with no latency); ``python -m bench.pipeline`` all three.
+``scaling`` gives pages/s with 1, 2 and 4 prefork page-worker processes.
 """
 from __future__ import annotations
 

@@ -1,10 +1,13 @@
-"""Quota benchmark: a GitHub whale of 50,000 followers (500 pages) under a rate limit.
+"""Quota benchmark: GitHub whales under a per-token rate limit.
 
-Two cases, each on its own stack (embedded Redis, the simulator, the web
+``main`` runs the published case at 10 calls per 5 s (a 4,000-follower
+whale, 40 pages) and at 100 per 5 s (50,000 followers, 500 pages), and the
+unpublished (adaptive) case at 100 per 5 s; ``Case`` holds a limit and a size.
+Each case runs on its own stack (embedded Redis, the simulator, the web
 app, 2 prefork workers × 2 processes, the scheduler):
 
-- **published**: the simulator enforces 100 calls per 5 s per token and says
-  so in ``X-RateLimit-*`` headers; netsync's quota is configured to match
+- **published**: the simulator enforces the limit per token and says so in
+  ``X-RateLimit-*`` headers; netsync's quota is configured to match
   (``QUOTA_GITHUB=100/5/token``). Figures: sync time ÷ (pages ÷ rate), the
   utilization of the limit over the sync, the simulator's 429s and its
   observed peak per 5 s.

@@ -166,7 +166,10 @@ def markdown(figures: dict) -> str:
     lines = [f"# netsync benchmarks — {kind}", "",
              f"Run at {figures.get('started_at')} on {figures.get('machine', {}).get('cpus')} cores "
              f"(load average at start {figures.get('machine', {}).get('load_avg_1m_at_start')}); "
-             f"{figures.get('total_seconds')} s in all. Every figure: `bench/results/figures.json`.", "",
+             f"{figures.get('total_seconds')} s in all"
+             + (f"; re-run at {figures['updated']['at']}: {', '.join(figures['updated']['only'])}"
+                if figures.get("updated") else "")
+             + ". Every figure: `bench/results/figures.json`.", "",
              "| figure | measured | goal | met | largest remaining cost (profile) |",
              "|---|---|---|---|---|"]
     for row in rows(b):
