@@ -28,6 +28,7 @@ from service.extensions import services
 from service.http_errors import ApiError
 from service.observability import count
 from sync.signatures import DELIVERY_HEADER, SIGNATURE_HEADER, SignatureError, verify
+from state.keys import Keys
 from state.store import USER_ID_RE
 from service.syncs import start_sync
 
@@ -59,7 +60,7 @@ class DeliveryLog:
         self.claim_ttl, self.wait_s = claim_ttl, wait_s
 
     def key(self, delivery_id: str) -> str:
-        return f"{self.prefix}:delivery:{delivery_id}"
+        return Keys(self.prefix).delivery(delivery_id)
 
     def claim(self, delivery_id: str) -> tuple[int, dict] | None:
         """None if this request owns the delivery; else the first answer (status, body)."""

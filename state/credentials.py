@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, replace
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from state.keys import Keys
+
 
 @dataclass(frozen=True)
 class Credential:
@@ -38,12 +40,13 @@ class CredentialStore:
     def __init__(self, redis_client, prefix: str, keys: tuple[str, ...]):
         self.redis = redis_client
         self.prefix = prefix
+        self._keys = Keys(prefix)  # Redis key names (the ``keys`` argument: encryption keys)
         self.fernet = MultiFernet([Fernet(k.encode() if isinstance(k, str) else k) for k in keys])
 
     def _key(self, provider: str, user_id: str) -> str:
         # Under the user's network hash tag, so a task reads it in the same
         # round trip as its sync record (SyncStore.page_snapshot).
-        return f"{self.prefix}:{{{provider}:{user_id}}}:cred"
+        return self._keys.user(provider, user_id).credential
 
     def save(self, provider: str, user_id: str, credential: Credential) -> None:
         blob = self.fernet.encrypt(json.dumps(asdict(credential)).encode())

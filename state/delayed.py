@@ -13,7 +13,8 @@ cannot take it, and if the claiming scheduler dies before ``release`` the
 entry becomes due again when the lease runs out. The only duplicate is an
 entry sent, then not released before its lease expired; tasks are idempotent.
 
-Keys (one hash tag, so the claim script stays in one Redis Cluster slot)::
+Keys (one hash tag, so the claim script, ``state/lua/claim.lua``, stays in
+one Redis Cluster slot; names in ``state.keys``)::
 
     <prefix>:{delayed}:due      ZSET  entry id -> due time (or lease end), epoch s
     <prefix>:{delayed}:entries  HASH  entry id -> JSON of the task to send
@@ -27,28 +28,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
+from state.keys import Keys
+from state.lua import LuaScript
+
 #: argument names that would carry a credential into Redis and the broker
 FORBIDDEN_KWARGS = frozenset(
     {"access_token", "refresh_token", "token_secret", "client_secret", "password", "authorization"}
 )
-
-# KEYS: due, entries, claims. ARGV: now, lease end, limit.
-_CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  local payload = redis.call('HGET', KEYS[2], id)
-  if payload then
-    redis.call('ZADD', KEYS[1], ARGV[2], id)
-    local claims = redis.call('HINCRBY', KEYS[3], id, 1)
-    table.insert(out, id); table.insert(out, payload); table.insert(out, claims)
-  else
-    redis.call('ZREM', KEYS[1], id)  -- released while we looked: nothing to send
-  end
-end
-return out
-"""
-
 
 @dataclass(frozen=True)
 class ParkedTask:
@@ -73,9 +59,9 @@ class DelayedSet:
     def __init__(self, redis_client, key_prefix: str, clock: Callable[[], float] = time.time):
         self.redis = redis_client
         self.clock = clock
-        base = f"{key_prefix}:{{delayed}}"
-        self.due_key, self.entries_key, self.claims_key = f"{base}:due", f"{base}:entries", f"{base}:claims"
-        self._claim = redis_client.register_script(_CLAIM)
+        keys = Keys(key_prefix).delayed()
+        self.due_key, self.entries_key, self.claims_key = keys.due, keys.entries, keys.claims
+        self._claim = LuaScript(redis_client, "claim")
 
     def park(self, task_name: str, args: list, kwargs: dict, queue: str, delay_s: float,
              priority: int | None = None, reason: str = "") -> str:
@@ -104,8 +90,9 @@ class DelayedSet:
     def claim_due(self, limit: int = 100, lease_s: float = 30.0) -> list[ParkedTask]:
         """Take up to ``limit`` due entries, earliest first, leased for ``lease_s``."""
         now = self.clock()
-        raw = self._claim(keys=[self.due_key, self.entries_key, self.claims_key],
-                          args=[repr(now), repr(now + lease_s), int(limit)])
+        raw = self._claim(keys={"due": self.due_key, "entries": self.entries_key,
+                                "claims": self.claims_key},
+                          args={"now": now, "lease_until": now + lease_s, "limit": int(limit)})
         claimed = []
         for i in range(0, len(raw), 3):
             entry_id, payload, claims = _text(raw[i]), json.loads(raw[i + 1]), int(raw[i + 2])

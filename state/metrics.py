@@ -6,6 +6,8 @@ import re
 
 import redis
 
+from state.keys import Keys
+
 log = logging.getLogger("netsync.metrics")
 
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
@@ -24,7 +26,7 @@ class Metrics:
 
     def __init__(self, redis_client, key_prefix: str):
         self.redis = redis_client
-        self.key = f"{key_prefix}:metrics"
+        self.key = Keys(key_prefix).metrics
 
     def count(self, name: str, **labels) -> None:
         try:

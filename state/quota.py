@@ -41,6 +41,10 @@ is out of quota never touches the shared buckets.
 
 A quota wait is never a sleep: ``acquire`` returns seconds, the caller parks
 the task in the delayed set (``state.delayed``) for that long.
+
+The scripts are ``state/lua/{take,refund,observe,outcome}.lua``, each sent
+with ``quota_prelude.lua`` (reading a bucket and judging a request), one
+bucket key each (``P:quota:{provider:scope:key}``, ``state.keys``).
 """
 from __future__ import annotations
 
@@ -53,6 +57,8 @@ from typing import Callable, Mapping
 
 import providers
 from providers.ratelimits import SCOPES, QuotaLimit, QuotaSpecError, RateLimitInfo, parse_limits
+from state.keys import Keys
+from state.lua import LuaScript
 
 SHARED_SCOPES = frozenset({"app", "ip"})
 #: how each queue class may use a shared bucket (R reserved, B borrows, C capped)
@@ -133,243 +139,6 @@ class QuotaConfig:
         return cls(limits=limits, shares=shares)
 
 
-# Shared by every script: read a bucket, and judge a request at time t.
-# ARGV[1..13]: now cost class limit window slots shared adaptive start skew
-#              share_n share_w share_t ; ARGV[14]: kinds of n,w,t (e.g. "RBC")
-_PRELUDE = """
-local key = KEYS[1]
-local now, cost, cls = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local N, W, S = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local shared, adaptive, start = ARGV[7] == '1', ARGV[8] == '1', tonumber(ARGV[9])
-local skew = tonumber(ARGV[10])
-local share = {n = tonumber(ARGV[11]), w = tonumber(ARGV[12]), t = tonumber(ARGV[13])}
-local kind = {n = string.sub(ARGV[14], 1, 1), w = string.sub(ARGV[14], 2, 2),
-              t = string.sub(ARGV[14], 3, 3)}
-local g = W / S
-local slots, meta = {}, {}
-local raw = redis.call('HGETALL', key)
-for i = 1, #raw, 2 do
-  local idx, c = string.match(raw[i], '^s(%-?%d+):(%a)$')
-  if idx then
-    idx = tonumber(idx)
-    slots[idx] = slots[idx] or {}
-    slots[idx][c] = tonumber(raw[i + 1])
-  else
-    meta[raw[i]] = tonumber(raw[i + 1])
-  end
-end
-
-local function opened_by_us(reset)
-  -- a window our own call opened: our sliding window already covers it
-  return meta.opened ~= nil and math.abs(reset - meta.opened) <= 1
-end
-
-local function forget_below(t)
-  -- slots wholly before a provider reset that has passed are forgotten
-  if meta.align and t >= meta.align + skew and not opened_by_us(meta.align) then
-    return math.floor((meta.align - skew) / g)
-  end
-  return nil
-end
-
-local function usage(t)
-  local lo, fb = math.floor(t / g) - S, forget_below(t)
-  local total, by = 0, {n = 0, w = 0, t = 0}
-  for idx, s in pairs(slots) do
-    if idx >= lo and (fb == nil or idx >= fb) then
-      for c, v in pairs(s) do total = total + v; by[c] = (by[c] or 0) + v end
-    end
-  end
-  return total, by
-end
-
-local function capacity()
-  if not adaptive then return N end
-  local rate = meta.rate or math.max(1, start * N)
-  return math.max(1, math.min(N, math.floor(rate)))
-end
-
-local function own(c, cap)
-  if share[c] <= 0 then return 0 end
-  return math.max(1, share[c] * cap)
-end
-
-local function class_ok(by, cap, free)
-  if kind[cls] ~= 'R' then
-    local ceiling = own(cls, cap)
-    if kind[cls] == 'B' then
-      for d, k in pairs(kind) do
-        if d ~= cls and k ~= 'R' then ceiling = ceiling + math.max(0, own(d, cap) - by[d]) end
-      end
-    end
-    if by[cls] + cost > ceiling + 1e-9 then return false end
-  end
-  local reserve = 0
-  for d, k in pairs(kind) do
-    if d ~= cls and k == 'R' then reserve = reserve + math.max(0, share[d] * cap - by[d]) end
-  end
-  return free - cost >= reserve - 1e-9
-end
-
-local function allowed(t)
-  if (meta.blocked or 0) > t then return false end
-  local total, by = usage(t)
-  local cap = capacity()
-  local free = cap - total
-  if meta.left_until and meta.left_until > t then free = math.min(free, meta.left) end
-  if free < cost then return false end
-  return (not shared) or class_ok(by, cap, free)
-end
-
-local function wait_time()
-  -- counts only fall as time passes: try each moment something changes
-  local moments = {}
-  for idx, _ in pairs(slots) do table.insert(moments, (idx + S + 1) * g) end
-  if meta.blocked then table.insert(moments, meta.blocked) end
-  if meta.left_until then table.insert(moments, meta.left_until) end
-  if meta.align then table.insert(moments, meta.align + skew) end
-  table.sort(moments)
-  for _, t in ipairs(moments) do
-    local at = t + 0.001  -- past float rounding at the slot boundary
-    if at > now and allowed(at) then return at - now end
-  end
-  return -1
-end
-
-local function drop_below(first_kept)
-  for idx, s in pairs(slots) do
-    if idx < first_kept then
-      for c, _ in pairs(s) do redis.call('HDEL', key, 's' .. string.format('%d', idx) .. ':' .. c) end
-      slots[idx] = nil
-    end
-  end
-end
-
-local function tidy()
-  -- keep a spare window of slots: a caller whose clock is a little behind
-  -- ours must still count them (deleting them would let it over-grant)
-  local lo, fb = math.floor(now / g) - 2 * S, forget_below(now)
-  drop_below(math.max(lo, fb or lo))
-  if fb ~= nil then redis.call('HDEL', key, 'align'); meta.align = nil end
-end
-
-local function keep_alive()
-  local keep = 2 * W
-  for _, f in ipairs({'blocked', 'left_until', 'align'}) do
-    if meta[f] then keep = math.max(keep, meta[f] + skew - now) end
-  end
-  if adaptive then keep = math.max(keep, tonumber(ARGV[15])) end
-  redis.call('PEXPIRE', key, math.ceil((keep + 60) * 1000))
-end
-
-local function setf(f, v) meta[f] = v; redis.call('HSET', key, f, string.format('%.6f', v)) end
-"""
-
-# ARGV[15]: adaptive memory s. Returns {1, slot, left_taken} or {0, wait}.
-_TAKE = _PRELUDE + """
-tidy()
-if ARGV[16] == 'take' and allowed(now) then
-  local idx = string.format('%d', math.floor(now / g))
-  redis.call('HINCRBY', key, 's' .. idx .. ':' .. cls, cost)
-  local took_left = 0
-  if meta.left_until and meta.left_until > now then setf('left', meta.left - cost); took_left = 1 end
-  keep_alive()
-  return {1, idx, took_left}
-end
-if ARGV[16] == 'peek' and allowed(now) then return {0, '0'} end
-return {0, string.format('%.6f', wait_time())}
-"""
-
-# ARGV[15]: memory; ARGV[16], ARGV[17]: slot, took_left (from a take).
-_REFUND = _PRELUDE + """
-local field = 's' .. ARGV[16] .. ':' .. cls
-if redis.call('HEXISTS', key, field) == 1 then
-  if redis.call('HINCRBY', key, field, -cost) <= 0 then redis.call('HDEL', key, field) end
-end
-if ARGV[17] == '1' and meta.left_until and meta.left_until > now then setf('left', meta.left + cost) end
-keep_alive()
-return 1
-"""
-
-# ARGV[15]: memory; ARGV[16..21]: remaining reset_at retry_after usage horizon opened_end
-# ('' = none). opened_end: the answer was the first call of the provider's window
-# (remaining = limit - 1), so that window ends by now + window_s on our own clock.
-_OBSERVE = _PRELUDE + """
-local remaining, reset, retry = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
-local usage_pct, horizon = tonumber(ARGV[19]), tonumber(ARGV[20])
-local opened_end = tonumber(ARGV[21])
-local function forget(reset_at)
-  if not opened_by_us(reset_at) then drop_below(math.floor((reset_at - skew) / g)) end
-end
-if retry then setf('blocked', math.max(meta.blocked or 0, now + retry)) end
-local left, left_until, by_reset = remaining, nil, false
-if remaining then
-  left_until = reset and (reset + skew) or (now + horizon)
-  -- the header's reset is rounded up to whole seconds and may be on another
-  -- clock; a window our call opened surely ended one window after we saw it
-  if opened_end then left_until = math.min(left_until, opened_end) end
-  by_reset = reset ~= nil
-end
-if usage_pct then
-  local from_usage = math.max(0, math.floor(N * (100 - usage_pct) / 100))
-  if left == nil or from_usage < left then
-    left, left_until, by_reset = from_usage, now + horizon, false
-  end
-end
-if left then
-  local old = meta.left_until
-  if by_reset and old and meta.left_reset then
-    -- windows are told apart by their reset, not by when we stop believing them
-    if reset > meta.left_reset + 1 then
-      setf('left', left); setf('left_until', left_until); setf('left_reset', reset)
-    elseif reset >= meta.left_reset - 1 and old > now then
-      setf('left', math.min(meta.left, left))  -- same window: never believe more
-      if left_until < old then setf('left_until', left_until) end
-    end  -- else: a late report from a window that has ended
-  elseif old == nil or old <= now or left_until > old + 1 then
-    setf('left', left); setf('left_until', left_until)
-    if by_reset then setf('left_reset', reset) else redis.call('HDEL', key, 'left_reset') end
-  elseif left_until >= old - 1 then
-    setf('left', math.min(meta.left, left))  -- same window: never believe more
-  end  -- else: a late report from an older window
-end
-if reset then
-  if meta.align == nil or reset > meta.align + 1 then
-    if meta.align then forget(meta.align) end  -- the provider is past that boundary
-    setf('align', reset)
-  elseif reset < meta.align - 1 then
-    forget(reset)
-  end
-  if opened_end and reset >= meta.align - 1 then setf('opened', reset) end
-end
-tidy()
-keep_alive()
-return 1
-"""
-
-# ARGV[15]: memory; ARGV[16..20]: rejected decrease step probe grace
-_OUTCOME = _PRELUDE + """
-local decrease, step, probe = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19])
-local rate = meta.rate or math.max(1, start * N)
-local lmax = meta.lmax or 0
-if ARGV[16] == '1' then
-  if now < (meta.cut or -1) + tonumber(ARGV[20]) then return tostring(rate) end
-  local used = usage(now)
-  lmax = math.max(1, used - 1)  -- what got through before the provider said no
-  rate = math.max(1, decrease * lmax)
-  setf('lmax', lmax); setf('cut', now)
-elseif rate < lmax then
-  rate = rate + step * lmax / rate  -- +step×lmax per window of successes
-else
-  rate = rate + probe * (rate - lmax + step * lmax) / rate  -- probe past the known max
-end
-setf('rate', math.min(N, rate))
-tidy()
-keep_alive()
-return string.format('%.6f', math.min(N, rate))
-"""
-
-
 @dataclass(frozen=True)
 class QuotaDecision:
     """What ``decide`` found: granted, or how long to wait and for which scope."""
@@ -399,12 +168,14 @@ class QuotaGate:
                  clock: Callable[[], float] = time.time):
         self.redis = redis_client
         self.prefix = key_prefix
+        self.keys = Keys(key_prefix)
         self.clock = clock
         self.config = config
-        self._take = redis_client.register_script(_TAKE)
-        self._refund = redis_client.register_script(_REFUND)
-        self._observe = redis_client.register_script(_OBSERVE)
-        self._outcome = redis_client.register_script(_OUTCOME)
+        self._take = LuaScript(redis_client, "take")
+        self._refund = LuaScript(redis_client, "refund")
+        self._observe = LuaScript(redis_client, "observe")
+        self._outcome = LuaScript(redis_client, "outcome")
+        self._fixed_args: dict[tuple, dict] = {}
 
     def limits(self, provider: str) -> tuple[QuotaLimit, ...]:
         if provider not in self.config.limits:
@@ -432,20 +203,28 @@ class QuotaGate:
             if not pattern.fullmatch(key):
                 # also stops a raw credential from becoming a Redis key
                 raise ValueError(f"bad {limit.scope} key for {provider}; tokens go through fingerprint()")
-            redis_key = f"{self.prefix}:quota:{{{provider}:{limit.scope}:{key}}}"
+            redis_key = self.keys.quota_bucket(provider, limit.scope, key)
             found.append(QuotaBucket(provider, limit, key, redis_key))
         return found
 
-    def _args(self, bucket: QuotaBucket, queue_class: str, cost: int, now: float) -> list:
-        if queue_class not in CLASS_POLICY:
-            raise ValueError(f"queue_class must be one of {tuple(CLASS_POLICY)}")
-        lim, shares = bucket.limit, self.shares(bucket.provider)
-        return [
-            f"{now:.6f}", cost, CLASS_LETTER[queue_class], lim.limit, lim.window_s, WINDOW_SLOTS,
-            int(lim.scope in SHARED_SCOPES), int(lim.adaptive), ADAPTIVE_START, RESET_SKEW_S,
-            *(shares.get(c, 0.0) for c in CLASS_POLICY), "".join(CLASS_POLICY.values()),
-            ADAPTIVE_MEMORY_S,
-        ]
+    def _args(self, bucket: QuotaBucket, queue_class: str, cost: int, now: float) -> dict:
+        """The arguments every quota script takes (``state/lua/quota_prelude.lua``)."""
+        key = (bucket.provider, bucket.limit, queue_class)
+        fixed = self._fixed_args.get(key)
+        if fixed is None:  # what does not change from call to call, built once
+            if queue_class not in CLASS_POLICY:
+                raise ValueError(f"queue_class must be one of {tuple(CLASS_POLICY)}")
+            lim, shares = bucket.limit, self.shares(bucket.provider)
+            fixed = self._fixed_args[key] = {
+                "class": CLASS_LETTER[queue_class],
+                "limit": lim.limit, "window_s": lim.window_s, "slots": WINDOW_SLOTS,
+                "shared": lim.scope in SHARED_SCOPES, "adaptive": lim.adaptive,
+                "start": ADAPTIVE_START, "skew": RESET_SKEW_S,
+                "shares": {CLASS_LETTER[c]: shares.get(c, 0.0) for c in CLASS_POLICY},
+                "kinds": {CLASS_LETTER[c]: policy for c, policy in CLASS_POLICY.items()},
+                "memory": ADAPTIVE_MEMORY_S,
+            }
+        return {"now": round(now, 6), "cost": cost, **fixed}
 
     def decide(self, provider: str, scopes: Mapping[str, str], queue_class: str,
                cost: int = 1) -> QuotaDecision:
@@ -455,17 +234,19 @@ class QuotaGate:
         buckets = self.buckets(provider, scopes)
         for i, bucket in enumerate(buckets):
             args = self._args(bucket, queue_class, cost, now)
-            granted, detail, *rest = self._take(keys=[bucket.redis_key], args=[*args, "take"])
+            granted, detail, *rest = self._take(keys={"bucket": bucket.redis_key},
+                                                args={**args, "mode": "take"})
             if granted:
                 taken.append((bucket, detail, rest[0]))
                 continue
             for done, slot, took_left in taken:
-                self._refund(keys=[done.redis_key], args=[*self._args(done, queue_class, cost, now),
-                                                          _s(slot), took_left])
+                self._refund(keys={"bucket": done.redis_key},
+                             args={**self._args(done, queue_class, cost, now), "slot": _s(slot),
+                                   "took_left": bool(took_left)})
             waits = [(self._wait(detail, bucket), bucket.limit.scope)]
             for later in buckets[i + 1:]:
-                _, later_wait = self._take(keys=[later.redis_key], args=[*self._args(
-                    later, queue_class, cost, now), "peek"])
+                _, later_wait = self._take(keys={"bucket": later.redis_key}, args={
+                    **self._args(later, queue_class, cost, now), "mode": "peek"})
                 waits.append((self._wait(later_wait, later), later.limit.scope))
             wait, scope = max(waits)
             return QuotaDecision(wait, scope)
@@ -504,12 +285,14 @@ class QuotaGate:
         if info.is_empty():
             return
         now = self.clock()
-        told = [info.remaining, info.reset_at, info.retry_after, info.usage_percent]
         for bucket in self.buckets(provider, scopes, named_only=True):
-            horizon = bucket.limit.window_s * TOLD_HORIZON_FRACTION
-            args = [*self._args(bucket, "normal", 1, now), *("" if v is None else v for v in told),
-                    horizon, _opened_end(bucket.limit, info, now)]
-            self._observe(keys=[bucket.redis_key], args=args)
+            self._observe(keys={"bucket": bucket.redis_key}, args={
+                **self._args(bucket, "normal", 1, now),
+                "remaining": info.remaining, "reset_at": info.reset_at,
+                "retry_after": info.retry_after, "usage_percent": info.usage_percent,
+                "horizon": bucket.limit.window_s * TOLD_HORIZON_FRACTION,
+                "opened_end": _opened_end(bucket.limit, info, now),
+            })
 
     def record_outcome(self, provider: str, scopes: Mapping[str, str], rejected: bool) -> None:
         """Teach the adaptive buckets of ``scopes`` how a call went.
@@ -520,10 +303,11 @@ class QuotaGate:
         now = self.clock()
         for bucket in self.buckets(provider, scopes, named_only=True):
             if bucket.limit.adaptive:
-                args = [*self._args(bucket, "normal", 1, now), int(rejected), ADAPTIVE_DECREASE,
-                        ADAPTIVE_STEP, ADAPTIVE_PROBE,
-                        min(ADAPTIVE_GRACE_S, bucket.limit.window_s / 2)]
-                self._outcome(keys=[bucket.redis_key], args=args)
+                self._outcome(keys={"bucket": bucket.redis_key}, args={
+                    **self._args(bucket, "normal", 1, now), "rejected": bool(rejected),
+                    "decrease": ADAPTIVE_DECREASE, "step": ADAPTIVE_STEP, "probe": ADAPTIVE_PROBE,
+                    "grace": min(ADAPTIVE_GRACE_S, bucket.limit.window_s / 2),
+                })
 
     def adaptive_rate(self, provider: str, scope: str, key: str | None = None) -> float | None:
         """The learned calls per window of one adaptive bucket (for ops and tests)."""
@@ -534,8 +318,8 @@ class QuotaGate:
         return None
 
 
-def _opened_end(limit: QuotaLimit, info: RateLimitInfo, now: float):
-    """When the provider's window surely ends, if this answer was its first call; else ''.
+def _opened_end(limit: QuotaLimit, info: RateLimitInfo, now: float) -> float | None:
+    """When the provider's window surely ends, if this answer was its first call; else None.
 
     ``remaining == limit - 1`` means our call opened the window: it began
     before we read the answer, so it ends within ``window_s`` of ``now`` on our
@@ -545,8 +329,8 @@ def _opened_end(limit: QuotaLimit, info: RateLimitInfo, now: float):
     """
     if (limit.adaptive or info.limit != limit.limit or info.remaining is None
             or info.remaining != limit.limit - 1):
-        return ""
-    return f"{now + limit.window_s:.6f}"
+        return None
+    return round(now + limit.window_s, 6)  # to the microsecond, like "now"
 
 
 def _s(value) -> str:

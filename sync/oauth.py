@@ -138,8 +138,8 @@ class TokenKeeper:
 
     @property
     def lock_key(self) -> str:
-        base = self.svc.store.base(self.provider.NAME, self.user_id)
-        return f"{base}:refresh:{self.used.fingerprint()}"
+        keys = self.svc.store.keys.user(self.provider.NAME, self.user_id)
+        return keys.refresh_lock(self.used.fingerprint())
 
     def newer_token(self) -> dict | None:
         """The stored token, if another task already replaced the one we used."""

@@ -384,7 +384,7 @@ class PageTask(ProviderTask):
 
     def guard_reason(self, ctx, cursor, page, launches, expected) -> str:
         """Why this sync must stop paging at this page ("" to go on): see ``providers.pagination``."""
-        key = f"{ctx.svc.store.base(ctx.provider.NAME, ctx.user_id)}:sync:{ctx.sync_id}:guard"
+        key = ctx.svc.store.keys.user(ctx.provider.NAME, ctx.user_id).sync(ctx.sync_id).guard
         guard = PageGuard(ctx.svc.redis, key)
         pages_done = int(ctx.record.get("pages_fetched", 0)) + 1
         return guard.check(ctx.provider, cursor, page, launches, pages_done, expected)

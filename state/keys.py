@@ -1,0 +1,128 @@
+"""Every Redis key name netsync uses, built here and nowhere else.
+
+``P`` is the deployment's key prefix (``NETSYNC_KEY_PREFIX``, default
+``netsync``)::
+
+    per user and provider, tag {provider:user_id}       (UserKeys)
+    P:{p:u}:inflight            sync id of the sync in flight (one per user+provider)
+    P:{p:u}:last                hash: the last complete network's sync id, time, count, size
+    P:{p:u}:network, :network_h the live network: zset of ids (lex order = paging order) + id→handle
+    P:{p:u}:added, :removed     the last completed sync's diff
+    P:{p:u}:cred                the encrypted credential (state.credentials)
+    P:{p:u}:refresh:<fp>        lock: one refresh of the token with fingerprint <fp> (sync.oauth)
+
+    per sync, same tag                                  (SyncKeys)
+    P:{p:u}:sync:<id>           hash: the sync record (status, counters, error, rate headers)
+    P:{p:u}:sync:<id>:pending   hash: page cursor launched, not yet stored → cursor that launched it
+    P:{p:u}:sync:<id>:done      hash: page cursor stored → its parent (redelivery: no-op)
+    P:{p:u}:sync:<id>:staging   zset + hash (:staging_h) of connections fetched so far
+    P:{p:u}:sync:<id>:guard     hash: the page guard's memory (state.page_guard)
+
+    per quota bucket, tag {provider:scope:key}
+    P:quota:{p:scope:key}       hash: one bucket's sub-window counters and provider reports
+
+    the delayed set, tag {delayed}                      (DelayedKeys)
+    P:{delayed}:due, :entries, :claims
+
+    no tag (only ever touched by single-key commands)
+    P:syncs                     hash: sync id → its P:{p:u} (where its keys live)
+    P:synced_at                 zset "provider:user" → last sync time (stale re-syncs)
+    P:recent                    zset of sync ids by creation time (listing)
+    P:metrics                   hash: the shared counters (state.metrics)
+    P:delivery:<id>             a webhook delivery's first answer (service.webhooks)
+
+The hash-tag rule: Redis Cluster puts a key in the slot of the part between
+its first ``{`` and ``}``, and a Lua script or a MULTI may only touch keys of
+one slot. So **keys that one script or transaction touches share one tag**:
+everything about one user's network on one provider (the begin, page and
+finalize scripts, the page snapshot pipeline), each quota bucket on its own
+(several scopes of one call are taken bucket by bucket: ``state.quota``),
+and the delayed set (its claim script). A key read only by single-key
+commands needs no tag.
+
+Scripts never build key names (Redis requires every key a script touches to
+be passed in ``KEYS``): Python builds them here and passes them
+(``state.lua``).
+"""
+from __future__ import annotations
+
+
+class SyncKeys:
+    """The keys of one sync, under its user's tag (``user``)."""
+
+    __slots__ = ("user", "sync_id", "record", "pending", "done", "staging", "staging_h", "guard")
+
+    def __init__(self, user: UserKeys, sync_id: str):
+        self.user = user
+        self.sync_id = sync_id
+        self.record = f"{user.base}:sync:{sync_id}"
+        self.pending = f"{self.record}:pending"
+        self.done = f"{self.record}:done"
+        self.staging = f"{self.record}:staging"
+        self.staging_h = f"{self.record}:staging_h"
+        self.guard = f"{self.record}:guard"
+
+
+class UserKeys:
+    """The keys of one user's network on one provider: one hash tag.
+
+    ``base`` (``P:{provider:user_id}``) is what the sync index stores for a
+    sync id, so a sync's keys are found again with ``UserKeys(base)``.
+    """
+
+    __slots__ = ("base", "inflight", "last", "network", "network_h", "added", "removed",
+                 "credential")
+
+    def __init__(self, base: str):
+        self.base = base
+        self.inflight = f"{base}:inflight"
+        self.last = f"{base}:last"
+        self.network = f"{base}:network"
+        self.network_h = f"{base}:network_h"
+        self.added = f"{base}:added"
+        self.removed = f"{base}:removed"
+        self.credential = f"{base}:cred"
+
+    def sync(self, sync_id: str) -> SyncKeys:
+        return SyncKeys(self, sync_id)
+
+    def refresh_lock(self, fingerprint: str) -> str:
+        """Held while the token with this fingerprint is being refreshed."""
+        return f"{self.base}:refresh:{fingerprint}"
+
+
+class DelayedKeys:
+    """The delayed set's three keys (one tag: its claim script touches all three)."""
+
+    __slots__ = ("due", "entries", "claims")
+
+    def __init__(self, prefix: str):
+        base = f"{prefix}:{{delayed}}"
+        self.due = f"{base}:due"
+        self.entries = f"{base}:entries"
+        self.claims = f"{base}:claims"
+
+
+class Keys:
+    """The key names of one deployment (``prefix``)."""
+
+    __slots__ = ("prefix", "sync_index", "synced_at", "recent", "metrics")
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.sync_index = f"{prefix}:syncs"
+        self.synced_at = f"{prefix}:synced_at"
+        self.recent = f"{prefix}:recent"
+        self.metrics = f"{prefix}:metrics"
+
+    def user(self, provider: str, user_id: str) -> UserKeys:
+        return UserKeys(f"{self.prefix}:{{{provider}:{user_id}}}")
+
+    def quota_bucket(self, provider: str, scope: str, key: str) -> str:
+        return f"{self.prefix}:quota:{{{provider}:{scope}:{key}}}"
+
+    def delayed(self) -> DelayedKeys:
+        return DelayedKeys(self.prefix)
+
+    def delivery(self, delivery_id: str) -> str:
+        return f"{self.prefix}:delivery:{delivery_id}"

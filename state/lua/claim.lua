@@ -1,0 +1,26 @@
+-- claim: take the due entries of the delayed set, earliest first, leased
+-- until `lease_until` (DelayedSet.claim_due).
+--
+-- KEYS[1] due: entry id → due time or lease end (zset)
+-- KEYS[2] entries: entry id → JSON of the task to send (hash)
+-- KEYS[3] claims: entry id → times claimed (hash)
+-- ARGV[1] = JSON object:
+--   now: epoch seconds; entries due by then are claimed
+--   lease_until: their new score: due again then unless released
+--   limit: claim at most this many
+-- returns: {id, payload, claims, id, payload, claims, ...}
+local args = cjson.decode(ARGV[1])
+local due, entries, claims = KEYS[1], KEYS[2], KEYS[3]
+local ids = redis.call('ZRANGEBYSCORE', due, '-inf', args.now, 'LIMIT', 0, args.limit)
+local out = {}
+for _, id in ipairs(ids) do
+  local payload = redis.call('HGET', entries, id)
+  if payload then
+    redis.call('ZADD', due, args.lease_until, id)
+    local times = redis.call('HINCRBY', claims, id, 1)
+    table.insert(out, id); table.insert(out, payload); table.insert(out, times)
+  else
+    redis.call('ZREM', due, id)  -- released while we looked: nothing to send
+  end
+end
+return out
