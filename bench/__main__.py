@@ -27,7 +27,7 @@ def steps(quick: bool) -> dict:
     """name -> (what it measures, callable returning its figures)."""
     runs = 1 if quick else 3
     size = 50_000 if quick else pipeline.SIZE
-    iso_normals, iso_arrival = (40, 12.0) if quick else (100, 30.0)
+    iso_normals, iso_arrival = (40, 12.0) if quick else (80, 24.0)  # 200 logins/min
     iso_order = ("a", "b") if quick else ("a", "b", "c", "a", "b", "a", "b")
     return {
         "simulator": lambda: _simulator(quick),

@@ -9,7 +9,7 @@ with and without the change, median of ``REPEATS`` rounds of ``N`` calls:
   page (100 follower objects) and a Twitter/X page (1,000 ids), the bodies
   the simulator serves;
 - encoding the page's connections for the page-completion script:
-  ``json.dumps`` vs ``orjson.dumps`` (state/store.py);
+  ``json.dumps`` vs ``orjson.dumps`` (state/lua.py, the scripts' arguments);
 - one Redis round trip that returns a sync record (``HGETALL``, 20 fields):
   redis-py's pure-Python reply parser vs hiredis;
 - serializing a page task's Celery message (kombu's JSON), for scale.
@@ -122,7 +122,7 @@ def main(quick: bool = False, ab: bool = True) -> dict:
           f"{out['redis_round_trip']['hiredis_hgetall_us']} us", flush=True)
     if ab:
         print("hot path, whole pipeline: before vs after, interleaved ...", flush=True)
-        out["pipeline_ab"] = pipeline_ab(runs=1 if quick else 3, size=30_000 if quick else 100_000)
+        out["pipeline_ab"] = pipeline_ab(runs=1 if quick else 3, size=30_000 if quick else 50_000)
     return out
 
 
