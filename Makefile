@@ -8,7 +8,7 @@ CLIENTS_VENV ?= .venv-clients
 CLIENTS_PY := $(CLIENTS_VENV)/bin/python
 CLIENTS_STAMP := $(CLIENTS_VENV)/.installed-$(shell cat requirements-clients.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install clients test unit integration demo run bench clean
+.PHONY: install clients browser test unit integration fuzz demo run bench clean
 
 install: $(STAMP)
 
@@ -35,14 +35,27 @@ $(STAMP): requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-test: install clients
+# The dashboard's browser test drives Debian's chromium through its chromedriver;
+# installed where we may (root with apt), else that one test is skipped with the reason.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "could not install chromium: the browser test will be skipped"; \
+	else echo "no chromium and no root apt: the browser test will be skipped"; fi
+
+test: install clients browser
 	$(PY) -m pytest tests/unit tests/integration
 
 unit: install
 	$(PY) -m pytest tests/unit
 
-integration: install clients
+integration: install clients browser
 	$(PY) -m pytest tests/integration
+
+# schemathesis over every endpoint of /openapi.json; FUZZ_EXAMPLES cases per operation and mode
+fuzz: install
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(PY) -m pytest tests/fuzz
 
 demo: install
 	$(PY) -m devtools.demo

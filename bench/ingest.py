@@ -1,7 +1,7 @@
 """Webhook ingestion: signed login webhooks per second under gunicorn, as the Procfile runs it.
 
 The web role exactly as the Procfile starts it (``gunicorn --workers 2
---threads 4 'service:create_app()'``) on an embedded Redis (state and
+--worker-class gevent --worker-connections 1000 'service:create_app()'``) on an embedded Redis (state and
 broker); no Celery worker runs, so each accepted login leaves its sync
 queued: the figure is the web role's own. The load tool is ``wrk`` (Debian
 package; ``make bench`` installs it where missing) on the same 2 cores,
@@ -106,7 +106,7 @@ def start_gunicorn(stack: DevStack, recorder: profiling.Recorder) -> tuple[subpr
     """The Procfile's web line (bind on localhost here)."""
     port = free_port()
     cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-           "--threads", "4", "service:create_app()"]
+           "--worker-class", "gevent", "--worker-connections", "1000", "service:create_app()"]
     log = open(stack.var_dir / "gunicorn.log", "ab")
     env = {**stack.base_env, "LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen(recorder.wrap(cmd), cwd=ROOT, env=env, stdout=log, stderr=log,
@@ -152,7 +152,8 @@ def run(quick: bool = False) -> dict:
             profile = recorder.stop(proc).summary()
     within = [s for s in steps if s["latency_ms"].get("p99", 1e9) <= P99_LIMIT_MS and not s["non_2xx"]]
     best = max(within, key=lambda s: s["requests_per_s"]) if within else None
-    return {"setup": ("gunicorn --workers 2 --threads 4 (the Procfile's web line), embedded "
+    return {"setup": ("gunicorn --workers 2 --worker-class gevent --worker-connections 1000 "
+                      "(the Procfile's web line), embedded "
                       "Redis as state and broker, no Celery worker; wrk -t 2, closed loop, "
                       f"{seconds} s per step, on the same 2 cores"),
             "steps": steps, "p99_limit_ms": P99_LIMIT_MS,

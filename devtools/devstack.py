@@ -24,6 +24,9 @@ from service.config import PROVIDERS
 from state.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
+#: how long a process may take to come up: generous, because on a loaded machine
+#: (a CPU hog beside the suite) the web app took more than 30 s to import
+STARTUP_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -32,6 +35,9 @@ class WorkerSpec:
     pool: str = "prefork"
     concurrency: int = 2
     name: str = ""
+    #: the Celery app module (tests may wrap the service's app)
+    app: str = "service.make_celery"
+    loglevel: str = "WARNING"
     #: run the worker under this command prefix (the benchmarks' profiler: bench/profiling.py)
     wrap: object = None
 
@@ -48,6 +54,10 @@ class DevStack:
     #: on a shared Redis (REDIS_URL set): the database number this stack owns,
     #: emptied when the stack stops
     redis_db: int | None = None
+    #: a Redis of the stack's own even where REDIS_URL is set (fault tests kill it)
+    embedded_redis: bool = False
+    #: the embedded Redis keeps an append-only file (a restart keeps its data)
+    redis_persist: bool = False
 
     def __post_init__(self):
         self.var_dir = Path(self.var_dir)
@@ -93,13 +103,16 @@ class DevStack:
 
     # -- pieces ------------------------------------------------------------------
     def _start_redis(self) -> None:
-        url = os.environ.get("REDIS_URL") or self.env.get("REDIS_URL")
+        url = None if self.embedded_redis else (
+            os.environ.get("REDIS_URL") or self.env.get("REDIS_URL"))
         if url and self.redis_db is not None:
             url = url.rsplit("/", 1)[0] + f"/{self.redis_db}" if url.count("/") > 2 else f"{url}/{self.redis_db}"
         if not url:
-            self.redis = EmbeddedRedis(self.var_dir / "redis", persist=False)
+            self.redis = EmbeddedRedis(self.var_dir / "redis", persist=self.redis_persist)
             url = self.redis.start()
         env = dict(os.environ)
+        if self.embedded_redis:
+            env.pop("CELERY_BROKER_URL", None)
         env.update(self.env)
         env.update({"REDIS_URL": url, "NETSYNC_VAR_DIR": str(self.var_dir),
                     "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
@@ -115,7 +128,7 @@ class DevStack:
         scenario_file.write_text(json.dumps(self.scenario or {"accounts": []}))
         proc = self._spawn("simulator", [sys.executable, "-m", "simulator", "--port", "0",
                                          "--scenario", str(scenario_file)], capture=True)
-        line = _read_line(proc, "simulator listening on", timeout=20)
+        line = _read_line(proc, "simulator listening on", timeout=STARTUP_TIMEOUT_S)
         self.simulator_url = line.rsplit(" ", 1)[1].strip()
         _drain(proc, self.var_dir / "simulator.log")
         for provider in PROVIDERS:
@@ -126,20 +139,20 @@ class DevStack:
         self._spawn("web", [sys.executable, "-m", "flask", "--app", "service", "run",
                             "--port", str(self.web_port), "--no-reload", "--with-threads"])
         self.web_url = f"http://127.0.0.1:{self.web_port}"
-        wait_http(self.web_url + "/healthz", timeout=30)
+        wait_http(self.web_url + "/healthz", timeout=STARTUP_TIMEOUT_S)
 
     def start_worker(self, spec: WorkerSpec, index: int = 0) -> subprocess.Popen:
         name = spec.name or f"w{index}-{spec.queues.replace(',', '-')}"
-        cmd = [sys.executable, "-m", "celery", "-A", "service.make_celery", "worker",
+        cmd = [sys.executable, "-m", "celery", "-A", spec.app, "worker",
                "-Q", spec.queues, "-P", spec.pool, "-c", str(spec.concurrency),
                "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-               "--without-heartbeat", "-l", "WARNING"]
+               "--without-heartbeat", "-l", spec.loglevel]
         if spec.wrap is not None:
             cmd = spec.wrap(cmd)
         proc = self._spawn(name, cmd)
         return proc
 
-    def wait_workers_ready(self, timeout: float = 60.0) -> None:
+    def wait_workers_ready(self, timeout: float = 2 * 60.0) -> None:
         """Block until every started worker answers a control ping."""
         names = {name for name in self.processes if name not in ("simulator", "web", "scheduler")}
         if not names:

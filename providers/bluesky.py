@@ -69,6 +69,14 @@ class Bluesky(Provider):
     # (PDS limits): every user's calls share our egress address's budget.
     QUOTAS = (QuotaLimit("ip", 3000, 300),)
     PAGE_SIZE = 100  # limit: 1-100, default 50
+    # an actor: a handle (a domain name) or a DID (did:plc:…, did:web:…); it travels
+    # as the ``actor`` query parameter, never in the path
+    # A handle is a domain name (two or more labels of 1-63 characters, 253 at
+    # most, the last not starting with a digit); a DID is did:<method>:<id>
+    # (https://atproto.com/specs/handle, https://atproto.com/specs/did).
+    ACCOUNT_ID_PATTERN = (r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+                          r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                          r"|did:[a-z]+:[A-Za-z0-9._:-]{0,2046}[A-Za-z0-9._-]")
     PAGINATION = Pagination.CURSOR
     # Quirk: the AppView drops taken-down and blocked accounts from a page
     # after reading it (and refills only up to ten times), so a short page

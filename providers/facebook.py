@@ -89,7 +89,7 @@ class Facebook(Provider):
     ERRORS = ERRORS
 
     def friends_url(self, account_id: str) -> str:
-        return self.url(f"/{VERSION}/{account_id}/friends")
+        return self.url(f"/{VERSION}/{self.segment(account_id)}/friends")
 
     def profile_call(self, account_id):
         # limit=0: only summary.total_count, no friends

@@ -19,6 +19,8 @@ class GitHub(Provider):
     QUOTAS = (QuotaLimit("token", 5000, 3600),)  # 5,000/h per token
     DOCS = "https://docs.github.com/en/rest/users/followers"
     PAGE_SIZE = 100  # the maximum per_page
+    # a login: letters, digits and single inner hyphens, at most 39 characters
+    ACCOUNT_ID_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}"
     # ``Link`` with rel="last" lets page one fan out to every page at once.
     PAGINATION = Pagination.LINK
     RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
@@ -36,13 +38,14 @@ class GitHub(Provider):
     }
 
     def profile_call(self, account_id):
-        return HttpCall("GET", self.url(f"/users/{account_id}"))
+        return HttpCall("GET", self.url(f"/users/{self.segment(account_id)}"))
 
     def parse_size(self, body):
         return int(body["followers"])
 
     def first_cursor(self, account_id):
-        return f"{self.base_path}/users/{account_id}/followers?per_page={self.PAGE_SIZE}&page=1"
+        return (f"{self.base_path}/users/{self.segment(account_id)}/followers"
+                f"?per_page={self.PAGE_SIZE}&page=1")
 
     def page_call(self, account_id, cursor):
         # Follow links exactly as given: they may name another path

@@ -56,13 +56,14 @@ class Mastodon(Provider):
     }
 
     def profile_call(self, account_id):
-        return HttpCall("GET", self.url(f"/api/v1/accounts/{account_id}"))
+        return HttpCall("GET", self.url(f"/api/v1/accounts/{self.segment(account_id)}"))
 
     def parse_size(self, body):
         return int_or_none(body.get("followers_count"))
 
     def first_cursor(self, account_id):
-        return f"{self.base_path}/api/v1/accounts/{account_id}/followers?limit={self.PAGE_SIZE}"
+        return (f"{self.base_path}/api/v1/accounts/{self.segment(account_id)}/followers"
+                f"?limit={self.PAGE_SIZE}")
 
     def page_call(self, account_id, cursor):
         return HttpCall("GET", self.origin + cursor)

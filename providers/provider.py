@@ -8,8 +8,9 @@ read a size, a page, an error). The Celery task classes in
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from providers import pagination
 from providers.errors import Action, ErrorRule, ProviderError, default_rule
@@ -85,6 +86,10 @@ class Provider:
 
     #: name used in URLs, queues, keys and ``<NAME>_API_URL``
     NAME: str = ""
+    #: the characters (and length) an account id of this provider may have; checked
+    #: with ``re.fullmatch`` before anything is stored (``valid_account_id``), and the
+    #: id is still percent-encoded as one path segment (``segment``) in every call
+    ACCOUNT_ID_PATTERN: str = r"[A-Za-z0-9_-]{1,64}"
     #: the real API's base URL (``<NAME>_API_URL`` replaces it: a proxy, the simulator)
     API_URL: str = ""
     #: the provider's API documentation
@@ -126,6 +131,22 @@ class Provider:
         parts = urlsplit(self.base_url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.base_path = parts.path
+
+    @classmethod
+    def valid_account_id(cls, account_id) -> bool:
+        return isinstance(account_id, str) and re.fullmatch(cls.ACCOUNT_ID_PATTERN,
+                                                            account_id) is not None
+
+    @staticmethod
+    def segment(account_id: str) -> str:
+        """An account id as exactly one path segment (``/``, ``?``, ``#``, ``%`` encoded).
+
+        "." and ".." cannot be encoded away (``%2E`` is unreserved: requests and
+        servers decode it back), so they are refused outright.
+        """
+        if account_id in ("", ".", ".."):
+            raise ValueError("an account id cannot be an empty or dot path segment")
+        return quote(account_id, safe="")
 
     # -- hooks a provider fills in -------------------------------------------
     def profile_call(self, account_id: str) -> HttpCall:
@@ -311,6 +332,10 @@ def check_provider_class(cls, where: str) -> None:
         bad("PAGE_SIZE", f"must be a positive integer, got {cls.PAGE_SIZE!r}")
     if not isinstance(cls.PAGINATION, Pagination):
         bad("PAGINATION", f"must be a Pagination, got {cls.PAGINATION!r}")
+    try:
+        re.compile(cls.ACCOUNT_ID_PATTERN)
+    except (re.error, TypeError):
+        bad("ACCOUNT_ID_PATTERN", f"must be a regular expression, got {cls.ACCOUNT_ID_PATTERN!r}")
     if not isinstance(cls.AUTH, Auth):
         bad("AUTH", f"must be an Auth, got {cls.AUTH!r}")
     if not all(isinstance(rule, ErrorRule) for rule in cls.ERRORS.values()):

@@ -57,7 +57,7 @@ class Twitter(Provider):
     }
 
     def profile_call(self, account_id):
-        return HttpCall("GET", self.url(f"/2/users/{account_id}"),
+        return HttpCall("GET", self.url(f"/2/users/{self.segment(account_id)}"),
                         {"user.fields": "public_metrics"})
 
     def parse_size(self, body):
@@ -73,7 +73,7 @@ class Twitter(Provider):
         token = cursor.partition(":")[2]
         if token:
             params["pagination_token"] = token
-        return HttpCall("GET", self.url(f"/2/users/{account_id}/followers"), params)
+        return HttpCall("GET", self.url(f"/2/users/{self.segment(account_id)}/followers"), params)
 
     def parse_page(self, body, headers, cursor):
         if "ids" in body or "users" in body:

@@ -17,13 +17,16 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     if test_config:
         app.config.update(test_config)
 
-    from service import api, cli, extensions, observability, webhooks
+    from service import api, cli, dashboard, extensions, metrics, observability, ops_cli, webhooks
     from service.celery_app import celery_init_app
 
     extensions.init_app(app)
     observability.init_app(app)
+    metrics.init_app(app)
     celery_init_app(app)
     webhooks.init_app(app)
     api.init_app(app)
+    dashboard.init_app(app)
     cli.init_app(app)
+    ops_cli.init_app(app)
     return app

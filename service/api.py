@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime
 import hmac
+import time
 
-from flask import Blueprint, Flask, jsonify, request, url_for
+from flask import Blueprint, Flask, current_app, jsonify, request, url_for
 
-from service import http_errors, openapi
+from service import http_errors, live, openapi, operations
 from service.extensions import services
 from service.http_errors import ApiError
 from service.observability import count
+from state.control import PAUSED_REASON
 from state.store import SyncTicket
 from service.syncs import SyncRequestError, start_sync, validate_target
 
@@ -87,7 +89,23 @@ def _rate_limit_view(record: dict) -> dict | None:
     }
 
 
-def sync_view(record: dict) -> dict:
+def waiting_view(record: dict, provider_paused: bool, now: float | None = None) -> dict | None:
+    """Why an active sync is not moving right now, if it is parked: ``{"reason", "until"}``.
+
+    A paused provider says so whatever the sync last parked for; otherwise the
+    last park (quota, a provider's rate limit, a backoff) while it lasts.
+    """
+    if record.get("status") not in ("queued", "running"):
+        return None
+    if provider_paused:
+        return {"reason": PAUSED_REASON, "until": None}
+    until = _float(record.get("wait_until"))
+    if until is None or until <= (time.time() if now is None else now):
+        return None
+    return {"reason": record.get("wait_reason"), "until": iso(until)}
+
+
+def sync_view(record: dict, provider_paused: bool = False) -> dict:
     """A sync record from the store, typed: ints, ISO-8601 times, a structured error."""
     error = None
     if record.get("error_kind") or record.get("error_message"):
@@ -110,7 +128,13 @@ def sync_view(record: dict) -> dict:
         "error": error,
         "partial_reason": record.get("partial_reason"),
         "rate_limit": _rate_limit_view(record),
+        "waiting": waiting_view(record, provider_paused),
     }
+
+
+def current_view(svc, record: dict) -> dict:
+    """``sync_view`` with the live facts the record does not hold (a paused provider)."""
+    return sync_view(record, svc.switches.is_paused(record.get("provider", "")))
 
 
 # -- auth -------------------------------------------------------------------------
@@ -152,7 +176,7 @@ def _sync_request(document: dict) -> tuple[str, str, bool]:
 @bp.post("/syncs")
 def create_sync():
     """Start (or find) the sync of one user's network on one provider."""
-    document = http_errors.read_json_object(request.get_data(), request.is_json)
+    document = http_errors.read_json_object(http_errors.read_body(), request.is_json)
     user_id, provider, force = _sync_request(document)
     try:
         ticket = start_sync(services(), user_id=user_id, provider=provider, trigger="api",
@@ -166,12 +190,40 @@ def create_sync():
     return jsonify(answer), 202, headers
 
 
-@bp.get("/syncs/<sync_id>")
-def get_sync(sync_id: str):
+def find_sync(sync_id: str) -> dict:
+    """The sync's record, or a 404."""
     record = services().store.get_sync(sync_id) if len(sync_id) <= MAX_SYNC_ID_LENGTH else None
     if record is None:
         raise ApiError(404, f"no sync {sync_id[:MAX_SYNC_ID_LENGTH]!r}")
-    return jsonify(sync_view(record))
+    return record
+
+
+@bp.get("/syncs/<sync_id>")
+def get_sync(sync_id: str):
+    record = find_sync(sync_id)
+    if request.args.get("wait") is not None:
+        return live.long_poll(services(), record, request.args["wait"],
+                              lambda rec: current_view(services(), rec))
+    return jsonify(current_view(services(), record))
+
+
+@bp.post("/syncs/<sync_id>/cancel")
+def cancel_sync(sync_id: str):
+    """Cancel an active sync (its previous network stays); 409 when it is already final."""
+    find_sync(sync_id)
+    result = operations.cancel_sync(services(), current_app.extensions["celery"], sync_id)
+    if result.outcome == "final":
+        status = (result.record or {}).get("status")
+        raise ApiError(409, f"sync {sync_id} is already final ({status})", code="already_final")
+    count("cancels", via="api")
+    return jsonify(current_view(services(), result.record)), 202
+
+
+@bp.get("/syncs/<sync_id>/events")
+def sync_events(sync_id: str):
+    """Server-Sent Events: ``progress`` on every change, then ``final``."""
+    svc = services()
+    return live.event_stream(svc, find_sync(sync_id), lambda rec: current_view(svc, rec))
 
 
 def _network_target(user_id: str, provider: str) -> None:

@@ -4,6 +4,8 @@
     resync --stale-after 24h [--limit N] [--provider P]     # cron: trickle queue
     syncs show SYNC_ID
     syncs list [--status S] [--queue Q]
+    syncs sweep                                             # cron: recover stalled syncs
+    credentials rotate-key                                  # after a new TOKEN_ENCRYPTION_KEY
 
 Exit codes: 0 done, 1 failed (a sync ended failed / needs_reauth /
 cancelled, timed out, or could not start), 2 usage error.
@@ -17,7 +19,7 @@ import time
 from collections import Counter
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from queues import QUEUE_CLASSES
@@ -249,6 +251,39 @@ def list_syncs(status, queue, limit):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
+@syncs_cli.command("sweep")
+@reports_outages
+def sweep_syncs():
+    """Send the pending pages of stalled syncs again (once; for cron). Exit 0."""
+    from sync.recovery import sweeper_for
+
+    report = sweeper_for(current_app.extensions["celery"]).sweep()
+    click.echo(report.summary())
+    for sync_id in report.recovered:
+        click.echo(f"recovered {sync_id}")
+    for sync_id in report.failed:
+        click.echo(f"failed {sync_id}")
+
+
+credentials_cli = AppGroup("credentials", help="Stored provider credentials.")
+
+
+@credentials_cli.command("rotate-key")
+@reports_outages
+def rotate_key():
+    """Re-encrypt every stored credential with the first TOKEN_ENCRYPTION_KEY.
+
+    Put the new key first (TOKEN_ENCRYPTION_KEY=new,old), restart, run this;
+    when it reports 0 undecryptable, drop the old key. Exit 1 if any credential
+    could be decrypted by none of the keys.
+    """
+    rotated, failed = services().credentials.rotate_all()
+    click.echo(f"re-encrypted {rotated} credentials with the first key; {failed} undecryptable")
+    if failed:
+        click.get_current_context().exit(1)
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(resync_command)
     app.cli.add_command(syncs_cli)
+    app.cli.add_command(credentials_cli)

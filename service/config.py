@@ -6,6 +6,9 @@ still the development one. Every setting is listed in the README.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,9 @@ REAL_API_URLS = {name: cls.API_URL for name, cls in providers.provider_classes()
 DEV_WEBHOOK_SECRET = "dev-webhook-secret"
 DEV_API_TOKEN = "dev-api-token"
 DEV_ENCRYPTION_KEY = "ZGV2LW9ubHktZmVybmV0LWtleS1kby1ub3QtdXNlLSE="  # 32 bytes, urlsafe b64
+#: the Standard Webhooks secret of development: derived, so `make demo` needs none
+DEV_CALLBACK_SECRET = "whsec_" + base64.b64encode(
+    hashlib.sha256(b"netsync-dev-callback-secret").digest()).decode()
 
 
 class ConfigError(RuntimeError):
@@ -90,21 +96,56 @@ class Settings:
     http_read_timeout: float = 10.0
     #: soft time limit of a page task; the HTTP timeouts stay below it
     task_soft_time_limit: int = 30
-    #: bounded retries for BACKOFF errors (5xx, timeouts)
+    #: at least this many tries of a BACKOFF error (5xx, timeouts) before its sync may fail
     max_backoff_attempts: int = 5
     backoff_base_seconds: float = 1.0
     backoff_cap_seconds: float = 60.0
+    #: a page keeps retrying a failing provider (BACKOFF, open circuit) this long
+    #: before its sync ends ``failed``: outages up to this length are ridden out
+    retry_budget_seconds: float = 300.0
+    #: consecutive failures of a provider that open its circuit breaker
+    breaker_threshold: int = 5
+    #: first wait while a provider's breaker is open (doubles per failed probe, capped)
+    breaker_cooldown_seconds: float = 5.0
+    breaker_max_cooldown_seconds: float = 60.0
     #: an in-flight sync older than this is considered abandoned
     sync_stale_seconds: int = 6 * 3600
     max_body_bytes: int = 64 * 1024
     #: OAuth client credentials per provider (refresh), "CLIENT_ID:SECRET"
     oauth_clients: dict = field(default_factory=dict)
-    #: Redis broker: seconds before a dead worker's unacked message is delivered again
-    broker_visibility_timeout: int = 3600
+    #: Standard Webhooks secrets (``whsec_<base64>``) signing callbacks; each signs (rotation)
+    callback_secrets: tuple[str, ...] = (DEV_CALLBACK_SECRET,)
+    #: delivery attempts of one callback before it goes to the dead-letter list
+    callback_max_attempts: int = 8
+    callback_backoff_base_seconds: float = 2.0
+    callback_backoff_cap_seconds: float = 3600.0
+    #: long-polls and event streams held at once by one web process
+    live_max_connections: int = 100
+    #: log line format: "json" (production default) or "text"
+    log_format: str = "text"
+    #: Redis broker: seconds before a dead worker's unacked message is delivered again.
+    #: No task waits in the broker (waits are in the delayed set), so an unacked
+    #: message is at most one task run old: 5 minutes is far above task_time_limit
+    broker_visibility_timeout: int = 300
+    #: a sync with no progress (and nothing parked) for this long is stalled: its
+    #: pending pages are sent again (``sync.recovery``)
+    stall_seconds: float = 60.0
+    #: how often the scheduler process sweeps for stalled syncs
+    sweep_interval: float = 15.0
+    #: recoveries without progress before a stalled sync ends ``failed``
+    max_recoveries: int = 3
+    #: a page delivered more often than this (its worker died each time) is
+    #: dead-lettered and its sync ends ``failed`` (``poison_page``)
+    max_deliveries: int = 5
     #: where the embedded servers keep their files
     var_dir: Path = Path("var")
     #: provider quotas and queue-class shares (``QUOTA_<PROVIDER>``, ``QUOTA_SHARES*``)
     quota: QuotaConfig = field(default_factory=lambda: QuotaConfig.from_env({}))
+
+    @property
+    def callback_keys(self) -> tuple[bytes, ...]:
+        """The HMAC keys of ``callback_secrets`` (the base64 after ``whsec_``)."""
+        return tuple(callback_secret_bytes(secret) for secret in self.callback_secrets)
 
     @property
     def is_production(self) -> bool:
@@ -141,13 +182,27 @@ def load_settings(environ=None) -> Settings:
         max_backoff_attempts=_int(env, "MAX_BACKOFF_ATTEMPTS", 5),
         backoff_base_seconds=_float(env, "BACKOFF_BASE_SECONDS", 1.0),
         backoff_cap_seconds=_float(env, "BACKOFF_CAP_SECONDS", 60.0),
+        retry_budget_seconds=_float(env, "RETRY_BUDGET_SECONDS", 300.0),
+        breaker_threshold=_int(env, "BREAKER_THRESHOLD", 5),
+        breaker_cooldown_seconds=_float(env, "BREAKER_COOLDOWN_SECONDS", 5.0),
+        breaker_max_cooldown_seconds=_float(env, "BREAKER_MAX_COOLDOWN_SECONDS", 60.0),
         oauth_clients={
             p: env[f"{p.upper()}_OAUTH_CLIENT"]
             for p in PROVIDERS
             if env.get(f"{p.upper()}_OAUTH_CLIENT")
         },
-        broker_visibility_timeout=_int(env, "BROKER_VISIBILITY_TIMEOUT", 3600),
+        broker_visibility_timeout=_int(env, "BROKER_VISIBILITY_TIMEOUT", 300),
+        stall_seconds=_float(env, "STALL_SECONDS", 60.0),
+        sweep_interval=_float(env, "SWEEP_INTERVAL_SECONDS", 15.0),
+        max_recoveries=_int(env, "MAX_RECOVERIES", 3),
+        max_deliveries=_int(env, "MAX_DELIVERIES", 5),
         var_dir=Path(env.get("NETSYNC_VAR_DIR") or "var"),
+        callback_secrets=tuple(_csv(env.get("CALLBACK_SECRET"))) or (DEV_CALLBACK_SECRET,),
+        callback_max_attempts=_int(env, "CALLBACK_MAX_ATTEMPTS", 8),
+        callback_backoff_base_seconds=_float(env, "CALLBACK_BACKOFF_BASE_SECONDS", 2.0),
+        callback_backoff_cap_seconds=_float(env, "CALLBACK_BACKOFF_CAP_SECONDS", 3600.0),
+        live_max_connections=_int(env, "LIVE_MAX_CONNECTIONS", 100),
+        log_format=(env.get("LOG_FORMAT") or ("json" if mode == "production" else "text")).lower(),
         quota=_quota(env),
     )
     validate(settings)
@@ -165,9 +220,22 @@ def validate(settings: Settings) -> None:
     """Refuse settings a production service must not run with."""
     if settings.http_read_timeout + settings.http_connect_timeout >= settings.task_soft_time_limit:
         raise ConfigError("HTTP timeouts must stay below TASK_SOFT_TIME_LIMIT")
+    for secret in settings.callback_secrets:
+        callback_secret_bytes(secret)
+    if settings.log_format not in ("json", "text"):
+        raise ConfigError(f"LOG_FORMAT must be json or text, got {settings.log_format!r}")
+    if settings.callback_max_attempts < 1 or settings.live_max_connections < 1:
+        raise ConfigError("CALLBACK_MAX_ATTEMPTS and LIVE_MAX_CONNECTIONS must be at least 1")
     if not settings.is_production:
         return
+    if settings.broker_visibility_timeout <= settings.task_soft_time_limit + 15:
+        # (tests shorten it on purpose, to show that no wait sits in the broker)
+        raise ConfigError("BROKER_VISIBILITY_TIMEOUT must exceed the task time limit "
+                          "(TASK_SOFT_TIME_LIMIT + 15 s): a running task's message would be "
+                          "delivered again")
     problems = []
+    if settings.callback_url and DEV_CALLBACK_SECRET in settings.callback_secrets:
+        problems.append("CALLBACK_SECRET (CALLBACK_URL is set)")
     if DEV_WEBHOOK_SECRET in settings.webhook_secrets:
         problems.append("WEBHOOK_SECRETS")
     if DEV_API_TOKEN in settings.api_tokens:
@@ -178,3 +246,16 @@ def validate(settings: Settings) -> None:
         problems.append("REDIS_URL (no embedded Redis in production)")
     if problems:
         raise ConfigError("production needs real values for: " + ", ".join(problems))
+
+
+def callback_secret_bytes(secret: str) -> bytes:
+    """The key of a Standard Webhooks secret: the base64 after ``whsec_``."""
+    if not secret.startswith("whsec_"):
+        raise ConfigError("CALLBACK_SECRET must look like whsec_<base64>")
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("CALLBACK_SECRET must look like whsec_<base64>") from None
+    if len(key) < 24:
+        raise ConfigError("CALLBACK_SECRET must hold at least 24 random bytes")
+    return key

@@ -12,9 +12,13 @@ import redis
 from flask import Flask, current_app
 
 from service.config import Settings
+from state.control import PAUSE_PROPAGATION_S, ProviderSwitches
+from state.breaker import BreakerConfig, CircuitBreaker
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
 from state.metrics import Metrics
+from state.outbox import CallbackOutbox
+from state.progress import SyncProgress
 from state.quota import QuotaGate
 from state.store import SyncStore
 from sync.runtime import Services
@@ -48,6 +52,14 @@ def build_services(settings: Settings) -> Services:
         quota=QuotaGate(client, settings.key_prefix, settings.quota),
         delayed=DelayedSet(client, settings.key_prefix),
         metrics=Metrics(client, settings.key_prefix),
+        # a pause reaches every worker within a second; the call path reads Redis once a second
+        switches=ProviderSwitches(client, settings.key_prefix, cache_s=PAUSE_PROPAGATION_S),
+        outbox=CallbackOutbox(client, settings.key_prefix),
+        progress=SyncProgress(client, settings.key_prefix),
+        breaker=CircuitBreaker(client, settings.key_prefix, BreakerConfig(
+            threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_seconds,
+            max_cooldown_s=settings.breaker_max_cooldown_seconds,
+            probe_lease_s=settings.http_connect_timeout + settings.http_read_timeout + 5)),
     )
 
 

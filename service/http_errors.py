@@ -13,7 +13,7 @@ import logging
 
 import kombu.exceptions
 import redis
-from flask import Flask, jsonify
+from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,57 @@ def error_response(status: int, code: str, message: str, headers=None):
     return response
 
 
+def read_body() -> bytes:
+    """The raw request body, 413 past ``MAX_CONTENT_LENGTH``, also when it comes chunked.
+
+    With a Content-Length werkzeug refuses an oversized body itself; a chunked
+    body has none, and werkzeug then cuts it at the limit without a word (the
+    cut body would be answered 401 or 400 instead of 413). So a chunked body is
+    read here, one byte past the limit to tell "exactly the limit" from "more".
+    """
+    if request.content_length is not None or "wsgi.input" not in request.environ:
+        return request.get_data(cache=True)
+    if "netsync.body" in request.environ:
+        return request.environ["netsync.body"]
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    stream = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise ApiError(413, f"the body is larger than {limit} bytes")
+    body = request.environ["netsync.body"] = b"".join(chunks)
+    return body
+
+
+class DuplicateKey(Exception):
+    """A JSON object names one key twice: parsers disagree on which one wins."""
+
+
+def _refuse_duplicate_keys(pairs: list) -> dict:
+    document = {}
+    for key, value in pairs:
+        if key in document:
+            raise DuplicateKey(key)
+        document[key] = value
+    return document
+
+
 def read_json_object(body: bytes, is_json: bool) -> dict:
     """The JSON object in a request body: 415 if not declared JSON, 400 if not JSON,
     422 if JSON but not an object."""
     if not is_json:
         raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
     try:
-        document = json.loads(body)
+        document = json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
+    except DuplicateKey as exc:
+        raise ApiError(400, f"the body repeats the key {str(exc)[:64]!r}") from None
     except (ValueError, RecursionError):  # RecursionError: absurdly nested input
+        # ValueError also covers non-UTF-8 bytes and integers past Python's digit limit
         raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(document, dict):
         raise ApiError(422, "the body must be a JSON object")

@@ -7,7 +7,7 @@
   revoked tokens: ``exc.expected is True``) are not crashes and not sent.
 - Counters: ``count(name, **labels)`` adds one to a field of the Redis hash
   ``<prefix>:metrics``, so web, workers and CLI all add to the same numbers.
-- ``bp``: ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus text).
+- ``bp``: ``/healthz``, ``/readyz``; ``/metrics`` is ``service.metrics``.
 """
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ import sys
 
 import redis
 from flask import Blueprint, Flask, current_app, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from pythonjsonlogger.json import JsonFormatter
 
 from service.extensions import services
+from sync.telemetry import SyncLogContext
+from state.credentials import SECRETS_IN_USE
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
@@ -42,7 +43,9 @@ SENSITIVE_KEY = re.compile(r"(?i)token|secret|password|passw|authorization|cooki
 
 
 def redact(text: str) -> str:
-    """``text`` with token-like values replaced (query strings, headers, JSON, reprs)."""
+    """``text`` with token-like values replaced (query strings, headers, JSON, reprs),
+    and every secret value this process handles (``SECRETS_IN_USE``) wherever it is."""
+    text = SECRETS_IN_USE.scrub(text, REDACTED)
     text = _SECRET_ASSIGNMENT.sub(rf"\1{REDACTED}", text)
     text = _AUTH_SCHEME.sub(rf"\1 {REDACTED}", text)
     return _AUTHORIZATION.sub(rf"\1{REDACTED}", text)
@@ -107,24 +110,90 @@ class KeyValueFormatter(logging.Formatter):
         return " ".join(f"{key}={_value(value)}" for key, value in fields.items())
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Install redaction, and our line format unless the host already set up logging."""
+class JsonLineFormatter(JsonFormatter):
+    """One JSON object per line (production): python-json-logger, with our redaction.
+
+    The message was redacted when the record was made (``install_redaction``);
+    extras whose name says secret are replaced, the others redacted like text.
+    """
+
+    def process_log_record(self, log_data: dict) -> dict:
+        for key, value in list(log_data.items()):
+            if key in ("message", "ts", "level", "logger"):
+                continue
+            if SENSITIVE_KEY.search(key):
+                log_data[key] = REDACTED
+            elif isinstance(value, str):
+                log_data[key] = redact(value)
+        return log_data
+
+
+def line_formatter(log_format: str) -> logging.Formatter:
+    if log_format == "json":
+        return JsonLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                 rename_fields={"asctime": "ts", "levelname": "level",
+                                                "name": "logger"})
+    return KeyValueFormatter()
+
+
+#: libraries that log credentials at DEBUG (oauthlib: the signing key, the collected
+#: OAuth parameters; requests-oauthlib: the signed headers): never below INFO
+CHATTY_SECRET_LOGGERS = ("oauthlib", "requests_oauthlib")
+
+
+def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
+    """Redaction and the sync context everywhere; our line format unless the host has its own.
+
+    Under gunicorn or pytest the host's handlers stay, and get the sync
+    context filter; elsewhere (workers, scheduler, CLI) one stderr handler
+    writes JSON lines (``LOG_FORMAT=json``, production's default) or
+    ``key=value`` lines.
+    """
     install_redaction()
+    numeric = logging.getLevelName(str(level).upper())
+    floor = max(logging.INFO, numeric if isinstance(numeric, int) else logging.INFO)
+    for name in CHATTY_SECRET_LOGGERS:
+        logging.getLogger(name).setLevel(floor)
     root = logging.getLogger()
     if root.handlers:  # gunicorn, pytest, an embedding app: theirs stays
+        for handler in root.handlers:
+            if not any(isinstance(f, SyncLogContext) for f in handler.filters):
+                handler.addFilter(SyncLogContext())
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
+    handler.setFormatter(line_formatter(log_format))
+    handler.addFilter(SyncLogContext())
     root.addHandler(handler)
     root.setLevel(level)
 
 
 # -- Sentry -------------------------------------------------------------------
+#: what else is a secret in a Sentry event: an OAuth authorization code, its verifier
+_SENTRY_ONLY_KEYS = re.compile(r"(?i)^(code|oauth_verifier|verifier)$")
+#: Sentry's own scrubber's deny list, extended with ours (it matches whole keys)
+SENTRY_DENYLIST = sorted({"access_token", "refresh_token", "token_secret", "oauth_token_secret",
+                          "client_secret", "code", "oauth_verifier", "signature",
+                          "x-netsync-signature", "webhook-signature", "cookie", "cookies",
+                          "set-cookie", "authorization", "password", "secret", "token"})
+
+
+def _sensitive(key) -> bool:
+    return isinstance(key, str) and bool(SENSITIVE_KEY.search(key) or _SENTRY_ONLY_KEYS.match(key))
+
+
 def scrub(value):
-    """A copy of a Sentry event (or any part of it) with every token-like value removed."""
+    """A copy of a Sentry event (or any part of it) with every token-like value removed.
+
+    Recursive: a secret-named key is replaced wherever it is nested, and
+    every string is redacted like a log line (tokens in URLs, headers, reprs).
+    Request bodies are dropped whole (the login webhook's carries tokens).
+    """
     if isinstance(value, dict):
-        return {key: REDACTED if isinstance(key, str) and SENSITIVE_KEY.search(key)
-                else scrub(item) for key, item in value.items()}
+        cleaned = {key: REDACTED if _sensitive(key) else scrub(item) for key, item in value.items()}
+        request = cleaned.get("request")
+        if isinstance(request, dict) and "data" in request:
+            request["data"] = REDACTED
+        return cleaned
     if isinstance(value, (list, tuple)):
         return [scrub(item) for item in value]
     if isinstance(value, str):
@@ -147,6 +216,7 @@ def init_sentry(settings) -> bool:
     import sentry_sdk
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.flask import FlaskIntegration
+    from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
     if sentry_sdk.get_client().is_active():
         return True
@@ -158,25 +228,13 @@ def init_sentry(settings) -> bool:
         include_local_variables=False,  # a frame's locals may hold a token
         max_request_body_size="never",  # the login webhook's body carries tokens
         before_send=before_send,
+        event_scrubber=EventScrubber(denylist=[*DEFAULT_DENYLIST, *SENTRY_DENYLIST],
+                                     recursive=True),
     )
     return True
 
 
 # -- shared counters ------------------------------------------------------------
-_FIELD = re.compile(r'^(\w+)\{(.*)\}$')
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
-
-#: help text of the counters netsync increments (others get a generic one)
-COUNTER_HELP = {
-    "triggers": "Sync triggers by kind (webhook, api, cli, stale) and outcome "
-                "(queued, inflight, fresh, no_credentials, invalid)",
-    "syncs_finished": "Syncs that reached a final status, by provider and status",
-    "webhook_deliveries": "Login webhook deliveries by outcome (accepted, replayed, "
-                          "bad_signature, invalid)",
-    "api_auth_failures": "Requests to /v1 refused for a wrong bearer token",
-}
-
-
 def count(name: str, **labels) -> None:
     """Add one to a shared counter (``state.metrics``); never fails the caller."""
     try:
@@ -184,97 +242,6 @@ def count(name: str, **labels) -> None:
     except RuntimeError:  # outside an app context: nobody to count for
         log.debug("counter not counted", extra={"counter": name})
 
-
-def counter_families(raw: dict) -> list[CounterMetricFamily]:
-    """Prometheus counters from the metrics hash (fields as written by ``count``)."""
-    series: dict[str, list[tuple[dict, float]]] = {}
-    for field, value in raw.items():
-        match = _FIELD.match(field.decode())
-        if match:
-            labels = dict(_LABEL.findall(match.group(2)))
-            series.setdefault(match.group(1), []).append((labels, float(value)))
-    families = []
-    for name, points in sorted(series.items()):
-        label_names = sorted({key for labels, _ in points for key in labels})
-        family = CounterMetricFamily(f"netsync_{name}", COUNTER_HELP.get(name, name),
-                                     labels=label_names)
-        for labels, value in points:
-            family.add_metric([labels.get(key, "") for key in label_names], value)
-        families.append(family)
-    return families
-
-
-# -- broker gauges ----------------------------------------------------------------
-def _broker_redis(app: Flask, svc) -> redis.Redis | None:
-    """A client for the broker when it is Redis (the state store's own when shared)."""
-    url = app.extensions["celery"].conf.broker_url or ""
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        return None
-    if url == svc.redis_url:
-        return svc.redis
-    client = app.extensions.get("netsync_broker_redis")
-    if client is None:
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        app.extensions["netsync_broker_redis"] = client
-    return client
-
-
-def queue_lengths(app: Flask, svc) -> dict[str, int]:
-    """Messages waiting per queue on a Redis broker (kombu keeps one list per priority)."""
-    import queues
-
-    client = _broker_redis(app, svc)
-    if client is None:
-        return {}
-    options = app.extensions["celery"].conf.broker_transport_options or {}
-    sep = options.get("sep", "\x06\x16")  # kombu's defaults
-    steps = options.get("priority_steps", [0, 3, 6, 9])
-    names = queues.all_queue_names(svc.settings.provider_regions)
-    with client.pipeline(transaction=False) as pipe:
-        for name in names:
-            for step in steps:
-                pipe.llen(f"{name}{sep}{step}" if step else name)
-        lengths = pipe.execute()
-    per_queue = len(steps)
-    return {name: sum(lengths[i * per_queue:(i + 1) * per_queue]) for i, name in enumerate(names)}
-
-
-def delayed_size(svc) -> int | None:
-    """Tasks parked in the delayed set (rate-limit waits, backoff), if it can say."""
-    size = getattr(svc.delayed, "size", None)
-    return int(size()) if callable(size) else None
-
-
-class NetsyncCollector:
-    """Reads the shared counters and broker gauges at scrape time."""
-
-    def __init__(self, app: Flask, svc):
-        self.app, self.svc = app, svc
-
-    def collect(self):
-        up = GaugeMetricFamily("netsync_redis_up", "1 if the state store answered this scrape")
-        try:
-            raw = self.svc.metrics.raw()
-        except (redis.RedisError, OSError):
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-        yield from counter_families(raw)
-        try:
-            lengths = queue_lengths(self.app, self.svc)
-            delayed = delayed_size(self.svc)
-        except (redis.RedisError, OSError):
-            return
-        queue_gauge = GaugeMetricFamily("netsync_queue_length",
-                                        "Messages waiting in a broker queue", labels=["queue"])
-        for name, length in lengths.items():
-            queue_gauge.add_metric([name], length)
-        yield queue_gauge
-        if delayed is not None:
-            yield GaugeMetricFamily("netsync_delayed_tasks",
-                                    "Tasks parked in the delayed set until due", value=delayed)
 
 
 # -- endpoints -----------------------------------------------------------------------
@@ -314,15 +281,12 @@ def readyz():
     return jsonify(body), 503
 
 
-@bp.get("/metrics")
-def metrics():
-    """Prometheus text: shared counters, queue lengths, delayed-set size."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(NetsyncCollector(current_app._get_current_object(), services()))
-    return generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
-
-
 def init_app(app: Flask) -> None:
-    configure_logging(app.config.get("LOG_LEVEL", app.config["NETSYNC_SETTINGS"].log_level))
+    settings = app.config["NETSYNC_SETTINGS"]
+    # the settings' own secrets are redacted by value too, wherever a library logs them
+    SECRETS_IN_USE.add(*settings.webhook_secrets, *settings.api_tokens, *settings.encryption_keys,
+                       *settings.callback_secrets,
+                       *(client.partition(":")[2] for client in settings.oauth_clients.values()))
+    configure_logging(app.config.get("LOG_LEVEL", settings.log_level), settings.log_format)
     init_sentry(app.config["NETSYNC_SETTINGS"])
     app.register_blueprint(bp)

@@ -113,6 +113,11 @@ SCHEMAS = {
             "reset_at": TIMESTAMP, "retry_after": nullable("number"),
             "usage_percent": nullable("number")})],
             "description": "the provider's last quota report"},
+        "waiting": {"oneOf": [{"type": "null"}, obj({
+            "reason": {"type": "string", "description": "provider_paused, quota, or the "
+                                                        "provider's rate-limit kind"},
+            "until": TIMESTAMP})],
+            "description": "why an active sync is parked right now"},
     }, ["sync_id", "user_id", "provider", "queue", "status", "pages_fetched",
         "connections_fetched", "expected_total", "created_at", "started_at", "finished_at",
         "error"]),
@@ -155,8 +160,67 @@ def query_param(name: str, schema: dict, description: str) -> dict:
             "description": description}
 
 
+#: a web process holding LIVE_MAX_CONNECTIONS live connections already
+LIVE_CAPACITY = {"503": error("live_capacity: too many held connections on this web "
+                              "process; retry after the Retry-After header's seconds")}
+
 NETWORK_PARAMS = [path_param("user_id", USER_ID, "the main app's user id"),
                   path_param("provider", PROVIDER, "the provider")]
+
+HTML = {"text/html": {"schema": {"type": "string"}}}
+#: the operators' page: a bearer token, or the session cookie the login form sets
+DASHBOARD_SECURITY = [{"bearerToken": []}, {"dashboardSession": []}]
+DASHBOARD_PATHS = {
+    "/dashboard": {"get": {
+        "summary": "The operators' dashboard (HTML); the login form without a session",
+        "operationId": "dashboard", "security": DASHBOARD_SECURITY,
+        "responses": {"200": {"description": "the page", "content": HTML},
+                      "401": {"description": "the login form", "content": HTML}},
+    }},
+    "/dashboard/panel": {"get": {
+        "summary": "The dashboard's live part (HTML fragment the page's script swaps in)",
+        "operationId": "dashboardPanel", "security": DASHBOARD_SECURITY,
+        "responses": {"200": {"description": "HTML fragment", "content": HTML},
+                      **UNAUTHORIZED},
+    }},
+    "/dashboard/state.json": {"get": {
+        "summary": "What the dashboard shows, as JSON",
+        "operationId": "dashboardState", "security": DASHBOARD_SECURITY,
+        "responses": {"200": answer("the dashboard's data", {"type": "object"}),
+                      **UNAUTHORIZED},
+    }},
+    "/dashboard/login": {"post": {
+        "summary": "Log a browser in with an API token (form field `token`): sets the session "
+                   "cookie (Secure, HttpOnly, SameSite=Strict; a digest of the token)",
+        "operationId": "dashboardLogin", "security": [],
+        "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
+            "schema": obj({"token": {"type": "string"}}, ["token"])}}},
+        "responses": {"303": {"description": "logged in: to /dashboard"},
+                      "401": {"description": "the form again, with the error", "content": HTML}},
+    }},
+    "/dashboard/syncs/{sync_id}/cancel": {"post": {
+        "summary": "The page's Cancel button (form field `csrf` with a session)",
+        "operationId": "dashboardCancel", "security": DASHBOARD_SECURITY,
+        "parameters": [path_param("sync_id", {"type": "string"}, "the sync to cancel")],
+        "responses": {"303": {"description": "done (or already final): to /dashboard"},
+                      **UNAUTHORIZED, "403": error("form token missing or wrong")},
+    }},
+    "/dashboard/providers/{provider}/{action}": {"post": {
+        "summary": "The page's Pause / Resume buttons (form field `csrf` with a session)",
+        "operationId": "dashboardProviderSwitch", "security": DASHBOARD_SECURITY,
+        "parameters": [path_param("provider", PROVIDER, "the provider"),
+                       path_param("action", {"type": "string", "enum": ["pause", "resume"]},
+                                  "what to do")],
+        "responses": {"303": {"description": "done: to /dashboard"}, **UNAUTHORIZED,
+                      "403": error("form token missing or wrong"),
+                      "404": error("unknown provider or action")},
+    }},
+    "/dashboard/logout": {"post": {
+        "summary": "End the browser's session", "operationId": "dashboardLogout",
+        "security": [],
+        "responses": {"303": {"description": "logged out: to /dashboard"}},
+    }},
+}
 
 PATHS = {
     "/webhooks/login": {"post": {
@@ -191,11 +255,34 @@ PATHS = {
             **BAD_INPUT, **UNAVAILABLE},
     }},
     "/v1/syncs/{sync_id}": {"get": {
-        "summary": "A sync's status and progress",
+        "summary": "A sync's status and progress (with wait=N: a long-poll)",
         "operationId": "getSync",
-        "parameters": [path_param("sync_id", {"type": "string"}, "from a trigger's answer")],
+        "parameters": [
+            path_param("sync_id", {"type": "string"}, "from a trigger's answer"),
+            query_param("wait", {"type": "integer", "minimum": 1, "maximum": 30},
+                        "answer when the status or progress changes (at once if final), "
+                        "or after this many seconds")],
         "responses": {"200": answer("the sync", ref("SyncRecord")), **UNAUTHORIZED,
-                      "404": error("unknown sync id")},
+                      "400": error("wait is not an integer"),
+                      "404": error("unknown sync id"),
+                      "422": error("wait out of range"), **LIVE_CAPACITY},
+    }},
+    "/v1/syncs/{sync_id}/cancel": {"post": {
+        "summary": "Cancel an active sync; the previous network stays",
+        "operationId": "cancelSync",
+        "parameters": [path_param("sync_id", {"type": "string"}, "from a trigger's answer")],
+        "responses": {"202": answer("the sync, now cancelled", ref("SyncRecord")),
+                      **UNAUTHORIZED, "404": error("unknown sync id"),
+                      "409": error("already_final: the sync had already ended")},
+    }},
+    "/v1/syncs/{sync_id}/events": {"get": {
+        "summary": "Server-Sent Events: `progress` (the SyncRecord) on every change, then "
+                   "`final`, then the stream closes",
+        "operationId": "syncEvents",
+        "parameters": [path_param("sync_id", {"type": "string"}, "from a trigger's answer")],
+        "responses": {"200": {"description": "text/event-stream of SyncRecord JSON",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                      **UNAUTHORIZED, "404": error("unknown sync id"), **LIVE_CAPACITY},
     }},
     "/v1/users/{user_id}/networks/{provider}": {"get": {
         "summary": "One page of the last complete network",
@@ -241,6 +328,7 @@ PATHS = {
         "summary": "This document", "operationId": "openapi", "security": [],
         "responses": {"200": answer("OpenAPI 3.1", {"type": "object"})},
     }},
+    **DASHBOARD_PATHS,
 }
 
 DOCUMENT = {
@@ -259,6 +347,8 @@ DOCUMENT = {
         "securitySchemes": {
             "bearerToken": {"type": "http", "scheme": "bearer",
                             "description": "one of INTERNAL_API_TOKENS"},
+            "dashboardSession": {"type": "apiKey", "in": "cookie", "name": "netsync_dashboard",
+                                 "description": "set by POST /dashboard/login"},
             "webhookSignature": {
                 "type": "apiKey", "in": "header", "name": "X-Netsync-Signature",
                 "description": 't=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw '

@@ -5,6 +5,8 @@ profile task (round one), sent to the queue the account's known size picks.
 """
 from __future__ import annotations
 
+import time
+
 from flask import current_app
 
 import queues
@@ -60,6 +62,9 @@ def start_sync(svc: Services, *, user_id: str, provider: str, trigger: str,
         freshness_s=settings.freshness_seconds, stale_s=settings.sync_stale_seconds,
     )
     if ticket.created:
+        svc.metrics.count("syncs_started", provider=provider, queue=queue_class, trigger=trigger,
+                          relation=getattr(ticket, "relation", None) or "-")
+        svc.progress.track(ticket.sync_id, time.time())
         try:
             send_profile_task(svc, ticket.sync_id, provider, queue_class, trigger)
         except Exception as exc:  # broker down: do not leave a sync that blocks the next one

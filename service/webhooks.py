@@ -20,6 +20,7 @@ import time
 
 from flask import Blueprint, Flask, Response, jsonify, request
 
+import providers
 from service import http_errors
 from service.api import ticket_view, trigger_outcome
 from service.config import PROVIDERS
@@ -108,6 +109,10 @@ def _string(obj: dict, name: str, where: str, *, required: bool, max_length: int
         _invalid(f"{where}{name} is longer than {max_length} characters")
     if secret and any(c.isspace() for c in value):
         _invalid(f"{where}{name} must not contain whitespace")
+    if secret and not (value.isascii() and value.isprintable()):
+        # OAuth tokens are printable ASCII (RFC 6750's b64token); anything else
+        # could not be sent in a header anyway
+        _invalid(f"{where}{name} must be printable ASCII")
     return value or None  # an empty optional token is no token
 
 
@@ -130,9 +135,13 @@ def parse_account(account, index: int) -> tuple[str, Credential]:
     if provider not in PROVIDERS:
         _invalid(f"{where}provider {provider!r} is unknown; one of {', '.join(PROVIDERS)}",
                  code="unknown_provider")
+    account_id = _string(account, "account_id", where, required=True, max_length=MAX_ID_LENGTH)
+    provider_class = providers.provider_classes()[provider]
+    if not provider_class.valid_account_id(account_id):
+        _invalid(f"{where}account_id is not a {provider} account id (allowed: "
+                 f"{provider_class.ACCOUNT_ID_PATTERN})", code="invalid_account_id")
     credential = Credential(
-        account_id=_string(account, "account_id", where, required=True,
-                           max_length=MAX_ID_LENGTH),
+        account_id=account_id,
         access_token=_string(account, "access_token", where, required=True,
                              max_length=MAX_TOKEN_LENGTH, secret=True),
         refresh_token=_string(account, "refresh_token", where, required=False,
@@ -210,7 +219,7 @@ def _answer(status: int, body: dict, replayed: bool = False) -> Response:
 
 @bp.post("/login")
 def login():
-    body = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    body = http_errors.read_body()  # 413 past MAX_CONTENT_LENGTH, chunked or not
     _verify_signature(body)
     delivery_id = _delivery_id()
     svc = services()

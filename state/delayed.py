@@ -96,12 +96,7 @@ class DelayedSet:
         claimed = []
         for i in range(0, len(raw), 3):
             entry_id, payload, claims = _text(raw[i]), json.loads(raw[i + 1]), int(raw[i + 2])
-            claimed.append(ParkedTask(
-                id=entry_id, task_name=payload["task"], args=payload["args"],
-                kwargs=payload["kwargs"], queue=payload["queue"], priority=payload["priority"],
-                reason=payload["reason"], parked_at=payload["parked_at"],
-                due_at=payload["due_at"], claims=claims,
-            ))
+            claimed.append(_parked(entry_id, payload, claims))
         return claimed
 
     def release(self, entry_id: str) -> bool:
@@ -117,10 +112,43 @@ class DelayedSet:
         """Entries parked or claimed and not yet released."""
         return int(self.redis.zcard(self.due_key))
 
+    def entries(self, limit: int = 10_000) -> list[ParkedTask]:
+        """What is parked (for ops: the dashboard, cancel, resume), in no order."""
+        found = []
+        for entry_id, payload in self.redis.hscan_iter(self.entries_key, count=500):
+            found.append(_parked(_text(entry_id), json.loads(payload)))
+            if len(found) >= limit:
+                break
+        return found
+
+    def drop(self, entry_ids) -> int:
+        """Forget parked entries without sending them (a cancelled sync's waits)."""
+        return sum(self.release(entry_id) for entry_id in entry_ids)
+
+    def make_due(self, entry_ids) -> int:
+        """Bring parked entries forward to now (a resumed provider's parked calls).
+
+        ``XX`` only touches entries still there: a released one is not revived.
+        """
+        ids = list(entry_ids)
+        if not ids:
+            return 0
+        now = self.clock()
+        return int(self.redis.zadd(self.due_key, {entry_id: now for entry_id in ids}, xx=True,
+                                   ch=True))
+
     def next_due(self) -> float | None:
         """The earliest due time (or lease end), epoch seconds; None when empty."""
         first = self.redis.zrange(self.due_key, 0, 0, withscores=True)
         return float(first[0][1]) if first else None
+
+
+def _parked(entry_id: str, payload: dict, claims: int = 1) -> ParkedTask:
+    return ParkedTask(
+        id=entry_id, task_name=payload["task"], args=payload["args"], kwargs=payload["kwargs"],
+        queue=payload["queue"], priority=payload["priority"], reason=payload["reason"],
+        parked_at=payload["parked_at"], due_at=payload["due_at"], claims=claims,
+    )
 
 
 def _text(value) -> str:

@@ -60,9 +60,10 @@ class EmbeddedRedis:
     def state_file(self) -> Path:
         return self.directory / "embedded-redis.json"
 
-    def start(self, timeout: float = 10.0) -> str:
+    def start(self, timeout: float = 10.0, port: int | None = None) -> str:
+        """Start the server (on ``port``: a restart where clients expect it)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = port or _free_port()
         args = [
             _binary(),
             "--port", str(self.port),
@@ -107,6 +108,13 @@ class EmbeddedRedis:
                 self.state_file.unlink()
         except (OSError, ValueError):
             pass
+
+    def kill(self) -> None:
+        """SIGKILL the server (fault tests): what the append-only file holds is what survives."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
 
     def __enter__(self) -> "EmbeddedRedis":
         self.start()

@@ -28,7 +28,13 @@
     P:syncs                     hash: sync id → its P:{p:u} (where its keys live)
     P:synced_at                 zset "provider:user" → last sync time (stale re-syncs)
     P:recent                    zset of sync ids by creation time (listing)
-    P:metrics                   hash: the shared counters (state.metrics)
+    P:metrics, P:metrics:hist   hashes: the shared counters and histograms (state.metrics)
+    P:active                    zset: syncs in flight, for the stall sweep (state.progress)
+    P:paused                    hash: paused providers → why (state.control)
+
+    the stall sweep, tag {sweep}: P:{sweep}:seen, :parked, :lock, :deliveries:<id>, :dead
+    the callback outbox, tag {outbox}: P:{outbox}:deliveries, :recent, :failed
+    each provider's circuit breaker, tag {breaker:<p>}: P:{breaker:<p>} (state.breaker)
     P:delivery:<id>             a webhook delivery's first answer (service.webhooks)
 
 The hash-tag rule: Redis Cluster puts a key in the slot of the part between
@@ -106,7 +112,8 @@ class DelayedKeys:
 class Keys:
     """The key names of one deployment (``prefix``)."""
 
-    __slots__ = ("prefix", "sync_index", "synced_at", "recent", "metrics")
+    __slots__ = ("prefix", "sync_index", "synced_at", "recent", "metrics", "metrics_histograms",
+                 "active", "paused")
 
     def __init__(self, prefix: str):
         self.prefix = prefix
@@ -114,6 +121,24 @@ class Keys:
         self.synced_at = f"{prefix}:synced_at"
         self.recent = f"{prefix}:recent"
         self.metrics = f"{prefix}:metrics"
+        self.metrics_histograms = f"{prefix}:metrics:hist"
+        self.active = f"{prefix}:active"
+        self.paused = f"{prefix}:paused"
+
+    def breaker(self, provider: str) -> str:
+        return f"{self.prefix}:{{breaker:{provider}}}"
+
+    def sweep(self, part: str) -> str:
+        """The stall sweep's keys (``seen``, ``parked``, ``lock``, ``deliveries``, ``dead``)."""
+        return f"{self.prefix}:{{sweep}}:{part}"
+
+    def outbox(self, part: str) -> str:
+        """The callback outbox's keys (``deliveries``, ``recent``, ``failed``)."""
+        return f"{self.prefix}:{{outbox}}:{part}"
+
+    def credential_pattern(self) -> str:
+        """A SCAN pattern matching every stored credential (``UserKeys.credential``)."""
+        return f"{self.prefix}:{{*}}:cred"
 
     def user(self, provider: str, user_id: str) -> UserKeys:
         return UserKeys(f"{self.prefix}:{{{provider}:{user_id}}}")

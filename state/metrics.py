@@ -1,6 +1,22 @@
-"""Counters every process adds to, kept in one Redis hash so ``/metrics`` sees them all."""
+"""Counters and histograms every process adds to, in Redis, so ``/metrics`` sees them all.
+
+Why Redis rather than prometheus_client's multiprocess mode: the numbers
+come from gunicorn workers, Celery worker processes (prefork children and
+thread pools), the scheduler and the ops CLI, on several machines; a
+shared directory only joins the processes of one machine, and it needs
+cleaning when processes die. One Redis hash joins all of them and survives
+restarts (a counter that resets on a worker restart is what Prometheus'
+``rate`` expects anyway, and this one does not even reset).
+
+Keys::
+
+    <prefix>:metrics        HASH  'name{label="v",...}' -> count
+    <prefix>:metrics:hist   HASH  'name{labels}|<le>' -> observations in that bucket (not cumulative),
+                                  'name{labels}|sum' -> sum, 'name{labels}|count' -> count
+"""
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 
@@ -13,6 +29,11 @@ log = logging.getLogger("netsync.metrics")
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 
+#: seconds: a sync takes from under a second (small) to hours (whales waiting on quota)
+DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
+#: seconds from the trigger to the first provider call (queueing + a quota wait)
+FIRST_CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
 
 def counter_field(name: str, labels: dict) -> str:
     """The hash field of one counter series, in Prometheus' own notation."""
@@ -22,19 +43,45 @@ def counter_field(name: str, labels: dict) -> str:
 
 
 class Metrics:
-    """The shared counters: one HINCRBY per count, never failing the caller."""
+    """The shared counters: one round trip per count (or per batch), never failing the caller."""
 
     def __init__(self, redis_client, key_prefix: str):
         self.redis = redis_client
-        self.key = Keys(key_prefix).metrics
+        keys = Keys(key_prefix)
+        self.key, self.hist_key = keys.metrics, keys.metrics_histograms
 
     def count(self, name: str, **labels) -> None:
+        self.count_many([(name, labels)])
+
+    def count_many(self, series: list[tuple[str, dict]]) -> None:
+        """Add one to each (name, labels) series, in one round trip."""
         try:
-            self.redis.hincrby(self.key, counter_field(name, labels), 1)
+            with self.redis.pipeline(transaction=False) as pipe:
+                for name, labels in series:
+                    pipe.hincrby(self.key, counter_field(name, labels), 1)
+                pipe.execute()
         except (redis.RedisError, OSError) as exc:
-            log.debug("counter not counted", extra={"counter": name,
+            log.debug("counter not counted", extra={"counter": series[0][0],
                                                     "error_type": type(exc).__name__})
+
+    def observe(self, name: str, value: float, buckets: tuple, **labels) -> None:
+        """One observation of a histogram (bucket bounds are fixed per name)."""
+        series = counter_field(name, labels)
+        index = bisect.bisect_left(buckets, value)
+        bound = repr(float(buckets[index])) if index < len(buckets) else "+Inf"
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hincrby(self.hist_key, f"{series}|{bound}", 1)
+                pipe.hincrbyfloat(self.hist_key, f"{series}|sum", float(value))
+                pipe.hincrby(self.hist_key, f"{series}|count", 1)
+                pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            log.debug("histogram not observed", extra={"histogram": name,
+                                                       "error_type": type(exc).__name__})
 
     def raw(self) -> dict:
         """Every counter series as written (field → count)."""
         return self.redis.hgetall(self.key)
+
+    def raw_histograms(self) -> dict:
+        return self.redis.hgetall(self.hist_key)

@@ -23,7 +23,8 @@ from state.lua import LuaScript
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "partial", "failed", "needs_reauth", "cancelled")
 
-USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
+#: \A…\Z, not ^…$: "$" also matches before a final newline ("alice\n" would pass)
+USER_ID_RE = re.compile(r"\A[A-Za-z0-9_.@:+-]{1,128}\Z")
 
 #: begin_sync re-reads the in-flight marker at most this often if it keeps moving
 BEGIN_ATTEMPTS = 20
@@ -190,6 +191,17 @@ class SyncStore:
                 if len(out) >= limit:
                     break
         return out
+
+    def pending_cursors(self, sync_id: str) -> list[str]:
+        """Cursors launched and not yet stored (what a stalled sync still needs)."""
+        keys = self._sync_keys(sync_id)
+        if keys is None:
+            return []
+        return sorted(c.decode() for c in self.redis.hkeys(keys.pending))
+
+    def pages_done(self, sync_id: str) -> int:
+        keys = self._sync_keys(sync_id)
+        return int(self.redis.hlen(keys.done)) if keys else 0
 
     # -- page bookkeeping ---------------------------------------------------
     def update(self, sync_id: str, **fields) -> None:

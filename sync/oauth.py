@@ -92,13 +92,20 @@ def transport_allowed(*urls: str | None):
     """
     global _insecure_users
     plain = [u for u in urls if u and not u.startswith("https://")]
-    if not plain or not all(is_loopback_http(u) for u in plain) \
-            or os.environ.get("OAUTHLIB_INSECURE_TRANSPORT"):
+    if not plain or not all(is_loopback_http(u) for u in plain):
         yield
         return
     with _insecure_lock:
-        _insecure_users += 1
-        os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+        # Set while nobody of ours counts: the operator's. Set while we count: ours,
+        # and this call must count too, or a sibling thread's exit would remove it
+        # in the middle of this call (oauthlib then refuses: insecure_transport).
+        operators = _insecure_users == 0 and bool(os.environ.get("OAUTHLIB_INSECURE_TRANSPORT"))
+        if not operators:
+            _insecure_users += 1
+            os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+    if operators:
+        yield
+        return
     try:
         yield
     finally:

@@ -12,11 +12,16 @@ from typing import Any
 
 from celery import Task
 
+from state.breaker import CircuitBreaker
+from state.control import ProviderSwitches
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
 from state.metrics import Metrics
+from state.outbox import CallbackOutbox
+from state.progress import SyncProgress
 from state.quota import QuotaGate
 from state.store import SyncStore
+from sync import telemetry
 
 
 @dataclass
@@ -30,6 +35,14 @@ class Services:
     quota: QuotaGate
     delayed: DelayedSet
     metrics: Metrics
+    #: operators' kill switches (paused providers)
+    switches: ProviderSwitches
+    #: completion events until delivered (``state.outbox``)
+    outbox: CallbackOutbox
+    #: what the stall sweep watches (``sync.recovery``)
+    progress: SyncProgress
+    #: one circuit breaker per provider, shared by every worker
+    breaker: CircuitBreaker
 
 
 class NetsyncTask(Task):
@@ -44,3 +57,7 @@ class NetsyncTask(Task):
     @property
     def services(self) -> Services:
         return self.app.netsync_services
+
+    def after_return(self, *args, **kwargs):
+        # the next task on this thread starts with no sync's log context
+        telemetry.clear()

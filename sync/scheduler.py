@@ -4,7 +4,9 @@
 SIGINT. Each round claims due entries from the delayed set (``state.delayed``),
 sends them with ``send_task`` and releases them; when nothing is due it waits
 on an Event (until the next due time, at most ``--idle`` seconds), so a stop
-signal ends it at once. Several schedulers may run: claims are atomic and
+signal ends it at once. With the service's own app it also runs the stall
+sweep (``sync.recovery``) every ``SWEEP_INTERVAL_SECONDS``: syncs whose pages
+stopped moving get them sent again. Several schedulers may run: claims are atomic and
 leased, so a killed scheduler's entries are sent by another after the lease.
 Logs carry counts and task names, never arguments (they may name accounts).
 """
@@ -51,8 +53,13 @@ class SchedulerLoop:
     """Claim, send, release; ``run_once`` is one round, ``run`` loops until stopped."""
 
     def __init__(self, delayed: DelayedSet, send: Send, batch: int = 100, lease_s: float = 30.0,
-                 max_idle_s: float = MAX_IDLE_S, clock: Callable[[], float] = time.time):
+                 max_idle_s: float = MAX_IDLE_S, clock: Callable[[], float] = time.time,
+                 sweep: Callable[[], object] | None = None, sweep_every_s: float = 15.0):
         self.delayed = delayed
+        #: the stall sweep (``sync.recovery``), run every ``sweep_every_s`` seconds
+        self.sweep = sweep
+        self.sweep_every_s = sweep_every_s
+        self._next_sweep = clock()
         self.send = send
         self.batch = batch
         self.lease_s = lease_s
@@ -81,6 +88,13 @@ class SchedulerLoop:
             self._counts[name] += n
         if self.clock() - self._last_summary >= SUMMARY_EVERY_S:
             self.log_summary()
+        if self.sweep is not None and self.clock() >= self._next_sweep:
+            self._next_sweep = self.clock() + self.sweep_every_s
+            try:
+                self.sweep()
+            except Exception as exc:  # Redis or the broker away: the next sweep tries again
+                log.warning("stall sweep failed (%s); next in %.0f s", type(exc).__name__,
+                            self.sweep_every_s)
         return sent, failed
 
     def log_summary(self) -> None:
@@ -160,11 +174,17 @@ def main(argv: list[str] | None = None) -> int:
 
     celery_app = load_app(args.app)
     delayed = delayed_set_for(celery_app, args.redis_url, args.key_prefix)
+    sweep_options = {}
+    if getattr(celery_app, "netsync_services", None) is not None:
+        from sync.recovery import sweeper_for
+
+        sweep_options = {"sweep": sweeper_for(celery_app).sweep,
+                         "sweep_every_s": celery_app.netsync_services.settings.sweep_interval}
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     run_scheduler(delayed, celery_sender(celery_app), stop, batch=args.batch,
-                  lease_s=args.lease, max_idle_s=args.idle)
+                  lease_s=args.lease, max_idle_s=args.idle, **sweep_options)
     return 0
 
 

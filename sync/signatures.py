@@ -12,6 +12,7 @@ in either direction, is refused. ``now`` is the injectable clock.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
@@ -101,3 +102,22 @@ def verify(header: str | None, body: bytes, secrets: Iterable[str | bytes],
     if not matched:
         raise SignatureError("mismatch", "no signature matches the body")
     return timestamp
+
+
+# -- Standard Webhooks (outbound callbacks) ----------------------------------------------
+def standard_webhook_headers(keys: bytes | Iterable[bytes], message_id: str, body: bytes,
+                             timestamp: float | None = None) -> dict[str, str]:
+    """The ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` headers.
+
+    Per the Standard Webhooks specification: ``v1,<base64 HMAC-SHA256(key,
+    "<id>.<timestamp>.<body>")>``, where ``key`` is the base64-decoded part of
+    a ``whsec_…`` secret, so a receiver can verify with an off-the-shelf library.
+    Several keys (a rotation) give several space-separated signatures; a
+    receiver holding either secret verifies.
+    """
+    t = str(int(time.time() if timestamp is None else timestamp))
+    signed = message_id.encode() + b"." + t.encode() + b"." + body
+    signatures = " ".join(
+        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        for key in ([keys] if isinstance(keys, bytes) else keys))
+    return {"webhook-id": message_id, "webhook-timestamp": t, "webhook-signature": signatures}

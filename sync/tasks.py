@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 
-from celery.exceptions import SoftTimeLimitExceeded
+import kombu.exceptions
+import redis.exceptions
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 import providers
 import queues
@@ -21,12 +24,13 @@ from providers.errors import (
     TRANSPORT_ERROR, UNPARSEABLE, Action, ErrorRule, ProviderCallError, ProviderError,
 )
 from providers.provider import Provider
+from state.control import PAUSED_REASON, provider_gate
 from state.credentials import CredentialError
 from state.page_guard import PageGuard
 from state.store import ACTIVE, FINAL
-from sync import callbacks, oauth
+from sync import callbacks, oauth, telemetry
 from sync.http import UnparseableAnswer, parsing
-from sync.retry import backoff_delay, exhausted, wait_delay
+from sync.retry import backoff_delay, budget_spent, wait_delay
 from sync.runtime import NetsyncTask
 
 log = logging.getLogger("netsync.tasks")
@@ -76,6 +80,15 @@ class SyncContext:
 
 #: the kind a sync failed by our own bug ends with
 INTERNAL_ERROR = ErrorRule(Action.FAIL, "internal_error")
+#: a page delivered more than MAX_DELIVERIES times: each delivery killed its worker
+POISON_PAGE = ErrorRule(Action.FAIL, "poison_page")
+#: the provider's circuit is open (it kept failing) and the page's time budget is spent
+CIRCUIT_OPEN = ErrorRule(Action.BACKOFF, "unavailable")
+
+#: Redis (the state store) or the broker away: nothing about the page is
+#: wrong, so its message goes back to the broker instead of being acked as failed
+BACKEND_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                       redis.exceptions.ReadOnlyError, kombu.exceptions.OperationalError)
 
 
 class ProviderTask(NetsyncTask):
@@ -83,8 +96,22 @@ class ProviderTask(NetsyncTask):
 
     #: the provider this task talks to
     provider_class: type[Provider] = Provider
+    #: round one: its call is the sync's first (trigger-to-first-call histogram)
+    starts_sync: bool = False
 
     _providers: dict = {}
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except BACKEND_UNAVAILABLE as exc:
+            # Not acked: the page is still pending in the store, and its message
+            # goes back to the queue (on the Redis broker, if Redis is down, the
+            # unacked message stays in its unacked hash; the stall sweep and the
+            # visibility timeout bring it back).
+            log.warning("backend unavailable in task=%s (%s): message requeued", self.name,
+                        type(exc).__name__)
+            raise Reject(exc, requeue=True) from exc
 
     def provider(self, svc) -> Provider:
         """One Provider per process and base URL (it holds no per-request state)."""
@@ -104,24 +131,62 @@ class ProviderTask(NetsyncTask):
         record, done, blob = svc.store.page_snapshot(sync_id, cursor)
         if record is None or record.get("status") not in ACTIVE or done:
             return None
-        return SyncContext(svc, record, self.provider(svc), blob)
+        ctx = SyncContext(svc, record, self.provider(svc), blob)
+        telemetry.bind_sync(sync_id, ctx.provider.NAME, record.get("relation"), ctx.queue_class)
+        return ctx
+
+    def poisoned(self, ctx: SyncContext, cursor: str) -> bool:
+        """A page that was delivered too often without finishing goes to the dead letters.
+
+        Its worker died each time (a crash, an OOM kill, the hard time limit), so
+        the broker handed it back (acks late). Only redeliveries are counted (the
+        first delivery costs nothing); after ``MAX_DELIVERIES`` the page is parked
+        in the dead-letter set and its sync ends ``failed``.
+        """
+        if not (self.request.delivery_info or {}).get("redelivered"):
+            return False
+        svc = ctx.svc
+        deliveries = svc.progress.delivered_again(ctx.sync_id, cursor) + 1
+        if deliveries <= svc.settings.max_deliveries:
+            return False
+        message = (f"page delivered {deliveries} times and its worker died each time; "
+                   "dead-lettered")
+        svc.progress.dead_letter(ctx.sync_id, cursor, self.name, deliveries, message)
+        log.error("poison page sync=%s task=%s deliveries=%d: dead-lettered", ctx.sync_id,
+                  self.name, deliveries)
+        self.end(ctx, "failed", ProviderError(POISON_PAGE, 0, message))
+        return True
 
     # -- the one outbound call -----------------------------------------------------
     def call(self, ctx: SyncContext, http_call, park_args: list, park_kwargs: dict):
         """Take quota, make the call, classify the answer.
 
-        Returns the answer, or None when there was no quota and the task was
-        parked until there is (a quota wait is not a retry attempt).
+        Returns the answer, or None when the provider is paused or there was
+        no quota, and the task was parked (a wait is not a retry attempt).
         """
         svc, provider = ctx.svc, ctx.provider
+        paused = provider_gate(svc.switches, provider.NAME)  # an operator's kill switch
+        if paused > 0:
+            self.park(ctx, paused, PAUSED_REASON, park_args, park_kwargs)
+            return None
+        verdict = svc.breaker.allow(provider.NAME)
+        if not verdict.allowed:
+            return self.wait_for_circuit(ctx, verdict, park_args, park_kwargs)
         scopes = ctx.quota_scopes()
         wait = svc.quota.acquire(provider.NAME, scopes, ctx.queue_class)
         if wait > 0:
             self.park(ctx, wait, "quota", park_args, park_kwargs)
             return None
+        if self.starts_sync and not park_kwargs.get("attempt") and not park_kwargs.get("refreshed"):
+            telemetry.observe_first_call(svc.metrics, ctx.record)
         settings = svc.settings
-        answer = oauth.send(ctx, http_call, provider.request_headers(),
-                            (settings.http_connect_timeout, settings.http_read_timeout))
+        try:
+            answer = oauth.send(ctx, http_call, provider.request_headers(),
+                                (settings.http_connect_timeout, settings.http_read_timeout))
+        except ProviderCallError as exc:  # no answer (timeout, connection refused)
+            svc.breaker.record(provider.NAME, ok=exc.error.action is not Action.BACKOFF,
+                               kind=exc.error.rule.kind)
+            raise
         with parsing("rate-limit headers"):
             info = provider.rate_info(answer.headers)
         ctx.rate_fields = info.as_record()
@@ -132,17 +197,45 @@ class ProviderTask(NetsyncTask):
             svc.quota.observe(provider.NAME, {s: k for s, k in scopes.items() if s in told}, info)
         svc.quota.record_outcome(provider.NAME, scopes,
                                  rejected=error is not None and error.action is Action.WAIT)
+        telemetry.count_answer(svc.metrics, provider.NAME, ctx.queue_class, error,
+                               page=not self.starts_sync)
+        failing = error is not None and error.action is Action.BACKOFF
+        if failing or verdict.verdict != "closed":  # a clean breaker needs no news of success
+            svc.breaker.record(provider.NAME, ok=not failing,
+                               kind=error.rule.kind if failing else "")
         if error is not None:
             # A successful page counts its call when it is stored (one round trip).
             svc.store.note_call(ctx.sync_id, ctx.rate_fields)
             raise ProviderCallError(error)
         return answer
 
+    def wait_for_circuit(self, ctx, verdict, park_args: list, park_kwargs: dict):
+        """The provider's breaker is open: park (not an attempt) unless the time budget is spent."""
+        now = time.time()
+        since = park_kwargs.get("failing_since") or now
+        if budget_spent(since, now, ctx.svc.settings.retry_budget_seconds):
+            rule = ErrorRule(Action.BACKOFF, verdict.last_kind) if verdict.last_kind else CIRCUIT_OPEN
+            raise ProviderCallError(ProviderError(
+                rule, 0, f"{ctx.provider.NAME} kept failing for {now - since:.0f} s "
+                "(circuit open)"))
+        # spread the parked pages so the breaker's next turn is not a stampede
+        delay = verdict.wait_s + random.uniform(0, 0.5)
+        self.park(ctx, delay, "circuit_open", park_args, {**park_kwargs, "failing_since": since})
+        return None
+
     # -- sending and parking ---------------------------------------------------------
     def park(self, ctx: SyncContext, delay: float, reason: str, args: list, kwargs: dict):
-        """Hand this task to the delayed set; the scheduler sends it when due."""
+        """Hand this task to the delayed set; the scheduler sends it when due.
+
+        The sync record says why it waits and until when (status, dashboard).
+        """
+        ctx.svc.store.update(ctx.sync_id, wait_reason=reason, wait_until=f"{time.time() + delay:.3f}")
+        ctx.svc.metrics.count("quota_waits", provider=ctx.provider.NAME, queue=ctx.queue_class,
+                              reason=reason)
         ctx.svc.delayed.park(self.name, args, kwargs, queue=ctx.queue_name, delay_s=delay,
                              priority=ctx.priority(self.app.conf.broker_url), reason=reason)
+        # waiting is not stalling: the stall sweep leaves the sync alone until then
+        ctx.svc.progress.parked_until(ctx.sync_id, time.time() + delay)
 
     def send_pages(self, ctx: SyncContext, page_task_name: str, cursors: list[str]):
         if not cursors:
@@ -163,10 +256,15 @@ class ProviderTask(NetsyncTask):
             ctx.svc.store.update(ctx.sync_id, last_wait=error.rule.kind)
             return self.park(ctx, delay, error.rule.kind, args, {**kwargs, "waits": waits + 1})
         if action is Action.BACKOFF:
-            if exhausted(attempt, settings.max_backoff_attempts):
+            # A time budget, not a count: an outage up to RETRY_BUDGET_SECONDS is ridden out.
+            now = time.time()
+            since = kwargs.get("failing_since") or now
+            if (attempt + 1 >= settings.max_backoff_attempts
+                    and budget_spent(since, now, settings.retry_budget_seconds)):
                 return self.end(ctx, "failed", error)
             delay = backoff_delay(attempt, settings.backoff_base_seconds, settings.backoff_cap_seconds)
-            return self.park(ctx, delay, error.rule.kind, args, {**kwargs, "attempt": attempt + 1})
+            return self.park(ctx, delay, error.rule.kind, args,
+                             {**kwargs, "attempt": attempt + 1, "failing_since": since})
         if action is Action.REFRESH:
             return self.on_refresh(ctx, error, args, kwargs)
         if action is Action.REAUTH:
@@ -222,7 +320,7 @@ class ProviderTask(NetsyncTask):
 
     def finished(self, ctx, status: str, error: ProviderError | None = None) -> None:
         """A sync reached a final status: count it and tell the main app."""
-        ctx.svc.metrics.count("syncs_finished", provider=ctx.provider.NAME, status=status)
+        telemetry.count_finished(ctx.svc.metrics, ctx.record, status)
         log.info("sync finished sync=%s provider=%s status=%s kind=%s", ctx.sync_id,
                  ctx.provider.NAME, status, error.rule.kind if error else "-")
         callbacks.notify(self.app, ctx.sync_id, ctx.provider.NAME)
@@ -243,6 +341,8 @@ class ProviderTask(NetsyncTask):
             log.warning("unparseable answer sync=%s task=%s: %s", ctx.sync_id, self.name, exc)
             error = ProviderError(UNPARSEABLE, 200, str(exc))
             return self.on_provider_error(ctx, error, args, kwargs)
+        except BACKEND_UNAVAILABLE:
+            raise  # not the sync's fault: the message is requeued (``__call__``)
         except Exception:
             # Our own bug, not the provider's: the sync fails as ``internal_error``
             # (never five backoffs), and the exception goes on to Celery, which
@@ -286,14 +386,20 @@ def worth_observing(info) -> bool:
 class ProfileTask(ProviderTask):
     """Round one: one call to learn the account's size, which picks the queue."""
 
+    starts_sync = True
+
     #: name of the provider's page task
     page_task_name: str = ""
 
-    def run(self, sync_id: str, attempt: int = 0, waits: int = 0, refreshed: int = 0):
+    def run(self, sync_id: str, attempt: int = 0, waits: int = 0, refreshed: int = 0,
+            failing_since: float = 0.0):
         ctx = self.load(sync_id)
         if ctx is None:
             return "inactive"
-        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed}
+        if self.poisoned(ctx, ""):
+            return "dead-lettered"
+        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed,
+                  "failing_since": failing_since}
         return self.guarded(ctx, lambda: self._profile(ctx, kwargs), [sync_id], kwargs)
 
     def _profile(self, ctx, kwargs):
@@ -328,11 +434,14 @@ class PageTask(ProviderTask):
     """Round two: one page, one call; store it and launch what it points to."""
 
     def run(self, sync_id: str, cursor: str, attempt: int = 0, waits: int = 0,
-            refreshed: int = 0, restarts: int = 0):
+            refreshed: int = 0, restarts: int = 0, failing_since: float = 0.0):
         ctx = self.load(sync_id, cursor)
         if ctx is None:
             return "inactive or already stored"
-        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed, "restarts": restarts}
+        if self.poisoned(ctx, cursor):
+            return "dead-lettered"
+        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed, "restarts": restarts,
+                  "failing_since": failing_since}
         return self.guarded(ctx, lambda: self._page(ctx, cursor, kwargs), [sync_id, cursor], kwargs)
 
     def _page(self, ctx, cursor, kwargs):

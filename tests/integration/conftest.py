@@ -20,6 +20,10 @@ TEST_ENV = {
     "BACKOFF_BASE_SECONDS": "0.2",
     "BACKOFF_CAP_SECONDS": "1",
     "MAX_BACKOFF_ATTEMPTS": "3",
+    # a failing provider is given up on after 2 s (production: 5 minutes)
+    "RETRY_BUDGET_SECONDS": "2",
+    "BREAKER_COOLDOWN_SECONDS": "0.5",
+    "BREAKER_MAX_COOLDOWN_SECONDS": "1",
     "HTTP_READ_TIMEOUT": "5",
     "TASK_SOFT_TIME_LIMIT": "20",
     "BROKER_VISIBILITY_TIMEOUT": "60",
@@ -42,7 +46,10 @@ class Stack:
 
     # -- simulator -----------------------------------------------------------------
     def add_account(self, provider: str, size: int, start: int = 0, **extra) -> dict:
-        account = {"provider": provider, "id": extra.pop("id", f"acct-{secrets.token_hex(4)}"),
+        default_id = f"acct-{secrets.token_hex(4)}"
+        if provider == "bluesky":  # an actor is a handle (a domain name) or a DID
+            default_id += ".bsky.social"
+        account = {"provider": provider, "id": extra.pop("id", default_id),
                    "size": size, "start": start, "token": extra.pop("token", f"tok-{secrets.token_hex(6)}"),
                    **extra}
         response = requests.post(f"{self.sim}/_sim/accounts", json={"accounts": [account]}, timeout=10)
@@ -116,3 +123,8 @@ def stack(tmp_path_factory):
 
 def new_user() -> str:
     return f"u-{secrets.token_hex(5)}"
+
+
+# the operations stack (callbacks, control, live status, dashboard): tests/integration/ops_fixtures.py
+from tests.integration.ops_fixtures import (  # noqa: E402,F401
+    callback_receiver, ops_stack, sentry_receiver)

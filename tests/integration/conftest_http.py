@@ -85,7 +85,10 @@ def token() -> str:
 
 
 def account(provider: str = "github", **fields) -> dict:
-    return {"provider": provider, "account_id": f"acct-{secrets.token_hex(3)}",
+    account_id = f"acct-{secrets.token_hex(3)}"
+    if provider == "bluesky":  # an actor is a handle (a domain name) or a DID
+        account_id += ".bsky.social"
+    return {"provider": provider, "account_id": account_id,
             "access_token": token(), "refresh_token": token(), "expires_at": 1_767_225_600,
             "token_secret": None, **fields}
 

@@ -154,3 +154,9 @@ def test_http_timeouts_must_stay_below_the_soft_time_limit():
 
 def test_every_provider_has_a_real_api_url():
     assert set(REAL_API_URLS) == set(PROVIDERS)
+
+
+def test_production_refuses_a_visibility_timeout_shorter_than_a_task():
+    with pytest.raises(ConfigError, match="BROKER_VISIBILITY_TIMEOUT"):
+        load_settings({"NETSYNC_ENV": "production", "BROKER_VISIBILITY_TIMEOUT": "30"})
+    assert load_settings({}).broker_visibility_timeout == 300

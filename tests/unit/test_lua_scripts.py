@@ -35,6 +35,7 @@ import pytest
 
 from providers.ratelimits import RateLimitInfo
 from state import lua
+from state.breaker import BreakerConfig, CircuitBreaker
 from state.delayed import DelayedSet
 from state.keys import Keys
 from state.lua import LUA_DIR, LuaScript, ScriptCallError, parse_header, script_spec
@@ -262,11 +263,23 @@ def drive_delayed(redis_client, prefix):
     assert [t.task_name for t in delayed.claim_due()] == ["t.task"]
 
 
+def drive_breaker(redis_client, prefix):
+    clock = Clock()
+    breaker = CircuitBreaker(redis_client, prefix, BreakerConfig(threshold=1), clock=clock)
+    breaker.allow("github")
+    breaker.record("github", ok=False, kind="unavailable")  # opens it
+    breaker.allow("github")                                  # wait
+    clock.now += 10
+    breaker.allow("github")                                  # the probe
+    breaker.record("github", ok=True)
+
+
 def test_every_script_is_called_as_its_header_says_and_touches_only_its_keys(
         checked_scripts, redis_client, key_prefix):
     drive_store(redis_client, key_prefix)
     drive_quota(redis_client, key_prefix)
     drive_delayed(redis_client, key_prefix)
+    drive_breaker(redis_client, key_prefix)
     assert sorted(checked_scripts) == SCRIPTS, "every script must be exercised here"
     for name, calls in checked_scripts.items():
         spec = script_spec(name)

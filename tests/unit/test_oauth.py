@@ -269,3 +269,33 @@ def test_token_endpoint_unreachable_is_a_transport_error(make_ctx, monkeypatch):
     with pytest.raises(ProviderCallError) as caught:
         oauth.refresh_after_rejection(ctx, TIMEOUT)
     assert caught.value.error.action is Action.BACKOFF
+
+
+def test_insecure_transport_stays_set_while_any_thread_still_needs_it(monkeypatch):
+    """Two threads: the first leaves while the second is still in its call."""
+    import threading
+
+    monkeypatch.delenv("OAUTHLIB_INSECURE_TRANSPORT", raising=False)
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first():
+        with oauth.transport_allowed("http://127.0.0.1/x"):
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second():
+        first_in.wait(5)
+        with oauth.transport_allowed("http://127.0.0.1/y"):
+            second_in.set()
+            first_out.wait(5)
+            seen.append(os.environ.get("OAUTHLIB_INSECURE_TRANSPORT"))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert seen == ["1"]
+    assert "OAUTHLIB_INSECURE_TRANSPORT" not in os.environ

@@ -4,8 +4,11 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
+import kombu.exceptions
 import pytest
+import redis.exceptions
 from celery import Celery
+from celery.exceptions import Reject
 
 from providers.errors import Action
 from providers.github import GitHub
@@ -67,3 +70,24 @@ def test_our_own_bug_fails_the_sync_and_surfaces_with_its_traceback(task_and_ctx
     assert ctx.svc.store.failed == [("failed", "internal_error")]
     assert ctx.seen == []  # not treated as a provider error: no backoff
     assert caplog.records[0].exc_info is not None  # the traceback is logged
+
+
+@pytest.mark.parametrize("outage", [
+    redis.exceptions.ConnectionError("Connection refused"),
+    redis.exceptions.TimeoutError("Timeout reading from socket"),
+    redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+    kombu.exceptions.OperationalError("Error 111 connecting"),
+])
+def test_a_store_or_broker_outage_requeues_the_message_and_fails_nothing(task_and_ctx, outage):
+    task, ctx = task_and_ctx
+
+    def body():
+        raise outage  # e.g. complete_page while Redis restarts
+
+    with pytest.raises(type(outage)):
+        task.guarded(ctx, body, [], {})
+    assert ctx.svc.store.failed == [] and ctx.seen == []
+    task.run = lambda *a, **k: task.guarded(ctx, body, [], {})
+    with pytest.raises(Reject) as rejected:
+        task("s-1", "/users/x/followers")
+    assert rejected.value.requeue is True

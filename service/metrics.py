@@ -1,0 +1,226 @@
+"""``/metrics``: Prometheus text from the numbers every process keeps in Redis.
+
+Counters and histograms are written by whoever counts (``state.metrics``:
+web, workers, scheduler, CLI, on any machine) and read here at scrape time;
+gauges (queue depths, parked work, quota levels, paused providers, the
+callback outbox) are read from their own Redis keys at scrape time.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import redis
+from flask import Blueprint, Flask, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from service.config import PROVIDERS
+from service.extensions import services
+from state.quota_view import shared_levels
+
+bp = Blueprint("metrics", __name__)
+
+_FIELD = re.compile(r'^(\w+)\{(.*)\}$')
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+#: help text of the counters netsync increments (others get a generic one)
+COUNTER_HELP = {
+    "triggers": "Sync triggers by kind (webhook, api, cli, stale) and outcome "
+                "(queued, inflight, fresh, no_credentials, invalid)",
+    "syncs_started": "Syncs started, by provider, relation, queue and trigger",
+    "syncs_finished": "Syncs that reached a final status, by provider, relation, queue, "
+                      "trigger and status",
+    "pages_fetched": "Pages a provider answered, by provider and queue",
+    "provider_answers": "Provider answers by provider and the action they led to "
+                        "(ok, wait, backoff, refresh, reauth, skip, fail, restart)",
+    "quota_waits": "Calls parked before they were made, by provider, queue and reason "
+                   "(quota, provider_paused, a provider's rate limit)",
+    "callback_deliveries": "Callback delivery attempts by event and outcome "
+                           "(delivered, retry, failed)",
+    "cancels": "Syncs cancelled by an operator, by where (api, cli)",
+    "webhook_deliveries": "Login webhook deliveries by outcome (accepted, replayed, "
+                          "bad_signature, invalid)",
+    "api_auth_failures": "Requests to /v1 refused for a wrong bearer token",
+}
+
+
+def counter_families(raw: dict) -> list[CounterMetricFamily]:
+    """Prometheus counters from the metrics hash (fields as written by ``count``)."""
+    series: dict[str, list[tuple[dict, float]]] = {}
+    for field, value in raw.items():
+        match = _FIELD.match(field.decode())
+        if match:
+            labels = dict(_LABEL.findall(match.group(2)))
+            series.setdefault(match.group(1), []).append((labels, float(value)))
+    families = []
+    for name, points in sorted(series.items()):
+        label_names = sorted({key for labels, _ in points for key in labels})
+        family = CounterMetricFamily(f"netsync_{name}", COUNTER_HELP.get(name, name),
+                                     labels=label_names)
+        for labels, value in points:
+            family.add_metric([labels.get(key, "") for key in label_names], value)
+        families.append(family)
+    return families
+
+
+# -- state gauges ----------------------------------------------------------------
+def _broker_redis(app: Flask, svc) -> redis.Redis | None:
+    """A client for the broker when it is Redis (the state store's own when shared)."""
+    url = app.extensions["celery"].conf.broker_url or ""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    if url == svc.redis_url:
+        return svc.redis
+    client = app.extensions.get("netsync_broker_redis")
+    if client is None:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        app.extensions["netsync_broker_redis"] = client
+    return client
+
+
+def queue_depths(app: Flask, svc) -> dict[str, dict[int, int]]:
+    """Messages waiting per queue and priority step on a Redis broker ({} on RabbitMQ).
+
+    kombu's Redis transport keeps one list per priority step: ``name`` for
+    step 0 and ``name<sep><step>`` for the others.
+    """
+    import queues
+
+    client = _broker_redis(app, svc)
+    if client is None:
+        return {}
+    options = app.extensions["celery"].conf.broker_transport_options or {}
+    sep = options.get("sep", "\x06\x16")  # kombu's defaults
+    steps = options.get("priority_steps", [0, 3, 6, 9])
+    names = queues.all_queue_names(svc.settings.provider_regions)
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            for step in steps:
+                pipe.llen(f"{name}{sep}{step}" if step else name)
+        lengths = iter(pipe.execute())
+    return {name: {step: next(lengths) for step in steps} for name in names}
+
+
+HISTOGRAM_HELP = {
+    "sync_duration_seconds": "From trigger to final status, by provider, queue and status",
+    "trigger_to_first_call_seconds": "From trigger to the first provider call, by provider "
+                                     "and queue",
+}
+
+
+def histogram_families(raw: dict) -> list[HistogramMetricFamily]:
+    """Prometheus histograms from the histogram hash (``state.metrics.Metrics.observe``)."""
+    series: dict[str, dict] = {}
+    for field, value in raw.items():
+        name_labels, _, part = field.decode().rpartition("|")
+        series.setdefault(name_labels, {})[part] = float(value)
+    grouped: dict[str, list] = {}
+    for name_labels, parts in series.items():
+        match = _FIELD.match(name_labels)
+        if match:
+            grouped.setdefault(match.group(1), []).append(
+                (dict(_LABEL.findall(match.group(2))), parts))
+    families = []
+    for name, points in sorted(grouped.items()):
+        label_names = sorted({key for labels, _ in points for key in labels})
+        family = HistogramMetricFamily(f"netsync_{name}", HISTOGRAM_HELP.get(name, name),
+                                       labels=label_names)
+        for labels, parts in points:
+            bounds = sorted(float(b) for b in parts if b not in ("sum", "count", "+Inf"))
+            running, buckets = 0.0, []
+            for bound in bounds:
+                running += parts[repr(bound)]
+                buckets.append((repr(bound), running))
+            buckets.append(("+Inf", parts.get("count", running + parts.get("+Inf", 0))))
+            family.add_metric([labels.get(key, "") for key in label_names], buckets,
+                              parts.get("sum", 0.0))
+        families.append(family)
+    return families
+
+
+def state_gauges(app: Flask, svc):
+    """Gauges read from the state at scrape time."""
+    depth = GaugeMetricFamily("netsync_queue_depth", "Messages waiting in a broker queue, by "
+                              "priority step (Redis broker only)", labels=["queue", "priority"])
+    length = GaugeMetricFamily("netsync_queue_length", "Messages waiting in a broker queue",
+                               labels=["queue"])
+    for name, steps in queue_depths(app, svc).items():
+        length.add_metric([name], sum(steps.values()))
+        for step, n in steps.items():
+            depth.add_metric([name, str(step)], n)
+    yield length
+    yield depth
+    parked = Counter((e.task_name.split(".", 1)[0], e.reason) for e in svc.delayed.entries())
+    family = GaugeMetricFamily("netsync_parked_tasks", "Tasks parked in the delayed set, by "
+                               "provider (or netsync) and reason", labels=["provider", "reason"])
+    for (provider, reason), n in sorted(parked.items()):
+        family.add_metric([provider, reason], n)
+    yield family
+    yield GaugeMetricFamily("netsync_delayed_tasks", "Tasks parked in the delayed set until due",
+                            value=sum(parked.values()))
+    yield from quota_gauges(svc)
+    paused = svc.switches.paused()
+    family = GaugeMetricFamily("netsync_provider_paused", "1 while an operator has paused the "
+                               "provider", labels=["provider"])
+    for provider in PROVIDERS:
+        family.add_metric([provider], 1 if provider in paused else 0)
+    yield family
+    family = GaugeMetricFamily("netsync_callbacks", "Callback deliveries kept in the outbox, "
+                               "by state", labels=["state"])
+    for state, n in svc.outbox.counts().items():
+        family.add_metric([state], n)
+    yield family
+
+
+def quota_gauges(svc):
+    used = GaugeMetricFamily("netsync_quota_used", "Calls counted in a shared quota's sliding "
+                             "window, by class", labels=["provider", "scope", "class"])
+    allowed = GaugeMetricFamily("netsync_quota_allowed", "Calls per window the gate allows now "
+                                "(adaptive limits: learned)", labels=["provider", "scope"])
+    level = GaugeMetricFamily("netsync_quota_level", "Share of the allowed calls used in the "
+                              "window", labels=["provider", "scope"])
+    for provider in PROVIDERS:
+        for q in shared_levels(svc.quota, provider):
+            for cls, n in q.used.items():
+                used.add_metric([provider, q.scope, cls], n)
+            allowed.add_metric([provider, q.scope], q.capacity)
+            level.add_metric([provider, q.scope], q.level)
+    yield from (used, allowed, level)
+
+
+class NetsyncCollector:
+    """Reads the shared counters, histograms and state gauges at scrape time."""
+
+    def __init__(self, app: Flask, svc):
+        self.app, self.svc = app, svc
+
+    def collect(self):
+        up = GaugeMetricFamily("netsync_redis_up", "1 if the state store answered this scrape")
+        try:
+            raw, hist = self.svc.metrics.raw(), self.svc.metrics.raw_histograms()
+        except (redis.RedisError, OSError):
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from counter_families(raw)
+        yield from histogram_families(hist)
+        try:
+            gauges = list(state_gauges(self.app, self.svc))
+        except (redis.RedisError, OSError):
+            return
+        yield from gauges
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text: shared counters and histograms, state gauges."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NetsyncCollector(current_app._get_current_object(), services()))
+    return generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

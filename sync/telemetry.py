@@ -1,0 +1,94 @@
+"""What a task tells the logs and Sentry about the sync it works on.
+
+``bind_sync`` is called once a task knows its sync: every log line the task
+writes afterwards carries ``sync_id``, ``provider``, ``relation`` and
+``queue`` (``SyncLogContext``, a logging filter reading a context variable),
+and a Sentry event raised in it is tagged with the same four. The Celery
+integration gives each task its own Sentry scope, and Celery runs one task
+at a time per thread or process, so the context never leaks between tasks;
+``clear`` ends it anyway when the task returns.
+"""
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+
+import sentry_sdk
+
+from state.metrics import DURATION_BUCKETS, FIRST_CALL_BUCKETS
+
+#: the fields every line of a sync carries
+FIELDS = ("sync_id", "provider", "relation", "queue")
+
+_current: contextvars.ContextVar[dict | None] = contextvars.ContextVar("netsync_sync", default=None)
+
+
+def bind_sync(sync_id: str, provider: str, relation: str | None, queue: str | None) -> None:
+    fields = {"sync_id": sync_id, "provider": provider, "relation": relation or "-",
+              "queue": queue or "-"}
+    _current.set(fields)
+    sentry_sdk.set_tags(fields)
+
+
+def bind_fields(**fields) -> None:
+    """Other tasks' context (a callback delivery): the same mechanism, their own fields."""
+    _current.set({key: value for key, value in fields.items() if value is not None})
+    sentry_sdk.set_tags(fields)
+
+
+def clear() -> None:
+    _current.set(None)
+
+
+def current() -> dict:
+    return dict(_current.get() or {})
+
+
+class SyncLogContext(logging.Filter):
+    """Adds the bound sync's fields to every record (the formatters print them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (_current.get() or {}).items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+# -- metrics of a sync (``state.metrics``; read by ``/metrics``) -------------------------
+def sync_labels(record: dict) -> dict:
+    return {"provider": record.get("provider") or "-", "relation": record.get("relation") or "-",
+            "queue": record.get("queue") or "-", "trigger": record.get("trigger") or "-"}
+
+
+def _since_created(record: dict) -> float | None:
+    try:
+        return max(0.0, time.time() - float(record["created_at"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def count_finished(metrics, record: dict, status: str) -> None:
+    """A sync reached ``status``: its counter and its duration since the trigger."""
+    labels = sync_labels(record)
+    metrics.count("syncs_finished", status=status, **labels)
+    elapsed = _since_created(record)
+    if elapsed is not None:
+        metrics.observe("sync_duration_seconds", elapsed, DURATION_BUCKETS,
+                        provider=labels["provider"], queue=labels["queue"], status=status)
+
+
+def observe_first_call(metrics, record: dict) -> None:
+    elapsed = _since_created(record)
+    if elapsed is not None:
+        metrics.observe("trigger_to_first_call_seconds", elapsed, FIRST_CALL_BUCKETS,
+                        provider=record.get("provider") or "-", queue=record.get("queue") or "-")
+
+
+def count_answer(metrics, provider: str, queue: str, error, page: bool) -> None:
+    """One provider answer by the action it led to, and a fetched page (one round trip)."""
+    action = error.action.name.lower() if error is not None else "ok"
+    series = [("provider_answers", {"provider": provider, "action": action})]
+    if page and error is None:
+        series.append(("pages_fetched", {"provider": provider, "queue": queue}))
+    metrics.count_many(series)
