@@ -45,3 +45,7 @@ def wait_final(stack, sync_id: str, timeout: float = 300, poll: float = 0.05) ->
 
 def seconds(start_iso: str, end_iso: str) -> float:
     return (datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds()
+
+
+def epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

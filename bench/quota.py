@@ -1,10 +1,13 @@
-"""Quota benchmark: a GitHub whale of 50,000 followers (500 pages) under a rate limit.
+"""Quota benchmark: GitHub whales under a per-token rate limit.
 
-Two cases, each on its own stack (embedded Redis, the simulator, the web
+``main`` runs the published case at 10 calls per 5 s (a 4,000-follower
+whale, 40 pages) and at 100 per 5 s (50,000 followers, 500 pages), and the
+unpublished (adaptive) case at 100 per 5 s; ``Case`` holds a limit and a size.
+Each case runs on its own stack (embedded Redis, the simulator, the web
 app, 2 prefork workers × 2 processes, the scheduler):
 
-- **published**: the simulator enforces 100 calls per 5 s per token and says
-  so in ``X-RateLimit-*`` headers; netsync's quota is configured to match
+- **published**: the simulator enforces the limit per token and says so in
+  ``X-RateLimit-*`` headers; netsync's quota is configured to match
   (``QUOTA_GITHUB=100/5/token``). Figures: sync time ÷ (pages ÷ rate), the
   utilization of the limit over the sync, the simulator's 429s and its
   observed peak per 5 s.
@@ -31,6 +34,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -41,12 +45,35 @@ from service.config import DEV_API_TOKEN
 from state.credentials import Credential
 from devtools.devstack import DevStack, WorkerSpec, temp_var_dir
 
-SIZE = 50_000
-PAGES = SIZE // 100
-LIMIT, WINDOW_S = 100, 5.0
-RATE = LIMIT / WINDOW_S  # calls per second the limit allows
-CEILING = 2 * LIMIT  # what netsync is told about the unpublished limit
 RUNS = 3
+
+
+@dataclass(frozen=True)
+class Case:
+    """A whale of ``size`` followers under ``limit`` calls per ``window_s`` per token."""
+
+    limit: int = 100
+    window_s: float = 5.0
+    size: int = 50_000
+
+    @property
+    def pages(self) -> int:
+        return self.size // 100
+
+    @property
+    def rate(self) -> float:  # calls per second the limit allows
+        return self.limit / self.window_s
+
+    @property
+    def ceiling(self) -> int:  # what netsync is told about the unpublished limit
+        return 2 * self.limit
+
+    @property
+    def name(self) -> str:
+        return f"{self.limit}/{self.window_s:g}s"
+
+
+DEFAULT = Case()
 RESULTS = Path(__file__).parent / "results"
 ENV = {"WHALE_THRESHOLD": "10000", "NETSYNC_ENV": "test", "BROKER_VISIBILITY_TIMEOUT": "60"}
 
@@ -56,9 +83,10 @@ def workers() -> list[WorkerSpec]:
             for i in range(2)]
 
 
-def stack_for(published: bool) -> DevStack:
-    rule = {"limit": LIMIT, "window_s": WINDOW_S, "scope": "token"}
-    quota = f"{LIMIT}/{WINDOW_S:g}/token" if published else f"{CEILING}/{WINDOW_S:g}/token/adaptive"
+def stack_for(published: bool, case: Case = DEFAULT) -> DevStack:
+    rule = {"limit": case.limit, "window_s": case.window_s, "scope": "token"}
+    quota = (f"{case.limit}/{case.window_s:g}/token" if published
+             else f"{case.ceiling}/{case.window_s:g}/token/adaptive")
     if not published:
         rule["publish"] = False
     return DevStack(var_dir=temp_var_dir("netsync-bench-quota-"), workers=workers(),
@@ -85,11 +113,11 @@ def sync_whale(stack: DevStack, bench_api, user: str, account: dict) -> dict:
     sync_id = bench_api.login(stack, user, account)
     record = bench_api.wait_final(stack, sync_id, timeout=600)
     assert record["status"] == "succeeded", record
-    assert record["connections_fetched"] == SIZE, record
+    assert record["connections_fetched"] == account["size"], record
     return record
 
 
-def provider_windows(calls: list[dict], window_s: float = WINDOW_S) -> list[dict]:
+def provider_windows(calls: list[dict], window_s: float) -> list[dict]:
     """The simulator's fixed windows, rebuilt from its call log.
 
     As the simulator counts them: a window opens at the first call after the
@@ -103,7 +131,7 @@ def provider_windows(calls: list[dict], window_s: float = WINDOW_S) -> list[dict
     return windows
 
 
-def window_figures(windows: list[dict]) -> dict | None:
+def window_figures(windows: list[dict], rate: float) -> dict | None:
     """Utilization and rejected share over whole windows, the last (the sync's tail) left out.
 
     Utilization = calls admitted ÷ (the limit's rate × the time from the first
@@ -117,14 +145,14 @@ def window_figures(windows: list[dict]) -> dict | None:
     seconds = end - measured[0]["start"]
     return {"windows": len(measured), "admitted": admitted, "rejected": rejected,
             "rejected_share": round(rejected / max(1, admitted + rejected), 4),
-            "seconds": round(seconds, 2), "utilization": round(admitted / (RATE * seconds), 3),
+            "seconds": round(seconds, 2), "utilization": round(admitted / (rate * seconds), 3),
             "per_window": [w["admitted"] for w in measured]}
 
 
-def after_warm_up(windows: list[dict]) -> dict | None:
+def after_warm_up(windows: list[dict], rate: float) -> dict | None:
     """``window_figures`` from the window after the first rejection (the end of the ramp)."""
     first = next((i for i, w in enumerate(windows) if w["rejected"]), None)
-    return window_figures(windows[first + 1:]) if first is not None else None
+    return window_figures(windows[first + 1:], rate) if first is not None else None
 
 
 def warm_up(stack: DevStack, bench_api, name: str) -> None:
@@ -153,15 +181,15 @@ def learned_window_ends(stack: DevStack, token: str) -> bool:
     return client.hexists(key, "opened")
 
 
-def run_published(stack: DevStack, bench_api, index: int) -> dict:
-    account = {"provider": "github", "id": f"whale-pub-{index}", "size": SIZE,
+def run_published(stack: DevStack, bench_api, index: int, case: Case = DEFAULT) -> dict:
+    account = {"provider": "github", "id": f"whale-pub-{index}", "size": case.size,
                "token": f"tok-pub-{index}-{time.time_ns()}"}
     bench_api.add_account(stack, account)
     record = sync_whale(stack, bench_api, f"bench-pub-{index}", account)
     seconds = bench_api.seconds(record["created_at"], record["finished_at"])
     calls = calls_of(stack, account["token"])
     admitted = sum(1 for c in calls if not c["rate_limited"])
-    ideal = PAGES / RATE
+    ideal = case.pages / case.rate
     return {"seconds": round(seconds, 2), "ideal_s": ideal, "ratio": round(seconds / ideal, 3),
             # where the time went: before the first call, the calls, after the last
             "created_to_first_call_s": round(calls[0]["t"] - epoch(record["created_at"]), 3),
@@ -169,12 +197,14 @@ def run_published(stack: DevStack, bench_api, index: int) -> dict:
             "last_call_to_finished_s": round(epoch(record["finished_at"]) - calls[-1]["t"], 3),
             "calls": len(calls), "http_429": sum(1 for c in calls if c["rate_limited"]),
             "peak_per_window": peak_of(stack, account["token"]),
-            "utilization": round(admitted / (RATE * seconds), 3),
+            "utilization": round(admitted / (case.rate * seconds), 3),
+            "quota_use_over_time": [[round(c["t"] - calls[0]["t"], 3), c["rate_limited"]]
+                                    for c in calls],
             "window_end_learned_from_opening_answer": learned_window_ends(stack, account["token"])}
 
 
-def run_unpublished(stack: DevStack, bench_api, index: int) -> dict:
-    account = {"provider": "github", "id": f"whale-hid-{index}", "size": SIZE,
+def run_unpublished(stack: DevStack, bench_api, index: int, case: Case = DEFAULT) -> dict:
+    account = {"provider": "github", "id": f"whale-hid-{index}", "size": case.size,
                "token": f"tok-hid-{index}-{time.time_ns()}"}
     bench_api.add_account(stack, account)
     user = f"bench-hid-{index}"
@@ -186,22 +216,22 @@ def run_unpublished(stack: DevStack, bench_api, index: int) -> dict:
                              json={"user_id": user, "provider": "github", "force": True})
     assert response.status_code == 202, response.text
     warm = bench_api.wait_final(stack, response.json()["sync_id"], timeout=600)
-    assert warm["status"] == "succeeded" and warm["connections_fetched"] == SIZE, warm
+    assert warm["status"] == "succeeded" and warm["connections_fetched"] == case.size, warm
     warm_calls = [c for c in calls_of(stack, account["token"]) if c["seq"] > cold_calls[-1]["seq"]]
     out = {}
     for name, record, calls in (("cold", cold, cold_calls), ("warm", warm, warm_calls)):
         seconds = bench_api.seconds(record["created_at"], record["finished_at"])
         admitted = sum(1 for c in calls if not c["rate_limited"])
-        windows = provider_windows(calls)
+        windows = provider_windows(calls, case.window_s)
         out[name] = {
             "seconds": round(seconds, 2), "calls": len(calls), "rejected": len(calls) - admitted,
             "rejected_share": round((len(calls) - admitted) / len(calls), 4),
             # the whole sync, ramp and tail included
-            "utilization_of_sync": round(admitted / (RATE * seconds), 3),
-            "windows": window_figures(windows),
+            "utilization_of_sync": round(admitted / (case.rate * seconds), 3),
+            "windows": window_figures(windows, case.rate),
         }
         if name == "cold":
-            out[name]["after_warm_up"] = after_warm_up(windows)
+            out[name]["after_warm_up"] = after_warm_up(windows, case.rate)
     return out
 
 
@@ -210,33 +240,31 @@ def median(values):
     return round(statistics.median(values), 3) if values else None
 
 
-def main(runs: int = RUNS) -> dict:
-    from bench import api as bench_api
-
-    print(f"quota benchmark: github whale of {SIZE} ({PAGES} pages), limit {LIMIT}/{WINDOW_S:g}s "
-          f"= {RATE:g} calls/s, {runs} runs per case ...", flush=True)
-    with stack_for(published=True) as stack:
+def published_case(bench_api, case: Case, runs: int) -> dict:
+    print(f"quota benchmark: published {case.name}, github whale of {case.size:,} "
+          f"({case.pages} pages, {case.pages / case.rate:g} s allowed), {runs} run(s) ...", flush=True)
+    with stack_for(published=True, case=case) as stack:
         warm_up(stack, bench_api, "pub")
-        published = [run_published(stack, bench_api, i) for i in range(runs)]
-    pub = {"runs": published,
+        published = [run_published(stack, bench_api, i, case) for i in range(runs)]
+    pub = {"limit": case.name, "size": case.size, "pages": case.pages, "runs": published,
            "ratio_median": median(r["ratio"] for r in published),
            "utilization_median": median(r["utilization"] for r in published),
            "http_429_total": sum(r["http_429"] for r in published),
            "peak_max": max(r["peak_per_window"] for r in published),
            "window_end_learned_from_opening_answer": all(
                r["window_end_learned_from_opening_answer"] for r in published)}
-    print(f"  published:   sync {median(r['seconds'] for r in published)} s vs "
-          f"{PAGES / RATE:g} s allowed -> ratio {pub['ratio_median']} (runs "
+    print(f"  published {case.name}: ratio {pub['ratio_median']} (runs "
           f"{[r['ratio'] for r in published]}), utilization {pub['utilization_median']}, "
-          f"429s {pub['http_429_total']}, peak {pub['peak_max']}/{LIMIT}", flush=True)
-    if not pub["window_end_learned_from_opening_answer"]:
-        print("  (the quota gate never saw the answer that opened a provider window, so each "
-              "window waited for the whole-second reset plus skew: see QuotaGate.observe)",
-              flush=True)
+          f"429s {pub['http_429_total']}, peak {pub['peak_max']}/{case.limit}", flush=True)
+    return pub
 
-    with stack_for(published=False) as stack:
+
+def adaptive_case(bench_api, case: Case, runs: int) -> dict:
+    print(f"quota benchmark: unpublished {case.name} (netsync told {case.ceiling}, adaptive), "
+          f"whale of {case.size:,}, cold + warm, {runs} run(s) ...", flush=True)
+    with stack_for(published=False, case=case) as stack:
         warm_up(stack, bench_api, "hidden")
-        hidden = [run_unpublished(stack, bench_api, i) for i in range(runs)]
+        hidden = [run_unpublished(stack, bench_api, i, case) for i in range(runs)]
     parts = {
         "cold_whole_sync": [(r["cold"]["utilization_of_sync"], r["cold"]["rejected_share"])
                             for r in hidden],
@@ -247,7 +275,7 @@ def main(runs: int = RUNS) -> dict:
                          r["warm"]["windows"]["rejected_share"])
                         for r in hidden if r["warm"]["windows"]],
     }
-    unpub = {"runs": hidden}
+    unpub = {"limit": case.name, "size": case.size, "runs": hidden}
     for part, figures in parts.items():
         unpub[part] = {"utilization_median": median(u for u, _ in figures),
                        "rejected_share_median": median(x for _, x in figures),
@@ -255,18 +283,22 @@ def main(runs: int = RUNS) -> dict:
                        "rejected_share_runs": [x for _, x in figures]}
         print(f"  unpublished {part.replace('_', ' ')}: utilization "
               f"{unpub[part]['utilization_median']} (runs {unpub[part]['utilization_runs']}), "
-              f"rejected {unpub[part]['rejected_share_median']} (runs "
-              f"{unpub[part]['rejected_share_runs']})", flush=True)
-    print(f"  unpublished sync seconds: cold {[r['cold']['seconds'] for r in hidden]}, warm "
-          f"{[r['warm']['seconds'] for r in hidden]} (the limit allows {PAGES / RATE:g} s)",
-          flush=True)
+              f"rejected {unpub[part]['rejected_share_median']}", flush=True)
+    return unpub
 
-    out = {"scenario": f"github whale of {SIZE} followers ({PAGES} pages); limit {LIMIT} per "
-                       f"{WINDOW_S:g} s per token ({RATE:g}/s); 2 prefork workers x 2",
+
+def main(runs: int = RUNS, quick: bool = False) -> dict:
+    from bench import api as bench_api
+
+    slow = Case(limit=10, window_s=5.0, size=1_000 if quick else 4_000)
+    fast = Case(limit=100, window_s=5.0, size=20_000 if quick else 50_000)
+    published = [published_case(bench_api, slow, runs), published_case(bench_api, fast, runs)]
+    unpub = adaptive_case(bench_api, Case(size=30_000) if quick else DEFAULT, runs)
+    out = {"scenario": "github whales under a per-token limit; 2 prefork workers x 2",
            "machine": "2 cores; simulator, Redis, web, scheduler and workers share them",
            "goals": {"published": "ratio <= 1.05, zero 429s",
                      "unpublished": ">= 85% utilization, <= 2% rejected"},
-           "published": pub, "unpublished": unpub}
+           "published_cases": published, "published": published[-1], "unpublished": unpub}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "quota.json").write_text(json.dumps(out, indent=2))
     return out

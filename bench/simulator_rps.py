@@ -92,13 +92,13 @@ async def hammer(base: str, concurrency: int, duration: float, max_requests: int
             "mean_body_bytes": counter["bytes"] // max(counter["ok"], 1)}
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     parser.add_argument("--requests", type=int, default=None, help="stop a run after N requests")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(SCENARIO, fh)

@@ -38,6 +38,8 @@ class WorkerSpec:
     #: the Celery app module (tests may wrap the service's app)
     app: str = "service.make_celery"
     loglevel: str = "WARNING"
+    #: run the worker under this command prefix (the benchmarks' profiler: bench/profiling.py)
+    wrap: object = None
 
 
 @dataclass
@@ -163,6 +165,8 @@ class DevStack:
                "-Q", spec.queues, "-P", spec.pool, "-c", str(spec.concurrency),
                "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
                "--without-heartbeat", "-l", spec.loglevel]
+        if spec.wrap is not None:
+            cmd = spec.wrap(cmd)
         proc = self._spawn(name, cmd)
         return proc
 

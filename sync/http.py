@@ -8,9 +8,11 @@ gevent pools can share a process without sharing a connection pool.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from dataclasses import dataclass
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -58,11 +60,28 @@ def send(method: str, url: str, *, params=None, headers=None, timeout: tuple[flo
         )
     except (requests.Timeout, requests.ConnectionError) as exc:
         raise ProviderCallError(ProviderError(TRANSPORT_ERROR, 0, type(exc).__name__)) from None
+    return Answer(response.status_code, response.headers, decode_body(response.content))
+
+
+def decode_body(content: bytes):
+    """The parsed JSON body, or None when there is none or it is not JSON.
+
+    orjson straight from the bytes: no charset detection and no str copy of the
+    body (a 100-follower GitHub page: 1.6 ms -> 0.4 ms, bench/hotpath.py). What
+    orjson refuses but the standard library reads (UTF-16/32 bodies) goes to
+    the standard library. orjson reads an integer past 64 bits as a float:
+    every provider's 64-bit-and-larger ids are strings (docs/providers.md).
+    """
+    if not content:
+        return None
     try:
-        body = response.json() if response.content else None
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(content)
     except ValueError:
-        body = None
-    return Answer(response.status_code, response.headers, body)
+        return None
 
 
 class UnparseableAnswer(Exception):
