@@ -114,7 +114,7 @@ def test_redis_killed_and_restarted_mid_sync_finishes_exactly(tmp_path, pool):
         dev.redis.start(port=port)
         for user, account, sync in zip(users, accounts, syncs):
             record = stack.wait_final(sync["sync_id"], timeout=RECOVERY_PATIENCE_S)
-            assert record["status"] == "succeeded", record
+            assert record["status"] == "succeeded", (record.get("error"), record)
             ids = stack.network_ids(user, "github")
             assert len(ids) == len(set(ids)) == account["size"]
             assert set(ids) == stack.truth("github", account["id"])
