@@ -122,3 +122,18 @@ def database_url(tmp_path_factory):
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class ManualClock:
+    """A clock a test moves by hand (``clock.now += 5``): pass it where code takes ``clock=``."""
+
+    def __init__(self, now=1_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()

@@ -6,19 +6,6 @@ import pytest
 from state.breaker import BreakerConfig, CircuitBreaker
 
 
-class Clock:
-    def __init__(self, now=1_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
 @pytest.fixture
 def breaker(redis_client, key_prefix, clock):
     config = BreakerConfig(threshold=3, cooldown_s=5.0, max_cooldown_s=20.0, probe_lease_s=10.0,

@@ -41,6 +41,7 @@ from state.keys import Keys
 from state.lua import LUA_DIR, LuaScript, ScriptCallError, parse_header, script_spec
 from state.quota import QuotaConfig, QuotaGate, fingerprint
 from state.store import SyncStore
+from tests.conftest import ManualClock
 from tests.unit.lua_static import (
     KEY_POSITIONS,
     MOVABLE_NUMKEYS,
@@ -166,14 +167,6 @@ local redis = setmetatable({call = checked(real_redis.call), pcall = checked(rea
 """
 
 
-class Clock:
-    def __init__(self, now=1_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def checked_scripts(monkeypatch):
     """Scripts sent with CHECK_PRELUDE; every call's key and argument names recorded."""
@@ -195,7 +188,7 @@ def checked_scripts(monkeypatch):
 
 
 def drive_store(redis_client, prefix):
-    clock = Clock()
+    clock = ManualClock()
     store = SyncStore(redis_client, prefix, clock=clock)
 
     def begin(user="u", force=False):
@@ -248,7 +241,7 @@ def drive_store(redis_client, prefix):
 
 
 def drive_quota(redis_client, prefix):
-    clock = Clock()
+    clock = ManualClock()
     gate = QuotaGate(redis_client, prefix, QuotaConfig.from_env({
         "QUOTA_GITHUB": "5000/3600/token", "QUOTA_FACEBOOK": "2/60/token,2/60/app",
         "QUOTA_LINKEDIN": "100/60/app/adaptive"}), clock=clock)
@@ -269,7 +262,7 @@ def drive_quota(redis_client, prefix):
 
 
 def drive_delayed(redis_client, prefix):
-    clock = Clock()
+    clock = ManualClock()
     delayed = DelayedSet(redis_client, prefix, clock=clock)
     delayed.park("t.task", [1], {}, "normal", 0)
     redis_client.zadd(delayed.due_key, {"gone": 0})  # released while the claim looked
@@ -277,7 +270,7 @@ def drive_delayed(redis_client, prefix):
 
 
 def drive_breaker(redis_client, prefix):
-    clock = Clock()
+    clock = ManualClock()
     breaker = CircuitBreaker(redis_client, prefix, BreakerConfig(threshold=1), clock=clock)
     breaker.allow("github")
     breaker.record("github", ok=False, kind="unavailable")  # opens it

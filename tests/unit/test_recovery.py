@@ -12,6 +12,7 @@ from state.metrics import Metrics
 from state.progress import SyncProgress
 from state.store import SyncStore
 from sync.recovery import StallSweeper
+from tests.conftest import ManualClock
 
 KEY = "ZGV2LW9ubHktZmVybmV0LWtleS1kby1ub3QtdXNlLSE="
 STALL_S = 60.0
@@ -19,17 +20,9 @@ STALL_S = 60.0
 PRIORITY = queues.priority_for("webhook", "redis://x")
 
 
-class Clock:
-    def __init__(self, now=1_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def world(redis_client, key_prefix):
-    clock = Clock()
+    clock = ManualClock()
     settings = SimpleNamespace(stall_seconds=STALL_S, max_recoveries=2, sweep_interval=15.0,
                                provider_regions={})
     svc = SimpleNamespace(

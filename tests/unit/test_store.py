@@ -8,19 +8,6 @@ import pytest
 from state.store import SyncStore
 
 
-class Clock:
-    def __init__(self, now=1_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
 @pytest.fixture
 def store(redis_client, key_prefix, clock):
     return SyncStore(redis_client, key_prefix, clock=clock)
