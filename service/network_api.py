@@ -99,7 +99,8 @@ def get_members(user_id: str, provider: str, relation: str):
 def get_change_feed():
     """Everything that changed across all users, oldest first, from ``after``."""
     raw = request.args.get("after") or "0"
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+    # a cursor is a PostgreSQL bigint: 19 digits may still be past its range
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > 2**63 - 1:
         raise ApiError(400, "after must be a cursor from an earlier answer")
     entries, next_cursor = services().networks.feed(int(raw), _limit())
     return jsonify(changes=entries, next_cursor=str(next_cursor))
