@@ -17,13 +17,12 @@ import time
 import pytest
 import requests
 import redis
-from kombu import Connection
 
 from devtools.devstack import ROOT, DevStack, WorkerSpec
 from state.progress import SyncProgress
 from state.store import SyncStore
 from tests.integration.conftest import TEST_ENV, Stack, new_user
-from tests.integration.test_rabbitmq import AMQP_URL, rabbitmq_reachable
+from tests.integration.test_rabbitmq import AMQP_URL, delete_amqp_queues, rabbitmq_reachable
 
 # A quick sweep, but patient with syncs that do not move: on a loaded machine the
 # workers' reconnect after a Redis restart can take longer than a few 2 s stalls,
@@ -46,16 +45,6 @@ def fault_stack(tmp_path, broker: str, pool: str = "prefork",
                    workers=[WorkerSpec(queue_names, pool=pool, concurrency=2 if pool == "prefork" else 8,
                                        name="first")], **options)
     return dev, queue_names.split(",")
-
-
-def delete_amqp_queues(names: list[str]) -> None:
-    with Connection(AMQP_URL) as conn:
-        channel = conn.channel()
-        for queue in names:
-            try:
-                channel.queue_delete(queue)
-            except Exception:  # noqa: BLE001 - already gone
-                channel = conn.channel()
 
 
 BROKERS = [

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 
 import pytest
 import requests
@@ -49,13 +48,7 @@ def amqp_stack(tmp_path_factory):
         with dev:
             yield Stack(dev)
     finally:
-        with Connection(AMQP_URL) as conn:
-            channel = conn.channel()
-            for queue in queues:
-                try:
-                    channel.queue_delete(queue)
-                except Exception:  # noqa: BLE001 - already gone
-                    channel = conn.channel()
+        delete_amqp_queues(queues)
 
 
 @pytest.mark.parametrize("size", [0, 250, 3_000])
@@ -71,3 +64,14 @@ def test_sync_over_rabbitmq(amqp_stack, size):
 def test_readyz_sees_rabbitmq(amqp_stack):
     response = requests.get(f"{amqp_stack.web}/readyz", timeout=10)
     assert response.status_code == 200, response.text
+
+
+def delete_amqp_queues(names: list[str]) -> None:
+    """Remove a test's own queues from the shared broker."""
+    with Connection(AMQP_URL) as conn:
+        channel = conn.channel()
+        for queue in names:
+            try:
+                channel.queue_delete(queue)
+            except Exception:  # noqa: BLE001 - already gone
+                channel = conn.channel()
