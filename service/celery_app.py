@@ -52,6 +52,14 @@ def celery_config(settings, redis_url: str) -> dict:
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # After a broker reconnect Celery lowers the prefetch count by the tasks
+        # still running and raises it again only as messages received *after*
+        # the reconnect are acked. A threads-pool worker's tasks cannot be
+        # cancelled (they finish on their own, failing on the dead connection),
+        # so the lowered count can starve it; our tasks are idempotent and acked
+        # late, so a full prefetch after a reconnect costs at most one message
+        # per slot waiting a little.
+        "worker_enable_prefetch_count_reduction": False,
         "task_create_missing_queues": True,
     }
 

@@ -88,15 +88,7 @@ def test_kill_9_of_the_worker_mid_sync_is_recovered_exactly(tmp_path, broker):
             delete_amqp_queues(queue_names)
 
 
-#: Known bug, open in issue 9: in a full `make test` run (3 of 3 fresh clones) the
-#: threads-pool worker never takes work again after the Redis restart (the sync ends
-#: ``stalled`` after 60 recoveries), while run alone or with its module it passes
-#: (8 of 8). Skipped until the cause is found, so that it does not hide the rest.
-THREADS_AFTER_REDIS_RESTART = pytest.mark.skip(
-    reason="known bug (issue 9): threads worker does not resume after a Redis restart in a full run")
-
-
-@pytest.mark.parametrize("pool", ["prefork", pytest.param("threads", marks=THREADS_AFTER_REDIS_RESTART)])
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_redis_killed_and_restarted_mid_sync_finishes_exactly(tmp_path, pool):
     """Redis (state and broker) dies with SIGKILL mid-sync and comes back on its port
     from its append-only file: no page is lost, no worker exits, the sync is exact."""
@@ -114,12 +106,21 @@ def test_redis_killed_and_restarted_mid_sync_finishes_exactly(tmp_path, pool):
         dev.redis.start(port=port)
         for user, account, sync in zip(users, accounts, syncs):
             record = stack.wait_final(sync["sync_id"], timeout=RECOVERY_PATIENCE_S)
-            assert record["status"] == "succeeded", (record.get("error"), record)
+            assert record["status"] == "succeeded", (record.get("error"), record,
+                                                     log_tail(dev.var_dir / "first.log"))
             ids = stack.network_ids(user, "github")
             assert len(ids) == len(set(ids)) == account["size"]
             assert set(ids) == stack.truth("github", account["id"])
         alive = {name: proc.poll() for name, proc in dev.processes.items()}
         assert all(code is None for code in alive.values()), alive
+
+
+def log_tail(path, lines: int = 40) -> str:
+    """The end of a process's log, for a failure message: what the worker last did."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(no log: {exc})"
 
 
 OUTAGE_S = 6.0

@@ -171,6 +171,8 @@ def test_celery_config_on_redis():
     assert conf["task_default_priority"] == 0
     assert conf["task_queue_max_priority"] == queues.MAX_PRIORITY
     assert conf["worker_prefetch_multiplier"] == 1 and conf["task_acks_late"] is True
+    # a threads worker's running tasks cannot be cancelled on a reconnect: no lowered prefetch
+    assert conf["worker_enable_prefetch_count_reduction"] is False
 
 
 def test_celery_config_on_rabbitmq():
