@@ -6,6 +6,8 @@ so the paths from before relations existed keep working.
 """
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Flask, jsonify, request
 
 from service.extensions import services
@@ -17,6 +19,8 @@ bp = Blueprint("networks", __name__, url_prefix="/v1")
 DEFAULT_PAGE_LIMIT = 100
 MAX_PAGE_LIMIT = 1000
 MAX_CURSOR_LENGTH = 512
+#: an optional minus and 1-10 ASCII digits (``int()`` alone would also take "+5", " 5", "1_0")
+_INTEGER = re.compile(r"-?[0-9]{1,10}")
 
 
 def _target(user_id: str, provider: str, relation: str | None) -> str:
@@ -31,7 +35,8 @@ def _limit(name: str = "limit") -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return DEFAULT_PAGE_LIMIT
-    if not raw.isascii() or not raw.lstrip("-").isdigit() or len(raw) > 10:
+    # one minus at most: "--5" passed an lstrip("-") check and int() raised (a 500)
+    if not _INTEGER.fullmatch(raw):
         raise ApiError(400, f"{name} must be an integer")
     limit = int(raw)
     if not 1 <= limit <= MAX_PAGE_LIMIT:

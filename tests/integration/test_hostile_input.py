@@ -11,7 +11,7 @@ import pytest
 
 from providers import provider_classes
 from tests.integration.conftest_http import (  # noqa: F401  (fixtures)
-    account, http_app, http_broker_url, http_client, live_server, login_body, new_user,
+    BEARER, account, http_app, http_broker_url, http_client, live_server, login_body, new_user,
     post_login, recent_sync_ids, signed_headers, svc,
 )
 from tests.integration.test_http_triggers import assert_nothing_started, error_code
@@ -125,3 +125,54 @@ def test_a_chunked_body_under_the_limit_is_read_whole(live_server, svc):
                        encode_chunked=True)
     response = connection.getresponse()
     assert response.status == 202, response.read()
+
+
+# -- the network reads' query parameters: each was a 500 (after: make fuzz; limit: by hand)
+PAGED_READS = ["/v1/changes", "/v1/users/{user}/networks/github",
+               "/v1/users/{user}/networks/github/following",
+               "/v1/users/{user}/networks/github/changes",
+               "/v1/users/{user}/networks/github/following/changes",
+               "/v1/users/{user}/networks/github/following/members"]
+
+
+def feed_size(svc) -> int:
+    return len(svc.networks.feed(0, 1000)[0])
+
+
+@pytest.mark.parametrize("path", PAGED_READS)
+@pytest.mark.parametrize("limit", ["--5", "--1", "-", "+5", " 5", "5 ", "1_0", "1e3", "0x10",
+                                   "\u0661", "５", "5\x00", "12345678901"])
+def test_a_limit_that_is_not_one_plain_integer_is_400(http_client, svc, path, limit):
+    user = new_user()
+    before = feed_size(svc)
+    response = http_client.get(path.format(user=user), query_string={"limit": limit},
+                               headers=BEARER)
+    assert response.status_code == 400, (limit, response.get_data()[:300])
+    assert error_code(response) == "malformed"
+    assert "limit" in response.get_json()["error"]["message"]
+    assert_nothing_written(svc, user)
+    assert feed_size(svc) == before
+
+
+@pytest.mark.parametrize("limit, status", [("-5", 422), ("0", 422), ("1001", 422), ("1", 200),
+                                           ("1000", 200), ("-1234567890", 422)])
+def test_a_plain_integer_limit_is_checked_for_its_range(http_client, limit, status):
+    response = http_client.get("/v1/changes", query_string={"limit": limit}, headers=BEARER)
+    assert response.status_code == status, response.get_data()[:300]
+    assert response.is_json
+
+
+@pytest.mark.parametrize("after", [str(2**63), "9" * 19, "-1", "1.0", "\u0661", "1" * 20])
+def test_a_feed_cursor_past_a_bigint_or_not_digits_is_400(http_client, svc, after):
+    before = feed_size(svc)
+    response = http_client.get("/v1/changes", query_string={"after": after}, headers=BEARER)
+    assert response.status_code == 400, (after, response.get_data()[:300])
+    assert error_code(response) == "malformed"
+    assert feed_size(svc) == before
+
+
+def test_the_largest_bigint_is_a_feed_cursor(http_client):
+    response = http_client.get("/v1/changes", query_string={"after": str(2**63 - 1)},
+                               headers=BEARER)
+    assert response.status_code == 200, response.get_data()[:300]
+    assert response.get_json() == {"changes": [], "next_cursor": str(2**63 - 1)}
