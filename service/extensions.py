@@ -60,7 +60,8 @@ def build_services(settings: Settings) -> Services:
         redis=client,
         store=SyncStore(client, settings.key_prefix),
         credentials=CredentialStore(client, settings.key_prefix, settings.encryption_keys),
-        quota=QuotaGate(client, settings.key_prefix, settings.quota),
+        quota=QuotaGate(client, settings.key_prefix, settings.quota,
+                        max_margin_s=settings.http_connect_timeout + settings.http_read_timeout),
         delayed=DelayedSet(client, settings.key_prefix),
         metrics=Metrics(client, settings.key_prefix),
         # a pause reaches every worker within a second; the call path reads Redis once a second

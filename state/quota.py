@@ -27,6 +27,26 @@ A class may take ``cost`` calls when (1) the bucket has that much free room
 ceiling (none for normal), and (3) the room left afterwards still covers the
 reserved classes' unused share. So whales hammering leave normal its 50 %.
 
+When a call counts: the provider counts a call when it *receives* it, which
+is some time after we granted it (the rest of the task, scheduling on a busy
+machine, the network). Counting it at its grant would let two calls granted
+a window apart land in one provider window. So a call is accounted at the
+latest moment the provider may have received it: on grant, at grant time
+plus the bucket's *margin*; on its answer (``settle``), at the answer's time
+(whatever the provider received, it received before answering), and it stays
+counted for one window after that. Then no sliding window of ``window_s`` at
+the provider holds more than ``limit`` calls: of any ``limit + 1`` calls it
+received within ``window_s``, the one granted last was granted no later than
+it was received, so within ``window_s`` of the others' receipt, hence while
+they were all still counted: it was refused. The margin is learned, not set:
+the slowest recent grant-to-answer latency of the bucket, halving every
+``MARGIN_HALF_LIFE_S``, at most the HTTP timeouts (no call stays unanswered
+longer). It covers calls not yet answered (and those never settled: a worker
+that died mid-call); an answered call counts by its own latency, so a margin
+above the usual latency costs nothing once the answers are in. A bucket that
+has seen no answer yet accounts at the grant (margin 0). What this does not
+cover: a call still unanswered one window plus the margin after its grant.
+
 Provider windows: a ``remaining``/``reset`` report caps the bucket until the
 reset (plus ``RESET_SKEW_S``: it is whole seconds, on the provider's clock);
 the answer of the call that opened a provider window bounds its end on our
@@ -42,7 +62,7 @@ is out of quota never touches the shared buckets.
 A quota wait is never a sleep: ``acquire`` returns seconds, the caller parks
 the task in the delayed set (``state.delayed``) for that long.
 
-The scripts are ``state/lua/{take,refund,observe,outcome}.lua``, each sent
+The scripts are ``state/lua/{take,settle,refund,observe,outcome}.lua``, each sent
 with ``quota_prelude.lua`` (reading a bucket and judging a request), one
 bucket key each (``P:quota:{provider:scope:key}``, ``state.keys``).
 """
@@ -72,6 +92,11 @@ DEFAULT_IP_KEY = "default-egress"  # workers behind one NAT share one budget
 WINDOW_SLOTS = 60
 #: our clock vs the provider's: a reset counts as passed this much later
 RESET_SKEW_S = 1.0
+#: a learned latency's weight in a bucket's margin halves in this many seconds
+MARGIN_HALF_LIFE_S = 60.0
+#: the most a call stays unanswered, when the caller does not say (the default
+#: HTTP timeouts: connect 3.05 s + read 10 s): bounds the learned margin
+DEFAULT_MAX_MARGIN_S = 13.05
 #: a remaining/usage figure without a reset time holds for this part of the window
 TOLD_HORIZON_FRACTION = 1 / 12
 #: adaptive limits start at this fraction of their ceiling
@@ -140,15 +165,39 @@ class QuotaConfig:
 
 
 @dataclass(frozen=True)
+class QuotaTicket:
+    """What one bucket's take counted: ``settle`` moves it to the answer's time."""
+
+    bucket: "QuotaBucket"
+    #: the sub-window the call is accounted in (as the take script returned it)
+    slot: str
+    #: the margin the call was accounted with, seconds after its grant
+    margin_s: float
+
+
+@dataclass(frozen=True)
 class QuotaDecision:
-    """What ``decide`` found: granted, or how long to wait and for which scope."""
+    """What ``decide`` found: granted, or how long to wait and for which scope.
+
+    A grant carries what was taken (``tickets``), for ``QuotaGate.settle``
+    once the call is answered.
+    """
 
     wait_s: float
     scope: str | None = None
+    tickets: tuple[QuotaTicket, ...] = ()
+    granted_at: float = 0.0
+    queue_class: str = "normal"
+    cost: int = 1
 
     @property
     def granted(self) -> bool:
         return self.wait_s == 0.0
+
+    @property
+    def margin_s(self) -> float:
+        """The largest margin the grant was accounted with (0 if none)."""
+        return max((t.margin_s for t in self.tickets), default=0.0)
 
 
 @dataclass(frozen=True)
@@ -165,13 +214,17 @@ class QuotaGate:
     """Takes, corrects and adapts provider quotas held in Redis (see module doc)."""
 
     def __init__(self, redis_client, key_prefix: str, config: QuotaConfig,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 max_margin_s: float = DEFAULT_MAX_MARGIN_S):
         self.redis = redis_client
         self.prefix = key_prefix
         self.keys = Keys(key_prefix)
         self.clock = clock
         self.config = config
+        #: the longest a call stays unanswered (the HTTP timeouts): bounds the margin
+        self.max_margin_s = max_margin_s
         self._take = LuaScript(redis_client, "take")
+        self._settle = LuaScript(redis_client, "settle")
         self._refund = LuaScript(redis_client, "refund")
         self._observe = LuaScript(redis_client, "observe")
         self._outcome = LuaScript(redis_client, "outcome")
@@ -223,6 +276,7 @@ class QuotaGate:
                 "shares": {CLASS_LETTER[c]: shares.get(c, 0.0) for c in CLASS_POLICY},
                 "kinds": {CLASS_LETTER[c]: policy for c, policy in CLASS_POLICY.items()},
                 "memory": ADAPTIVE_MEMORY_S,
+                "max_margin": self.max_margin_s, "half_life": MARGIN_HALF_LIFE_S,
             }
         return {"now": round(now, 6), "cost": cost, **fixed}
 
@@ -237,11 +291,11 @@ class QuotaGate:
             granted, detail, *rest = self._take(keys={"bucket": bucket.redis_key},
                                                 args={**args, "mode": "take"})
             if granted:
-                taken.append((bucket, detail, rest[0]))
+                taken.append((bucket, _s(detail), rest[0], float(_s(rest[1]))))
                 continue
-            for done, slot, took_left in taken:
+            for done, slot, took_left, _ in taken:
                 self._refund(keys={"bucket": done.redis_key},
-                             args={**self._args(done, queue_class, cost, now), "slot": _s(slot),
+                             args={**self._args(done, queue_class, cost, now), "slot": slot,
                                    "took_left": bool(took_left)})
             waits = [(self._wait(detail, bucket), bucket.limit.scope)]
             for later in buckets[i + 1:]:
@@ -250,7 +304,26 @@ class QuotaGate:
                 waits.append((self._wait(later_wait, later), later.limit.scope))
             wait, scope = max(waits)
             return QuotaDecision(wait, scope)
-        return QuotaDecision(0.0)
+        tickets = tuple(QuotaTicket(bucket, slot, margin) for bucket, slot, _, margin in taken)
+        return QuotaDecision(0.0, tickets=tickets, granted_at=now, queue_class=queue_class,
+                             cost=cost)
+
+    def settle(self, decision: QuotaDecision) -> None:
+        """The granted call was answered (or failed): account it at this moment.
+
+        Call it as soon as the call returns, whatever it returned (an error
+        answer, a timeout): the provider received the call, if at all, before
+        now, so the call leaves the window one window from now, and its
+        latency teaches the bucket its margin. A grant never settled (its
+        worker died mid-call) stays accounted at grant + margin.
+        """
+        if not decision.tickets:
+            return
+        now = self.clock()
+        for ticket in decision.tickets:
+            self._settle(keys={"bucket": ticket.bucket.redis_key}, args={
+                **self._args(ticket.bucket, decision.queue_class, decision.cost, now),
+                "slot": ticket.slot, "granted_at": decision.granted_at})
 
     @staticmethod
     def _wait(detail, bucket: QuotaBucket) -> float:

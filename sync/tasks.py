@@ -178,16 +178,21 @@ class ProviderTask(NetsyncTask):
         if not verdict.allowed:
             return self.wait_for_circuit(ctx, verdict, park_args, park_kwargs)
         scopes = ctx.quota_scopes()
-        wait = svc.quota.acquire(provider.NAME, scopes, ctx.queue_class)
-        if wait > 0:
-            self.park(ctx, wait, "quota", park_args, park_kwargs)
+        grant = svc.quota.decide(provider.NAME, scopes, ctx.queue_class)
+        if not grant.granted:
+            self.park(ctx, grant.wait_s, "quota", park_args, park_kwargs)
             return None
         if self.starts_sync and not park_kwargs.get("attempt") and not park_kwargs.get("refreshed"):
             telemetry.observe_first_call(svc.metrics, ctx.record)
         settings = svc.settings
         try:
-            answer = oauth.send(ctx, http_call, provider.request_headers(),
-                                (settings.http_connect_timeout, settings.http_read_timeout))
+            try:
+                answer = oauth.send(ctx, http_call, provider.request_headers(),
+                                    (settings.http_connect_timeout, settings.http_read_timeout))
+            finally:
+                # the provider received the call (if at all) by now: the quota
+                # counts it from here, and learns its latency (QuotaGate.settle)
+                svc.quota.settle(grant)
         except ProviderCallError as exc:  # no answer (timeout, connection refused)
             svc.breaker.record(provider.NAME, ok=exc.error.action is not Action.BACKOFF,
                                kind=exc.error.rule.kind)

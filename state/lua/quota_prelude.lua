@@ -4,8 +4,11 @@
 -- request is judged at time t (see state.quota for the algorithm).
 --
 -- KEYS[1] bucket: one quota bucket (hash: fields s<slot>:<class> count the
---     calls of a sub-window per class; the others are the provider's reports
---     and the adaptive rate)
+--     calls accounted in a sub-window, per class; a call is accounted at the
+--     latest moment the provider may have received it: its grant plus the
+--     margin while it is in flight, its answer once settled; `lat` and `lat_t`
+--     are the margin learned from answers and when; the others are the
+--     provider's reports and the adaptive rate)
 -- ARGV[1] = JSON object:
 --   now: epoch seconds (to the microsecond)
 --   cost: calls asked for
@@ -20,6 +23,9 @@
 --   shares: each class's share of a shared bucket (object n, w, t → 0..1)
 --   kinds: each class's policy (object n, w, t → R reserved, B borrows, C capped)
 --   memory: seconds an adaptive bucket outlives its last use
+--   max_margin: seconds; the most a call is taken to stay unanswered (the
+--       HTTP timeouts): bounds the learned margin and the bucket's lifetime
+--   half_life: seconds in which a learned latency's weight in the margin halves
 local args = cjson.decode(ARGV[1])
 local key = KEYS[1]
 local now, cost, cls = args.now, args.cost, args.class
@@ -64,6 +70,14 @@ local function usage(t)
     end
   end
   return total, by
+end
+
+local function margin()
+  -- how late after its grant a call may reach the provider: the slowest
+  -- recent answer, decaying (0 before this bucket has seen an answer)
+  if not meta.lat then return 0 end
+  local age = math.max(0, now - (meta.lat_t or now))
+  return math.min(args.max_margin, meta.lat * 0.5 ^ (age / args.half_life))
 end
 
 local function capacity()
@@ -137,7 +151,7 @@ local function tidy()
 end
 
 local function keep_alive()
-  local keep = 2 * W
+  local keep = 2 * W + args.max_margin  -- a call may be accounted that far ahead
   for _, f in ipairs({'blocked', 'left_until', 'align'}) do
     if meta[f] then keep = math.max(keep, meta[f] + skew - now) end
   end

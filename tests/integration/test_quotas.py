@@ -6,7 +6,8 @@ quota configured for it, and judges behaviour from the simulator's own
 records (its 429 count, its sliding peak per window, its call log), never
 from how fast things went:
 
-- published per-token limit: zero 429s, never more than the limit in any window;
+- published per-token limit: zero 429s, never more than the limit in any
+  sliding window by the simulator's receiving time, with a CPU hog on every core;
 - app-wide limit shared by a whale and 20 normal syncs: normal gets its share;
 - unpublished limit (``"publish": false`` in the simulator, adaptive quota):
   after warm-up ≤ 5 % rejected and ≥ 80 % of the limit used;
@@ -15,9 +16,12 @@ from how fast things went:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime
@@ -27,6 +31,7 @@ import redis
 import requests
 
 
+from state.credentials import Credential
 from state.delayed import DelayedSet
 from devtools.devstack import DevStack, WorkerSpec
 from state.quota import RESET_SKEW_S, QuotaConfig, QuotaGate, fingerprint
@@ -91,6 +96,38 @@ def wait_for(condition, timeout: float, what: str):
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def cpu_hogs():
+    """A process spinning on every core for the length of the block (killed after it):
+    the workers' time between taking quota and sending then varies as on a busy machine."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 1)]
+    try:
+        yield hogs
+    finally:
+        for hog in hogs:
+            hog.kill()
+        for hog in hogs:
+            hog.wait()
+
+
+def busiest_window(log: list[dict], window_s: float) -> int:
+    """The most calls the simulator received in any span shorter than ``window_s``."""
+    times = sorted(c["t"] for c in log)
+    return max((sum(1 for u in times[i:] if u < t + window_s) for i, t in enumerate(times)),
+               default=0)
+
+
+def learned_margin(stack: Stack, token: str) -> float | None:
+    """The margin the token's GitHub bucket learned from its answers (seconds), if any."""
+    client = redis.Redis.from_url(stack.dev.redis_url)
+    gate = QuotaGate(client, stack.dev.base_env.get("NETSYNC_KEY_PREFIX", "netsync"),
+                     QuotaConfig.from_env(stack.dev.base_env))
+    (bucket,) = gate.buckets("github", {"token": Credential("-", token).fingerprint()})
+    value = client.hget(bucket.redis_key, "lat")
+    return float(value) if value is not None else None
+
+
 def provider_windows(log: list[dict], window_s: float) -> list[dict]:
     """The simulator's fixed windows rebuilt from its log: one opens at the first
     call after the previous one closed."""
@@ -121,10 +158,13 @@ def token_stack(tmp_path_factory):
 
 class TestPublishedTokenLimit:
     def test_whale_on_several_workers_never_exceeds_the_limit(self, token_stack):
+        """Four worker processes beside a CPU hog on every core: a call reaches the
+        provider a varying while after its grant, and the provider counts it then."""
         stack = token_stack
         account = stack.add_account("github", 6_000)  # 60 pages: a whale above 1,000
-        user, sync_id = start_sync(stack, account)
-        record = stack.wait_final(sync_id, timeout=200)
+        with cpu_hogs():
+            user, sync_id = start_sync(stack, account)
+            record = stack.wait_final(sync_id, timeout=300)
         assert record["queue"] == "whale"
         assert_full_network(stack, user, account, record)
 
@@ -132,11 +172,18 @@ class TestPublishedTokenLimit:
         assert len(log) >= 61  # the profile and 60 pages
         assert not [c for c in log if c["rate_limited"] or c["status"] != 200]
         seen = key_stats(stack, account["token"])
-        print(f"whale: {len(log)} calls over {log[-1]['t'] - log[0]['t']:.1f} s, 429s "
-              f"{seen['rejected']}, peak {seen['peak']}/{TOKEN_LIMIT} per {TOKEN_WINDOW_S:g} s; "
-              f"first call {log[0]['t'] - stack_epoch(record['created_at']):.2f} s after creation")
+        busiest = busiest_window(log, TOKEN_WINDOW_S)
+        margin = learned_margin(stack, account["token"])
+        print(f"whale beside a CPU hog: {len(log)} calls over {log[-1]['t'] - log[0]['t']:.1f} s, "
+              f"429s {seen['rejected']}, most received in any {TOKEN_WINDOW_S:g} s {busiest}/"
+              f"{TOKEN_LIMIT} (simulator's meter {seen['peak']}); learned margin "
+              f"{(margin or 0) * 1000:.0f} ms; first call "
+              f"{log[0]['t'] - stack_epoch(record['created_at']):.2f} s after creation")
         assert seen["rejected"] == 0
-        assert seen["peak"] <= TOKEN_LIMIT  # in any sliding 5 s, as the simulator received them
+        # in any sliding 5 s, by the time the simulator received the calls
+        assert busiest <= TOKEN_LIMIT
+        assert seen["peak"] <= TOKEN_LIMIT
+        assert margin is not None  # the answers were settled: the gate learned their latency
 
     def test_killed_scheduler_loses_no_parked_work(self, token_stack):
         stack = token_stack

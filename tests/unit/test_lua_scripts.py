@@ -246,7 +246,10 @@ def drive_quota(redis_client, prefix):
         "QUOTA_GITHUB": "5000/3600/token", "QUOTA_FACEBOOK": "2/60/token,2/60/app",
         "QUOTA_LINKEDIN": "100/60/app/adaptive"}), clock=clock)
     token = {"token": fingerprint("t")}
-    assert gate.acquire("github", token, "normal") == 0
+    grant = gate.decide("github", token, "normal")
+    assert grant.granted
+    clock.now += 0.5
+    gate.settle(grant)  # moves the call to its answer's sub-window
     gate.observe("github", token, RateLimitInfo(limit=5000, remaining=4999,
                                                 reset_at=clock.now + 3600))
     gate.observe("github", token, RateLimitInfo(retry_after=30.0))

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import collections
+import heapq
 import threading
 import uuid
 
 import pytest
 import redis
+from hypothesis import HealthCheck, Phase, find, given, settings
+from hypothesis import strategies as st
 
 from providers.ratelimits import QuotaLimit, QuotaSpecError
 from service.config import ConfigError, load_settings
 from state.quota import (
-    ADAPTIVE_START, RESET_SKEW_S, WINDOW_SLOTS, QuotaConfig, QuotaGate, fingerprint,
+    ADAPTIVE_START, DEFAULT_MAX_MARGIN_S, MARGIN_HALF_LIFE_S, RESET_SKEW_S, WINDOW_SLOTS, QuotaConfig, QuotaGate,
+    fingerprint,
 )
 from providers.ratelimits import RateLimitInfo
 
@@ -97,13 +101,223 @@ def test_key_layout_expiry_and_no_raw_tokens(r):
     g = gate(r, FakeClock(), QUOTA_GITHUB="5000/3600/token")
     assert g.acquire("github", {"token": FP}, "normal") == 0.0
     key = f"{r.test_prefix}:quota:{{github:token:{FP}}}"
-    assert r.exists(key) and 0 < r.pttl(key) <= (2 * 3600 + 60) * 1000
+    assert r.exists(key) and 0 < r.pttl(key) <= (2 * 3600 + DEFAULT_MAX_MARGIN_S + 60) * 1000
     with pytest.raises(ValueError):
         g.acquire("github", {"token": "ghp_16C7e42F292c6912E7710c838347Ae178B4a"}, "normal")
     with pytest.raises(ValueError):
         g.acquire("github", {}, "normal")  # a token limit needs its key
     with pytest.raises(ValueError):
         g.acquire("github", {"token": FP}, "vip")
+
+
+# --- a call counts when the provider receives it: margin and settle ------------------------
+#
+# The provider counts a call at its receiving time r, somewhere between our
+# grant t and the answer a (a busy machine, GC, the network: r - t varies).
+# ``busiest`` counts calls by r in every window [r_i, r_i + W), as a provider
+# counting sliding windows would.
+
+W, L = 5.0, 10
+
+
+def busiest(times, window=W) -> int:
+    times = sorted(times)
+    return max((sum(1 for u in times[i:] if u < t + window) for i, t in enumerate(times)),
+               default=0)
+
+
+def run_workers(g, clock, calls, workers: int, settle: bool) -> list[float]:
+    """``workers`` callers on the fake clock make ``calls`` (latency, fraction) in turn.
+
+    Each takes quota for a call; refused, it is parked for the wait the gate
+    gave; granted, it is busy for the call's latency, then (``settle``) settles
+    and takes the next. Returns when the provider received each call: grant +
+    fraction × latency. Without ``settle``, on a bucket that has seen no
+    answer (margin 0), this is the old accounting: a call counted at its grant.
+    """
+    scopes, todo, received = {"token": fingerprint(uuid.uuid4().hex)}, list(calls), []
+    events = [(clock.now + 0.001 * i, i, None) for i in range(workers)]
+    seq = workers
+    while events:
+        t, _, answered = heapq.heappop(events)
+        clock.now = t
+        if answered is not None:
+            if settle:
+                g.settle(answered)
+        elif not todo:
+            continue
+        else:
+            decision = g.decide("github", scopes, "whale")
+            if not decision.granted:
+                seq += 1
+                heapq.heappush(events, (t + decision.wait_s, seq, None))
+                continue
+            latency, fraction = todo.pop(0)
+            received.append(t + fraction * latency)
+            seq += 1
+            heapq.heappush(events, (t + latency, seq, decision))
+            continue
+        seq += 1
+        heapq.heappush(events, (t, seq, None))  # free again: the next call
+    assert not todo
+    return received
+
+
+calls_strategy = st.lists(st.tuples(st.floats(0, 1.5), st.floats(0, 1)), min_size=15, max_size=35)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=calls_strategy, workers=st.integers(1, 6))
+def test_settled_calls_never_exceed_the_limit_by_receiving_time(r, calls, workers):
+    """Whatever each call's latency and wherever in it the provider received the
+    call, no window W holds more than L of them: each call is counted until
+    one window after its answer."""
+    clock = FakeClock()
+    g = gate(r, clock, QUOTA_GITHUB=f"{L}/{W:g}/token")
+    received = run_workers(g, clock, calls, workers, settle=True)
+    assert busiest(received) <= L
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(st.tuples(st.floats(0, 0.2), st.floats(0, 1)), min_size=15, max_size=35),
+       workers=st.integers(1, 6), learned=st.floats(0.05, 2.0))
+def test_grants_shifted_by_delays_within_the_margin_never_exceed_the_limit(r, calls, workers,
+                                                                             learned):
+    """Unsettled grants (a worker that died mid-call): with the margin m the bucket
+    learned, no window W holds more than L grants shifted by any delays in [0, m]."""
+    clock = FakeClock()
+    g = gate(r, clock, QUOTA_GITHUB=f"{L}/{W:g}/token")
+    scopes = {"token": fingerprint(uuid.uuid4().hex)}  # a bucket of this example's own
+    first = g.decide("github", scopes, "whale")  # one answer teaches the margin
+    clock.now += learned
+    g.settle(first)
+    received = [clock.now]  # at the latest: its answer
+    clock.now += 0.01
+    second = g.decide("github", scopes, "whale")
+    assert second.margin_s == pytest.approx(learned, rel=1e-3)
+    received.append(clock.now + second.margin_s)
+    received += run_workers_on(g, clock, scopes, calls, workers)
+    assert busiest(received) <= L
+
+
+def run_workers_on(g, clock, scopes, calls, workers):
+    """``run_workers`` without settling, on a bucket that already learned its margin."""
+    todo, received, t = list(calls), [], clock.now
+    free = [t + 0.001 * i for i in range(workers)]
+    while todo:
+        free.sort()
+        clock.now = free[0]
+        decision = g.decide("github", scopes, "whale")
+        if not decision.granted:
+            free[0] += decision.wait_s
+            continue
+        latency, fraction = todo.pop(0)
+        received.append(clock.now + fraction * decision.margin_s)
+        free[0] += latency
+    return received
+
+
+def test_the_old_accounting_lets_a_slow_first_call_make_eleven(r):
+    """What happened on a busy machine (11 of 10 in a sliding 5 s): counting a call
+    at its grant, a first call received 0.5 s late shares a provider window with
+    the next window's ten. The same workload with settling keeps to ten."""
+    calls = [(0.5, 1.0)] + [(0.01, 0.0)] * 20  # the first call reaches the provider at +0.5 s
+    found = {}
+    for settle in (False, True):  # each run on a token of its own
+        clock = FakeClock()
+        g = gate(r, clock, QUOTA_GITHUB=f"{L}/{W:g}/token")
+        found[settle] = busiest(run_workers(g, clock, calls, 4, settle=settle))
+    # without settling and before any answer, the margin is 0: the old accounting
+    assert found == {False: L + 1, True: L}
+
+
+def test_the_old_accounting_fails_the_settled_property(r):
+    """Hypothesis, searching the workloads of the settled property above, finds
+    ones the old accounting lets exceed L; on the one found, settling keeps to L."""
+    def exceeds(example) -> bool:
+        calls, workers = example
+        clock = FakeClock()
+        g = gate(r, clock, QUOTA_GITHUB=f"{L}/{W:g}/token")
+        return busiest(run_workers(g, clock, calls, workers, settle=False)) > L
+
+    calls, workers = find(st.tuples(calls_strategy, st.integers(1, 6)), exceeds, settings=settings(
+        max_examples=100, database=None, phases=[Phase.generate], derandomize=True))
+    clock = FakeClock()
+    g = gate(r, clock, QUOTA_GITHUB=f"{L}/{W:g}/token")
+    assert busiest(run_workers(g, clock, calls, workers, settle=True)) <= L
+
+
+def test_a_quick_answer_gives_the_window_back_early(r):
+    """The margin (here 1 s, from one slow answer) delays a window only while its
+    calls are unanswered: answered after 10 ms, they leave it 10 ms late, not 1 s."""
+    clock = FakeClock()
+    g = gate(r, clock, QUOTA_GITHUB=f"{L}/{W:g}/token")
+    scopes = {"token": FP}
+    slow = g.decide("github", scopes, "whale")
+    clock.now += 1.0
+    g.settle(slow)
+    clock.now += W + 1.0  # the slow one has left the window
+    start = clock.now
+    grants = [g.decide("github", scopes, "whale") for _ in range(L)]
+    assert all(d.granted and d.margin_s > 0.9 for d in grants)
+    assert g.acquire("github", scopes, "whale") >= W + 0.9  # unanswered: held to grant + margin
+    clock.now += 0.01
+    for d in grants:
+        g.settle(d)
+    wait = g.acquire("github", scopes, "whale")
+    slot = W / WINDOW_SLOTS
+    assert W - 0.01 < wait <= W + slot + 0.002  # one window after the answers
+    clock.now = start + 0.01 + wait
+    assert g.acquire("github", scopes, "whale") == 0.0
+
+
+def test_a_slow_answer_keeps_its_call_in_the_window_longer(r):
+    clock = FakeClock()
+    g = gate(r, clock, QUOTA_GITHUB=f"{L}/{W:g}/token")
+    scopes = {"token": FP}
+    grants = [g.decide("github", scopes, "whale") for _ in range(L)]
+    assert [d.margin_s for d in grants] == [0.0] * L  # nothing learned yet
+    clock.now += 3.0  # answered 3 s after the grant: received up to then
+    for d in grants:
+        g.settle(d)
+    clock.now = T0 + W + 0.5  # a window after the grant, not after the answer
+    assert g.acquire("github", scopes, "whale") >= 2.0
+    clock.now = T0 + 3.0 + W + W / WINDOW_SLOTS + 0.001
+    assert g.acquire("github", scopes, "whale") == 0.0
+
+
+def test_the_margin_is_the_slowest_recent_answer_decaying_and_bounded(r):
+    clock = FakeClock()
+    g = QuotaGate(r, r.test_prefix, QuotaConfig.from_env({"QUOTA_GITHUB": "1000/5/token"}),
+                  clock=clock, max_margin_s=4.0)
+    scopes = {"token": FP}
+
+    def answer_after(seconds: float) -> float:
+        decision = g.decide("github", scopes, "whale")
+        clock.now += seconds
+        g.settle(decision)
+        return decision.margin_s
+
+    assert answer_after(0.8) == 0.0
+    assert answer_after(0.1) == pytest.approx(0.8, rel=1e-3)  # the slowest, not the last
+    clock.now += MARGIN_HALF_LIFE_S
+    assert answer_after(0.1) == pytest.approx(0.4, rel=1e-2)  # halved in a half-life
+    answer_after(30.0)  # a hung call counts as at most the bound
+    assert g.decide("github", scopes, "whale").margin_s == pytest.approx(4.0, rel=1e-3)
+
+
+def test_a_settle_after_a_reset_forgot_the_call_still_counts_it(r):
+    """The provider's reset made the gate forget calls accounted before it; one
+    answered after the reset was perhaps received after it: it counts again."""
+    clock = FakeClock()
+    g = gate(r, clock, QUOTA_GITHUB=f"{L}/{W:g}/token")
+    scopes = {"token": FP}
+    late = g.decide("github", scopes, "whale")
+    assert take_all(g, "github", scopes, "whale") == L - 1
+    g.observe("github", scopes, RateLimitInfo(remaining=0, reset_at=T0 + 2))
+    clock.now = T0 + 2 + RESET_SKEW_S + 0.01
+    g.settle(late)  # answered only now
+    assert take_all(g, "github", scopes, "whale") == L - 1
 
 
 # --- what the provider said -----------------------------------------------------------
