@@ -159,6 +159,17 @@ class DevStack:
     def broker_url(self) -> str:
         return self.base_env["CELERY_BROKER_URL"]
 
+    def node_name(self, name: str) -> str:
+        """A worker's Celery node name: with ``queue_region``, suffixed by it, so that
+        stacks sharing one RabbitMQ never run two workers of one name (they would
+        share one control queue, and a ping would be answered by the other's)."""
+        return f"{name}.{self.queue_region}" if self.queue_region else name
+
+    def process_name(self, node: str) -> str:
+        suffix = f".{self.queue_region}" if self.queue_region else ""
+        return node[:-len(suffix)] if suffix and node.endswith(suffix) else (
+            node if not suffix else "")
+
     def region_queues(self) -> list[str]:
         return [f"{self.queue_region}.{cls}" for cls in queues.QUEUE_CLASSES]
 
@@ -212,7 +223,7 @@ class DevStack:
         name = spec.name or f"w{index}-{spec.queues.replace(',', '-')}"
         cmd = [sys.executable, "-m", "celery", "-A", spec.app, "worker",
                "-Q", self.worker_queues(spec), "-P", spec.pool, "-c", str(spec.concurrency),
-               "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
+               "-n", f"{self.node_name(name)}@%h", "--without-gossip", "--without-mingle",
                "--without-heartbeat", "-l", spec.loglevel]
         if spec.wrap is not None:
             cmd = spec.wrap(cmd)
@@ -236,6 +247,7 @@ class DevStack:
             while time.monotonic() < deadline:
                 replies = probe.control.ping(timeout=0.5) or []
                 answered = {node.split("@", 1)[0] for reply in replies for node in reply}
+                answered = {self.process_name(node) for node in answered}
                 if names <= answered:
                     return
                 for name in names:
