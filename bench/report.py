@@ -31,6 +31,16 @@ def rows(b: dict) -> list[tuple[str, str, str, str, str]]:
                     f"{r['pages_per_s_median']} pages/s, {r['connections_per_s_median']:,} conn/s; "
                     f"raw Celery no-op {r['raw_noop_tasks_per_s_median']}/s; ratio {r['ratio']}",
                     "ratio ≥ 0.6", _ok(r["ratio"], lambda v: v >= 0.6), describe(r.get("profile", {}))))
+    if (cl := b.get("cluster")) and cl.get("setups"):
+        setups = cl["setups"]
+        out.append(("1 pipeline on a three-master Redis Cluster (same sync, stacks alternating)",
+                    "; ".join(f"{name} {f['pages_per_s_median']} pages/s (round trip "
+                              f"{f.get('state_round_trip_us', '?')} µs)" for name, f in setups.items())
+                    + f"; cluster ÷ one Redis (both RabbitMQ) {cl['cluster_vs_one_redis_same_broker']}",
+                    "–", "–", "the 2 cores: three stacks' processes (the cluster's three nodes) share them"))
+    elif cl and cl.get("skipped"):
+        out.append(("1 pipeline on a three-master Redis Cluster", "skipped: " + cl["skipped"],
+                    "–", "–", "–"))
     if (c := b.get("chain")) and "ratio" in c:
         out.append(("2 chain overhead (cursor chain, 40 ms provider)",
                     f"ratio {c['ratio']} over {c['calls']} calls; {c['per_hop_overhead_ms']} ms per hop "

@@ -2,7 +2,9 @@
 
 Used by ``make demo``, the integration tests and the benchmarks, so that all
 three exercise what production runs: an (embedded, unless ``REDIS_URL`` is
-set) Redis, the simulator over real HTTP, the web app, Celery worker
+set) Redis, or with ``redis_cluster`` an embedded Redis Cluster of three
+masters (``REDIS_CLUSTER=1``; the broker is then ``CELERY_BROKER_URL``,
+RabbitMQ), the simulator over real HTTP, the web app, Celery worker
 processes per queue, and the scheduler. Nothing runs in-process or eagerly.
 """
 from __future__ import annotations
@@ -20,8 +22,10 @@ from pathlib import Path
 
 import requests
 
+import queues
 from service.config import PROVIDERS
-from state.embedded_redis import EmbeddedRedis
+from state.connection import connect
+from state.embedded_redis import EmbeddedCluster, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 #: how long a process may take to come up: generous, because on a loaded machine
@@ -58,12 +62,21 @@ class DevStack:
     embedded_redis: bool = False
     #: the embedded Redis keeps an append-only file (a restart keeps its data)
     redis_persist: bool = False
+    #: the state in an embedded Redis Cluster of three masters of the stack's own
+    #: (``REDIS_CLUSTER=1``); the broker must then be ``CELERY_BROKER_URL`` (not Redis)
+    redis_cluster: bool = False
+    #: every provider's work goes to ``<queue_region>.<class>`` (``PROVIDER_REGIONS``),
+    #: the workers' queue classes are renamed so, and on a shared (non-Redis) broker
+    #: those queues are deleted when the stack stops: runs that share one RabbitMQ
+    #: do not see each other's messages
+    queue_region: str | None = None
 
     def __post_init__(self):
         self.var_dir = Path(self.var_dir)
         self.var_dir.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, subprocess.Popen] = {}
         self.redis: EmbeddedRedis | None = None
+        self.cluster: EmbeddedCluster | None = None
         self.base_env: dict = {}
 
     # -- lifecycle ---------------------------------------------------------------
@@ -88,13 +101,19 @@ class DevStack:
         for name, proc in reversed(list(self.processes.items())):
             stop_process(proc)
         self.processes.clear()
-        if self.redis is None and self.redis_db is not None and self.base_env:
+        if (self.redis is None and self.cluster is None and self.redis_db is not None
+                and self.base_env):
             import redis
 
             redis.Redis.from_url(self.redis_url).flushdb()
         if self.redis:
             self.redis.stop()
             self.redis = None
+        if self.cluster:
+            self.cluster.stop()
+            self.cluster = None
+        if self.queue_region and self.base_env and not queues.is_redis_broker(self.broker_url):
+            delete_broker_queues(self.broker_url, self.region_queues())
 
     def __enter__(self):
         return self.start()
@@ -104,21 +123,62 @@ class DevStack:
 
     # -- pieces ------------------------------------------------------------------
     def _start_redis(self) -> None:
-        url = None if self.embedded_redis else (
-            os.environ.get("REDIS_URL") or self.env.get("REDIS_URL"))
-        if url and self.redis_db is not None:
-            url = url.rsplit("/", 1)[0] + f"/{self.redis_db}" if url.count("/") > 2 else f"{url}/{self.redis_db}"
-        if not url:
-            self.redis = EmbeddedRedis(self.var_dir / "redis", persist=self.redis_persist)
-            url = self.redis.start()
         env = dict(os.environ)
         if self.embedded_redis:
             env.pop("CELERY_BROKER_URL", None)
         env.update(self.env)
+        if self.redis_cluster:
+            broker = env.get("CELERY_BROKER_URL") or ""
+            if not broker or queues.is_redis_broker(broker):
+                raise RuntimeError("a Redis Cluster stack needs CELERY_BROKER_URL (RabbitMQ): "
+                                   "kombu's Redis transport cannot use a cluster")
+            self.cluster = EmbeddedCluster(self.var_dir / "redis-cluster")
+            url = self.cluster.start()
+            env["REDIS_CLUSTER"] = "1"
+        else:
+            env.pop("REDIS_CLUSTER", None)
+            url = None if self.embedded_redis else (
+                os.environ.get("REDIS_URL") or self.env.get("REDIS_URL"))
+            if url and self.redis_db is not None:
+                url = url.rsplit("/", 1)[0] + f"/{self.redis_db}" if url.count("/") > 2 else f"{url}/{self.redis_db}"
+            if not url:
+                self.redis = EmbeddedRedis(self.var_dir / "redis", persist=self.redis_persist)
+                url = self.redis.start()
+        if self.queue_region:
+            env["PROVIDER_REGIONS"] = ",".join(f"{p}:{self.queue_region}" for p in PROVIDERS)
         env.update({"REDIS_URL": url, "NETSYNC_VAR_DIR": str(self.var_dir),
                     "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
         env.setdefault("CELERY_BROKER_URL", url)
         self.base_env = env
+
+    def redis_client(self, **options):
+        """A client for the stack's state Redis (the cluster client on a cluster)."""
+        return connect(self.redis_url, cluster=self.redis_cluster, **options)
+
+    @property
+    def broker_url(self) -> str:
+        return self.base_env["CELERY_BROKER_URL"]
+
+    def node_name(self, name: str) -> str:
+        """A worker's Celery node name: with ``queue_region``, suffixed by it, so that
+        stacks sharing one RabbitMQ never run two workers of one name (they would
+        share one control queue, and a ping would be answered by the other's)."""
+        return f"{name}.{self.queue_region}" if self.queue_region else name
+
+    def process_name(self, node: str) -> str:
+        suffix = f".{self.queue_region}" if self.queue_region else ""
+        return node[:-len(suffix)] if suffix and node.endswith(suffix) else (
+            node if not suffix else "")
+
+    def region_queues(self) -> list[str]:
+        return [f"{self.queue_region}.{cls}" for cls in queues.QUEUE_CLASSES]
+
+    def worker_queues(self, spec: WorkerSpec) -> str:
+        """The spec's queues, its queue classes renamed into ``queue_region``."""
+        if not self.queue_region:
+            return spec.queues
+        return ",".join(f"{self.queue_region}.{name}" if name in queues.QUEUE_CLASSES else name
+                        for name in spec.queues.split(","))
 
     def _start_database(self) -> None:
         """``DATABASE_URL`` (ours or the caller's environment), else an embedded
@@ -162,8 +222,8 @@ class DevStack:
     def start_worker(self, spec: WorkerSpec, index: int = 0) -> subprocess.Popen:
         name = spec.name or f"w{index}-{spec.queues.replace(',', '-')}"
         cmd = [sys.executable, "-m", "celery", "-A", spec.app, "worker",
-               "-Q", spec.queues, "-P", spec.pool, "-c", str(spec.concurrency),
-               "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
+               "-Q", self.worker_queues(spec), "-P", spec.pool, "-c", str(spec.concurrency),
+               "-n", f"{self.node_name(name)}@%h", "--without-gossip", "--without-mingle",
                "--without-heartbeat", "-l", spec.loglevel]
         if spec.wrap is not None:
             cmd = spec.wrap(cmd)
@@ -187,6 +247,7 @@ class DevStack:
             while time.monotonic() < deadline:
                 replies = probe.control.ping(timeout=0.5) or []
                 answered = {node.split("@", 1)[0] for reply in replies for node in reply}
+                answered = {self.process_name(node) for node in answered}
                 if names <= answered:
                     return
                 for name in names:
@@ -207,6 +268,22 @@ class DevStack:
         )
         self.processes[name] = proc
         return proc
+
+
+def delete_broker_queues(broker_url: str, names: list[str]) -> None:
+    """Remove a stack's own queues from a shared broker (RabbitMQ); gone ones are skipped."""
+    from kombu import Connection
+
+    try:
+        with Connection(broker_url, connect_timeout=5) as conn:
+            channel = conn.channel()
+            for queue in names:
+                try:
+                    channel.queue_delete(queue)
+                except Exception:  # noqa: BLE001 - already gone: the channel is closed
+                    channel = conn.channel()
+    except Exception:  # noqa: BLE001 - the broker went away: nothing to clean on it
+        pass
 
 
 def signed_login_headers(body: bytes, *, secret: str | None = None, timestamp: float | None = None,

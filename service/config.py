@@ -60,6 +60,17 @@ def _float(env, name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _bool(env, name: str, default: bool = False) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1/0 (true/false), got {raw!r}")
+
+
 def _regions(raw: str | None) -> dict[str, str]:
     regions = {}
     for item in _csv(raw):
@@ -74,6 +85,8 @@ def _regions(raw: str | None) -> dict[str, str]:
 class Settings:
     env: str = "development"
     redis_url: str | None = None
+    #: ``REDIS_URL`` names one node of a Redis Cluster: every process uses the cluster client
+    redis_cluster: bool = False
     broker_url: str | None = None
     key_prefix: str = "netsync"
     webhook_secrets: tuple[str, ...] = (DEV_WEBHOOK_SECRET,)
@@ -169,6 +182,7 @@ def load_settings(environ=None) -> Settings:
     settings = Settings(
         env=mode,
         redis_url=redis_url,
+        redis_cluster=_bool(env, "REDIS_CLUSTER"),
         broker_url=env.get("CELERY_BROKER_URL") or None,
         key_prefix=env.get("NETSYNC_KEY_PREFIX", "netsync"),
         webhook_secrets=tuple(_csv(env.get("WEBHOOK_SECRETS"))) or (DEV_WEBHOOK_SECRET,),
@@ -235,6 +249,17 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"LOG_FORMAT must be json or text, got {settings.log_format!r}")
     if settings.callback_max_attempts < 1 or settings.live_max_connections < 1:
         raise ConfigError("CALLBACK_MAX_ATTEMPTS and LIVE_MAX_CONNECTIONS must be at least 1")
+    if settings.redis_cluster:
+        import queues
+
+        if not settings.redis_url:
+            raise ConfigError("REDIS_CLUSTER needs REDIS_URL (a node of the cluster): "
+                              "there is no embedded cluster")
+        if not settings.broker_url or queues.is_redis_broker(settings.broker_url):
+            # kombu's Redis transport speaks to one server (BRPOP over several lists,
+            # its unacked hash and the restore script are multi-key, across slots)
+            raise ConfigError("REDIS_CLUSTER needs a CELERY_BROKER_URL that is not Redis "
+                              "(RabbitMQ): kombu's Redis transport cannot use a cluster")
     if not settings.is_production:
         return
     if settings.broker_visibility_timeout <= settings.task_soft_time_limit + 15:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import atexit
 
-import redis
 from flask import Flask, current_app
 
 from service.config import Settings
 from state.control import PAUSE_PROPAGATION_S, ProviderSwitches
+from state.connection import connect
 from state.breaker import BreakerConfig, CircuitBreaker
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
@@ -52,8 +52,8 @@ def resolve_database_url(settings: Settings) -> str:
 def build_services(settings: Settings) -> Services:
     url = resolve_redis_url(settings)
     database_url = resolve_database_url(settings)
-    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
-                                  health_check_interval=30)
+    client = connect(url, cluster=settings.redis_cluster, socket_timeout=10,
+                     socket_connect_timeout=5, health_check_interval=30)
     return Services(
         settings=settings,
         redis_url=url,

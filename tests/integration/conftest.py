@@ -14,6 +14,7 @@ import requests
 
 from service.config import DEV_API_TOKEN
 from devtools.devstack import DevStack, WorkerSpec, send_login
+from tests.conftest import CLUSTER
 
 TEST_ENV = {
     # quick retries so failure paths finish within a test's patience
@@ -32,6 +33,18 @@ TEST_ENV = {
     "TWITTER_OAUTH_CLIENT": "netsync-test-client:netsync-test-secret",
     "LINKEDIN_OAUTH_CLIENT": "netsync-test-client:netsync-test-secret",
 }
+
+
+def stack_options(env: dict) -> dict:
+    """DevStack options for a test stack with ``env``: in the cluster run
+    (``NETSYNC_TEST_CLUSTER=1``) a Redis Cluster of its own, RabbitMQ as the
+    broker and queues of its own (``<random>.normal`` …, deleted when it stops)."""
+    if not CLUSTER:
+        return {"env": env}
+    from tests.integration.brokers import AMQP_URL
+
+    return {"env": {**env, "CELERY_BROKER_URL": AMQP_URL}, "redis_cluster": True,
+            "queue_region": "t" + secrets.token_hex(4)}
 
 
 class Stack:
@@ -136,8 +149,8 @@ def stack(tmp_path_factory):
     dev = DevStack(
         var_dir=tmp_path_factory.mktemp("stack"),
         workers=[WorkerSpec("normal,whale,trickle", pool="prefork", concurrency=4, name="main")],
-        env=TEST_ENV,
         redis_db=15,
+        **stack_options(TEST_ENV),
     )
     with dev:
         yield Stack(dev)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 
-import redis
 import requests
 
 from devtools.devstack import send_login
@@ -26,8 +25,9 @@ from tests.integration.conftest import new_user  # noqa: F401  (the tests import
 PREFIX = "netsync"  # NETSYNC_KEY_PREFIX of the test stack (the default)
 
 
-def client(stack) -> redis.Redis:
-    return redis.Redis.from_url(stack.dev.redis_url)
+def client(stack):
+    """A client for the stack's Redis (the cluster client on a cluster)."""
+    return stack.dev.redis_client()
 
 
 def login(stack, user_id: str, account: dict, **fields) -> dict:

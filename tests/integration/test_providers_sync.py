@@ -15,6 +15,9 @@ from tests.integration.provider_helpers import (
     calls, client, login, new_user, sync_new_account, token_calls,
 )
 
+#: the core sync tests: also run on a Redis Cluster + RabbitMQ (make integration-cluster)
+pytestmark = pytest.mark.cluster
+
 PAGE = {"twitter": 1000, "facebook": 5000, "linkedin": 50, "mastodon": 80, "bluesky": 100}
 SEVERAL = {"twitter": 3500, "facebook": 12000, "linkedin": 420, "mastodon": 500, "bluesky": 350}
 

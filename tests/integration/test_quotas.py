@@ -27,7 +27,6 @@ import uuid
 from datetime import datetime
 
 import pytest
-import redis
 import requests
 
 
@@ -37,7 +36,10 @@ from devtools.devstack import DevStack, WorkerSpec
 from state.quota import RESET_SKEW_S, QuotaConfig, QuotaGate, fingerprint
 from providers.ratelimits import RateLimitInfo
 from simulator.testing import run_simulator
-from tests.integration.conftest import TEST_ENV, Stack, new_user
+from tests.integration.conftest import TEST_ENV, Stack, new_user, stack_options
+
+#: the core sync tests: also run on a Redis Cluster + RabbitMQ (make integration-cluster)
+pytestmark = pytest.mark.cluster
 
 WORKERS = [WorkerSpec("normal,whale,trickle", pool="prefork", concurrency=2, name=f"q{i}")
            for i in range(2)]
@@ -48,7 +50,7 @@ def start_stack(tmp_path_factory, name: str, quota: str, rule: dict, redis_db: i
     dev = DevStack(
         var_dir=tmp_path_factory.mktemp(name), workers=WORKERS, redis_db=redis_db,
         scenario={"rate_limits": {"github": rule}},
-        env={**TEST_ENV, "QUOTA_GITHUB": quota, "WHALE_THRESHOLD": "1000", **env},
+        **stack_options({**TEST_ENV, "QUOTA_GITHUB": quota, "WHALE_THRESHOLD": "1000", **env}),
     )
     return dev.start()
 
@@ -188,7 +190,7 @@ class TestPublishedTokenLimit:
     def test_killed_scheduler_loses_no_parked_work(self, token_stack):
         stack = token_stack
         dev = stack.dev
-        delayed = DelayedSet(redis.Redis.from_url(dev.redis_url),
+        delayed = DelayedSet(dev.redis_client(),
                              dev.base_env.get("NETSYNC_KEY_PREFIX", "netsync"))
         account = stack.add_account("github", 3_000)  # 30 pages: three windows' worth
         user, sync_id = start_sync(stack, account)
@@ -378,8 +380,8 @@ class FirstCallWindows:
 
 
 @pytest.fixture
-def quota_gate(redis_url):
-    client = redis.Redis.from_url(redis_url)
+def quota_gate(redis_client):
+    client = redis_client
     prefix = f"t-{uuid.uuid4().hex[:10]}"
     clock = FakeClock(1_000_000.3)
     config = QuotaConfig.from_env({"QUOTA_GITHUB": f"{TOKEN_LIMIT}/{TOKEN_WINDOW_S:g}/token"})

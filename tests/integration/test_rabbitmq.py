@@ -6,26 +6,15 @@ its own (``PROVIDER_REGIONS=github:<random>``), so every queue it uses is
 """
 from __future__ import annotations
 
-import os
 import secrets
 
 import pytest
 import requests
-from kombu import Connection
 
 from devtools.devstack import DevStack, WorkerSpec
+# (test_faults imports these from here)
+from tests.integration.brokers import AMQP_URL, delete_amqp_queues, rabbitmq_reachable  # noqa: F401
 from tests.integration.conftest import TEST_ENV, Stack, new_user
-
-AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
-
-
-def rabbitmq_reachable() -> bool:
-    try:
-        with Connection(AMQP_URL, connect_timeout=2) as conn:
-            conn.ensure_connection(max_retries=1)
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "not here"
-        return False
 
 
 pytestmark = pytest.mark.skipif(
@@ -64,14 +53,3 @@ def test_sync_over_rabbitmq(amqp_stack, size):
 def test_readyz_sees_rabbitmq(amqp_stack):
     response = requests.get(f"{amqp_stack.web}/readyz", timeout=10)
     assert response.status_code == 200, response.text
-
-
-def delete_amqp_queues(names: list[str]) -> None:
-    """Remove a test's own queues from the shared broker."""
-    with Connection(AMQP_URL) as conn:
-        channel = conn.channel()
-        for queue in names:
-            try:
-                channel.queue_delete(queue)
-            except Exception:  # noqa: BLE001 - already gone
-                channel = conn.channel()

@@ -15,6 +15,9 @@ import pytest
 
 from tests.integration.conftest import new_user
 
+#: the core sync tests: also run on a Redis Cluster + RabbitMQ (make integration-cluster)
+pytestmark = pytest.mark.cluster
+
 
 def sync_one(stack, size, **account_extra):
     account = stack.add_account("github", size, **account_extra)

@@ -5,6 +5,9 @@ import pytest
 
 from state.breaker import BreakerConfig, CircuitBreaker
 
+#: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture
 def breaker(redis_client, key_prefix, clock):

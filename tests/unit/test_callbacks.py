@@ -13,6 +13,9 @@ from state.outbox import DELIVERED, FAILED, PENDING, CallbackOutbox, Delivery
 from sync.callbacks import retry_after_seconds, retryable
 from sync.signatures import standard_webhook_headers
 
+#: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
+pytestmark = pytest.mark.cluster
+
 
 def test_standard_webhook_headers_verify_with_the_reference_library():
     body = json.dumps({"event": "sync.succeeded", "sync_id": "s_1"}).encode()

@@ -162,3 +162,26 @@ def test_production_refuses_a_visibility_timeout_shorter_than_a_task():
     with pytest.raises(ConfigError, match="BROKER_VISIBILITY_TIMEOUT"):
         load_settings({"NETSYNC_ENV": "production", "BROKER_VISIBILITY_TIMEOUT": "30"})
     assert load_settings({}).broker_visibility_timeout == 300
+
+
+def test_redis_cluster_is_off_by_default_and_read_as_a_flag():
+    assert load_settings({}).redis_cluster is False
+    settings = load_settings({"REDIS_CLUSTER": "1", "REDIS_URL": "redis://node-a:7000/0",
+                              "CELERY_BROKER_URL": "amqp://guest@mq//"})
+    assert settings.redis_cluster is True
+    with pytest.raises(ConfigError, match="REDIS_CLUSTER"):
+        load_settings({"REDIS_CLUSTER": "maybe"})
+
+
+@pytest.mark.parametrize("broker", [None, "redis://node-a:7000/0", "rediss://node-a:7000/0"])
+def test_redis_cluster_refuses_a_redis_broker(broker):
+    env = {"REDIS_CLUSTER": "1", "REDIS_URL": "redis://node-a:7000/0"}
+    if broker:
+        env["CELERY_BROKER_URL"] = broker
+    with pytest.raises(ConfigError, match="kombu's Redis transport cannot use a cluster"):
+        load_settings(env)
+
+
+def test_redis_cluster_needs_a_redis_url():
+    with pytest.raises(ConfigError, match="REDIS_CLUSTER needs REDIS_URL"):
+        load_settings({"REDIS_CLUSTER": "1", "CELERY_BROKER_URL": "amqp://guest@mq//"})

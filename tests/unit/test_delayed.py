@@ -5,10 +5,14 @@ import threading
 import uuid
 
 import pytest
-import redis
 
 from state.delayed import DelayedSet
 from sync.scheduler import SchedulerLoop, run_scheduler
+
+from tests.conftest import redis_connect
+
+#: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
+pytestmark = pytest.mark.cluster
 
 T0 = 1_000_000.0
 
@@ -28,7 +32,7 @@ def clock():
 
 @pytest.fixture
 def delayed(redis_url, clock):
-    client = redis.Redis.from_url(redis_url)
+    client = redis_connect(redis_url)
     prefix = f"t-{uuid.uuid4().hex[:10]}"
     yield DelayedSet(client, prefix, clock=clock)
     for key in client.scan_iter(match=f"{prefix}:*"):
@@ -115,7 +119,7 @@ def test_scheduler_round_sends_due_entries_and_keeps_failed_ones(delayed, clock)
 
 
 def test_run_scheduler_stops_on_the_event(redis_url):
-    client = redis.Redis.from_url(redis_url)
+    client = redis_connect(redis_url)
     prefix = f"t-{uuid.uuid4().hex[:10]}"
     delayed, sent, stop = DelayedSet(client, prefix), [], threading.Event()
     for i in range(5):

@@ -50,6 +50,9 @@ from tests.unit.lua_static import (
     tokens,
 )
 
+#: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
+pytestmark = pytest.mark.cluster
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(p.stem for p in LUA_DIR.glob("*.lua") if not p.stem.endswith("_prelude"))
 PRELUDES = sorted(p.stem for p in LUA_DIR.glob("*_prelude.lua"))

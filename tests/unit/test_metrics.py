@@ -1,11 +1,15 @@
 """Redis-backed counters and histograms, rendered as Prometheus text and parsed back."""
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.metrics import counter_families, histogram_families
 from state.metrics import Metrics
+
+#: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
+pytestmark = pytest.mark.cluster
 
 
 class Families:

@@ -27,6 +27,9 @@ from service.config import DEV_ENCRYPTION_KEY, Settings
 from state.credentials import Credential, CredentialStore
 from state.store import SyncStore
 
+#: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
+pytestmark = pytest.mark.cluster
+
 TIMEOUT = (1.0, 1.0)
 
 

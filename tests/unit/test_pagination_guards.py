@@ -7,6 +7,9 @@ from state.page_guard import PageGuard
 from providers import pagination
 from providers.provider import Page, Pagination, Provider
 
+#: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
+pytestmark = pytest.mark.cluster
+
 
 class Chained(Provider):
     NAME = "fake"

@@ -7,7 +7,6 @@ import threading
 import uuid
 
 import pytest
-import redis
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
@@ -19,13 +18,18 @@ from state.quota import (
 )
 from providers.ratelimits import RateLimitInfo
 
+from tests.conftest import redis_connect
+
+#: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
+pytestmark = pytest.mark.cluster
+
 T0 = 1_000_000.0
 FP = fingerprint("tok-1")
 
 
 @pytest.fixture
 def r(redis_url):
-    client = redis.Redis.from_url(redis_url)
+    client = redis_connect(redis_url)
     client.test_prefix = f"t-{uuid.uuid4().hex[:10]}"
     yield client
     for key in client.scan_iter(match=f"{client.test_prefix}:*"):

@@ -14,6 +14,9 @@ from state.store import SyncStore
 from sync.recovery import StallSweeper
 from tests.conftest import ManualClock
 
+#: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
+pytestmark = pytest.mark.cluster
+
 KEY = "ZGV2LW9ubHktZmVybmV0LWtleS1kby1ub3QtdXNlLSE="
 STALL_S = 60.0
 #: an interactive trigger on the Redis broker (queues.priority_for)

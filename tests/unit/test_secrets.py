@@ -9,6 +9,9 @@ from cryptography.fernet import Fernet
 from service.observability import REDACTED, configure_logging, redact
 from state.credentials import SECRETS_IN_USE, Credential, CredentialError, CredentialStore
 
+#: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
+pytestmark = pytest.mark.cluster
+
 
 def test_a_credential_read_or_stored_is_redacted_in_any_shape(redis_client, key_prefix):
     store = CredentialStore(redis_client, key_prefix, (Fernet.generate_key().decode(),))

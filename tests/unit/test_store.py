@@ -7,6 +7,9 @@ import pytest
 
 from state.store import SyncStore
 
+#: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture
 def store(redis_client, key_prefix, clock):
