@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from state.connection import connect
+
 # Hypothesis's default 200 ms deadline per example is a timing assertion: on a
 # busy machine it fails tests whose property holds. The properties are what the
 # tests check; how fast an example runs is the benchmarks' business.
 hypothesis_settings.register_profile("netsync", deadline=None)
 hypothesis_settings.load_profile("netsync")
-
-from state.connection import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 #: real recorded provider responses, kept in the repo (see tests/fixtures/*/README.md)

@@ -122,7 +122,7 @@ def busiest_window(log: list[dict], window_s: float) -> int:
 
 def learned_margin(stack: Stack, token: str) -> float | None:
     """The margin the token's GitHub bucket learned from its answers (seconds), if any."""
-    client = redis.Redis.from_url(stack.dev.redis_url)
+    client = stack.dev.redis_client()
     gate = QuotaGate(client, stack.dev.base_env.get("NETSYNC_KEY_PREFIX", "netsync"),
                      QuotaConfig.from_env(stack.dev.base_env))
     (bucket,) = gate.buckets("github", {"token": Credential("-", token).fingerprint()})
