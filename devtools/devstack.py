@@ -58,6 +58,9 @@ class DevStack:
     embedded_redis: bool = False
     #: the embedded Redis keeps an append-only file (a restart keeps its data)
     redis_persist: bool = False
+    #: "flask" (``flask run --with-threads``) or "gunicorn": the Procfile's web line
+    #: (two gevent worker processes), for tests of what concurrent requests share
+    web_server: str = "flask"
 
     def __post_init__(self):
         self.var_dir = Path(self.var_dir)
@@ -154,8 +157,13 @@ class DevStack:
 
     def _start_web(self) -> None:
         self.web_port = free_port()
-        self._spawn("web", [sys.executable, "-m", "flask", "--app", "service", "run",
-                            "--port", str(self.web_port), "--no-reload", "--with-threads"])
+        if self.web_server == "gunicorn":
+            self._spawn("web", [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.web_port}",
+                                "--workers", "2", "--worker-class", "gevent",
+                                "--worker-connections", "1000", "service:create_app()"])
+        else:
+            self._spawn("web", [sys.executable, "-m", "flask", "--app", "service", "run",
+                                "--port", str(self.web_port), "--no-reload", "--with-threads"])
         self.web_url = f"http://127.0.0.1:{self.web_port}"
         wait_http(self.web_url + "/healthz", timeout=STARTUP_TIMEOUT_S)
 
