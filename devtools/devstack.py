@@ -20,6 +20,7 @@ from pathlib import Path
 
 import requests
 
+from queues import all_queue_names, is_redis_broker
 from service.config import PROVIDERS
 from state.embedded_redis import EmbeddedRedis
 
@@ -27,6 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 #: how long a process may take to come up: generous, because on a loaded machine
 #: (a CPU hog beside the suite) the web app took more than 30 s to import
 STARTUP_TIMEOUT_S = 120.0
+#: the broker for every stack that names none of its own and has no Redis of its own
+#: (``make integration-amqp``). Not ``CELERY_BROKER_URL``: Celery lets that variable
+#: override every app's configured broker, so the test process's own apps (the HTTP
+#: tests' in-process app on Redis, the readiness probe of a Redis-broker stack)
+#: would follow it too
+SHARED_BROKER_VAR = "DEVSTACK_BROKER_URL"
 
 
 @dataclass
@@ -58,6 +65,9 @@ class DevStack:
     embedded_redis: bool = False
     #: the embedded Redis keeps an append-only file (a restart keeps its data)
     redis_persist: bool = False
+    #: the broker is the stack's Redis even where ``DEVSTACK_BROKER_URL`` names a shared
+    #: one (tests that watch the Redis broker's lists)
+    redis_broker: bool = False
     #: "flask" (``flask run --with-threads``) or "gunicorn": the Procfile's web line
     #: (two gevent worker processes), for tests of what concurrent requests share
     web_server: str = "flask"
@@ -68,6 +78,14 @@ class DevStack:
         self.processes: dict[str, subprocess.Popen] = {}
         self.redis: EmbeddedRedis | None = None
         self.base_env: dict = {}
+        #: on the shared AMQP broker: the prefix of every queue of this stack
+        #: (``_isolate_on_amqp``); None on Redis, whose database is the stack's own
+        self.namespace: str | None = None
+        #: on any AMQP broker: the prefix of this stack's worker names. RabbitMQ holds
+        #: one exclusive control queue per worker name (``<name>@<host>.celery.pidbox``),
+        #: so a second ``normal@host`` on the same broker (another stack, another run)
+        #: dies with RESOURCE_LOCKED at start
+        self.node_prefix: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> "DevStack":
@@ -91,6 +109,8 @@ class DevStack:
         for name, proc in reversed(list(self.processes.items())):
             stop_process(proc)
         self.processes.clear()
+        if self.namespace:
+            self._delete_amqp_queues()
         if self.redis is None and self.redis_db is not None and self.base_env:
             import redis
 
@@ -120,8 +140,68 @@ class DevStack:
         env.update(self.env)
         env.update({"REDIS_URL": url, "NETSYNC_VAR_DIR": str(self.var_dir),
                     "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+        shared_broker = os.environ.get(SHARED_BROKER_VAR)
+        on_shared = bool(shared_broker) and not (
+            self.embedded_redis or self.redis_broker or "CELERY_BROKER_URL" in self.env)
+        if on_shared:
+            env["CELERY_BROKER_URL"] = shared_broker
+        elif self.redis_broker and "CELERY_BROKER_URL" not in self.env:
+            env.pop("CELERY_BROKER_URL", None)
         env.setdefault("CELERY_BROKER_URL", url)
         self.base_env = env
+        if on_shared and not is_redis_broker(shared_broker):
+            self._isolate_on_amqp()
+        if not is_redis_broker(env["CELERY_BROKER_URL"]):
+            import secrets
+
+            self.node_prefix = self.namespace or "t" + secrets.token_hex(4)
+
+    def _isolate_on_amqp(self) -> None:
+        """The broker of ``DEVSTACK_BROKER_URL`` (``make integration-amqp``) is shared:
+        by every stack of the run (each with its own Redis, so each must get only its
+        own messages) and by other runs. So every provider's work goes to a region of
+        this stack's own (``PROVIDER_REGIONS``: ``<ns>`` or ``<ns>_<region>``), workers
+        consume those queues and are named ``<ns>-<name>``, and the queues are deleted
+        when the stack stops. A stack whose own ``env`` names the broker isolates itself
+        (tests/integration/test_rabbitmq.py)."""
+        import secrets
+
+        from service.config import load_settings
+
+        self.namespace = "t" + secrets.token_hex(4)
+        regions = load_settings(self.base_env).provider_regions
+        self.base_env["PROVIDER_REGIONS"] = ",".join(
+            f"{provider}:{self.namespace}_{regions[provider]}" if provider in regions
+            else f"{provider}:{self.namespace}" for provider in PROVIDERS)
+
+    def broker_queue(self, name: str) -> str:
+        """The broker queue that a queue name (``normal``, ``eu.whale``) is in this stack."""
+        if not self.namespace:
+            return name
+        region, dot, queue_class = name.rpartition(".")
+        return f"{self.namespace}_{region}.{queue_class}" if dot else f"{self.namespace}.{queue_class}"
+
+    def node_name(self, name: str) -> str:
+        """The Celery worker name (``-n``) of the stack's process ``name``."""
+        return f"{self.node_prefix}-{name}" if self.node_prefix else name
+
+    def _delete_amqp_queues(self) -> None:
+        from kombu import Connection
+
+        from service.config import load_settings
+
+        regions = load_settings(self.base_env).provider_regions
+        names = [name for name in all_queue_names(regions) if name.startswith(self.namespace)]
+        try:
+            with Connection(self.base_env["CELERY_BROKER_URL"], connect_timeout=5) as conn:
+                channel = conn.channel()
+                for name in names:
+                    try:
+                        channel.queue_delete(name)
+                    except Exception:  # noqa: BLE001 - never declared: nothing to delete
+                        channel = conn.channel()
+        except Exception as exc:  # noqa: BLE001 - the broker is gone: nothing to clean either
+            print(f"devstack: could not delete queues {self.namespace}.*: {exc}", file=sys.stderr)
 
     def _start_database(self) -> None:
         """``DATABASE_URL`` (ours or the caller's environment), else an embedded
@@ -169,9 +249,10 @@ class DevStack:
 
     def start_worker(self, spec: WorkerSpec, index: int = 0) -> subprocess.Popen:
         name = spec.name or f"w{index}-{spec.queues.replace(',', '-')}"
+        queue_names = ",".join(self.broker_queue(queue) for queue in spec.queues.split(","))
         cmd = [sys.executable, "-m", "celery", "-A", spec.app, "worker",
-               "-Q", spec.queues, "-P", spec.pool, "-c", str(spec.concurrency),
-               "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
+               "-Q", queue_names, "-P", spec.pool, "-c", str(spec.concurrency),
+               "-n", f"{self.node_name(name)}@%h", "--without-gossip", "--without-mingle",
                "--without-heartbeat", "-l", spec.loglevel]
         if spec.wrap is not None:
             cmd = spec.wrap(cmd)
@@ -180,7 +261,8 @@ class DevStack:
 
     def wait_workers_ready(self, timeout: float = 2 * 60.0) -> None:
         """Block until every started worker answers a control ping."""
-        names = {name for name in self.processes if name not in ("simulator", "web", "scheduler")}
+        names = {self.node_name(name) for name in self.processes
+                 if name not in ("simulator", "web", "scheduler")}
         if not names:
             return
         from celery import Celery
@@ -197,8 +279,8 @@ class DevStack:
                 answered = {node.split("@", 1)[0] for reply in replies for node in reply}
                 if names <= answered:
                     return
-                for name in names:
-                    if self.processes[name].poll() is not None:
+                for name in self.processes:
+                    if self.node_name(name) in names and self.processes[name].poll() is not None:
                         raise RuntimeError(f"worker {name} exited; see {self.var_dir}/{name}.log")
             raise RuntimeError(f"workers {sorted(names)} not ready within {timeout}s")
         finally:
