@@ -20,6 +20,7 @@ import requests
 import redis
 
 from devtools.devstack import ROOT, DevStack, WorkerSpec
+from providers.github import GitHub
 from state.progress import SyncProgress
 from state.store import SyncStore
 from tests.integration.conftest import TEST_ENV, Stack, new_user
@@ -85,6 +86,47 @@ def test_kill_9_of_the_worker_mid_sync_is_recovered_exactly(tmp_path, broker):
                 # the broker holds the lost message for an hour: the sweep brought it back
                 store = SyncStore(redis.Redis.from_url(dev.redis_url), "netsync")
                 assert int(store.get_sync(sync["sync_id"]).get("recoveries") or 0) >= 1
+    finally:
+        if broker == "amqp":
+            delete_amqp_queues(queue_names)
+
+
+WHALE = 100_000
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("broker", BROKERS)
+def test_kill_9_of_the_worker_mid_whale_is_recovered_exactly(tmp_path, broker):
+    """The issue's case at its size: a 100,000-follower GitHub sync, on the whale
+    queue, its worker and pool SIGKILLed mid-way; a new worker finishes it exact."""
+    dev, queue_names = fault_stack(tmp_path, broker)
+    try:
+        with dev:
+            stack = Stack(dev)
+            account = stack.add_account("github", WHALE)
+            user = new_user()
+            began = time.monotonic()
+            (sync,) = stack.login(user, account).json()["syncs"]
+            wait_pages(stack, sync["sync_id"], 200, timeout=600)
+            before = stack.sync(sync["sync_id"])
+            os.killpg(dev.processes["first"].pid, signal.SIGKILL)  # the worker and its pool
+            dev.processes["first"].wait()
+            killed = time.monotonic()
+            dev.start_worker(WorkerSpec(",".join(queue_names), concurrency=2, name="second"))
+            record = stack.wait_final(sync["sync_id"], timeout=900)
+            done = time.monotonic()
+            assert (before["status"], before["queue"]) == ("running", "whale"), before
+            assert before["pages_fetched"] < WHALE // GitHub.PAGE_SIZE  # killed mid-way
+            assert record["status"] == "succeeded", record
+            ids = stack.network_ids(user, "github")
+            assert len(ids) == len(set(ids)) == WHALE
+            assert set(ids) == stack.truth("github", account["id"])
+            if broker == "redis":  # the lost messages came back through the sweep
+                store = SyncStore(redis.Redis.from_url(dev.redis_url), "netsync")
+                assert int(store.get_sync(sync["sync_id"]).get("recoveries") or 0) >= 1
+            print(f"{broker}: killed at page {before['pages_fetched']} after "
+                  f"{killed - began:.0f} s; finished {done - killed:.0f} s after the kill "
+                  f"({done - began:.0f} s in all)")
     finally:
         if broker == "amqp":
             delete_amqp_queues(queue_names)
