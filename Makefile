@@ -8,7 +8,7 @@ CLIENTS_VENV ?= .venv-clients
 CLIENTS_PY := $(CLIENTS_VENV)/bin/python
 CLIENTS_STAMP := $(CLIENTS_VENV)/.installed-$(shell cat requirements-clients.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install clients browser test unit integration integration-cluster fuzz demo run bench clean
+.PHONY: install clients browser test unit integration integration-amqp integration-cluster fuzz demo run bench clean
 
 install: $(STAMP)
 
@@ -60,6 +60,18 @@ integration: install clients browser
 # server, else the embedded one)
 integration-cluster: install
 	NETSYNC_TEST_CLUSTER=1 $(PY) -m pytest -m cluster tests/unit tests/integration
+
+# The integration suite with RabbitMQ as the broker (AMQP_URL, default the local one):
+# every stack that names no broker of its own uses it (DEVSTACK_BROKER_URL), with queues
+# and worker names of its own there, and deletes its queues when it stops
+# (devtools/devstack.py). Stacks with a Redis of their own (the fault tests, the
+# secrets scan) stay on it as their broker. Fails if no RabbitMQ answers.
+AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
+integration-amqp: install clients browser
+	@$(PY) -c "from kombu import Connection; Connection('$(AMQP_URL)', connect_timeout=3).ensure_connection(max_retries=1)" \
+	  || { echo "make integration-amqp: no RabbitMQ answers at $(AMQP_URL) (set AMQP_URL)" >&2; exit 1; }
+	DEVSTACK_BROKER_URL='$(AMQP_URL)' TEST_AMQP_URL='$(AMQP_URL)' NETSYNC_TEST_AMQP_URL='$(AMQP_URL)' \
+	  $(PY) -m pytest tests/integration
 
 # schemathesis over every endpoint of /openapi.json; FUZZ_EXAMPLES cases per operation and mode
 fuzz: install

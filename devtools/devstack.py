@@ -22,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-import queues
+from queues import all_queue_names, is_redis_broker
 from service.config import PROVIDERS
 from state.connection import connect
 from state.embedded_redis import EmbeddedCluster, EmbeddedRedis
@@ -31,6 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 #: how long a process may take to come up: generous, because on a loaded machine
 #: (a CPU hog beside the suite) the web app took more than 30 s to import
 STARTUP_TIMEOUT_S = 120.0
+#: the broker for every stack that names none of its own and has no Redis of its own
+#: (``make integration-amqp``). Not ``CELERY_BROKER_URL``: Celery lets that variable
+#: override every app's configured broker, so the test process's own apps (the HTTP
+#: tests' in-process app on Redis, the readiness probe of a Redis-broker stack)
+#: would follow it too
+SHARED_BROKER_VAR = "DEVSTACK_BROKER_URL"
 
 
 @dataclass
@@ -65,11 +71,16 @@ class DevStack:
     #: the state in an embedded Redis Cluster of three masters of the stack's own
     #: (``REDIS_CLUSTER=1``); the broker must then be ``CELERY_BROKER_URL`` (not Redis)
     redis_cluster: bool = False
-    #: every provider's work goes to ``<queue_region>.<class>`` (``PROVIDER_REGIONS``),
-    #: the workers' queue classes are renamed so, and on a shared (non-Redis) broker
-    #: those queues are deleted when the stack stops: runs that share one RabbitMQ
-    #: do not see each other's messages
+    #: the stack's queues and worker names get this prefix (``_isolate_queues``) and its
+    #: queues are deleted when it stops: stacks sharing one RabbitMQ never see each
+    #: other's messages (a random one is chosen on ``DEVSTACK_BROKER_URL``'s broker)
     queue_region: str | None = None
+    #: the broker is the stack's Redis even where ``DEVSTACK_BROKER_URL`` names a shared
+    #: one (tests that watch the Redis broker's lists)
+    redis_broker: bool = False
+    #: "flask" (``flask run --with-threads``) or "gunicorn": the Procfile's web line
+    #: (two gevent worker processes), for tests of what concurrent requests share
+    web_server: str = "flask"
 
     def __post_init__(self):
         self.var_dir = Path(self.var_dir)
@@ -78,6 +89,14 @@ class DevStack:
         self.redis: EmbeddedRedis | None = None
         self.cluster: EmbeddedCluster | None = None
         self.base_env: dict = {}
+        #: on a shared broker: the prefix of every queue of this stack
+        #: (``_isolate_queues``); None on Redis, whose database is the stack's own
+        self.namespace: str | None = None
+        #: on any AMQP broker: the prefix of this stack's worker names. RabbitMQ holds
+        #: one exclusive control queue per worker name (``<name>@<host>.celery.pidbox``),
+        #: so a second ``normal@host`` on the same broker (another stack, another run)
+        #: dies with RESOURCE_LOCKED at start
+        self.node_prefix: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> "DevStack":
@@ -101,6 +120,8 @@ class DevStack:
         for name, proc in reversed(list(self.processes.items())):
             stop_process(proc)
         self.processes.clear()
+        if self.namespace:
+            self._delete_queues()
         if (self.redis is None and self.cluster is None and self.redis_db is not None
                 and self.base_env):
             import redis
@@ -112,8 +133,6 @@ class DevStack:
         if self.cluster:
             self.cluster.stop()
             self.cluster = None
-        if self.queue_region and self.base_env and not queues.is_redis_broker(self.broker_url):
-            delete_broker_queues(self.broker_url, self.region_queues())
 
     def __enter__(self):
         return self.start()
@@ -129,7 +148,7 @@ class DevStack:
         env.update(self.env)
         if self.redis_cluster:
             broker = env.get("CELERY_BROKER_URL") or ""
-            if not broker or queues.is_redis_broker(broker):
+            if not broker or is_redis_broker(broker):
                 raise RuntimeError("a Redis Cluster stack needs CELERY_BROKER_URL (RabbitMQ): "
                                    "kombu's Redis transport cannot use a cluster")
             self.cluster = EmbeddedCluster(self.var_dir / "redis-cluster")
@@ -144,12 +163,60 @@ class DevStack:
             if not url:
                 self.redis = EmbeddedRedis(self.var_dir / "redis", persist=self.redis_persist)
                 url = self.redis.start()
-        if self.queue_region:
-            env["PROVIDER_REGIONS"] = ",".join(f"{p}:{self.queue_region}" for p in PROVIDERS)
         env.update({"REDIS_URL": url, "NETSYNC_VAR_DIR": str(self.var_dir),
                     "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+        shared_broker = os.environ.get(SHARED_BROKER_VAR)
+        on_shared = bool(shared_broker) and not (
+            self.embedded_redis or self.redis_broker or "CELERY_BROKER_URL" in self.env)
+        if on_shared:
+            env["CELERY_BROKER_URL"] = shared_broker
+        elif self.redis_broker and "CELERY_BROKER_URL" not in self.env:
+            env.pop("CELERY_BROKER_URL", None)
         env.setdefault("CELERY_BROKER_URL", url)
         self.base_env = env
+        if self.queue_region or (on_shared and not is_redis_broker(shared_broker)):
+            self._isolate_queues(self.queue_region)
+        if not is_redis_broker(env["CELERY_BROKER_URL"]):
+            import secrets
+
+            self.node_prefix = self.namespace or "t" + secrets.token_hex(4)
+
+    def _isolate_queues(self, namespace: str | None = None) -> None:
+        """The broker of ``DEVSTACK_BROKER_URL`` (``make integration-amqp``) is shared:
+        by every stack of the run (each with its own Redis, so each must get only its
+        own messages) and by other runs. So every provider's work goes to a region of
+        this stack's own (``PROVIDER_REGIONS``: ``<ns>`` or ``<ns>_<region>``), workers
+        consume those queues and are named ``<ns>-<name>``, and the queues are deleted
+        when the stack stops. ``queue_region`` asks for the same on any broker (the
+        cluster stacks, each with RabbitMQ in its ``env``); a stack whose own ``env``
+        names the broker otherwise isolates itself (tests/integration/test_rabbitmq.py)."""
+        import secrets
+
+        from service.config import load_settings
+
+        self.namespace = namespace or "t" + secrets.token_hex(4)
+        regions = load_settings(self.base_env).provider_regions
+        self.base_env["PROVIDER_REGIONS"] = ",".join(
+            f"{provider}:{self.namespace}_{regions[provider]}" if provider in regions
+            else f"{provider}:{self.namespace}" for provider in PROVIDERS)
+
+    def broker_queue(self, name: str) -> str:
+        """The broker queue that a queue name (``normal``, ``eu.whale``) is in this stack."""
+        if not self.namespace:
+            return name
+        region, dot, queue_class = name.rpartition(".")
+        return f"{self.namespace}_{region}.{queue_class}" if dot else f"{self.namespace}.{queue_class}"
+
+    def node_name(self, name: str) -> str:
+        """The Celery worker name (``-n``) of the stack's process ``name``."""
+        return f"{self.node_prefix}-{name}" if self.node_prefix else name
+
+    def _delete_queues(self) -> None:
+        from service.config import load_settings
+
+        regions = load_settings(self.base_env).provider_regions
+        delete_broker_queues(self.broker_url, [name for name in all_queue_names(regions)
+                                               if name.startswith(self.namespace)])
 
     def redis_client(self, **options):
         """A client for the stack's state Redis (the cluster client on a cluster)."""
@@ -158,27 +225,6 @@ class DevStack:
     @property
     def broker_url(self) -> str:
         return self.base_env["CELERY_BROKER_URL"]
-
-    def node_name(self, name: str) -> str:
-        """A worker's Celery node name: with ``queue_region``, suffixed by it, so that
-        stacks sharing one RabbitMQ never run two workers of one name (they would
-        share one control queue, and a ping would be answered by the other's)."""
-        return f"{name}.{self.queue_region}" if self.queue_region else name
-
-    def process_name(self, node: str) -> str:
-        suffix = f".{self.queue_region}" if self.queue_region else ""
-        return node[:-len(suffix)] if suffix and node.endswith(suffix) else (
-            node if not suffix else "")
-
-    def region_queues(self) -> list[str]:
-        return [f"{self.queue_region}.{cls}" for cls in queues.QUEUE_CLASSES]
-
-    def worker_queues(self, spec: WorkerSpec) -> str:
-        """The spec's queues, its queue classes renamed into ``queue_region``."""
-        if not self.queue_region:
-            return spec.queues
-        return ",".join(f"{self.queue_region}.{name}" if name in queues.QUEUE_CLASSES else name
-                        for name in spec.queues.split(","))
 
     def _start_database(self) -> None:
         """``DATABASE_URL`` (ours or the caller's environment), else an embedded
@@ -214,15 +260,21 @@ class DevStack:
 
     def _start_web(self) -> None:
         self.web_port = free_port()
-        self._spawn("web", [sys.executable, "-m", "flask", "--app", "service", "run",
-                            "--port", str(self.web_port), "--no-reload", "--with-threads"])
+        if self.web_server == "gunicorn":
+            self._spawn("web", [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.web_port}",
+                                "--workers", "2", "--worker-class", "gevent",
+                                "--worker-connections", "1000", "service:create_app()"])
+        else:
+            self._spawn("web", [sys.executable, "-m", "flask", "--app", "service", "run",
+                                "--port", str(self.web_port), "--no-reload", "--with-threads"])
         self.web_url = f"http://127.0.0.1:{self.web_port}"
         wait_http(self.web_url + "/healthz", timeout=STARTUP_TIMEOUT_S)
 
     def start_worker(self, spec: WorkerSpec, index: int = 0) -> subprocess.Popen:
         name = spec.name or f"w{index}-{spec.queues.replace(',', '-')}"
+        queue_names = ",".join(self.broker_queue(queue) for queue in spec.queues.split(","))
         cmd = [sys.executable, "-m", "celery", "-A", spec.app, "worker",
-               "-Q", self.worker_queues(spec), "-P", spec.pool, "-c", str(spec.concurrency),
+               "-Q", queue_names, "-P", spec.pool, "-c", str(spec.concurrency),
                "-n", f"{self.node_name(name)}@%h", "--without-gossip", "--without-mingle",
                "--without-heartbeat", "-l", spec.loglevel]
         if spec.wrap is not None:
@@ -232,7 +284,8 @@ class DevStack:
 
     def wait_workers_ready(self, timeout: float = 2 * 60.0) -> None:
         """Block until every started worker answers a control ping."""
-        names = {name for name in self.processes if name not in ("simulator", "web", "scheduler")}
+        names = {self.node_name(name) for name in self.processes
+                 if name not in ("simulator", "web", "scheduler")}
         if not names:
             return
         from celery import Celery
@@ -247,11 +300,10 @@ class DevStack:
             while time.monotonic() < deadline:
                 replies = probe.control.ping(timeout=0.5) or []
                 answered = {node.split("@", 1)[0] for reply in replies for node in reply}
-                answered = {self.process_name(node) for node in answered}
                 if names <= answered:
                     return
-                for name in names:
-                    if self.processes[name].poll() is not None:
+                for name in self.processes:
+                    if self.node_name(name) in names and self.processes[name].poll() is not None:
                         raise RuntimeError(f"worker {name} exited; see {self.var_dir}/{name}.log")
             raise RuntimeError(f"workers {sorted(names)} not ready within {timeout}s")
         finally:

@@ -1,4 +1,5 @@
-"""Faults with real processes: a worker killed with SIGKILL, Redis killed and restarted.
+"""Faults with real processes: a worker killed with SIGKILL, Redis killed and restarted,
+a RabbitMQ broker of the test's own killed or stopped and restarted.
 
 Each test runs a stack of its own (it kills parts of it). The broker's own
 redelivery is pushed out of reach (visibility timeout one hour), so a sync
@@ -19,9 +20,11 @@ import requests
 import redis
 
 from devtools.devstack import ROOT, DevStack, WorkerSpec
+from providers.github import GitHub
 from state.progress import SyncProgress
 from state.store import SyncStore
 from tests.integration.conftest import TEST_ENV, Stack, new_user
+from tests.integration.private_rabbitmq import PrivateRabbitMQ, server_script
 from tests.integration.test_rabbitmq import AMQP_URL, delete_amqp_queues, rabbitmq_reachable
 
 # A quick sweep, but patient with syncs that do not move: on a loaded machine the
@@ -88,6 +91,47 @@ def test_kill_9_of_the_worker_mid_sync_is_recovered_exactly(tmp_path, broker):
             delete_amqp_queues(queue_names)
 
 
+WHALE = 100_000
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("broker", BROKERS)
+def test_kill_9_of_the_worker_mid_whale_is_recovered_exactly(tmp_path, broker):
+    """The issue's case at its size: a 100,000-follower GitHub sync, on the whale
+    queue, its worker and pool SIGKILLed mid-way; a new worker finishes it exact."""
+    dev, queue_names = fault_stack(tmp_path, broker)
+    try:
+        with dev:
+            stack = Stack(dev)
+            account = stack.add_account("github", WHALE)
+            user = new_user()
+            began = time.monotonic()
+            (sync,) = stack.login(user, account).json()["syncs"]
+            wait_pages(stack, sync["sync_id"], 200, timeout=600)
+            before = stack.sync(sync["sync_id"])
+            os.killpg(dev.processes["first"].pid, signal.SIGKILL)  # the worker and its pool
+            dev.processes["first"].wait()
+            killed = time.monotonic()
+            dev.start_worker(WorkerSpec(",".join(queue_names), concurrency=2, name="second"))
+            record = stack.wait_final(sync["sync_id"], timeout=900)
+            done = time.monotonic()
+            assert (before["status"], before["queue"]) == ("running", "whale"), before
+            assert before["pages_fetched"] < WHALE // GitHub.PAGE_SIZE  # killed mid-way
+            assert record["status"] == "succeeded", record
+            ids = stack.network_ids(user, "github")
+            assert len(ids) == len(set(ids)) == WHALE
+            assert set(ids) == stack.truth("github", account["id"])
+            if broker == "redis":  # the lost messages came back through the sweep
+                store = SyncStore(redis.Redis.from_url(dev.redis_url), "netsync")
+                assert int(store.get_sync(sync["sync_id"]).get("recoveries") or 0) >= 1
+            print(f"{broker}: killed at page {before['pages_fetched']} after "
+                  f"{killed - began:.0f} s; finished {done - killed:.0f} s after the kill "
+                  f"({done - began:.0f} s in all)")
+    finally:
+        if broker == "amqp":
+            delete_amqp_queues(queue_names)
+
+
 @pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_redis_killed_and_restarted_mid_sync_finishes_exactly(tmp_path, pool):
     """Redis (state and broker) dies with SIGKILL mid-sync and comes back on its port
@@ -113,6 +157,46 @@ def test_redis_killed_and_restarted_mid_sync_finishes_exactly(tmp_path, pool):
             assert set(ids) == stack.truth("github", account["id"])
         alive = {name: proc.poll() for name, proc in dev.processes.items()}
         assert all(code is None for code in alive.values()), alive
+
+
+@pytest.mark.skipif(server_script() is None,
+                    reason="no rabbitmq-server installed: no private broker to restart "
+                           "(the shared one is never restarted by a test)")
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_rabbitmq_restarted_mid_sync_finishes_exactly(tmp_path, how):
+    """A RabbitMQ of the test's own (not the machine's shared one) is SIGKILLed
+    (``kill``) or shut down cleanly (``stop``) while two syncs are in flight, and
+    started again on its port with its database: both syncs finish exact, and the
+    web app, the worker and the scheduler are all still running (they reconnected)."""
+    broker = PrivateRabbitMQ(tmp_path / "rabbitmq")
+    first_start = broker.start()
+    try:
+        dev, _ = fault_stack(tmp_path / "stack", "redis", env={"CELERY_BROKER_URL": broker.url})
+        with dev:
+            stack = Stack(dev)
+            accounts = [stack.add_account("github", size) for size in (15_000, 4_000)]
+            users = [new_user() for _ in accounts]
+            syncs = [stack.login(user, account).json()["syncs"][0]
+                     for user, account in zip(users, accounts)]
+            wait_pages(stack, syncs[0]["sync_id"], 20)
+            before = stack.sync(syncs[0]["sync_id"])
+            getattr(broker, how)()
+            time.sleep(3)  # the outage itself: the fault being simulated, not a wait for a result
+            restart = broker.start()
+            print(f"private RabbitMQ: first start {first_start:.1f} s, restart {restart:.1f} s")
+            assert before["status"] == "running", before  # the fault came mid-sync
+            for user, account, sync in zip(users, accounts, syncs):
+                record = stack.wait_final(sync["sync_id"], timeout=RECOVERY_PATIENCE_S)
+                assert record["status"] == "succeeded", (record.get("error"), record)
+                ids = stack.network_ids(user, "github")
+                assert len(ids) == len(set(ids)) == account["size"]
+                assert set(ids) == stack.truth("github", account["id"])
+            alive = {name: proc.poll() for name, proc in dev.processes.items()}
+            assert all(code is None for code in alive.values()), alive
+        # the worker really lost its broker (and came back: the syncs finished)
+        assert b"Connection to broker lost" in (tmp_path / "stack" / "first.log").read_bytes()
+    finally:
+        broker.kill()
 
 
 def log_tail(path, lines: int = 40) -> str:

@@ -100,14 +100,18 @@ class BrokerSpy:
 
 
 def start_stack(tmp_path_factory, name: str, workers: list, env: dict) -> DevStack:
-    """A DevStack of this module's own (its own embedded Redis unless REDIS_URL is set)."""
+    """A DevStack of this module's own (its own embedded Redis unless REDIS_URL is set).
+
+    Its broker is that Redis unless ``env`` names another: the tests watch the Redis
+    broker's lists (``BrokerSpy``), also under ``make integration-amqp``; the priority
+    test has a RabbitMQ case of its own."""
     shared = os.environ.get("REDIS_URL")
     db = REDIS_DBS[name] if shared else None
     if shared:  # a database of our own on the shared server, emptied first
         base = shared.rsplit("/", 1)[0] if shared.count("/") > 2 else shared
         redis.Redis.from_url(f"{base}/{db}").flushdb()
     dev = DevStack(var_dir=tmp_path_factory.mktemp(f"queues-{name}"), workers=workers,
-                   env={**TEST_ENV, **env}, redis_db=db)
+                   env={**TEST_ENV, **env}, redis_db=db, redis_broker=True)
     dev.start()
     return dev
 
