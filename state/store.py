@@ -7,7 +7,8 @@ its own in-flight marker and freshness summary. Every key of one user on one
 provider shares the hash tag ``{provider:user_id}``, so each script touches
 one slot; the key names and the hash-tag rule are in ``state.keys``. The
 scripts are ``state/lua/{begin,add_pending,mark_running,complete_page,
-finish,fail}.lua``, each with its keys and arguments in its header.
+finish,fail}.lua``, each with its keys and arguments in its header (the page
+guard's part of add_pending and complete_page is ``guard_prelude.lua``).
 
 When the last page is stored the record gets ``finalizing`` (its status stays
 ``running``: "is it done?" stays exact); the engine finalizes in PostgreSQL
@@ -24,6 +25,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from state.batch import Batch, Reply
 from state.keys import Keys, SyncKeys, UserKeys
 from state.lua import LuaScript
 
@@ -134,16 +136,30 @@ class SyncStore:
         still active, the done set whether this page is a redelivery, and the
         credential lives under the same hash tag (``:cred``).
         """
+        batch = Batch(self.redis)
+        reply = self.queue_snapshot(batch, sync_id, cursor)
+        if reply is None:
+            return None, False, None
+        batch.execute()
+        return reply.value
+
+    def queue_snapshot(self, batch: Batch, sync_id: str, cursor: str | None) -> Reply | None:
+        """``page_snapshot`` as a step of ``batch`` (None: no such sync)."""
         keys = self._sync_keys(sync_id)
         if keys is None:
-            return None, False, None
-        with self.redis.pipeline(transaction=False) as pipe:
+            return None
+
+        def queue(pipe):
             pipe.hgetall(keys.record)
             pipe.hexists(keys.done, cursor or "")
             pipe.get(keys.user.credential)
-            raw, done, blob = pipe.execute()
-        record = {k.decode(): v.decode() for k, v in raw.items()} or None
-        return record, bool(done) and cursor is not None, blob
+
+        def read(replies):
+            raw, done, blob = replies
+            record = {k.decode(): v.decode() for k, v in raw.items()} or None
+            return record, bool(done) and cursor is not None, blob
+
+        return batch.add(queue, read)
 
     def last_sync(self, provider: str, user_id: str, relation: str) -> dict:
         raw = self.redis.hgetall(self.keys.user(provider, user_id).relation(relation).last)
@@ -203,46 +219,79 @@ class SyncStore:
         return bool(self._mark_running(keys={"record": keys.record},
                                        args={"now": repr(self.clock())}))
 
-    def note_call(self, sync_id: str, rate_fields: dict) -> None:
-        """Count one provider call against the sync and keep what its headers said."""
+    def note_call(self, sync_id: str, rate_fields: dict, batch: Batch | None = None) -> None:
+        """Count one provider call against the sync and keep what its headers said.
+
+        With ``batch``, only queued there (sent with the batch)."""
         keys = self._sync_keys(sync_id)
-        with self.redis.pipeline(transaction=False) as pipe:
+
+        def queue(pipe):
             pipe.hincrby(keys.record, "calls", 1)
             if rate_fields:
                 pipe.hset(keys.record, mapping=rate_fields)
-            pipe.execute()
+
+        own = batch is None
+        batch = Batch(self.redis) if own else batch
+        reply = batch.add(queue)
+        if own:
+            batch.execute()
+            reply.value  # noqa: B018 - raises what Redis answered
 
     def add_pending(self, sync_id: str, parent: str, cursors: list[str]) -> list[str]:
         """Mark cursors launched by ``parent`` before sending their tasks (see add_pending.lua)."""
         if not cursors:
             return []
+        return self._launch(sync_id, parent, cursors, None)[1]
+
+    def launch_pages(self, sync_id: str, parent: str, cursors: list[str],
+                     guard: dict) -> tuple[str, list[str]]:
+        """A page's launches, after the page guard recorded the page (one script).
+
+        ``guard``: ``state.page_guard.guard_args`` of the page ``parent``.
+        Returns (why the guard stopped paging here, "" for none; the marks of
+        ``add_pending``, none when it stopped).
+        """
+        return self._launch(sync_id, parent, cursors, guard)
+
+    def _launch(self, sync_id, parent, cursors, guard) -> tuple[str, list[str]]:
         keys = self._sync_keys(sync_id)
-        marks = self._add_pending(keys={"record": keys.record, "pending": keys.pending,
-                                        "done": keys.done},
-                                  args={"parent": parent, "cursors": list(cursors)})
-        return [x.decode() for x in marks]
+        out = [x.decode() for x in self._add_pending(
+            keys={"guard": keys.guard, "record": keys.record, "pending": keys.pending,
+                  "done": keys.done},
+            args={"parent": parent, "cursors": list(cursors), "guard": guard})]
+        return (out[0], out[1:]) if out else ("", [])
 
     def complete_page(self, sync_id: str, cursor: str, connections,
                       partial_reason: str = "", rate_fields: dict | None = None,
-                      count_call: bool = False) -> str:
+                      count_call: bool = False, guard: dict | None = None,
+                      batch: Batch | None = None) -> str:
         """Store one page's connections in the staging; the last page asks for finalization.
 
         With ``count_call`` it also counts the page's call and keeps
         ``rate_fields`` (what the answer's rate-limit headers said), so the
-        hot path needs one round trip instead of two.
+        hot path needs one round trip instead of two. ``guard`` (the
+        ``state.page_guard.guard_args`` of a page that launched nothing):
+        the page guard records the page in the same script. ``batch``: the
+        other steps to send in the same round trip (the script is added to it
+        and the batch executed).
         Returns ``stored``, ``duplicate`` (already stored: a redelivery),
         ``inactive`` (the sync ended meanwhile), or ``finalize`` (this was the
         last page: the caller finalizes, see ``sync.finalize`` and ``finish``).
         """
         keys = self._sync_keys(sync_id)
-        return self._complete(
-            keys={"record": keys.record, "pending": keys.pending, "done": keys.done,
-                  "staging_h": keys.staging_h},
+        batch = Batch(self.redis) if batch is None else batch
+        reply = self._complete.queue(
+            batch,
+            keys={"guard": keys.guard, "record": keys.record, "pending": keys.pending,
+                  "done": keys.done, "staging_h": keys.staging_h},
             args={"cursor": cursor, "partial_reason": partial_reason,
                   "connections": [part for pair in connections for part in pair],
                   "count_call": bool(count_call),
-                  "rate_fields": {k: _text(v) for k, v in (rate_fields or {}).items()}},
-        ).decode()
+                  "rate_fields": {k: _text(v) for k, v in (rate_fields or {}).items()},
+                  "guard": guard},
+            read=bytes.decode)
+        batch.execute()
+        return reply.value
 
     def _relation_keys(self, keys, sync_id: str):
         record = self.get_sync(sync_id) or {}
