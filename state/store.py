@@ -51,6 +51,34 @@ class SyncTicket:
     relation: str = ""
 
 
+class BeginStep:
+    """One ``begin_sync`` spread over batches: ``SyncStore.prepare_begin`` (the new id's
+    index entry and the reads), ``queue_begin`` (the script), ``settle_begin``."""
+
+    def __init__(self, provider: str, user_id: str, relation: str, sync_id: str, user: UserKeys):
+        self.provider, self.user_id, self.relation, self.sync_id = provider, user_id, relation, sync_id
+        self.user = user
+        self.net = user.relation(relation)
+        self.reads = self.outcome = None  # state.batch.Reply, once queued
+        self.now = 0.0
+        self.args: dict = {}
+
+    @property
+    def seen(self) -> str | None:
+        """The sync id the in-flight marker named when it was read (None: none)."""
+        return self.reads.value[0]
+
+    @property
+    def last(self) -> dict:
+        """The network's last final sync (``SyncStore.last_sync``), as read."""
+        return self.reads.value[1]
+
+    def script_keys(self, seen: str | None) -> dict:
+        return {"inflight": self.net.inflight, "last": self.net.last,
+                "record": self.user.sync(self.sync_id).record,
+                "seen_record": self.user.sync(seen).record if seen else None}
+
+
 class SyncStore:
     def __init__(self, redis_client, prefix: str = "netsync", clock=time.time):
         self.redis = redis_client
@@ -85,41 +113,81 @@ class SyncStore:
                    relation: str | None = None) -> SyncTicket:
         """Start a sync unless one is in flight or the network is fresh (one atomic step).
 
-        ``relation`` None: the provider's first (``Provider.RELATIONS``)."""
+        ``relation`` None: the provider's first (``Provider.RELATIONS``). Three
+        round trips; a trigger starting several syncs sends each step of all
+        of them together (``prepare_begin``, ``queue_begin``, ``settle_begin``)."""
+        batch = Batch(self.redis)
+        step = self.prepare_begin(batch, user_id=user_id, provider=provider, relation=relation)
+        batch.execute()
+        batch = Batch(self.redis)
+        self.queue_begin(batch, step, account_id=account_id, queue=queue, trigger=trigger,
+                         force=force, freshness_s=freshness_s, stale_s=stale_s)
+        batch.execute()
+        after = Batch(self.redis)
+        ticket = self.settle_begin(after, step)
+        after.execute()
+        return ticket
+
+    def prepare_begin(self, batch: Batch, *, user_id: str, provider: str,
+                      relation: str | None = None) -> "BeginStep":
+        """A begin's first round trip, queued in ``batch``: the sync index entry of a
+        new sync id (index first: a sync id must resolve as soon as anyone can see
+        it), the in-flight marker (the begin script needs the in-flight sync's
+        record as a key: which one it is) and the network's last summary
+        (``BeginStep.last``: the trigger picks the queue class by its size)."""
         if relation is None:
             import providers
 
             relation = providers.provider_classes()[provider].RELATIONS[0]
-        sync_id = "s_" + secrets.token_hex(12)
-        user = self.keys.user(provider, user_id)
-        net = user.relation(relation)
-        now = self.clock()
-        # Index first: a sync id must resolve as soon as anyone can see it.
-        self.redis.hset(self.keys.sync_index, sync_id, user.base)
-        fields = {"sync_id": sync_id, "user_id": user_id, "provider": provider,
-                  "relation": relation, "account_id": account_id, "queue": queue,
+        step = BeginStep(provider, user_id, relation, "s_" + secrets.token_hex(12),
+                         self.keys.user(provider, user_id))
+        index, base, net = self.keys.sync_index, step.user.base, step.net
+        batch.add(lambda pipe: pipe.hset(index, step.sync_id, base))
+
+        def reads(pipe):
+            pipe.get(net.inflight)
+            pipe.hgetall(net.last)
+
+        step.reads = batch.add(reads, read=lambda replies: (
+            replies[0].decode() if replies[0] is not None else None,
+            {k.decode(): v.decode() for k, v in replies[1].items()}))
+        return step
+
+    def queue_begin(self, batch: Batch, step: "BeginStep", *, account_id: str, queue: str,
+                    trigger: str, force: bool, freshness_s: int, stale_s: int) -> None:
+        """The begin script of a prepared step, queued in ``batch`` (see begin.lua)."""
+        step.now = self.clock()
+        fields = {"sync_id": step.sync_id, "user_id": step.user_id, "provider": step.provider,
+                  "relation": step.relation, "account_id": account_id, "queue": queue,
                   "trigger": trigger}
-        for _ in range(BEGIN_ATTEMPTS):
-            # the script needs the in-flight sync's record as a key: read which one it is
-            seen = self.redis.get(net.inflight)
-            seen = seen.decode() if seen is not None else None
-            outcome, sid, status, q = (v.decode() for v in self._begin(
-                keys={"inflight": net.inflight, "last": net.last,
-                      "record": user.sync(sync_id).record,
-                      "seen_record": user.sync(seen).record if seen else None},
-                args={"sync_id": sync_id, "now": repr(now), "freshness_s": freshness_s,
-                      "stale_s": stale_s, "force": bool(force), "seen": seen, "fields": fields},
-            ))
+        step.args = {"sync_id": step.sync_id, "now": repr(step.now), "freshness_s": freshness_s,
+                     "stale_s": stale_s, "force": bool(force), "fields": fields}
+        step.outcome = self._begin.queue(batch, keys=step.script_keys(step.seen),
+                                         args={**step.args, "seen": step.seen}, read=_texts)
+
+    def settle_begin(self, after: Batch, step: "BeginStep") -> SyncTicket:
+        """What the begin script said. A marker that moved meanwhile is read again and
+        the script retried at once (up to BEGIN_ATTEMPTS). Queues in ``after`` the
+        listing entry of a created sync, or the index entry's removal."""
+        outcome, sid, status, q = step.outcome.value
+        for _ in range(BEGIN_ATTEMPTS - 1):
             if outcome != "retry":
                 break
-        else:
-            self.redis.hdel(self.keys.sync_index, sync_id)
-            raise RuntimeError(f"{provider} sync of {user_id}: the in-flight marker kept moving")
+            seen = self.redis.get(step.net.inflight)
+            seen = seen.decode() if seen is not None else None
+            outcome, sid, status, q = _texts(self._begin(keys=step.script_keys(seen),
+                                                         args={**step.args, "seen": seen}))
+        index, recent, sync_id = self.keys.sync_index, self.keys.recent, step.sync_id
+        if outcome == "retry":
+            self.redis.hdel(index, sync_id)
+            raise RuntimeError(f"{step.provider} sync of {step.user_id}: the in-flight marker "
+                               "kept moving")
         if outcome != "created":
-            self.redis.hdel(self.keys.sync_index, sync_id)
+            after.add(lambda pipe: pipe.hdel(index, sync_id))
         else:
-            self.redis.zadd(self.keys.recent, {sync_id: now})
-        return SyncTicket(sid, provider, status, q, outcome == "created", relation)
+            now = step.now
+            after.add(lambda pipe: pipe.zadd(recent, {sync_id: now}))
+        return SyncTicket(sid, step.provider, status, q, outcome == "created", step.relation)
 
     # -- reads --------------------------------------------------------------
     def get_sync(self, sync_id: str) -> dict | None:
@@ -325,6 +393,10 @@ class SyncStore:
             args={"sync_id": sync_id, "status": status, "now": repr(self.clock()),
                   "kind": kind, "message": message[:500]},
         ))
+
+
+def _texts(values) -> tuple[str, ...]:
+    return tuple(v.decode() for v in values)
 
 
 def _text(value) -> str:
