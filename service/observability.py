@@ -235,10 +235,12 @@ def init_sentry(settings) -> bool:
 
 
 # -- shared counters ------------------------------------------------------------
-def count(name: str, **labels) -> None:
-    """Add one to a shared counter (``state.metrics``); never fails the caller."""
+def count(name: str, batch=None, **labels) -> None:
+    """Add one to a shared counter (``state.metrics``); never fails the caller.
+
+    ``batch``: queued in that ``state.batch.Batch`` (sent with the caller's next round trip)."""
     try:
-        services().metrics.count(name, **labels)
+        services().metrics.count_many([(name, labels)], batch=batch)
     except RuntimeError:  # outside an app context: nobody to count for
         log.debug("counter not counted", extra={"counter": name})
 

@@ -6,12 +6,14 @@ profile task (round one), sent to the queue the account's known size picks.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from flask import current_app
 
 import queues
 import providers
 from service.config import PROVIDERS
+from state.batch import Batch
 from state.credentials import Credential
 from sync.runtime import Services
 from sync.tasks import profile_task_name
@@ -49,6 +51,16 @@ def relations_of(provider: str) -> tuple[str, ...]:
     return providers.provider_classes()[provider].RELATIONS
 
 
+@dataclass(frozen=True)
+class SyncRequest:
+    """One network to sync in a trigger: a provider, a relation (None: its first) and,
+    from a login webhook, the credential that came with it."""
+
+    provider: str
+    relation: str | None = None
+    credential: Credential | None = None
+
+
 def start_sync(svc: Services, *, user_id: str, provider: str, trigger: str,
                force: bool = False, credential: Credential | None = None,
                relation: str | None = None) -> SyncTicket:
@@ -57,36 +69,80 @@ def start_sync(svc: Services, *, user_id: str, provider: str, trigger: str,
     ``credential`` comes with a login webhook and is stored (encrypted) even
     when no new sync starts: the newest token is the one to use next time.
     """
-    relation = validate_target(user_id, provider, relation)
+    return start_syncs(svc, user_id=user_id, trigger=trigger, force=force,
+                       requests=[SyncRequest(provider, relation, credential)])[0]
+
+
+def start_syncs(svc: Services, *, user_id: str, trigger: str, requests: list[SyncRequest],
+                force: bool = False) -> list[SyncTicket]:
+    """``start_sync`` for several networks of one user (a login's accounts and relations).
+
+    Every request is validated before anything is written. Then each step is
+    sent for all of them in one round trip (``state.batch``): the credentials
+    with each new sync id's index entry and the reads the begin script needs;
+    the begin scripts; the bookkeeping of the syncs created (tracked by the
+    stall sweep before their tasks are sent). Then the profile tasks are sent.
+    """
     assert trigger in TRIGGERS, trigger
-    if credential is not None:
-        svc.credentials.save(provider, user_id, credential)
-    elif not svc.credentials.exists(provider, user_id):
-        raise SyncRequestError(
-            f"no {provider} account is linked for {user_id}; it arrives with a login webhook",
-            code="no_credentials",
-        )
-    account_id = credential.account_id if credential else svc.credentials.load(provider, user_id).account_id
-    settings = svc.settings
-    last_size = svc.store.last_sync(provider, user_id, relation).get("size")
-    queue_class = queues.queue_class_for(
-        int(last_size) if last_size else None, trigger, settings.whale_threshold
-    )
-    ticket = svc.store.begin_sync(
-        user_id=user_id, provider=provider, relation=relation, account_id=account_id,
-        queue=queue_class, trigger=trigger, force=force,
-        freshness_s=settings.freshness_seconds, stale_s=settings.sync_stale_seconds,
-    )
-    if ticket.created:
-        svc.metrics.count("syncs_started", provider=provider, queue=queue_class, trigger=trigger,
-                          relation=getattr(ticket, "relation", None) or "-")
-        svc.progress.track(ticket.sync_id, time.time())
+    relations = [validate_target(user_id, r.provider, r.relation) for r in requests]
+    account_ids: dict[str, str] = {}
+    for r in requests:  # one credential per provider: a login lists each provider once
+        if r.credential is not None:
+            account_ids.setdefault(r.provider, r.credential.account_id)
+    for r in requests:
+        if r.provider in account_ids:
+            continue
+        if not svc.credentials.exists(r.provider, user_id):
+            raise SyncRequestError(
+                f"no {r.provider} account is linked for {user_id}; it arrives with a login "
+                "webhook", code="no_credentials")
+        account_ids[r.provider] = svc.credentials.load(r.provider, user_id).account_id
+    settings, store = svc.settings, svc.store
+    first = Batch(svc.redis)
+    saved = set()
+    for r in requests:
+        if r.credential is not None and r.provider not in saved:
+            svc.credentials.save(r.provider, user_id, r.credential, batch=first)
+            saved.add(r.provider)
+    steps = [store.prepare_begin(first, user_id=user_id, provider=r.provider, relation=relation)
+             for r, relation in zip(requests, relations)]
+    first.execute()
+    begins = Batch(svc.redis)
+    classes = []
+    for r, step in zip(requests, steps):
+        last_size = step.last.get("size")
+        queue_class = queues.queue_class_for(int(last_size) if last_size else None, trigger,
+                                             settings.whale_threshold)
+        classes.append(queue_class)
+        store.queue_begin(begins, step, account_id=account_ids[r.provider], queue=queue_class,
+                          trigger=trigger, force=force, freshness_s=settings.freshness_seconds,
+                          stale_s=settings.sync_stale_seconds)
+    begins.execute()
+    after = Batch(svc.redis)
+    tickets, error = [], None
+    for step in steps:
         try:
-            send_profile_task(svc, ticket.sync_id, provider, queue_class, trigger)
-        except Exception as exc:  # broker down: do not leave a sync that blocks the next one
-            svc.store.fail(ticket.sync_id, "failed", "broker_unavailable", type(exc).__name__)
+            tickets.append(store.settle_begin(after, step))
+        except RuntimeError as exc:  # its marker kept moving: the others still start
+            tickets.append(None)
+            error = error or exc
+    created = [(t, q) for t, q in zip(tickets, classes) if t is not None and t.created]
+    for ticket, queue_class in created:
+        svc.metrics.count_many([("syncs_started", {
+            "provider": ticket.provider, "queue": queue_class, "trigger": trigger,
+            "relation": ticket.relation or "-"})], batch=after)
+        svc.progress.track(ticket.sync_id, time.time(), batch=after)
+    after.execute()
+    for i, (ticket, queue_class) in enumerate(created):
+        try:
+            send_profile_task(svc, ticket.sync_id, ticket.provider, queue_class, trigger)
+        except Exception as exc:  # broker down: do not leave syncs that block the next ones
+            for unsent, _ in created[i:]:
+                svc.store.fail(unsent.sync_id, "failed", "broker_unavailable", type(exc).__name__)
             raise
-    return ticket
+    if error is not None:
+        raise error
+    return tickets
 
 
 def send_profile_task(svc: Services, sync_id: str, provider: str, queue_class: str,

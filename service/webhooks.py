@@ -8,7 +8,9 @@ Order matters, and each step guards the next:
    answered with its first answer and starts nothing;
 3. the whole body is validated (415, 400, 422) before any sync starts, so a
    bad second account changes nothing;
-4. each account's credential is stored and its sync started or found (202).
+4. each account's credential is stored and its syncs started or found (202),
+   all of them together, step by step (``service.syncs.start_syncs``: a
+   handful of round trips whatever the number of accounts).
 
 Tokens are never logged and never echoed, not even in a validation message.
 """
@@ -31,7 +33,8 @@ from service.observability import count
 from sync.signatures import DELIVERY_HEADER, SIGNATURE_HEADER, SignatureError, verify
 from state.keys import Keys
 from state.store import USER_ID_RE
-from service.syncs import relations_of, start_sync
+from service.syncs import SyncRequest, relations_of, start_syncs
+from state.batch import Batch
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -81,9 +84,14 @@ class DeliveryLog:
                                      code="delivery_in_progress").payload()
             time.sleep(0.05)
 
-    def record(self, delivery_id: str, status: int, body: dict) -> None:
+    def record(self, delivery_id: str, status: int, body: dict, batch=None) -> None:
+        """Keep the first answer; with ``batch``, queued there (``state.batch``)."""
         answer = json.dumps({"status": status, "body": body}, separators=(",", ":"))
-        self.redis.set(self.key(delivery_id), answer, ex=self.ttl)
+        key, ttl = self.key(delivery_id), self.ttl
+        if batch is None:
+            self.redis.set(key, answer, ex=ttl)
+        else:
+            batch.add(lambda pipe: pipe.set(key, answer, ex=ttl))
 
     def release(self, delivery_id: str) -> None:
         """Forget a claim whose processing failed on our side (the sender will retry)."""
@@ -207,18 +215,21 @@ def _delivery_id() -> str | None:
     return delivery_id
 
 
-def process_login(body: bytes) -> tuple[int, dict]:
-    """Validate the whole login, then start (or find) one sync per account."""
+def process_login(body: bytes, after=None) -> tuple[int, dict]:
+    """Validate the whole login, then start (or find) one sync per account and relation.
+
+    ``after``: the ``state.batch.Batch`` the request sends last (its counters go there)."""
     svc = services()
     document = http_errors.read_json_object(body, request.is_json)
     user_id, accounts = parse_login(document)
+    # each relation is a sync of its own; all of them start together (service.syncs)
+    tickets = start_syncs(svc, user_id=user_id, trigger="webhook", requests=[
+        SyncRequest(provider, relation, credential)
+        for provider, credential, relations in accounts for relation in relations])
     syncs = []
-    for provider, credential, relations in accounts:
-        for relation in relations:  # each relation is a sync of its own
-            ticket = start_sync(svc, user_id=user_id, provider=provider, trigger="webhook",
-                                credential=credential, relation=relation)
-            count("triggers", kind="webhook", outcome=trigger_outcome(ticket))
-            syncs.append(ticket_view(ticket))
+    for ticket in tickets:
+        count("triggers", batch=after, kind="webhook", outcome=trigger_outcome(ticket))
+        syncs.append(ticket_view(ticket))
     log.info("login webhook accepted", extra={
         "user_id": user_id,
         "syncs": " ".join(f"{s['provider']}:{s['relation']}:{s['sync_id']}:{s['status']}"
@@ -246,8 +257,9 @@ def login():
         if first is not None:
             count("webhook_deliveries", outcome="replayed")
             return _answer(*first, replayed=True)
+    after = Batch(svc.redis)  # the counters and the delivery's answer: one round trip
     try:
-        status, answer = process_login(body)
+        status, answer = process_login(body, after)
     except ApiError as exc:
         log.info("login webhook invalid", extra={"status": exc.status, "code": exc.code})
         status, answer = exc.status, exc.payload()
@@ -255,9 +267,10 @@ def login():
         if delivery_id is not None:
             deliveries.release(delivery_id)
         raise
-    count("webhook_deliveries", outcome="accepted" if status < 300 else "invalid")
+    count("webhook_deliveries", batch=after, outcome="accepted" if status < 300 else "invalid")
     if delivery_id is not None:
-        deliveries.record(delivery_id, status, answer)
+        deliveries.record(delivery_id, status, answer, batch=after)
+    after.execute()
     return _answer(status, answer)
 
 

@@ -43,7 +43,7 @@ class BreakerConfig:
 
 @dataclass(frozen=True)
 class Verdict:
-    #: "closed", "go", "probe" or "wait"
+    #: "closed", "go", "probe", "wait" or (a peek only) "probe_due"
     verdict: str
     wait_s: float = 0.0
     #: while open: the error kind of the last failure (what the provider answered)
@@ -68,11 +68,21 @@ class CircuitBreaker:
         return self.keys.breaker(provider)
 
     def allow(self, provider: str) -> Verdict:
-        verdict, wait, *kind = self._allow(
-            keys={"breaker": self.key(provider)},
-            args={"now": self.clock(), "probe_lease": self.config.probe_lease_s,
-                  "probe_poll": self.config.probe_poll_s})
-        return Verdict(_text(verdict), float(wait), _text(kind[0]) if kind else "")
+        return _verdict(self._allow(keys={"breaker": self.key(provider)},
+                                    args=self._allow_args(claim=True)))
+
+    def queue_peek(self, batch, provider: str):
+        """The verdict without claiming a probe, as a step of a ``state.batch.Batch``.
+
+        For a caller that looks before it knows it will call (the page task's
+        first round trip): a "probe_due" verdict means it must ``allow`` to
+        become the probe; every other verdict is what ``allow`` would say."""
+        return self._allow.queue(batch, keys={"breaker": self.key(provider)},
+                                 args=self._allow_args(claim=False), read=_verdict)
+
+    def _allow_args(self, claim: bool) -> dict:
+        return {"now": self.clock(), "probe_lease": self.config.probe_lease_s,
+                "probe_poll": self.config.probe_poll_s, "claim": claim}
 
     def record(self, provider: str, ok: bool, kind: str = "") -> str:
         """A call's outcome: ``ok`` is any answer that is not the provider failing
@@ -84,6 +94,11 @@ class CircuitBreaker:
 
     def state(self, provider: str) -> dict:
         return {_text(k): _text(v) for k, v in self.redis.hgetall(self.key(provider)).items()}
+
+
+def _verdict(reply) -> Verdict:
+    verdict, wait, *kind = reply
+    return Verdict(_text(verdict), float(wait), _text(kind[0]) if kind else "")
 
 
 def _text(value) -> str:

@@ -97,10 +97,15 @@ class CredentialStore:
         # round trip as its sync record (SyncStore.page_snapshot).
         return self._keys.user(provider, user_id).credential
 
-    def save(self, provider: str, user_id: str, credential: Credential) -> None:
+    def save(self, provider: str, user_id: str, credential: Credential, batch=None) -> None:
+        """Store ``credential`` (encrypted); with ``batch``, queued there (``state.batch``)."""
         remember(credential)
         blob = self.fernet.encrypt(json.dumps(asdict(credential)).encode())
-        self.redis.set(self._key(provider, user_id), blob)
+        key = self._key(provider, user_id)
+        if batch is None:
+            self.redis.set(key, blob)
+        else:
+            batch.add(lambda pipe: pipe.set(key, blob))
 
     def load(self, provider: str, user_id: str) -> Credential:
         return self.decode(provider, self.redis.get(self._key(provider, user_id)))

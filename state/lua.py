@@ -48,7 +48,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -178,6 +178,25 @@ class LuaScript:
         self._script = redis_client.register_script(self.spec.text)
 
     def __call__(self, keys: Mapping[str, str | None], args: Mapping[str, Any]):
+        ordered, payload = self._checked(keys, args)
+        return self._script(keys=ordered, args=[payload])
+
+    def queue(self, batch, keys: Mapping[str, str | None], args: Mapping[str, Any],
+              read: Callable[[Any], Any] = lambda reply: reply):
+        """Queue this call in a ``state.batch.Batch`` (one round trip with other steps).
+
+        Sent as ``EVALSHA``; if the server does not know the script (a
+        restarted Redis), it did not run, and the batch runs it alone with its
+        text. Returns the step's ``Reply``; its value is ``read(the script's answer)``.
+        """
+        ordered, payload = self._checked(keys, args)
+        sha = self._script.sha
+        return batch.add(lambda pipe: pipe.evalsha(sha, len(ordered), *ordered, payload),
+                         read=lambda replies: read(replies[0]),
+                         retry=lambda: self._script(keys=ordered, args=[payload]))
+
+    def _checked(self, keys: Mapping[str, str | None], args: Mapping[str, Any]):
+        """The keys in header order and the JSON argument, or ScriptCallError."""
         if keys.keys() != self._key_names:
             raise ScriptCallError(f"{self.name}.lua takes KEYS {list(self.spec.keys)}, "
                                   f"not {list(keys)}")
@@ -196,4 +215,4 @@ class LuaScript:
         if not self._required_args <= payload.keys():
             missing = sorted(self._required_args - payload.keys())
             raise ScriptCallError(f"{self.name}.lua: {missing} may not be None")
-        return self._script(keys=ordered, args=[_encode(payload)])
+        return ordered, _encode(payload)

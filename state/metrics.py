@@ -53,8 +53,17 @@ class Metrics:
     def count(self, name: str, **labels) -> None:
         self.count_many([(name, labels)])
 
-    def count_many(self, series: list[tuple[str, dict]]) -> None:
-        """Add one to each (name, labels) series, in one round trip."""
+    def count_many(self, series: list[tuple[str, dict]], batch=None) -> None:
+        """Add one to each (name, labels) series, in one round trip.
+
+        ``batch``: only queued in that ``state.batch.Batch``, as a best-effort
+        step (sent with the caller's next round trip; a reply error is dropped).
+        """
+        if batch is not None:
+            fields = [counter_field(name, labels) for name, labels in series]
+            batch.add(lambda pipe: [pipe.hincrby(self.key, f, 1) for f in fields],
+                      best_effort=True)
+            return
         try:
             with self.redis.pipeline(transaction=False) as pipe:
                 for name, labels in series:

@@ -1,8 +1,16 @@
 """The page guard's per-sync memory: which pages a sync has seen, in Redis.
 
 The rules (what counts as a repeated page, a one-item run, too many pages)
-are ``providers.pagination``'s; this module only remembers, under the sync's
-own hash tag, what they need to know.
+are ``providers.pagination``'s. The guard's memory is a hash under the
+sync's own hash tag (``SyncKeys.guard``), so it is recorded by the scripts
+that already touch the page: ``add_pending.lua`` for a page that launches
+others (before they are sent; its answer says why paging stops, if it
+must) and ``complete_page.lua`` for a page that launches nothing (it is only
+remembered). The Lua half is ``state/lua/guard_prelude.lua``; this module
+works out, from the page, what it needs (``guard_args``).
+
+Fields: ``sig:<hash of a page's ids>`` → the cursor that first returned
+that page; ``ones`` → the current run of one-item pages.
 """
 from __future__ import annotations
 
@@ -13,63 +21,33 @@ from providers.pagination import page_limit
 #: how long the guard's per-sync memory outlives its last page (seconds)
 GUARD_TTL_S = 6 * 3600
 
+#: the reasons the guard stops paging (besides ""): as guard_prelude.lua spells them
+REASONS = ("repeated_page", "one_item_pages", "page_limit")
 
-class PageGuard:
-    """Per-sync memory of the pages seen, in Redis under the sync's own hash tag.
 
-    Fields: ``sig:<hash of a page's ids>`` → the cursor that first returned
-    that page; ``ones`` → the current run of one-item pages.
+def page_signature(page) -> str | None:
+    """The guard's field for a page's content (None for an empty page: empty pages
+    are all alike; Facebook sends them with a next cursor)."""
+    if not page.connections:
+        return None
+    ids = "\n".join(sorted(conn_id for conn_id, _ in page.connections))
+    return "sig:" + hashlib.blake2b(ids.encode(), digest_size=12).hexdigest()
+
+
+def guard_args(provider, cursor: str, page, launches: list[str], pages_done: int,
+               expected_total: int | None) -> dict:
+    """What guard_prelude.lua needs of one page (the script's ``guard`` argument).
+
+    ``pages_done`` counts this page; ``expected_total`` is the sync's known
+    size (None: the page's own total, if it states one).
     """
-
-    def __init__(self, redis_client, key: str):
-        self.redis = redis_client
-        self.key = key
-
-    def check(self, provider, cursor: str, page, launches: list[str], pages_done: int,
-              expected_total: int | None) -> str:
-        """Why paging must stop at this page ("" to go on). One round trip."""
-        run_limit = provider.ONE_ITEM_RUN_LIMIT if provider.PAGE_SIZE > 1 else 0
-        count_ones = bool(launches and run_limit)
-        repeated, ones = self._record(cursor, page, count_ones)
-        if not launches:
-            return ""
-        if repeated:
-            return "repeated_page"
-        if count_ones and page.item_count == 1 and ones >= run_limit:
-            return "one_item_pages"
-        limit = page_limit(expected_total if expected_total is not None else page.total,
-                           provider.PAGE_SIZE, provider.PAGE_SLACK)
-        if limit is not None and pages_done >= limit:
-            return "page_limit"
-        return ""
-
-    def _record(self, cursor: str, page, count_ones: bool) -> tuple[bool, int]:
-        """Remember this page's content and the run of one-item pages, in one pipeline.
-
-        Returns (another cursor already returned this page, current run of
-        one-item pages).
-        """
-        field = None
-        if page.connections:  # empty pages are all alike (Facebook sends them with next)
-            ids = "\n".join(sorted(conn_id for conn_id, _ in page.connections))
-            field = "sig:" + hashlib.blake2b(ids.encode(), digest_size=12).hexdigest()
-        if field is None and not count_ones:
-            return False, 0
-        with self.redis.pipeline(transaction=False) as pipe:
-            if field is not None:
-                pipe.hsetnx(self.key, field, cursor)
-                pipe.hget(self.key, field)
-            if count_ones:
-                if page.item_count == 1:
-                    pipe.hincrby(self.key, "ones", 1)
-                else:
-                    pipe.hset(self.key, "ones", 0)
-            pipe.expire(self.key, GUARD_TTL_S)
-            results = pipe.execute()
-        repeated = False
-        if field is not None:
-            first = results[1]
-            first = first.decode() if isinstance(first, bytes) else first
-            repeated = first is not None and first != cursor
-        ones = int(results[-2]) if count_ones and page.item_count == 1 else 0
-        return repeated, ones
+    run_limit = (provider.ONE_ITEM_RUN_LIMIT or 0) if provider.PAGE_SIZE > 1 else 0
+    limit = page_limit(expected_total if expected_total is not None else page.total,
+                       provider.PAGE_SIZE, provider.PAGE_SLACK)
+    args = {"cursor": cursor, "count_ones": bool(launches and run_limit),
+            "one_item": page.item_count == 1, "run_limit": run_limit,
+            "at_limit": limit is not None and pages_done >= limit, "ttl": GUARD_TTL_S}
+    sig = page_signature(page)
+    if sig is not None:  # left out, not null: a JSON null is not nil in Lua
+        args["sig"] = sig
+    return args

@@ -55,8 +55,13 @@ class SyncProgress:
         self.dead_key = keys.sweep("dead")
 
     # -- the index of syncs in flight ---------------------------------------------------
-    def track(self, sync_id: str, created_at: float) -> None:
-        self.redis.zadd(self.active_key, {sync_id: created_at})
+    def track(self, sync_id: str, created_at: float, batch=None) -> None:
+        """Watch a new sync; with ``batch``, queued there (``state.batch``)."""
+        if batch is None:
+            self.redis.zadd(self.active_key, {sync_id: created_at})
+        else:
+            key = self.active_key
+            batch.add(lambda pipe: pipe.zadd(key, {sync_id: created_at}))
 
     def active(self, limit: int = 10_000) -> list[str]:
         return [_text(s) for s in self.redis.zrange(self.active_key, 0, limit - 1)]

@@ -57,7 +57,11 @@ has its own hash tag, so no single script may touch them all (Redis Cluster).
 We take bucket by bucket (token, ip, app) and refund the taken ones when a
 later bucket refuses. This never over-grants; at worst a concurrent caller is
 briefly refused by a grant that is then refunded. Token first, so a user who
-is out of quota never touches the shared buckets.
+is out of quota never touches the shared buckets. For the same reason the
+buckets cannot join a sync's own scripts (its keys have the user's tag): a
+page task sends the first bucket's take in the same pipeline as its sync
+snapshot instead (``queue_take_first``), and gives it back (``release``) if it
+makes no call after all.
 
 A quota wait is never a sleep: ``acquire`` returns seconds, the caller parks
 the task in the delayed set (``state.delayed``) for that long.
@@ -210,6 +214,19 @@ class QuotaBucket:
     redis_key: str
 
 
+@dataclass(frozen=True)
+class Prefetched:
+    """A take of a call's first bucket sent ahead (``QuotaGate.queue_take_first``):
+    ``decide`` uses it, or ``release`` gives it back."""
+
+    bucket: QuotaBucket
+    queue_class: str
+    cost: int
+    reply: object  # the state.batch.Reply of take.lua's answer
+    #: when the take was sent: the grant's time, from which its latency is learned
+    taken_at: float = 0.0
+
+
 class QuotaGate:
     """Takes, corrects and adapts provider quotas held in Redis (see module doc)."""
 
@@ -281,22 +298,31 @@ class QuotaGate:
         return {"now": round(now, 6), "cost": cost, **fixed}
 
     def decide(self, provider: str, scopes: Mapping[str, str], queue_class: str,
-               cost: int = 1) -> QuotaDecision:
-        """Take ``cost`` from every bucket, or nothing and say how long to wait."""
+               cost: int = 1, first: "Prefetched | None" = None) -> QuotaDecision:
+        """Take ``cost`` from every bucket, or nothing and say how long to wait.
+
+        ``first``: the first bucket's take, already sent (``queue_take_first``);
+        used if it was for this very bucket, class and cost, else given back.
+        """
         now = self.clock()
         taken = []
         buckets = self.buckets(provider, scopes)
+        if first is not None and not (buckets and first.bucket == buckets[0]
+                                      and first.queue_class == queue_class and first.cost == cost):
+            self.release(first)
+            first = None
         for i, bucket in enumerate(buckets):
-            args = self._args(bucket, queue_class, cost, now)
-            granted, detail, *rest = self._take(keys={"bucket": bucket.redis_key},
-                                                args={**args, "mode": "take"})
+            if i == 0 and first is not None:
+                granted, detail, *rest = first.reply.value
+            else:
+                args = self._args(bucket, queue_class, cost, now)
+                granted, detail, *rest = self._take(keys={"bucket": bucket.redis_key},
+                                                    args={**args, "mode": "take"})
             if granted:
                 taken.append((bucket, _s(detail), rest[0], float(_s(rest[1]))))
                 continue
             for done, slot, took_left, _ in taken:
-                self._refund(keys={"bucket": done.redis_key},
-                             args={**self._args(done, queue_class, cost, now), "slot": slot,
-                                   "took_left": bool(took_left)})
+                self._refund_one(done, queue_class, cost, now, slot, took_left)
             waits = [(self._wait(detail, bucket), bucket.limit.scope)]
             for later in buckets[i + 1:]:
                 _, later_wait = self._take(keys={"bucket": later.redis_key}, args={
@@ -305,7 +331,9 @@ class QuotaGate:
             wait, scope = max(waits)
             return QuotaDecision(wait, scope)
         tickets = tuple(QuotaTicket(bucket, slot, margin) for bucket, slot, _, margin in taken)
-        return QuotaDecision(0.0, tickets=tickets, granted_at=now, queue_class=queue_class,
+        # a take sent ahead was granted when it was sent: the earliest the call may leave
+        granted_at = min(now, first.taken_at) if first is not None and first.taken_at else now
+        return QuotaDecision(0.0, tickets=tickets, granted_at=granted_at, queue_class=queue_class,
                              cost=cost)
 
     def settle(self, decision: QuotaDecision) -> None:
@@ -325,6 +353,35 @@ class QuotaGate:
                 **self._args(ticket.bucket, decision.queue_class, decision.cost, now),
                 "slot": ticket.slot, "granted_at": decision.granted_at})
 
+    def queue_take_first(self, batch, provider: str, scopes: Mapping[str, str], queue_class: str,
+                         cost: int = 1) -> "Prefetched":
+        """Take ``cost`` from the call's first bucket, as a step of a ``state.batch.Batch``.
+
+        For a caller that sends the take with its other reads, before it knows
+        it will call: it hands the result to ``decide`` (``acquire(first=…)``),
+        which goes on with the other buckets, or to ``release`` if it does not
+        call. Only the first bucket (token before the shared ones, as ``decide``
+        takes them), so a user out of quota still never touches the shared buckets.
+        """
+        bucket = self.buckets(provider, scopes)[0]
+        args = self._args(bucket, queue_class, cost, self.clock())
+        reply = self._take.queue(batch, keys={"bucket": bucket.redis_key},
+                                 args={**args, "mode": "take"})
+        return Prefetched(bucket, queue_class, cost, reply, args["now"])
+
+    def release(self, first: "Prefetched") -> None:
+        """Give back a ``queue_take_first`` take that no call will use."""
+        granted, slot, *rest = first.reply.value
+        if granted:
+            self._refund_one(first.bucket, first.queue_class, first.cost, self.clock(), slot,
+                             rest[0])
+
+    def _refund_one(self, bucket: QuotaBucket, queue_class: str, cost: int, now: float, slot,
+                    took_left) -> None:
+        self._refund(keys={"bucket": bucket.redis_key},
+                     args={**self._args(bucket, queue_class, cost, now), "slot": _s(slot),
+                           "took_left": bool(took_left)})
+
     @staticmethod
     def _wait(detail, bucket: QuotaBucket) -> float:
         wait = float(_s(detail))
@@ -333,11 +390,12 @@ class QuotaGate:
         return wait
 
     def acquire(self, provider: str, scopes: Mapping[str, str], queue_class: str,
-                cost: int = 1) -> float:
+                cost: int = 1, first: "Prefetched | None" = None) -> float:
         """0.0 when the call may go now (quota taken), else seconds to park it."""
-        return self.decide(provider, scopes, queue_class, cost).wait_s
+        return self.decide(provider, scopes, queue_class, cost, first).wait_s
 
-    def observe(self, provider: str, scopes: Mapping[str, str], info: RateLimitInfo) -> None:
+    def observe(self, provider: str, scopes: Mapping[str, str], info: RateLimitInfo,
+                batch=None) -> None:
         """Correct the buckets of ``scopes`` from what the provider's headers said.
 
         Pass the scopes the headers speak for (GitHub: token; Facebook
@@ -354,12 +412,14 @@ class QuotaGate:
         started with our call, our sliding window already covers it: its
         counts are not forgotten at the reset, so the limit holds in every
         sliding window, not only in the provider's fixed ones.
+
+        ``batch``: only queued in that ``state.batch.Batch`` (sent with it).
         """
         if info.is_empty():
             return
         now = self.clock()
         for bucket in self.buckets(provider, scopes, named_only=True):
-            self._observe(keys={"bucket": bucket.redis_key}, args={
+            self._run(self._observe, batch, keys={"bucket": bucket.redis_key}, args={
                 **self._args(bucket, "normal", 1, now),
                 "remaining": info.remaining, "reset_at": info.reset_at,
                 "retry_after": info.retry_after, "usage_percent": info.usage_percent,
@@ -367,20 +427,30 @@ class QuotaGate:
                 "opened_end": _opened_end(bucket.limit, info, now),
             })
 
-    def record_outcome(self, provider: str, scopes: Mapping[str, str], rejected: bool) -> None:
+    def record_outcome(self, provider: str, scopes: Mapping[str, str], rejected: bool,
+                       batch=None) -> None:
         """Teach the adaptive buckets of ``scopes`` how a call went.
 
         On success pass every scope of the call; on a rejection, the scope the
         provider blamed when it says (Facebook code 4: app, 17: token), else all.
+        ``batch``: only queued in that ``state.batch.Batch`` (sent with it).
         """
         now = self.clock()
         for bucket in self.buckets(provider, scopes, named_only=True):
             if bucket.limit.adaptive:
-                self._outcome(keys={"bucket": bucket.redis_key}, args={
+                self._run(self._outcome, batch, keys={"bucket": bucket.redis_key}, args={
                     **self._args(bucket, "normal", 1, now), "rejected": bool(rejected),
                     "decrease": ADAPTIVE_DECREASE, "step": ADAPTIVE_STEP, "probe": ADAPTIVE_PROBE,
                     "grace": min(ADAPTIVE_GRACE_S, bucket.limit.window_s / 2),
                 })
+
+    @staticmethod
+    def _run(script, batch, keys: dict, args: dict) -> None:
+        """Call ``script`` now, or (with ``batch``) queue it there."""
+        if batch is None:
+            script(keys=keys, args=args)
+        else:
+            script.queue(batch, keys=keys, args=args)
 
     def adaptive_rate(self, provider: str, scope: str, key: str | None = None) -> float | None:
         """The learned calls per window of one adaptive bucket (for ops and tests)."""

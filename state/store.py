@@ -7,7 +7,8 @@ its own in-flight marker and freshness summary. Every key of one user on one
 provider shares the hash tag ``{provider:user_id}``, so each script touches
 one slot; the key names and the hash-tag rule are in ``state.keys``. The
 scripts are ``state/lua/{begin,add_pending,mark_running,complete_page,
-finish,fail}.lua``, each with its keys and arguments in its header.
+finish,fail}.lua``, each with its keys and arguments in its header (the page
+guard's part of add_pending and complete_page is ``guard_prelude.lua``).
 
 When the last page is stored the record gets ``finalizing`` (its status stays
 ``running``: "is it done?" stays exact); the engine finalizes in PostgreSQL
@@ -24,6 +25,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from state.batch import Batch, Reply
 from state.keys import Keys, SyncKeys, UserKeys
 from state.lua import LuaScript
 
@@ -47,6 +49,34 @@ class SyncTicket:
     queue: str
     created: bool
     relation: str = ""
+
+
+class BeginStep:
+    """One ``begin_sync`` spread over batches: ``SyncStore.prepare_begin`` (the new id's
+    index entry and the reads), ``queue_begin`` (the script), ``settle_begin``."""
+
+    def __init__(self, provider: str, user_id: str, relation: str, sync_id: str, user: UserKeys):
+        self.provider, self.user_id, self.relation, self.sync_id = provider, user_id, relation, sync_id
+        self.user = user
+        self.net = user.relation(relation)
+        self.reads = self.outcome = None  # state.batch.Reply, once queued
+        self.now = 0.0
+        self.args: dict = {}
+
+    @property
+    def seen(self) -> str | None:
+        """The sync id the in-flight marker named when it was read (None: none)."""
+        return self.reads.value[0]
+
+    @property
+    def last(self) -> dict:
+        """The network's last final sync (``SyncStore.last_sync``), as read."""
+        return self.reads.value[1]
+
+    def script_keys(self, seen: str | None) -> dict:
+        return {"inflight": self.net.inflight, "last": self.net.last,
+                "record": self.user.sync(self.sync_id).record,
+                "seen_record": self.user.sync(seen).record if seen else None}
 
 
 class SyncStore:
@@ -83,41 +113,81 @@ class SyncStore:
                    relation: str | None = None) -> SyncTicket:
         """Start a sync unless one is in flight or the network is fresh (one atomic step).
 
-        ``relation`` None: the provider's first (``Provider.RELATIONS``)."""
+        ``relation`` None: the provider's first (``Provider.RELATIONS``). Three
+        round trips; a trigger starting several syncs sends each step of all
+        of them together (``prepare_begin``, ``queue_begin``, ``settle_begin``)."""
+        batch = Batch(self.redis)
+        step = self.prepare_begin(batch, user_id=user_id, provider=provider, relation=relation)
+        batch.execute()
+        batch = Batch(self.redis)
+        self.queue_begin(batch, step, account_id=account_id, queue=queue, trigger=trigger,
+                         force=force, freshness_s=freshness_s, stale_s=stale_s)
+        batch.execute()
+        after = Batch(self.redis)
+        ticket = self.settle_begin(after, step)
+        after.execute()
+        return ticket
+
+    def prepare_begin(self, batch: Batch, *, user_id: str, provider: str,
+                      relation: str | None = None) -> "BeginStep":
+        """A begin's first round trip, queued in ``batch``: the sync index entry of a
+        new sync id (index first: a sync id must resolve as soon as anyone can see
+        it), the in-flight marker (the begin script needs the in-flight sync's
+        record as a key: which one it is) and the network's last summary
+        (``BeginStep.last``: the trigger picks the queue class by its size)."""
         if relation is None:
             import providers
 
             relation = providers.provider_classes()[provider].RELATIONS[0]
-        sync_id = "s_" + secrets.token_hex(12)
-        user = self.keys.user(provider, user_id)
-        net = user.relation(relation)
-        now = self.clock()
-        # Index first: a sync id must resolve as soon as anyone can see it.
-        self.redis.hset(self.keys.sync_index, sync_id, user.base)
-        fields = {"sync_id": sync_id, "user_id": user_id, "provider": provider,
-                  "relation": relation, "account_id": account_id, "queue": queue,
+        step = BeginStep(provider, user_id, relation, "s_" + secrets.token_hex(12),
+                         self.keys.user(provider, user_id))
+        index, base, net = self.keys.sync_index, step.user.base, step.net
+        batch.add(lambda pipe: pipe.hset(index, step.sync_id, base))
+
+        def reads(pipe):
+            pipe.get(net.inflight)
+            pipe.hgetall(net.last)
+
+        step.reads = batch.add(reads, read=lambda replies: (
+            replies[0].decode() if replies[0] is not None else None,
+            {k.decode(): v.decode() for k, v in replies[1].items()}))
+        return step
+
+    def queue_begin(self, batch: Batch, step: "BeginStep", *, account_id: str, queue: str,
+                    trigger: str, force: bool, freshness_s: int, stale_s: int) -> None:
+        """The begin script of a prepared step, queued in ``batch`` (see begin.lua)."""
+        step.now = self.clock()
+        fields = {"sync_id": step.sync_id, "user_id": step.user_id, "provider": step.provider,
+                  "relation": step.relation, "account_id": account_id, "queue": queue,
                   "trigger": trigger}
-        for _ in range(BEGIN_ATTEMPTS):
-            # the script needs the in-flight sync's record as a key: read which one it is
-            seen = self.redis.get(net.inflight)
-            seen = seen.decode() if seen is not None else None
-            outcome, sid, status, q = (v.decode() for v in self._begin(
-                keys={"inflight": net.inflight, "last": net.last,
-                      "record": user.sync(sync_id).record,
-                      "seen_record": user.sync(seen).record if seen else None},
-                args={"sync_id": sync_id, "now": repr(now), "freshness_s": freshness_s,
-                      "stale_s": stale_s, "force": bool(force), "seen": seen, "fields": fields},
-            ))
+        step.args = {"sync_id": step.sync_id, "now": repr(step.now), "freshness_s": freshness_s,
+                     "stale_s": stale_s, "force": bool(force), "fields": fields}
+        step.outcome = self._begin.queue(batch, keys=step.script_keys(step.seen),
+                                         args={**step.args, "seen": step.seen}, read=_texts)
+
+    def settle_begin(self, after: Batch, step: "BeginStep") -> SyncTicket:
+        """What the begin script said. A marker that moved meanwhile is read again and
+        the script retried at once (up to BEGIN_ATTEMPTS). Queues in ``after`` the
+        listing entry of a created sync, or the index entry's removal."""
+        outcome, sid, status, q = step.outcome.value
+        for _ in range(BEGIN_ATTEMPTS - 1):
             if outcome != "retry":
                 break
-        else:
-            self.redis.hdel(self.keys.sync_index, sync_id)
-            raise RuntimeError(f"{provider} sync of {user_id}: the in-flight marker kept moving")
+            seen = self.redis.get(step.net.inflight)
+            seen = seen.decode() if seen is not None else None
+            outcome, sid, status, q = _texts(self._begin(keys=step.script_keys(seen),
+                                                         args={**step.args, "seen": seen}))
+        index, recent, sync_id = self.keys.sync_index, self.keys.recent, step.sync_id
+        if outcome == "retry":
+            self.redis.hdel(index, sync_id)
+            raise RuntimeError(f"{step.provider} sync of {step.user_id}: the in-flight marker "
+                               "kept moving")
         if outcome != "created":
-            self.redis.hdel(self.keys.sync_index, sync_id)
+            after.add(lambda pipe: pipe.hdel(index, sync_id))
         else:
-            self.redis.zadd(self.keys.recent, {sync_id: now})
-        return SyncTicket(sid, provider, status, q, outcome == "created", relation)
+            now = step.now
+            after.add(lambda pipe: pipe.zadd(recent, {sync_id: now}))
+        return SyncTicket(sid, step.provider, status, q, outcome == "created", step.relation)
 
     # -- reads --------------------------------------------------------------
     def get_sync(self, sync_id: str) -> dict | None:
@@ -134,16 +204,30 @@ class SyncStore:
         still active, the done set whether this page is a redelivery, and the
         credential lives under the same hash tag (``:cred``).
         """
+        batch = Batch(self.redis)
+        reply = self.queue_snapshot(batch, sync_id, cursor)
+        if reply is None:
+            return None, False, None
+        batch.execute()
+        return reply.value
+
+    def queue_snapshot(self, batch: Batch, sync_id: str, cursor: str | None) -> Reply | None:
+        """``page_snapshot`` as a step of ``batch`` (None: no such sync)."""
         keys = self._sync_keys(sync_id)
         if keys is None:
-            return None, False, None
-        with self.redis.pipeline(transaction=False) as pipe:
+            return None
+
+        def queue(pipe):
             pipe.hgetall(keys.record)
             pipe.hexists(keys.done, cursor or "")
             pipe.get(keys.user.credential)
-            raw, done, blob = pipe.execute()
-        record = {k.decode(): v.decode() for k, v in raw.items()} or None
-        return record, bool(done) and cursor is not None, blob
+
+        def read(replies):
+            raw, done, blob = replies
+            record = {k.decode(): v.decode() for k, v in raw.items()} or None
+            return record, bool(done) and cursor is not None, blob
+
+        return batch.add(queue, read)
 
     def last_sync(self, provider: str, user_id: str, relation: str) -> dict:
         raw = self.redis.hgetall(self.keys.user(provider, user_id).relation(relation).last)
@@ -203,46 +287,79 @@ class SyncStore:
         return bool(self._mark_running(keys={"record": keys.record},
                                        args={"now": repr(self.clock())}))
 
-    def note_call(self, sync_id: str, rate_fields: dict) -> None:
-        """Count one provider call against the sync and keep what its headers said."""
+    def note_call(self, sync_id: str, rate_fields: dict, batch: Batch | None = None) -> None:
+        """Count one provider call against the sync and keep what its headers said.
+
+        With ``batch``, only queued there (sent with the batch)."""
         keys = self._sync_keys(sync_id)
-        with self.redis.pipeline(transaction=False) as pipe:
+
+        def queue(pipe):
             pipe.hincrby(keys.record, "calls", 1)
             if rate_fields:
                 pipe.hset(keys.record, mapping=rate_fields)
-            pipe.execute()
+
+        own = batch is None
+        batch = Batch(self.redis) if own else batch
+        reply = batch.add(queue)
+        if own:
+            batch.execute()
+            reply.value  # noqa: B018 - raises what Redis answered
 
     def add_pending(self, sync_id: str, parent: str, cursors: list[str]) -> list[str]:
         """Mark cursors launched by ``parent`` before sending their tasks (see add_pending.lua)."""
         if not cursors:
             return []
+        return self._launch(sync_id, parent, cursors, None)[1]
+
+    def launch_pages(self, sync_id: str, parent: str, cursors: list[str],
+                     guard: dict) -> tuple[str, list[str]]:
+        """A page's launches, after the page guard recorded the page (one script).
+
+        ``guard``: ``state.page_guard.guard_args`` of the page ``parent``.
+        Returns (why the guard stopped paging here, "" for none; the marks of
+        ``add_pending``, none when it stopped).
+        """
+        return self._launch(sync_id, parent, cursors, guard)
+
+    def _launch(self, sync_id, parent, cursors, guard) -> tuple[str, list[str]]:
         keys = self._sync_keys(sync_id)
-        marks = self._add_pending(keys={"record": keys.record, "pending": keys.pending,
-                                        "done": keys.done},
-                                  args={"parent": parent, "cursors": list(cursors)})
-        return [x.decode() for x in marks]
+        out = [x.decode() for x in self._add_pending(
+            keys={"guard": keys.guard, "record": keys.record, "pending": keys.pending,
+                  "done": keys.done},
+            args={"parent": parent, "cursors": list(cursors), "guard": guard})]
+        return (out[0], out[1:]) if out else ("", [])
 
     def complete_page(self, sync_id: str, cursor: str, connections,
                       partial_reason: str = "", rate_fields: dict | None = None,
-                      count_call: bool = False) -> str:
+                      count_call: bool = False, guard: dict | None = None,
+                      batch: Batch | None = None) -> str:
         """Store one page's connections in the staging; the last page asks for finalization.
 
         With ``count_call`` it also counts the page's call and keeps
         ``rate_fields`` (what the answer's rate-limit headers said), so the
-        hot path needs one round trip instead of two.
+        hot path needs one round trip instead of two. ``guard`` (the
+        ``state.page_guard.guard_args`` of a page that launched nothing):
+        the page guard records the page in the same script. ``batch``: the
+        other steps to send in the same round trip (the script is added to it
+        and the batch executed).
         Returns ``stored``, ``duplicate`` (already stored: a redelivery),
         ``inactive`` (the sync ended meanwhile), or ``finalize`` (this was the
         last page: the caller finalizes, see ``sync.finalize`` and ``finish``).
         """
         keys = self._sync_keys(sync_id)
-        return self._complete(
-            keys={"record": keys.record, "pending": keys.pending, "done": keys.done,
-                  "staging_h": keys.staging_h},
+        batch = Batch(self.redis) if batch is None else batch
+        reply = self._complete.queue(
+            batch,
+            keys={"guard": keys.guard, "record": keys.record, "pending": keys.pending,
+                  "done": keys.done, "staging_h": keys.staging_h},
             args={"cursor": cursor, "partial_reason": partial_reason,
                   "connections": [part for pair in connections for part in pair],
                   "count_call": bool(count_call),
-                  "rate_fields": {k: _text(v) for k, v in (rate_fields or {}).items()}},
-        ).decode()
+                  "rate_fields": {k: _text(v) for k, v in (rate_fields or {}).items()},
+                  "guard": guard},
+            read=bytes.decode)
+        batch.execute()
+        return reply.value
 
     def _relation_keys(self, keys, sync_id: str):
         record = self.get_sync(sync_id) or {}
@@ -276,6 +393,10 @@ class SyncStore:
             args={"sync_id": sync_id, "status": status, "now": repr(self.clock()),
                   "kind": kind, "message": message[:500]},
         ))
+
+
+def _texts(values) -> tuple[str, ...]:
+    return tuple(v.decode() for v in values)
 
 
 def _text(value) -> str:

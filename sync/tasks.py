@@ -26,7 +26,8 @@ from providers.errors import (
 from providers.provider import Provider
 from state.control import PAUSED_REASON, provider_gate
 from state.credentials import CredentialError
-from state.page_guard import PageGuard
+from state.batch import Batch
+from state.page_guard import guard_args
 from state.store import ACTIVE
 from sync import callbacks, oauth, telemetry
 from sync.finalize import finalize_sync
@@ -53,6 +54,14 @@ class SyncContext:
         self._credential_blob = credential_blob
         #: what the last answer's rate-limit headers said, for the sync record
         self.rate_fields: dict = {}
+        #: the breaker's verdict, peeked in the first round trip (a ``state.batch.Reply``)
+        self.peeked_verdict = None
+        #: the quota take of the call's first bucket, sent in the first round trip
+        #: (``state.quota.Prefetched``): ``call`` uses it, ``settle`` gives it back
+        self.prefetched = None
+        #: what the call left to tell Redis (counters, the quota's lessons): sent with
+        #: the page's storage (``state.batch.Batch``), or by ``settle``
+        self.deferred: Batch | None = None
 
     @property
     def credential(self):
@@ -80,6 +89,23 @@ class SyncContext:
         names = {"token": self.credential.fingerprint(), "app": "app", "ip": "egress"}
         return {scope: names[scope] for scope in self.provider.quota_scopes()}
 
+    def take_prefetched(self):
+        first, self.prefetched = self.prefetched, None
+        return first
+
+    def take_deferred(self) -> Batch | None:
+        batch, self.deferred = self.deferred, None
+        return batch
+
+    def settle(self) -> None:
+        """Give back a prefetched quota take no call used; send what the call deferred."""
+        first = self.take_prefetched()
+        if first is not None:
+            self.svc.quota.release(first)
+        batch = self.take_deferred()
+        if batch is not None:
+            batch.execute()
+
 
 #: the kind a sync failed by our own bug ends with
 INTERNAL_ERROR = ErrorRule(Action.FAIL, "internal_error")
@@ -103,6 +129,11 @@ class ProviderTask(NetsyncTask):
     starts_sync: bool = False
 
     _providers: dict = {}
+    #: sync id → (quota scopes, queue class) of its last call in this process: its
+    #: next task here sends the quota take with its first round trip (``load``)
+    _quota_hints: dict = {}
+    #: provider → whether its breaker said "wait" at this process' last look
+    _breaker_waiting: dict = {}
 
     def __call__(self, *args, **kwargs):
         try:
@@ -127,16 +158,37 @@ class ProviderTask(NetsyncTask):
     def load(self, sync_id: str, cursor: str | None = None):
         """The sync's context, or None when there is nothing (more) to do.
 
-        One round trip: the record (still active?), whether ``cursor`` was
-        already stored (a redelivery) and the encrypted credential.
+        One round trip (``state.batch``): the record (still active?), whether
+        ``cursor`` was already stored (a redelivery), the encrypted credential,
+        the provider's breaker verdict (peeked: a probe is claimed by ``call``)
+        and, for a sync whose last call in this process named its quota
+        scopes, the take of its first quota bucket: ``call`` uses it if the
+        scopes and queue class still hold; ``SyncContext.settle`` gives back
+        what no call used. The quota buckets have hash tags of their own
+        (``state.keys``), so the take cannot join the sync's keys in one
+        script; a pipeline may mix slots.
         """
         svc = self.services
-        record, done, blob = svc.store.page_snapshot(sync_id, cursor)
-        if record is None or record.get("status") not in ACTIVE:
+        provider = self.provider(svc)
+        batch = Batch(svc.redis)
+        snapshot = svc.store.queue_snapshot(batch, sync_id, cursor)
+        if snapshot is None:
             return None
-        if done and not record.get("finalizing"):
+        verdict = svc.breaker.queue_peek(batch, provider.NAME)
+        hint = self._quota_hints.get(sync_id)
+        first = None
+        if (hint is not None and not self._breaker_waiting.get(provider.NAME)
+                and not svc.switches.is_paused(provider.NAME)):
+            first = svc.quota.queue_take_first(batch, provider.NAME, *hint)
+        batch.execute()
+        record, done, blob = snapshot.value
+        if (record is None or record.get("status") not in ACTIVE
+                or (done and not record.get("finalizing"))):
+            if first is not None:
+                svc.quota.release(first)
             return None
-        ctx = SyncContext(svc, record, self.provider(svc), blob)
+        ctx = SyncContext(svc, record, provider, blob)
+        ctx.peeked_verdict, ctx.prefetched = verdict, first
         telemetry.bind_sync(sync_id, ctx.provider.NAME, record.get("relation"), ctx.queue_class)
         return ctx
 
@@ -174,11 +226,17 @@ class ProviderTask(NetsyncTask):
         if paused > 0:
             self.park(ctx, paused, PAUSED_REASON, park_args, park_kwargs)
             return None
-        verdict = svc.breaker.allow(provider.NAME)
+        peeked, ctx.peeked_verdict = ctx.peeked_verdict, None
+        verdict = peeked.value if peeked is not None else None
+        if verdict is None or verdict.verdict == "probe_due":
+            verdict = svc.breaker.allow(provider.NAME)  # claims the probe, if one is due
+        self._breaker_waiting[provider.NAME] = not verdict.allowed
         if not verdict.allowed:
             return self.wait_for_circuit(ctx, verdict, park_args, park_kwargs)
         scopes = ctx.quota_scopes()
-        grant = svc.quota.decide(provider.NAME, scopes, ctx.queue_class)
+        self._remember_quota(ctx.sync_id, scopes, ctx.queue_class)
+        grant = svc.quota.decide(provider.NAME, scopes, ctx.queue_class,
+                                 first=ctx.take_prefetched())
         if not grant.granted:
             self.park(ctx, grant.wait_s, "quota", park_args, park_kwargs)
             return None
@@ -202,22 +260,41 @@ class ProviderTask(NetsyncTask):
         ctx.rate_fields = info.as_record()
         with parsing("error answer"):
             error = provider.classify(answer.status, answer.body, answer.headers, time.time())
+        # What the answer teaches goes with the page's storage (one round trip,
+        # ``SyncContext.deferred``); an error answer's goes at once.
+        deferred = Batch(svc.redis)
         if error is not None or worth_observing(info):
             told = provider.RATE_HEADER_SCOPES or tuple(scopes)
-            svc.quota.observe(provider.NAME, {s: k for s, k in scopes.items() if s in told}, info)
+            svc.quota.observe(provider.NAME, {s: k for s, k in scopes.items() if s in told}, info,
+                              batch=deferred)
         svc.quota.record_outcome(provider.NAME, scopes,
-                                 rejected=error is not None and error.action is Action.WAIT)
+                                 rejected=error is not None and error.action is Action.WAIT,
+                                 batch=deferred)
         telemetry.count_answer(svc.metrics, provider.NAME, ctx.queue_class, error,
-                               page=not self.starts_sync)
+                               page=not self.starts_sync, batch=deferred)
         failing = error is not None and error.action is Action.BACKOFF
         if failing or verdict.verdict != "closed":  # a clean breaker needs no news of success
             svc.breaker.record(provider.NAME, ok=not failing,
                                kind=error.rule.kind if failing else "")
         if error is not None:
             # A successful page counts its call when it is stored (one round trip).
-            svc.store.note_call(ctx.sync_id, ctx.rate_fields)
+            svc.store.note_call(ctx.sync_id, ctx.rate_fields, batch=deferred)
+            deferred.execute()
             raise ProviderCallError(error)
+        ctx.deferred = deferred
         return answer
+
+    def _remember_quota(self, sync_id: str, scopes: dict, queue_class: str) -> None:
+        hints = self._quota_hints
+        if len(hints) > 10_000:
+            hints.clear()
+        hints[sync_id] = (scopes, queue_class)
+
+    def _requeue_hint(self, sync_id: str, queue_class: str) -> None:
+        """The sync moved to another queue class: its next take here is for that class."""
+        hint = self._quota_hints.get(sync_id)
+        if hint is not None:
+            self._quota_hints[sync_id] = (hint[0], queue_class)
 
     def wait_for_circuit(self, ctx, verdict, park_args: list, park_kwargs: dict):
         """The provider's breaker is open: park (not an attempt) unless the time budget is spent."""
@@ -331,6 +408,7 @@ class ProviderTask(NetsyncTask):
     def finished(self, ctx, status: str, error: ProviderError | None = None) -> None:
         """A sync reached a final status: count it and tell the main app."""
         telemetry.count_finished(ctx.svc.metrics, ctx.record, status)
+        self._quota_hints.pop(ctx.sync_id, None)
         log.info("sync finished sync=%s provider=%s status=%s kind=%s", ctx.sync_id,
                  ctx.provider.NAME, status, error.rule.kind if error else "-")
         callbacks.notify(self.app, ctx.sync_id, ctx.provider.NAME)
@@ -352,7 +430,10 @@ class ProviderTask(NetsyncTask):
     def guarded(self, ctx, body, args, kwargs):
         """Run ``body()`` with the taxonomy applied to whatever goes wrong in it."""
         try:
-            return body()
+            try:
+                return body()
+            finally:
+                ctx.settle()  # what the call deferred, when no page storage took it
         except ProviderCallError as exc:
             return self.on_provider_error(ctx, exc.error, args, kwargs)
         except SoftTimeLimitExceeded:
@@ -420,11 +501,14 @@ class ProfileTask(ProviderTask):
         ctx = self.load(sync_id)
         if ctx is None:
             return "inactive"
-        if self.poisoned(ctx, ""):
-            return "dead-lettered"
-        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed,
-                  "failing_since": failing_since}
-        return self.guarded(ctx, lambda: self._profile(ctx, kwargs), [sync_id], kwargs)
+        try:
+            if self.poisoned(ctx, ""):
+                return "dead-lettered"
+            kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed,
+                      "failing_since": failing_since}
+            return self.guarded(ctx, lambda: self._profile(ctx, kwargs), [sync_id], kwargs)
+        finally:
+            ctx.settle()
 
     def _profile(self, ctx, kwargs):
         provider, svc = ctx.provider, ctx.svc
@@ -432,7 +516,9 @@ class ProfileTask(ProviderTask):
         answer = self.call(ctx, provider.profile_call(ctx.account_id), [ctx.sync_id], kwargs)
         if answer is None:
             return "parked"
-        svc.store.note_call(ctx.sync_id, ctx.rate_fields)
+        batch = ctx.take_deferred() or Batch(svc.redis)
+        svc.store.note_call(ctx.sync_id, ctx.rate_fields, batch=batch)
+        batch.execute()
         with parsing("profile answer"):
             size = provider.parse_size(answer.body, ctx.relation)
             uid = provider.account_uid(answer.body, ctx.account_id)
@@ -447,6 +533,7 @@ class ProfileTask(ProviderTask):
             fields["expected_total"] = size
         svc.store.update(ctx.sync_id, **fields)
         ctx.record.update(fields)
+        self._requeue_hint(ctx.sync_id, queue_class)
         cursors = provider.initial_cursors(ctx.account_id, size, ctx.relation)
         marks = svc.store.add_pending(ctx.sync_id, "", cursors)
         self.send_pages(ctx, self.page_task_name,
@@ -467,15 +554,20 @@ class PageTask(ProviderTask):
         ctx = self.load(sync_id, cursor)
         if ctx is None:
             return "inactive or already stored"
-        if ctx.record.get("finalizing"):
-            # our last page is stored but the finalization did not end (a worker
-            # died in it): finish it; it commits at most once
-            return self.finalize(ctx)
-        if self.poisoned(ctx, cursor):
-            return "dead-lettered"
-        kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed, "restarts": restarts,
-                  "failing_since": failing_since}
-        return self.guarded(ctx, lambda: self._page(ctx, cursor, kwargs), [sync_id, cursor], kwargs)
+        try:
+            if ctx.record.get("finalizing"):
+                # our last page is stored but the finalization did not end (a worker
+                # died in it): finish it; it commits at most once
+                ctx.settle()
+                return self.finalize(ctx)
+            if self.poisoned(ctx, cursor):
+                return "dead-lettered"
+            kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed,
+                      "restarts": restarts, "failing_since": failing_since}
+            return self.guarded(ctx, lambda: self._page(ctx, cursor, kwargs), [sync_id, cursor],
+                                kwargs)
+        finally:
+            ctx.settle()
 
     def _page(self, ctx, cursor, kwargs):
         provider, store = ctx.provider, ctx.svc.store
@@ -494,21 +586,29 @@ class PageTask(ProviderTask):
             # Per-item problems beside the data (Twitter errors[] in a 200): those
             # people are hidden from us; the page itself is good.
             store.update(ctx.sync_id, item_problems=",".join(sorted(set(page.problems))))
-        reason = self.guard_reason(ctx, bare, page, launches, expected)
-        if reason:
-            launches = []
-        reason = reason or provider.page_anomaly(page, bare, expected)
         self.reclassify_if_large(ctx, page)
-        # Launch the next page before storing this one: the chain never waits on storage.
-        marks = store.add_pending(ctx.sync_id, cursor, launches)
-        self.send_pages(ctx, self.name, [c for c, m in zip(launches, marks) if m in ("new", "rerun")])
+        pages_done = int(ctx.record.get("pages_fetched", 0)) + 1
+        guard = guard_args(provider, bare, page, launches, pages_done, expected)
+        reason, marks = "", []
+        if launches:
+            # The page guard records the page and may stop the paging here (then
+            # nothing is launched), in the script that marks the launches pending.
+            # Launch the next page before storing this one: the chain never waits on storage.
+            reason, marks = store.launch_pages(ctx.sync_id, cursor, launches, guard)
+            self.send_pages(ctx, self.name,
+                            [c for c, m in zip(launches, marks) if m in ("new", "rerun")])
+        reason = reason or provider.page_anomaly(page, bare, expected)
         if not reason and "repeat" in marks:
             reason = "repeated_cursor"
         if reason:
             log.warning("pagination stopped sync=%s provider=%s reason=%s", ctx.sync_id,
                         provider.NAME, reason)
+        # one round trip: the page (with the guard's memory of a page that launched
+        # nothing) and what the call deferred (counters, the quota's lessons)
         result = store.complete_page(ctx.sync_id, cursor, page.connections, reason,
-                                     rate_fields=ctx.rate_fields, count_call=True)
+                                     rate_fields=ctx.rate_fields, count_call=True,
+                                     guard=None if launches else guard,
+                                     batch=ctx.take_deferred())
         return self.stored(ctx, result)
 
     def reclassify_if_large(self, ctx, page) -> None:
@@ -519,15 +619,9 @@ class PageTask(ProviderTask):
         if new_class != ctx.queue_class:
             ctx.svc.store.update(ctx.sync_id, queue=new_class, reclassified=new_class)
             ctx.record["queue"] = new_class
+            self._requeue_hint(ctx.sync_id, new_class)
             log.info("sync reclassified sync=%s provider=%s to %s after %d connections",
                      ctx.sync_id, ctx.provider.NAME, new_class, seen)
-
-    def guard_reason(self, ctx, cursor, page, launches, expected) -> str:
-        """Why this sync must stop paging at this page ("" to go on): see ``providers.pagination``."""
-        key = ctx.svc.store.keys.user(ctx.provider.NAME, ctx.user_id).sync(ctx.sync_id).guard
-        guard = PageGuard(ctx.svc.redis, key)
-        pages_done = int(ctx.record.get("pages_fetched", 0)) + 1
-        return guard.check(ctx.provider, cursor, page, launches, pages_done, expected)
 
     def on_skip(self, ctx, error, args):
         """The target is gone or hidden: this page ends its lane with nothing."""

@@ -85,10 +85,11 @@ def observe_first_call(metrics, record: dict) -> None:
                         provider=record.get("provider") or "-", queue=record.get("queue") or "-")
 
 
-def count_answer(metrics, provider: str, queue: str, error, page: bool) -> None:
-    """One provider answer by the action it led to, and a fetched page (one round trip)."""
+def count_answer(metrics, provider: str, queue: str, error, page: bool, batch=None) -> None:
+    """One provider answer by the action it led to, and a fetched page (one round trip,
+    or with ``batch`` none of its own: queued there)."""
     action = error.action.name.lower() if error is not None else "ok"
     series = [("provider_answers", {"provider": provider, "action": action})]
     if page and error is None:
         series.append(("pages_fetched", {"provider": provider, "queue": queue}))
-    metrics.count_many(series)
+    metrics.count_many(series, batch=batch)

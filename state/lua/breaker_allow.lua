@@ -6,9 +6,12 @@
 --   now: epoch seconds
 --   probe_lease: seconds the probe holds its turn
 --   probe_poll: how soon a caller behind a probe in flight looks again
+--   claim: true to become the probe when one is due; false only looks (a
+--       caller that may not call after all: it asks again with claim to probe)
 -- returns: {verdict, wait seconds, last kind?}; verdict "closed" (clean, nothing to
 --       report on success), "go" (calls flow, failures are being counted), "probe"
---       (this caller is the probe) or "wait"
+--       (this caller is the probe), "probe_due" (only when not claiming: a probe
+--       may go now) or "wait"
 local args = cjson.decode(ARGV[1])
 local breaker = KEYS[1]
 local state = redis.call('HGET', breaker, 'state')
@@ -25,5 +28,6 @@ local probe_until = tonumber(redis.call('HGET', breaker, 'probe_until') or '0')
 if now < probe_until then  -- the probe is out: look again soon (it may close the breaker)
   return {'wait', tostring(math.min(probe_until - now, args.probe_poll)), kind}
 end
+if not args.claim then return {'probe_due', '0'} end
 redis.call('HSET', breaker, 'state', 'half_open', 'probe_until', now + args.probe_lease)
 return {'probe', '0'}

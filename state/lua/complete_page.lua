@@ -3,23 +3,26 @@
 -- already stored is a no-op (a redelivery). The last page sets `finalizing`
 -- to the status the sync will have (partial if a guard flagged it); the
 -- status itself stays as it is until the network is committed in PostgreSQL
--- and finish.lua makes it final.
+-- and finish.lua makes it final. With `guard` (a page that launched nothing)
+-- the page guard also records the page (a page that launches does that in
+-- add_pending.lua, before its launches are sent).
 --
--- KEYS[1] record: the sync record (hash)
--- KEYS[2] pending: page cursor launched, not yet stored → its parent (hash)
--- KEYS[3] done: page cursor stored → its parent (hash)
--- KEYS[4] staging_h: the connections fetched so far, id → handle (hash)
--- ARGV[1] = JSON object:
+-- KEYS[1] guard: the page guard's memory (hash; see guard_prelude.lua)
+-- KEYS[2] record: the sync record (hash)
+-- KEYS[3] pending: page cursor launched, not yet stored → its parent (hash)
+-- KEYS[4] done: page cursor stored → its parent (hash)
+-- KEYS[5] staging_h: the connections fetched so far, id → handle (hash)
+-- ARGV[1] = JSON object (plus guard_prelude's arguments):
 --   cursor: the page's cursor
 --   partial_reason: why a guard stopped paging here ("" for none)
 --   connections: one flat array [id, handle, id, handle, ...] (one JSON
 --       value instead of two per connection)
 --   count_call: true to count the page's provider call
 --   rate_fields: what the call's rate-limit headers said (object: field → text)
+-- needs: guard_prelude
 -- returns: 'stored', 'duplicate' (already stored), 'inactive' (the sync ended
 --   meanwhile), or 'finalize' (the last page: the caller finalizes)
-local args = cjson.decode(ARGV[1])
-local rec, pending, done, staging_h = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local rec, pending, done, staging_h = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local cursor = args.cursor
 
 local st = redis.call('HGET', rec, 'status')
@@ -27,6 +30,7 @@ if st ~= 'queued' and st ~= 'running' then return 'inactive' end
 local parent = redis.call('HGET', pending, cursor) or ''
 if redis.call('HSETNX', done, cursor, parent) == 0 then return 'duplicate' end
 redis.call('HDEL', pending, cursor)
+guard_page(false)
 if args.partial_reason ~= '' then redis.call('HSET', rec, 'partial_reason', args.partial_reason) end
 local flat = args.connections
 local n = #flat / 2

@@ -206,6 +206,34 @@ def test_a_valid_login_queues_one_sync_per_account(http_client, svc):
     assert github["access_token"] not in json.dumps(messages)
 
 
+def test_a_login_costs_the_same_few_state_round_trips_for_one_sync_or_several(
+        http_client, svc, monkeypatch):
+    """service.syncs.start_syncs sends each step of every sync of a login together:
+    the delivery claim, credentials + index entries + reads, the begin scripts, the
+    bookkeeping of the syncs created, then (after the publishes) the counters and
+    the delivery's answer. Five round trips to the state Redis, whatever the count."""
+    import redis.connection
+
+    state_db = int(svc.redis_url.rsplit("/", 1)[1])
+    sends = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self, command, check_health=True):
+        if self.db == state_db:
+            sends.append(command)
+        return original(self, command, check_health)
+
+    assert post_login(http_client, login_body(new_user())).status_code == 202  # warm-up
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    for accounts in ((account("github"),), (account("github"), account("mastodon"))):
+        sends.clear()
+        response = post_login(http_client, login_body(new_user(), *accounts))
+        assert response.status_code == 202
+        syncs = response.get_json()["syncs"]
+        assert len(syncs) >= len(accounts) and all(s["status"] == "queued" for s in syncs)
+        assert len(sends) == 5, (len(syncs), len(sends))
+
+
 def test_a_repeated_delivery_gets_the_first_answer_and_starts_nothing(http_client, svc):
     user = new_user()
     first = post_login(http_client, login_body(user), delivery="delivery-1")

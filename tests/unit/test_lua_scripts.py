@@ -33,12 +33,15 @@ from pathlib import Path
 
 import pytest
 
+from providers.provider import Page, Provider
 from providers.ratelimits import RateLimitInfo
 from state import lua
+from state.batch import Batch
 from state.breaker import BreakerConfig, CircuitBreaker
 from state.delayed import DelayedSet
 from state.keys import Keys
 from state.lua import LUA_DIR, LuaScript, ScriptCallError, parse_header, script_spec
+from state.page_guard import guard_args
 from state.quota import QuotaConfig, QuotaGate, fingerprint
 from state.store import SyncStore
 from tests.conftest import ManualClock
@@ -173,7 +176,7 @@ local redis = setmetatable({call = checked(real_redis.call), pcall = checked(rea
 @pytest.fixture
 def checked_scripts(monkeypatch):
     """Scripts sent with CHECK_PRELUDE; every call's key and argument names recorded."""
-    original_spec, original_call = lua.script_spec, LuaScript.__call__
+    original_spec, original_checked = lua.script_spec, LuaScript._checked
     seen = defaultdict(set)
 
     def spec(name):
@@ -181,12 +184,12 @@ def checked_scripts(monkeypatch):
         return lua.ScriptSpec(found.name, CHECK_PRELUDE + found.text, found.header, found.keys,
                               found.optional_keys, found.args, found.optional_args)
 
-    def call(self, keys, args):
+    def checked(self, keys, args):  # every call, alone or queued in a batch (state.batch)
         seen[self.name].add((tuple(keys), tuple(sorted(args))))
-        return original_call(self, keys, args)
+        return original_checked(self, keys, args)
 
     monkeypatch.setattr(lua, "script_spec", spec)
-    monkeypatch.setattr(LuaScript, "__call__", call)
+    monkeypatch.setattr(LuaScript, "_checked", checked)
     return seen
 
 
@@ -228,6 +231,16 @@ def drive_store(redis_client, prefix):
     assert store.complete_page(second.sync_id, "p0", []) == "finalize"
     assert finish(second) == "succeeded"
     clock.now += 1000
+    guarded = begin()  # the page guard's branches (guard_prelude.lua)
+    store.add_pending(guarded.sync_id, "", ["g0"])
+    one = Page([("1", "a")], next_cursor="g1")
+    assert store.launch_pages(guarded.sync_id, "g0", ["g1"], guard_args(
+        GUARDED, "g0", one, ["g1"], 1, None)) == ("", ["new"])
+    assert store.launch_pages(guarded.sync_id, "g1", ["g2"], guard_args(
+        GUARDED, "g1", one, ["g2"], 2, None)) == ("repeated_page", [])
+    assert store.complete_page(guarded.sync_id, "g0", one.connections, guard=guard_args(
+        GUARDED, "g0", one, [], 1, None)) == "stored"
+    clock.now += 1000
     third = begin()
     clock.now += 4000  # stale: a new sync replaces it
     fourth = begin()
@@ -241,6 +254,15 @@ def drive_store(redis_client, prefix):
                          args={"sync_id": "s_x", "now": "1", "freshness_s": 1, "stale_s": 1,
                                "force": True, "seen": "s_gone", "fields": {}})
     assert retry[0] == b"retry"
+
+
+class _Guarded(Provider):
+    NAME = "github"
+    PAGE_SIZE = 50
+    ONE_ITEM_RUN_LIMIT = 3
+
+
+GUARDED = _Guarded("http://x")
 
 
 def drive_quota(redis_client, prefix):
@@ -282,6 +304,10 @@ def drive_breaker(redis_client, prefix):
     breaker.record("github", ok=False, kind="unavailable")  # opens it
     breaker.allow("github")                                  # wait
     clock.now += 10
+    batch = Batch(redis_client)
+    look = breaker.queue_peek(batch, "github")
+    batch.execute()
+    assert look.value.verdict == "probe_due"                 # a look claims nothing
     breaker.allow("github")                                  # the probe
     breaker.record("github", ok=True)
 

@@ -1,11 +1,17 @@
-"""The guards against providers' pagination bugs, and restart generations (real Redis)."""
+"""The guards against providers' pagination bugs, and restart generations (real Redis).
+
+The guard's memory is recorded by the scripts that launch or store a page
+(``SyncStore.launch_pages``, ``SyncStore.complete_page``), so the checks go
+through them, as the page task does.
+"""
 from __future__ import annotations
 
 import pytest
 
-from state.page_guard import PageGuard
 from providers import pagination
 from providers.provider import Page, Pagination, Provider
+from state.page_guard import guard_args
+from state.store import SyncStore
 
 #: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
 pytestmark = pytest.mark.cluster
@@ -22,9 +28,29 @@ def people(*ids):
     return [(str(i), f"p{i}") for i in ids]
 
 
+class Guard:
+    """One sync's page guard, asked as the page task asks it."""
+
+    def __init__(self, store: SyncStore):
+        self.store = store
+        self.sync_id = store.begin_sync(user_id="u", provider="fake", relation="followers",
+                                        account_id="a", queue="normal", trigger="test",
+                                        force=True, freshness_s=0, stale_s=3600).sync_id
+
+    def check(self, provider, cursor, page, launches, pages_done, expected_total) -> str:
+        """Why paging stops at this page ("" to go on)."""
+        args = guard_args(provider, cursor, page, launches, pages_done, expected_total)
+        if launches:
+            reason, _ = self.store.launch_pages(self.sync_id, cursor, launches, args)
+            return reason
+        # a page that launches nothing is only remembered, with its storage
+        self.store.complete_page(self.sync_id, cursor, page.connections, guard=args)
+        return ""
+
+
 @pytest.fixture
 def guard(redis_client, key_prefix):
-    return PageGuard(redis_client, f"{key_prefix}:{{fake:u}}:sync:s1:guard")
+    return Guard(SyncStore(redis_client, key_prefix))
 
 
 def test_a_run_of_one_item_pages_stops(guard):
@@ -58,6 +84,29 @@ def test_a_redelivered_page_is_not_a_repeat(guard):
     provider = Chained("http://x")
     assert guard.check(provider, "a", Page(people(1, 2)), ["b"], 1, None) == ""
     assert guard.check(provider, "a", Page(people(1, 2)), ["b"], 1, None) == ""
+
+
+def test_a_page_that_launched_nothing_is_remembered_with_its_storage(guard):
+    provider = Chained("http://x")
+    assert guard.check(provider, "a", Page(people(1, 2, 3)), [], 1, None) == ""
+    assert guard.check(provider, "b", Page(people(1, 2, 3)), ["c"], 2, None) == "repeated_page"
+
+
+def test_a_stopped_page_launches_nothing(guard):
+    provider = Chained("http://x")
+    guard.check(provider, "a", Page(people(1, 2)), ["b"], 1, None)
+    reason, marks = guard.store.launch_pages(guard.sync_id, "c", ["d"], guard_args(
+        provider, "c", Page(people(2, 1)), ["d"], 2, None))
+    assert (reason, marks) == ("repeated_page", [])
+    assert guard.store.pending_cursors(guard.sync_id) == ["b"]
+
+
+def test_an_ended_sync_records_nothing(guard, redis_client):
+    provider = Chained("http://x")
+    guard.store.fail(guard.sync_id, "cancelled", "cancelled", "by an operator")
+    assert guard.store.launch_pages(guard.sync_id, "a", ["b"], guard_args(
+        provider, "a", Page(people(1)), ["b"], 1, None)) == ("", [])
+    assert not redis_client.exists(guard.store._sync_keys(guard.sync_id).guard)
 
 
 def test_empty_pages_are_never_repeats(guard):

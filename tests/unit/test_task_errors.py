@@ -12,7 +12,7 @@ from celery.exceptions import Reject
 
 from providers.errors import Action
 from providers.github import GitHub
-from sync.tasks import ProviderTask, parsing
+from sync.tasks import ProviderTask, SyncContext, parsing
 
 
 class FakeStore:
@@ -41,8 +41,9 @@ def task_and_ctx():
     app.netsync_services = svc
     task = Recorder()
     task.bind(app)
-    ctx = SimpleNamespace(svc=svc, sync_id="s-1", provider=GitHub("https://api.github.com"),
-                          seen=[])
+    ctx = SyncContext(svc, {"sync_id": "s-1", "user_id": "u", "account_id": "a"},
+                      GitHub("https://api.github.com"))
+    ctx.seen = []
     return task, ctx
 
 
