@@ -15,8 +15,9 @@ the steps and sends them together::
 
 Nothing here is atomic: each step keeps whatever atomicity it had (one
 command or one Lua script), and the steps may touch keys of different hash
-tags (a non-transactional pipeline is allowed to; on Redis Cluster, redis-py's
-cluster pipeline sends each node its part).
+tags (a non-transactional pipeline is allowed to). On Redis Cluster, redis-py's
+cluster pipeline refuses ``EVALSHA``, so there a batch sends each command as it
+is queued (``_SentAtOnce``): the same answers, one round trip per command.
 
 A script is queued as ``EVALSHA`` (``state.lua.LuaScript.queue``); one the
 server does not know (a restarted Redis) answers ``NOSCRIPT`` without running,
@@ -27,7 +28,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from redis.exceptions import NoScriptError
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError, ResponseError
 
 _UNSET = object()
 
@@ -58,12 +60,47 @@ class _Step:
         self.reply = Reply()
 
 
+class _SentAtOnce:
+    """A pipeline's interface that sends every command as it is queued.
+
+    For Redis Cluster, whose client pipeline blocks ``EVALSHA``. A reply error is
+    kept as that command's reply, as ``execute(raise_on_error=False)`` does; a
+    connection error raises at once (nothing after it is sent).
+    """
+
+    def __init__(self, client):
+        self._client = client
+        self._replies: list = []
+
+    def __len__(self) -> int:
+        return len(self._replies)
+
+    def __getattr__(self, command: str):
+        method = getattr(self._client, command)
+
+        def send(*args, **kwargs):
+            try:
+                self._replies.append(method(*args, **kwargs))
+            except ResponseError as exc:
+                self._replies.append(exc)
+            return self
+
+        return send
+
+    def execute(self, raise_on_error: bool = True) -> list:
+        return list(self._replies)
+
+    def reset(self) -> None:
+        self._replies = []
+
+
 class Batch:
     """Steps queued by several state objects, sent in one round trip by ``execute``."""
 
     def __init__(self, redis_client):
         self.redis = redis_client
-        self._pipe = redis_client.pipeline(transaction=False)
+        self._pipe = (_SentAtOnce(redis_client) if isinstance(redis_client, RedisCluster)
+                      else redis_client.pipeline(transaction=False))
         self._steps: list[_Step] = []
         self.executed = False
 

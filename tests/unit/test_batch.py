@@ -64,6 +64,8 @@ def test_the_snapshot_the_verdict_and_a_take_are_one_round_trip(redis_client, ke
     assert first.reply.value[0] == 1
 
 
+# also on Redis Cluster, where a batch sends each command as it is queued
+@pytest.mark.cluster
 def test_a_script_redis_forgot_is_sent_again_with_its_text(redis_client, key_prefix):
     store = SyncStore(redis_client, key_prefix)
     sync_id = begin(store)
@@ -71,6 +73,8 @@ def test_a_script_redis_forgot_is_sent_again_with_its_text(redis_client, key_pre
     assert store.complete_page(sync_id, "p0", [("1", "a")]) == "finalize"
 
 
+# also on Redis Cluster, where a batch sends each command as it is queued
+@pytest.mark.cluster
 def test_a_best_effort_step_never_fails_the_batch_but_others_do(redis_client, key_prefix):
     metrics = Metrics(redis_client, key_prefix)
     wrong_type = f"{key_prefix}:a-string"
@@ -90,6 +94,8 @@ def test_a_best_effort_step_never_fails_the_batch_but_others_do(redis_client, ke
         failing.value  # noqa: B018
 
 
+# also on Redis Cluster, where a batch sends each command as it is queued
+@pytest.mark.cluster
 def test_a_prefetched_take_is_used_once(redis_client, key_prefix):
     gate = QuotaGate(redis_client, key_prefix, QuotaConfig.from_env({}), clock=ManualClock())
     batch = Batch(redis_client)
@@ -99,6 +105,8 @@ def test_a_prefetched_take_is_used_once(redis_client, key_prefix):
     assert bucket_calls(redis_client, gate, {"token": FP}) == 1
 
 
+# also on Redis Cluster, where a batch sends each command as it is queued
+@pytest.mark.cluster
 def test_a_prefetched_take_no_call_uses_is_given_back(redis_client, key_prefix):
     gate = QuotaGate(redis_client, key_prefix, QuotaConfig.from_env({}), clock=ManualClock())
     batch = Batch(redis_client)
@@ -109,6 +117,8 @@ def test_a_prefetched_take_no_call_uses_is_given_back(redis_client, key_prefix):
     assert bucket_calls(redis_client, gate, {"token": FP}) == 0
 
 
+# also on Redis Cluster, where a batch sends each command as it is queued
+@pytest.mark.cluster
 def test_a_prefetched_take_for_another_bucket_or_class_is_given_back(redis_client, key_prefix):
     gate = QuotaGate(redis_client, key_prefix, QuotaConfig.from_env({}), clock=ManualClock())
     new_token = {"token": fingerprint("tok-refreshed")}
@@ -130,6 +140,8 @@ def test_a_prefetched_take_for_another_bucket_or_class_is_given_back(redis_clien
     assert fields == {"n": 1, "w": 1}
 
 
+# also on Redis Cluster, where a batch sends each command as it is queued
+@pytest.mark.cluster
 def test_a_refused_prefetched_take_says_how_long_to_wait(redis_client, key_prefix):
     clock = ManualClock()
     gate = QuotaGate(redis_client, key_prefix,
