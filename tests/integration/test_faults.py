@@ -132,6 +132,29 @@ def test_kill_9_of_the_worker_mid_whale_is_recovered_exactly(tmp_path, broker):
             delete_amqp_queues(queue_names)
 
 
+def start_two_syncs(stack: Stack) -> tuple[list, list, list]:
+    """A 15,000- and a 4,000-follower GitHub sync, started by two logins."""
+    accounts = [stack.add_account("github", size) for size in (15_000, 4_000)]
+    users = [new_user() for _ in accounts]
+    syncs = [stack.login(user, account).json()["syncs"][0]
+             for user, account in zip(users, accounts)]
+    return accounts, users, syncs
+
+
+def assert_exact_and_alive(dev: DevStack, stack: Stack, started: tuple) -> None:
+    """Every sync succeeded with the simulator's truth, id for id, none twice,
+    and no process of the stack exited."""
+    for account, user, sync in zip(*started):
+        record = stack.wait_final(sync["sync_id"], timeout=RECOVERY_PATIENCE_S)
+        assert record["status"] == "succeeded", (record.get("error"), record,
+                                                 log_tail(dev.var_dir / "first.log"))
+        ids = stack.network_ids(user, "github")
+        assert len(ids) == len(set(ids)) == account["size"]
+        assert set(ids) == stack.truth("github", account["id"])
+    alive = {name: proc.poll() for name, proc in dev.processes.items()}
+    assert all(code is None for code in alive.values()), alive
+
+
 @pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_redis_killed_and_restarted_mid_sync_finishes_exactly(tmp_path, pool):
     """Redis (state and broker) dies with SIGKILL mid-sync and comes back on its port
@@ -139,24 +162,13 @@ def test_redis_killed_and_restarted_mid_sync_finishes_exactly(tmp_path, pool):
     dev, queue_names = fault_stack(tmp_path, "redis", pool=pool, redis_persist=True)
     with dev:
         stack = Stack(dev)
-        accounts = [stack.add_account("github", size) for size in (15_000, 4_000)]
-        users = [new_user() for _ in accounts]
-        syncs = [stack.login(user, account).json()["syncs"][0]
-                 for user, account in zip(users, accounts)]
-        wait_pages(stack, syncs[0]["sync_id"], 20)
+        started = start_two_syncs(stack)
+        wait_pages(stack, started[2][0]["sync_id"], 20)
         port = dev.redis.port
         dev.redis.kill()
         time.sleep(3)  # the outage itself: the fault being simulated, not a wait for a result
         dev.redis.start(port=port)
-        for user, account, sync in zip(users, accounts, syncs):
-            record = stack.wait_final(sync["sync_id"], timeout=RECOVERY_PATIENCE_S)
-            assert record["status"] == "succeeded", (record.get("error"), record,
-                                                     log_tail(dev.var_dir / "first.log"))
-            ids = stack.network_ids(user, "github")
-            assert len(ids) == len(set(ids)) == account["size"]
-            assert set(ids) == stack.truth("github", account["id"])
-        alive = {name: proc.poll() for name, proc in dev.processes.items()}
-        assert all(code is None for code in alive.values()), alive
+        assert_exact_and_alive(dev, stack, started)
 
 
 @pytest.mark.skipif(server_script() is None,
@@ -174,25 +186,15 @@ def test_rabbitmq_restarted_mid_sync_finishes_exactly(tmp_path, how):
         dev, _ = fault_stack(tmp_path / "stack", "redis", env={"CELERY_BROKER_URL": broker.url})
         with dev:
             stack = Stack(dev)
-            accounts = [stack.add_account("github", size) for size in (15_000, 4_000)]
-            users = [new_user() for _ in accounts]
-            syncs = [stack.login(user, account).json()["syncs"][0]
-                     for user, account in zip(users, accounts)]
-            wait_pages(stack, syncs[0]["sync_id"], 20)
-            before = stack.sync(syncs[0]["sync_id"])
+            started = start_two_syncs(stack)
+            wait_pages(stack, started[2][0]["sync_id"], 20)
+            before = stack.sync(started[2][0]["sync_id"])
             getattr(broker, how)()
             time.sleep(3)  # the outage itself: the fault being simulated, not a wait for a result
             restart = broker.start()
             print(f"private RabbitMQ: first start {first_start:.1f} s, restart {restart:.1f} s")
             assert before["status"] == "running", before  # the fault came mid-sync
-            for user, account, sync in zip(users, accounts, syncs):
-                record = stack.wait_final(sync["sync_id"], timeout=RECOVERY_PATIENCE_S)
-                assert record["status"] == "succeeded", (record.get("error"), record)
-                ids = stack.network_ids(user, "github")
-                assert len(ids) == len(set(ids)) == account["size"]
-                assert set(ids) == stack.truth("github", account["id"])
-            alive = {name: proc.poll() for name, proc in dev.processes.items()}
-            assert all(code is None for code in alive.values()), alive
+            assert_exact_and_alive(dev, stack, started)
         # the worker really lost its broker (and came back: the syncs finished)
         assert b"Connection to broker lost" in (tmp_path / "stack" / "first.log").read_bytes()
     finally:

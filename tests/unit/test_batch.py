@@ -94,13 +94,19 @@ def test_a_best_effort_step_never_fails_the_batch_but_others_do(redis_client, ke
         failing.value  # noqa: B018
 
 
+def prefetched_take(redis_client, key_prefix: str, queue_class: str):
+    """A gate and its first bucket's take for FP, sent ahead in a batch of its own."""
+    gate = QuotaGate(redis_client, key_prefix, QuotaConfig.from_env({}), clock=ManualClock())
+    batch = Batch(redis_client)
+    first = gate.queue_take_first(batch, "github", {"token": FP}, queue_class)
+    batch.execute()
+    return gate, first
+
+
 # also on Redis Cluster, where a batch sends each command as it is queued
 @pytest.mark.cluster
 def test_a_prefetched_take_is_used_once(redis_client, key_prefix):
-    gate = QuotaGate(redis_client, key_prefix, QuotaConfig.from_env({}), clock=ManualClock())
-    batch = Batch(redis_client)
-    first = gate.queue_take_first(batch, "github", {"token": FP}, "whale")
-    batch.execute()
+    gate, first = prefetched_take(redis_client, key_prefix, "whale")
     assert gate.acquire("github", {"token": FP}, "whale", first=first) == 0.0
     assert bucket_calls(redis_client, gate, {"token": FP}) == 1
 
@@ -108,10 +114,7 @@ def test_a_prefetched_take_is_used_once(redis_client, key_prefix):
 # also on Redis Cluster, where a batch sends each command as it is queued
 @pytest.mark.cluster
 def test_a_prefetched_take_no_call_uses_is_given_back(redis_client, key_prefix):
-    gate = QuotaGate(redis_client, key_prefix, QuotaConfig.from_env({}), clock=ManualClock())
-    batch = Batch(redis_client)
-    first = gate.queue_take_first(batch, "github", {"token": FP}, "normal")
-    batch.execute()
+    gate, first = prefetched_take(redis_client, key_prefix, "normal")
     assert bucket_calls(redis_client, gate, {"token": FP}) == 1
     gate.release(first)
     assert bucket_calls(redis_client, gate, {"token": FP}) == 0
