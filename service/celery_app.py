@@ -13,6 +13,7 @@ from celery import Celery
 from flask import Flask
 
 import queues
+from sync import broker as redis_broker
 from sync.runtime import NetsyncTask
 from sync.tasks import register_tasks
 
@@ -22,6 +23,10 @@ def celery_config(settings, redis_url: str) -> dict:
     visibility = settings.broker_visibility_timeout
     return {
         "broker_url": broker,
+        # on Redis, kombu's transport with its give-back-on-close fault made
+        # harmless (sync/broker.py): it made workers exit after a Redis restart.
+        # Plain redis:// only: rediss:// keeps kombu's own (its TLS set-up untested here)
+        **({"broker_transport": redis_broker.TRANSPORT} if broker.startswith("redis://") else {}),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             # Redis: one list per priority step (``normal``, ``normal:1`` …
