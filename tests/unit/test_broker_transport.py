@@ -34,11 +34,12 @@ def closed_holding_an_unacked_message(redis_url: str, prefix: str, transport: st
     channel = conn.default_channel
     queue = conn.SimpleQueue("pages", channel=channel)
     queue.put({"page": 1})
-    queue.get(timeout=5)  # received, not acked
+    message = queue.get(timeout=5)  # received, not acked
     assert len(channel.qos._delivered) == 1
     unacked_key = channel.unacked_key  # the client adds the prefix
     client = channel.client
     channel.connection.client = None  # what the broken connection's close leaves
+    channel.held_tag = message.delivery_tag
     return channel, client, unacked_key
 
 
@@ -52,5 +53,22 @@ def test_ours_logs_and_leaves_the_message_in_the_unacked_set(redis_url, prefix, 
     channel, client, unacked_key = closed_holding_an_unacked_message(redis_url, prefix, TRANSPORT)
     with caplog.at_level(logging.WARNING, logger="netsync.broker"):
         channel.close()  # no exception: the worker goes on reconnecting
-    assert "could not give back 1 unacked messages" in caplog.text
+    assert "could not give back 1 message(s)" in caplog.text
     assert client.hlen(unacked_key) == 1  # still in the broker, to be restored
+
+
+@pytest.mark.parametrize("transport, survives", [(None, False), (TRANSPORT, True)])
+def test_a_task_finishing_after_the_close_can_reject_or_ack(redis_url, prefix, transport, survives):
+    """A page task still running at the break ends later (Reject with requeue, or a
+    success): its ack or reject reaches the closed channel."""
+    channel, client, unacked_key = closed_holding_an_unacked_message(redis_url, prefix, transport)
+    channel.qos.restore_unacked = lambda client=None: None  # the close itself is not the case here
+    channel.close()
+    for settle in (lambda: channel.qos.reject(channel.held_tag, requeue=True),
+                   lambda: channel.qos.ack(channel.held_tag)):
+        if survives:
+            settle()
+        else:
+            with pytest.raises(AttributeError):
+                settle()
+    assert client.hlen(unacked_key) == 1
