@@ -64,9 +64,16 @@ def wait_pages(stack: Stack, sync_id: str, pages: int, timeout: float = 60) -> N
         time.sleep(0.05)
 
 
+#: the provider's answer time in the kill -9 test: a page task then spends nearly all
+#: its time in the call, so the SIGKILL finds its pages in flight, not yet stored
+#: (a page stored but not yet acked when killed needs no recovery, and the test
+#: could not tell the sweep's work from luck)
+IN_FLIGHT_LATENCY = {"latency_ms": {"mean": 100}}
+
+
 @pytest.mark.parametrize("broker", BROKERS)
 def test_kill_9_of_the_worker_mid_sync_is_recovered_exactly(tmp_path, broker):
-    dev, queue_names = fault_stack(tmp_path, broker)
+    dev, queue_names = fault_stack(tmp_path, broker, scenario=IN_FLIGHT_LATENCY)
     try:
         with dev:
             stack = Stack(dev)
@@ -121,9 +128,8 @@ def test_kill_9_of_the_worker_mid_whale_is_recovered_exactly(tmp_path, broker):
             ids = stack.network_ids(user, "github")
             assert len(ids) == len(set(ids)) == WHALE
             assert set(ids) == stack.truth("github", account["id"])
-            if broker == "redis":  # the lost messages came back through the sweep
-                store = SyncStore(redis.Redis.from_url(dev.redis_url), "netsync")
-                assert int(store.get_sync(sync["sync_id"]).get("recoveries") or 0) >= 1
+            # (whether the sweep had to act depends on whether the killed pages were
+            # stored before their ack; the mid-sync test above makes sure they were not)
             print(f"{broker}: killed at page {before['pages_fetched']} after "
                   f"{killed - began:.0f} s; finished {done - killed:.0f} s after the kill "
                   f"({done - began:.0f} s in all)")
