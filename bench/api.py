@@ -43,6 +43,23 @@ def wait_final(stack, sync_id: str, timeout: float = 300, poll: float = 0.05) ->
     raise TimeoutError(f"sync {sync_id} not final after {timeout}s")
 
 
+def network_ids(stack, user_id: str, provider: str) -> list[str]:
+    """The stored network (PostgreSQL), read as the main app does: GET /v1/.../networks."""
+    ids, cursor = [], None
+    while True:
+        params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+        response = _api.get(f"{stack.web_url}/v1/users/{user_id}/networks/{provider}",
+                            params=params, timeout=30)
+        if response.status_code == 404:
+            return ids
+        response.raise_for_status()
+        body = response.json()
+        ids += [c["id"] for c in body["connections"]]
+        cursor = body.get("next_cursor")
+        if not cursor:
+            return ids
+
+
 def seconds(start_iso: str, end_iso: str) -> float:
     return (datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds()
 

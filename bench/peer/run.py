@@ -200,7 +200,6 @@ def killed_mid_whale_netsync(bench_api) -> dict:
                      env={"BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_S), "QUOTA_GITHUB": GENEROUS_QUOTA,
                           "LOG_LEVEL": "WARNING"})
     with stack:
-        client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
         sent = time.time()
         sync_id = bench_api.login(stack, "ns-kill-user", account)
         _wait(lambda: int(bench_api.sync(stack, sync_id).get("connections_fetched") or 0)
@@ -212,7 +211,7 @@ def killed_mid_whale_netsync(bench_api) -> dict:
         stack.start_worker(WorkerSpec("normal,whale", pool="prefork", concurrency=2,
                                       name="replacement"))
         record = bench_api.wait_final(stack, sync_id, timeout=VISIBILITY_S * 4 + 60)
-        stored = set(client.zrange("netsync:{github:ns-kill-user}:network", 0, -1))
+        stored = set(bench_api.network_ids(stack, "ns-kill-user", "github"))
         calls = [c for c in github_calls(stack, account["token"]) if c["kind"] == "page"]
         expected = truth(stack, account["id"])
     finished = bench_api.epoch(record["finished_at"]) if record.get("finished_at") else None
