@@ -7,7 +7,7 @@ from datetime import datetime
 import requests
 
 from service.config import DEV_API_TOKEN
-from devtools.devstack import send_login
+from devtools.devstack import network_ids as devstack_network_ids, send_login
 
 _api = requests.Session()
 _api.headers["Authorization"] = f"Bearer {DEV_API_TOKEN}"
@@ -45,19 +45,7 @@ def wait_final(stack, sync_id: str, timeout: float = 300, poll: float = 0.05) ->
 
 def network_ids(stack, user_id: str, provider: str) -> list[str]:
     """The stored network (PostgreSQL), read as the main app does: GET /v1/.../networks."""
-    ids, cursor = [], None
-    while True:
-        params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
-        response = _api.get(f"{stack.web_url}/v1/users/{user_id}/networks/{provider}",
-                            params=params, timeout=30)
-        if response.status_code == 404:
-            return ids
-        response.raise_for_status()
-        body = response.json()
-        ids += [c["id"] for c in body["connections"]]
-        cursor = body.get("next_cursor")
-        if not cursor:
-            return ids
+    return devstack_network_ids(stack.web_url, _api, user_id, provider)
 
 
 def seconds(start_iso: str, end_iso: str) -> float:

@@ -322,6 +322,24 @@ class DevStack:
         return proc
 
 
+def network_ids(web_url: str, http, user_id: str, provider: str) -> list[str]:
+    """A user's stored network for ``provider``, read as the main app reads it
+    (``GET /v1/users/<user>/networks/<provider>``, every page); [] if none."""
+    ids, cursor = [], None
+    while True:
+        params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+        response = http.get(f"{web_url}/v1/users/{user_id}/networks/{provider}",
+                            params=params, timeout=30)
+        if response.status_code == 404:
+            return ids
+        response.raise_for_status()
+        body = response.json()
+        ids += [c["id"] for c in body["connections"]]
+        cursor = body.get("next_cursor")
+        if not cursor:
+            return ids
+
+
 def delete_broker_queues(broker_url: str, names: list[str]) -> None:
     """Remove a stack's own queues from a shared broker (RabbitMQ); gone ones are skipped."""
     from kombu import Connection

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from service.config import DEV_API_TOKEN
-from devtools.devstack import DevStack, WorkerSpec, send_login
+from devtools.devstack import DevStack, WorkerSpec, network_ids, send_login
 from tests.conftest import CLUSTER
 
 TEST_ENV = {
@@ -112,18 +112,7 @@ class Stack:
         raise AssertionError(f"sync {sync_id} not final after {timeout}s: {record}")
 
     def network_ids(self, user_id: str, provider: str) -> list[str]:
-        ids, cursor = [], None
-        while True:
-            params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
-            response = self.http.get(f"{self.web}/v1/users/{user_id}/networks/{provider}",
-                                     params=params, timeout=30)
-            if response.status_code == 404:
-                return []
-            body = response.json()
-            ids += [c["id"] for c in body["connections"]]
-            cursor = body.get("next_cursor")
-            if not cursor:
-                return ids
+        return network_ids(self.web, self.http, user_id, provider)
 
     def changes(self, user_id: str, provider: str) -> dict:
         return self.http.get(f"{self.web}/v1/users/{user_id}/networks/{provider}/changes",
