@@ -8,7 +8,7 @@ CLIENTS_VENV ?= .venv-clients
 CLIENTS_PY := $(CLIENTS_VENV)/bin/python
 CLIENTS_STAMP := $(CLIENTS_VENV)/.installed-$(shell cat requirements-clients.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install clients browser test unit integration integration-amqp integration-cluster fuzz demo run bench clean
+.PHONY: install lint format clients browser test unit integration integration-amqp integration-cluster fuzz demo run bench clean
 
 install: $(STAMP)
 
@@ -43,6 +43,15 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 	  || echo "could not install chromium: the browser test will be skipped"; \
 	else echo "no chromium and no root apt: the browser test will be skipped"; fi
+
+# ruff, configured in pyproject.toml: the lint rules and the formatter (run `make format` to apply it)
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test: install clients browser
 	$(PY) -m pytest tests/unit tests/integration

@@ -25,6 +25,7 @@ transport keeps one list per priority step and BRPOPs them lowest step first,
 so on Redis *lower* numbers go first (0 is the most urgent). Both halves are
 tested with real workers (tests/integration/test_queues.py).
 """
+
 from __future__ import annotations
 
 from kombu import Exchange, Queue

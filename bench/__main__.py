@@ -6,6 +6,7 @@ every figure into ``bench/results/figures.json``, writes
 prints the table. ``--quick`` runs smaller workloads, once each (no
 worker-kill workload): a smoke run, not the figures to quote.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,20 @@ import sys
 import time
 import traceback
 
-from bench import (chain, cluster, hotpath, ingest, isolation, memory, networks, pipeline, plots, quota,
-                   report, simulator_rps)
+from bench import (
+    chain,
+    cluster,
+    hotpath,
+    ingest,
+    isolation,
+    memory,
+    networks,
+    pipeline,
+    plots,
+    quota,
+    report,
+    simulator_rps,
+)
 from bench.peer import run as peer
 
 RESULTS = report.RESULTS
@@ -38,8 +51,11 @@ def steps(quick: bool) -> dict:
         "chain": lambda: chain.main(quick),
         "quota": lambda: quota.main(runs=1, quick=quick),
         "isolation": lambda: isolation.main(iso_order, iso_normals, iso_arrival),
-        "peer": lambda: peer.main(quick, kill=not quick,
-                                  iso_scenario=isolation.plan(isolation.SEED, iso_normals, iso_arrival)),
+        "peer": lambda: peer.main(
+            quick,
+            kill=not quick,
+            iso_scenario=isolation.plan(isolation.SEED, iso_normals, iso_arrival),
+        ),
         "ingest": lambda: ingest.main(quick),
         "memory": lambda: memory.main(quick),
         "networks": lambda: _networks(quick),
@@ -48,8 +64,14 @@ def steps(quick: bool) -> dict:
 
 def _networks(quick: bool) -> dict:
     """PostgreSQL networks: finalization 10k/100k/1M, bytes per connection, members, feed."""
-    networks.main(["--sizes", "10000,100000" if quick else "10000,100000,1000000",
-                   "--member-queries", "200" if quick else "1000"])
+    networks.main(
+        [
+            "--sizes",
+            "10000,100000" if quick else "10000,100000,1000000",
+            "--member-queries",
+            "200" if quick else "1000",
+        ]
+    )
     return json.loads(networks.RESULTS.read_text())
 
 
@@ -67,36 +89,52 @@ def _api():
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller workloads, once each")
-    parser.add_argument("--only", default="", help="comma-separated subset of: "
-                        + ", ".join(steps(False)))
+    parser.add_argument(
+        "--only", default="", help="comma-separated subset of: " + ", ".join(steps(False))
+    )
     args = parser.parse_args(argv)
     # a SIGTERM (a CI timeout, ``timeout``) unwinds like Ctrl-C, so every stack's
     # ``with`` block stops its processes instead of leaving them running
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     chosen = [s for s in args.only.split(",") if s] or list(steps(args.quick))
     started = time.monotonic()
-    figures: dict = {"quick": args.quick, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2)},
-                     "benchmarks": {}, "seconds": {}}
+    figures: dict = {
+        "quick": args.quick,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2)},
+        "benchmarks": {},
+        "seconds": {},
+    }
     previous = RESULTS / "figures.json"
     if args.only and previous.exists():  # a partial run updates the last full one
         last = json.loads(previous.read_text())
-        figures.update({k: last[k] for k in ("quick", "started_at", "machine", "seconds",
-                                              "total_seconds") if k in last})
+        figures.update(
+            {
+                k: last[k]
+                for k in ("quick", "started_at", "machine", "seconds", "total_seconds")
+                if k in last
+            }
+        )
         figures["benchmarks"] = last.get("benchmarks", {})
-        figures["updated"] = {"only": chosen, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        figures["updated"] = {
+            "only": chosen,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
     failed = []
     for name in chosen:
         t0 = time.monotonic()
         try:
             figures["benchmarks"][name] = steps(args.quick)[name]()
-        except Exception:  # one broken benchmark must not lose the others' figures
+        except Exception:  # noqa: BLE001 - one broken benchmark must not lose the others' figures
             traceback.print_exc()
             failed.append(name)
             figures["benchmarks"][name] = {"error": traceback.format_exc(limit=3)}
         figures["seconds"][name] = round(time.monotonic() - t0, 1)
-        print(f"[bench] {name} done in {figures['seconds'][name]} s "
-              f"({round(time.monotonic() - started)} s so far)", flush=True)
+        print(
+            f"[bench] {name} done in {figures['seconds'][name]} s "
+            f"({round(time.monotonic() - started)} s so far)",
+            flush=True,
+        )
     if not args.only:
         figures["total_seconds"] = round(time.monotonic() - started, 1)
     RESULTS.mkdir(exist_ok=True)
@@ -105,8 +143,11 @@ def main(argv=None) -> int:
     previous.write_text(json.dumps(figures, indent=1, default=str))
     text = report.write(figures)
     print(text)
-    print(f"[bench] {len(chosen)} benchmark(s) in {round(time.monotonic() - started, 1)} s; written "
-          f"{RESULTS / 'report.md'}, {previous}, {', '.join(written)}", flush=True)
+    print(
+        f"[bench] {len(chosen)} benchmark(s) in {round(time.monotonic() - started, 1)} s; written "
+        f"{RESULTS / 'report.md'}, {previous}, {', '.join(written)}",
+        flush=True,
+    )
     return 1 if failed else 0
 
 

@@ -1,4 +1,5 @@
 """Small client helpers the benchmarks share: simulator control, triggers, waiting."""
+
 from __future__ import annotations
 
 import time
@@ -6,16 +7,18 @@ from datetime import datetime
 
 import requests
 
+from devtools.devstack import network_ids as devstack_network_ids
+from devtools.devstack import send_login
 from service.config import DEV_API_TOKEN
-from devtools.devstack import network_ids as devstack_network_ids, send_login
 
 _api = requests.Session()
 _api.headers["Authorization"] = f"Bearer {DEV_API_TOKEN}"
 
 
 def add_account(stack, account: dict) -> None:
-    requests.post(f"{stack.simulator_url}/_sim/accounts", json={"accounts": [account]},
-                  timeout=10).raise_for_status()
+    requests.post(
+        f"{stack.simulator_url}/_sim/accounts", json={"accounts": [account]}, timeout=10
+    ).raise_for_status()
 
 
 def login(stack, user_id: str, account: dict) -> str:
@@ -23,8 +26,7 @@ def login(stack, user_id: str, account: dict) -> str:
     import providers
 
     relation = providers.provider_classes()[account["provider"]].RELATIONS[0]
-    response = send_login(stack.web_url, user_id, [{"relations": [relation], **account}],
-                          http=_api)
+    response = send_login(stack.web_url, user_id, [{"relations": [relation], **account}], http=_api)
     response.raise_for_status()
     return response.json()["syncs"][0]["sync_id"]
 

@@ -15,6 +15,7 @@ time, on the same stack once the chain is done: the time from sending the
 webhook to the simulator receiving the sync's first provider call.
 (At 200 logins/min it is measured inside the isolation benchmark.)
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,11 @@ UNBOUND_QUOTA = "1000000/3600/token"
 
 
 def calls_of(stack: DevStack, provider: str, token: str) -> list[dict]:
-    response = requests.get(f"{stack.simulator_url}/_sim/calls",
-                            params={"provider": provider, "token": token}, timeout=60)
+    response = requests.get(
+        f"{stack.simulator_url}/_sim/calls",
+        params={"provider": provider, "token": token},
+        timeout=60,
+    )
     response.raise_for_status()
     return response.json()["calls"]
 
@@ -44,35 +48,49 @@ def calls_of(stack: DevStack, provider: str, token: str) -> list[dict]:
 def run_chain(pages: int, bench_api) -> dict:
     recorder = profiling.Recorder("chain")
     # the Procfile's whale worker (threads, 4 slots) consumes both queues here
-    worker = WorkerSpec("normal,whale", pool="threads", concurrency=4, name="chain-worker",
-                        wrap=recorder.wrap)
+    worker = WorkerSpec(
+        "normal,whale", pool="threads", concurrency=4, name="chain-worker", wrap=recorder.wrap
+    )
     size = pages * PAGE_SIZE
     scenario = {"latency_ms": {"mean": LATENCY_MS, "jitter": 0}}
-    stack = DevStack(var_dir=temp_var_dir("netsync-bench-chain-"), workers=[worker],
-                     scenario=scenario, env={"LOG_LEVEL": "WARNING", "QUOTA_TWITTER": UNBOUND_QUOTA})
+    stack = DevStack(
+        var_dir=temp_var_dir("netsync-bench-chain-"),
+        workers=[worker],
+        scenario=scenario,
+        env={"LOG_LEVEL": "WARNING", "QUOTA_TWITTER": UNBOUND_QUOTA},
+    )
     with stack:
-        warm = {"provider": "twitter", "id": "2244994900", "size": 2 * PAGE_SIZE,
-                "token": "tok-chain-warm"}
+        warm = {
+            "provider": "twitter",
+            "id": "2244994900",
+            "size": 2 * PAGE_SIZE,
+            "token": "tok-chain-warm",
+        }
         bench_api.add_account(stack, warm)
         bench_api.wait_final(stack, bench_api.login(stack, "chain-warm", warm), timeout=120)
         account = {"provider": "twitter", "id": "2244994945", "size": size, "token": "tok-chain"}
         bench_api.add_account(stack, account)
         sent = time.time()
-        record = bench_api.wait_final(stack, bench_api.login(stack, "chain-user", account),
-                                      timeout=600, poll=0.01)
+        record = bench_api.wait_final(
+            stack, bench_api.login(stack, "chain-user", account), timeout=600, poll=0.01
+        )
         assert record["status"] == "succeeded" and record["connections_fetched"] == size, record
         calls = calls_of(stack, "twitter", account["token"])
         direct_ms = direct_call_ms(stack, account)
-        idle = idle_trigger_latency(stack, bench_api, IDLE_LOGINS // 3 if pages < 100 else IDLE_LOGINS)
+        idle = idle_trigger_latency(
+            stack, bench_api, IDLE_LOGINS // 3 if pages < 100 else IDLE_LOGINS
+        )
         profile = recorder.stop(stack.processes.pop("chain-worker")).summary()
     out = chain_figures(record, calls, sent, bench_api)
     # the same calls made back to back by a bare client: 40 ms + the simulator building
     # a 1,000-id page + a client round trip, on this machine at this moment
     out["direct_call_ms_median"] = round(direct_ms, 2)
-    out["ratio_vs_direct_client"] = round(out["trigger_to_last_page_s"]
-                                          / (len(calls) * direct_ms / 1000), 3)
+    out["ratio_vs_direct_client"] = round(
+        out["trigger_to_last_page_s"] / (len(calls) * direct_ms / 1000), 3
+    )
     out["netsync_per_hop_ms_beyond_direct_client"] = round(
-        out["hop_gap_ms"]["p50"] - (direct_ms - LATENCY_MS), 2)
+        out["hop_gap_ms"]["p50"] - (direct_ms - LATENCY_MS), 2
+    )
     out["load_avg_1m"] = round(os.getloadavg()[0], 2)
     return {**out, "profile": profile, "trigger_latency_idle": idle}
 
@@ -98,13 +116,18 @@ def chain_figures(record: dict, calls: list[dict], sent: float, bench_api) -> di
     # netsync's part of a hop: from the provider's answer (arrival + 40 ms) to the next arrival
     gaps = [(b["t"] - a["t"] - latency) * 1000 for a, b in zip(calls, calls[1:])]
     return {
-        "calls": len(calls), "latency_ms": LATENCY_MS,
+        "calls": len(calls),
+        "latency_ms": LATENCY_MS,
         "trigger_to_last_page_s": round(total, 3),
         "ideal_s": round(len(calls) * latency, 3),
         "ratio": round(total / (len(calls) * latency), 3),
         "per_hop_overhead_ms": round((total - len(calls) * latency) / len(calls) * 1000, 2),
-        "hop_gap_ms": {"p50": round(percentile(gaps, 50), 2), "p95": round(percentile(gaps, 95), 2),
-                       "p99": round(percentile(gaps, 99), 2), "mean": round(statistics.fmean(gaps), 2)},
+        "hop_gap_ms": {
+            "p50": round(percentile(gaps, 50), 2),
+            "p95": round(percentile(gaps, 95), 2),
+            "p99": round(percentile(gaps, 99), 2),
+            "mean": round(statistics.fmean(gaps), 2),
+        },
         "where": {  # the sync's wall time, split
             "webhook_to_first_call_ms": round((calls[0]["t"] - sent) * 1000, 1),
             "record_created_to_first_call_ms": round((calls[0]["t"] - created) * 1000, 1),
@@ -121,8 +144,12 @@ def idle_trigger_latency(stack: DevStack, bench_api, logins: int = IDLE_LOGINS) 
     """Webhook sent -> the simulator receives the sync's first call, one login at a time."""
     samples = []
     for i in range(logins):
-        account = {"provider": "twitter", "id": str(3_000_000 + i), "size": 50,
-                   "token": f"tok-idle-{i}"}
+        account = {
+            "provider": "twitter",
+            "id": str(3_000_000 + i),
+            "size": 50,
+            "token": f"tok-idle-{i}",
+        }
         bench_api.add_account(stack, account)
         sent = time.time()
         sync_id = bench_api.login(stack, f"idle-user-{i}", account)
@@ -130,21 +157,32 @@ def idle_trigger_latency(stack: DevStack, bench_api, logins: int = IDLE_LOGINS) 
         first = calls_of(stack, "twitter", account["token"])[0]["t"]
         samples.append((first - sent) * 1000)
         time.sleep(0.1)
-    return {"n": len(samples), "p50_ms": round(percentile(samples, 50), 1),
-            "p99_ms": round(percentile(samples, 99), 1), "max_ms": round(max(samples), 1),
-            "samples_ms": [round(s, 1) for s in samples]}
+    return {
+        "n": len(samples),
+        "p50_ms": round(percentile(samples, 50), 1),
+        "p99_ms": round(percentile(samples, 99), 1),
+        "max_ms": round(max(samples), 1),
+        "samples_ms": [round(s, 1) for s in samples],
+    }
 
 
 def main(quick: bool = False) -> dict:
     from bench import api as bench_api
 
     pages = 30 if quick else 200
-    print(f"chain benchmark: twitter account of {pages * PAGE_SIZE:,} ({pages} chained pages), "
-          f"provider answers in {LATENCY_MS:g} ms ...", flush=True)
+    print(
+        f"chain benchmark: twitter account of {pages * PAGE_SIZE:,} ({pages} chained pages), "
+        f"provider answers in {LATENCY_MS:g} ms ...",
+        flush=True,
+    )
     out = run_chain(pages, bench_api)
     idle = out["trigger_latency_idle"]
-    print(f"  ratio {out['ratio']} ({out['per_hop_overhead_ms']} ms of netsync per hop; gap p50 "
-          f"{out['hop_gap_ms']['p50']} ms); largest cost: {profiling.describe(out['profile'])}",
-          flush=True)
-    print(f"  trigger latency at idle: p50 {idle['p50_ms']} ms, p99 {idle['p99_ms']} ms", flush=True)
+    print(
+        f"  ratio {out['ratio']} ({out['per_hop_overhead_ms']} ms of netsync per hop; gap p50 "
+        f"{out['hop_gap_ms']['p50']} ms); largest cost: {profiling.describe(out['profile'])}",
+        flush=True,
+    )
+    print(
+        f"  trigger latency at idle: p50 {idle['p50_ms']} ms, p99 {idle['p99_ms']} ms", flush=True
+    )
     return out

@@ -20,6 +20,7 @@ RabbitMQ each stack has queues of its own (``DevStack(queue_region=...)``),
 deleted when it stops. Without a reachable RabbitMQ (``TEST_AMQP_URL``) the
 figure is skipped, saying so.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,10 +51,14 @@ def make_stack(setup: str) -> DevStack:
     if setup == "cluster+rabbitmq":
         options["redis_cluster"] = True
     # embedded_redis: a Redis of the stack's own, also its broker unless CELERY_BROKER_URL is given
-    return DevStack(var_dir=temp_var_dir(f"netsync-bench-{setup.replace('+', '-')}-"),
-                    scheduler=True, embedded_redis=True, env=env,
-                    workers=[WorkerSpec("normal,whale", pool="prefork", concurrency=2,
-                                        name="pages")], **options)
+    return DevStack(
+        var_dir=temp_var_dir(f"netsync-bench-{setup.replace('+', '-')}-"),
+        scheduler=True,
+        embedded_redis=True,
+        env=env,
+        workers=[WorkerSpec("normal,whale", pool="prefork", concurrency=2, name="pages")],
+        **options,
+    )
 
 
 def round_trip_us(client) -> float:
@@ -75,12 +80,17 @@ def main(runs: int = RUNS, size: int = SIZE) -> dict:
     from bench import api as bench_api
 
     if not rabbitmq_reachable():
-        out = {"skipped": f"RabbitMQ not reachable at {AMQP_URL}: a Redis Cluster needs it "
-                          "as the broker (set TEST_AMQP_URL)"}
+        out = {
+            "skipped": f"RabbitMQ not reachable at {AMQP_URL}: a Redis Cluster needs it "
+            "as the broker (set TEST_AMQP_URL)"
+        }
         print(f"  skipped: {out['skipped']}", flush=True)
         return out
-    print(f"cluster benchmark: {', '.join(SETUPS)}; {size:,} followers, {runs} run(s) each, "
-          "alternating ...", flush=True)
+    print(
+        f"cluster benchmark: {', '.join(SETUPS)}; {size:,} followers, {runs} run(s) each, "
+        "alternating ...",
+        flush=True,
+    )
     results = {setup: [] for setup in SETUPS}
     with ExitStack() as stacks:
         running = {}
@@ -92,30 +102,53 @@ def main(runs: int = RUNS, size: int = SIZE) -> dict:
             for setup in SETUPS:
                 run = run_pipeline(running[setup], bench_api, index, size)
                 results[setup].append(run)
-                print(f"  run {index + 1} {setup}: {run['pages_per_s']:.1f} pages/s "
-                      f"({run['seconds']:.1f} s)", flush=True)
+                print(
+                    f"  run {index + 1} {setup}: {run['pages_per_s']:.1f} pages/s "
+                    f"({run['seconds']:.1f} s)",
+                    flush=True,
+                )
         rtt = {setup: round_trip_us(stack.redis_client()) for setup, stack in running.items()}
     figures = {}
     for setup, rows in results.items():
         figures[setup] = {
             "pages_per_s_median": round(statistics.median(r["pages_per_s"] for r in rows), 1),
-            "connections_per_s_median": round(statistics.median(r["connections_per_s"]
-                                                                for r in rows)),
-            "runs": [{"pages_per_s": round(r["pages_per_s"], 1), "seconds": round(r["seconds"], 2),
-                      "pages": r["pages"]} for r in rows],
-            "state_round_trip_us": rtt[setup]}
-    ratio = round(figures["cluster+rabbitmq"]["pages_per_s_median"]
-                  / figures["redis+rabbitmq"]["pages_per_s_median"], 3)
-    out = {"scenario": f"github account of {size:,} followers, no latency, no rate limit; one "
-                       "prefork page worker -c 2 per stack; three stacks up at once, syncs "
-                       "alternating between them",
-           "machine": f"{os.cpu_count()} cores shared by every process of the three stacks "
-                      "(and whatever else runs on the machine)",
-           "runs_per_setup": runs, "setups": figures,
-           "cluster_vs_one_redis_same_broker": ratio}
-    print("  pages/s: " + ", ".join(f"{s} {f['pages_per_s_median']} (one state round trip "
-                                    f"{f['state_round_trip_us']} µs)" for s, f in figures.items())
-          + f"; cluster ÷ one Redis (both RabbitMQ) {ratio}", flush=True)
+            "connections_per_s_median": round(
+                statistics.median(r["connections_per_s"] for r in rows)
+            ),
+            "runs": [
+                {
+                    "pages_per_s": round(r["pages_per_s"], 1),
+                    "seconds": round(r["seconds"], 2),
+                    "pages": r["pages"],
+                }
+                for r in rows
+            ],
+            "state_round_trip_us": rtt[setup],
+        }
+    ratio = round(
+        figures["cluster+rabbitmq"]["pages_per_s_median"]
+        / figures["redis+rabbitmq"]["pages_per_s_median"],
+        3,
+    )
+    out = {
+        "scenario": f"github account of {size:,} followers, no latency, no rate limit; one "
+        "prefork page worker -c 2 per stack; three stacks up at once, syncs "
+        "alternating between them",
+        "machine": f"{os.cpu_count()} cores shared by every process of the three stacks "
+        "(and whatever else runs on the machine)",
+        "runs_per_setup": runs,
+        "setups": figures,
+        "cluster_vs_one_redis_same_broker": ratio,
+    }
+    print(
+        "  pages/s: "
+        + ", ".join(
+            f"{s} {f['pages_per_s_median']} (one state round trip {f['state_round_trip_us']} µs)"
+            for s, f in figures.items()
+        )
+        + f"; cluster ÷ one Redis (both RabbitMQ) {ratio}",
+        flush=True,
+    )
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     return out

@@ -36,6 +36,7 @@ tests/integration/test_queues.py.
 ``python -m bench.isolation`` writes bench/results/isolation.json and
 bench/results/isolation.png (the three latency distributions) and prints a table.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -68,7 +69,7 @@ SEED = 5
 #: per token, far above what a sync here needs: quota must not be what is measured
 GENEROUS_QUOTA = "1000000/3600/token"
 #: (c) puts whales on normal by never calling anything a whale
-NO_WHALES_THRESHOLD = 10 ** 12
+NO_WHALES_THRESHOLD = 10**12
 DRAIN_TIMEOUT_S = 300
 #: the order of the runs: (a) and (b) twice, interleaved, so a burst of other load on
 #: the machine does not land on one case only; (c) once (its gap is far past any noise)
@@ -92,20 +93,51 @@ def plan(seed: int = SEED, normals: int = NORMALS, arrival_s: float = ARRIVAL_S)
         t += rng.expovariate(normals / arrival_s)
         arrivals.append(round(t, 3))
     count = normals
-    normals = [{"provider": "github", "id": f"iso-n{i}", "token": f"tok-iso-n{i}",
-                "size": rng.randint(*NORMAL_SIZES), "start": 0} for i in range(count)]
-    whales = [{"provider": "github", "id": f"iso-w{i}", "token": f"tok-iso-w{i}",
-               "size": WHALE_SIZE, "start": 0} for i in range(WHALES)]
-    return {"arrivals": arrivals, "normals": normals, "whales": whales,
-            "normals_count": count, "arrival_s": arrival_s}
+    normals = [
+        {
+            "provider": "github",
+            "id": f"iso-n{i}",
+            "token": f"tok-iso-n{i}",
+            "size": rng.randint(*NORMAL_SIZES),
+            "start": 0,
+        }
+        for i in range(count)
+    ]
+    whales = [
+        {
+            "provider": "github",
+            "id": f"iso-w{i}",
+            "token": f"tok-iso-w{i}",
+            "size": WHALE_SIZE,
+            "start": 0,
+        }
+        for i in range(WHALES)
+    ]
+    return {
+        "arrivals": arrivals,
+        "normals": normals,
+        "whales": whales,
+        "normals_count": count,
+        "arrival_s": arrival_s,
+    }
 
 
-def workers(single_queue: bool, pool: str = POOL, normal_slots: int = NORMAL_SLOTS,
-            whale_slots: int = WHALE_SLOTS) -> list[WorkerSpec]:
+def workers(
+    single_queue: bool,
+    pool: str = POOL,
+    normal_slots: int = NORMAL_SLOTS,
+    whale_slots: int = WHALE_SLOTS,
+) -> list[WorkerSpec]:
     """Two worker processes; (c) points both at the one queue, same pools and slots."""
-    return [WorkerSpec("normal", pool=pool, concurrency=normal_slots, name="worker-normal"),
-            WorkerSpec("normal" if single_queue else "whale", pool=pool,
-                       concurrency=whale_slots, name="worker-whale")]
+    return [
+        WorkerSpec("normal", pool=pool, concurrency=normal_slots, name="worker-normal"),
+        WorkerSpec(
+            "normal" if single_queue else "whale",
+            pool=pool,
+            concurrency=whale_slots,
+            name="worker-whale",
+        ),
+    ]
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -118,11 +150,14 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def summary(latencies: list[float]) -> dict:
-    return {"n": len(latencies), "p50_s": round(percentile(latencies, 50), 3),
-            "p95_s": round(percentile(latencies, 95), 3),
-            "p99_s": round(percentile(latencies, 99), 3),
-            "mean_s": round(statistics.fmean(latencies), 3),
-            "max_s": round(max(latencies), 3)}
+    return {
+        "n": len(latencies),
+        "p50_s": round(percentile(latencies, 50), 3),
+        "p95_s": round(percentile(latencies, 95), 3),
+        "p99_s": round(percentile(latencies, 99), 3),
+        "mean_s": round(statistics.fmean(latencies), 3),
+        "max_s": round(max(latencies), 3),
+    }
 
 
 class CpuSampler:
@@ -195,10 +230,12 @@ class CpuSampler:
             return {}
         ours = [s[0] for s in self.samples]
         others = [s[1] for s in self.samples]
-        return {"ours_cores_mean": round(statistics.fmean(ours), 2),
-                "others_cores_mean": round(statistics.fmean(others), 2),
-                "others_cores_max": round(max(others), 2),
-                "per_second": [[round(a, 2), round(b, 2)] for a, b in self.samples]}
+        return {
+            "ours_cores_mean": round(statistics.fmean(ours), 2),
+            "others_cores_mean": round(statistics.fmean(others), 2),
+            "others_cores_max": round(max(others), 2),
+            "per_second": [[round(a, 2), round(b, 2)] for a, b in self.samples],
+        }
 
 
 def renice(pid: int, nice: int) -> None:
@@ -224,8 +261,13 @@ def _children(pid: int) -> list[str]:
         return []
 
 
-def run_case(case: str, scenario: dict, pool: str = POOL, normal_slots: int = NORMAL_SLOTS,
-             whale_slots: int = WHALE_SLOTS) -> dict:
+def run_case(
+    case: str,
+    scenario: dict,
+    pool: str = POOL,
+    normal_slots: int = NORMAL_SLOTS,
+    whale_slots: int = WHALE_SLOTS,
+) -> dict:
     from bench import api as bench_api
 
     with_whales = case in ("b", "c")
@@ -233,16 +275,21 @@ def run_case(case: str, scenario: dict, pool: str = POOL, normal_slots: int = NO
     if case == "c":
         env["WHALE_THRESHOLD"] = str(NO_WHALES_THRESHOLD)
     accounts = scenario["normals"] + (scenario["whales"] if with_whales else [])
-    stack = DevStack(var_dir=temp_var_dir(f"netsync-bench-iso-{case}-"), env=env,
-                     workers=workers(case == "c", pool, normal_slots, whale_slots),
-                     scenario={"seed": SEED, "latency_ms": LATENCY_MS, "accounts": accounts})
+    stack = DevStack(
+        var_dir=temp_var_dir(f"netsync-bench-iso-{case}-"),
+        env=env,
+        workers=workers(case == "c", pool, normal_slots, whale_slots),
+        scenario={"seed": SEED, "latency_ms": LATENCY_MS, "accounts": accounts},
+    )
     load_before = os.getloadavg()
     with stack, CpuSampler() as cpu:
         store = SyncStore(redis.Redis.from_url(stack.redis_url), "netsync")
         time.sleep(3)  # the worker processes finish booting
         renice(stack.processes["worker-whale"].pid, WHALE_NICE)
-        whale_syncs = [bench_api.login(stack, f"iso-whale-{i}", account)
-                       for i, account in enumerate(scenario["whales"] if with_whales else [])]
+        whale_syncs = [
+            bench_api.login(stack, f"iso-whale-{i}", account)
+            for i, account in enumerate(scenario["whales"] if with_whales else [])
+        ]
         if with_whales:
             time.sleep(WHALE_LEAD_S)
         whale_pages_at_start = _whale_pages(store, whale_syncs)
@@ -260,10 +307,15 @@ def run_case(case: str, scenario: dict, pool: str = POOL, normal_slots: int = NO
     statuses = sorted({r["status"] for r in records})
     queues_used = sorted({r.get("queue", "") for r in records})
     result = {
-        "case": case, "description": CASES[case], **summary(latencies),
-        "pool": pool, "normal_slots": normal_slots, "whale_slots": whale_slots,
+        "case": case,
+        "description": CASES[case],
+        **summary(latencies),
+        "pool": pool,
+        "normal_slots": normal_slots,
+        "whale_slots": whale_slots,
         "latencies_s": [round(x, 4) for x in latencies],
-        "statuses": statuses, "normal_sync_queues": queues_used,
+        "statuses": statuses,
+        "normal_sync_queues": queues_used,
         "arrival_window_s": round(last_arrival - started, 1),
         "run_s": round(drained - started, 1),
         "load_avg_1m_before": round(load_before[0], 2),
@@ -278,7 +330,8 @@ def run_case(case: str, scenario: dict, pool: str = POOL, normal_slots: int = NO
             "status_when_normals_done": whale_status_end,
             "pages_while_normals_ran": whale_pages_at_end - whale_pages_at_start,
             "pages_per_s_while_normals_ran": round(
-                (whale_pages_at_end - whale_pages_at_start) / elapsed, 1),
+                (whale_pages_at_end - whale_pages_at_start) / elapsed, 1
+            ),
         }
     return result
 
@@ -292,8 +345,9 @@ def _arrive(stack, bench_api, scenario) -> list[str]:
             delay = begin + offset - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            futures.append((pool.submit(bench_api.login, stack, f"iso-user-{i}", account),
-                            time.time()))
+            futures.append(
+                (pool.submit(bench_api.login, stack, f"iso-user-{i}", account), time.time())
+            )
         return [(f.result(), t) for f, t in futures]
 
 
@@ -301,13 +355,17 @@ def trigger_latencies(stack, scenario, sent) -> list[float]:
     """Per normal login: webhook sent -> the simulator receives its sync's first call, ms."""
     import requests
 
-    response = requests.get(f"{stack.simulator_url}/_sim/calls", params={"provider": "github"},
-                            timeout=60)
+    response = requests.get(
+        f"{stack.simulator_url}/_sim/calls", params={"provider": "github"}, timeout=60
+    )
     first: dict[str, float] = {}
     for call in response.json()["calls"]:
         first.setdefault(call["token"], call["t"])
-    return [(first[account["token"]] - t) * 1000
-            for account, (_, t) in zip(scenario["normals"], sent) if account["token"] in first]
+    return [
+        (first[account["token"]] - t) * 1000
+        for account, (_, t) in zip(scenario["normals"], sent)
+        if account["token"] in first
+    ]
 
 
 def _drain(store: SyncStore, sync_ids: list[str]) -> list[dict]:
@@ -337,8 +395,13 @@ def plot(results: dict, path: Path) -> None:
     for case, result in results.items():
         xs = sorted(result["latencies_s"])
         ys = [(i + 1) / len(xs) for i in range(len(xs))]
-        ecdf.step(xs, ys, where="post", color=colors[case],
-                  label=f"({case}) {result['description']}: p99 {result['p99_s']:.2f} s")
+        ecdf.step(
+            xs,
+            ys,
+            where="post",
+            color=colors[case],
+            label=f"({case}) {result['description']}: p99 {result['p99_s']:.2f} s",
+        )
         ecdf.axvline(result["p99_s"], color=colors[case], linestyle=":", linewidth=1)
     ecdf.set_xscale("log")
     ecdf.set_xlabel("trigger-to-done, seconds (log scale)")
@@ -346,15 +409,22 @@ def plot(results: dict, path: Path) -> None:
     ecdf.set_title("Normal logins: latency distribution (dotted: p99)")
     ecdf.grid(True, which="both", alpha=0.3)
     ecdf.legend(loc="lower right", fontsize=8)
-    box.boxplot([results[c]["latencies_s"] for c in results], whis=(1, 99),
-                tick_labels=[f"({c})" for c in results], showfliers=True)
+    box.boxplot(
+        [results[c]["latencies_s"] for c in results],
+        whis=(1, 99),
+        tick_labels=[f"({c})" for c in results],
+        showfliers=True,
+    )
     box.set_yscale("log")
     box.set_ylabel("seconds (log scale)")
     box.set_title("box: p25–p75, whiskers p1–p99")
     box.grid(True, which="both", alpha=0.3)
-    fig.suptitle("normal GitHub logins at 200/min, simulator "
-                 f"{LATENCY_MS['mean']}±{LATENCY_MS['jitter']} ms; {POOL} "
-                 f"{NORMAL_SLOTS}+{WHALE_SLOTS} slots in every case", fontsize=10)
+    fig.suptitle(
+        "normal GitHub logins at 200/min, simulator "
+        f"{LATENCY_MS['mean']}±{LATENCY_MS['jitter']} ms; {POOL} "
+        f"{NORMAL_SLOTS}+{WHALE_SLOTS} slots in every case",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -363,11 +433,15 @@ def plot(results: dict, path: Path) -> None:
 def table(out: dict) -> str:
     rows = [f"{'case':<58} {'runs':>4} {'n':>4} {'p50 s':>7} {'p95 s':>7} {'p99 s':>7}"]
     for case, r in out["cases"].items():
-        rows.append(f"({case}) {r['description']:<54} {len(r['runs']):>4} {r['n']:>4} "
-                    f"{r['p50_s']:>7.3f} {r['p95_s']:>7.3f} {r['p99_s']:>7.3f}")
+        rows.append(
+            f"({case}) {r['description']:<54} {len(r['runs']):>4} {r['n']:>4} "
+            f"{r['p50_s']:>7.3f} {r['p95_s']:>7.3f} {r['p99_s']:>7.3f}"
+        )
     for name, ratio in out["ratios"].items():
-        rows.append(f"{'ratio ' + name:<58} {'':>4} {'':>4} {ratio['p50']:>7.2f} "
-                    f"{ratio['p95']:>7.2f} {ratio['p99']:>7.2f}")
+        rows.append(
+            f"{'ratio ' + name:<58} {'':>4} {'':>4} {ratio['p50']:>7.2f} "
+            f"{ratio['p95']:>7.2f} {ratio['p99']:>7.2f}"
+        )
     return "\n".join(rows)
 
 
@@ -376,15 +450,29 @@ def pooled(runs: list[dict]) -> dict:
     latencies = [x for r in runs for x in r["latencies_s"]]
     first = runs[0]
     triggers = [x for r in runs for x in r.get("trigger_latency_ms", [])]
-    out = {"case": first["case"], "description": first["description"], **summary(latencies),
-           "runs": [{k: v for k, v in r.items() if k not in ("latencies_s", "trigger_latency_ms")}
-                    for r in runs],
-           "latencies_s": latencies,
-           # the issue's figure: the median over runs of each run's percentile
-           "median_of_runs": {p: round(statistics.median(r[f"{p}_s"] for r in runs), 3)
-                              for p in ("p50", "p95", "p99")},
-           "trigger_latency": ({"n": len(triggers), "p50_ms": round(percentile(triggers, 50), 1),
-                                "p99_ms": round(percentile(triggers, 99), 1)} if triggers else None)}
+    out = {
+        "case": first["case"],
+        "description": first["description"],
+        **summary(latencies),
+        "runs": [
+            {k: v for k, v in r.items() if k not in ("latencies_s", "trigger_latency_ms")}
+            for r in runs
+        ],
+        "latencies_s": latencies,
+        # the issue's figure: the median over runs of each run's percentile
+        "median_of_runs": {
+            p: round(statistics.median(r[f"{p}_s"] for r in runs), 3) for p in ("p50", "p95", "p99")
+        },
+        "trigger_latency": (
+            {
+                "n": len(triggers),
+                "p50_ms": round(percentile(triggers, 50), 1),
+                "p99_ms": round(percentile(triggers, 99), 1),
+            }
+            if triggers
+            else None
+        ),
+    }
     for r in out["runs"]:
         r.get("cpu", {}).pop("per_second", None)
     return out
@@ -395,47 +483,66 @@ def main(order=ORDER, normals: int = NORMALS, arrival_s: float = ARRIVAL_S) -> d
     runs: dict[str, list[dict]] = {}
     started = time.monotonic()
     for i, case in enumerate(order, 1):
-        print(f"isolation benchmark [{i}/{len(order)}]: case ({case}) {CASES[case]} ...", flush=True)
+        print(
+            f"isolation benchmark [{i}/{len(order)}]: case ({case}) {CASES[case]} ...", flush=True
+        )
         r = run_case(case, scenario)
         runs.setdefault(case, []).append(r)
-        print(f"  p50 {r['p50_s']} s, p95 {r['p95_s']} s, p99 {r['p99_s']} s "
-              f"(run {r['run_s']} s; CPU: this benchmark {r['cpu'].get('ours_cores_mean')} "
-              f"cores, other processes {r['cpu'].get('others_cores_mean')} cores on average)",
-              flush=True)
+        print(
+            f"  p50 {r['p50_s']} s, p95 {r['p95_s']} s, p99 {r['p99_s']} s "
+            f"(run {r['run_s']} s; CPU: this benchmark {r['cpu'].get('ours_cores_mean')} "
+            f"cores, other processes {r['cpu'].get('others_cores_mean')} cores on average)",
+            flush=True,
+        )
     results = {case: pooled(runs[case]) for case in CASES if case in runs}
     ratios = {}
     if "a" in results:
         for case in ("b", "c"):
             if case in results:
                 ratios[f"({case})/(a)"] = {
-                    p: round(results[case]["median_of_runs"][p] / results["a"]["median_of_runs"][p], 2)
-                    for p in ("p50", "p95", "p99")}
+                    p: round(
+                        results[case]["median_of_runs"][p] / results["a"]["median_of_runs"][p], 2
+                    )
+                    for p in ("p50", "p95", "p99")
+                }
     out = {
-        "scenario": (f"{normals} normal GitHub logins (sizes {NORMAL_SIZES[0]}-{NORMAL_SIZES[1]}, "
-                     f"uniform), Poisson arrivals over ~{arrival_s:.0f} s; simulator latency "
-                     f"{LATENCY_MS['mean']} +/- {LATENCY_MS['jitter']} ms (uniform); whales: "
-                     f"{WHALES} x {WHALE_SIZE:,} followers, logged in {WHALE_LEAD_S:.0f} s "
-                     "before the first normal login"),
+        "scenario": (
+            f"{normals} normal GitHub logins (sizes {NORMAL_SIZES[0]}-{NORMAL_SIZES[1]}, "
+            f"uniform), Poisson arrivals over ~{arrival_s:.0f} s; simulator latency "
+            f"{LATENCY_MS['mean']} +/- {LATENCY_MS['jitter']} ms (uniform); whales: "
+            f"{WHALES} x {WHALE_SIZE:,} followers, logged in {WHALE_LEAD_S:.0f} s "
+            "before the first normal login"
+        ),
         "setup": {
-            "workers": (f"2 Celery worker processes, pool={POOL}: 'worker-normal' "
-                        f"{NORMAL_SLOTS} slots, 'worker-whale' {WHALE_SLOTS} slots (nice "
-                        f"+{WHALE_NICE} in every case); (a),(b) consume normal and whale "
-                        "respectively; (c) both consume the one queue 'normal' "
-                        f"(WHALE_THRESHOLD={NO_WHALES_THRESHOLD}); total "
-                        f"{NORMAL_SLOTS + WHALE_SLOTS} slots in every case; no trickle work, "
-                        "no trickle worker"),
-            "runs": (f"order {' '.join(order)} (interleaved); a case's percentiles are over "
-                     "all its runs' latencies together; each run is in cases.<case>.runs"),
-            "pool": POOL, "normal_slots": NORMAL_SLOTS, "whale_slots": WHALE_SLOTS,
+            "workers": (
+                f"2 Celery worker processes, pool={POOL}: 'worker-normal' "
+                f"{NORMAL_SLOTS} slots, 'worker-whale' {WHALE_SLOTS} slots (nice "
+                f"+{WHALE_NICE} in every case); (a),(b) consume normal and whale "
+                "respectively; (c) both consume the one queue 'normal' "
+                f"(WHALE_THRESHOLD={NO_WHALES_THRESHOLD}); total "
+                f"{NORMAL_SLOTS + WHALE_SLOTS} slots in every case; no trickle work, "
+                "no trickle worker"
+            ),
+            "runs": (
+                f"order {' '.join(order)} (interleaved); a case's percentiles are over "
+                "all its runs' latencies together; each run is in cases.<case>.runs"
+            ),
+            "pool": POOL,
+            "normal_slots": NORMAL_SLOTS,
+            "whale_slots": WHALE_SLOTS,
             "whale_worker_nice": WHALE_NICE,
-            "why_nice": ("in production whale workers run on their own hosts; on this shared "
-                         "2-core machine the whale process gets a lower CPU priority so that "
-                         "what is measured is queue isolation, not the two worker processes "
-                         "sharing two cores (the same process setup in (a), (b) and (c))"),
+            "why_nice": (
+                "in production whale workers run on their own hosts; on this shared "
+                "2-core machine the whale process gets a lower CPU priority so that "
+                "what is measured is queue isolation, not the two worker processes "
+                "sharing two cores (the same process setup in (a), (b) and (c))"
+            ),
             "quota": f"QUOTA_GITHUB={GENEROUS_QUOTA} (per token); simulator: no rate limit",
-            "machine": (f"{os.cpu_count()} cores shared by the simulator, Redis, web, scheduler, "
-                        "the workers and this driver, and by whatever else runs on the machine "
-                        "(cpu.others_cores_mean per run)"),
+            "machine": (
+                f"{os.cpu_count()} cores shared by the simulator, Redis, web, scheduler, "
+                "the workers and this driver, and by whatever else runs on the machine "
+                "(cpu.others_cores_mean per run)"
+            ),
             "measure": "trigger-to-done = sync record finished_at - created_at, normal syncs only",
             "seed": SEED,
         },
@@ -450,8 +557,10 @@ def main(order=ORDER, normals: int = NORMALS, arrival_s: float = ARRIVAL_S) -> d
     plot(results, RESULTS / "isolation.png")
     print(table(out))
     print(f"setup: {out['setup']['workers']}; {out['setup']['runs']}; {out['setup']['quota']}")
-    print(f"written: {RESULTS / 'isolation.json'}, {RESULTS / 'isolation.png'} "
-          f"({out['benchmark_s']} s)")
+    print(
+        f"written: {RESULTS / 'isolation.json'}, {RESULTS / 'isolation.png'} "
+        f"({out['benchmark_s']} s)"
+    )
     return out
 
 
@@ -468,12 +577,17 @@ def sweep(configs=SWEEP) -> dict:
         r = run_case("a", scenario, pool=pool, normal_slots=slots)
         r.pop("latencies_s")
         rows.append(r)
-        print(f"  p50 {r['p50_s']} s, p95 {r['p95_s']} s, p99 {r['p99_s']} s; CPU "
-              f"{r['cpu'].get('ours_cores_mean')} cores (others "
-              f"{r['cpu'].get('others_cores_mean')})", flush=True)
+        print(
+            f"  p50 {r['p50_s']} s, p95 {r['p95_s']} s, p99 {r['p99_s']} s; CPU "
+            f"{r['cpu'].get('ours_cores_mean')} cores (others "
+            f"{r['cpu'].get('others_cores_mean')})",
+            flush=True,
+        )
         r["cpu"].pop("per_second", None)
-    out = {"scenario": "case (a) of bench/isolation.py per worker-normal pool and slots",
-           "results": rows}
+    out = {
+        "scenario": "case (a) of bench/isolation.py per worker-normal pool and slots",
+        "results": rows,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "isolation_sweep.json").write_text(json.dumps(out, indent=2))
     return out

@@ -16,11 +16,11 @@ returned to the system) or C libraries'; tracemalloc's own bookkeeping
 inflates RSS here, so compare RSS with ``bench/memory.py``'s, not with this.
 A diagnostic, not one of ``make bench``'s figures.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -32,9 +32,11 @@ SAMPLE_S = 0.2
 NFRAMES = 16
 TOP = 15
 
-BOOT = ("import sys, runpy; sys.path.insert(0, {root!r}); import bench.memtrace as m; "
-        "m.install({out!r}); module = sys.argv[2]; sys.argv = [module] + sys.argv[3:]; "
-        "runpy.run_module(module, run_name='__main__', alter_sys=True)")
+BOOT = (
+    "import sys, runpy; sys.path.insert(0, {root!r}); import bench.memtrace as m; "
+    "m.install({out!r}); module = sys.argv[2]; sys.argv = [module] + sys.argv[3:]; "
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)"
+)
 
 
 def _rss_kib() -> int:
@@ -49,8 +51,16 @@ def _site(trace) -> str:
     """The allocating line, and the innermost netsync frame that led to it."""
     frames = list(trace)[::-1]  # tracemalloc lists the oldest frame first
     where = f"{_short(frames[0].filename)}:{frames[0].lineno}"
-    ours = next((f for f in frames if f.filename.startswith(str(ROOT))
-                 and "/.venv" not in f.filename and "/bench/" not in f.filename), None)
+    ours = next(
+        (
+            f
+            for f in frames
+            if f.filename.startswith(str(ROOT))
+            and "/.venv" not in f.filename
+            and "/bench/" not in f.filename
+        ),
+        None,
+    )
     if ours is not None and ours is not frames[0]:
         where += f" <- {_short(ours.filename)}:{ours.lineno}"
     return where
@@ -76,17 +86,29 @@ def install(out_dir: str) -> None:
     def mark(name: str, previous):
         snapshot = tracemalloc.take_snapshot()
         current, peak = tracemalloc.get_traced_memory()
-        samples = [s for s in state["samples"] if s[0] >= (state["marks"][-1]["t"]
-                                                           if state["marks"] else 0)]
-        entry = {"name": name, "t": round(time.monotonic() - started, 2),
-                 "traced_mib": round(current / 2**20, 1),
-                 "peak_traced_mib_since_last": round(peak / 2**20, 1),
-                 "peak_rss_mib_since_last": round(max((s[1] for s in samples), default=0) / 1024, 1),
-                 "rss_mib": round(_rss_kib() / 1024, 1)}
+        samples = [
+            s
+            for s in state["samples"]
+            if s[0] >= (state["marks"][-1]["t"] if state["marks"] else 0)
+        ]
+        entry = {
+            "name": name,
+            "t": round(time.monotonic() - started, 2),
+            "traced_mib": round(current / 2**20, 1),
+            "peak_traced_mib_since_last": round(peak / 2**20, 1),
+            "peak_rss_mib_since_last": round(max((s[1] for s in samples), default=0) / 1024, 1),
+            "rss_mib": round(_rss_kib() / 1024, 1),
+        }
         if previous is not None:
             grown = snapshot.compare_to(previous, "traceback")
-            entry["grew"] = [{"site": _site(d.traceback), "kib": round(d.size_diff / 1024, 1),
-                              "blocks": d.count_diff} for d in grown[:TOP]]
+            entry["grew"] = [
+                {
+                    "site": _site(d.traceback),
+                    "kib": round(d.size_diff / 1024, 1),
+                    "blocks": d.count_diff,
+                }
+                for d in grown[:TOP]
+            ]
         tracemalloc.reset_peak()
         state["marks"].append(entry)
         return snapshot
@@ -96,10 +118,11 @@ def install(out_dir: str) -> None:
         while True:
             time.sleep(SAMPLE_S)
             current, peak = tracemalloc.get_traced_memory()
-            state["samples"].append([round(time.monotonic() - started, 2), _rss_kib(),
-                                     current // 1024, peak // 1024])
+            state["samples"].append(
+                [round(time.monotonic() - started, 2), _rss_kib(), current // 1024, peak // 1024]
+            )
             for request in sorted(out.glob("mark-*")):
-                previous = mark(request.name[len("mark-"):], previous)
+                previous = mark(request.name[len("mark-") :], previous)
                 request.unlink()
             (out / "state.tmp").write_text(json.dumps(state))
             (out / "state.tmp").replace(out / "state.json")
@@ -111,6 +134,7 @@ def wrap_for(out_dir: Path):
     def wrap(cmd: list[str]) -> list[str]:
         assert cmd[1] == "-m", cmd
         return [cmd[0], "-c", BOOT.format(root=str(ROOT), out=str(out_dir))] + cmd[1:]
+
     return wrap
 
 
@@ -131,24 +155,38 @@ def traced_syncs(sizes: list[int]) -> list[dict]:
     from devtools.devstack import DevStack, WorkerSpec, temp_var_dir
 
     out_dir = Path(tempfile.mkdtemp(prefix="netsync-memtrace-"))
-    worker = WorkerSpec("normal,whale", pool="threads", concurrency=4, name="page-worker",
-                        wrap=wrap_for(out_dir))
-    stack = DevStack(var_dir=temp_var_dir("netsync-bench-memtrace-"), workers=[worker],
-                     env={"LOG_LEVEL": "WARNING", "QUOTA_FACEBOOK": UNBOUND_QUOTA})
+    worker = WorkerSpec(
+        "normal,whale", pool="threads", concurrency=4, name="page-worker", wrap=wrap_for(out_dir)
+    )
+    stack = DevStack(
+        var_dir=temp_var_dir("netsync-bench-memtrace-"),
+        workers=[worker],
+        env={"LOG_LEVEL": "WARNING", "QUOTA_FACEBOOK": UNBOUND_QUOTA},
+    )
     runs = []
     with stack:
         time.sleep(1.0)
         _mark(out_dir, "idle")
         for i, size in enumerate(sizes):
-            account = {"provider": "facebook", "id": str(100_000_000_000_000 + i * 10**7 + size),
-                       "size": size, "token": f"tok-mem-{i}-{size}"}
+            account = {
+                "provider": "facebook",
+                "id": str(100_000_000_000_000 + i * 10**7 + size),
+                "size": size,
+                "token": f"tok-mem-{i}-{size}",
+            }
             bench_api.add_account(stack, account)
             started = time.monotonic()
-            record = bench_api.wait_final(stack, bench_api.login(stack, f"mem-{i}-{size}",
-                                                                 account), timeout=1800, poll=0.2)
+            record = bench_api.wait_final(
+                stack, bench_api.login(stack, f"mem-{i}-{size}", account), timeout=1800, poll=0.2
+            )
             assert record["status"] == "succeeded", record
-            runs.append({"connections": size, "pages": record["pages_fetched"],
-                         "seconds": round(time.monotonic() - started, 1)})
+            runs.append(
+                {
+                    "connections": size,
+                    "pages": record["pages_fetched"],
+                    "seconds": round(time.monotonic() - started, 1),
+                }
+            )
             time.sleep(1.0)
             _mark(out_dir, f"after-{i}-{size}")
     marks = json.loads((out_dir / "state.json").read_text())["marks"]
@@ -158,10 +196,14 @@ def traced_syncs(sizes: list[int]) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.memtrace",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,10000,1000000",
-                        help="synced in turn by one worker (the first also pays the imports)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.memtrace", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--sizes",
+        default="10000,10000,1000000",
+        help="synced in turn by one worker (the first also pays the imports)",
+    )
     args = parser.parse_args(argv)
     print(json.dumps(traced_syncs([int(s) for s in args.sizes.split(",")]), indent=1))
     return 0

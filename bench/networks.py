@@ -19,6 +19,7 @@ embedded one), through the same code the workers run:
 
 Writes ``bench/results/networks.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,31 +83,46 @@ def redis_client(tmp: Path):
 
 def stage_in_redis(store: SyncStore, user: str, rows: list) -> tuple[str, float, int]:
     """A sync whose pages store ``rows``; (sync id, seconds, staging bytes in Redis)."""
-    ticket = store.begin_sync(user_id=user, provider="github", relation="followers",
-                              account_id=user, queue="whale", trigger="api", force=True,
-                              freshness_s=0, stale_s=3600)
+    ticket = store.begin_sync(
+        user_id=user,
+        provider="github",
+        relation="followers",
+        account_id=user,
+        queue="whale",
+        trigger="api",
+        force=True,
+        freshness_s=0,
+        stale_s=3600,
+    )
     cursors = [f"p{i}" for i in range(0, len(rows), PAGE)] or ["p0"]
     store.add_pending(ticket.sync_id, "", cursors)
     started = time.perf_counter()
     for index, cursor in enumerate(cursors):
-        store.complete_page(ticket.sync_id, cursor, rows[index * PAGE:(index + 1) * PAGE])
+        store.complete_page(ticket.sync_id, cursor, rows[index * PAGE : (index + 1) * PAGE])
     seconds = time.perf_counter() - started
-    staged_bytes = store.redis.memory_usage(store._sync_keys(ticket.sync_id).staging_h,
-                                            samples=0) or 0
+    staged_bytes = (
+        store.redis.memory_usage(store._sync_keys(ticket.sync_id).staging_h, samples=0) or 0
+    )
     return ticket.sync_id, seconds, staged_bytes
 
 
 def stage_in_postgres(url: str, rows: list) -> float:
     """The alternative: every page COPYed into an UNLOGGED table (its own transaction)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute('CREATE UNLOGGED TABLE IF NOT EXISTS bench_staging (sync_id text,'
-                     ' connection_id text COLLATE "C", handle text)')
+        conn.execute(
+            "CREATE UNLOGGED TABLE IF NOT EXISTS bench_staging (sync_id text,"
+            ' connection_id text COLLATE "C", handle text)'
+        )
         sync_id = secrets.token_hex(6)
         started = time.perf_counter()
         for lo in range(0, len(rows), PAGE):
-            with conn.transaction(), conn.cursor().copy(
-                    "COPY bench_staging (sync_id, connection_id, handle) FROM STDIN") as copy:
-                for connection_id, handle in rows[lo:lo + PAGE]:
+            with (
+                conn.transaction(),
+                conn.cursor().copy(
+                    "COPY bench_staging (sync_id, connection_id, handle) FROM STDIN"
+                ) as copy,
+            ):
+                for connection_id, handle in rows[lo : lo + PAGE]:
                     copy.write_row((sync_id, connection_id, handle))
         seconds = time.perf_counter() - started
         conn.execute("DROP TABLE bench_staging")
@@ -117,16 +133,32 @@ def finalize(store: SyncStore, networks: NetworkStore, user: str, rows: list) ->
     sync_id, staging_s, staged_bytes = stage_in_redis(store, user, rows)
     record = store.get_sync(sync_id)
     started = time.perf_counter()
-    result = networks.finalize(sync_id=sync_id, user_id=user, provider="github",
-                               relation="followers", status="succeeded",
-                               finished_at=time.time(),
-                               connections=store.staged_connections(sync_id))
+    result = networks.finalize(
+        sync_id=sync_id,
+        user_id=user,
+        provider="github",
+        relation="followers",
+        status="succeeded",
+        finished_at=time.time(),
+        connections=store.staged_connections(sync_id),
+    )
     seconds = time.perf_counter() - started
-    store.finish(sync_id, record.get("finalizing") or "succeeded", result.count, result.added,
-                 result.removed, result.initial)
-    return {"count": result.count, "added": result.added, "removed": result.removed,
-            "finalize_s": round(seconds, 3), "redis_staging_s": round(staging_s, 3),
-            "redis_staging_bytes_per_connection": round(staged_bytes / max(1, len(rows)), 1)}
+    store.finish(
+        sync_id,
+        record.get("finalizing") or "succeeded",
+        result.count,
+        result.added,
+        result.removed,
+        result.initial,
+    )
+    return {
+        "count": result.count,
+        "added": result.added,
+        "removed": result.removed,
+        "finalize_s": round(seconds, 3),
+        "redis_staging_s": round(staging_s, 3),
+        "redis_staging_bytes_per_connection": round(staged_bytes / max(1, len(rows)), 1),
+    }
 
 
 def finalization(store, networks, url, sizes) -> tuple[list, dict]:
@@ -137,12 +169,21 @@ def finalization(store, networks, url, sizes) -> tuple[list, dict]:
         shift = max(1, size // 100)  # 1% removed, 1% added
         again = finalize(store, networks, user, connections(shift, size + shift))
         postgres_staging = stage_in_postgres(url, connections(0, size))
-        out.append({"size": size, "first_sync": first, "resync_1pct": again,
-                    "unlogged_copy_staging_s": round(postgres_staging, 3)})
-        print(f"  {size:>9,}: first {first['finalize_s']:.2f}s, re-sync "
-              f"{again['finalize_s']:.2f}s (+{again['added']:,}/-{again['removed']:,}); "
-              f"staging Redis {first['redis_staging_s']:.2f}s vs UNLOGGED COPY "
-              f"{postgres_staging:.2f}s", flush=True)
+        out.append(
+            {
+                "size": size,
+                "first_sync": first,
+                "resync_1pct": again,
+                "unlogged_copy_staging_s": round(postgres_staging, 3),
+            }
+        )
+        print(
+            f"  {size:>9,}: first {first['finalize_s']:.2f}s, re-sync "
+            f"{again['finalize_s']:.2f}s (+{again['added']:,}/-{again['removed']:,}); "
+            f"staging Redis {first['redis_staging_s']:.2f}s vs UNLOGGED COPY "
+            f"{postgres_staging:.2f}s",
+            flush=True,
+        )
     return out, storage(url)
 
 
@@ -151,28 +192,42 @@ def storage(url: str) -> dict:
         rows = conn.execute("SELECT count(*) FROM connections").fetchone()[0]
         heap, pkey, by_id = conn.execute(
             "SELECT pg_table_size('connections'), pg_relation_size('connections_pkey'),"
-            " pg_relation_size('connections_by_connection_id')").fetchone()
+            " pg_relation_size('connections_by_connection_id')"
+        ).fetchone()
     total = heap + pkey + by_id
-    return {"rows": rows, "bytes_per_connection_total": round(total / rows, 1),
-            "table": round(heap / rows, 1), "primary_key": round(pkey / rows, 1),
-            "member_joined_index": round(by_id / rows, 1)}
+    return {
+        "rows": rows,
+        "bytes_per_connection_total": round(total / rows, 1),
+        "table": round(heap / rows, 1),
+        "primary_key": round(pkey / rows, 1),
+        "member_joined_index": round(by_id / rows, 1),
+    }
 
 
 def members(networks: NetworkStore, url: str, queries: int) -> dict:
     user, linked, size = f"bench-members-{secrets.token_hex(3)}", 1_000_000, 5_000
     with psycopg.connect(url) as conn, conn.transaction():
-        with conn.cursor().copy("COPY linked_accounts (provider, provider_uid, user_id, account_id)"
-                                " FROM STDIN") as copy:
+        with conn.cursor().copy(
+            "COPY linked_accounts (provider, provider_uid, user_id, account_id) FROM STDIN"
+        ) as copy:
             for i in range(linked):
                 copy.write_row(("github", str(50_000_000 + i), f"member-{i}", f"login-{i}"))
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ANALYZE linked_accounts")
     # 5,000 connections, every tenth one a linked account
-    rows = [(str(50_000_000 + i * 97) if i % 10 == 0 else str(90_000_000 + i), f"h{i}")
-            for i in range(size)]
-    networks.finalize(sync_id="s_bench_members_" + user, user_id=user, provider="github",
-                      relation="followers", status="succeeded", finished_at=time.time(),
-                      connections=rows)
+    rows = [
+        (str(50_000_000 + i * 97) if i % 10 == 0 else str(90_000_000 + i), f"h{i}")
+        for i in range(size)
+    ]
+    networks.finalize(
+        sync_id="s_bench_members_" + user,
+        user_id=user,
+        provider="github",
+        relation="followers",
+        status="succeeded",
+        finished_at=time.time(),
+        connections=rows,
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ANALYZE connections")
     timings = {}
@@ -183,11 +238,16 @@ def members(networks: NetworkStore, url: str, queries: int) -> dict:
             page, _ = networks.members_page(user, "github", "followers", None, limit)
             samples.append((time.perf_counter() - started) * 1000)
         samples.sort()
-        timings[f"limit_{limit}"] = {"p50_ms": round(statistics.median(samples), 2),
-                                     "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 2),
-                                     "members_on_page": len(page)}
-        print(f"  members (limit {limit}): p50 {timings[f'limit_{limit}']['p50_ms']} ms, "
-              f"p99 {timings[f'limit_{limit}']['p99_ms']} ms", flush=True)
+        timings[f"limit_{limit}"] = {
+            "p50_ms": round(statistics.median(samples), 2),
+            "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 2),
+            "members_on_page": len(page),
+        }
+        print(
+            f"  members (limit {limit}): p50 {timings[f'limit_{limit}']['p50_ms']} ms, "
+            f"p99 {timings[f'limit_{limit}']['p99_ms']} ms",
+            flush=True,
+        )
     return {"network": size, "linked_accounts": linked, "queries": queries, **timings}
 
 
@@ -199,8 +259,11 @@ def feed(networks: NetworkStore) -> dict:
             break
         read += len(page)
     seconds = time.perf_counter() - started
-    return {"entries": read, "seconds": round(seconds, 3),
-            "entries_per_s": round(read / seconds) if seconds else None}
+    return {
+        "entries": read,
+        "seconds": round(seconds, 3),
+        "entries_per_s": round(read / seconds) if seconds else None,
+    }
 
 
 def main(argv=None) -> int:
@@ -223,11 +286,18 @@ def main(argv=None) -> int:
         member_figures = members(networks, url, args.member_queries)
         feed_figures = feed(networks)
         print(f"  feed: {feed_figures['entries_per_s']:,} entries/s", flush=True)
-        leftover = sum(1 for key in client.scan_iter(match=f"{store.prefix}:*")
-                       if key.endswith(b"staging_h"))
-        result = {"server": server, "machine": platform.machine(), "finalization": final,
-                  "storage": stored, "redis_staging_keys_left_after_final": leftover,
-                  "members": member_figures, "feed": feed_figures}
+        leftover = sum(
+            1 for key in client.scan_iter(match=f"{store.prefix}:*") if key.endswith(b"staging_h")
+        )
+        result = {
+            "server": server,
+            "machine": platform.machine(),
+            "finalization": final,
+            "storage": stored,
+            "redis_staging_keys_left_after_final": leftover,
+            "members": member_figures,
+            "feed": feed_figures,
+        }
         RESULTS.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {RESULTS}")
     finally:

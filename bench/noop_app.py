@@ -5,6 +5,7 @@ per second Celery itself moves on the same broker, pool and concurrency,
 publishing included as the pipeline publishes (one task sends the fan-out,
 the way a profile task sends a sync's pages).
 """
+
 import os
 
 from celery import Celery

@@ -1,4 +1,5 @@
 """The report's plots, from the figures of one ``python -m bench`` run (matplotlib, Agg)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,11 +16,18 @@ def _plt():
 
 def latency(b: dict, path: Path) -> bool:
     iso, peer = b.get("isolation", {}), b.get("peer", {})
-    series = [(f"netsync ({k}) {c['description']}", c["latencies_s"])
-              for k, c in iso.get("cases", {}).items() if c.get("latencies_s")]
+    series = [
+        (f"netsync ({k}) {c['description']}", c["latencies_s"])
+        for k, c in iso.get("cases", {}).items()
+        if c.get("latencies_s")
+    ]
     if peer.get("beside_whales", {}).get("latencies_s"):
-        series.append(("peer: one Celery task per sync, one queue, + whales",
-                       peer["beside_whales"]["latencies_s"]))
+        series.append(
+            (
+                "peer: one Celery task per sync, one queue, + whales",
+                peer["beside_whales"]["latencies_s"],
+            )
+        )
     if not series:
         return False
     plt = _plt()
@@ -53,12 +61,16 @@ def quota_use(b: dict, path: Path) -> bool:
         limit, window = case["limit"].rstrip("s").split("/")
         rate = float(limit) / float(window)
         end = admitted[-1] if admitted else 1
-        ax.plot([0, end], [float(limit), float(limit) + rate * end], "--", label="the limit's bound")
+        ax.plot(
+            [0, end], [float(limit), float(limit) + rate * end], "--", label="the limit's bound"
+        )
         rejected = [t for t, limited in calls if limited]
         if rejected:
             ax.plot(rejected, [0] * len(rejected), "rx", label="429")
-        ax.set_title(f"published {case['limit']}: ratio {case['ratio_median']}, "
-                     f"{case['http_429_total']} x 429")
+        ax.set_title(
+            f"published {case['limit']}: ratio {case['ratio_median']}, "
+            f"{case['http_429_total']} x 429"
+        )
         ax.set_xlabel("seconds since the first call")
         ax.set_ylabel("calls")
         ax.grid(True, alpha=0.3)
@@ -79,8 +91,11 @@ def rss(b: dict, path: Path) -> bool:
     for key in ("small", "large"):
         run = mem[key]
         points = run.get("rss_over_time_mib", [])
-        ax.plot([t for t, _ in points], [m for _, m in points],
-                label=f"{run['connections']:,} connections (peak {run['peak_rss_mib']} MiB)")
+        ax.plot(
+            [t for t, _ in points],
+            [m for _, m in points],
+            label=f"{run['connections']:,} connections (peak {run['peak_rss_mib']} MiB)",
+        )
     ax.set_xlabel("seconds since the login")
     ax.set_ylabel("page worker RSS, MiB")
     ax.set_title("Page worker memory while syncing (threads pool, 4 slots)")
@@ -115,8 +130,12 @@ def scaling(b: dict, path: Path) -> bool:
 
 def write_all(benchmarks: dict, results: Path) -> list[str]:
     written = []
-    for name, draw in (("latency.png", latency), ("quota_use.png", quota_use),
-                       ("rss.png", rss), ("scaling.png", scaling)):
+    for name, draw in (
+        ("latency.png", latency),
+        ("quota_use.png", quota_use),
+        ("rss.png", rss),
+        ("scaling.png", scaling),
+    ):
         try:
             if draw(benchmarks, results / name):
                 written.append(str(results / name))

@@ -10,6 +10,7 @@ figure's "largest remaining cost". Idle threads are not sampled (py-spy's
 default), so the shares are of CPU-busy time. Where py-spy is missing the
 summary says so instead of a figure.
 """
+
 from __future__ import annotations
 
 import collections
@@ -19,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 #: (bucket, substrings of a frame's "function (file:line)"), in priority order: a
@@ -30,8 +30,10 @@ BUCKETS = [
     ("start-up (imports)", ("importlib", "<frozen zipimport>")),
     ("publishing (kombu producer)", ("(kombu/messaging.py", "(amqp/")),
     ("json (de)serialization", ("(json/", "orjson", "(kombu/utils/json", "cjson")),
-    ("HTTP client (requests/urllib3)", ("(requests/", "(urllib3/", "(http/client.py",
-                                        "(requests_oauthlib/", "(oauthlib/")),
+    (
+        "HTTP client (requests/urllib3)",
+        ("(requests/", "(urllib3/", "(http/client.py", "(requests_oauthlib/", "(oauthlib/"),
+    ),
     ("redis client (round trips)", ("(redis/", "hiredis")),
     ("crypto (Fernet/HMAC)", ("(cryptography/", "(hmac.py", "(hashlib")),
     ("logging", ("(logging/",)),
@@ -44,8 +46,15 @@ BUCKETS = [
     ("sockets and select", ("(socket.py", "(selectors.py", "(ssl.py")),
 ]
 #: a stack whose frames come from one of these as a whole is waiting, not working
-IDLE_LEAVES = ("select (selectors", "poll (selectors", "_recv", "recv_into", "wait (threading",
-               "accept (socket", "sleep")
+IDLE_LEAVES = (
+    "select (selectors",
+    "poll (selectors",
+    "_recv",
+    "recv_into",
+    "wait (threading",
+    "accept (socket",
+    "sleep",
+)
 
 
 def pyspy() -> str | None:
@@ -80,7 +89,9 @@ class Profile:
         total = 0
         skipped: collections.Counter = collections.Counter()
         for frames, count in stacks:
-            frames = [f for f in frames if not f.startswith("process ") and not f.startswith("thread ")]
+            frames = [
+                f for f in frames if not f.startswith("process ") and not f.startswith("thread ")
+            ]
             if not frames:
                 continue
             bucket = bucket_of(frames)
@@ -94,10 +105,16 @@ class Profile:
         if not total:
             return {"samples": 0, "note": "only start-up or idle samples"}
         largest = next((name for name in shares if name != "other"), next(iter(shares)))
-        return {"samples": total, "skipped_samples": dict(skipped), "buckets": shares, "largest_cost": largest,
-                "largest_cost_share": shares[largest],
-                "top_functions": [{"function": f, "share": round(n / total, 3)}
-                                  for f, n in leaves.most_common(top)]}
+        return {
+            "samples": total,
+            "skipped_samples": dict(skipped),
+            "buckets": shares,
+            "largest_cost": largest,
+            "largest_cost_share": shares[largest],
+            "top_functions": [
+                {"function": f, "share": round(n / total, 3)} for f, n in leaves.most_common(top)
+            ],
+        }
 
 
 def bucket_of(frames: list[str]) -> str:
@@ -128,8 +145,17 @@ class Recorder:
     def wrap(self, cmd: list[str]) -> list[str]:
         if self.exe is None:
             return list(cmd)
-        prefix = [self.exe, "record", "--format", "raw", "--rate", str(self.rate),
-                  "--output", str(self.raw), "--nonblocking"]
+        prefix = [
+            self.exe,
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            str(self.rate),
+            "--output",
+            str(self.raw),
+            "--nonblocking",
+        ]
         if self.subprocesses:
             prefix.append("--subprocesses")
         return prefix + ["--"] + list(cmd)
@@ -163,5 +189,7 @@ def describe(summary: dict) -> str:
     if not summary.get("samples"):
         return summary.get("note", "no profile")
     top = summary["top_functions"][0]["function"] if summary.get("top_functions") else "?"
-    return (f"{summary['largest_cost']} {summary['largest_cost_share']:.0%} of busy samples "
-            f"(top function: {top})")
+    return (
+        f"{summary['largest_cost']} {summary['largest_cost_share']:.0%} of busy samples "
+        f"(top function: {top})"
+    )

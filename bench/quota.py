@@ -29,6 +29,7 @@ to fill it); waits between windows count as unused. Each case runs ``RUNS``
 times (one stack per case, warmed up by a small sync); the summary gives
 medians and the runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,9 @@ from pathlib import Path
 import redis
 import requests
 
+from devtools.devstack import DevStack, WorkerSpec, temp_var_dir
 from service.config import DEV_API_TOKEN
 from state.credentials import Credential
-from devtools.devstack import DevStack, WorkerSpec, temp_var_dir
 
 RUNS = 3
 
@@ -79,24 +80,35 @@ ENV = {"WHALE_THRESHOLD": "10000", "NETSYNC_ENV": "test", "BROKER_VISIBILITY_TIM
 
 
 def workers() -> list[WorkerSpec]:
-    return [WorkerSpec("normal,whale,trickle", pool="prefork", concurrency=2, name=f"q{i}")
-            for i in range(2)]
+    return [
+        WorkerSpec("normal,whale,trickle", pool="prefork", concurrency=2, name=f"q{i}")
+        for i in range(2)
+    ]
 
 
 def stack_for(published: bool, case: Case = DEFAULT) -> DevStack:
     rule = {"limit": case.limit, "window_s": case.window_s, "scope": "token"}
-    quota = (f"{case.limit}/{case.window_s:g}/token" if published
-             else f"{case.ceiling}/{case.window_s:g}/token/adaptive")
+    quota = (
+        f"{case.limit}/{case.window_s:g}/token"
+        if published
+        else f"{case.ceiling}/{case.window_s:g}/token/adaptive"
+    )
     if not published:
         rule["publish"] = False
-    return DevStack(var_dir=temp_var_dir("netsync-bench-quota-"), workers=workers(),
-                    scenario={"rate_limits": {"github": rule}},
-                    env={**ENV, "QUOTA_GITHUB": quota})
+    return DevStack(
+        var_dir=temp_var_dir("netsync-bench-quota-"),
+        workers=workers(),
+        scenario={"rate_limits": {"github": rule}},
+        env={**ENV, "QUOTA_GITHUB": quota},
+    )
 
 
 def calls_of(stack: DevStack, token: str) -> list[dict]:
-    response = requests.get(f"{stack.simulator_url}/_sim/calls",
-                            params={"provider": "github", "token": token}, timeout=60)
+    response = requests.get(
+        f"{stack.simulator_url}/_sim/calls",
+        params={"provider": "github", "token": token},
+        timeout=60,
+    )
     response.raise_for_status()
     return response.json()["calls"]
 
@@ -143,25 +155,35 @@ def window_figures(windows: list[dict], rate: float) -> dict | None:
     admitted = sum(w["admitted"] for w in measured)
     rejected = sum(w["rejected"] for w in measured)
     seconds = end - measured[0]["start"]
-    return {"windows": len(measured), "admitted": admitted, "rejected": rejected,
-            "rejected_share": round(rejected / max(1, admitted + rejected), 4),
-            "seconds": round(seconds, 2), "utilization": round(admitted / (rate * seconds), 3),
-            "per_window": [w["admitted"] for w in measured]}
+    return {
+        "windows": len(measured),
+        "admitted": admitted,
+        "rejected": rejected,
+        "rejected_share": round(rejected / max(1, admitted + rejected), 4),
+        "seconds": round(seconds, 2),
+        "utilization": round(admitted / (rate * seconds), 3),
+        "per_window": [w["admitted"] for w in measured],
+    }
 
 
 def after_warm_up(windows: list[dict], rate: float) -> dict | None:
     """``window_figures`` from the window after the first rejection (the end of the ramp)."""
     first = next((i for i, w in enumerate(windows) if w["rejected"]), None)
-    return window_figures(windows[first + 1:], rate) if first is not None else None
+    return window_figures(windows[first + 1 :], rate) if first is not None else None
 
 
 def warm_up(stack: DevStack, bench_api, name: str) -> None:
     """One small sync first, so that worker start-up is not timed as quota waiting."""
-    account = {"provider": "github", "id": f"warm-{name}", "size": 250,
-               "token": f"tok-warm-{name}-{time.time_ns()}"}
+    account = {
+        "provider": "github",
+        "id": f"warm-{name}",
+        "size": 250,
+        "token": f"tok-warm-{name}-{time.time_ns()}",
+    }
     bench_api.add_account(stack, account)
-    record = bench_api.wait_final(stack, bench_api.login(stack, f"bench-warm-{name}", account),
-                                  timeout=120)
+    record = bench_api.wait_final(
+        stack, bench_api.login(stack, f"bench-warm-{name}", account), timeout=120
+    )
     assert record["status"] == "succeeded", record
 
 
@@ -176,44 +198,63 @@ def learned_window_ends(stack: DevStack, token: str) -> bool:
     that answer, each window waits for the reset's whole second plus skew.)
     """
     client = redis.Redis.from_url(stack.redis_url)
-    key = f"{stack.base_env.get('NETSYNC_KEY_PREFIX', 'netsync')}:quota:{{github:token:" \
-          f"{Credential('-', token).fingerprint()}}}"
+    key = (
+        f"{stack.base_env.get('NETSYNC_KEY_PREFIX', 'netsync')}:quota:{{github:token:"
+        f"{Credential('-', token).fingerprint()}}}"
+    )
     return client.hexists(key, "opened")
 
 
 def run_published(stack: DevStack, bench_api, index: int, case: Case = DEFAULT) -> dict:
-    account = {"provider": "github", "id": f"whale-pub-{index}", "size": case.size,
-               "token": f"tok-pub-{index}-{time.time_ns()}"}
+    account = {
+        "provider": "github",
+        "id": f"whale-pub-{index}",
+        "size": case.size,
+        "token": f"tok-pub-{index}-{time.time_ns()}",
+    }
     bench_api.add_account(stack, account)
     record = sync_whale(stack, bench_api, f"bench-pub-{index}", account)
     seconds = bench_api.seconds(record["created_at"], record["finished_at"])
     calls = calls_of(stack, account["token"])
     admitted = sum(1 for c in calls if not c["rate_limited"])
     ideal = case.pages / case.rate
-    return {"seconds": round(seconds, 2), "ideal_s": ideal, "ratio": round(seconds / ideal, 3),
-            # where the time went: before the first call, the calls, after the last
-            "created_to_first_call_s": round(calls[0]["t"] - epoch(record["created_at"]), 3),
-            "first_to_last_call_s": round(calls[-1]["t"] - calls[0]["t"], 3),
-            "last_call_to_finished_s": round(epoch(record["finished_at"]) - calls[-1]["t"], 3),
-            "calls": len(calls), "http_429": sum(1 for c in calls if c["rate_limited"]),
-            "peak_per_window": peak_of(stack, account["token"]),
-            "utilization": round(admitted / (case.rate * seconds), 3),
-            "quota_use_over_time": [[round(c["t"] - calls[0]["t"], 3), c["rate_limited"]]
-                                    for c in calls],
-            "window_end_learned_from_opening_answer": learned_window_ends(stack, account["token"])}
+    return {
+        "seconds": round(seconds, 2),
+        "ideal_s": ideal,
+        "ratio": round(seconds / ideal, 3),
+        # where the time went: before the first call, the calls, after the last
+        "created_to_first_call_s": round(calls[0]["t"] - epoch(record["created_at"]), 3),
+        "first_to_last_call_s": round(calls[-1]["t"] - calls[0]["t"], 3),
+        "last_call_to_finished_s": round(epoch(record["finished_at"]) - calls[-1]["t"], 3),
+        "calls": len(calls),
+        "http_429": sum(1 for c in calls if c["rate_limited"]),
+        "peak_per_window": peak_of(stack, account["token"]),
+        "utilization": round(admitted / (case.rate * seconds), 3),
+        "quota_use_over_time": [
+            [round(c["t"] - calls[0]["t"], 3), c["rate_limited"]] for c in calls
+        ],
+        "window_end_learned_from_opening_answer": learned_window_ends(stack, account["token"]),
+    }
 
 
 def run_unpublished(stack: DevStack, bench_api, index: int, case: Case = DEFAULT) -> dict:
-    account = {"provider": "github", "id": f"whale-hid-{index}", "size": case.size,
-               "token": f"tok-hid-{index}-{time.time_ns()}"}
+    account = {
+        "provider": "github",
+        "id": f"whale-hid-{index}",
+        "size": case.size,
+        "token": f"tok-hid-{index}-{time.time_ns()}",
+    }
     bench_api.add_account(stack, account)
     user = f"bench-hid-{index}"
     cold = sync_whale(stack, bench_api, user, account)
     cold_calls = calls_of(stack, account["token"])
     # the whale again, same token: what the adaptive bucket learned is kept in Redis
-    response = requests.post(f"{stack.web_url}/v1/syncs", timeout=30,
-                             headers={"Authorization": f"Bearer {DEV_API_TOKEN}"},
-                             json={"user_id": user, "provider": "github", "force": True})
+    response = requests.post(
+        f"{stack.web_url}/v1/syncs",
+        timeout=30,
+        headers={"Authorization": f"Bearer {DEV_API_TOKEN}"},
+        json={"user_id": user, "provider": "github", "force": True},
+    )
     assert response.status_code == 202, response.text
     warm = bench_api.wait_final(stack, response.json()["sync_id"], timeout=600)
     assert warm["status"] == "succeeded" and warm["connections_fetched"] == case.size, warm
@@ -224,7 +265,9 @@ def run_unpublished(stack: DevStack, bench_api, index: int, case: Case = DEFAULT
         admitted = sum(1 for c in calls if not c["rate_limited"])
         windows = provider_windows(calls, case.window_s)
         out[name] = {
-            "seconds": round(seconds, 2), "calls": len(calls), "rejected": len(calls) - admitted,
+            "seconds": round(seconds, 2),
+            "calls": len(calls),
+            "rejected": len(calls) - admitted,
             "rejected_share": round((len(calls) - admitted) / len(calls), 4),
             # the whole sync, ramp and tail included
             "utilization_of_sync": round(admitted / (case.rate * seconds), 3),
@@ -241,49 +284,77 @@ def median(values):
 
 
 def published_case(bench_api, case: Case, runs: int) -> dict:
-    print(f"quota benchmark: published {case.name}, github whale of {case.size:,} "
-          f"({case.pages} pages, {case.pages / case.rate:g} s allowed), {runs} run(s) ...", flush=True)
+    print(
+        f"quota benchmark: published {case.name}, github whale of {case.size:,} "
+        f"({case.pages} pages, {case.pages / case.rate:g} s allowed), {runs} run(s) ...",
+        flush=True,
+    )
     with stack_for(published=True, case=case) as stack:
         warm_up(stack, bench_api, "pub")
         published = [run_published(stack, bench_api, i, case) for i in range(runs)]
-    pub = {"limit": case.name, "size": case.size, "pages": case.pages, "runs": published,
-           "ratio_median": median(r["ratio"] for r in published),
-           "utilization_median": median(r["utilization"] for r in published),
-           "http_429_total": sum(r["http_429"] for r in published),
-           "peak_max": max(r["peak_per_window"] for r in published),
-           "window_end_learned_from_opening_answer": all(
-               r["window_end_learned_from_opening_answer"] for r in published)}
-    print(f"  published {case.name}: ratio {pub['ratio_median']} (runs "
-          f"{[r['ratio'] for r in published]}), utilization {pub['utilization_median']}, "
-          f"429s {pub['http_429_total']}, peak {pub['peak_max']}/{case.limit}", flush=True)
+    pub = {
+        "limit": case.name,
+        "size": case.size,
+        "pages": case.pages,
+        "runs": published,
+        "ratio_median": median(r["ratio"] for r in published),
+        "utilization_median": median(r["utilization"] for r in published),
+        "http_429_total": sum(r["http_429"] for r in published),
+        "peak_max": max(r["peak_per_window"] for r in published),
+        "window_end_learned_from_opening_answer": all(
+            r["window_end_learned_from_opening_answer"] for r in published
+        ),
+    }
+    print(
+        f"  published {case.name}: ratio {pub['ratio_median']} (runs "
+        f"{[r['ratio'] for r in published]}), utilization {pub['utilization_median']}, "
+        f"429s {pub['http_429_total']}, peak {pub['peak_max']}/{case.limit}",
+        flush=True,
+    )
     return pub
 
 
 def adaptive_case(bench_api, case: Case, runs: int) -> dict:
-    print(f"quota benchmark: unpublished {case.name} (netsync told {case.ceiling}, adaptive), "
-          f"whale of {case.size:,}, cold + warm, {runs} run(s) ...", flush=True)
+    print(
+        f"quota benchmark: unpublished {case.name} (netsync told {case.ceiling}, adaptive), "
+        f"whale of {case.size:,}, cold + warm, {runs} run(s) ...",
+        flush=True,
+    )
     with stack_for(published=False, case=case) as stack:
         warm_up(stack, bench_api, "hidden")
         hidden = [run_unpublished(stack, bench_api, i, case) for i in range(runs)]
     parts = {
-        "cold_whole_sync": [(r["cold"]["utilization_of_sync"], r["cold"]["rejected_share"])
-                            for r in hidden],
-        "cold_after_warm_up": [(r["cold"]["after_warm_up"]["utilization"],
-                                r["cold"]["after_warm_up"]["rejected_share"])
-                               for r in hidden if r["cold"]["after_warm_up"]],
-        "warm_resync": [(r["warm"]["windows"]["utilization"],
-                         r["warm"]["windows"]["rejected_share"])
-                        for r in hidden if r["warm"]["windows"]],
+        "cold_whole_sync": [
+            (r["cold"]["utilization_of_sync"], r["cold"]["rejected_share"]) for r in hidden
+        ],
+        "cold_after_warm_up": [
+            (
+                r["cold"]["after_warm_up"]["utilization"],
+                r["cold"]["after_warm_up"]["rejected_share"],
+            )
+            for r in hidden
+            if r["cold"]["after_warm_up"]
+        ],
+        "warm_resync": [
+            (r["warm"]["windows"]["utilization"], r["warm"]["windows"]["rejected_share"])
+            for r in hidden
+            if r["warm"]["windows"]
+        ],
     }
     unpub = {"limit": case.name, "size": case.size, "runs": hidden}
     for part, figures in parts.items():
-        unpub[part] = {"utilization_median": median(u for u, _ in figures),
-                       "rejected_share_median": median(x for _, x in figures),
-                       "utilization_runs": [u for u, _ in figures],
-                       "rejected_share_runs": [x for _, x in figures]}
-        print(f"  unpublished {part.replace('_', ' ')}: utilization "
-              f"{unpub[part]['utilization_median']} (runs {unpub[part]['utilization_runs']}), "
-              f"rejected {unpub[part]['rejected_share_median']}", flush=True)
+        unpub[part] = {
+            "utilization_median": median(u for u, _ in figures),
+            "rejected_share_median": median(x for _, x in figures),
+            "utilization_runs": [u for u, _ in figures],
+            "rejected_share_runs": [x for _, x in figures],
+        }
+        print(
+            f"  unpublished {part.replace('_', ' ')}: utilization "
+            f"{unpub[part]['utilization_median']} (runs {unpub[part]['utilization_runs']}), "
+            f"rejected {unpub[part]['rejected_share_median']}",
+            flush=True,
+        )
     return unpub
 
 
@@ -294,11 +365,17 @@ def main(runs: int = RUNS, quick: bool = False) -> dict:
     fast = Case(limit=100, window_s=5.0, size=20_000 if quick else 50_000)
     published = [published_case(bench_api, slow, runs), published_case(bench_api, fast, runs)]
     unpub = adaptive_case(bench_api, Case(size=30_000) if quick else DEFAULT, runs)
-    out = {"scenario": "github whales under a per-token limit; 2 prefork workers x 2",
-           "machine": "2 cores; simulator, Redis, web, scheduler and workers share them",
-           "goals": {"published": "ratio <= 1.05, zero 429s",
-                     "unpublished": ">= 85% utilization, <= 2% rejected"},
-           "published_cases": published, "published": published[-1], "unpublished": unpub}
+    out = {
+        "scenario": "github whales under a per-token limit; 2 prefork workers x 2",
+        "machine": "2 cores; simulator, Redis, web, scheduler and workers share them",
+        "goals": {
+            "published": "ratio <= 1.05, zero 429s",
+            "unpublished": ">= 85% utilization, <= 2% rejected",
+        },
+        "published_cases": published,
+        "published": published[-1],
+        "unpublished": unpub,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "quota.json").write_text(json.dumps(out, indent=2))
     return out

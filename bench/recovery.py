@@ -11,6 +11,7 @@ and whether the network equals the simulator's truth. Three runs per broker
 
 ``python -m bench.recovery [redis|amqp …]`` writes bench/results/recovery.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,12 @@ def one_run(broker: str) -> dict:
         region = "b" + secrets.token_hex(4)
         queue_names = ",".join(f"{region}.{c}" for c in ("normal", "whale", "trickle"))
         env.update({"CELERY_BROKER_URL": AMQP_URL, "PROVIDER_REGIONS": f"github:{region}"})
-    dev = DevStack(var_dir=temp_var_dir("netsync-recovery-"), env=env, embedded_redis=True,
-                   workers=[WorkerSpec(queue_names, concurrency=2, name="first")])
+    dev = DevStack(
+        var_dir=temp_var_dir("netsync-recovery-"),
+        env=env,
+        embedded_redis=True,
+        workers=[WorkerSpec(queue_names, concurrency=2, name="first")],
+    )
     try:
         with dev:
             stack = Stack(dev)
@@ -57,8 +62,12 @@ def one_run(broker: str) -> dict:
             record = stack.wait_final(sync["sync_id"], timeout=600)
             seconds = time.monotonic() - killed_at
             exact = set(stack.network_ids(user, "github")) == stack.truth("github", account["id"])
-            return {"seconds": round(seconds, 1), "status": record["status"], "exact": exact,
-                    "pages_at_kill": 20}
+            return {
+                "seconds": round(seconds, 1),
+                "status": record["status"],
+                "exact": exact,
+                "pages_at_kill": 20,
+            }
     finally:
         if broker == "amqp":
             delete_amqp_queues(queue_names.split(","))
@@ -72,15 +81,29 @@ def main(brokers: list[str] | None = None) -> dict:
     results = {b: previous[b] for b in ("redis", "amqp") if b in previous}
     for broker in brokers:
         runs = [one_run(broker) for _ in range(RUNS)]
-        results[broker] = {"median_s": statistics.median(r["seconds"] for r in runs),
-                           "runs": runs}
-        print(f"recovery after kill -9 on {broker}: median {results[broker]['median_s']} s "
-              f"({[r['seconds'] for r in runs]})", flush=True)
+        results[broker] = {"median_s": statistics.median(r["seconds"] for r in runs), "runs": runs}
+        print(
+            f"recovery after kill -9 on {broker}: median {results[broker]['median_s']} s "
+            f"({[r['seconds'] for r in runs]})",
+            flush=True,
+        )
     if "amqp" not in results and not rabbitmq_reachable():
         results["amqp"] = {"skipped": f"RabbitMQ not reachable at {AMQP_URL}"}
-    RESULTS.write_text(json.dumps({"size": SIZE, "defaults": {
-        "STALL_SECONDS": 60, "SWEEP_INTERVAL_SECONDS": 15, "BROKER_VISIBILITY_TIMEOUT": 300},
-        **results}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "size": SIZE,
+                "defaults": {
+                    "STALL_SECONDS": 60,
+                    "SWEEP_INTERVAL_SECONDS": 15,
+                    "BROKER_VISIBILITY_TIMEOUT": 300,
+                },
+                **results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return results
 
 

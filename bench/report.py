@@ -2,6 +2,7 @@
 
 ``python -m bench.report`` re-renders the report from the last figures.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,148 +28,270 @@ def rows(b: dict) -> list[tuple[str, str, str, str, str]]:
     out = []
     if (p := b.get("pipeline")) and p.get("results"):
         r = p["results"][0]
-        out.append(("1 pipeline efficiency (200k followers, no latency)",
-                    f"{r['pages_per_s_median']} pages/s, {r['connections_per_s_median']:,} conn/s; "
-                    f"raw Celery no-op {r['raw_noop_tasks_per_s_median']}/s; ratio {r['ratio']}",
-                    "ratio ≥ 0.6", _ok(r["ratio"], lambda v: v >= 0.6), describe(r.get("profile", {}))))
+        out.append(
+            (
+                "1 pipeline efficiency (200k followers, no latency)",
+                f"{r['pages_per_s_median']} pages/s, {r['connections_per_s_median']:,} conn/s; "
+                f"raw Celery no-op {r['raw_noop_tasks_per_s_median']}/s; ratio {r['ratio']}",
+                "ratio ≥ 0.6",
+                _ok(r["ratio"], lambda v: v >= 0.6),
+                describe(r.get("profile", {})),
+            )
+        )
     if (cl := b.get("cluster")) and cl.get("setups"):
         setups = cl["setups"]
-        out.append(("1 pipeline on a three-master Redis Cluster (same sync, stacks alternating)",
-                    "; ".join(f"{name} {f['pages_per_s_median']} pages/s (round trip "
-                              f"{f.get('state_round_trip_us', '?')} µs)" for name, f in setups.items())
-                    + f"; cluster ÷ one Redis (both RabbitMQ) {cl['cluster_vs_one_redis_same_broker']}",
-                    "–", "–", "the 2 cores: three stacks' processes (the cluster's three nodes) share them"))
+        out.append(
+            (
+                "1 pipeline on a three-master Redis Cluster (same sync, stacks alternating)",
+                "; ".join(
+                    f"{name} {f['pages_per_s_median']} pages/s (round trip "
+                    f"{f.get('state_round_trip_us', '?')} µs)"
+                    for name, f in setups.items()
+                )
+                + f"; cluster ÷ one Redis (both RabbitMQ) {cl['cluster_vs_one_redis_same_broker']}",
+                "–",
+                "–",
+                "the 2 cores: three stacks' processes (the cluster's three nodes) share them",
+            )
+        )
     elif cl and cl.get("skipped"):
-        out.append(("1 pipeline on a three-master Redis Cluster", "skipped: " + cl["skipped"],
-                    "–", "–", "–"))
+        out.append(
+            (
+                "1 pipeline on a three-master Redis Cluster",
+                "skipped: " + cl["skipped"],
+                "–",
+                "–",
+                "–",
+            )
+        )
     if (c := b.get("chain")) and "ratio" in c:
-        out.append(("2 chain overhead (cursor chain, 40 ms provider)",
-                    f"ratio {c['ratio']} over {c['calls']} calls; {c['per_hop_overhead_ms']} ms per hop "
-                    f"(hop gap p50 {c['hop_gap_ms']['p50']} ms; a bare client's call takes "
-                    f"{c['direct_call_ms_median']} ms, ratio vs that {c['ratio_vs_direct_client']})",
-                    "≤ 1.10", _ok(c["ratio"], lambda v: v <= 1.10), describe(c.get("profile", {}))))
+        out.append(
+            (
+                "2 chain overhead (cursor chain, 40 ms provider)",
+                f"ratio {c['ratio']} over {c['calls']} calls; {c['per_hop_overhead_ms']} ms per hop "
+                f"(hop gap p50 {c['hop_gap_ms']['p50']} ms; a bare client's call takes "
+                f"{c['direct_call_ms_median']} ms, ratio vs that {c['ratio_vs_direct_client']})",
+                "≤ 1.10",
+                _ok(c["ratio"], lambda v: v <= 1.10),
+                describe(c.get("profile", {})),
+            )
+        )
         idle = c["trigger_latency_idle"]
         busy = (b.get("isolation", {}).get("cases", {}).get("a") or {}).get("trigger_latency")
-        busy_text = f"; at 200 logins/min p50 {busy['p50_ms']} ms, p99 {busy['p99_ms']} ms" if busy else ""
-        out.append(("3 trigger latency (webhook sent → first provider call)",
-                    f"idle p50 {idle['p50_ms']} ms, p99 {idle['p99_ms']} ms{busy_text}", "–", "–",
-                    "web: " + describe((b.get("ingest") or {}).get("profile", {}))))
+        busy_text = (
+            f"; at 200 logins/min p50 {busy['p50_ms']} ms, p99 {busy['p99_ms']} ms" if busy else ""
+        )
+        out.append(
+            (
+                "3 trigger latency (webhook sent → first provider call)",
+                f"idle p50 {idle['p50_ms']} ms, p99 {idle['p99_ms']} ms{busy_text}",
+                "–",
+                "–",
+                "web: " + describe((b.get("ingest") or {}).get("profile", {})),
+            )
+        )
     if (q := b.get("quota")) and q.get("published_cases"):
         for case in q["published_cases"]:
             run = case["runs"][0]
-            out.append((f"4 rate-limit fidelity, published {case['limit']} ({case['pages']} pages)",
-                        f"sync ÷ bound {case['ratio_median']}, utilization {_pct(case['utilization_median'])}, "
-                        f"{case['http_429_total']} × 429, peak {case['peak_max']} per window",
-                        "≤ 1.05, zero 429s",
-                        _ok(case["ratio_median"], lambda v: v <= 1.05 and case["http_429_total"] == 0),
-                        f"time before the first call {run['created_to_first_call_s']} s, after the "
-                        f"last {run['last_call_to_finished_s']} s; the rest is waiting for windows"))
+            out.append(
+                (
+                    f"4 rate-limit fidelity, published {case['limit']} ({case['pages']} pages)",
+                    f"sync ÷ bound {case['ratio_median']}, utilization {_pct(case['utilization_median'])}, "
+                    f"{case['http_429_total']} × 429, peak {case['peak_max']} per window",
+                    "≤ 1.05, zero 429s",
+                    _ok(case["ratio_median"], lambda v: v <= 1.05 and case["http_429_total"] == 0),
+                    f"time before the first call {run['created_to_first_call_s']} s, after the "
+                    f"last {run['last_call_to_finished_s']} s; the rest is waiting for windows",
+                )
+            )
         u = q["unpublished"]
         aw = u["cold_after_warm_up"]
-        out.append((f"4 rate-limit fidelity, adaptive (hidden {u['limit']})",
-                    f"after warm-up {_pct(aw['utilization_median'])} used, {_pct(aw['rejected_share_median'])} "
-                    f"rejected; warm re-sync {_pct(u['warm_resync']['utilization_median'])} used, "
-                    f"{_pct(u['warm_resync']['rejected_share_median'])} rejected; whole cold sync "
-                    f"{_pct(u['cold_whole_sync']['utilization_median'])}",
-                    "≥ 85 %, ≤ 2 % rejected",
-                    _ok(aw["utilization_median"], lambda v: v >= 0.85 and (aw["rejected_share_median"] or 0) <= 0.02),
-                    "the ramp before the first rejection (cold) and the 0.9× cut after one"))
+        out.append(
+            (
+                f"4 rate-limit fidelity, adaptive (hidden {u['limit']})",
+                f"after warm-up {_pct(aw['utilization_median'])} used, {_pct(aw['rejected_share_median'])} "
+                f"rejected; warm re-sync {_pct(u['warm_resync']['utilization_median'])} used, "
+                f"{_pct(u['warm_resync']['rejected_share_median'])} rejected; whole cold sync "
+                f"{_pct(u['cold_whole_sync']['utilization_median'])}",
+                "≥ 85 %, ≤ 2 % rejected",
+                _ok(
+                    aw["utilization_median"],
+                    lambda v: v >= 0.85 and (aw["rejected_share_median"] or 0) <= 0.02,
+                ),
+                "the ramp before the first rejection (cold) and the 0.9× cut after one",
+            )
+        )
     if (i := b.get("isolation")) and i.get("cases"):
         cases, ratios = i["cases"], i["ratios"]
         text = "; ".join(f"({k}) p99 {v['median_of_runs']['p99']} s" for k, v in cases.items())
         ba = ratios.get("(b)/(a)", {}).get("p99")
         runs = len(cases.get("a", {}).get("runs", []))
-        others = [r.get("cpu", {}).get("others_cores_mean") for c in cases.values() for r in c["runs"]]
+        others = [
+            r.get("cpu", {}).get("others_cores_mean") for c in cases.values() for r in c["runs"]
+        ]
         others = [o for o in others if o is not None]
-        out.append((f"5 isolation (median of {runs} runs)", f"{text}; (b)/(a) {ba}",
-                    "(b)/(a) ≤ 1.2 at p99", _ok(ba, lambda v: v <= 1.2),
-                    f"CPU: two cores shared by every process (other processes on the machine used "
-                    f"{max(others) if others else '?'} cores at most, on average)"))
+        out.append(
+            (
+                f"5 isolation (median of {runs} runs)",
+                f"{text}; (b)/(a) {ba}",
+                "(b)/(a) ≤ 1.2 at p99",
+                _ok(ba, lambda v: v <= 1.2),
+                f"CPU: two cores shared by every process (other processes on the machine used "
+                f"{max(others) if others else '?'} cores at most, on average)",
+            )
+        )
     if (pe := b.get("peer")) and pe.get("whale_under_limit"):
         out += peer_rows(b, pe)
     if (g := b.get("ingest")) and "steps" in g:
-        steps = ", ".join(f"{s['connections']}c {s['requests_per_s']}/s p99 {s['latency_ms'].get('p99')} ms"
-                          for s in g["steps"])
+        steps = ", ".join(
+            f"{s['connections']}c {s['requests_per_s']}/s p99 {s['latency_ms'].get('p99')} ms"
+            for s in g["steps"]
+        )
         best = g["requests_per_s_at_p99_limit"]
-        out.append(("7 webhook ingestion (gunicorn, wrk)",
-                    f"{best} webhooks/s with p99 ≤ 50 ms ({steps})", "≥ 800/s",
-                    _ok(best, lambda v: v >= 800), describe(g.get("profile", {}))))
+        out.append(
+            (
+                "7 webhook ingestion (gunicorn, wrk)",
+                f"{best} webhooks/s with p99 ≤ 50 ms ({steps})",
+                "≥ 800/s",
+                _ok(best, lambda v: v >= 800),
+                describe(g.get("profile", {})),
+            )
+        )
     if (m := b.get("memory")) and m.get("small"):
-        out.append(("8 memory: page worker peak RSS",
-                    f"{m['small']['peak_rss_mib']} MiB ({m['small']['connections']:,}) vs "
-                    f"{m['large']['peak_rss_mib']} MiB ({m['large']['connections']:,}): +{m['peak_rss_growth_mib']} MiB; "
-                    f"Redis {m['redis_bytes_per_connection']} bytes per stored connection",
-                    "growth < 10 MB", _ok(m["peak_rss_growth_mib"], lambda v: v < 10),
-                    describe(m.get("profile", {}))))
+        out.append(
+            (
+                "8 memory: page worker peak RSS",
+                f"{m['small']['peak_rss_mib']} MiB ({m['small']['connections']:,}) vs "
+                f"{m['large']['peak_rss_mib']} MiB ({m['large']['connections']:,}): +{m['peak_rss_growth_mib']} MiB; "
+                f"Redis {m['redis_bytes_per_connection']} bytes per stored connection",
+                "growth < 10 MB",
+                _ok(m["peak_rss_growth_mib"], lambda v: v < 10),
+                describe(m.get("profile", {})),
+            )
+        )
     if (s := b.get("scaling")) and s.get("rows"):
-        out.append(("9 scaling (prefork page workers)",
-                    ", ".join(f"{r['processes']}: {r['pages_per_s']} pages/s (×{r['speed_up']})"
-                              for r in s["rows"]),
-                    "–", "–", "the 2 cores: simulator, Redis and web share them with the workers"))
+        out.append(
+            (
+                "9 scaling (prefork page workers)",
+                ", ".join(
+                    f"{r['processes']}: {r['pages_per_s']} pages/s (×{r['speed_up']})"
+                    for r in s["rows"]
+                ),
+                "–",
+                "–",
+                "the 2 cores: simulator, Redis and web share them with the workers",
+            )
+        )
     if (sim := b.get("simulator")) and "requests_per_second_median" in sim:
-        out.append(("simulator (context)", f"{sim['requests_per_second_median']} GitHub pages/s",
-                    "–", "–", "aiohttp on one core"))
+        out.append(
+            (
+                "simulator (context)",
+                f"{sim['requests_per_second_median']} GitHub pages/s",
+                "–",
+                "–",
+                "aiohttp on one core",
+            )
+        )
     if (n := b.get("networks")) and n.get("finalization"):
-        final = "; ".join(f"{f['size']:,}: first {f['first_sync']['finalize_s']} s, re-sync "
-                          f"{f['resync_1pct']['finalize_s']} s" for f in n["finalization"])
-        out.append(("10 PostgreSQL networks: finalization (one transaction, COPY)", final, "–", "–",
-                    "reading the staging from Redis in Python and feeding COPY"))
+        final = "; ".join(
+            f"{f['size']:,}: first {f['first_sync']['finalize_s']} s, re-sync "
+            f"{f['resync_1pct']['finalize_s']} s"
+            for f in n["finalization"]
+        )
+        out.append(
+            (
+                "10 PostgreSQL networks: finalization (one transaction, COPY)",
+                final,
+                "–",
+                "–",
+                "reading the staging from Redis in Python and feeding COPY",
+            )
+        )
         stored = n.get("storage", {})
-        out.append(("10 bytes per stored connection (PostgreSQL, with indexes)",
-                    f"{stored.get('bytes_per_connection_total')} B (Redis before: 180 B); Redis "
-                    f"staging keys left after final: {n.get('redis_staging_keys_left_after_final')}",
-                    "no network data left in Redis", _ok(n.get("redis_staging_keys_left_after_final"),
-                                                        lambda v: v == 0), "–"))
+        out.append(
+            (
+                "10 bytes per stored connection (PostgreSQL, with indexes)",
+                f"{stored.get('bytes_per_connection_total')} B (Redis before: 180 B); Redis "
+                f"staging keys left after final: {n.get('redis_staging_keys_left_after_final')}",
+                "no network data left in Redis",
+                _ok(n.get("redis_staging_keys_left_after_final"), lambda v: v == 0),
+                "–",
+            )
+        )
     return out
 
 
 def peer_rows(b: dict, pe: dict) -> list[tuple]:
     out = []
     whale = pe["whale_under_limit"]
-    ours = next((c for c in b.get("quota", {}).get("published_cases", [])
-                 if c["limit"] == whale["limit"]), None)
+    ours = next(
+        (c for c in b.get("quota", {}).get("published_cases", []) if c["limit"] == whale["limit"]),
+        None,
+    )
     if ours:
         ns_seconds = ours["runs"][0]["seconds"]
-        out.append((f"6 vs peer: whale under published {whale['limit']}",
-                    f"sync time netsync {ns_seconds} s ÷ peer {whale['seconds']} s = "
-                    f"{round(ns_seconds / whale['seconds'], 2)}; 429s netsync {ours['http_429_total']} "
-                    f"vs peer {whale['http_429']}", "–", "–",
-                    "peer: Celery's rate_limit limits task starts, not calls: it learns the limit from 429s"))
+        out.append(
+            (
+                f"6 vs peer: whale under published {whale['limit']}",
+                f"sync time netsync {ns_seconds} s ÷ peer {whale['seconds']} s = "
+                f"{round(ns_seconds / whale['seconds'], 2)}; 429s netsync {ours['http_429_total']} "
+                f"vs peer {whale['http_429']}",
+                "–",
+                "–",
+                "peer: Celery's rate_limit limits task starts, not calls: it learns the limit from 429s",
+            )
+        )
     beside, iso_b = pe["beside_whales"], b.get("isolation", {}).get("cases", {}).get("b")
     if iso_b:
         ns = iso_b["median_of_runs"]["p99"]
-        out.append(("6 vs peer: normal p99 beside 3 whales",
-                    f"netsync {ns} s ÷ peer {beside['p99_s']} s = {round(ns / beside['p99_s'], 2)} "
-                    f"(peer p50 {beside['p50_s']} s, {beside['unfinished']} unfinished)", "–", "–",
-                    "peer: a sync pages one call at a time in one task; whales hold slots for minutes"))
+        out.append(
+            (
+                "6 vs peer: normal p99 beside 3 whales",
+                f"netsync {ns} s ÷ peer {beside['p99_s']} s = {round(ns / beside['p99_s'], 2)} "
+                f"(peer p50 {beside['p50_s']} s, {beside['unfinished']} unfinished)",
+                "–",
+                "–",
+                "peer: a sync pages one call at a time in one task; whales hold slots for minutes",
+            )
+        )
     kill = pe.get("killed_mid_whale")
     if kill:
         ns, peer = kill["netsync"], kill["peer"]
-        out.append(("6 vs peer: worker killed mid-whale",
-                    f"lost {ns['lost']} vs {peer['lost']}, extra {ns['extra']} vs {peer['extra']}, "
-                    f"pages fetched again {ns['pages_fetched_again']} vs {peer['pages_fetched_again']}, "
-                    f"complete {ns['seconds_to_complete_after_kill']} s vs "
-                    f"{peer['seconds_to_complete_after_kill']} s after the kill (netsync vs peer)",
-                    "–", "–", "both wait for the visibility timeout + kombu's restore sweep (~100 s)"))
+        out.append(
+            (
+                "6 vs peer: worker killed mid-whale",
+                f"lost {ns['lost']} vs {peer['lost']}, extra {ns['extra']} vs {peer['extra']}, "
+                f"pages fetched again {ns['pages_fetched_again']} vs {peer['pages_fetched_again']}, "
+                f"complete {ns['seconds_to_complete_after_kill']} s vs "
+                f"{peer['seconds_to_complete_after_kill']} s after the kill (netsync vs peer)",
+                "–",
+                "–",
+                "both wait for the visibility timeout + kombu's restore sweep (~100 s)",
+            )
+        )
     return out
 
 
 def hotpath_lines(h: dict) -> list[str]:
     d, e, r = h["decode_page_body"], h["encode_page_connections"], h["redis_round_trip"]
-    return ["**What each hot-path change buys** (per call, in one process, same run, median of "
-            f"{h['repeats']} rounds; `bench/hotpath.py`):", "",
-            "| change | before | after |", "|---|---|---|",
-            f"| orjson decodes a GitHub page (100 followers, {d['github_page_100']['bytes']:,} B) | "
-            f"{d['github_page_100']['json_loads_us']} µs | {d['github_page_100']['orjson_loads_us']} µs |",
-            f"| orjson decodes a Twitter/X page (1,000 ids, {d['twitter_page_1000']['bytes']:,} B) | "
-            f"{d['twitter_page_1000']['json_loads_us']} µs | {d['twitter_page_1000']['orjson_loads_us']} µs |",
-            f"| orjson encodes a page's connections for the store (100 / 1,000) | "
-            f"{e['github_100']['json_dumps_us']} / {e['twitter_1000']['json_dumps_us']} µs | "
-            f"{e['github_100']['orjson_dumps_us']} / {e['twitter_1000']['orjson_dumps_us']} µs |",
-            f"| hiredis parses a Redis reply (HGETALL of a 20-field record, round trip) | "
-            f"{r['python_parser_hgetall_us']} µs | {r['hiredis_hgetall_us']} µs |",
-            f"| (for scale) kombu serializes a page task's message | "
-            f"{h['celery_message']['kombu_json_task_body_us']} µs | unchanged |"] + pipeline_ab_lines(h)
+    return [
+        "**What each hot-path change buys** (per call, in one process, same run, median of "
+        f"{h['repeats']} rounds; `bench/hotpath.py`):",
+        "",
+        "| change | before | after |",
+        "|---|---|---|",
+        f"| orjson decodes a GitHub page (100 followers, {d['github_page_100']['bytes']:,} B) | "
+        f"{d['github_page_100']['json_loads_us']} µs | {d['github_page_100']['orjson_loads_us']} µs |",
+        f"| orjson decodes a Twitter/X page (1,000 ids, {d['twitter_page_1000']['bytes']:,} B) | "
+        f"{d['twitter_page_1000']['json_loads_us']} µs | {d['twitter_page_1000']['orjson_loads_us']} µs |",
+        f"| orjson encodes a page's connections for the store (100 / 1,000) | "
+        f"{e['github_100']['json_dumps_us']} / {e['twitter_1000']['json_dumps_us']} µs | "
+        f"{e['github_100']['orjson_dumps_us']} / {e['twitter_1000']['orjson_dumps_us']} µs |",
+        f"| hiredis parses a Redis reply (HGETALL of a 20-field record, round trip) | "
+        f"{r['python_parser_hgetall_us']} µs | {r['hiredis_hgetall_us']} µs |",
+        f"| (for scale) kombu serializes a page task's message | "
+        f"{h['celery_message']['kombu_json_task_body_us']} µs | unchanged |",
+    ] + pipeline_ab_lines(h)
 
 
 def pipeline_ab_lines(h: dict) -> list[str]:
@@ -176,23 +299,33 @@ def pipeline_ab_lines(h: dict) -> list[str]:
     if not ab:
         return []
     (before_name, before), (after_name, after) = ab["variants"].items()
-    return ["", f"Whole pipeline, {ab['scenario']}: {before_name} {before['pages_per_s_median']} "
-            f"pages/s (runs {before['pages_per_s_runs']}), {after_name} {after['pages_per_s_median']} "
-            f"pages/s (runs {after['pages_per_s_runs']}): ×{ab['gain']}."]
+    return [
+        "",
+        f"Whole pipeline, {ab['scenario']}: {before_name} {before['pages_per_s_median']} "
+        f"pages/s (runs {before['pages_per_s_runs']}), {after_name} {after['pages_per_s_median']} "
+        f"pages/s (runs {after['pages_per_s_runs']}): ×{ab['gain']}.",
+    ]
 
 
 def markdown(figures: dict) -> str:
     b = figures.get("benchmarks", {})
     kind = "quick run (smaller workloads, once each)" if figures.get("quick") else "full run"
-    lines = [f"# netsync benchmarks — {kind}", "",
-             f"Run at {figures.get('started_at')} on {figures.get('machine', {}).get('cpus')} cores "
-             f"(load average at start {figures.get('machine', {}).get('load_avg_1m_at_start')}); "
-             f"{figures.get('total_seconds')} s in all"
-             + (f"; re-run at {figures['updated']['at']}: {', '.join(figures['updated']['only'])}"
-                if figures.get("updated") else "")
-             + ". Every figure: `bench/results/figures.json`.", "",
-             "| figure | measured | goal | met | largest remaining cost (profile) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"# netsync benchmarks — {kind}",
+        "",
+        f"Run at {figures.get('started_at')} on {figures.get('machine', {}).get('cpus')} cores "
+        f"(load average at start {figures.get('machine', {}).get('load_avg_1m_at_start')}); "
+        f"{figures.get('total_seconds')} s in all"
+        + (
+            f"; re-run at {figures['updated']['at']}: {', '.join(figures['updated']['only'])}"
+            if figures.get("updated")
+            else ""
+        )
+        + ". Every figure: `bench/results/figures.json`.",
+        "",
+        "| figure | measured | goal | met | largest remaining cost (profile) |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows(b):
         lines.append("| " + " | ".join(str(x).replace("|", "/") for x in row) + " |")
     if (h := b.get("hotpath")) and "decode_page_body" in h:

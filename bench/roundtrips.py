@@ -12,6 +12,7 @@ every process of the stack: web, scheduler and worker included).
 
 A diagnostic, not one of ``make bench``'s figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,9 @@ def _site(frame) -> str:
             if name.endswith("lua.py") and script is not None:
                 return f"script {script.name}.lua"
             return f"{os.path.relpath(name, ROOT)}:{frame.f_code.co_name}"
-        if broker is None and (f"{os.sep}kombu{os.sep}" in name or f"{os.sep}celery{os.sep}" in name):
+        if broker is None and (
+            f"{os.sep}kombu{os.sep}" in name or f"{os.sep}celery{os.sep}" in name
+        ):
             broker = f"broker ({name.rsplit(os.sep, 2)[-2]}:{frame.f_code.co_name})"
         frame = frame.f_back
     return broker or "other"
@@ -76,16 +79,20 @@ def install(out_dir: str) -> None:
     redis.connection.AbstractConnection.send_packed_command = counted
 
 
-BOOT = ("import sys, runpy; sys.path.insert(0, {root!r}); import bench.roundtrips as r; "
-        "r.install({out!r}); module = sys.argv[2]; sys.argv = [module] + sys.argv[3:]; "
-        "runpy.run_module(module, run_name='__main__', alter_sys=True)")
+BOOT = (
+    "import sys, runpy; sys.path.insert(0, {root!r}); import bench.roundtrips as r; "
+    "r.install({out!r}); module = sys.argv[2]; sys.argv = [module] + sys.argv[3:]; "
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)"
+)
 
 
 def wrap_for(out_dir: Path):
     """``python -m <module> ...`` (a Celery worker, gunicorn) with its round trips counted."""
+
     def wrap(cmd: list[str]) -> list[str]:
         assert cmd[1] == "-m", cmd
         return [cmd[0], "-c", BOOT.format(root=str(ROOT), out=str(out_dir))] + cmd[1:]
+
     return wrap
 
 
@@ -100,8 +107,10 @@ def collect(out_dir: Path) -> collections.Counter:
 
 
 def commandstats(client) -> dict:
-    return {name.removeprefix("cmdstat_"): value["calls"]
-            for name, value in client.info("commandstats").items()}
+    return {
+        name.removeprefix("cmdstat_"): value["calls"]
+        for name, value in client.info("commandstats").items()
+    }
 
 
 #: an account id each provider accepts, where the bench's default ("rt-<size>") is not one
@@ -137,8 +146,14 @@ def redis_cpu_seconds(client) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def run(size: int, provider: str = "github", pool: str = "prefork", concurrency: int = 2,
-        env: dict | None = None, count: bool = True) -> dict:
+def run(
+    size: int,
+    provider: str = "github",
+    pool: str = "prefork",
+    concurrency: int = 2,
+    env: dict | None = None,
+    count: bool = True,
+) -> dict:
     """One sync; with ``count``, the worker's round trips by caller (the counting itself
     costs CPU: compare CPU per page of runs without it)."""
     import redis
@@ -148,9 +163,20 @@ def run(size: int, provider: str = "github", pool: str = "prefork", concurrency:
 
     out_dir = Path(tempfile.mkdtemp(prefix="netsync-roundtrips-"))
     env = {f"QUOTA_{provider.upper()}": UNBOUND_QUOTA, **(env or {})}
-    stack = DevStack(var_dir=temp_var_dir("netsync-bench-rt-"), scheduler=True, env=env,
-                     workers=[WorkerSpec("normal,whale", pool=pool, concurrency=concurrency,
-                                         name="pages", wrap=wrap_for(out_dir) if count else None)])
+    stack = DevStack(
+        var_dir=temp_var_dir("netsync-bench-rt-"),
+        scheduler=True,
+        env=env,
+        workers=[
+            WorkerSpec(
+                "normal,whale",
+                pool=pool,
+                concurrency=concurrency,
+                name="pages",
+                wrap=wrap_for(out_dir) if count else None,
+            )
+        ],
+    )
     with stack:
         client = redis.Redis.from_url(stack.redis_url)
         time.sleep(1.0)
@@ -158,14 +184,23 @@ def run(size: int, provider: str = "github", pool: str = "prefork", concurrency:
         before = commandstats(client)
         worker_pid = stack.processes["pages"].pid
         cpu_before, redis_before = cpu_seconds(worker_pid), redis_cpu_seconds(client)
-        account = {"provider": provider, "id": ACCOUNT_IDS.get(provider, f"rt-{size}"),
-                   "size": size, "token": "tok-rt"}
+        account = {
+            "provider": provider,
+            "id": ACCOUNT_IDS.get(provider, f"rt-{size}"),
+            "size": size,
+            "token": "tok-rt",
+        }
         bench_api.add_account(stack, account)
         started = time.monotonic()
-        record = bench_api.wait_final(stack, bench_api.login(stack, "rt-user", account), timeout=900)
+        record = bench_api.wait_final(
+            stack, bench_api.login(stack, "rt-user", account), timeout=900
+        )
         seconds = time.monotonic() - started
         after = commandstats(client)
-        cpu, redis_cpu = cpu_seconds(worker_pid) - cpu_before, redis_cpu_seconds(client) - redis_before
+        cpu, redis_cpu = (
+            cpu_seconds(worker_pid) - cpu_before,
+            redis_cpu_seconds(client) - redis_before,
+        )
         time.sleep(1.0)  # the dumpers' last write
         counted = collect(out_dir)
     assert record["status"] == "succeeded", record
@@ -175,20 +210,32 @@ def run(size: int, provider: str = "github", pool: str = "prefork", concurrency:
     ours = sum(n for site, n in sites.items() if not site.startswith(("broker", "other")))
     commands = {name: after.get(name, 0) - before.get(name, 0) for name in after}
     commands = {name: n for name, n in sorted(commands.items(), key=lambda kv: -kv[1]) if n > 0}
-    cpu_figures = {"worker_cpu_ms_per_page": round(1000 * cpu / pages, 2),
-                   "redis_cpu_ms_per_page": round(1000 * redis_cpu / pages, 2),
-                   "cpu_instrumented": count}
+    cpu_figures = {
+        "worker_cpu_ms_per_page": round(1000 * cpu / pages, 2),
+        "redis_cpu_ms_per_page": round(1000 * redis_cpu / pages, 2),
+        "cpu_instrumented": count,
+    }
     if not count:
-        return {"provider": provider, "size": size, "pages": pages, "seconds": round(seconds, 2),
-                **cpu_figures}
-    return {"provider": provider, "size": size, "pages": pages, "seconds": round(seconds, 2),
+        return {
+            "provider": provider,
+            "size": size,
+            "pages": pages,
+            "seconds": round(seconds, 2),
             **cpu_figures,
-            "round_trips_worker": sum(sites.values()),
-            "round_trips_per_page": round(sum(sites.values()) / pages, 2),
-            "netsync_round_trips_per_page": round(ours / pages, 2),
-            "per_page_by_site": {site: round(n / pages, 3) for site, n in sites.items()},
-            "redis_commands_per_page": round(sum(commands.values()) / pages, 2),
-            "commands_per_page": {name: round(n / pages, 3) for name, n in commands.items()}}
+        }
+    return {
+        "provider": provider,
+        "size": size,
+        "pages": pages,
+        "seconds": round(seconds, 2),
+        **cpu_figures,
+        "round_trips_worker": sum(sites.values()),
+        "round_trips_per_page": round(sum(sites.values()) / pages, 2),
+        "netsync_round_trips_per_page": round(ours / pages, 2),
+        "per_page_by_site": {site: round(n / pages, 3) for site, n in sites.items()},
+        "redis_commands_per_page": round(sum(commands.values()) / pages, 2),
+        "commands_per_page": {name: round(n / pages, 3) for name, n in commands.items()},
+    }
 
 
 def run_webhooks(count: int) -> dict:
@@ -198,29 +245,47 @@ def run_webhooks(count: int) -> dict:
     import requests
 
     from bench.ingest import start_gunicorn
-    from devtools.devstack import DevStack, login_body, signed_login_headers, stop_process, temp_var_dir
+    from devtools.devstack import (
+        DevStack,
+        login_body,
+        signed_login_headers,
+        stop_process,
+        temp_var_dir,
+    )
 
     out_dir = Path(tempfile.mkdtemp(prefix="netsync-roundtrips-web-"))
-    stack = DevStack(var_dir=temp_var_dir("netsync-bench-rt-web-"), workers=[], web=False,
-                     scheduler=False, env={"LOG_LEVEL": "WARNING"})
+    stack = DevStack(
+        var_dir=temp_var_dir("netsync-bench-rt-web-"),
+        workers=[],
+        web=False,
+        scheduler=False,
+        env={"LOG_LEVEL": "WARNING"},
+    )
     with stack:
-        proc, url = start_gunicorn(stack, type("Wrap", (), {"wrap": staticmethod(wrap_for(out_dir))}))
+        proc, url = start_gunicorn(
+            stack, type("Wrap", (), {"wrap": staticmethod(wrap_for(out_dir))})
+        )
         try:
             client = redis.Redis.from_url(stack.redis_url)
             http = requests.Session()
             for i in range(5):  # warm-up: imports, connections, scripts
-                body = login_body(f"rt-warm-{i}", [{"provider": "github", "id": f"warm-{i}",
-                                                    "token": f"tok-warm-{i}"}])
-                http.post(f"{url}/webhooks/login", data=body,
-                          headers=signed_login_headers(body)).raise_for_status()
+                body = login_body(
+                    f"rt-warm-{i}",
+                    [{"provider": "github", "id": f"warm-{i}", "token": f"tok-warm-{i}"}],
+                )
+                http.post(
+                    f"{url}/webhooks/login", data=body, headers=signed_login_headers(body)
+                ).raise_for_status()
             time.sleep(1.0)
             idle = collect(out_dir)
             before = commandstats(client)
             for i in range(count):
-                body = login_body(f"rt-user-{i}", [{"provider": "github", "id": f"acct-{i}",
-                                                    "token": f"tok-{i}"}])
-                answer = http.post(f"{url}/webhooks/login", data=body,
-                                   headers=signed_login_headers(body))
+                body = login_body(
+                    f"rt-user-{i}", [{"provider": "github", "id": f"acct-{i}", "token": f"tok-{i}"}]
+                )
+                answer = http.post(
+                    f"{url}/webhooks/login", data=body, headers=signed_login_headers(body)
+                )
                 assert answer.status_code == 202, answer.text
             after = commandstats(client)
             time.sleep(1.0)
@@ -231,24 +296,38 @@ def run_webhooks(count: int) -> dict:
     sites = {site: n for site, n in counted.most_common() if n > 0}
     commands = {name: after.get(name, 0) - before.get(name, 0) for name in after}
     commands = {name: n for name, n in sorted(commands.items(), key=lambda kv: -kv[1]) if n > 0}
-    return {"webhooks": count, "round_trips_per_webhook": round(sum(sites.values()) / count, 2),
-            "per_webhook_by_site": {site: round(n / count, 3) for site, n in sites.items()},
-            "redis_commands_per_webhook": round(sum(commands.values()) / count, 2),
-            "commands_per_webhook": {name: round(n / count, 3) for name, n in commands.items()}}
+    return {
+        "webhooks": count,
+        "round_trips_per_webhook": round(sum(sites.values()) / count, 2),
+        "per_webhook_by_site": {site: round(n / count, 3) for site, n in sites.items()},
+        "redis_commands_per_webhook": round(sum(commands.values()) / count, 2),
+        "commands_per_webhook": {name: round(n / count, 3) for name, n in commands.items()},
+    }
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.roundtrips",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.roundtrips", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument("--provider", default="github")
-    parser.add_argument("--cpu-only", action="store_true",
-                        help="no counting: only the worker's and Redis' CPU per page")
-    parser.add_argument("--webhooks", type=int, default=0,
-                        help="instead: round trips per signed login webhook, over this many")
+    parser.add_argument(
+        "--cpu-only",
+        action="store_true",
+        help="no counting: only the worker's and Redis' CPU per page",
+    )
+    parser.add_argument(
+        "--webhooks",
+        type=int,
+        default=0,
+        help="instead: round trips per signed login webhook, over this many",
+    )
     args = parser.parse_args(argv)
-    result = (run_webhooks(args.webhooks) if args.webhooks
-              else run(args.size, args.provider, count=not args.cpu_only))
+    result = (
+        run_webhooks(args.webhooks)
+        if args.webhooks
+        else run(args.size, args.provider, count=not args.cpu_only)
+    )
     print(json.dumps(result, indent=1))
     return 0
 

@@ -54,7 +54,10 @@ def cpu_seconds(pid: int) -> float | None:
 def start_simulator(scenario_path: str) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "simulator", "--port", "0", "--scenario", scenario_path],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = process.stdout.readline().strip()
     if not line.startswith("simulator listening on "):
         process.kill()
@@ -70,7 +73,9 @@ async def hammer(base: str, concurrency: int, duration: float, max_requests: int
     deadline = time.perf_counter() + duration
 
     async def client(session: aiohttp.ClientSession) -> None:
-        while time.perf_counter() < deadline and (max_requests is None or counter["sent"] < max_requests):
+        while time.perf_counter() < deadline and (
+            max_requests is None or counter["sent"] < max_requests
+        ):
             page = counter["sent"] % pages + 1
             counter["sent"] += 1
             url = f"{base}/github/users/whale/followers?per_page={PAGE_SIZE}&page={page}"
@@ -87,9 +92,13 @@ async def hammer(base: str, concurrency: int, duration: float, max_requests: int
         started = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return {"requests": counter["ok"], "errors": counter["errors"], "seconds": round(elapsed, 3),
-            "requests_per_second": round(counter["ok"] / elapsed, 1),
-            "mean_body_bytes": counter["bytes"] // max(counter["ok"], 1)}
+    return {
+        "requests": counter["ok"],
+        "errors": counter["errors"],
+        "seconds": round(elapsed, 3),
+        "requests_per_second": round(counter["ok"] / elapsed, 1),
+        "mean_body_bytes": counter["bytes"] // max(counter["ok"], 1),
+    }
 
 
 def main(argv=None) -> int:
@@ -104,7 +113,7 @@ def main(argv=None) -> int:
         json.dump(SCENARIO, fh)
     process, base = start_simulator(fh.name)
     try:
-        asyncio.run(hammer(base, args.concurrency, 1.0, None))   # warm-up
+        asyncio.run(hammer(base, args.concurrency, 1.0, None))  # warm-up
         runs = []
         for _ in range(args.runs):
             cpu_before = cpu_seconds(process.pid)
@@ -113,7 +122,8 @@ def main(argv=None) -> int:
             if cpu_before is not None and cpu_after is not None and run["requests"]:
                 # the simulator's own cost, whatever else shares the machine
                 run["simulator_cpu_ms_per_request"] = round(
-                    (cpu_after - cpu_before) * 1000 / (run["requests"] + run["errors"]), 3)
+                    (cpu_after - cpu_before) * 1000 / (run["requests"] + run["errors"]), 3
+                )
             runs.append(run)
     finally:
         process.terminate()
@@ -121,7 +131,9 @@ def main(argv=None) -> int:
         os.unlink(fh.name)
 
     median = statistics.median(r["requests_per_second"] for r in runs)
-    cpu_costs = [r["simulator_cpu_ms_per_request"] for r in runs if "simulator_cpu_ms_per_request" in r]
+    cpu_costs = [
+        r["simulator_cpu_ms_per_request"] for r in runs if "simulator_cpu_ms_per_request" in r
+    ]
     cpu_ms = statistics.median(cpu_costs) if cpu_costs else None
     cores = os.cpu_count()
     result = {
@@ -136,15 +148,19 @@ def main(argv=None) -> int:
         "python": platform.python_version(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "note": f"the aiohttp load generator shares the machine's {cores} cores with the "
-                "simulator (one process each): the figure is a floor for the simulator alone",
+        "simulator (one process each): the figure is a floor for the simulator alone",
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     errors = sum(r["errors"] for r in runs)
-    capacity = f", {cpu_ms} ms simulator CPU per page (~{1000 / cpu_ms:.0f}/s per core)" if cpu_ms else ""
-    print(f"simulator: {median:.0f} GitHub follower pages/s median of {args.runs} runs "
-          f"(per_page={PAGE_SIZE}, {args.concurrency} concurrent clients, {errors} errors; "
-          f"load generator shares the {cores} cores{capacity}) -> {RESULTS.relative_to(ROOT)}")
+    capacity = (
+        f", {cpu_ms} ms simulator CPU per page (~{1000 / cpu_ms:.0f}/s per core)" if cpu_ms else ""
+    )
+    print(
+        f"simulator: {median:.0f} GitHub follower pages/s median of {args.runs} runs "
+        f"(per_page={PAGE_SIZE}, {args.concurrency} concurrent clients, {errors} errors; "
+        f"load generator shares the {cores} cores{capacity}) -> {RESULTS.relative_to(ROOT)}"
+    )
     return 0 if errors == 0 else 1
 
 

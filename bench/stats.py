@@ -1,4 +1,5 @@
 """Percentiles and medians the benchmarks share."""
+
 from __future__ import annotations
 
 import statistics

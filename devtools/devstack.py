@@ -7,6 +7,7 @@ masters (``REDIS_CLUSTER=1``; the broker is then ``CELERY_BROKER_URL``,
 RabbitMQ), the simulator over real HTTP, the web app, Celery worker
 processes per queue, and the scheduler. Nothing runs in-process or eagerly.
 """
+
 from __future__ import annotations
 
 import json
@@ -99,7 +100,7 @@ class DevStack:
         self.node_prefix: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------
-    def start(self) -> "DevStack":
+    def start(self) -> DevStack:
         try:
             self._start_redis()
             self._start_database()
@@ -117,13 +118,17 @@ class DevStack:
         return self
 
     def stop(self) -> None:
-        for name, proc in reversed(list(self.processes.items())):
+        for proc in reversed(list(self.processes.values())):
             stop_process(proc)
         self.processes.clear()
         if self.namespace:
             self._delete_queues()
-        if (self.redis is None and self.cluster is None and self.redis_db is not None
-                and self.base_env):
+        if (
+            self.redis is None
+            and self.cluster is None
+            and self.redis_db is not None
+            and self.base_env
+        ):
             import redis
 
             redis.Redis.from_url(self.redis_url).flushdb()
@@ -149,25 +154,41 @@ class DevStack:
         if self.redis_cluster:
             broker = env.get("CELERY_BROKER_URL") or ""
             if not broker or is_redis_broker(broker):
-                raise RuntimeError("a Redis Cluster stack needs CELERY_BROKER_URL (RabbitMQ): "
-                                   "kombu's Redis transport cannot use a cluster")
+                raise RuntimeError(
+                    "a Redis Cluster stack needs CELERY_BROKER_URL (RabbitMQ): "
+                    "kombu's Redis transport cannot use a cluster"
+                )
             self.cluster = EmbeddedCluster(self.var_dir / "redis-cluster")
             url = self.cluster.start()
             env["REDIS_CLUSTER"] = "1"
         else:
             env.pop("REDIS_CLUSTER", None)
-            url = None if self.embedded_redis else (
-                os.environ.get("REDIS_URL") or self.env.get("REDIS_URL"))
+            url = (
+                None
+                if self.embedded_redis
+                else (os.environ.get("REDIS_URL") or self.env.get("REDIS_URL"))
+            )
             if url and self.redis_db is not None:
-                url = url.rsplit("/", 1)[0] + f"/{self.redis_db}" if url.count("/") > 2 else f"{url}/{self.redis_db}"
+                url = (
+                    url.rsplit("/", 1)[0] + f"/{self.redis_db}"
+                    if url.count("/") > 2
+                    else f"{url}/{self.redis_db}"
+                )
             if not url:
                 self.redis = EmbeddedRedis(self.var_dir / "redis", persist=self.redis_persist)
                 url = self.redis.start()
-        env.update({"REDIS_URL": url, "NETSYNC_VAR_DIR": str(self.var_dir),
-                    "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+        env.update(
+            {
+                "REDIS_URL": url,
+                "NETSYNC_VAR_DIR": str(self.var_dir),
+                "PYTHONPATH": str(ROOT),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         shared_broker = os.environ.get(SHARED_BROKER_VAR)
         on_shared = bool(shared_broker) and not (
-            self.embedded_redis or self.redis_broker or "CELERY_BROKER_URL" in self.env)
+            self.embedded_redis or self.redis_broker or "CELERY_BROKER_URL" in self.env
+        )
         if on_shared:
             env["CELERY_BROKER_URL"] = shared_broker
         elif self.redis_broker and "CELERY_BROKER_URL" not in self.env:
@@ -197,15 +218,20 @@ class DevStack:
         self.namespace = namespace or "t" + secrets.token_hex(4)
         regions = load_settings(self.base_env).provider_regions
         self.base_env["PROVIDER_REGIONS"] = ",".join(
-            f"{provider}:{self.namespace}_{regions[provider]}" if provider in regions
-            else f"{provider}:{self.namespace}" for provider in PROVIDERS)
+            f"{provider}:{self.namespace}_{regions[provider]}"
+            if provider in regions
+            else f"{provider}:{self.namespace}"
+            for provider in PROVIDERS
+        )
 
     def broker_queue(self, name: str) -> str:
         """The broker queue that a queue name (``normal``, ``eu.whale``) is in this stack."""
         if not self.namespace:
             return name
         region, dot, queue_class = name.rpartition(".")
-        return f"{self.namespace}_{region}.{queue_class}" if dot else f"{self.namespace}.{queue_class}"
+        return (
+            f"{self.namespace}_{region}.{queue_class}" if dot else f"{self.namespace}.{queue_class}"
+        )
 
     def node_name(self, name: str) -> str:
         """The Celery worker name (``-n``) of the stack's process ``name``."""
@@ -215,8 +241,10 @@ class DevStack:
         from service.config import load_settings
 
         regions = load_settings(self.base_env).provider_regions
-        delete_broker_queues(self.broker_url, [name for name in all_queue_names(regions)
-                                               if name.startswith(self.namespace)])
+        delete_broker_queues(
+            self.broker_url,
+            [name for name in all_queue_names(regions) if name.startswith(self.namespace)],
+        )
 
     def redis_client(self, **options):
         """A client for the stack's state Redis (the cluster client on a cluster)."""
@@ -250,33 +278,82 @@ class DevStack:
     def _start_simulator(self) -> None:
         scenario_file = self.var_dir / "scenario.json"
         scenario_file.write_text(json.dumps(self.scenario or {"accounts": []}))
-        proc = self._spawn("simulator", [sys.executable, "-m", "simulator", "--port", "0",
-                                         "--scenario", str(scenario_file)], capture=True)
+        proc = self._spawn(
+            "simulator",
+            [sys.executable, "-m", "simulator", "--port", "0", "--scenario", str(scenario_file)],
+            capture=True,
+        )
         line = _read_line(proc, "simulator listening on", timeout=STARTUP_TIMEOUT_S)
         self.simulator_url = line.rsplit(" ", 1)[1].strip()
         _drain(proc, self.var_dir / "simulator.log")
         for provider in PROVIDERS:
-            self.base_env.setdefault(f"{provider.upper()}_API_URL", f"{self.simulator_url}/{provider}")
+            self.base_env.setdefault(
+                f"{provider.upper()}_API_URL", f"{self.simulator_url}/{provider}"
+            )
 
     def _start_web(self) -> None:
         self.web_port = free_port()
         if self.web_server == "gunicorn":
-            self._spawn("web", [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.web_port}",
-                                "--workers", "2", "--worker-class", "gevent",
-                                "--worker-connections", "1000", "service:create_app()"])
+            self._spawn(
+                "web",
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "--bind",
+                    f"127.0.0.1:{self.web_port}",
+                    "--workers",
+                    "2",
+                    "--worker-class",
+                    "gevent",
+                    "--worker-connections",
+                    "1000",
+                    "service:create_app()",
+                ],
+            )
         else:
-            self._spawn("web", [sys.executable, "-m", "flask", "--app", "service", "run",
-                                "--port", str(self.web_port), "--no-reload", "--with-threads"])
+            self._spawn(
+                "web",
+                [
+                    sys.executable,
+                    "-m",
+                    "flask",
+                    "--app",
+                    "service",
+                    "run",
+                    "--port",
+                    str(self.web_port),
+                    "--no-reload",
+                    "--with-threads",
+                ],
+            )
         self.web_url = f"http://127.0.0.1:{self.web_port}"
         wait_http(self.web_url + "/healthz", timeout=STARTUP_TIMEOUT_S)
 
     def start_worker(self, spec: WorkerSpec, index: int = 0) -> subprocess.Popen:
         name = spec.name or f"w{index}-{spec.queues.replace(',', '-')}"
         queue_names = ",".join(self.broker_queue(queue) for queue in spec.queues.split(","))
-        cmd = [sys.executable, "-m", "celery", "-A", spec.app, "worker",
-               "-Q", queue_names, "-P", spec.pool, "-c", str(spec.concurrency),
-               "-n", f"{self.node_name(name)}@%h", "--without-gossip", "--without-mingle",
-               "--without-heartbeat", "-l", spec.loglevel]
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            spec.app,
+            "worker",
+            "-Q",
+            queue_names,
+            "-P",
+            spec.pool,
+            "-c",
+            str(spec.concurrency),
+            "-n",
+            f"{self.node_name(name)}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            spec.loglevel,
+        ]
         if spec.wrap is not None:
             cmd = spec.wrap(cmd)
         proc = self._spawn(name, cmd)
@@ -284,8 +361,11 @@ class DevStack:
 
     def wait_workers_ready(self, timeout: float = 2 * 60.0) -> None:
         """Block until every started worker answers a control ping."""
-        names = {self.node_name(name) for name in self.processes
-                 if name not in ("simulator", "web", "scheduler")}
+        names = {
+            self.node_name(name)
+            for name in self.processes
+            if name not in ("simulator", "web", "scheduler")
+        }
         if not names:
             return
         from celery import Celery
@@ -313,10 +393,15 @@ class DevStack:
         return self._spawn("scheduler", [sys.executable, "-m", "sync.scheduler"])
 
     def _spawn(self, name: str, cmd: list, capture: bool = False) -> subprocess.Popen:
-        log = open(self.var_dir / f"{name}.log", "ab")
+        log = open(self.var_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child process writes to it after we return
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=self.base_env, start_new_session=True,
-            stdout=subprocess.PIPE if capture else log, stderr=log, stdin=subprocess.DEVNULL,
+            cmd,
+            cwd=ROOT,
+            env=self.base_env,
+            start_new_session=True,
+            stdout=subprocess.PIPE if capture else log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
         )
         self.processes[name] = proc
         return proc
@@ -328,8 +413,9 @@ def network_ids(web_url: str, http, user_id: str, provider: str) -> list[str]:
     ids, cursor = [], None
     while True:
         params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
-        response = http.get(f"{web_url}/v1/users/{user_id}/networks/{provider}",
-                            params=params, timeout=30)
+        response = http.get(
+            f"{web_url}/v1/users/{user_id}/networks/{provider}", params=params, timeout=30
+        )
         if response.status_code == 404:
             return ids
         response.raise_for_status()
@@ -356,8 +442,14 @@ def delete_broker_queues(broker_url: str, names: list[str]) -> None:
         pass
 
 
-def signed_login_headers(body: bytes, *, secret: str | None = None, timestamp: float | None = None,
-                         delivery: str | None = "new", content_type: str = "application/json") -> dict:
+def signed_login_headers(
+    body: bytes,
+    *,
+    secret: str | None = None,
+    timestamp: float | None = None,
+    delivery: str | None = "new",
+    content_type: str = "application/json",
+) -> dict:
     """The headers the main app signs a login webhook with (dev secret unless given).
 
     ``delivery``: "new" for a fresh delivery id, None to send none, else that id.
@@ -367,9 +459,12 @@ def signed_login_headers(body: bytes, *, secret: str | None = None, timestamp: f
     from service.config import DEV_WEBHOOK_SECRET
     from sync.signatures import sign
 
-    headers = {"Content-Type": content_type,
-               "X-Netsync-Signature": sign(secret or DEV_WEBHOOK_SECRET, body,
-                                           int(time.time()) if timestamp is None else timestamp)}
+    headers = {
+        "Content-Type": content_type,
+        "X-Netsync-Signature": sign(
+            secret or DEV_WEBHOOK_SECRET, body, int(time.time()) if timestamp is None else timestamp
+        ),
+    }
     if delivery is not None:
         headers["X-Netsync-Delivery"] = secrets.token_hex(8) if delivery == "new" else delivery
     return headers
@@ -379,18 +474,33 @@ def login_body(user_id: str, accounts: list[dict]) -> bytes:
     """A login webhook body from simulator-style accounts (provider, id, token and
     optionally refresh_token / expires_at / token_secret / relations)."""
     optional = ("refresh_token", "expires_at", "token_secret", "relations")
-    return json.dumps({"user_id": user_id, "accounts": [
-        {"provider": a["provider"], "account_id": a["id"], "access_token": a["token"],
-         **{k: a[k] for k in optional if a.get(k) is not None}}
-        for a in accounts]}).encode()
+    return json.dumps(
+        {
+            "user_id": user_id,
+            "accounts": [
+                {
+                    "provider": a["provider"],
+                    "account_id": a["id"],
+                    "access_token": a["token"],
+                    **{k: a[k] for k in optional if a.get(k) is not None},
+                }
+                for a in accounts
+            ],
+        }
+    ).encode()
 
 
-def send_login(web_url: str, user_id: str, accounts: list[dict], delivery: str | None = None,
-               http=requests) -> requests.Response:
+def send_login(
+    web_url: str, user_id: str, accounts: list[dict], delivery: str | None = None, http=requests
+) -> requests.Response:
     """POST a signed login webhook (dev secret) as the main app would."""
     body = login_body(user_id, accounts)
-    return http.post(f"{web_url}/webhooks/login", data=body,
-                     headers=signed_login_headers(body, delivery=delivery or "new"), timeout=30)
+    return http.post(
+        f"{web_url}/webhooks/login",
+        data=body,
+        headers=signed_login_headers(body, delivery=delivery or "new"),
+        timeout=30,
+    )
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:

@@ -5,6 +5,7 @@
 ``tests/unit/test_provider_docs.py`` fails while the README is behind the
 registry, so a new provider cannot be forgotten in the docs.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,18 +19,23 @@ START, END = "<!-- providers:start -->", "<!-- providers:end -->"
 
 def quota_spec(limits) -> str:
     """The default quota as ``QUOTA_<PROVIDER>`` would write it."""
-    return ",".join(f"{q.limit}/{q.window_s:g}/{q.scope}" + ("/adaptive" if q.adaptive else "")
-                    for q in limits)
+    return ",".join(
+        f"{q.limit}/{q.window_s:g}/{q.scope}" + ("/adaptive" if q.adaptive else "") for q in limits
+    )
 
 
 def provider_table() -> str:
-    rows = ["| provider | base URL setting (default) | relations | default `QUOTA_<PROVIDER>` "
-            "| auth | pagination | page size |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| provider | base URL setting (default) | relations | default `QUOTA_<PROVIDER>` "
+        "| auth | pagination | page size |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, cls in providers.provider_classes().items():
-        rows.append(f"| [{name}]({cls.DOCS}) | `{name.upper()}_API_URL` ({cls.API_URL}) "
-                    f"| {', '.join(cls.RELATIONS)} | `{quota_spec(cls.QUOTAS)}` "
-                    f"| {cls.AUTH.value} | {cls.PAGINATION.value} | {cls.PAGE_SIZE} |")
+        rows.append(
+            f"| [{name}]({cls.DOCS}) | `{name.upper()}_API_URL` ({cls.API_URL}) "
+            f"| {', '.join(cls.RELATIONS)} | `{quota_spec(cls.QUOTAS)}` "
+            f"| {cls.AUTH.value} | {cls.PAGINATION.value} | {cls.PAGE_SIZE} |"
+        )
     return "\n".join(rows)
 
 

@@ -7,6 +7,7 @@ Likewise ``DATABASE_URL``, else the embedded PostgreSQL (data under
 ``./var/postgres``); the schema is migrated before anything starts.
 SIGTERM or Ctrl-C stops everything.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,11 @@ OPTIONAL_ROLES = ("flower",)
 
 def procfile_roles(procfile: Path, with_flower: bool) -> list[str]:
     """The Procfile's roles to start: all but the optional ones not asked for."""
-    roles = [line.split(":", 1)[0].strip() for line in procfile.read_text().splitlines()
-             if line.strip() and not line.lstrip().startswith("#") and ":" in line]
+    roles = [
+        line.split(":", 1)[0].strip()
+        for line in procfile.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#") and ":" in line
+    ]
     return [role for role in roles if role not in OPTIONAL_ROLES or with_flower]
 
 
@@ -51,8 +55,12 @@ def main() -> int:
 
     migrate.upgrade(env["DATABASE_URL"])
     roles = procfile_roles(ROOT / "Procfile", with_flower=bool(env.get("FLOWER_BASIC_AUTH")))
-    honcho = subprocess.Popen([os.path.join(bin_dir, "honcho"), "start", "-f", "Procfile", *roles],
-                              cwd=ROOT, env=env, start_new_session=True)
+    honcho = subprocess.Popen(
+        [os.path.join(bin_dir, "honcho"), "start", "-f", "Procfile", *roles],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
 
     def forward(signum, _frame):
         if honcho.poll() is None:

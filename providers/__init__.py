@@ -10,6 +10,7 @@ classes (``sync.tasks``), the OpenAPI enum, the CLI choices and the docs.
 This package is plain data and parsing: it imports no web framework, broker,
 store or HTTP client (``tests/unit/test_layering.py`` enforces it).
 """
+
 from __future__ import annotations
 
 import functools

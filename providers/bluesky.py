@@ -20,6 +20,7 @@ them to the Bluesky AppView.
 Ids are DIDs (``did:plc:…``), the only stable key; handles change, and
 ``handle.invalid`` stands for one that failed verification.
 """
+
 from __future__ import annotations
 
 import base64
@@ -74,9 +75,11 @@ class Bluesky(Provider):
     # A handle is a domain name (two or more labels of 1-63 characters, 253 at
     # most, the last not starting with a digit); a DID is did:<method>:<id>
     # (https://atproto.com/specs/handle, https://atproto.com/specs/did).
-    ACCOUNT_ID_PATTERN = (r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-                          r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                          r"|did:[a-z]+:[A-Za-z0-9._:-]{0,2046}[A-Za-z0-9._-]")
+    ACCOUNT_ID_PATTERN = (
+        r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+        r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+        r"|did:[a-z]+:[A-Za-z0-9._:-]{0,2046}[A-Za-z0-9._-]"
+    )
     PAGINATION = Pagination.CURSOR
     # Quirk: the AppView drops taken-down and blocked accounts from a page
     # after reading it (and refills only up to ten times), so a short page
@@ -105,8 +108,9 @@ class Bluesky(Provider):
         (401, "AuthMissing"): ErrorRule(Action.FAIL, "auth_missing"),
         # the user's own account, checked on their token: they must act
         (401, "AccountTakedown"): ErrorRule(Action.REAUTH, "account_takedown", tell_user=True),
-        (401, "AccountDeactivated"): ErrorRule(Action.REAUTH, "account_deactivated",
-                                               tell_user=True),
+        (401, "AccountDeactivated"): ErrorRule(
+            Action.REAUTH, "account_deactivated", tell_user=True
+        ),
         (403, "AccountNotFound"): ErrorRule(Action.REAUTH, "account_not_found"),
         # the actor whose list we read (getProfile / getFollowers of a suspended,
         # deactivated or unknown account): nothing to list
@@ -172,8 +176,11 @@ class Bluesky(Provider):
         relation, _, token = cursor.partition(":")
         key = _RELATIONS[relation or "followers"][1]
         items = (body.get(key) or []) if isinstance(body, dict) else []
-        connections = [(str(item["did"]), str(item.get("handle") or ""))
-                       for item in items if isinstance(item, dict) and item.get("did")]
+        connections = [
+            (str(item["did"]), str(item.get("handle") or ""))
+            for item in items
+            if isinstance(item, dict) and item.get("did")
+        ]
         # Absent at the end. A full last page still has one (the next answer
         # is then empty, without one); a cursor repeated would loop forever.
         nxt = body.get("cursor") if isinstance(body, dict) else None
@@ -183,15 +190,19 @@ class Bluesky(Provider):
     # -- session refresh ----------------------------------------------------------
     def refresh_call(self, refresh_token: str) -> HttpCall:
         """``POST …/com.atproto.server.refreshSession``, authenticated by the refresh JWT."""
-        return HttpCall("POST", self.xrpc(REFRESH_SESSION),
-                        headers={"Authorization": f"Bearer {refresh_token}"})
+        return HttpCall(
+            "POST", self.xrpc(REFRESH_SESSION), headers={"Authorization": f"Bearer {refresh_token}"}
+        )
 
     def parse_refresh(self, body) -> dict:
         """The new session: both tokens (the refresh token rotates) and the access expiry."""
         if not isinstance(body, dict) or not body.get("accessJwt") or not body.get("refreshJwt"):
             raise ValueError("refreshSession answer without accessJwt and refreshJwt")
-        return {"access_token": body["accessJwt"], "refresh_token": body["refreshJwt"],
-                "expires_at": jwt_expiry(body["accessJwt"])}
+        return {
+            "access_token": body["accessJwt"],
+            "refresh_token": body["refreshJwt"],
+            "expires_at": jwt_expiry(body["accessJwt"]),
+        }
 
     # -- errors and quota ---------------------------------------------------------
     def error_key(self, status, body, headers):

@@ -22,6 +22,7 @@ classes in ``sync.tasks`` carry the actions out::
             ├── SKIP ──── target gone or hidden: finish with what there is (partial)
             └── FAIL ──── our request is wrong: sync ends failed, reported to Sentry
 """
+
 from __future__ import annotations
 
 import enum

@@ -9,6 +9,7 @@ Errors are classified by ``error.code`` / ``error_subcode`` only: the same
 bad-token condition arrives with many different messages and HTTP statuses
 (190 comes as 400, 4 as 403), so neither the status nor the message decides.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,18 +31,18 @@ _PERMISSION = ErrorRule(Action.REAUTH, "permission_denied")
 ERRORS = {
     1: ErrorRule(Action.BACKOFF, "unknown_error"),
     2: ErrorRule(Action.BACKOFF, "service_unavailable"),
-    4: ErrorRule(Action.WAIT, "app_rate_limit"),            # the app's budget (x-app-usage)
-    17: ErrorRule(Action.WAIT, "user_rate_limit"),          # this user's rolling hour
+    4: ErrorRule(Action.WAIT, "app_rate_limit"),  # the app's budget (x-app-usage)
+    17: ErrorRule(Action.WAIT, "user_rate_limit"),  # this user's rolling hour
     32: ErrorRule(Action.WAIT, "page_rate_limit"),
     613: ErrorRule(Action.WAIT, "custom_rate_limit"),
     341: ErrorRule(Action.WAIT, "application_limit"),
-    368: ErrorRule(Action.WAIT, "policy_block"),            # long: see LONG_WAIT_S
+    368: ErrorRule(Action.WAIT, "policy_block"),  # long: see LONG_WAIT_S
     10: _PERMISSION,
-    **{code: _PERMISSION for code in range(200, 300)},     # 200-299: permission removed
+    **dict.fromkeys(range(200, 300), _PERMISSION),  # 200-299: permission removed
     102: ErrorRule(Action.REAUTH, "session_invalid"),
-    104: ErrorRule(Action.REAUTH, "token_required"),         # no usable token was sent
-    803: ErrorRule(Action.SKIP, "alias_not_found"),          # the user id names nobody
-    190: _BAD_TOKEN,                                         # invalid or expired, no subcode
+    104: ErrorRule(Action.REAUTH, "token_required"),  # no usable token was sent
+    803: ErrorRule(Action.SKIP, "alias_not_found"),  # the user id names nobody
+    190: _BAD_TOKEN,  # invalid or expired, no subcode
     (190, 458): ErrorRule(Action.REAUTH, "app_not_installed"),
     (190, 459): ErrorRule(Action.REAUTH, "user_checkpointed", tell_user=True),
     (190, 460): ErrorRule(Action.REAUTH, "password_changed"),
@@ -61,7 +62,6 @@ ERRORS = {
 }
 #: 368 "temporarily blocked for policy" states no end: wait long before trying again.
 LONG_WAIT_S = 3600.0
-
 
 
 class Facebook(Provider):
@@ -120,7 +120,9 @@ class Facebook(Provider):
         return HttpCall("GET", self.friends_url(account_id), params)
 
     def parse_page(self, body, headers, cursor):
-        connections = [(str(friend["id"]), friend.get("name", "")) for friend in body.get("data", [])]
+        connections = [
+            (str(friend["id"]), friend.get("name", "")) for friend in body.get("data", [])
+        ]
         paging = body.get("paging") or {}
         total = int_or_none((body.get("summary") or {}).get("total_count"))
         # Quirk: a page can be empty, or short, and still have next; stop only without it.
@@ -198,8 +200,12 @@ def _regain_seconds(raw) -> float | None:
         usage = json.loads(raw) if raw else None
     except ValueError:
         return None
-    minutes = [entry.get("estimated_time_to_regain_access") or 0
-               for entries in (usage or {}).values() if isinstance(entries, list)
-               for entry in entries if isinstance(entry, dict)]
+    minutes = [
+        entry.get("estimated_time_to_regain_access") or 0
+        for entries in (usage or {}).values()
+        if isinstance(entries, list)
+        for entry in entries
+        if isinstance(entry, dict)
+    ]
     longest = max(minutes, default=0)
     return longest * 60.0 if longest else None

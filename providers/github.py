@@ -3,13 +3,13 @@
 Docs: https://docs.github.com/en/rest/users/followers and
 https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
 """
+
 from __future__ import annotations
 
 from providers.errors import Action, ErrorRule
 from providers.pagination import parse_link_header
 from providers.provider import HttpCall, Page, Pagination, Provider
 from providers.ratelimits import QuotaLimit, int_or_none
-
 
 
 class GitHub(Provider):
@@ -70,8 +70,10 @@ class GitHub(Provider):
         return Page(connections, next_cursor=nxt)
 
     def auth_headers(self, credential):
-        return {"Authorization": f"Bearer {credential.access_token}",
-                "Accept": "application/vnd.github+json"}
+        return {
+            "Authorization": f"Bearer {credential.access_token}",
+            "Accept": "application/vnd.github+json",
+        }
 
     def error_key(self, status, body, headers):
         if status in (403, 429):

@@ -10,14 +10,14 @@ The size is known up front (``projection=(paging)`` → ``paging.total``), so
 every page is launched at once. The retired v1 shape (``_total``,
 ``values``) parses the same way.
 """
+
 from __future__ import annotations
 
 import datetime
 
 from providers.errors import Action, ErrorRule
-from providers.ratelimits import QuotaLimit, int_or_none
 from providers.provider import Auth, HttpCall, Page, Pagination, Provider
-
+from providers.ratelimits import QuotaLimit, int_or_none
 
 
 class LinkedIn(Provider):
@@ -46,14 +46,16 @@ class LinkedIn(Provider):
 
     #: key: (HTTP status, serviceErrorCode) or status
     ERRORS = {
-        (401, 65600): ErrorRule(Action.REFRESH, "invalid_access_token"),   # else REAUTH
+        (401, 65600): ErrorRule(Action.REFRESH, "invalid_access_token"),  # else REAUTH
         (401, 65601): ErrorRule(Action.REAUTH, "revoked_access_token"),
-        (401, 65602): ErrorRule(Action.REFRESH, "expired_access_token"),   # else REAUTH
-        (401, "expired"): ErrorRule(Action.REFRESH, "expired_access_token"),  # no code, only the message
+        (401, 65602): ErrorRule(Action.REFRESH, "expired_access_token"),  # else REAUTH
+        (401, "expired"): ErrorRule(
+            Action.REFRESH, "expired_access_token"
+        ),  # no code, only the message
         401: ErrorRule(Action.REFRESH, "unauthorized"),
         403: ErrorRule(Action.REAUTH, "access_denied"),  # the token lacks r_network: log in again
         404: ErrorRule(Action.SKIP, "not_found"),
-        429: ErrorRule(Action.WAIT, "throttled"),        # serviceErrorCode 101; see retry_at
+        429: ErrorRule(Action.WAIT, "throttled"),  # serviceErrorCode 101; see retry_at
     }
 
     def connections_url(self, **params) -> str:
@@ -120,9 +122,10 @@ class LinkedIn(Provider):
 
 
 def next_utc_midnight(now: float) -> float:
-    today = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
-    midnight = datetime.datetime.combine(today + datetime.timedelta(days=1), datetime.time(),
-                                         datetime.timezone.utc)
+    today = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
+    midnight = datetime.datetime.combine(
+        today + datetime.timedelta(days=1), datetime.time(), datetime.UTC
+    )
     return midnight.timestamp()
 
 

@@ -7,6 +7,7 @@ https://docs.joinmastodon.org/entities/Error/
 
 ``base_url`` is the user's instance (``MASTODON_API_URL``).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -15,7 +16,6 @@ from providers.errors import Action, ErrorRule
 from providers.pagination import parse_link_header
 from providers.provider import Auth, HttpCall, Page, Pagination, Provider
 from providers.ratelimits import QuotaLimit, int_or_none
-
 
 
 def parse_iso8601(value) -> float | None:
@@ -27,7 +27,7 @@ def parse_iso8601(value) -> float | None:
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()
 
 

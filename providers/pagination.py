@@ -24,6 +24,7 @@ Restarts (Facebook's expired cursor) tag cursors with a generation
 (``r1|after:…``), so the restarted chain does not collide with the pages
 already done and a second expiry is known to be the second.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,8 +64,9 @@ def with_generation(generation: int, cursor: str) -> str:
 
 
 # -- what a page launches ----------------------------------------------------------
-def initial_cursors(provider, account_id: str, size: int | None,
-                    relation: str | None = None) -> list[str]:
+def initial_cursors(
+    provider, account_id: str, size: int | None, relation: str | None = None
+) -> list[str]:
     """The cursors round two starts with."""
     from providers.provider import Pagination
 

@@ -5,6 +5,7 @@ for the differences and a few small hooks for what cannot be data (how to
 read a size, a page, an error). The Celery task classes in
 ``sync.tasks`` do the rest, the same way for every provider.
 """
+
 from __future__ import annotations
 
 import enum
@@ -134,8 +135,10 @@ class Provider:
 
     @classmethod
     def valid_account_id(cls, account_id) -> bool:
-        return isinstance(account_id, str) and re.fullmatch(cls.ACCOUNT_ID_PATTERN,
-                                                            account_id) is not None
+        return (
+            isinstance(account_id, str)
+            and re.fullmatch(cls.ACCOUNT_ID_PATTERN, account_id) is not None
+        )
 
     @staticmethod
     def segment(account_id: str) -> str:
@@ -179,10 +182,12 @@ class Provider:
         if self.RATE_LIMIT_HEADERS is None:
             return RateLimitInfo(retry_after=retry_after)
         limit, remaining, reset = self.RATE_LIMIT_HEADERS
-        return RateLimitInfo(limit=int_or_none(headers.get(limit)),
-                             remaining=int_or_none(headers.get(remaining)),
-                             reset_at=self.parse_reset(headers.get(reset)),
-                             retry_after=retry_after)
+        return RateLimitInfo(
+            limit=int_or_none(headers.get(limit)),
+            remaining=int_or_none(headers.get(remaining)),
+            reset_at=self.parse_reset(headers.get(reset)),
+            retry_after=retry_after,
+        )
 
     def parse_reset(self, value) -> float | None:
         """The reset header as epoch seconds (most providers send them so)."""
@@ -209,8 +214,9 @@ class Provider:
         return ""
 
     # -- shared behaviour -----------------------------------------------------
-    def initial_cursors(self, account_id: str, size: int | None,
-                        relation: str | None = None) -> list[str]:
+    def initial_cursors(
+        self, account_id: str, size: int | None, relation: str | None = None
+    ) -> list[str]:
         """The cursors round two starts with (see ``providers.pagination``)."""
         return pagination.initial_cursors(self, account_id, size, relation)
 
@@ -245,16 +251,19 @@ class Provider:
         """The scopes a call counts against: those of the default quota."""
         return tuple(limit.scope for limit in self.QUOTAS)
 
-    def classify(self, status: int, body, headers, now: float,
-                 tables: tuple = ()) -> ProviderError | None:
+    def classify(
+        self, status: int, body, headers, now: float, tables: tuple = ()
+    ) -> ProviderError | None:
         """None for a good answer; else the first rule for it in ``tables``, then ``ERRORS``."""
         if 200 <= status < 300 and not self.is_error_body(body):
             return None
         keys = self.error_keys(status, body, headers)
-        rule = next((table[key] for table in (*tables, self.ERRORS) for key in keys
-                     if key in table), None) or default_rule(status)
-        return ProviderError(rule, status, self.error_message(body),
-                             self.retry_at(rule, headers, now))
+        rule = next(
+            (table[key] for table in (*tables, self.ERRORS) for key in keys if key in table), None
+        ) or default_rule(status)
+        return ProviderError(
+            rule, status, self.error_message(body), self.retry_at(rule, headers, now)
+        )
 
     def classify_refresh(self, status: int, body, headers, now: float) -> ProviderError | None:
         """``classify`` for the answer to ``refresh_call``: ``REFRESH_ERRORS`` first."""

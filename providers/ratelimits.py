@@ -5,6 +5,7 @@ Twitter ``x-rate-limit-*``, Mastodon's ISO-8601 reset, Facebook's
 ``x-app-usage`` percentages, ``retry-after``) into this one shape; the quota
 gate (``state.quota``) and the sync record consume only this.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -53,12 +54,16 @@ class QuotaLimit:
     adaptive: bool = False
 
     def __post_init__(self):
-        if self.scope not in SCOPES or not isinstance(self.limit, int) or self.limit < 1 \
-                or not self.window_s > 0:
+        if (
+            self.scope not in SCOPES
+            or not isinstance(self.limit, int)
+            or self.limit < 1
+            or not self.window_s > 0
+        ):
             raise QuotaSpecError(f"quota {self}: scope in {SCOPES}, limit ≥ 1, window > 0")
 
     @classmethod
-    def parse(cls, text: str) -> "QuotaLimit":
+    def parse(cls, text: str) -> QuotaLimit:
         """``limit/window_s/scope[/adaptive]``, e.g. ``5000/3600/token``."""
         parts = text.strip().split("/")
         try:

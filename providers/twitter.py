@@ -9,6 +9,7 @@ Auth: OAuth 2.0 user context (refreshable at ``POST /2/oauth2/token`` with
 ``offline.access``), or OAuth 1.0a when the credential carries a
 ``token_secret`` (signed with the app's consumer key, never refreshed).
 """
+
 from __future__ import annotations
 
 from providers.errors import Action, ErrorRule
@@ -18,7 +19,6 @@ from providers.ratelimits import QuotaLimit, int_or_none
 FIRST = "token:"  # the first followers page: no pagination_token
 FOLLOWING_KIND = "following"
 FOLLOWING_FIRST = "following:"  # /2/users/:id/following pages: "following:<next_token>"
-
 
 
 class Twitter(Provider):
@@ -44,11 +44,11 @@ class Twitter(Provider):
     #: problems inside a 200 → ("problem", type). 401 89 is REFRESH: an OAuth 1.0a token
     #: has nothing to refresh with, so for it REFRESH is REAUTH at once.
     ERRORS = {
-        (429, 88): ErrorRule(Action.WAIT, "rate_limited"),          # until x-rate-limit-reset
-        (429, None): ErrorRule(Action.WAIT, "rate_limited"),        # same, as problem JSON
+        (429, 88): ErrorRule(Action.WAIT, "rate_limited"),  # until x-rate-limit-reset
+        (429, None): ErrorRule(Action.WAIT, "rate_limited"),  # same, as problem JSON
         (401, 32): ErrorRule(Action.REAUTH, "could_not_authenticate"),
         (401, 89): ErrorRule(Action.REFRESH, "invalid_or_expired_token"),
-        (401, None): ErrorRule(Action.REFRESH, "unauthorized"),     # v2 says no more than this
+        (401, None): ErrorRule(Action.REFRESH, "unauthorized"),  # v2 says no more than this
         (403, 326): ErrorRule(Action.REAUTH, "account_locked", tell_user=True),
         (403, 63): ErrorRule(Action.SKIP, "user_suspended"),
         (400, 215): ErrorRule(Action.FAIL, "bad_authentication_data"),
@@ -59,14 +59,20 @@ class Twitter(Provider):
     }
 
     def profile_call(self, account_id):
-        return HttpCall("GET", self.url(f"/2/users/{self.segment(account_id)}"),
-                        {"user.fields": "public_metrics"})
+        return HttpCall(
+            "GET",
+            self.url(f"/2/users/{self.segment(account_id)}"),
+            {"user.fields": "public_metrics"},
+        )
 
     def parse_size(self, body, relation=None):
         data = body.get("data") if "data" in body else body  # v2, else a v1.1 user object
         metrics = data.get("public_metrics") or data
         # v1.1 calls following "friends_count"
-        names = {"followers": ("followers_count",), "following": ("following_count", "friends_count")}
+        names = {
+            "followers": ("followers_count",),
+            "following": ("following_count", "friends_count"),
+        }
         for name in names[self.relation_or_default(relation)]:
             if name in metrics:
                 return int_or_none(metrics.get(name))
@@ -95,15 +101,18 @@ class Twitter(Provider):
         token = (body.get("meta") or {}).get("next_token")  # absent on the last page
         problems = tuple(_problem_type(e) for e in body.get("errors") or [])
         kind = cursor.partition(":")[0] or "token"  # the next page pages the same relation
-        return Page(connections, next_cursor=f"{kind}:{token}" if token else None,
-                    problems=problems)
+        return Page(
+            connections, next_cursor=f"{kind}:{token}" if token else None, problems=problems
+        )
 
     @staticmethod
     def _parse_v1(body):
         """v1.1 ``followers/list`` and ``friends/ids``: ids are ints beyond 2**53, use id_str."""
         if "users" in body:
-            connections = [(user.get("id_str") or str(user["id"]), user.get("screen_name", ""))
-                           for user in body["users"]]
+            connections = [
+                (user.get("id_str") or str(user["id"]), user.get("screen_name", ""))
+                for user in body["users"]
+            ]
         else:
             connections = [(str(i), "") for i in body["ids"]]
         nxt = str(body.get("next_cursor_str") or body.get("next_cursor") or "0")
@@ -111,8 +120,12 @@ class Twitter(Provider):
 
     def is_error_body(self, body):
         # A 200 holding only errors[] (an unknown or suspended user): no data at all.
-        return isinstance(body, dict) and bool(body.get("errors")) and "data" not in body \
+        return (
+            isinstance(body, dict)
+            and bool(body.get("errors"))
+            and "data" not in body
             and "meta" not in body
+        )
 
     def error_key(self, status, body, headers):
         errors = body.get("errors") if isinstance(body, dict) else None

@@ -3,6 +3,7 @@
 ``create_app`` builds the Flask app (triggers, status API, ops CLI) and the
 Celery app that runs the provider tasks, both from one ``Settings``.
 """
+
 from __future__ import annotations
 
 from flask import Flask
@@ -17,8 +18,17 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     if test_config:
         app.config.update(test_config)
 
-    from service import (api, cli, dashboard, db_cli, extensions, metrics, observability,
-                         ops_cli, webhooks)
+    from service import (
+        api,
+        cli,
+        dashboard,
+        db_cli,
+        extensions,
+        metrics,
+        observability,
+        ops_cli,
+        webhooks,
+    )
     from service.celery_app import celery_init_app
 
     extensions.init_app(app)

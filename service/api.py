@@ -5,6 +5,7 @@ Every route needs ``Authorization: Bearer <token>`` with one of
 once (``ticket_view``, ``sync_view``) and reused by the webhook and the CLI.
 The OpenAPI document describing all of it is served from ``service.openapi``.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -17,9 +18,9 @@ from service import http_errors, live, network_api, openapi, operations
 from service.extensions import services
 from service.http_errors import ApiError
 from service.observability import count
+from service.syncs import SyncRequestError, start_sync, validate_target
 from state.control import PAUSED_REASON
 from state.store import SyncTicket
-from service.syncs import SyncRequestError, start_sync, validate_target
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
@@ -150,8 +151,9 @@ def require_bearer_token():
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     challenge = {"WWW-Authenticate": 'Bearer realm="netsync"'}
     if scheme.lower() != "bearer" or not presented.strip():
-        raise ApiError(401, "an Authorization: Bearer <token> header is required",
-                       headers=challenge)
+        raise ApiError(
+            401, "an Authorization: Bearer <token> header is required", headers=challenge
+        )
     if not _token_matches(presented.strip(), services().settings.api_tokens):
         count("api_auth_failures")
         raise ApiError(401, "the bearer token is not valid", headers=challenge)
@@ -181,8 +183,14 @@ def create_sync():
     document = http_errors.read_json_object(http_errors.read_body(), request.is_json)
     user_id, provider, force, relation = _sync_request(document)
     try:
-        ticket = start_sync(services(), user_id=user_id, provider=provider, trigger="api",
-                            force=force, relation=relation)
+        ticket = start_sync(
+            services(),
+            user_id=user_id,
+            provider=provider,
+            trigger="api",
+            force=force,
+            relation=relation,
+        )
     except SyncRequestError as exc:
         count("triggers", kind="api", outcome=exc.code)
         raise ApiError(_REFUSALS.get(exc.code, 422), str(exc), code=exc.code) from None
@@ -204,8 +212,9 @@ def find_sync(sync_id: str) -> dict:
 def get_sync(sync_id: str):
     record = find_sync(sync_id)
     if request.args.get("wait") is not None:
-        return live.long_poll(services(), record, request.args["wait"],
-                              lambda rec: current_view(services(), rec))
+        return live.long_poll(
+            services(), record, request.args["wait"], lambda rec: current_view(services(), rec)
+        )
     return jsonify(current_view(services(), record))
 
 

@@ -6,8 +6,8 @@ follow the talk and Celery's docs for long I/O-bound work: ack late and
 requeue work whose worker died, prefetch one, no results (sync state is
 ours, in Redis: Celery says PENDING for anything it does not know).
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 from celery import Celery
 from flask import Flask

@@ -10,6 +10,7 @@
 Exit codes: 0 done, 1 failed (a sync ended failed / needs_reauth /
 cancelled, timed out, or could not start), 2 usage error.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,8 +30,8 @@ from service.config import PROVIDERS
 from service.extensions import services
 from service.http_errors import UNAVAILABLE
 from service.observability import count
-from state.store import ACTIVE, FINAL
 from service.syncs import SyncRequestError, relations_of, start_sync, validate_target
+from state.store import ACTIVE, FINAL
 
 #: final statuses that make the command fail
 FAILED = ("failed", "needs_reauth", "cancelled")
@@ -61,12 +62,16 @@ class Duration(click.ParamType):
 
 def reports_outages(command):
     """Redis or the broker being down is a clear exit 1, not a traceback."""
+
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except UNAVAILABLE as exc:
-            raise click.ClickException(f"a backing service is unavailable ({type(exc).__name__})")
+            raise click.ClickException(
+                f"a backing service is unavailable ({type(exc).__name__})"
+            ) from exc
+
     return wrapper
 
 
@@ -74,8 +79,10 @@ def reports_outages(command):
 def describe_progress(view: dict) -> str:
     """One line of a sync's progress: status, pages, connections of expected, a bar."""
     done, total = view["connections_fetched"], view["expected_total"]
-    text = (f"{view['provider']} {view['sync_id']} {view['status']:<12} "
-            f"pages={view['pages_fetched']} connections={done}")
+    text = (
+        f"{view['provider']} {view['sync_id']} {view['status']:<12} "
+        f"pages={view['pages_fetched']} connections={done}"
+    )
     if total:
         share = min(1.0, done / total)
         text += f"/{total} [{'#' * int(share * 24):<24}] {share:4.0%}"
@@ -106,12 +113,19 @@ def watch_sync(sync_id: str, timeout_s: int, poll_s: float) -> dict | None:
 
 
 # -- resync ----------------------------------------------------------------------------
-def _start(user_id: str, provider: str, trigger: str, force: bool,
-           relation: str | None = None) -> tuple[str, object]:
+def _start(
+    user_id: str, provider: str, trigger: str, force: bool, relation: str | None = None
+) -> tuple[str, object]:
     """(outcome, ticket or the refusal): one trigger, counted."""
     try:
-        ticket = start_sync(services(), user_id=user_id, provider=provider, trigger=trigger,
-                            force=force, relation=relation)
+        ticket = start_sync(
+            services(),
+            user_id=user_id,
+            provider=provider,
+            trigger=trigger,
+            force=force,
+            relation=relation,
+        )
     except SyncRequestError as exc:
         count("triggers", kind=trigger, outcome=exc.code)
         return exc.code, exc
@@ -120,15 +134,26 @@ def _start(user_id: str, provider: str, trigger: str, force: bool,
     return outcome, ticket
 
 
-def resync_user(user_id: str, provider: str | None, force: bool, wait: bool,
-                timeout_s: int, poll_s: float, relation: str | None = None) -> int:
+def resync_user(
+    user_id: str,
+    provider: str | None,
+    force: bool,
+    wait: bool,
+    timeout_s: int,
+    poll_s: float,
+    relation: str | None = None,
+) -> int:
     """Start (or find) a user's syncs; with ``wait``, follow each until it is final."""
     svc = services()
-    providers = [provider] if provider else [
-        name for name in PROVIDERS if svc.credentials.exists(name, user_id)]
+    providers = (
+        [provider]
+        if provider
+        else [name for name in PROVIDERS if svc.credentials.exists(name, user_id)]
+    )
     if not providers:
-        raise click.ClickException(f"no linked accounts for {user_id}; they arrive with a "
-                                   "login webhook")
+        raise click.ClickException(
+            f"no linked accounts for {user_id}; they arrive with a login webhook"
+        )
     exit_code, tickets = 0, []
     targets = [(p, r) for p in providers for r in relations_of(p) if relation in (None, r)]
     for name, relation_name in targets:
@@ -138,8 +163,10 @@ def resync_user(user_id: str, provider: str | None, force: bool, wait: bool,
             exit_code = 1
             continue
         note = " (synced recently; --force to sync anyway)" if outcome == "fresh" else ""
-        click.echo(f"{name} {relation_name}: {outcome} {result.sync_id or '-'} "
-                   f"queue={result.queue or '-'}{note}")
+        click.echo(
+            f"{name} {relation_name}: {outcome} {result.sync_id or '-'} "
+            f"queue={result.queue or '-'}{note}"
+        )
         tickets.append(result)
     if wait:
         for ticket in tickets:
@@ -167,8 +194,11 @@ def resync_stale(older_than_s: int, provider: str | None, limit: int, force: boo
         click.echo(f"no network was last synced more than {older_than_s}s ago")
         return 0
     outcomes = Counter()
-    with click.progressbar(targets, label=f"re-syncing {len(targets)} stale networks",
-                           file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(
+        targets,
+        label=f"re-syncing {len(targets)} stale networks",
+        file=click.get_text_stream("stderr"),
+    ) as bar:
         for target_provider, user_id, relation in bar:
             outcome, _ = _start(user_id, target_provider, "stale", force, relation or None)
             outcomes[outcome] += 1
@@ -179,21 +209,39 @@ def resync_stale(older_than_s: int, provider: str | None, limit: int, force: boo
 @click.command("resync")
 @click.argument("user_id", required=False)
 @click.option("--provider", type=click.Choice(PROVIDERS), help="only this provider")
-@click.option("--relation", type=click.Choice(RELATION_NAMES),
-              help="only this relation (default: every relation of each provider)")
+@click.option(
+    "--relation",
+    type=click.Choice(RELATION_NAMES),
+    help="only this relation (default: every relation of each provider)",
+)
 @click.option("--force", is_flag=True, help="sync even if synced within the freshness window")
 @click.option("--wait", is_flag=True, help="show progress until every sync is final")
-@click.option("--stale-after", type=Duration(), metavar="DURATION",
-              help="re-sync networks last synced longer ago than this (30m, 24h, 7d)")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
-              help="with --stale-after: at most this many networks")
-@click.option("--timeout", type=Duration(), default="1h", show_default=True,
-              help="with --wait: give up (exit 1) after this long")
+@click.option(
+    "--stale-after",
+    type=Duration(),
+    metavar="DURATION",
+    help="re-sync networks last synced longer ago than this (30m, 24h, 7d)",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="with --stale-after: at most this many networks",
+)
+@click.option(
+    "--timeout",
+    type=Duration(),
+    default="1h",
+    show_default=True,
+    help="with --wait: give up (exit 1) after this long",
+)
 @click.option("--poll-interval", type=float, default=1.0, hidden=True)
 @with_appcontext
 @reports_outages
-def resync_command(user_id, provider, relation, force, wait, stale_after, limit, timeout,
-                   poll_interval):
+def resync_command(
+    user_id, provider, relation, force, wait, stale_after, limit, timeout, poll_interval
+):
     """Re-sync USER_ID's networks now, or (--stale-after) the stalest networks."""
     if (user_id is None) == (stale_after is None):
         raise click.UsageError("give either USER_ID or --stale-after (exactly one)")
@@ -250,8 +298,17 @@ def list_syncs(status, queue, limit):
     if not views:
         click.echo("no syncs")
         return
-    columns = ("sync_id", "provider", "user_id", "status", "queue", "trigger",
-               "pages_fetched", "connections_fetched", "created_at")
+    columns = (
+        "sync_id",
+        "provider",
+        "user_id",
+        "status",
+        "queue",
+        "trigger",
+        "pages_fetched",
+        "connections_fetched",
+        "created_at",
+    )
     rows = [[_readable(view[column]) for column in columns] for view in views]
     widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
     for row in [list(columns), *rows]:

@@ -4,6 +4,7 @@ Development defaults work out of the box (embedded Redis, fixed dev secrets);
 ``NETSYNC_ENV=production`` refuses to start while a secret is missing or
 still the development one. Every setting is listed in the README.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,8 +29,9 @@ DEV_WEBHOOK_SECRET = "dev-webhook-secret"
 DEV_API_TOKEN = "dev-api-token"
 DEV_ENCRYPTION_KEY = "ZGV2LW9ubHktZmVybmV0LWtleS1kby1ub3QtdXNlLSE="  # 32 bytes, urlsafe b64
 #: the Standard Webhooks secret of development: derived, so `make demo` needs none
-DEV_CALLBACK_SECRET = "whsec_" + base64.b64encode(
-    hashlib.sha256(b"netsync-dev-callback-secret").digest()).decode()
+DEV_CALLBACK_SECRET = (
+    "whsec_" + base64.b64encode(hashlib.sha256(b"netsync-dev-callback-secret").digest()).decode()
+)
 
 
 class ConfigError(RuntimeError):
@@ -253,20 +255,26 @@ def validate(settings: Settings) -> None:
         import queues
 
         if not settings.redis_url:
-            raise ConfigError("REDIS_CLUSTER needs REDIS_URL (a node of the cluster): "
-                              "there is no embedded cluster")
+            raise ConfigError(
+                "REDIS_CLUSTER needs REDIS_URL (a node of the cluster): "
+                "there is no embedded cluster"
+            )
         if not settings.broker_url or queues.is_redis_broker(settings.broker_url):
             # kombu's Redis transport speaks to one server (BRPOP over several lists,
             # its unacked hash and the restore script are multi-key, across slots)
-            raise ConfigError("REDIS_CLUSTER needs a CELERY_BROKER_URL that is not Redis "
-                              "(RabbitMQ): kombu's Redis transport cannot use a cluster")
+            raise ConfigError(
+                "REDIS_CLUSTER needs a CELERY_BROKER_URL that is not Redis "
+                "(RabbitMQ): kombu's Redis transport cannot use a cluster"
+            )
     if not settings.is_production:
         return
     if settings.broker_visibility_timeout <= settings.task_soft_time_limit + 15:
         # (tests shorten it on purpose, to show that no wait sits in the broker)
-        raise ConfigError("BROKER_VISIBILITY_TIMEOUT must exceed the task time limit "
-                          "(TASK_SOFT_TIME_LIMIT + 15 s): a running task's message would be "
-                          "delivered again")
+        raise ConfigError(
+            "BROKER_VISIBILITY_TIMEOUT must exceed the task time limit "
+            "(TASK_SOFT_TIME_LIMIT + 15 s): a running task's message would be "
+            "delivered again"
+        )
     problems = []
     if settings.callback_url and DEV_CALLBACK_SECRET in settings.callback_secrets:
         problems.append("CALLBACK_SECRET (CALLBACK_URL is set)")

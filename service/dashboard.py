@@ -8,14 +8,24 @@ travels in a URL. Server-rendered HTML; a small script re-fetches the
 server-rendered panel every ``REFRESH_MS`` (a short poll: the page is one
 connection's worth of reads, and no event stream slot is held per viewer).
 """
+
 from __future__ import annotations
 
 import datetime
 import hashlib
 import hmac
 
-from flask import (Blueprint, Flask, current_app, jsonify, redirect, render_template, request,
-                   session, url_for)
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from service import dashboard_data, operations
 from service.api import _token_matches
@@ -57,9 +67,13 @@ def csrf_token() -> str:
     kept = session.get(SESSION_FIELD)
     if not isinstance(kept, str):
         return ""
-    return hmac.new(current_app.secret_key if isinstance(current_app.secret_key, bytes)
-                    else current_app.secret_key.encode(), b"csrf:" + kept.encode(),
-                    hashlib.sha256).hexdigest()
+    return hmac.new(
+        current_app.secret_key
+        if isinstance(current_app.secret_key, bytes)
+        else current_app.secret_key.encode(),
+        b"csrf:" + kept.encode(),
+        hashlib.sha256,
+    ).hexdigest()
 
 
 def _form_allowed() -> bool:
@@ -77,13 +91,18 @@ def require_login():
         return None
     if authorized():
         if request.method == "POST" and not _form_allowed():
-            return jsonify(error={"code": "forbidden", "message": "form token missing or "
-                                  "wrong; reload the dashboard"}), 403
+            return jsonify(
+                error={
+                    "code": "forbidden",
+                    "message": "form token missing or wrong; reload the dashboard",
+                }
+            ), 403
         return None
     if request.endpoint == "dashboard.page":
         return render_template("dashboard/login.html", error=None), 401
-    return jsonify(error={"code": "unauthorized",
-                          "message": "log in at /dashboard or send a bearer token"}), 401
+    return jsonify(
+        error={"code": "unauthorized", "message": "log in at /dashboard or send a bearer token"}
+    ), 401
 
 
 @bp.after_request
@@ -92,7 +111,8 @@ def no_caching(response):
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = (
         "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'")
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'"
+    )
     return response
 
 
@@ -119,8 +139,13 @@ def _snapshot() -> dict:
 
 @bp.get("")
 def page():
-    return render_template("dashboard/page.html", data=_snapshot(), refresh_ms=REFRESH_MS,
-                           session_login=SESSION_FIELD in session, csrf=csrf_token())
+    return render_template(
+        "dashboard/page.html",
+        data=_snapshot(),
+        refresh_ms=REFRESH_MS,
+        session_login=SESSION_FIELD in session,
+        csrf=csrf_token(),
+    )
 
 
 @bp.get("/panel")
@@ -131,8 +156,9 @@ def panel():
 
 @bp.post("/syncs/<sync_id>/cancel")
 def cancel(sync_id: str):
-    result = operations.cancel_sync(services(), current_app.extensions["celery"], sync_id[:64],
-                                    "from the dashboard")
+    result = operations.cancel_sync(
+        services(), current_app.extensions["celery"], sync_id[:64], "from the dashboard"
+    )
     if result.outcome == "cancelled":
         count("cancels", via="dashboard")
     return redirect(url_for("dashboard.page"), code=303)
@@ -160,8 +186,9 @@ def session_secret(settings) -> bytes:
     Rotating the tokens (``INTERNAL_API_TOKENS``) therefore also ends every
     dashboard session, which is what a rotation is for.
     """
-    return hmac.new(settings.api_tokens[0].encode(), b"netsync-dashboard-session",
-                    hashlib.sha256).digest()
+    return hmac.new(
+        settings.api_tokens[0].encode(), b"netsync-dashboard-session", hashlib.sha256
+    ).digest()
 
 
 def init_app(app: Flask) -> None:
@@ -169,8 +196,11 @@ def init_app(app: Flask) -> None:
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = session_secret(settings)
     app.config.update(
-        SESSION_COOKIE_NAME="netsync_dashboard", SESSION_COOKIE_SECURE=True,
-        SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_NAME="netsync_dashboard",
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_PATH="/dashboard",
-        PERMANENT_SESSION_LIFETIME=datetime.timedelta(hours=SESSION_HOURS))
+        PERMANENT_SESSION_LIFETIME=datetime.timedelta(hours=SESSION_HOURS),
+    )
     app.register_blueprint(bp)

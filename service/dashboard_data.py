@@ -4,6 +4,7 @@ Everything comes from Redis as the processes left it: sync records, the
 broker's lists, the quota buckets, the delayed set, the kill switches and
 the callback outbox. Nothing here changes state.
 """
+
 from __future__ import annotations
 
 import time
@@ -48,8 +49,10 @@ def parked_section(svc: Services, now: float) -> list[dict]:
     groups: dict[tuple, dict] = {}
     for entry in svc.delayed.entries():
         provider = entry.task_name.split(".", 1)[0]
-        group = groups.setdefault((provider, entry.reason), {
-            "provider": provider, "reason": entry.reason, "count": 0, "next_due_in_s": None})
+        group = groups.setdefault(
+            (provider, entry.reason),
+            {"provider": provider, "reason": entry.reason, "count": 0, "next_due_in_s": None},
+        )
         group["count"] += 1
         due_in = max(0.0, entry.due_at - now)
         if group["next_due_in_s"] is None or due_in < group["next_due_in_s"]:
@@ -61,10 +64,18 @@ def quota_section(svc: Services, now: float) -> list[dict]:
     rows = []
     for provider in PROVIDERS:
         for level in shared_levels(svc.quota, provider, now):
-            rows.append({"provider": provider, "scope": level.scope, "limit": level.limit,
-                         "capacity": level.capacity, "window_s": level.window_s,
-                         "adaptive": level.adaptive, "used": level.used,
-                         "level": round(level.level, 4)})
+            rows.append(
+                {
+                    "provider": provider,
+                    "scope": level.scope,
+                    "limit": level.limit,
+                    "capacity": level.capacity,
+                    "window_s": level.window_s,
+                    "adaptive": level.adaptive,
+                    "used": level.used,
+                    "level": round(level.level, 4),
+                }
+            )
     return rows
 
 
@@ -77,14 +88,22 @@ def snapshot(app: Flask, svc: Services) -> dict:
     by_status = Counter(view["status"] for view in in_flight)
     return {
         "generated_at": iso(now),
-        "paused": [{"provider": name, "since": iso(info.get("at")), "reason": info.get("reason")}
-                   for name, info in sorted(paused.items())],
+        "paused": [
+            {"provider": name, "since": iso(info.get("at")), "reason": info.get("reason")}
+            for name, info in sorted(paused.items())
+        ],
         "providers": [{"provider": name, "paused": name in paused} for name in PROVIDERS],
         "in_flight": in_flight,
         "in_flight_counts": dict(by_status),
         "failures": failures,
-        "queues": [{"queue": name, "by_priority": {str(k): v for k, v in steps.items() if v},
-                    "total": sum(steps.values())} for name, steps in depths.items()],
+        "queues": [
+            {
+                "queue": name,
+                "by_priority": {str(k): v for k, v in steps.items() if v},
+                "total": sum(steps.values()),
+            }
+            for name, steps in depths.items()
+        ],
         "queues_known": bool(depths),
         "quotas": quota_section(svc, now),
         "parked": parked_section(svc, now),

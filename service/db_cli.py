@@ -1,9 +1,10 @@
 """``flask --app service db …``: the PostgreSQL schema and the change feed's retention.
 
-    db upgrade [REVISION]     # apply migrations (production: before a deploy starts)
-    db current                # the schema revision the database is at
-    db prune                  # drop change-feed entries older than CHANGES_RETENTION_DAYS (cron)
+db upgrade [REVISION]     # apply migrations (production: before a deploy starts)
+db current                # the schema revision the database is at
+db prune                  # drop change-feed entries older than CHANGES_RETENTION_DAYS (cron)
 """
+
 from __future__ import annotations
 
 import click
@@ -32,8 +33,9 @@ def current():
 
 
 @db_cli.command("prune")
-@click.option("--days", type=float, default=None,
-              help="keep this many days (default: CHANGES_RETENTION_DAYS)")
+@click.option(
+    "--days", type=float, default=None, help="keep this many days (default: CHANGES_RETENTION_DAYS)"
+)
 def prune(days):
     """Delete change-feed entries older than the retention."""
     svc = services()

@@ -4,6 +4,7 @@
 everything built on it. Flask views, CLI commands and Celery tasks (which run
 inside the app context) all reach them the same way: ``services()``.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -11,9 +12,9 @@ import atexit
 from flask import Flask, current_app
 
 from service.config import Settings
-from state.control import PAUSE_PROPAGATION_S, ProviderSwitches
-from state.connection import connect
 from state.breaker import BreakerConfig, CircuitBreaker
+from state.connection import connect
+from state.control import PAUSE_PROPAGATION_S, ProviderSwitches
 from state.credentials import CredentialStore
 from state.delayed import DelayedSet
 from state.metrics import Metrics
@@ -52,26 +53,41 @@ def resolve_database_url(settings: Settings) -> str:
 def build_services(settings: Settings) -> Services:
     url = resolve_redis_url(settings)
     database_url = resolve_database_url(settings)
-    client = connect(url, cluster=settings.redis_cluster, socket_timeout=10,
-                     socket_connect_timeout=5, health_check_interval=30)
+    client = connect(
+        url,
+        cluster=settings.redis_cluster,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
     return Services(
         settings=settings,
         redis_url=url,
         redis=client,
         store=SyncStore(client, settings.key_prefix),
         credentials=CredentialStore(client, settings.key_prefix, settings.encryption_keys),
-        quota=QuotaGate(client, settings.key_prefix, settings.quota,
-                        max_margin_s=settings.http_connect_timeout + settings.http_read_timeout),
+        quota=QuotaGate(
+            client,
+            settings.key_prefix,
+            settings.quota,
+            max_margin_s=settings.http_connect_timeout + settings.http_read_timeout,
+        ),
         delayed=DelayedSet(client, settings.key_prefix),
         metrics=Metrics(client, settings.key_prefix),
         # a pause reaches every worker within a second; the call path reads Redis once a second
         switches=ProviderSwitches(client, settings.key_prefix, cache_s=PAUSE_PROPAGATION_S),
         outbox=CallbackOutbox(client, settings.key_prefix),
         progress=SyncProgress(client, settings.key_prefix),
-        breaker=CircuitBreaker(client, settings.key_prefix, BreakerConfig(
-            threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_seconds,
-            max_cooldown_s=settings.breaker_max_cooldown_seconds,
-            probe_lease_s=settings.http_connect_timeout + settings.http_read_timeout + 5)),
+        breaker=CircuitBreaker(
+            client,
+            settings.key_prefix,
+            BreakerConfig(
+                threshold=settings.breaker_threshold,
+                cooldown_s=settings.breaker_cooldown_seconds,
+                max_cooldown_s=settings.breaker_max_cooldown_seconds,
+                probe_lease_s=settings.http_connect_timeout + settings.http_read_timeout + 5,
+            ),
+        ),
         networks=NetworkStore(database_url, settings.database_pool_size),
         database_url=database_url,
     )

@@ -6,6 +6,7 @@ same JSON; an outage of Redis or the broker is a 503; anything else is a
 500 that names no internals (the traceback goes to the log and Sentry).
 Bad input must never reach that last handler: it is a bug when it does.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.Opera
 class ApiError(Exception):
     """An error answer a view decided on: HTTP status, a stable code, a safe message."""
 
-    def __init__(self, status: int, message: str, code: str | None = None,
-                 headers: dict | None = None):
+    def __init__(
+        self, status: int, message: str, code: str | None = None, headers: dict | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.code = code or DEFAULT_CODES.get(status, "error")
@@ -134,8 +136,9 @@ def _handle_http_exception(error: HTTPException):
 
 def _handle_unavailable(error: Exception):
     log.warning("dependency unavailable", extra={"error_type": type(error).__name__})
-    return error_response(503, "unavailable", "a backing service is unavailable; retry later",
-                          {"Retry-After": "5"})
+    return error_response(
+        503, "unavailable", "a backing service is unavailable; retry later", {"Retry-After": "5"}
+    )
 
 
 def _handle_unexpected(error: Exception):

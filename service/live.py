@@ -12,12 +12,13 @@ scripts) stays untouched, no Redis configuration is needed (keyspace
 notifications are off on most managed Redis), and the cost is bounded by
 the cap (100 connections = 400 cheap reads/s at most).
 """
+
 from __future__ import annotations
 
 import json
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Response, jsonify
 
@@ -35,8 +36,15 @@ KEEPALIVE_S = 15
 RETRY_AFTER_S = 5
 
 #: the fields whose change is news to someone following a sync
-WATCHED = ("status", "pages_fetched", "connections_fetched", "expected_total", "queue",
-           "wait_reason", "wait_until")
+WATCHED = (
+    "status",
+    "pages_fetched",
+    "connections_fetched",
+    "expected_total",
+    "queue",
+    "wait_reason",
+    "wait_until",
+)
 
 View = Callable[[dict], dict]
 
@@ -74,9 +82,13 @@ def slots_for(svc) -> LiveSlots:
 def _take_slot(svc) -> LiveSlots:
     slots = slots_for(svc)
     if not slots.take():
-        raise ApiError(503, f"too many live connections on this web process (limit {slots.limit}); "
-                            "retry later or poll GET /v1/syncs/<id>", code="live_capacity",
-                       headers={"Retry-After": str(RETRY_AFTER_S)})
+        raise ApiError(
+            503,
+            f"too many live connections on this web process (limit {slots.limit}); "
+            "retry later or poll GET /v1/syncs/<id>",
+            code="live_capacity",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     return slots
 
 

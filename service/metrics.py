@@ -5,6 +5,7 @@ web, workers, scheduler, CLI, on any machine) and read here at scrape time;
 gauges (queue depths, parked work, quota levels, paused providers, the
 callback outbox) are read from their own Redis keys at scrape time.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,26 +22,26 @@ from state.quota_view import shared_levels
 
 bp = Blueprint("metrics", __name__)
 
-_FIELD = re.compile(r'^(\w+)\{(.*)\}$')
+_FIELD = re.compile(r"^(\w+)\{(.*)\}$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 #: help text of the counters netsync increments (others get a generic one)
 COUNTER_HELP = {
     "triggers": "Sync triggers by kind (webhook, api, cli, stale) and outcome "
-                "(queued, inflight, fresh, no_credentials, invalid)",
+    "(queued, inflight, fresh, no_credentials, invalid)",
     "syncs_started": "Syncs started, by provider, relation, queue and trigger",
     "syncs_finished": "Syncs that reached a final status, by provider, relation, queue, "
-                      "trigger and status",
+    "trigger and status",
     "pages_fetched": "Pages a provider answered, by provider and queue",
     "provider_answers": "Provider answers by provider and the action they led to "
-                        "(ok, wait, backoff, refresh, reauth, skip, fail, restart)",
+    "(ok, wait, backoff, refresh, reauth, skip, fail, restart)",
     "quota_waits": "Calls parked before they were made, by provider, queue and reason "
-                   "(quota, provider_paused, a provider's rate limit)",
+    "(quota, provider_paused, a provider's rate limit)",
     "callback_deliveries": "Callback delivery attempts by event and outcome "
-                           "(delivered, retry, failed)",
+    "(delivered, retry, failed)",
     "cancels": "Syncs cancelled by an operator, by where (api, cli)",
     "webhook_deliveries": "Login webhook deliveries by outcome (accepted, replayed, "
-                          "bad_signature, invalid)",
+    "bad_signature, invalid)",
     "api_auth_failures": "Requests to /v1 refused for a wrong bearer token",
 }
 
@@ -56,8 +57,9 @@ def counter_families(raw: dict) -> list[CounterMetricFamily]:
     families = []
     for name, points in sorted(series.items()):
         label_names = sorted({key for labels, _ in points for key in labels})
-        family = CounterMetricFamily(f"netsync_{name}", COUNTER_HELP.get(name, name),
-                                     labels=label_names)
+        family = CounterMetricFamily(
+            f"netsync_{name}", COUNTER_HELP.get(name, name), labels=label_names
+        )
         for labels, value in points:
             family.add_metric([labels.get(key, "") for key in label_names], value)
         families.append(family)
@@ -105,7 +107,7 @@ def queue_depths(app: Flask, svc) -> dict[str, dict[int, int]]:
 HISTOGRAM_HELP = {
     "sync_duration_seconds": "From trigger to final status, by provider, queue and status",
     "trigger_to_first_call_seconds": "From trigger to the first provider call, by provider "
-                                     "and queue",
+    "and queue",
 }
 
 
@@ -120,12 +122,14 @@ def histogram_families(raw: dict) -> list[HistogramMetricFamily]:
         match = _FIELD.match(name_labels)
         if match:
             grouped.setdefault(match.group(1), []).append(
-                (dict(_LABEL.findall(match.group(2))), parts))
+                (dict(_LABEL.findall(match.group(2))), parts)
+            )
     families = []
     for name, points in sorted(grouped.items()):
         label_names = sorted({key for labels, _ in points for key in labels})
-        family = HistogramMetricFamily(f"netsync_{name}", HISTOGRAM_HELP.get(name, name),
-                                       labels=label_names)
+        family = HistogramMetricFamily(
+            f"netsync_{name}", HISTOGRAM_HELP.get(name, name), labels=label_names
+        )
         for labels, parts in points:
             bounds = sorted(float(b) for b in parts if b not in ("sum", "count", "+Inf"))
             running, buckets = 0.0, []
@@ -133,18 +137,23 @@ def histogram_families(raw: dict) -> list[HistogramMetricFamily]:
                 running += parts[repr(bound)]
                 buckets.append((repr(bound), running))
             buckets.append(("+Inf", parts.get("count", running + parts.get("+Inf", 0))))
-            family.add_metric([labels.get(key, "") for key in label_names], buckets,
-                              parts.get("sum", 0.0))
+            family.add_metric(
+                [labels.get(key, "") for key in label_names], buckets, parts.get("sum", 0.0)
+            )
         families.append(family)
     return families
 
 
 def state_gauges(app: Flask, svc):
     """Gauges read from the state at scrape time."""
-    depth = GaugeMetricFamily("netsync_queue_depth", "Messages waiting in a broker queue, by "
-                              "priority step (Redis broker only)", labels=["queue", "priority"])
-    length = GaugeMetricFamily("netsync_queue_length", "Messages waiting in a broker queue",
-                               labels=["queue"])
+    depth = GaugeMetricFamily(
+        "netsync_queue_depth",
+        "Messages waiting in a broker queue, by priority step (Redis broker only)",
+        labels=["queue", "priority"],
+    )
+    length = GaugeMetricFamily(
+        "netsync_queue_length", "Messages waiting in a broker queue", labels=["queue"]
+    )
     for name, steps in queue_depths(app, svc).items():
         length.add_metric([name], sum(steps.values()))
         for step, n in steps.items():
@@ -152,34 +161,53 @@ def state_gauges(app: Flask, svc):
     yield length
     yield depth
     parked = Counter((e.task_name.split(".", 1)[0], e.reason) for e in svc.delayed.entries())
-    family = GaugeMetricFamily("netsync_parked_tasks", "Tasks parked in the delayed set, by "
-                               "provider (or netsync) and reason", labels=["provider", "reason"])
+    family = GaugeMetricFamily(
+        "netsync_parked_tasks",
+        "Tasks parked in the delayed set, by provider (or netsync) and reason",
+        labels=["provider", "reason"],
+    )
     for (provider, reason), n in sorted(parked.items()):
         family.add_metric([provider, reason], n)
     yield family
-    yield GaugeMetricFamily("netsync_delayed_tasks", "Tasks parked in the delayed set until due",
-                            value=sum(parked.values()))
+    yield GaugeMetricFamily(
+        "netsync_delayed_tasks",
+        "Tasks parked in the delayed set until due",
+        value=sum(parked.values()),
+    )
     yield from quota_gauges(svc)
     paused = svc.switches.paused()
-    family = GaugeMetricFamily("netsync_provider_paused", "1 while an operator has paused the "
-                               "provider", labels=["provider"])
+    family = GaugeMetricFamily(
+        "netsync_provider_paused",
+        "1 while an operator has paused the provider",
+        labels=["provider"],
+    )
     for provider in PROVIDERS:
         family.add_metric([provider], 1 if provider in paused else 0)
     yield family
-    family = GaugeMetricFamily("netsync_callbacks", "Callback deliveries kept in the outbox, "
-                               "by state", labels=["state"])
+    family = GaugeMetricFamily(
+        "netsync_callbacks", "Callback deliveries kept in the outbox, by state", labels=["state"]
+    )
     for state, n in svc.outbox.counts().items():
         family.add_metric([state], n)
     yield family
 
 
 def quota_gauges(svc):
-    used = GaugeMetricFamily("netsync_quota_used", "Calls counted in a shared quota's sliding "
-                             "window, by class", labels=["provider", "scope", "class"])
-    allowed = GaugeMetricFamily("netsync_quota_allowed", "Calls per window the gate allows now "
-                                "(adaptive limits: learned)", labels=["provider", "scope"])
-    level = GaugeMetricFamily("netsync_quota_level", "Share of the allowed calls used in the "
-                              "window", labels=["provider", "scope"])
+    used = GaugeMetricFamily(
+        "netsync_quota_used",
+        "Calls counted in a shared quota's sliding window, by class",
+        labels=["provider", "scope", "class"],
+    )
+    allowed = GaugeMetricFamily(
+        "netsync_quota_allowed",
+        "Calls per window the gate allows now (adaptive limits: learned)",
+        labels=["provider", "scope"],
+    )
+    level = GaugeMetricFamily(
+        "netsync_quota_level",
+        "Share of the allowed calls used in the window",
+        labels=["provider", "scope"],
+    )
     for provider in PROVIDERS:
         for q in shared_levels(svc.quota, provider):
             for cls, n in q.used.items():

@@ -4,6 +4,7 @@ changes, and the change feed across all users (all from PostgreSQL).
 A path without a relation means the provider's first (``Provider.RELATIONS``),
 so the paths from before relations existed keep working.
 """
+
 from __future__ import annotations
 
 import re
@@ -71,9 +72,14 @@ def get_network(user_id: str, provider: str, relation: str | None = None):
     if page is None:
         raise _never_synced(provider, relation, user_id)
     meta, connections, next_cursor = page
-    return jsonify(count=meta["count"], synced_at=_iso(meta["synced_at"]),
-                   sync_id=meta["sync_id"], relation=relation, connections=connections,
-                   next_cursor=next_cursor)
+    return jsonify(
+        count=meta["count"],
+        synced_at=_iso(meta["synced_at"]),
+        sync_id=meta["sync_id"],
+        relation=relation,
+        connections=connections,
+        next_cursor=next_cursor,
+    )
 
 
 @bp.get("/users/<user_id>/networks/<provider>/changes")
@@ -82,8 +88,9 @@ def get_network_changes(user_id: str, provider: str, relation: str | None = None
     """What the last completed sync added and removed, paged (``initial``: a first sync,
     whose "added" is the whole network)."""
     relation = _target(user_id, provider, relation)
-    changes = services().networks.sync_changes_page(user_id, provider, relation, _cursor(),
-                                                    _limit())
+    changes = services().networks.sync_changes_page(
+        user_id, provider, relation, _cursor(), _limit()
+    )
     if changes is None:
         raise _never_synced(provider, relation, user_id)
     return jsonify(changes)

@@ -9,6 +9,7 @@
   ``<prefix>:metrics``, so web, workers and CLI all add to the same numbers.
 - ``bp``: ``/healthz``, ``/readyz``; ``/metrics`` is ``service.metrics``.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -22,24 +23,30 @@ from flask import Blueprint, Flask, current_app, jsonify
 from pythonjsonlogger.json import JsonFormatter
 
 from service.extensions import services
-from sync.telemetry import SyncLogContext
 from state.credentials import SECRETS_IN_USE
+from sync.telemetry import SyncLogContext
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
 
 # -- redaction ----------------------------------------------------------------
 REDACTED = "[redacted]"
-_SECRET_NAMES = (r"access_token|refresh_token|token_secret|oauth_token_secret|oauth_token"
-                 r"|oauth_signature|client_secret|password|api_key")
+_SECRET_NAMES = (
+    r"access_token|refresh_token|token_secret|oauth_token_secret|oauth_token"
+    r"|oauth_signature|client_secret|password|api_key"
+)
 _SECRET_ASSIGNMENT = re.compile(
-    rf"(?i)(\b(?:{_SECRET_NAMES})\b[\"']?\s*[=:]\s*[\"']?)[^\s&\"',;)}}\]]+")
+    rf"(?i)(\b(?:{_SECRET_NAMES})\b[\"']?\s*[=:]\s*[\"']?)[^\s&\"',;)}}\]]+"
+)
 _AUTHORIZATION = re.compile(
-    r"(?i)(\bauthorization\b[\"']?\s*[=:]\s*[\"']?)(?:(?:bearer|basic|oauth|token)\s+)?[^\s\"',}]+")
+    r"(?i)(\bauthorization\b[\"']?\s*[=:]\s*[\"']?)(?:(?:bearer|basic|oauth|token)\s+)?[^\s\"',}]+"
+)
 _AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]+=*")
 #: keys whose values are secrets wherever they appear (log extras, Sentry events)
-SENSITIVE_KEY = re.compile(r"(?i)token|secret|password|passw|authorization|cookie|signature"
-                           r"|api[_-]?key|credential")
+SENSITIVE_KEY = re.compile(
+    r"(?i)token|secret|password|passw|authorization|cookie|signature"
+    r"|api[_-]?key|credential"
+)
 
 
 def redact(text: str) -> str:
@@ -55,7 +62,7 @@ def _redact_record(record: logging.LogRecord) -> None:
     """Rewrite a record's message only when it holds a secret (keeps Sentry's grouping)."""
     try:
         message = record.getMessage()
-    except Exception:  # a broken format string is logging's to report, not ours
+    except Exception:  # noqa: BLE001 - a broken format string is logging's to report, not ours
         return
     cleaned = redact(message)
     if cleaned != message:
@@ -81,7 +88,10 @@ def install_redaction() -> None:
 
 # -- log lines ----------------------------------------------------------------
 _RECORD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "taskName"}
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 def _value(value) -> str:
@@ -97,7 +107,8 @@ class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = {
             "ts": datetime.datetime.fromtimestamp(record.created, datetime.UTC)
-            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -130,9 +141,10 @@ class JsonLineFormatter(JsonFormatter):
 
 def line_formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
-        return JsonLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                 rename_fields={"asctime": "ts", "levelname": "level",
-                                                "name": "logger"})
+        return JsonLineFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+        )
     return KeyValueFormatter()
 
 
@@ -171,10 +183,27 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
 #: what else is a secret in a Sentry event: an OAuth authorization code, its verifier
 _SENTRY_ONLY_KEYS = re.compile(r"(?i)^(code|oauth_verifier|verifier)$")
 #: Sentry's own scrubber's deny list, extended with ours (it matches whole keys)
-SENTRY_DENYLIST = sorted({"access_token", "refresh_token", "token_secret", "oauth_token_secret",
-                          "client_secret", "code", "oauth_verifier", "signature",
-                          "x-netsync-signature", "webhook-signature", "cookie", "cookies",
-                          "set-cookie", "authorization", "password", "secret", "token"})
+SENTRY_DENYLIST = sorted(
+    {
+        "access_token",
+        "refresh_token",
+        "token_secret",
+        "oauth_token_secret",
+        "client_secret",
+        "code",
+        "oauth_verifier",
+        "signature",
+        "x-netsync-signature",
+        "webhook-signature",
+        "cookie",
+        "cookies",
+        "set-cookie",
+        "authorization",
+        "password",
+        "secret",
+        "token",
+    }
+)
 
 
 def _sensitive(key) -> bool:
@@ -228,8 +257,9 @@ def init_sentry(settings) -> bool:
         include_local_variables=False,  # a frame's locals may hold a token
         max_request_body_size="never",  # the login webhook's body carries tokens
         before_send=before_send,
-        event_scrubber=EventScrubber(denylist=[*DEFAULT_DENYLIST, *SENTRY_DENYLIST],
-                                     recursive=True),
+        event_scrubber=EventScrubber(
+            denylist=[*DEFAULT_DENYLIST, *SENTRY_DENYLIST], recursive=True
+        ),
     )
     return True
 
@@ -245,7 +275,6 @@ def count(name: str, batch=None, **labels) -> None:
         log.debug("counter not counted", extra={"counter": name})
 
 
-
 # -- endpoints -----------------------------------------------------------------------
 @bp.get("/healthz")
 def healthz():
@@ -256,8 +285,7 @@ def healthz():
 def _broker_check(app: Flask) -> None:
     celery_app = app.extensions["celery"]
     with celery_app.connection_for_write(connect_timeout=2) as connection:
-        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2,
-                                     timeout=3)
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=3)
 
 
 @bp.get("/readyz")
@@ -273,27 +301,34 @@ def readyz():
     try:
         services().networks.ping()
         checks["database"] = "ok"
-    except Exception as exc:  # psycopg / pool errors: a connection that cannot be had
+    except Exception as exc:  # noqa: BLE001 - psycopg / pool errors: a connection that cannot be had
         checks["database"] = f"unreachable ({type(exc).__name__})"
     try:
         _broker_check(app)
         checks["broker"] = "ok"
-    except Exception as exc:  # kombu raises transport-specific errors
+    except Exception as exc:  # noqa: BLE001 - kombu raises transport-specific errors
         checks["broker"] = f"unreachable ({type(exc).__name__})"
     if all(state == "ok" for state in checks.values()):
         return jsonify(status="ready", checks=checks)
     failing = ", ".join(name for name, state in checks.items() if state != "ok")
-    body = {"error": {"code": "unavailable", "message": f"not ready: {failing} unreachable"},
-            "status": "unavailable", "checks": checks}
+    body = {
+        "error": {"code": "unavailable", "message": f"not ready: {failing} unreachable"},
+        "status": "unavailable",
+        "checks": checks,
+    }
     return jsonify(body), 503
 
 
 def init_app(app: Flask) -> None:
     settings = app.config["NETSYNC_SETTINGS"]
     # the settings' own secrets are redacted by value too, wherever a library logs them
-    SECRETS_IN_USE.add(*settings.webhook_secrets, *settings.api_tokens, *settings.encryption_keys,
-                       *settings.callback_secrets,
-                       *(client.partition(":")[2] for client in settings.oauth_clients.values()))
+    SECRETS_IN_USE.add(
+        *settings.webhook_secrets,
+        *settings.api_tokens,
+        *settings.encryption_keys,
+        *settings.callback_secrets,
+        *(client.partition(":")[2] for client in settings.oauth_clients.values()),
+    )
     configure_logging(app.config.get("LOG_LEVEL", settings.log_level), settings.log_format)
     init_sentry(app.config["NETSYNC_SETTINGS"])
     app.register_blueprint(bp)

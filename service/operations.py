@@ -3,6 +3,7 @@
 One implementation behind the API (``POST /v1/syncs/<id>/cancel``), the CLI
 (``syncs cancel``, ``providers pause/resume``) and the dashboard.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,11 @@ class CancelOutcome:
 
 def _parked_of_sync(svc: Services, sync_id: str) -> list[str]:
     """Parked provider calls of one sync (a provider task's first argument is its sync id)."""
-    return [entry.id for entry in svc.delayed.entries()
-            if entry.args and entry.args[0] == sync_id and not entry.task_name.startswith("netsync.")]
+    return [
+        entry.id
+        for entry in svc.delayed.entries()
+        if entry.args and entry.args[0] == sync_id and not entry.task_name.startswith("netsync.")
+    ]
 
 
 def cancel_sync(svc: Services, celery_app, sync_id: str, reason: str = "") -> CancelOutcome:
@@ -62,8 +66,11 @@ def pause_provider(svc: Services, provider: str, reason: str = "") -> bool:
 def resume_provider(svc: Services, provider: str) -> tuple[bool, int]:
     """Let calls to ``provider`` go again; (was paused, parked calls made due now)."""
     changed = svc.switches.resume(provider)
-    waiting = [entry.id for entry in svc.delayed.entries()
-               if entry.reason == PAUSED_REASON and entry.task_name.startswith(f"{provider}.")]
+    waiting = [
+        entry.id
+        for entry in svc.delayed.entries()
+        if entry.reason == PAUSED_REASON and entry.task_name.startswith(f"{provider}.")
+    ]
     released = svc.delayed.make_due(waiting)
     log.warning("provider resumed provider=%s parked_released=%d", provider, released)
     return changed, released

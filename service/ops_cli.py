@@ -6,6 +6,7 @@
 
 Exit codes: 0 done, 1 refused (unknown id, already final), 2 usage error.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -28,7 +29,9 @@ callbacks_cli = AppGroup("callbacks", help="Look at and resend callback deliveri
 def _when(epoch) -> str:
     if epoch is None:
         return "-"
-    return datetime.datetime.fromtimestamp(float(epoch), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(float(epoch), datetime.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
 
 
 @syncs_cli.command("cancel")
@@ -41,8 +44,9 @@ def cancel_sync(sync_id, reason):
     if result.outcome == "unknown":
         raise click.ClickException(f"no sync {sync_id!r}")
     if result.outcome == "final":
-        raise click.ClickException(f"sync {sync_id} is already final "
-                                   f"({(result.record or {}).get('status')})")
+        raise click.ClickException(
+            f"sync {sync_id} is already final ({(result.record or {}).get('status')})"
+        )
     count("cancels", via="cli")
     click.echo(f"{sync_id}: cancelled")
 
@@ -92,9 +96,11 @@ def list_callbacks(failed, limit):
         click.echo("no failed deliveries" if failed else "no deliveries")
         return
     for d in deliveries:
-        click.echo(f"{d.id}  {d.event:<17} {d.state:<9} attempts={d.attempts} "
-                   f"last={d.last_status or '-'} error={d.last_error or '-'} "
-                   f"created={_when(d.created_at)} next={_when(d.next_at)}")
+        click.echo(
+            f"{d.id}  {d.event:<17} {d.state:<9} attempts={d.attempts} "
+            f"last={d.last_status or '-'} error={d.last_error or '-'} "
+            f"created={_when(d.created_at)} next={_when(d.next_at)}"
+        )
 
 
 @callbacks_cli.command("redeliver")

@@ -3,6 +3,7 @@
 Validation and deduplication happen here; the work itself is the provider's
 profile task (round one), sent to the queue the account's known size picks.
 """
+
 from __future__ import annotations
 
 import time
@@ -10,14 +11,14 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-import queues
 import providers
+import queues
 from service.config import PROVIDERS
 from state.batch import Batch
 from state.credentials import Credential
+from state.store import USER_ID_RE, SyncTicket
 from sync.runtime import Services
 from sync.tasks import profile_task_name
-from state.store import USER_ID_RE, SyncTicket
 
 TRIGGERS = ("webhook", "api", "cli", "stale")
 
@@ -41,8 +42,9 @@ def validate_target(user_id, provider, relation=None) -> str:
     if relation is None:
         return offered[0]
     if relation not in offered:
-        raise SyncRequestError(f"{provider} has no relation {relation!r}; one of "
-                               f"{', '.join(offered)}")
+        raise SyncRequestError(
+            f"{provider} has no relation {relation!r}; one of {', '.join(offered)}"
+        )
     return relation
 
 
@@ -61,20 +63,33 @@ class SyncRequest:
     credential: Credential | None = None
 
 
-def start_sync(svc: Services, *, user_id: str, provider: str, trigger: str,
-               force: bool = False, credential: Credential | None = None,
-               relation: str | None = None) -> SyncTicket:
+def start_sync(
+    svc: Services,
+    *,
+    user_id: str,
+    provider: str,
+    trigger: str,
+    force: bool = False,
+    credential: Credential | None = None,
+    relation: str | None = None,
+) -> SyncTicket:
     """Start (or find) the sync for one user's network on one provider and relation.
 
     ``credential`` comes with a login webhook and is stored (encrypted) even
     when no new sync starts: the newest token is the one to use next time.
     """
-    return start_syncs(svc, user_id=user_id, trigger=trigger, force=force,
-                       requests=[SyncRequest(provider, relation, credential)])[0]
+    return start_syncs(
+        svc,
+        user_id=user_id,
+        trigger=trigger,
+        force=force,
+        requests=[SyncRequest(provider, relation, credential)],
+    )[0]
 
 
-def start_syncs(svc: Services, *, user_id: str, trigger: str, requests: list[SyncRequest],
-                force: bool = False) -> list[SyncTicket]:
+def start_syncs(
+    svc: Services, *, user_id: str, trigger: str, requests: list[SyncRequest], force: bool = False
+) -> list[SyncTicket]:
     """``start_sync`` for several networks of one user (a login's accounts and relations).
 
     Every request is validated before anything is written. Then each step is
@@ -94,8 +109,9 @@ def start_syncs(svc: Services, *, user_id: str, trigger: str, requests: list[Syn
             continue
         if not svc.credentials.exists(r.provider, user_id):
             raise SyncRequestError(
-                f"no {r.provider} account is linked for {user_id}; it arrives with a login "
-                "webhook", code="no_credentials")
+                f"no {r.provider} account is linked for {user_id}; it arrives with a login webhook",
+                code="no_credentials",
+            )
         account_ids[r.provider] = svc.credentials.load(r.provider, user_id).account_id
     settings, store = svc.settings, svc.store
     first = Batch(svc.redis)
@@ -104,19 +120,29 @@ def start_syncs(svc: Services, *, user_id: str, trigger: str, requests: list[Syn
         if r.credential is not None and r.provider not in saved:
             svc.credentials.save(r.provider, user_id, r.credential, batch=first)
             saved.add(r.provider)
-    steps = [store.prepare_begin(first, user_id=user_id, provider=r.provider, relation=relation)
-             for r, relation in zip(requests, relations)]
+    steps = [
+        store.prepare_begin(first, user_id=user_id, provider=r.provider, relation=relation)
+        for r, relation in zip(requests, relations)
+    ]
     first.execute()
     begins = Batch(svc.redis)
     classes = []
     for r, step in zip(requests, steps):
         last_size = step.last.get("size")
-        queue_class = queues.queue_class_for(int(last_size) if last_size else None, trigger,
-                                             settings.whale_threshold)
+        queue_class = queues.queue_class_for(
+            int(last_size) if last_size else None, trigger, settings.whale_threshold
+        )
         classes.append(queue_class)
-        store.queue_begin(begins, step, account_id=account_ids[r.provider], queue=queue_class,
-                          trigger=trigger, force=force, freshness_s=settings.freshness_seconds,
-                          stale_s=settings.sync_stale_seconds)
+        store.queue_begin(
+            begins,
+            step,
+            account_id=account_ids[r.provider],
+            queue=queue_class,
+            trigger=trigger,
+            force=force,
+            freshness_s=settings.freshness_seconds,
+            stale_s=settings.sync_stale_seconds,
+        )
     begins.execute()
     after = Batch(svc.redis)
     tickets, error = [], None
@@ -128,9 +154,20 @@ def start_syncs(svc: Services, *, user_id: str, trigger: str, requests: list[Syn
             error = error or exc
     created = [(t, q) for t, q in zip(tickets, classes) if t is not None and t.created]
     for ticket, queue_class in created:
-        svc.metrics.count_many([("syncs_started", {
-            "provider": ticket.provider, "queue": queue_class, "trigger": trigger,
-            "relation": ticket.relation or "-"})], batch=after)
+        svc.metrics.count_many(
+            [
+                (
+                    "syncs_started",
+                    {
+                        "provider": ticket.provider,
+                        "queue": queue_class,
+                        "trigger": trigger,
+                        "relation": ticket.relation or "-",
+                    },
+                )
+            ],
+            batch=after,
+        )
         svc.progress.track(ticket.sync_id, time.time(), batch=after)
     after.execute()
     for i, (ticket, queue_class) in enumerate(created):
@@ -145,8 +182,9 @@ def start_syncs(svc: Services, *, user_id: str, trigger: str, requests: list[Syn
     return tickets
 
 
-def send_profile_task(svc: Services, sync_id: str, provider: str, queue_class: str,
-                      trigger: str) -> None:
+def send_profile_task(
+    svc: Services, sync_id: str, provider: str, queue_class: str, trigger: str
+) -> None:
     celery_app = current_app.extensions["celery"]
     celery_app.send_task(
         profile_task_name(provider),

@@ -14,6 +14,7 @@ Order matters, and each step guards the next:
 
 Tokens are never logged and never echoed, not even in a validation message.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,15 +27,15 @@ import providers
 from service import http_errors
 from service.api import ticket_view, trigger_outcome
 from service.config import PROVIDERS
-from state.credentials import Credential
 from service.extensions import services
 from service.http_errors import ApiError
 from service.observability import count
-from sync.signatures import DELIVERY_HEADER, SIGNATURE_HEADER, SignatureError, verify
-from state.keys import Keys
-from state.store import USER_ID_RE
 from service.syncs import SyncRequest, relations_of, start_syncs
 from state.batch import Batch
+from state.credentials import Credential
+from state.keys import Keys
+from state.store import USER_ID_RE
+from sync.signatures import DELIVERY_HEADER, SIGNATURE_HEADER, SignatureError, verify
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -44,7 +45,7 @@ MAX_ID_LENGTH = 256
 MAX_TOKEN_LENGTH = 8192
 MAX_DELIVERY_ID_LENGTH = 200
 #: an expiry beyond this is not a timestamp (it would overflow float/datetime)
-MAX_EXPIRES_AT = 2 ** 40
+MAX_EXPIRES_AT = 2**40
 
 
 # -- replay protection --------------------------------------------------------------
@@ -58,8 +59,9 @@ class DeliveryLog:
 
     PENDING = b"pending"
 
-    def __init__(self, redis_client, prefix: str, ttl: int, claim_ttl: int = 60,
-                 wait_s: float = 5.0):
+    def __init__(
+        self, redis_client, prefix: str, ttl: int, claim_ttl: int = 60, wait_s: float = 5.0
+    ):
         self.redis, self.prefix, self.ttl = redis_client, prefix, ttl
         self.claim_ttl, self.wait_s = claim_ttl, wait_s
 
@@ -80,8 +82,9 @@ class DeliveryLog:
                 answer = json.loads(stored)
                 return answer["status"], answer["body"]
             if time.monotonic() >= deadline:
-                return 409, ApiError(409, "this delivery is still being processed",
-                                     code="delivery_in_progress").payload()
+                return 409, ApiError(
+                    409, "this delivery is still being processed", code="delivery_in_progress"
+                ).payload()
             time.sleep(0.05)
 
     def record(self, delivery_id: str, status: int, body: dict, batch=None) -> None:
@@ -103,8 +106,9 @@ def _invalid(message: str, code: str = "invalid"):
     raise ApiError(422, message, code=code)
 
 
-def _string(obj: dict, name: str, where: str, *, required: bool, max_length: int,
-            secret: bool = False) -> str | None:
+def _string(
+    obj: dict, name: str, where: str, *, required: bool, max_length: int, secret: bool = False
+) -> str | None:
     """A string field; messages name the field, never a secret's value."""
     value = obj.get(name)
     if value is None:
@@ -128,8 +132,11 @@ def _expires_at(obj: dict, where: str) -> float | None:
     value = obj.get("expires_at")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not 0 <= value < MAX_EXPIRES_AT:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 <= value < MAX_EXPIRES_AT
+    ):
         _invalid(f"{where}expires_at must be epoch seconds (a number) or null")
     return value
 
@@ -144,8 +151,11 @@ def _relations(account: dict, provider: str, where: str) -> tuple[str, ...]:
         _invalid(f"{where}relations must be a non-empty list of relation names")
     unknown = [r for r in raw if r not in offered]
     if unknown:
-        _invalid(f"{where}relations: {provider} has no {', '.join(map(repr, unknown))}; "
-                 f"one of {', '.join(offered)}", code="unknown_relation")
+        _invalid(
+            f"{where}relations: {provider} has no {', '.join(map(repr, unknown))}; "
+            f"one of {', '.join(offered)}",
+            code="unknown_relation",
+        )
     return tuple(dict.fromkeys(raw))
 
 
@@ -156,22 +166,35 @@ def parse_account(account, index: int) -> tuple[str, Credential, tuple[str, ...]
         _invalid(f"accounts[{index}] must be an object")
     provider = _string(account, "provider", where, required=True, max_length=32)
     if provider not in PROVIDERS:
-        _invalid(f"{where}provider {provider!r} is unknown; one of {', '.join(PROVIDERS)}",
-                 code="unknown_provider")
+        _invalid(
+            f"{where}provider {provider!r} is unknown; one of {', '.join(PROVIDERS)}",
+            code="unknown_provider",
+        )
     account_id = _string(account, "account_id", where, required=True, max_length=MAX_ID_LENGTH)
     provider_class = providers.provider_classes()[provider]
     if not provider_class.valid_account_id(account_id):
-        _invalid(f"{where}account_id is not a {provider} account id (allowed: "
-                 f"{provider_class.ACCOUNT_ID_PATTERN})", code="invalid_account_id")
+        _invalid(
+            f"{where}account_id is not a {provider} account id (allowed: "
+            f"{provider_class.ACCOUNT_ID_PATTERN})",
+            code="invalid_account_id",
+        )
     credential = Credential(
         account_id=account_id,
-        access_token=_string(account, "access_token", where, required=True,
-                             max_length=MAX_TOKEN_LENGTH, secret=True),
-        refresh_token=_string(account, "refresh_token", where, required=False,
-                              max_length=MAX_TOKEN_LENGTH, secret=True),
+        access_token=_string(
+            account, "access_token", where, required=True, max_length=MAX_TOKEN_LENGTH, secret=True
+        ),
+        refresh_token=_string(
+            account,
+            "refresh_token",
+            where,
+            required=False,
+            max_length=MAX_TOKEN_LENGTH,
+            secret=True,
+        ),
         expires_at=_expires_at(account, where),
-        token_secret=_string(account, "token_secret", where, required=False,
-                             max_length=MAX_TOKEN_LENGTH, secret=True),
+        token_secret=_string(
+            account, "token_secret", where, required=False, max_length=MAX_TOKEN_LENGTH, secret=True
+        ),
     )
     return provider, credential, _relations(account, provider, where)
 
@@ -197,8 +220,12 @@ def parse_login(document: dict) -> tuple[str, list[tuple[str, Credential, tuple]
 def _verify_signature(body: bytes) -> None:
     settings = services().settings
     try:
-        verify(request.headers.get(SIGNATURE_HEADER), body, settings.webhook_secrets,
-               tolerance=settings.signature_tolerance)
+        verify(
+            request.headers.get(SIGNATURE_HEADER),
+            body,
+            settings.webhook_secrets,
+            tolerance=settings.signature_tolerance,
+        )
     except SignatureError as exc:
         count("webhook_deliveries", outcome="bad_signature")
         log.warning("login webhook refused", extra={"reason": exc.reason})
@@ -210,8 +237,9 @@ def _delivery_id() -> str | None:
     if delivery_id is None:
         return None
     if not 1 <= len(delivery_id) <= MAX_DELIVERY_ID_LENGTH or not delivery_id.isprintable():
-        raise ApiError(400, f"{DELIVERY_HEADER} must be 1-{MAX_DELIVERY_ID_LENGTH} "
-                            "printable characters")
+        raise ApiError(
+            400, f"{DELIVERY_HEADER} must be 1-{MAX_DELIVERY_ID_LENGTH} printable characters"
+        )
     return delivery_id
 
 
@@ -223,17 +251,29 @@ def process_login(body: bytes, after=None) -> tuple[int, dict]:
     document = http_errors.read_json_object(body, request.is_json)
     user_id, accounts = parse_login(document)
     # each relation is a sync of its own; all of them start together (service.syncs)
-    tickets = start_syncs(svc, user_id=user_id, trigger="webhook", requests=[
-        SyncRequest(provider, relation, credential)
-        for provider, credential, relations in accounts for relation in relations])
+    tickets = start_syncs(
+        svc,
+        user_id=user_id,
+        trigger="webhook",
+        requests=[
+            SyncRequest(provider, relation, credential)
+            for provider, credential, relations in accounts
+            for relation in relations
+        ],
+    )
     syncs = []
     for ticket in tickets:
         count("triggers", batch=after, kind="webhook", outcome=trigger_outcome(ticket))
         syncs.append(ticket_view(ticket))
-    log.info("login webhook accepted", extra={
-        "user_id": user_id,
-        "syncs": " ".join(f"{s['provider']}:{s['relation']}:{s['sync_id']}:{s['status']}"
-                          for s in syncs)})
+    log.info(
+        "login webhook accepted",
+        extra={
+            "user_id": user_id,
+            "syncs": " ".join(
+                f"{s['provider']}:{s['relation']}:{s['sync_id']}:{s['status']}" for s in syncs
+            ),
+        },
+    )
     return 202, {"syncs": syncs}
 
 

@@ -24,8 +24,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8900, help="0 picks a free port")
     parser.add_argument("--scenario", help="scenario JSON file (default: empty scenario)")
-    parser.add_argument("--log-limit", type=int, default=200_000,
-                        help="calls kept for /_sim/calls (default 200000)")
+    parser.add_argument(
+        "--log-limit", type=int, default=200_000, help="calls kept for /_sim/calls (default 200000)"
+    )
     return parser.parse_args(argv)
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -34,9 +35,12 @@ from .state import Simulator
 SIM = web.AppKey("simulator", Simulator)
 
 
-def make_app(scenario: dict | Scenario | None = None, *,
-             clock: Callable[[], float] = time.time,
-             log_limit: int = 200_000) -> web.Application:
+def make_app(
+    scenario: dict | Scenario | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    log_limit: int = 200_000,
+) -> web.Application:
     """An application serving ``scenario`` (a scenario dict, parsed or not).
 
     ``clock`` (epoch seconds) is injectable so tests can move time for
@@ -48,8 +52,9 @@ def make_app(scenario: dict | Scenario | None = None, *,
     app[SIM] = sim
     for provider in PROVIDER_SIMS.values():
         for route in provider.ROUTES:
-            app.router.add_route(route.method, f"/{provider.NAME}{route.path}",
-                                 _endpoint(sim, provider, route))
+            app.router.add_route(
+                route.method, f"/{provider.NAME}{route.path}", _endpoint(sim, provider, route)
+            )
         app.router.add_route("*", f"/{provider.NAME}/{{tail:.*}}", _unknown_path(sim, provider))
     control.add_routes(app, sim)
     return app
@@ -65,8 +70,14 @@ def client_ip(request: web.Request) -> str:
 
 def _endpoint(sim: Simulator, provider: ProviderSim, route: Route):
     async def handle(request: web.Request) -> web.StreamResponse:
-        call = Call(sim.clock(), provider.NAME, provider.call_kind(route, request),
-                    request.path, client_ip(request), request)
+        call = Call(
+            sim.clock(),
+            provider.NAME,
+            provider.call_kind(route, request),
+            request.path,
+            client_ip(request),
+            request,
+        )
         call.relation = route.relation
         creds = None
         if route.authenticated:
@@ -85,17 +96,22 @@ def _endpoint(sim: Simulator, provider: ProviderSim, route: Route):
         sim.log.append(call)
         sim.stats.record(call)
         return response
+
     return handle
 
 
-def _identify_account(sim: Simulator, provider: ProviderSim, route: Route,
-                      request: web.Request, call: Call) -> None:
+def _identify_account(
+    sim: Simulator, provider: ProviderSim, route: Route, request: web.Request, call: Call
+) -> None:
     if route.account_param is not None:
         # a path part, or a query parameter (Bluesky's XRPC ``?actor=``)
-        raw = request.match_info.get(route.account_param,
-                                     request.query.get(route.account_param, ""))
+        raw = request.match_info.get(
+            route.account_param, request.query.get(route.account_param, "")
+        )
         call.account = provider.lookup_account(sim, route, raw, call)
-        call.account_id = call.account.key[1] if call.account else normalize_account_id(provider.NAME, raw)
+        call.account_id = (
+            call.account.key[1] if call.account else normalize_account_id(provider.NAME, raw)
+        )
         return
     if route.authenticated:
         owner = sim.tokens.get(provider.NAME, call.token)
@@ -146,8 +162,9 @@ def _serve(sim: Simulator, provider: ProviderSim, route: Route, call: Call, cred
     return response, latency
 
 
-def _auth_problem(sim: Simulator, provider: ProviderSim, route: Route, call: Call,
-                  creds) -> str | None:
+def _auth_problem(
+    sim: Simulator, provider: ProviderSim, route: Route, call: Call, creds
+) -> str | None:
     if creds.problem is not None:
         return provider.ROW_MALFORMED_AUTH
     if call.token is None:
@@ -201,4 +218,5 @@ def _unknown_path(sim: Simulator, provider: ProviderSim):
         sim.log.append(call)
         sim.stats.record(call)
         return response
+
     return handle

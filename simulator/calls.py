@@ -8,20 +8,36 @@ cannot grow the simulator without bound.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 
 class Call:
     """A provider request in flight: who, what kind, which account, outcome."""
 
     __slots__ = (
-        "seq", "t", "provider", "kind", "path", "remote", "token", "scheme",
-        "account_id", "account", "relation", "request", "form", "status",
-        "fault_id", "injected", "rate_limited",
+        "seq",
+        "t",
+        "provider",
+        "kind",
+        "path",
+        "remote",
+        "token",
+        "scheme",
+        "account_id",
+        "account",
+        "relation",
+        "request",
+        "form",
+        "status",
+        "fault_id",
+        "injected",
+        "rate_limited",
     )
 
-    def __init__(self, t: float, provider: str, kind: str, path: str, remote: str,
-                 request: Any = None) -> None:
+    def __init__(
+        self, t: float, provider: str, kind: str, path: str, remote: str, request: Any = None
+    ) -> None:
         self.seq = 0
         self.t = t
         self.provider = provider
@@ -41,8 +57,19 @@ class Call:
         self.rate_limited = False
 
 
-_FIELDS = ("seq", "t", "provider", "account", "token", "kind", "status", "path",
-           "remote", "fault", "rate_limited")
+_FIELDS = (
+    "seq",
+    "t",
+    "provider",
+    "account",
+    "token",
+    "kind",
+    "status",
+    "path",
+    "remote",
+    "fault",
+    "rate_limited",
+)
 
 
 class CallLog:
@@ -60,17 +87,35 @@ class CallLog:
         if len(self._entries) == self.limit:
             self.dropped += 1
         # path only (request.path): query strings may carry access tokens
-        self._entries.append((call.seq, call.t, call.provider, call.account_id, call.token,
-                              call.kind, call.status, call.path, call.remote, call.fault_id,
-                              call.rate_limited))
+        self._entries.append(
+            (
+                call.seq,
+                call.t,
+                call.provider,
+                call.account_id,
+                call.token,
+                call.kind,
+                call.status,
+                call.path,
+                call.remote,
+                call.fault_id,
+                call.rate_limited,
+            )
+        )
 
     def clear(self) -> None:
         self._entries.clear()
         self.dropped = 0
 
-    def query(self, provider: str | None = None, since: float | None = None,
-              since_seq: int | None = None, token: str | None = None,
-              account: str | None = None, limit: int | None = None) -> Iterator[dict]:
+    def query(
+        self,
+        provider: str | None = None,
+        since: float | None = None,
+        since_seq: int | None = None,
+        token: str | None = None,
+        account: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[dict]:
         """Entries matching every given filter (``since``: strictly later timestamps)."""
         count = 0
         for entry in self._entries:

@@ -90,9 +90,16 @@ class ControlHandlers:
         pairs = provider.connections(space, lo, hi)
         ids = [connection_id for connection_id, _ in pairs]
         handles = [handle for _, handle in pairs]
-        return web.json_response({"provider": provider_name, "account_id": account.id,
-                                  "relation": relation, "count": space.size,
-                                  "ids": ids, "handles": handles})
+        return web.json_response(
+            {
+                "provider": provider_name,
+                "account_id": account.id,
+                "relation": relation,
+                "count": space.size,
+                "ids": ids,
+                "handles": handles,
+            }
+        )
 
     async def stats(self, request: web.Request) -> web.Response:
         now = self.sim.clock()
@@ -109,10 +116,19 @@ class ControlHandlers:
         except (ScenarioError, ValueError) as exc:
             return _bad_request(str(exc))
         log = self.sim.log
-        entries = list(log.query(q.get("provider") or None, since, since_seq,
-                                 q.get("token") or None, q.get("account") or None, limit))
-        return web.json_response({"calls": entries, "next_seq": log.next_seq,
-                                  "dropped": log.dropped, "kept": len(log)})
+        entries = list(
+            log.query(
+                q.get("provider") or None,
+                since,
+                since_seq,
+                q.get("token") or None,
+                q.get("account") or None,
+                limit,
+            )
+        )
+        return web.json_response(
+            {"calls": entries, "next_seq": log.next_seq, "dropped": log.dropped, "kept": len(log)}
+        )
 
     async def get_faults(self, request: web.Request) -> web.Response:
         return web.json_response({"faults": self.sim.faults.to_json()})
@@ -145,9 +161,15 @@ class ControlHandlers:
 
     async def get_accounts(self, request: web.Request) -> web.Response:
         provider = request.query.get("provider")
-        return web.json_response({"accounts": [
-            a.to_json() for a in self.sim.accounts.values()
-            if provider is None or a.provider == provider]})
+        return web.json_response(
+            {
+                "accounts": [
+                    a.to_json()
+                    for a in self.sim.accounts.values()
+                    if provider is None or a.provider == provider
+                ]
+            }
+        )
 
     async def post_accounts(self, request: web.Request) -> web.Response:
         """``{"accounts": [...]}`` (or a bare list) adds or replaces accounts by
@@ -169,12 +191,19 @@ class ControlHandlers:
             return _bad_request(str(exc))
         for account in accounts:
             self.sim.put_account(account)
-        return web.json_response({"upserted": [[a.provider, a.id] for a in accounts],
-                                  "removed": removed, "count": len(self.sim.accounts)})
+        return web.json_response(
+            {
+                "upserted": [[a.provider, a.id] for a in accounts],
+                "removed": removed,
+                "count": len(self.sim.accounts),
+            }
+        )
 
     async def tokens(self, request: web.Request) -> web.Response:
         q = request.query
-        return web.json_response({"tokens": self.sim.tokens.listing(q.get("provider"), q.get("account"))})
+        return web.json_response(
+            {"tokens": self.sim.tokens.listing(q.get("provider"), q.get("account"))}
+        )
 
     async def reset(self, request: web.Request) -> web.Response:
         """``{}``: stats, log, faults, quota counters, token states;
@@ -190,5 +219,6 @@ class ControlHandlers:
                 self.sim.reset(accounts=bool(body.get("accounts")))
         except ScenarioError as exc:
             return _bad_request(str(exc))
-        return web.json_response({"ok": True, "accounts": len(self.sim.accounts),
-                                  "faults": self.sim.faults.to_json()})
+        return web.json_response(
+            {"ok": True, "accounts": len(self.sim.accounts), "faults": self.sim.faults.to_json()}
+        )

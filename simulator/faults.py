@@ -16,24 +16,26 @@ The book only decides which faults fire for a call; the app applies them.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .scenario import PATH_KINDS, PROVIDERS, ScenarioError, normalize_account_id
 
 #: Fault kinds -> providers they apply to (None: all).
 KINDS: dict[str, tuple[str, ...] | None] = {
-    "outage": None,             # 503 in the provider's shape
-    "error": None,              # one row of the provider's error table
-    "drop": None,               # close the connection without an answer
-    "latency": None,            # mean/jitter (ms) for matching calls
-    "revoke_token": None,       # the token (default: the caller's) is revoked for good
-    "expire_token": None,       # the token (default: the caller's) expires now
-    "rate_limit": None,         # replace the provider's rate limits when added
-    "off_by_one": ("linkedin",),                        # endless one-person pages
-    "empty_page_with_next": ("facebook",),              # data [] but paging.next
-    "cursor_expired": ("facebook",),                    # code 100 on cursor pages
+    "outage": None,  # 503 in the provider's shape
+    "error": None,  # one row of the provider's error table
+    "drop": None,  # close the connection without an answer
+    "latency": None,  # mean/jitter (ms) for matching calls
+    "revoke_token": None,  # the token (default: the caller's) is revoked for good
+    "expire_token": None,  # the token (default: the caller's) expires now
+    "rate_limit": None,  # replace the provider's rate limits when added
+    "off_by_one": ("linkedin",),  # endless one-person pages
+    "empty_page_with_next": ("facebook",),  # data [] but paging.next
+    "cursor_expired": ("facebook",),  # code 100 on cursor pages
     "short_page": ("twitter", "facebook", "mastodon", "bluesky"),  # fewer items, cursor goes on
 }
+
 
 def _query(call):
     return call.request.query if call.request is not None else {}
@@ -50,8 +52,9 @@ def _start_at_least(call, fault) -> bool:
 #: ``at_call``/``times`` mean "the Nth page it could have broken".
 APPLIES = {
     "off_by_one": lambda call, fault: call.kind == "page" and _start_at_least(call, fault),
-    "cursor_expired": lambda call, fault: call.kind == "page" and (
-        "after" in _query(call) or "before" in _query(call)),
+    "cursor_expired": lambda call, fault: (
+        call.kind == "page" and ("after" in _query(call) or "before" in _query(call))
+    ),
     "empty_page_with_next": lambda call, fault: call.kind == "page",
     "short_page": lambda call, fault: call.kind == "page",
 }
@@ -72,7 +75,9 @@ class Fault:
         self.provider: str | None = raw.get("provider")
         self.account: str | None = (
             normalize_account_id(self.provider or "", str(raw["account"]))
-            if raw.get("account") is not None else None)
+            if raw.get("account") is not None
+            else None
+        )
         self.token: str | None = raw.get("token")
         self.path_kind: str | None = raw.get("path_kind")
         self.at_call: int | None = raw.get("at_call")
@@ -89,11 +94,13 @@ class Fault:
         return self.raw.get(name, default)
 
     def matches(self, call) -> bool:
-        return ((self.provider is None or self.provider == call.provider)
-                and (self.path_kind is None or self.path_kind == call.kind)
-                and (self.token is None or self.token == call.token)
-                and (self.account is None or self.account == call.account_id)
-                and (self.kind not in APPLIES or APPLIES[self.kind](call, self)))
+        return (
+            (self.provider is None or self.provider == call.provider)
+            and (self.path_kind is None or self.path_kind == call.kind)
+            and (self.token is None or self.token == call.token)
+            and (self.account is None or self.account == call.account_id)
+            and (self.kind not in APPLIES or APPLIES[self.kind](call, self))
+        )
 
     def fires(self) -> bool:
         """Count one matching call and decide whether the fault fires on it."""
@@ -119,8 +126,7 @@ class Fault:
 class FaultBook:
     """The active faults, in the order they were added."""
 
-    def __init__(self, seed: int = 0,
-                 validate: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, seed: int = 0, validate: Callable[[dict], None] | None = None) -> None:
         self.seed = seed
         self.validate = validate
         self.faults: list[Fault] = []

@@ -19,15 +19,56 @@ _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BASE62_PAIRS = tuple(a + b for a in _BASE62 for b in _BASE62)
 
 FIRST_NAMES = (
-    "Ada", "Alan", "Barbara", "Brian", "Carol", "Dennis", "Edsger", "Frances",
-    "Grace", "Guido", "Hedy", "Ivan", "Joan", "Ken", "Linus", "Margaret",
-    "Niklaus", "Olga", "Radia", "Rob", "Shafi", "Sophie", "Tim", "Yukihiro",
+    "Ada",
+    "Alan",
+    "Barbara",
+    "Brian",
+    "Carol",
+    "Dennis",
+    "Edsger",
+    "Frances",
+    "Grace",
+    "Guido",
+    "Hedy",
+    "Ivan",
+    "Joan",
+    "Ken",
+    "Linus",
+    "Margaret",
+    "Niklaus",
+    "Olga",
+    "Radia",
+    "Rob",
+    "Shafi",
+    "Sophie",
+    "Tim",
+    "Yukihiro",
 )
 LAST_NAMES = (
-    "Allen", "Backus", "Cerf", "Dijkstra", "Engelbart", "Floyd", "Goldberg",
-    "Hopper", "Iverson", "Jobs", "Knuth", "Lamport", "Liskov", "McCarthy",
-    "Naur", "Ousterhout", "Perlman", "Ritchie", "Stroustrup", "Thompson",
-    "Ullman", "Wirth", "Yao", "Zuse",
+    "Allen",
+    "Backus",
+    "Cerf",
+    "Dijkstra",
+    "Engelbart",
+    "Floyd",
+    "Goldberg",
+    "Hopper",
+    "Iverson",
+    "Jobs",
+    "Knuth",
+    "Lamport",
+    "Liskov",
+    "McCarthy",
+    "Naur",
+    "Ousterhout",
+    "Perlman",
+    "Ritchie",
+    "Stroustrup",
+    "Thompson",
+    "Ullman",
+    "Wirth",
+    "Yao",
+    "Zuse",
 )
 _FIRST_LOWER = tuple(name.lower() for name in FIRST_NAMES)
 _LAST_LOWER = tuple(name.lower() for name in LAST_NAMES)
@@ -88,11 +129,20 @@ class ConnectionSpace:
     URN) and handle.
     """
 
-    __slots__ = ("provider", "account_id", "relation", "start", "size", "key", "_native",
-                 "overrides")
+    __slots__ = (
+        "provider",
+        "account_id",
+        "relation",
+        "start",
+        "size",
+        "key",
+        "_native",
+        "overrides",
+    )
 
-    def __init__(self, provider: str, account_id: str, relation: str,
-                 start: int, size: int, native) -> None:
+    def __init__(
+        self, provider: str, account_id: str, relation: str, start: int, size: int, native
+    ) -> None:
         self.provider = provider
         self.account_id = account_id
         self.relation = relation
@@ -127,6 +177,7 @@ class ConnectionSpace:
 
 
 # --- provider id spaces: index -> native integer, unique per key -------------
+
 
 class PermutedIds:
     """Ids ``offset + permute(index, bits, key)``: unique per account key."""
@@ -175,10 +226,10 @@ class TwitterIds:
 
 #: Each provider's id space (``ids(index, key)`` and ``ids.many(lo, hi, key)``).
 NATIVE_IDS = {
-    "github": PermutedIds(30, 1),                          # integers in [1, 2**30]
+    "github": PermutedIds(30, 1),  # integers in [1, 2**30]
     "twitter": TwitterIds(),
-    "facebook": PermutedIds(50, 100_000_000_000_000),      # 15-16 digit numbers
-    "linkedin": PermutedIds(59, 0),                        # 10 base62 characters
+    "facebook": PermutedIds(50, 100_000_000_000_000),  # 15-16 digit numbers
+    "linkedin": PermutedIds(59, 0),  # 10 base62 characters
     "mastodon": PermutedIds(56, 100_000_000_000_000_000),  # 18-digit snowflake-like
-    "bluesky": PermutedIds(60, 0),                         # the unique half of a did:plc
+    "bluesky": PermutedIds(60, 0),  # the unique half of a did:plc
 }

@@ -102,8 +102,9 @@ class RateLimiter:
             return token
         return f"ip:{remote}"
 
-    def admit(self, provider: str, kind: str, token: str | None, remote: str,
-              now: float) -> tuple[bool, Quota | None]:
+    def admit(
+        self, provider: str, kind: str, token: str | None, remote: str, now: float
+    ) -> tuple[bool, Quota | None]:
         """Count a call; ``(False, quota)`` when a rule's window is spent.
 
         The returned quota is the rejecting rule's, or else the published one
@@ -142,11 +143,16 @@ class RateLimiter:
 
     @staticmethod
     def _quota(rule: RateLimitRule, key: str, window: QuotaWindow) -> Quota:
-        return Quota(rule, key, rule.limit, max(0, rule.limit - window.used), window.used,
-                     window.start + rule.window_s)
+        return Quota(
+            rule,
+            key,
+            rule.limit,
+            max(0, rule.limit - window.used),
+            window.used,
+            window.start + rule.window_s,
+        )
 
-    def quota_for(self, provider: str, token: str | None, remote: str,
-                  now: float) -> Quota | None:
+    def quota_for(self, provider: str, token: str | None, remote: str, now: float) -> Quota | None:
         """The first rule's quota for a caller, without counting a call."""
         for rule in self.rules.get(provider, []):
             key = self.scope_key(rule, token, remote)
@@ -159,15 +165,28 @@ class RateLimiter:
     def report(self) -> list[dict]:
         """Per rule: peak calls in any sliding window, and per scope key."""
         out = []
-        for provider, rules in self.rules.items():
+        for rules in self.rules.values():
             for rule in rules:
-                keys = {key: {"peak": w.meter.peak, "used": w.used, "rejected": w.rejected,
-                              "reset": math.ceil(w.start + rule.window_s) if w.start is not None else None}
-                        for (rule_id, key), w in self.windows.items() if rule_id == id(rule)}
+                keys = {
+                    key: {
+                        "peak": w.meter.peak,
+                        "used": w.used,
+                        "rejected": w.rejected,
+                        "reset": math.ceil(w.start + rule.window_s)
+                        if w.start is not None
+                        else None,
+                    }
+                    for (rule_id, key), w in self.windows.items()
+                    if rule_id == id(rule)
+                }
                 peak_key = max(keys, key=lambda k: keys[k]["peak"], default=None)
-                out.append({**rule.to_json(),
-                            "peak": keys[peak_key]["peak"] if peak_key else 0,
-                            "peak_key": peak_key,
-                            "rejected": sum(k["rejected"] for k in keys.values()),
-                            "by_key": keys})
+                out.append(
+                    {
+                        **rule.to_json(),
+                        "peak": keys[peak_key]["peak"] if peak_key else 0,
+                        "peak_key": peak_key,
+                        "rejected": sum(k["rejected"] for k in keys.values()),
+                        "by_key": keys,
+                    }
+                )
         return out

@@ -68,7 +68,7 @@ class Latency:
         return self.mean <= 0 and self.jitter <= 0
 
     @classmethod
-    def parse(cls, raw: Any, where: str) -> "Latency":
+    def parse(cls, raw: Any, where: str) -> Latency:
         if raw is None:
             return cls()
         if not isinstance(raw, dict):
@@ -115,11 +115,19 @@ class Account:
             else:
                 size, start = self.size, self.start
             included = self.connections_include.get(relation) or ()
-            space = ConnectionSpace(self.provider, self.id, relation, start,
-                                    max(size, len(included)), NATIVE_IDS[self.provider])
+            space = ConnectionSpace(
+                self.provider,
+                self.id,
+                relation,
+                start,
+                max(size, len(included)),
+                NATIVE_IDS[self.provider],
+            )
             if included and self._stable_native is not None:
-                space.overrides = {start + i: self._stable_native(self.provider, other)
-                                   for i, other in enumerate(included)}
+                space.overrides = {
+                    start + i: self._stable_native(self.provider, other)
+                    for i, other in enumerate(included)
+                }
             self._spaces[relation] = space
         return space
 
@@ -127,7 +135,7 @@ class Account:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     @classmethod
-    def parse(cls, raw: Any, where: str) -> "Account":
+    def parse(cls, raw: Any, where: str) -> Account:
         if not isinstance(raw, dict):
             raise ScenarioError(f"{where}: expected an object")
         provider = _provider(raw.get("provider"), where)
@@ -185,7 +193,7 @@ class RateLimitRule:
         return dict(self.__dict__)
 
     @classmethod
-    def parse(cls, provider: str, raw: Any, where: str) -> "RateLimitRule":
+    def parse(cls, provider: str, raw: Any, where: str) -> RateLimitRule:
         if not isinstance(raw, dict):
             raise ScenarioError(f"{where}: expected an object")
         limit = raw.get("limit")
@@ -209,8 +217,17 @@ class RateLimitRule:
         publish = raw.get("publish", True)
         if not isinstance(publish, bool):
             raise ScenarioError(f"{where}: 'publish' must be true or false")
-        return cls(provider, limit, window, scope, path_kind, status, shape,
-                   bool(raw.get("align", provider in ALIGNED_WINDOWS)), publish)
+        return cls(
+            provider,
+            limit,
+            window,
+            scope,
+            path_kind,
+            status,
+            shape,
+            bool(raw.get("align", provider in ALIGNED_WINDOWS)),
+            publish,
+        )
 
 
 def parse_rate_limits(raw: Any, where: str = "rate_limits") -> dict[str, list[RateLimitRule]]:
@@ -227,7 +244,9 @@ def parse_rate_limits(raw: Any, where: str = "rate_limits") -> dict[str, list[Ra
     return rules
 
 
-def with_default_rate_limits(rules: dict[str, list[RateLimitRule]]) -> dict[str, list[RateLimitRule]]:
+def with_default_rate_limits(
+    rules: dict[str, list[RateLimitRule]],
+) -> dict[str, list[RateLimitRule]]:
     """``rules`` plus the implicit default rule of every provider they do not name."""
     out = dict(rules)
     for provider, spec in DEFAULT_RATE_LIMITS.items():
@@ -259,8 +278,15 @@ def parse_scenario(raw: Any) -> Scenario:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ScenarioError("scenario: expected a JSON object")
-    unknown = set(raw) - {"latency_ms", "accounts", "rate_limits", "faults", "seed",
-                          "token_ttl_s", "description"}
+    unknown = set(raw) - {
+        "latency_ms",
+        "accounts",
+        "rate_limits",
+        "faults",
+        "seed",
+        "token_ttl_s",
+        "description",
+    }
     if unknown:
         raise ScenarioError(f"scenario: unknown field(s) {sorted(unknown)}")
     scenario = Scenario(seed=int(raw.get("seed", 0)))
@@ -268,7 +294,9 @@ def parse_scenario(raw: Any) -> Scenario:
     scenario.latency = Latency.parse(latency, "latency_ms")
     for provider, spec in (latency.get("per_provider") or {}).items():
         _provider(provider, "latency_ms.per_provider")
-        scenario.provider_latency[provider] = Latency.parse(spec, f"latency_ms.per_provider.{provider}")
+        scenario.provider_latency[provider] = Latency.parse(
+            spec, f"latency_ms.per_provider.{provider}"
+        )
     scenario.accounts = parse_accounts(raw.get("accounts"))
     scenario.rate_limits = with_default_rate_limits(parse_rate_limits(raw.get("rate_limits")))
     faults = raw.get("faults") or []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .calls import CallLog
 from .faults import FaultBook
@@ -26,9 +26,12 @@ def validate_fault(raw: dict) -> None:
     """Kind-specific checks that need the providers' tables."""
     kind = raw["kind"]
     provider = raw.get("provider")
-    if kind == "error":
-        PROVIDER_SIMS[provider].find_rows(raw)
-    elif kind == "revoke_token" and provider and any(k in raw for k in ("code", "subcode", "name")):
+    if (
+        kind == "error"
+        or kind == "revoke_token"
+        and provider
+        and any(k in raw for k in ("code", "subcode", "name"))
+    ):
         PROVIDER_SIMS[provider].find_rows(raw)
     elif kind == "rate_limit":
         limits = raw.get("limits", raw if "limit" in raw else None)
@@ -41,8 +44,9 @@ def validate_fault(raw: dict) -> None:
 class Simulator:
     """Accounts, tokens, faults, quotas and counters of one simulator run."""
 
-    def __init__(self, scenario: Scenario, clock: Callable[[], float] = time.time,
-                 log_limit: int = 200_000) -> None:
+    def __init__(
+        self, scenario: Scenario, clock: Callable[[], float] = time.time, log_limit: int = 200_000
+    ) -> None:
         self.clock = clock
         self.log_limit = log_limit
         self.load(scenario)
@@ -143,7 +147,9 @@ class Simulator:
         latency = override or self.scenario.latency_for(provider)
         if latency.is_zero:
             return 0.0
-        ms = latency.mean + (self.rng.uniform(-latency.jitter, latency.jitter) if latency.jitter else 0)
+        ms = latency.mean + (
+            self.rng.uniform(-latency.jitter, latency.jitter) if latency.jitter else 0
+        )
         return max(0.0, ms) / 1000.0
 
     def reset(self, accounts: bool = False) -> None:

@@ -22,9 +22,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import requests
 from aiohttp import web
@@ -98,19 +99,38 @@ class RunningSimulator:
 
 
 @contextmanager
-def run_simulator_process(scenario: dict | None = None, *, directory: str | os.PathLike,
-                          python: str = sys.executable, host: str = "127.0.0.1",
-                          timeout: float = 20.0) -> Iterator[RunningSimulator]:
+def run_simulator_process(
+    scenario: dict | None = None,
+    *,
+    directory: str | os.PathLike,
+    python: str = sys.executable,
+    host: str = "127.0.0.1",
+    timeout: float = 20.0,
+) -> Iterator[RunningSimulator]:
     """``python -m simulator --port 0`` as a real process (its own event loop and
     GIL, as clients meet it), with ``scenario`` written to ``directory``; stopped
     with SIGTERM on exit. Its output goes to ``directory/simulator.log``."""
     folder = Path(directory)
     scenario_file = folder / "scenario.json"
     scenario_file.write_text(json.dumps(scenario or {}))
-    log = open(folder / "simulator.log", "w+", encoding="utf-8")
+    log = open(folder / "simulator.log", "w+", encoding="utf-8")  # noqa: SIM115 - the child process writes to it after we return
     process = subprocess.Popen(
-        [python, "-m", "simulator", "--host", host, "--port", "0", "--scenario", str(scenario_file)],
-        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=log, text=True)
+        [
+            python,
+            "-m",
+            "simulator",
+            "--host",
+            host,
+            "--port",
+            "0",
+            "--scenario",
+            str(scenario_file),
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     try:
         line = _first_line(process, timeout)
         if not line.startswith("simulator listening on "):
@@ -143,8 +163,12 @@ def _first_line(process: subprocess.Popen, timeout: float) -> str:
 
 
 @contextmanager
-def run_simulator(scenario: dict | None = None, *, clock: Callable[[], float] | None = None,
-                  host: str = "127.0.0.1") -> Iterator[RunningSimulator]:
+def run_simulator(
+    scenario: dict | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
+    host: str = "127.0.0.1",
+) -> Iterator[RunningSimulator]:
     """Serve ``make_app(scenario)`` on a free port in a daemon thread."""
     app = make_app(scenario, **({"clock": clock} if clock else {}))
     loop = asyncio.new_event_loop()
@@ -163,7 +187,7 @@ def run_simulator(scenario: dict | None = None, *, clock: Callable[[], float] | 
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(start())
-        except BaseException as exc:  # surfaced to the caller below
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the caller below
             state["error"] = exc
             ready.set()
             return

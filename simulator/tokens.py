@@ -34,10 +34,16 @@ class AccessToken:
     original_expires_at: float | None = None
 
     def to_json(self) -> dict:
-        return {"token": self.value, "provider": self.provider, "account": self.account_id,
-                "expires_at": self.expires_at, "refresh_token": self.refresh_token,
-                "origin": self.origin, "generation": self.generation,
-                "revoked": self.revoked_row is not None}
+        return {
+            "token": self.value,
+            "provider": self.provider,
+            "account": self.account_id,
+            "expires_at": self.expires_at,
+            "refresh_token": self.refresh_token,
+            "origin": self.origin,
+            "generation": self.generation,
+            "revoked": self.revoked_row is not None,
+        }
 
 
 @dataclass
@@ -63,18 +69,27 @@ class TokenRegistry:
         """Add (or reset) the scenario token and refresh token of an account."""
         if account.token:
             self.access[(account.provider, account.token)] = AccessToken(
-                account.token, account.provider, account_id, account.expires_at,
-                account.refresh_token, original_expires_at=account.expires_at)
+                account.token,
+                account.provider,
+                account_id,
+                account.expires_at,
+                account.refresh_token,
+                original_expires_at=account.expires_at,
+            )
         if account.refresh_token:
             self.refresh[(account.provider, account.refresh_token)] = RefreshGrant(
-                account.refresh_token, account.provider, account_id,
+                account.refresh_token,
+                account.provider,
+                account_id,
                 base_access=account.token or f"{account.provider}-{account_id}-at",
-                root=account.refresh_token)
+                root=account.refresh_token,
+            )
 
     def forget_account(self, provider: str, account_id: str) -> None:
         for table in (self.access, self.refresh):
-            for key in [k for k, v in table.items()
-                        if v.provider == provider and v.account_id == account_id]:
+            for key in [
+                k for k, v in table.items() if v.provider == provider and v.account_id == account_id
+            ]:
                 del table[key]
 
     def get(self, provider: str, token: str | None) -> AccessToken | None:
@@ -109,8 +124,9 @@ class TokenRegistry:
         record.expires_at = now - 1
         return True
 
-    def redeem(self, provider: str, refresh_token: str, now: float,
-               ttl_s: int | None) -> AccessToken | None:
+    def redeem(
+        self, provider: str, refresh_token: str, now: float, ttl_s: int | None
+    ) -> AccessToken | None:
         """Exchange a refresh token for a new access token (``None``: refused)."""
         grant = self.refresh.get((provider, refresh_token))
         if grant is None or grant.used or grant.revoked:
@@ -122,11 +138,19 @@ class TokenRegistry:
             grant.used = True
             new_refresh = f"{grant.root}.r{generation}"
             self.refresh[(provider, new_refresh)] = RefreshGrant(
-                new_refresh, provider, grant.account_id, grant.base_access, grant.root, generation)
+                new_refresh, provider, grant.account_id, grant.base_access, grant.root, generation
+            )
         else:
             grant.generation = generation
-        token = AccessToken(f"{grant.base_access}.r{generation}", provider, grant.account_id,
-                            now + ttl, new_refresh, origin="refresh", generation=generation)
+        token = AccessToken(
+            f"{grant.base_access}.r{generation}",
+            provider,
+            grant.account_id,
+            now + ttl,
+            new_refresh,
+            origin="refresh",
+            generation=generation,
+        )
         token.original_expires_at = token.expires_at
         self.access[(provider, token.value)] = token
         return token
@@ -140,6 +164,9 @@ class TokenRegistry:
             grant.revoked = False
 
     def listing(self, provider: str | None = None, account: str | None = None) -> list[dict]:
-        return [t.to_json() for t in self.access.values()
-                if (provider is None or t.provider == provider)
-                and (account is None or t.account_id == account)]
+        return [
+            t.to_json()
+            for t in self.access.values()
+            if (provider is None or t.provider == provider)
+            and (account is None or t.account_id == account)
+        ]

@@ -24,9 +24,11 @@ server does not know (a restarted Redis) answers ``NOSCRIPT`` without running,
 and is then sent again on its own with its text. A step marked
 ``best_effort`` (the counters) never fails its caller on a reply error.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
@@ -99,16 +101,24 @@ class Batch:
 
     def __init__(self, redis_client):
         self.redis = redis_client
-        self._pipe = (_SentAtOnce(redis_client) if isinstance(redis_client, RedisCluster)
-                      else redis_client.pipeline(transaction=False))
+        self._pipe = (
+            _SentAtOnce(redis_client)
+            if isinstance(redis_client, RedisCluster)
+            else redis_client.pipeline(transaction=False)
+        )
         self._steps: list[_Step] = []
         self.executed = False
 
     def __len__(self) -> int:
         return len(self._steps)
 
-    def add(self, queue: Callable[[Any], None], read: Callable[[list], Any] = list,
-            retry: Callable[[], Any] | None = None, best_effort: bool = False) -> Reply:
+    def add(
+        self,
+        queue: Callable[[Any], None],
+        read: Callable[[list], Any] = list,
+        retry: Callable[[], Any] | None = None,
+        best_effort: bool = False,
+    ) -> Reply:
         """Queue a step: ``queue(pipe)`` adds its commands; ``read(replies)`` makes its value.
 
         ``retry``: a script step's way to run alone when its ``EVALSHA`` found no
@@ -140,7 +150,7 @@ class Batch:
             self._pipe.reset()
         at = 0
         for step in self._steps:
-            own = replies[at:at + step.count]
+            own = replies[at : at + step.count]
             at += step.count
             try:
                 if step.retry is not None and own and isinstance(own[0], NoScriptError):

@@ -19,14 +19,16 @@ the calls already in flight when it opened, then one probe per cooldown.
 Key (its own hash tag): ``state.keys.Keys.breaker``; scripts:
 ``state/lua/breaker_allow.lua`` and ``breaker_record.lua``.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from state.keys import Keys
 from state.lua import LuaScript
+
 
 @dataclass(frozen=True)
 class BreakerConfig:
@@ -55,8 +57,13 @@ class Verdict:
 
 
 class CircuitBreaker:
-    def __init__(self, redis_client, key_prefix: str, config: BreakerConfig = BreakerConfig(),
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        redis_client,
+        key_prefix: str,
+        config: BreakerConfig = BreakerConfig(),
+        clock: Callable[[], float] = time.time,
+    ):
         self.redis = redis_client
         self.keys = Keys(key_prefix)
         self.config = config
@@ -68,8 +75,9 @@ class CircuitBreaker:
         return self.keys.breaker(provider)
 
     def allow(self, provider: str) -> Verdict:
-        return _verdict(self._allow(keys={"breaker": self.key(provider)},
-                                    args=self._allow_args(claim=True)))
+        return _verdict(
+            self._allow(keys={"breaker": self.key(provider)}, args=self._allow_args(claim=True))
+        )
 
     def queue_peek(self, batch, provider: str):
         """The verdict without claiming a probe, as a step of a ``state.batch.Batch``.
@@ -77,20 +85,38 @@ class CircuitBreaker:
         For a caller that looks before it knows it will call (the page task's
         first round trip): a "probe_due" verdict means it must ``allow`` to
         become the probe; every other verdict is what ``allow`` would say."""
-        return self._allow.queue(batch, keys={"breaker": self.key(provider)},
-                                 args=self._allow_args(claim=False), read=_verdict)
+        return self._allow.queue(
+            batch,
+            keys={"breaker": self.key(provider)},
+            args=self._allow_args(claim=False),
+            read=_verdict,
+        )
 
     def _allow_args(self, claim: bool) -> dict:
-        return {"now": self.clock(), "probe_lease": self.config.probe_lease_s,
-                "probe_poll": self.config.probe_poll_s, "claim": claim}
+        return {
+            "now": self.clock(),
+            "probe_lease": self.config.probe_lease_s,
+            "probe_poll": self.config.probe_poll_s,
+            "claim": claim,
+        }
 
     def record(self, provider: str, ok: bool, kind: str = "") -> str:
         """A call's outcome: ``ok`` is any answer that is not the provider failing
         (``kind``: the taxonomy's name of the failure)."""
         cfg = self.config
-        return _text(self._record(keys={"breaker": self.key(provider)}, args={
-            "now": self.clock(), "ok": ok, "threshold": cfg.threshold, "cooldown": cfg.cooldown_s,
-            "max_cooldown": cfg.max_cooldown_s, "kind": kind}))
+        return _text(
+            self._record(
+                keys={"breaker": self.key(provider)},
+                args={
+                    "now": self.clock(),
+                    "ok": ok,
+                    "threshold": cfg.threshold,
+                    "cooldown": cfg.cooldown_s,
+                    "max_cooldown": cfg.max_cooldown_s,
+                    "kind": kind,
+                },
+            )
+        )
 
     def state(self, provider: str) -> dict:
         return {_text(k): _text(v) for k, v in self.redis.hgetall(self.key(provider)).items()}

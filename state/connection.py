@@ -8,6 +8,7 @@ keys of one hash tag (``state.keys``), and what spans slots is either a
 non-transactional pipeline (the cluster client splits it per node) or a SCAN,
 which the cluster client runs on every master.
 """
+
 from __future__ import annotations
 
 import redis

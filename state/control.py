@@ -9,6 +9,7 @@ Keys::
 
     <prefix>:paused   HASH  provider -> JSON {"at": epoch s, "reason": text}
 """
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,9 @@ class ProviderSwitches:
 
     def paused(self) -> dict[str, dict]:
         """Every paused provider and since when, and why."""
-        return {name.decode(): json.loads(raw) for name, raw in self.redis.hgetall(self.key).items()}
+        return {
+            name.decode(): json.loads(raw) for name, raw in self.redis.hgetall(self.key).items()
+        }
 
     def is_paused(self, provider: str) -> bool:
         if self.cache_s <= 0:

@@ -5,6 +5,7 @@ Tokens arrive with the login webhook and are read back by the tasks by
 API response. ``MultiFernet`` gives key rotation: the first key encrypts,
 every key decrypts.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,9 +76,8 @@ class SecretsInUse:
 SECRETS_IN_USE = SecretsInUse()
 
 
-def remember(credential: "Credential") -> "Credential":
-    SECRETS_IN_USE.add(credential.access_token, credential.refresh_token,
-                       credential.token_secret)
+def remember(credential: Credential) -> Credential:
+    SECRETS_IN_USE.add(credential.access_token, credential.refresh_token, credential.token_secret)
     return credential
 
 

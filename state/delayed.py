@@ -20,13 +20,14 @@ one Redis Cluster slot; names in ``state.keys``)::
     <prefix>:{delayed}:entries  HASH  entry id -> JSON of the task to send
     <prefix>:{delayed}:claims   HASH  entry id -> times claimed (1 = first send)
 """
+
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from state.keys import Keys
 from state.lua import LuaScript
@@ -35,6 +36,7 @@ from state.lua import LuaScript
 FORBIDDEN_KWARGS = frozenset(
     {"access_token", "refresh_token", "token_secret", "client_secret", "password", "authorization"}
 )
+
 
 @dataclass(frozen=True)
 class ParkedTask:
@@ -63,8 +65,16 @@ class DelayedSet:
         self.due_key, self.entries_key, self.claims_key = keys.due, keys.entries, keys.claims
         self._claim = LuaScript(redis_client, "claim")
 
-    def park(self, task_name: str, args: list, kwargs: dict, queue: str, delay_s: float,
-             priority: int | None = None, reason: str = "") -> str:
+    def park(
+        self,
+        task_name: str,
+        args: list,
+        kwargs: dict,
+        queue: str,
+        delay_s: float,
+        priority: int | None = None,
+        reason: str = "",
+    ) -> str:
         """Keep a task until ``delay_s`` from now; returns the entry id.
 
         Only JSON primitives are accepted, and no credential-named kwargs: the
@@ -77,8 +87,16 @@ class DelayedSet:
         entry_id = uuid.uuid4().hex
         due_at = now + max(0.0, float(delay_s))
         payload = json.dumps(
-            {"task": task_name, "args": list(args), "kwargs": dict(kwargs), "queue": queue,
-             "priority": priority, "reason": reason, "parked_at": now, "due_at": due_at},
+            {
+                "task": task_name,
+                "args": list(args),
+                "kwargs": dict(kwargs),
+                "queue": queue,
+                "priority": priority,
+                "reason": reason,
+                "parked_at": now,
+                "due_at": due_at,
+            },
             allow_nan=False,  # plus json's own refusal of non-primitive objects
         )
         with self.redis.pipeline(transaction=True) as pipe:
@@ -90,9 +108,10 @@ class DelayedSet:
     def claim_due(self, limit: int = 100, lease_s: float = 30.0) -> list[ParkedTask]:
         """Take up to ``limit`` due entries, earliest first, leased for ``lease_s``."""
         now = self.clock()
-        raw = self._claim(keys={"due": self.due_key, "entries": self.entries_key,
-                                "claims": self.claims_key},
-                          args={"now": now, "lease_until": now + lease_s, "limit": int(limit)})
+        raw = self._claim(
+            keys={"due": self.due_key, "entries": self.entries_key, "claims": self.claims_key},
+            args={"now": now, "lease_until": now + lease_s, "limit": int(limit)},
+        )
         claimed = []
         for i in range(0, len(raw), 3):
             entry_id, payload, claims = _text(raw[i]), json.loads(raw[i + 1]), int(raw[i + 2])
@@ -134,8 +153,7 @@ class DelayedSet:
         if not ids:
             return 0
         now = self.clock()
-        return int(self.redis.zadd(self.due_key, {entry_id: now for entry_id in ids}, xx=True,
-                                   ch=True))
+        return int(self.redis.zadd(self.due_key, dict.fromkeys(ids, now), xx=True, ch=True))
 
     def next_due(self) -> float | None:
         """The earliest due time (or lease end), epoch seconds; None when empty."""
@@ -145,9 +163,16 @@ class DelayedSet:
 
 def _parked(entry_id: str, payload: dict, claims: int = 1) -> ParkedTask:
     return ParkedTask(
-        id=entry_id, task_name=payload["task"], args=payload["args"], kwargs=payload["kwargs"],
-        queue=payload["queue"], priority=payload["priority"], reason=payload["reason"],
-        parked_at=payload["parked_at"], due_at=payload["due_at"], claims=claims,
+        id=entry_id,
+        task_name=payload["task"],
+        args=payload["args"],
+        kwargs=payload["kwargs"],
+        queue=payload["queue"],
+        priority=payload["priority"],
+        reason=payload["reason"],
+        parked_at=payload["parked_at"],
+        due_at=payload["due_at"],
+        claims=claims,
     )
 
 

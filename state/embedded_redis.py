@@ -14,6 +14,7 @@ over a unix socket owned by one process; Celery workers need a TCP URL.
 masters (no replicas): the set-up ``REDIS_CLUSTER=1`` is tested and measured
 on (``make integration-cluster``, ``python -m bench --only cluster``).
 """
+
 from __future__ import annotations
 
 import json
@@ -88,14 +89,22 @@ class EmbeddedRedis:
         self.port = port or _free_port()
         args = [
             _binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.directory),
-            "--save", "",
-            "--appendonly", "yes" if self.persist else "no",
-            "--appendfilename", "netsync.aof",
-            "--daemonize", "no",
-            "--logfile", str(self.directory / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.persist else "no",
+            "--appendfilename",
+            "netsync.aof",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.directory / "redis.log"),
         ]
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -138,7 +147,7 @@ class EmbeddedRedis:
             self.process.wait()
             self.process = None
 
-    def __enter__(self) -> "EmbeddedRedis":
+    def __enter__(self) -> EmbeddedRedis:
         self.start()
         return self
 
@@ -199,12 +208,36 @@ class EmbeddedCluster:
         for stale in ("nodes.conf", "redis.log"):
             (node_dir / stale).unlink(missing_ok=True)
         port = _free_cluster_port()
-        self.processes.append(subprocess.Popen([
-            _binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir),
-            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-            "--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--logfile", str(node_dir / "redis.log"),
-        ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    _binary(),
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(node_dir),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--logfile",
+                    str(node_dir / "redis.log"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
         self.ports.append(port)
 
     def _join(self) -> None:
@@ -227,9 +260,11 @@ class EmbeddedCluster:
             else:
                 text = info.decode() if isinstance(info, bytes) else str(info)
                 fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
-            if (fields.get("cluster_state") != "ok"
-                    or int(fields.get("cluster_known_nodes", 0)) != self.masters
-                    or int(fields.get("cluster_slots_ok", 0)) != CLUSTER_SLOTS):
+            if (
+                fields.get("cluster_state") != "ok"
+                or int(fields.get("cluster_known_nodes", 0)) != self.masters
+                or int(fields.get("cluster_slots_ok", 0)) != CLUSTER_SLOTS
+            ):
                 return False
         return True
 
@@ -253,7 +288,7 @@ class EmbeddedCluster:
                 process.wait()
         self.processes, self.ports = [], []
 
-    def __enter__(self) -> "EmbeddedCluster":
+    def __enter__(self) -> EmbeddedCluster:
         self.start()
         return self
 

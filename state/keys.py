@@ -50,6 +50,7 @@ Scripts never build key names (Redis requires every key a script touches to
 be passed in ``KEYS``): Python builds them here and passes them
 (``state.lua``).
 """
+
 from __future__ import annotations
 
 
@@ -117,8 +118,16 @@ class DelayedKeys:
 class Keys:
     """The key names of one deployment (``prefix``)."""
 
-    __slots__ = ("prefix", "sync_index", "synced_at", "recent", "metrics", "metrics_histograms",
-                 "active", "paused")
+    __slots__ = (
+        "prefix",
+        "sync_index",
+        "synced_at",
+        "recent",
+        "metrics",
+        "metrics_histograms",
+        "active",
+        "paused",
+    )
 
     def __init__(self, prefix: str):
         self.prefix = prefix

@@ -40,15 +40,16 @@ reports line numbers in that combined text). A prelude has a header of its
 own; its ``KEYS`` must be the first ``KEYS`` of every script that needs it,
 and its arguments are added to the script's. The prelude decodes ``ARGV[1]``.
 """
+
 from __future__ import annotations
 
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -118,8 +119,9 @@ def parse_header(text: str, where: str = "<lua>") -> Header:
     for names in (keys, args):
         if len(set(names)) != len(names):
             raise ValueError(f"{where}: a name is listed twice in {names}")
-    return Header(tuple(keys), frozenset(optional_keys), tuple(args), frozenset(optional_args),
-                  tuple(needs))
+    return Header(
+        tuple(keys), frozenset(optional_keys), tuple(args), frozenset(optional_args), tuple(needs)
+    )
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ def script_spec(name: str) -> ScriptSpec:
         text = read(prelude)
         head = parse_header(text, f"{prelude}.lua")
         prelude_keys += head.keys
-        if own.keys[:len(prelude_keys)] != prelude_keys:
+        if own.keys[: len(prelude_keys)] != prelude_keys:
             raise ValueError(f"{name}.lua: its first KEYS must be {prelude}'s {head.keys}")
         texts.append(text)
         args += head.args
@@ -162,8 +164,15 @@ def script_spec(name: str) -> ScriptSpec:
     if twice := set(args) & set(own.args):
         raise ValueError(f"{name}.lua declares its preludes' arguments {sorted(twice)}")
     args += own.args
-    return ScriptSpec(name, "\n".join(texts), own, own.keys, frozenset(optional_keys),
-                      tuple(args), frozenset(optional_args))
+    return ScriptSpec(
+        name,
+        "\n".join(texts),
+        own,
+        own.keys,
+        frozenset(optional_keys),
+        tuple(args),
+        frozenset(optional_args),
+    )
 
 
 class LuaScript:
@@ -181,8 +190,13 @@ class LuaScript:
         ordered, payload = self._checked(keys, args)
         return self._script(keys=ordered, args=[payload])
 
-    def queue(self, batch, keys: Mapping[str, str | None], args: Mapping[str, Any],
-              read: Callable[[Any], Any] = lambda reply: reply):
+    def queue(
+        self,
+        batch,
+        keys: Mapping[str, str | None],
+        args: Mapping[str, Any],
+        read: Callable[[Any], Any] = lambda reply: reply,
+    ):
         """Queue this call in a ``state.batch.Batch`` (one round trip with other steps).
 
         Sent as ``EVALSHA``; if the server does not know the script (a
@@ -191,24 +205,29 @@ class LuaScript:
         """
         ordered, payload = self._checked(keys, args)
         sha = self._script.sha
-        return batch.add(lambda pipe: pipe.evalsha(sha, len(ordered), *ordered, payload),
-                         read=lambda replies: read(replies[0]),
-                         retry=lambda: self._script(keys=ordered, args=[payload]))
+        return batch.add(
+            lambda pipe: pipe.evalsha(sha, len(ordered), *ordered, payload),
+            read=lambda replies: read(replies[0]),
+            retry=lambda: self._script(keys=ordered, args=[payload]),
+        )
 
     def _checked(self, keys: Mapping[str, str | None], args: Mapping[str, Any]):
         """The keys in header order and the JSON argument, or ScriptCallError."""
         if keys.keys() != self._key_names:
-            raise ScriptCallError(f"{self.name}.lua takes KEYS {list(self.spec.keys)}, "
-                                  f"not {list(keys)}")
+            raise ScriptCallError(
+                f"{self.name}.lua takes KEYS {list(self.spec.keys)}, not {list(keys)}"
+            )
         if args.keys() != self._arg_names:
-            raise ScriptCallError(f"{self.name}.lua takes arguments {sorted(self.spec.args)}, "
-                                  f"not {sorted(args)}")
+            raise ScriptCallError(
+                f"{self.name}.lua takes arguments {sorted(self.spec.args)}, not {sorted(args)}"
+            )
         ordered = [keys[name] for name in self.spec.keys]
         if None in ordered:  # optional trailing keys left out
             first = ordered.index(None)
             left_out = self.spec.keys[first:]
             if any(k is not None for k in ordered[first:]) or not all(
-                    name in self.spec.optional_keys for name in left_out):
+                name in self.spec.optional_keys for name in left_out
+            ):
                 raise ScriptCallError(f"{self.name}.lua: only trailing optional KEYS may be None")
             ordered = ordered[:first]
         payload = {name: value for name, value in args.items() if value is not None}

@@ -14,6 +14,7 @@ Keys::
     <prefix>:metrics:hist   HASH  'name{labels}|<le>' -> observations in that bucket (not cumulative),
                                   'name{labels}|sum' -> sum, 'name{labels}|count' -> count
 """
+
 from __future__ import annotations
 
 import bisect
@@ -37,8 +38,9 @@ FIRST_CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 def counter_field(name: str, labels: dict) -> str:
     """The hash field of one counter series, in Prometheus' own notation."""
-    pairs = ",".join(f'{key}="{_LABEL_UNSAFE.sub("_", str(labels[key]))}"'
-                     for key in sorted(labels))
+    pairs = ",".join(
+        f'{key}="{_LABEL_UNSAFE.sub("_", str(labels[key]))}"' for key in sorted(labels)
+    )
     return f"{_NAME_UNSAFE.sub('_', name)}{{{pairs}}}"
 
 
@@ -61,8 +63,7 @@ class Metrics:
         """
         if batch is not None:
             fields = [counter_field(name, labels) for name, labels in series]
-            batch.add(lambda pipe: [pipe.hincrby(self.key, f, 1) for f in fields],
-                      best_effort=True)
+            batch.add(lambda pipe: [pipe.hincrby(self.key, f, 1) for f in fields], best_effort=True)
             return
         try:
             with self.redis.pipeline(transaction=False) as pipe:
@@ -70,8 +71,10 @@ class Metrics:
                     pipe.hincrby(self.key, counter_field(name, labels), 1)
                 pipe.execute()
         except (redis.RedisError, OSError) as exc:
-            log.debug("counter not counted", extra={"counter": series[0][0],
-                                                    "error_type": type(exc).__name__})
+            log.debug(
+                "counter not counted",
+                extra={"counter": series[0][0], "error_type": type(exc).__name__},
+            )
 
     def observe(self, name: str, value: float, buckets: tuple, **labels) -> None:
         """One observation of a histogram (bucket bounds are fixed per name)."""
@@ -85,8 +88,10 @@ class Metrics:
                 pipe.hincrby(self.hist_key, f"{series}|count", 1)
                 pipe.execute()
         except (redis.RedisError, OSError) as exc:
-            log.debug("histogram not observed", extra={"histogram": name,
-                                                       "error_type": type(exc).__name__})
+            log.debug(
+                "histogram not observed",
+                extra={"histogram": name, "error_type": type(exc).__name__},
+            )
 
     def raw(self) -> dict:
         """Every counter series as written (field → count)."""

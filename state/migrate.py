@@ -3,6 +3,7 @@
 ``flask --app service db upgrade`` (production), ``make run``/``make demo``
 and the test set-up all call ``upgrade``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

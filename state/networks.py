@@ -15,14 +15,15 @@ commit: cursors are therefore handed out in commit order, a reader that has
 seen cursor N never later finds an entry below N, and all of a sync's
 entries become visible at once (they commit together).
 """
+
 from __future__ import annotations
 
 import datetime
 import json
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -30,8 +31,10 @@ from psycopg_pool import ConnectionPool
 #: the advisory lock every change-feed writer holds from its first insert to commit
 FEED_LOCK = 0x6E657473  # "nets"
 
-_FEED_COLUMNS = ("cursor, at, kind, user_id, provider, relation, sync_id, connection_id, "
-                 "connection_handle, member_user_id, initial, counts")
+_FEED_COLUMNS = (
+    "cursor, at, kind, user_id, provider, relation, sync_id, connection_id, "
+    "connection_handle, member_user_id, initial, counts"
+)
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,13 @@ class NetworkStore:
             with self._lock:
                 if self._pool is None or self._pool_pid != os.getpid():
                     self._pool = ConnectionPool(
-                        self.database_url, min_size=1, max_size=self.max_connections,
-                        kwargs={"connect_timeout": 10}, open=True, name="netsync")
+                        self.database_url,
+                        min_size=1,
+                        max_size=self.max_connections,
+                        kwargs={"connect_timeout": 10},
+                        open=True,
+                        name="netsync",
+                    )
                     self._pool_pid = os.getpid()
         return self._pool
 
@@ -81,45 +89,65 @@ class NetworkStore:
             return conn.execute("SELECT 1").fetchone() == (1,)
 
     # -- finalization -----------------------------------------------------------
-    def finalize(self, *, sync_id: str, user_id: str, provider: str, relation: str,
-                 status: str, finished_at: float,
-                 connections: Iterable[tuple[str, str]]) -> Finalized:
+    def finalize(
+        self,
+        *,
+        sync_id: str,
+        user_id: str,
+        provider: str,
+        relation: str,
+        status: str,
+        finished_at: float,
+        connections: Iterable[tuple[str, str]],
+    ) -> Finalized:
         """Replace the network with ``connections`` and log the diff: all or nothing, once."""
         with self.pool.connection() as conn, conn.transaction():
             done = _finalized(conn, sync_id)
             if done:
                 return done
-            conn.execute("INSERT INTO networks (user_id, provider, relation) VALUES (%s, %s, %s)"
-                         " ON CONFLICT DO NOTHING", (user_id, provider, relation))
+            conn.execute(
+                "INSERT INTO networks (user_id, provider, relation) VALUES (%s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (user_id, provider, relation),
+            )
             # The row lock serializes finalizations of one network; a second
             # finalizer of the same sync waits here, then finds the first's result.
             network_id, last_sync = conn.execute(
                 "SELECT network_id, sync_id FROM networks WHERE user_id = %s AND provider = %s"
-                " AND relation = %s FOR UPDATE", (user_id, provider, relation)).fetchone()
+                " AND relation = %s FOR UPDATE",
+                (user_id, provider, relation),
+            ).fetchone()
             done = _finalized(conn, sync_id)
             if done:
                 return done
             count = _stage(conn, connections)
             added, removed = _apply_diff(conn, network_id)
             initial = last_sync is None
-            conn.execute("UPDATE networks SET sync_id = %s, synced_at = to_timestamp(%s),"
-                         " count = %s WHERE network_id = %s",
-                         (sync_id, finished_at, count, network_id))
-            conn.execute("INSERT INTO finalized_syncs (sync_id, network_id, status, count, added,"
-                         " removed, initial) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                         (sync_id, network_id, status, count, added, removed, initial))
+            conn.execute(
+                "UPDATE networks SET sync_id = %s, synced_at = to_timestamp(%s),"
+                " count = %s WHERE network_id = %s",
+                (sync_id, finished_at, count, network_id),
+            )
+            conn.execute(
+                "INSERT INTO finalized_syncs (sync_id, network_id, status, count, added,"
+                " removed, initial) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (sync_id, network_id, status, count, added, removed, initial),
+            )
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK,))
             counts = {"count": count, "added": added, "removed": removed}
-            conn.execute("INSERT INTO changes (kind, user_id, provider, relation, sync_id, initial,"
-                         " counts) VALUES ('synced', %s, %s, %s, %s, %s, %s)",
-                         (user_id, provider, relation, sync_id, initial, json.dumps(counts)))
+            conn.execute(
+                "INSERT INTO changes (kind, user_id, provider, relation, sync_id, initial,"
+                " counts) VALUES ('synced', %s, %s, %s, %s, %s, %s)",
+                (user_id, provider, relation, sync_id, initial, json.dumps(counts)),
+            )
             if not initial:
                 for kind, table in (("added", "fresh"), ("removed", "gone")):
                     conn.execute(
                         f"INSERT INTO changes (kind, user_id, provider, relation, sync_id,"
                         f" connection_id, connection_handle) SELECT %s, %s, %s, %s, %s,"
                         f" connection_id, handle FROM {table} ORDER BY connection_id",
-                        (kind, user_id, provider, relation, sync_id))
+                        (kind, user_id, provider, relation, sync_id),
+                    )
         return Finalized(sync_id, status, count, added, removed, initial)
 
     def finalized(self, sync_id: str) -> Finalized | None:
@@ -127,8 +155,9 @@ class NetworkStore:
             return _finalized(conn, sync_id)
 
     # -- linked accounts and members ------------------------------------------------
-    def link_account(self, *, user_id: str, provider: str, account_id: str,
-                     provider_uid: str) -> int:
+    def link_account(
+        self, *, user_id: str, provider: str, account_id: str, provider_uid: str
+    ) -> int:
         """Record a linked account by its stable id; a new one tells the users whose
         networks hold it (``member_joined``). Returns how many entries that wrote."""
         with self.pool.connection() as conn, conn.transaction():
@@ -137,7 +166,9 @@ class NetworkStore:
                 " VALUES (%s, %s, %s, %s) ON CONFLICT (provider, provider_uid) DO UPDATE"
                 " SET user_id = EXCLUDED.user_id, account_id = EXCLUDED.account_id,"
                 " linked_at = now() WHERE linked_accounts.user_id <> EXCLUDED.user_id"
-                " RETURNING 1", (provider, provider_uid, user_id, account_id)).fetchone()
+                " RETURNING 1",
+                (provider, provider_uid, user_id, account_id),
+            ).fetchone()
             if row is None:  # known already, same user: nothing joined
                 return 0
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK,))
@@ -149,10 +180,12 @@ class NetworkStore:
                 " c.handle, %(user)s FROM connections c JOIN networks n USING (network_id)"
                 " WHERE c.connection_id = %(uid)s AND n.provider = %(provider)s"
                 " AND n.user_id <> %(user)s ORDER BY n.network_id",
-                {"user": user_id, "uid": provider_uid, "provider": provider}).rowcount
+                {"user": user_id, "uid": provider_uid, "provider": provider},
+            ).rowcount
 
-    def members_page(self, user_id: str, provider: str, relation: str,
-                     cursor: str | None, limit: int):
+    def members_page(
+        self, user_id: str, provider: str, relation: str, cursor: str | None, limit: int
+    ):
         """Connections of this network that are linked accounts of the main app's users,
         or None when the network was never synced."""
         with self.pool.connection() as conn:
@@ -165,15 +198,17 @@ class NetworkStore:
                 "   ORDER BY c.connection_id LIMIT %s) AS m ON true"
                 " WHERE n.user_id = %s AND n.provider = %s AND n.relation = %s"
                 " AND n.sync_id IS NOT NULL",
-                (cursor or "", limit + 1, user_id, provider, relation)).fetchall()
+                (cursor or "", limit + 1, user_id, provider, relation),
+            ).fetchall()
         if not rows:
             return None
         members = [{"id": r[1], "handle": r[2], "user_id": r[3]} for r in rows if r[1] is not None]
         return _paged(members, limit, "id")
 
     # -- reads ---------------------------------------------------------------------
-    def network_page(self, user_id: str, provider: str, relation: str,
-                     cursor: str | None, limit: int):
+    def network_page(
+        self, user_id: str, provider: str, relation: str, cursor: str | None, limit: int
+    ):
         """(meta, connections, next cursor) of the live network in one statement (one
         snapshot: never straddles a finalization), or None when never synced."""
         with self.pool.connection() as conn:
@@ -184,7 +219,8 @@ class NetworkStore:
                 "   ORDER BY connection_id LIMIT %s) AS c ON true"
                 " WHERE n.user_id = %s AND n.provider = %s AND n.relation = %s"
                 " AND n.sync_id IS NOT NULL",
-                (cursor or "", limit + 1, user_id, provider, relation)).fetchall()
+                (cursor or "", limit + 1, user_id, provider, relation),
+            ).fetchall()
         if not rows:
             return None
         meta = {"sync_id": rows[0][0], "synced_at": float(rows[0][1]), "count": rows[0][2]}
@@ -192,8 +228,9 @@ class NetworkStore:
         page, next_cursor = _paged(conns, limit, "id")
         return meta, page, next_cursor
 
-    def sync_changes_page(self, user_id: str, provider: str, relation: str,
-                          cursor: str | None, limit: int) -> dict | None:
+    def sync_changes_page(
+        self, user_id: str, provider: str, relation: str, cursor: str | None, limit: int
+    ) -> dict | None:
         """The last finalized sync's added/removed ids, paged (a first sync added its
         whole network: that page comes from the network itself)."""
         with self.pool.connection() as conn, conn.transaction():
@@ -201,7 +238,8 @@ class NetworkStore:
             head = conn.execute(
                 "SELECT n.network_id, n.sync_id, f.initial FROM networks n JOIN finalized_syncs f"
                 " USING (sync_id) WHERE n.user_id = %s AND n.provider = %s AND n.relation = %s",
-                (user_id, provider, relation)).fetchone()
+                (user_id, provider, relation),
+            ).fetchone()
             if head is None:
                 return None
             network_id, sync_id, initial = head
@@ -209,74 +247,107 @@ class NetworkStore:
                 rows = conn.execute(
                     "SELECT 'added', connection_id, connection_id FROM connections"
                     " WHERE network_id = %s AND connection_id > %s ORDER BY connection_id"
-                    " LIMIT %s", (network_id, cursor or "", limit + 1)).fetchall()
+                    " LIMIT %s",
+                    (network_id, cursor or "", limit + 1),
+                ).fetchall()
             else:
                 after = int(cursor) if cursor and cursor.isdigit() else 0
                 rows = conn.execute(
                     "SELECT kind, connection_id, cursor::text FROM changes WHERE sync_id = %s"
                     " AND kind IN ('added', 'removed') AND cursor > %s ORDER BY cursor LIMIT %s",
-                    (sync_id, after, limit + 1)).fetchall()
+                    (sync_id, after, limit + 1),
+                ).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
-        return {"sync_id": sync_id, "initial": initial,
-                "added": [r[1] for r in rows if r[0] == "added"],
-                "removed": [r[1] for r in rows if r[0] == "removed"],
-                "next_cursor": rows[-1][2] if more else None}
+        return {
+            "sync_id": sync_id,
+            "initial": initial,
+            "added": [r[1] for r in rows if r[0] == "added"],
+            "removed": [r[1] for r in rows if r[0] == "removed"],
+            "next_cursor": rows[-1][2] if more else None,
+        }
 
     def feed(self, after: int, limit: int) -> tuple[list[dict], int]:
         """Entries after ``after``, oldest first, and the cursor to resume from."""
         with self.pool.connection() as conn:
-            rows = conn.cursor(row_factory=dict_row).execute(f"SELECT {_FEED_COLUMNS} FROM changes WHERE cursor > %s"
-                                " ORDER BY cursor LIMIT %s", (after, limit)).fetchall()
+            rows = (
+                conn.cursor(row_factory=dict_row)
+                .execute(
+                    f"SELECT {_FEED_COLUMNS} FROM changes WHERE cursor > %s"
+                    " ORDER BY cursor LIMIT %s",
+                    (after, limit),
+                )
+                .fetchall()
+            )
         entries = [_entry(row) for row in rows]
         return entries, (rows[-1]["cursor"] if rows else after)
 
     def prune_changes(self, retention_days: float) -> int:
         with self.pool.connection() as conn:
-            return conn.execute("DELETE FROM changes WHERE at < now() - make_interval(secs => %s)",
-                                (retention_days * 86400,)).rowcount
+            return conn.execute(
+                "DELETE FROM changes WHERE at < now() - make_interval(secs => %s)",
+                (retention_days * 86400,),
+            ).rowcount
 
 
 # -- the steps of a finalization (one transaction, on ``conn``) --------------------------
 def _finalized(conn, sync_id: str) -> Finalized | None:
-    row = conn.execute("SELECT status, count, added, removed, initial FROM finalized_syncs"
-                       " WHERE sync_id = %s", (sync_id,)).fetchone()
+    row = conn.execute(
+        "SELECT status, count, added, removed, initial FROM finalized_syncs WHERE sync_id = %s",
+        (sync_id,),
+    ).fetchone()
     return Finalized(sync_id, *row, already=True) if row else None
 
 
 def _stage(conn, connections) -> int:
     """COPY the new network into a temporary table; how many distinct connections."""
-    conn.execute('CREATE TEMP TABLE staged (connection_id text COLLATE "C" NOT NULL,'
-                 " handle text NOT NULL) ON COMMIT DROP")
+    conn.execute(
+        'CREATE TEMP TABLE staged (connection_id text COLLATE "C" NOT NULL,'
+        " handle text NOT NULL) ON COMMIT DROP"
+    )
     with conn.cursor().copy("COPY staged (connection_id, handle) FROM STDIN") as copy:
         for connection_id, handle in connections:
             copy.write_row((connection_id, handle or ""))
     conn.execute("ANALYZE staged")
     # one row per id (a provider may list someone twice across pages): the last handle wins
-    conn.execute("CREATE TEMP TABLE incoming ON COMMIT DROP AS SELECT DISTINCT ON (connection_id)"
-                 " connection_id, handle FROM staged ORDER BY connection_id")
+    conn.execute(
+        "CREATE TEMP TABLE incoming ON COMMIT DROP AS SELECT DISTINCT ON (connection_id)"
+        " connection_id, handle FROM staged ORDER BY connection_id"
+    )
     return conn.execute("SELECT count(*) FROM incoming").fetchone()[0]
 
 
 def _apply_diff(conn, network_id: int) -> tuple[int, int]:
     """Let the database compute added (``fresh``) and removed (``gone``), then apply them."""
     conn.execute("ANALYZE incoming")
-    conn.execute("CREATE TEMP TABLE gone ON COMMIT DROP AS SELECT c.connection_id, c.handle"
-                 " FROM connections c WHERE c.network_id = %s AND NOT EXISTS"
-                 " (SELECT 1 FROM incoming i WHERE i.connection_id = c.connection_id)",
-                 (network_id,))
-    conn.execute("CREATE TEMP TABLE fresh ON COMMIT DROP AS SELECT i.connection_id, i.handle"
-                 " FROM incoming i WHERE NOT EXISTS (SELECT 1 FROM connections c"
-                 " WHERE c.network_id = %s AND c.connection_id = i.connection_id)",
-                 (network_id,))
-    removed = conn.execute("DELETE FROM connections c USING gone g WHERE c.network_id = %s"
-                           " AND c.connection_id = g.connection_id", (network_id,)).rowcount
-    added = conn.execute("INSERT INTO connections (network_id, connection_id, handle)"
-                         " SELECT %s, connection_id, handle FROM fresh ORDER BY connection_id",
-                         (network_id,)).rowcount
-    conn.execute("UPDATE connections c SET handle = i.handle FROM incoming i"
-                 " WHERE c.network_id = %s AND c.connection_id = i.connection_id"
-                 " AND c.handle <> i.handle", (network_id,))
+    conn.execute(
+        "CREATE TEMP TABLE gone ON COMMIT DROP AS SELECT c.connection_id, c.handle"
+        " FROM connections c WHERE c.network_id = %s AND NOT EXISTS"
+        " (SELECT 1 FROM incoming i WHERE i.connection_id = c.connection_id)",
+        (network_id,),
+    )
+    conn.execute(
+        "CREATE TEMP TABLE fresh ON COMMIT DROP AS SELECT i.connection_id, i.handle"
+        " FROM incoming i WHERE NOT EXISTS (SELECT 1 FROM connections c"
+        " WHERE c.network_id = %s AND c.connection_id = i.connection_id)",
+        (network_id,),
+    )
+    removed = conn.execute(
+        "DELETE FROM connections c USING gone g WHERE c.network_id = %s"
+        " AND c.connection_id = g.connection_id",
+        (network_id,),
+    ).rowcount
+    added = conn.execute(
+        "INSERT INTO connections (network_id, connection_id, handle)"
+        " SELECT %s, connection_id, handle FROM fresh ORDER BY connection_id",
+        (network_id,),
+    ).rowcount
+    conn.execute(
+        "UPDATE connections c SET handle = i.handle FROM incoming i"
+        " WHERE c.network_id = %s AND c.connection_id = i.connection_id"
+        " AND c.handle <> i.handle",
+        (network_id,),
+    )
     return added, removed
 
 
@@ -291,8 +362,16 @@ def _entry(row: dict) -> dict:
     if row["connection_id"] is not None:
         connection = {"id": row["connection_id"], "handle": row["connection_handle"] or ""}
     at = row["at"].astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
-    return {"cursor": str(row["cursor"]), "at": at, "kind": row["kind"],
-            "user_id": row["user_id"], "provider": row["provider"], "relation": row["relation"],
-            "sync_id": row["sync_id"], "connection": connection,
-            "member_user_id": row["member_user_id"], "initial": row["initial"],
-            "counts": row["counts"]}
+    return {
+        "cursor": str(row["cursor"]),
+        "at": at,
+        "kind": row["kind"],
+        "user_id": row["user_id"],
+        "provider": row["provider"],
+        "relation": row["relation"],
+        "sync_id": row["sync_id"],
+        "connection": connection,
+        "member_user_id": row["member_user_id"],
+        "initial": row["initial"],
+        "counts": row["counts"],
+    }

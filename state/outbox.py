@@ -19,6 +19,7 @@ Keys (one hash tag)::
     <prefix>:{outbox}:recent       ZSET  delivery id -> created at (listing; trimmed)
     <prefix>:{outbox}:failed       ZSET  delivery id -> failed at (the dead letters)
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,7 @@ class Delivery:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, raw) -> "Delivery":
+    def from_json(cls, raw) -> Delivery:
         return cls(**json.loads(raw))
 
 
@@ -63,7 +64,10 @@ class CallbackOutbox:
         self.clock = clock
         keys = Keys(key_prefix)
         self.deliveries_key, self.recent_key, self.failed_key = (
-            keys.outbox("deliveries"), keys.outbox("recent"), keys.outbox("failed"))
+            keys.outbox("deliveries"),
+            keys.outbox("recent"),
+            keys.outbox("failed"),
+        )
 
     def add(self, delivery: Delivery) -> bool:
         """Keep a new delivery; False if one with this id exists (the same event again)."""
@@ -86,8 +90,14 @@ class CallbackOutbox:
                 pipe.zrem(self.failed_key, delivery.id)
             pipe.execute()
 
-    def record_attempt(self, delivery: Delivery, state: str, status: int | None,
-                       error: str | None, next_at: float | None = None) -> Delivery:
+    def record_attempt(
+        self,
+        delivery: Delivery,
+        state: str,
+        status: int | None,
+        error: str | None,
+        next_at: float | None = None,
+    ) -> Delivery:
         """One attempt's outcome: the state it leaves the delivery in, kept with its history."""
         now = self.clock()
         delivery.attempts += 1
@@ -124,7 +134,9 @@ class CallbackOutbox:
     def _load(self, ids) -> list[Delivery]:
         if not ids:
             return []
-        return [Delivery.from_json(raw) for raw in self.redis.hmget(self.deliveries_key, ids) if raw]
+        return [
+            Delivery.from_json(raw) for raw in self.redis.hmget(self.deliveries_key, ids) if raw
+        ]
 
     def _trim(self) -> None:
         excess = self.redis.zcard(self.recent_key) - KEEP_RECENT

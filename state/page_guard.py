@@ -12,6 +12,7 @@ works out, from the page, what it needs (``guard_args``).
 Fields: ``sig:<hash of a page's ids>`` → the cursor that first returned
 that page; ``ones`` → the current run of one-item pages.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,19 +35,28 @@ def page_signature(page) -> str | None:
     return "sig:" + hashlib.blake2b(ids.encode(), digest_size=12).hexdigest()
 
 
-def guard_args(provider, cursor: str, page, launches: list[str], pages_done: int,
-               expected_total: int | None) -> dict:
+def guard_args(
+    provider, cursor: str, page, launches: list[str], pages_done: int, expected_total: int | None
+) -> dict:
     """What guard_prelude.lua needs of one page (the script's ``guard`` argument).
 
     ``pages_done`` counts this page; ``expected_total`` is the sync's known
     size (None: the page's own total, if it states one).
     """
     run_limit = (provider.ONE_ITEM_RUN_LIMIT or 0) if provider.PAGE_SIZE > 1 else 0
-    limit = page_limit(expected_total if expected_total is not None else page.total,
-                       provider.PAGE_SIZE, provider.PAGE_SLACK)
-    args = {"cursor": cursor, "count_ones": bool(launches and run_limit),
-            "one_item": page.item_count == 1, "run_limit": run_limit,
-            "at_limit": limit is not None and pages_done >= limit, "ttl": GUARD_TTL_S}
+    limit = page_limit(
+        expected_total if expected_total is not None else page.total,
+        provider.PAGE_SIZE,
+        provider.PAGE_SLACK,
+    )
+    args = {
+        "cursor": cursor,
+        "count_ones": bool(launches and run_limit),
+        "one_item": page.item_count == 1,
+        "run_limit": run_limit,
+        "at_limit": limit is not None and pages_done >= limit,
+        "ttl": GUARD_TTL_S,
+    }
     sig = page_signature(page)
     if sig is not None:  # left out, not null: a JSON null is not nil in Lua
         args["sig"] = sig

@@ -18,12 +18,13 @@ module holds the few keys it needs; none is on a page's hot path::
                                           first (a page that kills its worker every time)
     <prefix>:{sweep}:dead           HASH  "sync id|cursor" -> JSON: the dead-lettered page
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 from state.keys import Keys
 
@@ -106,10 +107,17 @@ class SyncProgress:
             count, _ = pipe.execute()
         return int(count)
 
-    def dead_letter(self, sync_id: str, cursor: str, task_name: str, deliveries: int,
-                    reason: str) -> None:
-        entry = {"sync_id": sync_id, "cursor": cursor, "task": task_name,
-                 "deliveries": deliveries, "reason": reason, "at": self.clock()}
+    def dead_letter(
+        self, sync_id: str, cursor: str, task_name: str, deliveries: int, reason: str
+    ) -> None:
+        entry = {
+            "sync_id": sync_id,
+            "cursor": cursor,
+            "task": task_name,
+            "deliveries": deliveries,
+            "reason": reason,
+            "at": self.clock(),
+        }
         self.redis.hset(self.dead_key, f"{sync_id}|{cursor}", json.dumps(entry))
 
     def dead_letters(self) -> list[dict]:

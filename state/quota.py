@@ -70,14 +70,15 @@ The scripts are ``state/lua/{take,settle,refund,observe,outcome}.lua``, each sen
 with ``quota_prelude.lua`` (reading a bucket and judging a request), one
 bucket key each (``P:quota:{provider:scope:key}``, ``state.keys``).
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import providers
 from providers.ratelimits import SCOPES, QuotaLimit, QuotaSpecError, RateLimitInfo, parse_limits
@@ -150,7 +151,7 @@ class QuotaConfig:
     shares: Mapping[str, Mapping[str, float]]
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "QuotaConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> QuotaConfig:
         """``QUOTA_<PROVIDER>=limit/window_s/scope[/adaptive][,…]`` replaces a
         provider's limits; ``QUOTA_SHARES`` (all providers) and
         ``QUOTA_SHARES_<PROVIDER>`` set the queue-class shares."""
@@ -159,7 +160,7 @@ class QuotaConfig:
         limits = {name: tuple(p.QUOTAS) for name, p in providers.provider_classes().items()}
         for name, value in env.items():
             if name.startswith("QUOTA_") and not name.startswith("QUOTA_SHARES") and value:
-                limits[name[len("QUOTA_"):].lower()] = parse_limits(value)
+                limits[name[len("QUOTA_") :].lower()] = parse_limits(value)
         base = parse_shares(env["QUOTA_SHARES"]) if env.get("QUOTA_SHARES") else DEFAULT_SHARES
         shares = {}
         for provider in limits:
@@ -172,7 +173,7 @@ class QuotaConfig:
 class QuotaTicket:
     """What one bucket's take counted: ``settle`` moves it to the answer's time."""
 
-    bucket: "QuotaBucket"
+    bucket: QuotaBucket
     #: the sub-window the call is accounted in (as the take script returned it)
     slot: str
     #: the margin the call was accounted with, seconds after its grant
@@ -230,9 +231,14 @@ class Prefetched:
 class QuotaGate:
     """Takes, corrects and adapts provider quotas held in Redis (see module doc)."""
 
-    def __init__(self, redis_client, key_prefix: str, config: QuotaConfig,
-                 clock: Callable[[], float] = time.time,
-                 max_margin_s: float = DEFAULT_MAX_MARGIN_S):
+    def __init__(
+        self,
+        redis_client,
+        key_prefix: str,
+        config: QuotaConfig,
+        clock: Callable[[], float] = time.time,
+        max_margin_s: float = DEFAULT_MAX_MARGIN_S,
+    ):
         self.redis = redis_client
         self.prefix = key_prefix
         self.keys = Keys(key_prefix)
@@ -255,8 +261,9 @@ class QuotaGate:
     def shares(self, provider: str) -> Mapping[str, float]:
         return self.config.shares.get(provider, DEFAULT_SHARES)
 
-    def buckets(self, provider: str, scopes: Mapping[str, str],
-                named_only: bool = False) -> list[QuotaBucket]:
+    def buckets(
+        self, provider: str, scopes: Mapping[str, str], named_only: bool = False
+    ) -> list[QuotaBucket]:
         """The provider's buckets for these scope keys, in taking order.
 
         ``app`` and ``ip`` have default keys; a ``token`` limit needs its key.
@@ -266,13 +273,17 @@ class QuotaGate:
         for limit in sorted(self.limits(provider), key=lambda lim: SCOPES.index(lim.scope)):
             if named_only and limit.scope not in scopes:
                 continue
-            key = scopes.get(limit.scope) or {"app": DEFAULT_APP_KEY, "ip": DEFAULT_IP_KEY}.get(limit.scope)
+            key = scopes.get(limit.scope) or {"app": DEFAULT_APP_KEY, "ip": DEFAULT_IP_KEY}.get(
+                limit.scope
+            )
             if key is None:
                 raise ValueError(f"{provider} is limited per token: pass scopes['token']")
             pattern = _TOKEN_KEY if limit.scope == "token" else _OTHER_KEY
             if not pattern.fullmatch(key):
                 # also stops a raw credential from becoming a Redis key
-                raise ValueError(f"bad {limit.scope} key for {provider}; tokens go through fingerprint()")
+                raise ValueError(
+                    f"bad {limit.scope} key for {provider}; tokens go through fingerprint()"
+                )
             redis_key = self.keys.quota_bucket(provider, limit.scope, key)
             found.append(QuotaBucket(provider, limit, key, redis_key))
         return found
@@ -287,18 +298,29 @@ class QuotaGate:
             lim, shares = bucket.limit, self.shares(bucket.provider)
             fixed = self._fixed_args[key] = {
                 "class": CLASS_LETTER[queue_class],
-                "limit": lim.limit, "window_s": lim.window_s, "slots": WINDOW_SLOTS,
-                "shared": lim.scope in SHARED_SCOPES, "adaptive": lim.adaptive,
-                "start": ADAPTIVE_START, "skew": RESET_SKEW_S,
+                "limit": lim.limit,
+                "window_s": lim.window_s,
+                "slots": WINDOW_SLOTS,
+                "shared": lim.scope in SHARED_SCOPES,
+                "adaptive": lim.adaptive,
+                "start": ADAPTIVE_START,
+                "skew": RESET_SKEW_S,
                 "shares": {CLASS_LETTER[c]: shares.get(c, 0.0) for c in CLASS_POLICY},
                 "kinds": {CLASS_LETTER[c]: policy for c, policy in CLASS_POLICY.items()},
                 "memory": ADAPTIVE_MEMORY_S,
-                "max_margin": self.max_margin_s, "half_life": MARGIN_HALF_LIFE_S,
+                "max_margin": self.max_margin_s,
+                "half_life": MARGIN_HALF_LIFE_S,
             }
         return {"now": round(now, 6), "cost": cost, **fixed}
 
-    def decide(self, provider: str, scopes: Mapping[str, str], queue_class: str,
-               cost: int = 1, first: "Prefetched | None" = None) -> QuotaDecision:
+    def decide(
+        self,
+        provider: str,
+        scopes: Mapping[str, str],
+        queue_class: str,
+        cost: int = 1,
+        first: Prefetched | None = None,
+    ) -> QuotaDecision:
         """Take ``cost`` from every bucket, or nothing and say how long to wait.
 
         ``first``: the first bucket's take, already sent (``queue_take_first``);
@@ -307,8 +329,12 @@ class QuotaGate:
         now = self.clock()
         taken = []
         buckets = self.buckets(provider, scopes)
-        if first is not None and not (buckets and first.bucket == buckets[0]
-                                      and first.queue_class == queue_class and first.cost == cost):
+        if first is not None and not (
+            buckets
+            and first.bucket == buckets[0]
+            and first.queue_class == queue_class
+            and first.cost == cost
+        ):
             self.release(first)
             first = None
         for i, bucket in enumerate(buckets):
@@ -316,25 +342,29 @@ class QuotaGate:
                 granted, detail, *rest = first.reply.value
             else:
                 args = self._args(bucket, queue_class, cost, now)
-                granted, detail, *rest = self._take(keys={"bucket": bucket.redis_key},
-                                                    args={**args, "mode": "take"})
+                granted, detail, *rest = self._take(
+                    keys={"bucket": bucket.redis_key}, args={**args, "mode": "take"}
+                )
             if granted:
                 taken.append((bucket, _s(detail), rest[0], float(_s(rest[1]))))
                 continue
             for done, slot, took_left, _ in taken:
                 self._refund_one(done, queue_class, cost, now, slot, took_left)
             waits = [(self._wait(detail, bucket), bucket.limit.scope)]
-            for later in buckets[i + 1:]:
-                _, later_wait = self._take(keys={"bucket": later.redis_key}, args={
-                    **self._args(later, queue_class, cost, now), "mode": "peek"})
+            for later in buckets[i + 1 :]:
+                _, later_wait = self._take(
+                    keys={"bucket": later.redis_key},
+                    args={**self._args(later, queue_class, cost, now), "mode": "peek"},
+                )
                 waits.append((self._wait(later_wait, later), later.limit.scope))
             wait, scope = max(waits)
             return QuotaDecision(wait, scope)
         tickets = tuple(QuotaTicket(bucket, slot, margin) for bucket, slot, _, margin in taken)
         # a take sent ahead was granted when it was sent: the earliest the call may leave
         granted_at = min(now, first.taken_at) if first is not None and first.taken_at else now
-        return QuotaDecision(0.0, tickets=tickets, granted_at=granted_at, queue_class=queue_class,
-                             cost=cost)
+        return QuotaDecision(
+            0.0, tickets=tickets, granted_at=granted_at, queue_class=queue_class, cost=cost
+        )
 
     def settle(self, decision: QuotaDecision) -> None:
         """The granted call was answered (or failed): account it at this moment.
@@ -349,12 +379,18 @@ class QuotaGate:
             return
         now = self.clock()
         for ticket in decision.tickets:
-            self._settle(keys={"bucket": ticket.bucket.redis_key}, args={
-                **self._args(ticket.bucket, decision.queue_class, decision.cost, now),
-                "slot": ticket.slot, "granted_at": decision.granted_at})
+            self._settle(
+                keys={"bucket": ticket.bucket.redis_key},
+                args={
+                    **self._args(ticket.bucket, decision.queue_class, decision.cost, now),
+                    "slot": ticket.slot,
+                    "granted_at": decision.granted_at,
+                },
+            )
 
-    def queue_take_first(self, batch, provider: str, scopes: Mapping[str, str], queue_class: str,
-                         cost: int = 1) -> "Prefetched":
+    def queue_take_first(
+        self, batch, provider: str, scopes: Mapping[str, str], queue_class: str, cost: int = 1
+    ) -> Prefetched:
         """Take ``cost`` from the call's first bucket, as a step of a ``state.batch.Batch``.
 
         For a caller that sends the take with its other reads, before it knows
@@ -365,22 +401,30 @@ class QuotaGate:
         """
         bucket = self.buckets(provider, scopes)[0]
         args = self._args(bucket, queue_class, cost, self.clock())
-        reply = self._take.queue(batch, keys={"bucket": bucket.redis_key},
-                                 args={**args, "mode": "take"})
+        reply = self._take.queue(
+            batch, keys={"bucket": bucket.redis_key}, args={**args, "mode": "take"}
+        )
         return Prefetched(bucket, queue_class, cost, reply, args["now"])
 
-    def release(self, first: "Prefetched") -> None:
+    def release(self, first: Prefetched) -> None:
         """Give back a ``queue_take_first`` take that no call will use."""
         granted, slot, *rest = first.reply.value
         if granted:
-            self._refund_one(first.bucket, first.queue_class, first.cost, self.clock(), slot,
-                             rest[0])
+            self._refund_one(
+                first.bucket, first.queue_class, first.cost, self.clock(), slot, rest[0]
+            )
 
-    def _refund_one(self, bucket: QuotaBucket, queue_class: str, cost: int, now: float, slot,
-                    took_left) -> None:
-        self._refund(keys={"bucket": bucket.redis_key},
-                     args={**self._args(bucket, queue_class, cost, now), "slot": _s(slot),
-                           "took_left": bool(took_left)})
+    def _refund_one(
+        self, bucket: QuotaBucket, queue_class: str, cost: int, now: float, slot, took_left
+    ) -> None:
+        self._refund(
+            keys={"bucket": bucket.redis_key},
+            args={
+                **self._args(bucket, queue_class, cost, now),
+                "slot": _s(slot),
+                "took_left": bool(took_left),
+            },
+        )
 
     @staticmethod
     def _wait(detail, bucket: QuotaBucket) -> float:
@@ -389,13 +433,20 @@ class QuotaGate:
             return bucket.limit.window_s
         return wait
 
-    def acquire(self, provider: str, scopes: Mapping[str, str], queue_class: str,
-                cost: int = 1, first: "Prefetched | None" = None) -> float:
+    def acquire(
+        self,
+        provider: str,
+        scopes: Mapping[str, str],
+        queue_class: str,
+        cost: int = 1,
+        first: Prefetched | None = None,
+    ) -> float:
         """0.0 when the call may go now (quota taken), else seconds to park it."""
         return self.decide(provider, scopes, queue_class, cost, first).wait_s
 
-    def observe(self, provider: str, scopes: Mapping[str, str], info: RateLimitInfo,
-                batch=None) -> None:
+    def observe(
+        self, provider: str, scopes: Mapping[str, str], info: RateLimitInfo, batch=None
+    ) -> None:
         """Correct the buckets of ``scopes`` from what the provider's headers said.
 
         Pass the scopes the headers speak for (GitHub: token; Facebook
@@ -419,16 +470,24 @@ class QuotaGate:
             return
         now = self.clock()
         for bucket in self.buckets(provider, scopes, named_only=True):
-            self._run(self._observe, batch, keys={"bucket": bucket.redis_key}, args={
-                **self._args(bucket, "normal", 1, now),
-                "remaining": info.remaining, "reset_at": info.reset_at,
-                "retry_after": info.retry_after, "usage_percent": info.usage_percent,
-                "horizon": bucket.limit.window_s * TOLD_HORIZON_FRACTION,
-                "opened_end": _opened_end(bucket.limit, info, now),
-            })
+            self._run(
+                self._observe,
+                batch,
+                keys={"bucket": bucket.redis_key},
+                args={
+                    **self._args(bucket, "normal", 1, now),
+                    "remaining": info.remaining,
+                    "reset_at": info.reset_at,
+                    "retry_after": info.retry_after,
+                    "usage_percent": info.usage_percent,
+                    "horizon": bucket.limit.window_s * TOLD_HORIZON_FRACTION,
+                    "opened_end": _opened_end(bucket.limit, info, now),
+                },
+            )
 
-    def record_outcome(self, provider: str, scopes: Mapping[str, str], rejected: bool,
-                       batch=None) -> None:
+    def record_outcome(
+        self, provider: str, scopes: Mapping[str, str], rejected: bool, batch=None
+    ) -> None:
         """Teach the adaptive buckets of ``scopes`` how a call went.
 
         On success pass every scope of the call; on a rejection, the scope the
@@ -438,11 +497,19 @@ class QuotaGate:
         now = self.clock()
         for bucket in self.buckets(provider, scopes, named_only=True):
             if bucket.limit.adaptive:
-                self._run(self._outcome, batch, keys={"bucket": bucket.redis_key}, args={
-                    **self._args(bucket, "normal", 1, now), "rejected": bool(rejected),
-                    "decrease": ADAPTIVE_DECREASE, "step": ADAPTIVE_STEP, "probe": ADAPTIVE_PROBE,
-                    "grace": min(ADAPTIVE_GRACE_S, bucket.limit.window_s / 2),
-                })
+                self._run(
+                    self._outcome,
+                    batch,
+                    keys={"bucket": bucket.redis_key},
+                    args={
+                        **self._args(bucket, "normal", 1, now),
+                        "rejected": bool(rejected),
+                        "decrease": ADAPTIVE_DECREASE,
+                        "step": ADAPTIVE_STEP,
+                        "probe": ADAPTIVE_PROBE,
+                        "grace": min(ADAPTIVE_GRACE_S, bucket.limit.window_s / 2),
+                    },
+                )
 
     @staticmethod
     def _run(script, batch, keys: dict, args: dict) -> None:
@@ -470,8 +537,12 @@ def _opened_end(limit: QuotaLimit, info: RateLimitInfo, now: float) -> float | N
     say. Only for a published limit that matches ours (same limit, so the
     window is the configured one too).
     """
-    if (limit.adaptive or info.limit != limit.limit or info.remaining is None
-            or info.remaining != limit.limit - 1):
+    if (
+        limit.adaptive
+        or info.limit != limit.limit
+        or info.remaining is None
+        or info.remaining != limit.limit - 1
+    ):
         return None
     return round(now + limit.window_s, 6)  # to the microsecond, like "now"
 

@@ -6,6 +6,7 @@ class. It does not apply a provider reset's forgetting (the gate's own
 scripts do when they decide), so right after a reset it may show more
 used than the gate would count: an upper bound, which is the safe side.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,5 +70,13 @@ def _level(provider, bucket, raw: dict, now: float) -> QuotaLevel:
     if limit.adaptive:
         rate = float(raw["rate"]) if raw.get("rate") else max(1.0, ADAPTIVE_START * limit.limit)
         capacity = max(1, min(limit.limit, math.floor(rate)))
-    return QuotaLevel(provider, limit.scope, bucket.key, limit.limit, capacity, limit.window_s,
-                      limit.adaptive, used)
+    return QuotaLevel(
+        provider,
+        limit.scope,
+        bucket.key,
+        limit.limit,
+        capacity,
+        limit.window_s,
+        limit.adaptive,
+        used,
+    )

@@ -18,6 +18,7 @@ Global indexes (not part of any atomic step): the sync index (sync id → the
 user's keys), ``synced_at`` (zset "provider:relation:user" → last sync time,
 for stale re-syncs), ``recent`` (zset of sync ids by creation time, for listing).
 """
+
 from __future__ import annotations
 
 import re
@@ -56,7 +57,12 @@ class BeginStep:
     index entry and the reads), ``queue_begin`` (the script), ``settle_begin``."""
 
     def __init__(self, provider: str, user_id: str, relation: str, sync_id: str, user: UserKeys):
-        self.provider, self.user_id, self.relation, self.sync_id = provider, user_id, relation, sync_id
+        self.provider, self.user_id, self.relation, self.sync_id = (
+            provider,
+            user_id,
+            relation,
+            sync_id,
+        )
         self.user = user
         self.net = user.relation(relation)
         self.reads = self.outcome = None  # state.batch.Reply, once queued
@@ -74,9 +80,12 @@ class BeginStep:
         return self.reads.value[1]
 
     def script_keys(self, seen: str | None) -> dict:
-        return {"inflight": self.net.inflight, "last": self.net.last,
-                "record": self.user.sync(self.sync_id).record,
-                "seen_record": self.user.sync(seen).record if seen else None}
+        return {
+            "inflight": self.net.inflight,
+            "last": self.net.last,
+            "record": self.user.sync(self.sync_id).record,
+            "seen_record": self.user.sync(seen).record if seen else None,
+        }
 
 
 class SyncStore:
@@ -108,9 +117,19 @@ class SyncStore:
         return found
 
     # -- triggers -----------------------------------------------------------
-    def begin_sync(self, *, user_id: str, provider: str, account_id: str, queue: str,
-                   trigger: str, force: bool, freshness_s: int, stale_s: int,
-                   relation: str | None = None) -> SyncTicket:
+    def begin_sync(
+        self,
+        *,
+        user_id: str,
+        provider: str,
+        account_id: str,
+        queue: str,
+        trigger: str,
+        force: bool,
+        freshness_s: int,
+        stale_s: int,
+        relation: str | None = None,
+    ) -> SyncTicket:
         """Start a sync unless one is in flight or the network is fresh (one atomic step).
 
         ``relation`` None: the provider's first (``Provider.RELATIONS``). Three
@@ -120,16 +139,25 @@ class SyncStore:
         step = self.prepare_begin(batch, user_id=user_id, provider=provider, relation=relation)
         batch.execute()
         batch = Batch(self.redis)
-        self.queue_begin(batch, step, account_id=account_id, queue=queue, trigger=trigger,
-                         force=force, freshness_s=freshness_s, stale_s=stale_s)
+        self.queue_begin(
+            batch,
+            step,
+            account_id=account_id,
+            queue=queue,
+            trigger=trigger,
+            force=force,
+            freshness_s=freshness_s,
+            stale_s=stale_s,
+        )
         batch.execute()
         after = Batch(self.redis)
         ticket = self.settle_begin(after, step)
         after.execute()
         return ticket
 
-    def prepare_begin(self, batch: Batch, *, user_id: str, provider: str,
-                      relation: str | None = None) -> "BeginStep":
+    def prepare_begin(
+        self, batch: Batch, *, user_id: str, provider: str, relation: str | None = None
+    ) -> BeginStep:
         """A begin's first round trip, queued in ``batch``: the sync index entry of a
         new sync id (index first: a sync id must resolve as soon as anyone can see
         it), the in-flight marker (the begin script needs the in-flight sync's
@@ -139,8 +167,13 @@ class SyncStore:
             import providers
 
             relation = providers.provider_classes()[provider].RELATIONS[0]
-        step = BeginStep(provider, user_id, relation, "s_" + secrets.token_hex(12),
-                         self.keys.user(provider, user_id))
+        step = BeginStep(
+            provider,
+            user_id,
+            relation,
+            "s_" + secrets.token_hex(12),
+            self.keys.user(provider, user_id),
+        )
         index, base, net = self.keys.sync_index, step.user.base, step.net
         batch.add(lambda pipe: pipe.hset(index, step.sync_id, base))
 
@@ -148,24 +181,54 @@ class SyncStore:
             pipe.get(net.inflight)
             pipe.hgetall(net.last)
 
-        step.reads = batch.add(reads, read=lambda replies: (
-            replies[0].decode() if replies[0] is not None else None,
-            {k.decode(): v.decode() for k, v in replies[1].items()}))
+        step.reads = batch.add(
+            reads,
+            read=lambda replies: (
+                replies[0].decode() if replies[0] is not None else None,
+                {k.decode(): v.decode() for k, v in replies[1].items()},
+            ),
+        )
         return step
 
-    def queue_begin(self, batch: Batch, step: "BeginStep", *, account_id: str, queue: str,
-                    trigger: str, force: bool, freshness_s: int, stale_s: int) -> None:
+    def queue_begin(
+        self,
+        batch: Batch,
+        step: BeginStep,
+        *,
+        account_id: str,
+        queue: str,
+        trigger: str,
+        force: bool,
+        freshness_s: int,
+        stale_s: int,
+    ) -> None:
         """The begin script of a prepared step, queued in ``batch`` (see begin.lua)."""
         step.now = self.clock()
-        fields = {"sync_id": step.sync_id, "user_id": step.user_id, "provider": step.provider,
-                  "relation": step.relation, "account_id": account_id, "queue": queue,
-                  "trigger": trigger}
-        step.args = {"sync_id": step.sync_id, "now": repr(step.now), "freshness_s": freshness_s,
-                     "stale_s": stale_s, "force": bool(force), "fields": fields}
-        step.outcome = self._begin.queue(batch, keys=step.script_keys(step.seen),
-                                         args={**step.args, "seen": step.seen}, read=_texts)
+        fields = {
+            "sync_id": step.sync_id,
+            "user_id": step.user_id,
+            "provider": step.provider,
+            "relation": step.relation,
+            "account_id": account_id,
+            "queue": queue,
+            "trigger": trigger,
+        }
+        step.args = {
+            "sync_id": step.sync_id,
+            "now": repr(step.now),
+            "freshness_s": freshness_s,
+            "stale_s": stale_s,
+            "force": bool(force),
+            "fields": fields,
+        }
+        step.outcome = self._begin.queue(
+            batch,
+            keys=step.script_keys(step.seen),
+            args={**step.args, "seen": step.seen},
+            read=_texts,
+        )
 
-    def settle_begin(self, after: Batch, step: "BeginStep") -> SyncTicket:
+    def settle_begin(self, after: Batch, step: BeginStep) -> SyncTicket:
         """What the begin script said. A marker that moved meanwhile is read again and
         the script retried at once (up to BEGIN_ATTEMPTS). Queues in ``after`` the
         listing entry of a created sync, or the index entry's removal."""
@@ -175,13 +238,15 @@ class SyncStore:
                 break
             seen = self.redis.get(step.net.inflight)
             seen = seen.decode() if seen is not None else None
-            outcome, sid, status, q = _texts(self._begin(keys=step.script_keys(seen),
-                                                         args={**step.args, "seen": seen}))
+            outcome, sid, status, q = _texts(
+                self._begin(keys=step.script_keys(seen), args={**step.args, "seen": seen})
+            )
         index, recent, sync_id = self.keys.sync_index, self.keys.recent, step.sync_id
         if outcome == "retry":
             self.redis.hdel(index, sync_id)
-            raise RuntimeError(f"{step.provider} sync of {step.user_id}: the in-flight marker "
-                               "kept moving")
+            raise RuntimeError(
+                f"{step.provider} sync of {step.user_id}: the in-flight marker kept moving"
+            )
         if outcome != "created":
             after.add(lambda pipe: pipe.hdel(index, sync_id))
         else:
@@ -244,8 +309,10 @@ class SyncStore:
         out = []
         for sid in ids:
             rec = self.get_sync(sid.decode())
-            if rec and (status is None or rec.get("status") == status) and (
-                queue is None or rec.get("queue") == queue
+            if (
+                rec
+                and (status is None or rec.get("status") == status)
+                and (queue is None or rec.get("queue") == queue)
             ):
                 out.append(rec)
                 if len(out) >= limit:
@@ -284,8 +351,9 @@ class SyncStore:
 
     def mark_running(self, sync_id: str) -> bool:
         keys = self._sync_keys(sync_id)
-        return bool(self._mark_running(keys={"record": keys.record},
-                                       args={"now": repr(self.clock())}))
+        return bool(
+            self._mark_running(keys={"record": keys.record}, args={"now": repr(self.clock())})
+        )
 
     def note_call(self, sync_id: str, rate_fields: dict, batch: Batch | None = None) -> None:
         """Count one provider call against the sync and keep what its headers said.
@@ -311,8 +379,9 @@ class SyncStore:
             return []
         return self._launch(sync_id, parent, cursors, None)[1]
 
-    def launch_pages(self, sync_id: str, parent: str, cursors: list[str],
-                     guard: dict) -> tuple[str, list[str]]:
+    def launch_pages(
+        self, sync_id: str, parent: str, cursors: list[str], guard: dict
+    ) -> tuple[str, list[str]]:
         """A page's launches, after the page guard recorded the page (one script).
 
         ``guard``: ``state.page_guard.guard_args`` of the page ``parent``.
@@ -323,16 +392,31 @@ class SyncStore:
 
     def _launch(self, sync_id, parent, cursors, guard) -> tuple[str, list[str]]:
         keys = self._sync_keys(sync_id)
-        out = [x.decode() for x in self._add_pending(
-            keys={"guard": keys.guard, "record": keys.record, "pending": keys.pending,
-                  "done": keys.done},
-            args={"parent": parent, "cursors": list(cursors), "guard": guard})]
+        out = [
+            x.decode()
+            for x in self._add_pending(
+                keys={
+                    "guard": keys.guard,
+                    "record": keys.record,
+                    "pending": keys.pending,
+                    "done": keys.done,
+                },
+                args={"parent": parent, "cursors": list(cursors), "guard": guard},
+            )
+        ]
         return (out[0], out[1:]) if out else ("", [])
 
-    def complete_page(self, sync_id: str, cursor: str, connections,
-                      partial_reason: str = "", rate_fields: dict | None = None,
-                      count_call: bool = False, guard: dict | None = None,
-                      batch: Batch | None = None) -> str:
+    def complete_page(
+        self,
+        sync_id: str,
+        cursor: str,
+        connections,
+        partial_reason: str = "",
+        rate_fields: dict | None = None,
+        count_call: bool = False,
+        guard: dict | None = None,
+        batch: Batch | None = None,
+    ) -> str:
         """Store one page's connections in the staging; the last page asks for finalization.
 
         With ``count_call`` it also counts the page's call and keeps
@@ -350,14 +434,23 @@ class SyncStore:
         batch = Batch(self.redis) if batch is None else batch
         reply = self._complete.queue(
             batch,
-            keys={"guard": keys.guard, "record": keys.record, "pending": keys.pending,
-                  "done": keys.done, "staging_h": keys.staging_h},
-            args={"cursor": cursor, "partial_reason": partial_reason,
-                  "connections": [part for pair in connections for part in pair],
-                  "count_call": bool(count_call),
-                  "rate_fields": {k: _text(v) for k, v in (rate_fields or {}).items()},
-                  "guard": guard},
-            read=bytes.decode)
+            keys={
+                "guard": keys.guard,
+                "record": keys.record,
+                "pending": keys.pending,
+                "done": keys.done,
+                "staging_h": keys.staging_h,
+            },
+            args={
+                "cursor": cursor,
+                "partial_reason": partial_reason,
+                "connections": [part for pair in connections for part in pair],
+                "count_call": bool(count_call),
+                "rate_fields": {k: _text(v) for k, v in (rate_fields or {}).items()},
+                "guard": guard,
+            },
+            read=bytes.decode,
+        )
         batch.execute()
         return reply.value
 
@@ -365,17 +458,34 @@ class SyncStore:
         record = self.get_sync(sync_id) or {}
         return record, keys.user.relation(record.get("relation", ""))
 
-    def finish(self, sync_id: str, status: str, count: int, added: int, removed: int,
-               initial: bool) -> bool:
+    def finish(
+        self, sync_id: str, status: str, count: int, added: int, removed: int, initial: bool
+    ) -> bool:
         """Make a finalized sync final in Redis; True the first time only."""
         keys = self._sync_keys(sync_id)
         record, net = self._relation_keys(keys, sync_id)
-        done = bool(self._finish(
-            keys={"record": keys.record, "pending": keys.pending, "done": keys.done,
-                  "staging_h": keys.staging_h, "guard": keys.guard, "last": net.last,
-                  "inflight": net.inflight},
-            args={"sync_id": sync_id, "status": status, "now": repr(self.clock()),
-                  "count": count, "added": added, "removed": removed, "initial": bool(initial)}))
+        done = bool(
+            self._finish(
+                keys={
+                    "record": keys.record,
+                    "pending": keys.pending,
+                    "done": keys.done,
+                    "staging_h": keys.staging_h,
+                    "guard": keys.guard,
+                    "last": net.last,
+                    "inflight": net.inflight,
+                },
+                args={
+                    "sync_id": sync_id,
+                    "status": status,
+                    "now": repr(self.clock()),
+                    "count": count,
+                    "added": added,
+                    "removed": removed,
+                    "initial": bool(initial),
+                },
+            )
+        )
         if done and record.get("provider"):
             member = f"{record['provider']}:{record.get('relation', '')}:{record['user_id']}"
             self.redis.zadd(self.keys.synced_at, {member: self.clock()})
@@ -386,13 +496,25 @@ class SyncStore:
         assert status in FINAL and status not in ("succeeded", "partial")
         keys = self._sync_keys(sync_id)
         _, net = self._relation_keys(keys, sync_id)
-        return bool(self._fail(
-            keys={"record": keys.record, "pending": keys.pending, "done": keys.done,
-                  "staging_h": keys.staging_h, "guard": keys.guard,
-                  "inflight": net.inflight},
-            args={"sync_id": sync_id, "status": status, "now": repr(self.clock()),
-                  "kind": kind, "message": message[:500]},
-        ))
+        return bool(
+            self._fail(
+                keys={
+                    "record": keys.record,
+                    "pending": keys.pending,
+                    "done": keys.done,
+                    "staging_h": keys.staging_h,
+                    "guard": keys.guard,
+                    "inflight": net.inflight,
+                },
+                args={
+                    "sync_id": sync_id,
+                    "status": status,
+                    "now": repr(self.clock()),
+                    "kind": kind,
+                    "message": message[:500],
+                },
+            )
+        )
 
 
 def _texts(values) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ worker goes on reconnecting; on an open one every error is raised as before.
 
 Used by ``service.celery_app`` for ``redis://`` brokers (``broker_transport``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,9 +38,14 @@ class QoS(kombu_redis.QoS):
     def _closed_channel_failed(self, what: str, exc: Exception, count: int = 1) -> None:
         if not self.channel.closed:
             raise exc
-        log.warning("could not %s %d message(s) on a broken broker connection (%s): they wait "
-                    "in the broker's unacked set (visibility timeout) and the stall sweep "
-                    "re-sends their pages", what, count, type(exc).__name__)
+        log.warning(
+            "could not %s %d message(s) on a broken broker connection (%s): they wait "
+            "in the broker's unacked set (visibility timeout) and the stall sweep "
+            "re-sends their pages",
+            what,
+            count,
+            type(exc).__name__,
+        )
 
     def restore_unacked(self, client=None):
         try:

@@ -13,6 +13,7 @@ with full-jitter backoff, never sooner than the receiver's ``Retry-After``;
 any other answer (4xx, a redirect) is not retried: the delivery goes to the
 dead-letter list, as it does after ``CALLBACK_MAX_ATTEMPTS`` attempts.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -25,8 +26,8 @@ import requests
 
 import queues
 from state.outbox import DELIVERED, FAILED, PENDING, Delivery
-from sync.retry import backoff_delay
 from sync import telemetry
+from sync.retry import backoff_delay
 from sync.runtime import NetsyncTask
 from sync.signatures import DELIVERY_HEADER, SIGNATURE_HEADER, sign, standard_webhook_headers
 
@@ -52,11 +53,16 @@ def event_body(svc, record: dict) -> dict | None:
     if status in ("succeeded", "partial"):
         # the counts the finalization committed (``SyncStore.finish`` keeps them)
         added, removed = int(record.get("added") or 0), int(record.get("removed") or 0)
-    return {"event": f"sync.{status}", "sync_id": record["sync_id"],
-            "user_id": record["user_id"], "provider": record["provider"],
-            "relation": record.get("relation"),
-            "count": int(record.get("connections_fetched", 0)), "added": added,
-            "removed": removed}
+    return {
+        "event": f"sync.{status}",
+        "sync_id": record["sync_id"],
+        "user_id": record["user_id"],
+        "provider": record["provider"],
+        "relation": record.get("relation"),
+        "count": int(record.get("connections_fetched", 0)),
+        "added": added,
+        "removed": removed,
+    }
 
 
 def notify(celery_app, sync_id: str, provider: str | None = None) -> str | None:
@@ -68,9 +74,14 @@ def notify(celery_app, sync_id: str, provider: str | None = None) -> str | None:
     body = event_body(svc, record) if record else None
     if body is None:
         return None
-    delivery = Delivery(id=f"{sync_id}.{body['event']}", event=body["event"], sync_id=sync_id,
-                        provider=record.get("provider", ""), created_at=time.time(),
-                        body=json.dumps(body, separators=(",", ":")))
+    delivery = Delivery(
+        id=f"{sync_id}.{body['event']}",
+        event=body["event"],
+        sync_id=sync_id,
+        provider=record.get("provider", ""),
+        created_at=time.time(),
+        body=json.dumps(body, separators=(",", ":")),
+    )
     if svc.outbox.add(delivery):
         schedule(svc, delivery, 0.0, celery_app.conf.broker_url)
     return delivery.id
@@ -78,9 +89,15 @@ def notify(celery_app, sync_id: str, provider: str | None = None) -> str | None:
 
 def schedule(svc, delivery: Delivery, delay_s: float, broker_url: str) -> None:
     """Park the next attempt of ``delivery`` in the delayed set."""
-    svc.delayed.park(TASK_NAME, [delivery.id], {}, queue=callback_queue(svc, delivery.provider),
-                     delay_s=delay_s, priority=queues.priority_for("api", broker_url),
-                     reason="callback")
+    svc.delayed.park(
+        TASK_NAME,
+        [delivery.id],
+        {},
+        queue=callback_queue(svc, delivery.provider),
+        delay_s=delay_s,
+        priority=queues.priority_for("api", broker_url),
+        reason="callback",
+    )
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:
@@ -100,10 +117,12 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
 
 
 def signed_headers(settings, delivery: Delivery, raw: bytes, now: float) -> dict:
-    return {"Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(settings.webhook_secrets[0], raw, int(now)),
-            DELIVERY_HEADER: delivery.id,
-            **standard_webhook_headers(settings.callback_keys, delivery.id, raw, now)}
+    return {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: sign(settings.webhook_secrets[0], raw, int(now)),
+        DELIVERY_HEADER: delivery.id,
+        **standard_webhook_headers(settings.callback_keys, delivery.id, raw, now),
+    }
 
 
 def retryable(status: int | None) -> bool:
@@ -121,15 +140,20 @@ class DeliverCallback(NetsyncTask):
         delivery = svc.outbox.get(delivery_id)
         if delivery is None or delivery.state != PENDING:
             return "nothing to send"
-        telemetry.bind_fields(sync_id=delivery.sync_id, provider=delivery.provider,
-                              delivery_id=delivery.id)
+        telemetry.bind_fields(
+            sync_id=delivery.sync_id, provider=delivery.provider, delivery_id=delivery.id
+        )
         settings = svc.settings
         raw, now = delivery.body.encode(), time.time()
         status, problem, retry_after = None, None, None
         try:
-            response = requests.post(settings.callback_url, data=raw, allow_redirects=False,
-                                     headers=signed_headers(settings, delivery, raw, now),
-                                     timeout=(settings.http_connect_timeout, RESPONSE_TIMEOUT_S))
+            response = requests.post(
+                settings.callback_url,
+                data=raw,
+                allow_redirects=False,
+                headers=signed_headers(settings, delivery, raw, now),
+                timeout=(settings.http_connect_timeout, RESPONSE_TIMEOUT_S),
+            )
             status = response.status_code
             retry_after = retry_after_seconds(response.headers.get("Retry-After"), now)
             if status < 300:
@@ -147,17 +171,30 @@ class DeliverCallback(NetsyncTask):
         if not retryable(status) or attempts >= settings.callback_max_attempts:
             svc.outbox.record_attempt(delivery, FAILED, status, problem)
             svc.metrics.count("callback_deliveries", event=delivery.event, outcome="failed")
-            log.warning("callback failed delivery=%s sync=%s after %d attempts: %s", delivery.id,
-                        delivery.sync_id, attempts, problem)
+            log.warning(
+                "callback failed delivery=%s sync=%s after %d attempts: %s",
+                delivery.id,
+                delivery.sync_id,
+                attempts,
+                problem,
+            )
             return "failed"
-        delay = backoff_delay(delivery.attempts, settings.callback_backoff_base_seconds,
-                              settings.callback_backoff_cap_seconds)
+        delay = backoff_delay(
+            delivery.attempts,
+            settings.callback_backoff_base_seconds,
+            settings.callback_backoff_cap_seconds,
+        )
         delay = max(delay, retry_after or 0.0)
         svc.outbox.record_attempt(delivery, PENDING, status, problem, next_at=time.time() + delay)
         svc.metrics.count("callback_deliveries", event=delivery.event, outcome="retry")
         schedule(svc, delivery, delay, self.app.conf.broker_url)
-        log.info("callback retry delivery=%s sync=%s in %.1fs: %s", delivery.id, delivery.sync_id,
-                 delay, problem)
+        log.info(
+            "callback retry delivery=%s sync=%s in %.1fs: %s",
+            delivery.id,
+            delivery.sync_id,
+            delay,
+            problem,
+        )
         return "retrying"
 
 

@@ -11,6 +11,7 @@ redelivered page task (acks_late) finds it so and calls this again: the
 PostgreSQL side answers with the first commit's result (the sync id is the
 idempotency key) and writes nothing, so the sync finalizes exactly once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,15 +31,28 @@ def finalize_sync(svc, record: dict) -> tuple[Finalized, bool]:
     crash_point(svc, "before_finalize", record)
     started = time.perf_counter()
     result = svc.networks.finalize(
-        sync_id=sync_id, user_id=record["user_id"], provider=record["provider"],
-        relation=record["relation"], status=status, finished_at=time.time(),
-        connections=svc.store.staged_connections(sync_id))
+        sync_id=sync_id,
+        user_id=record["user_id"],
+        provider=record["provider"],
+        relation=record["relation"],
+        status=status,
+        finished_at=time.time(),
+        connections=svc.store.staged_connections(sync_id),
+    )
     crash_point(svc, "after_commit", record)
-    first = svc.store.finish(sync_id, result.status, result.count, result.added,
-                             result.removed, result.initial)
-    log.info("sync finalized sync=%s count=%d added=%d removed=%d initial=%s again=%s in %.3fs",
-             sync_id, result.count, result.added, result.removed, result.initial,
-             result.already, time.perf_counter() - started)
+    first = svc.store.finish(
+        sync_id, result.status, result.count, result.added, result.removed, result.initial
+    )
+    log.info(
+        "sync finalized sync=%s count=%d added=%d removed=%d initial=%s again=%s in %.3fs",
+        sync_id,
+        result.count,
+        result.added,
+        result.removed,
+        result.initial,
+        result.already,
+        time.perf_counter() - started,
+    )
     return result, first
 
 

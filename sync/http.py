@@ -5,6 +5,7 @@ block Celery's soft time limit); transport failures become the taxonomy's
 ``transport_error`` (BACKOFF). Sessions are per thread so the threads and
 gevent pools can share a process without sharing a connection pool.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,8 +52,15 @@ class Answer:
     body: object  # parsed JSON, or None when the body is not JSON
 
 
-def send(method: str, url: str, *, params=None, headers=None, timeout: tuple[float, float],
-         http: requests.Session | None = None) -> Answer:
+def send(
+    method: str,
+    url: str,
+    *,
+    params=None,
+    headers=None,
+    timeout: tuple[float, float],
+    http: requests.Session | None = None,
+) -> Answer:
     """Send one request; raise ProviderCallError(transport_error) if no answer came."""
     try:
         response = (http or session()).request(

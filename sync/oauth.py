@@ -20,6 +20,7 @@ adopts it. A task that finds a refresh in progress parks for a second
 
 Tokens never leave this module in a message or a log line.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,14 +32,18 @@ from urllib.parse import urlsplit
 
 import requests
 from oauthlib.oauth2 import (
-    InsecureTransportError, InvalidClientError, OAuth2Error, ServerError,
-    TemporarilyUnavailableError, TokenExpiredError,
+    InsecureTransportError,
+    InvalidClientError,
+    OAuth2Error,
+    ServerError,
+    TemporarilyUnavailableError,
+    TokenExpiredError,
 )
 from requests_oauthlib import OAuth1Session, OAuth2Session
 
-from sync import http
 from providers.errors import TRANSPORT_ERROR, Action, ErrorRule, ProviderCallError, ProviderError
 from providers.provider import Auth
+from sync import http
 
 #: seconds a refresh holds its lock (also: how long a refreshed token's old
 #: fingerprint keeps saying "already refreshed" to late tasks)
@@ -196,18 +201,26 @@ class NetsyncOAuth2Session(OAuth2Session):
         if self.client and self.keeper.provider.TOKEN_CLIENT_AUTH == "basic":
             auth = self.client  # confidential client: HTTP Basic (Twitter)
         parent = super().refresh_token
-        return self.keeper.refresh(self, parent, token_url=token_url, refresh_token=refresh_token,
-                                   auth=auth, timeout=kwargs.get("timeout"))
+        return self.keeper.refresh(
+            self,
+            parent,
+            token_url=token_url,
+            refresh_token=refresh_token,
+            auth=auth,
+            timeout=kwargs.get("timeout"),
+        )
 
 
 def _token_endpoint_status(response):
     """Before oauthlib parses a refresh answer: a 5xx or 429 is not a refused grant."""
     if response.status_code >= 500:
-        raise ProviderCallError(ProviderError(TOKEN_ENDPOINT_DOWN, response.status_code,
-                                              "token endpoint unavailable"))
+        raise ProviderCallError(
+            ProviderError(TOKEN_ENDPOINT_DOWN, response.status_code, "token endpoint unavailable")
+        )
     if response.status_code == 429:
-        raise ProviderCallError(ProviderError(TOKEN_ENDPOINT_THROTTLED, 429,
-                                              "token endpoint rate limited"))
+        raise ProviderCallError(
+            ProviderError(TOKEN_ENDPOINT_THROTTLED, 429, "token endpoint rate limited")
+        )
     return response
 
 
@@ -232,8 +245,14 @@ def oauth2_session(ctx) -> NetsyncOAuth2Session:
         if provider.TOKEN_CLIENT_AUTH == "body":
             extra["client_secret"] = client[1]  # LinkedIn: client id and secret as form fields
     session = NetsyncOAuth2Session(
-        keeper, client, client_id=client[0] if client else None, token=token_dict(credential),
-        auto_refresh_url=refresh_url, auto_refresh_kwargs=extra, token_updater=keeper.save)
+        keeper,
+        client,
+        client_id=client[0] if client else None,
+        token=token_dict(credential),
+        auto_refresh_url=refresh_url,
+        auto_refresh_kwargs=extra,
+        token_updater=keeper.save,
+    )
     return _shared_pool(session)
 
 
@@ -245,11 +264,19 @@ def session_for(ctx):
     if provider.AUTH is Auth.OAUTH1_OR_OAUTH2 and credential.token_secret:
         client = client_credentials(ctx.svc.settings, provider.NAME)
         if client is None:
-            raise ProviderCallError(ProviderError(
-                OAUTH_CLIENT_MISSING, 0, f"{provider.NAME.upper()}_OAUTH_CLIENT is not set"))
-        return _shared_pool(OAuth1Session(client[0], client_secret=client[1],
-                                          resource_owner_key=credential.access_token,
-                                          resource_owner_secret=credential.token_secret))
+            raise ProviderCallError(
+                ProviderError(
+                    OAUTH_CLIENT_MISSING, 0, f"{provider.NAME.upper()}_OAUTH_CLIENT is not set"
+                )
+            )
+        return _shared_pool(
+            OAuth1Session(
+                client[0],
+                client_secret=client[1],
+                resource_owner_key=credential.access_token,
+                resource_owner_secret=credential.token_secret,
+            )
+        )
     return oauth2_session(ctx)
 
 
@@ -261,8 +288,14 @@ def send(ctx, call, headers: dict, timeout: tuple[float, float]) -> http.Answer:
     refresh_url = getattr(session, "auto_refresh_url", None)
     with oauth_errors():
         with transport_allowed(call.url, refresh_url):
-            return http.send(call.method, call.url, params=call.params, headers=headers,
-                             timeout=timeout, http=session)
+            return http.send(
+                call.method,
+                call.url,
+                params=call.params,
+                headers=headers,
+                timeout=timeout,
+                http=session,
+            )
 
 
 def refresh_after_rejection(ctx, timeout: tuple[float, float]) -> str:
@@ -306,10 +339,17 @@ def refresh_session(ctx, timeout: tuple[float, float]) -> str:
 
     def renew() -> dict:
         call = provider.refresh_call(credential.refresh_token)
-        answer = http.send(call.method, call.url, params=call.params,
-                           headers={**provider.request_headers(), **call.headers}, timeout=timeout)
+        answer = http.send(
+            call.method,
+            call.url,
+            params=call.params,
+            headers={**provider.request_headers(), **call.headers},
+            timeout=timeout,
+        )
         with http.parsing("refresh answer"):
-            error = provider.classify_refresh(answer.status, answer.body, answer.headers, time.time())
+            error = provider.classify_refresh(
+                answer.status, answer.body, answer.headers, time.time()
+            )
             if error is None:
                 return provider.parse_refresh(answer.body)
         if error.action in (Action.REAUTH, Action.REFRESH, Action.FAIL):
@@ -334,16 +374,30 @@ def oauth_errors():
     except (requests.Timeout, requests.ConnectionError) as exc:  # the token endpoint's socket
         raise ProviderCallError(ProviderError(TRANSPORT_ERROR, 0, type(exc).__name__)) from None
     except RefreshBusy:
-        raise ProviderCallError(ProviderError(REFRESH_IN_PROGRESS, 0, "token refresh in progress",
-                                              time.time() + REFRESH_BUSY_WAIT_S)) from None
+        raise ProviderCallError(
+            ProviderError(
+                REFRESH_IN_PROGRESS,
+                0,
+                "token refresh in progress",
+                time.time() + REFRESH_BUSY_WAIT_S,
+            )
+        ) from None
     except TokenExpiredError:
-        raise ProviderCallError(ProviderError(TOKEN_EXPIRED, 0, "token expired, no refresh possible")) from None
+        raise ProviderCallError(
+            ProviderError(TOKEN_EXPIRED, 0, "token expired, no refresh possible")
+        ) from None
     except InsecureTransportError:
-        raise ProviderCallError(ProviderError(INSECURE_TRANSPORT, 0, "OAuth over plain HTTP refused")) from None
+        raise ProviderCallError(
+            ProviderError(INSECURE_TRANSPORT, 0, "OAuth over plain HTTP refused")
+        ) from None
     except InvalidClientError:
-        raise ProviderCallError(ProviderError(OAUTH_CLIENT_INVALID, 0, "client credentials refused")) from None
+        raise ProviderCallError(
+            ProviderError(OAUTH_CLIENT_INVALID, 0, "client credentials refused")
+        ) from None
     except (ServerError, TemporarilyUnavailableError) as exc:
         raise ProviderCallError(ProviderError(TOKEN_ENDPOINT_DOWN, 0, exc.error or "")) from None
     except OAuth2Error as exc:
         # invalid_grant and friends: the refresh token is revoked or expired
-        raise ProviderCallError(ProviderError(REFRESH_REJECTED, 0, exc.error or "refresh refused")) from None
+        raise ProviderCallError(
+            ProviderError(REFRESH_REJECTED, 0, exc.error or "refresh refused")
+        ) from None

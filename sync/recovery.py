@@ -24,17 +24,18 @@ The scheduler process runs a sweep every ``sweep_interval`` seconds
 (``sync.scheduler``); ``flask --app service syncs sweep`` runs one (cron).
 A lock in Redis lets one sweep run at a time.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import queues
-from sync import callbacks
 from state.progress import Observation, SyncProgress
 from state.store import ACTIVE
+from sync import callbacks
 
 log = logging.getLogger("netsync.recovery")
 
@@ -53,14 +54,21 @@ class SweepReport:
     def summary(self) -> str:
         if self.skipped:
             return "another sweep is running"
-        return (f"watched={self.watched} recovered={len(self.recovered)} "
-                f"pages_resent={self.pages_resent} failed={len(self.failed)}")
+        return (
+            f"watched={self.watched} recovered={len(self.recovered)} "
+            f"pages_resent={self.pages_resent} failed={len(self.failed)}"
+        )
 
 
 class StallSweeper:
-    def __init__(self, svc, send: Send, broker_url: str,
-                 notify: Callable[[str, str], None] | None = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        svc,
+        send: Send,
+        broker_url: str,
+        notify: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.svc = svc
         self.notify = notify
         self.progress: SyncProgress = svc.progress
@@ -98,24 +106,34 @@ class StallSweeper:
         if now - quiet_since < self.stall_s:
             return
         if not self.svc.credentials.exists(record["provider"], record["user_id"]):
-            return self.give_up(record, "no_credentials",
-                                "stalled and no credential is stored to resume with", report)
+            return self.give_up(
+                record,
+                "no_credentials",
+                "stalled and no credential is stored to resume with",
+                report,
+            )
         if seen.recoveries >= self.max_recoveries:
-            return self.give_up(record, "stalled", f"no progress after {seen.recoveries} "
-                                f"recoveries of {self.stall_s:.0f} s each", report)
+            return self.give_up(
+                record,
+                "stalled",
+                f"no progress after {seen.recoveries} recoveries of {self.stall_s:.0f} s each",
+                report,
+            )
         report.pages_resent += self.resend(record)
         report.recovered.append(sync_id)
         seen.recoveries += 1
         seen.recovered_at = now
         self.progress.observe(sync_id, seen)
-        store.update(sync_id, recoveries=int(record.get("recoveries") or 0) + 1,
-                     recovered_at=repr(now))
+        store.update(
+            sync_id, recoveries=int(record.get("recoveries") or 0) + 1, recovered_at=repr(now)
+        )
 
     def resend(self, record: dict) -> int:
         """Send the sync's pending pages again (round one if it has none yet)."""
         sync_id, provider = record["sync_id"], record["provider"]
-        queue = queues.queue_name(record.get("queue") or "normal", provider,
-                                  self.svc.settings.provider_regions)
+        queue = queues.queue_name(
+            record.get("queue") or "normal", provider, self.svc.settings.provider_regions
+        )
         priority = queues.priority_for(record.get("trigger", "api"), self.broker_url)
         cursors = self.svc.store.pending_cursors(sync_id)
         if record.get("finalizing"):
@@ -132,16 +150,16 @@ class StallSweeper:
             self.progress.delivered_again(sync_id, cursor)
             self.send(name, args, queue, priority)
         sent = len(messages)
-        log.warning("stalled sync=%s provider=%s: re-sent %d pending pages", sync_id, provider,
-                    sent)
+        log.warning(
+            "stalled sync=%s provider=%s: re-sent %d pending pages", sync_id, provider, sent
+        )
         return sent
 
     def give_up(self, record: dict, kind: str, message: str, report: SweepReport) -> None:
         sync_id = record["sync_id"]
         if self.svc.store.fail(sync_id, "failed", kind, message):
             self.svc.metrics.count("syncs_finished", provider=record["provider"], status="failed")
-            log.warning("stalled sync=%s provider=%s failed: %s", sync_id, record["provider"],
-                        kind)
+            log.warning("stalled sync=%s provider=%s failed: %s", sync_id, record["provider"], kind)
             report.failed.append(sync_id)
             if self.notify is not None:
                 self.notify(sync_id, record["provider"])
@@ -156,7 +174,9 @@ def celery_send(celery_app) -> Send:
 
 
 def sweeper_for(celery_app) -> StallSweeper:
-    return StallSweeper(celery_app.netsync_services, celery_send(celery_app),
-                        celery_app.conf.broker_url,
-                        notify=lambda sync_id, provider: callbacks.notify(celery_app, sync_id,
-                                                                          provider))
+    return StallSweeper(
+        celery_app.netsync_services,
+        celery_send(celery_app),
+        celery_app.conf.broker_url,
+        notify=lambda sync_id, provider: callbacks.notify(celery_app, sync_id, provider),
+    )

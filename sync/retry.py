@@ -6,6 +6,7 @@ WAIT honours the provider's own reset time; when the provider names none,
 it starts at the provider's floor and doubles (GitHub's secondary limit:
 "at least 60 s, then exponentially").
 """
+
 from __future__ import annotations
 
 import random
@@ -17,16 +18,13 @@ MIN_WAIT_SECONDS = 1.0
 
 def backoff_delay(attempt: int, base: float, cap: float, rng=random.random) -> float:
     """Delay before retry number ``attempt + 1`` (attempt counts from 0)."""
-    ceiling = min(cap, base * (2 ** attempt))
+    ceiling = min(cap, base * (2**attempt))
     return max(base / 2, ceiling * rng())
 
 
 def wait_delay(retry_at: float | None, now: float, waits: int, floor: float) -> float:
     """Delay until the provider lets us call again."""
-    if retry_at is not None:
-        delay = retry_at - now
-    else:
-        delay = floor * (2 ** min(waits, 6))
+    delay = retry_at - now if retry_at is not None else floor * (2 ** min(waits, 6))
     return min(MAX_WAIT_SECONDS, max(MIN_WAIT_SECONDS, delay))
 
 

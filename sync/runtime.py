@@ -5,6 +5,7 @@ hangs it on the Celery app (``celery_app.netsync_services``); tasks read it
 from there, so the engine needs neither Flask nor an app context, and a
 task never imports the layer above it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

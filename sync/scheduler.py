@@ -10,6 +10,7 @@ stopped moving get them sent again. Several schedulers may run: claims are atomi
 leased, so a killed scheduler's entries are sent by another after the lease.
 Logs carry counts and task names, never arguments (they may name accounts).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 
@@ -52,9 +53,17 @@ def celery_sender(celery_app) -> Send:
 class SchedulerLoop:
     """Claim, send, release; ``run_once`` is one round, ``run`` loops until stopped."""
 
-    def __init__(self, delayed: DelayedSet, send: Send, batch: int = 100, lease_s: float = 30.0,
-                 max_idle_s: float = MAX_IDLE_S, clock: Callable[[], float] = time.time,
-                 sweep: Callable[[], object] | None = None, sweep_every_s: float = 15.0):
+    def __init__(
+        self,
+        delayed: DelayedSet,
+        send: Send,
+        batch: int = 100,
+        lease_s: float = 30.0,
+        max_idle_s: float = MAX_IDLE_S,
+        clock: Callable[[], float] = time.time,
+        sweep: Callable[[], object] | None = None,
+        sweep_every_s: float = 15.0,
+    ):
         self.delayed = delayed
         #: the stall sweep (``sync.recovery``), run every ``sweep_every_s`` seconds
         self.sweep = sweep
@@ -75,10 +84,14 @@ class SchedulerLoop:
         for parked in self.delayed.claim_due(limit=self.batch, lease_s=self.lease_s):
             try:
                 self.send(parked)
-            except Exception as exc:  # the broker is away: the lease brings it back
+            except Exception as exc:  # noqa: BLE001 - the broker is away: the lease brings it back
                 failed += 1
-                log.warning("could not send parked %s (%s): %s", parked.task_name, parked.id,
-                            type(exc).__name__)
+                log.warning(
+                    "could not send parked %s (%s): %s",
+                    parked.task_name,
+                    parked.id,
+                    type(exc).__name__,
+                )
                 continue
             self.delayed.release(parked.id)
             sent += 1
@@ -92,9 +105,12 @@ class SchedulerLoop:
             self._next_sweep = self.clock() + self.sweep_every_s
             try:
                 self.sweep()
-            except Exception as exc:  # Redis or the broker away: the next sweep tries again
-                log.warning("stall sweep failed (%s); next in %.0f s", type(exc).__name__,
-                            self.sweep_every_s)
+            except Exception as exc:  # noqa: BLE001 - Redis or the broker away: the next sweep tries again
+                log.warning(
+                    "stall sweep failed (%s); next in %.0f s",
+                    type(exc).__name__,
+                    self.sweep_every_s,
+                )
         return sent, failed
 
     def log_summary(self) -> None:
@@ -162,7 +178,9 @@ def delayed_set_for(celery_app, redis_url: str | None, key_prefix: str | None) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sync.scheduler", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m sync.scheduler", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--app", default=DEFAULT_APP, help="Celery app, module:attribute")
     parser.add_argument("--redis-url", help="Redis holding the delayed set (default: the app's)")
     parser.add_argument("--key-prefix", help="key prefix of the delayed set (default: the app's)")
@@ -178,13 +196,22 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(celery_app, "netsync_services", None) is not None:
         from sync.recovery import sweeper_for
 
-        sweep_options = {"sweep": sweeper_for(celery_app).sweep,
-                         "sweep_every_s": celery_app.netsync_services.settings.sweep_interval}
+        sweep_options = {
+            "sweep": sweeper_for(celery_app).sweep,
+            "sweep_every_s": celery_app.netsync_services.settings.sweep_interval,
+        }
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    run_scheduler(delayed, celery_sender(celery_app), stop, batch=args.batch,
-                  lease_s=args.lease, max_idle_s=args.idle, **sweep_options)
+    run_scheduler(
+        delayed,
+        celery_sender(celery_app),
+        stop,
+        batch=args.batch,
+        lease_s=args.lease,
+        max_idle_s=args.idle,
+        **sweep_options,
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ is compared in constant time (``hmac.compare_digest``). The timestamp bounds
 replays: a signature more than ``tolerance`` seconds away from our clock,
 in either direction, is refused. ``now`` is the injectable clock.
 """
+
 from __future__ import annotations
 
 import base64
@@ -79,8 +80,13 @@ def parse_header(header: str | None) -> tuple[int, list[str]]:
     return int(timestamps[0]), candidates
 
 
-def verify(header: str | None, body: bytes, secrets: Iterable[str | bytes],
-           now: float | None = None, tolerance: int = DEFAULT_TOLERANCE) -> int:
+def verify(
+    header: str | None,
+    body: bytes,
+    secrets: Iterable[str | bytes],
+    now: float | None = None,
+    tolerance: int = DEFAULT_TOLERANCE,
+) -> int:
     """Check ``header`` against ``body``; return its timestamp or raise SignatureError.
 
     Every (secret, candidate) pair is compared, without stopping at the first
@@ -105,8 +111,9 @@ def verify(header: str | None, body: bytes, secrets: Iterable[str | bytes],
 
 
 # -- Standard Webhooks (outbound callbacks) ----------------------------------------------
-def standard_webhook_headers(keys: bytes | Iterable[bytes], message_id: str, body: bytes,
-                             timestamp: float | None = None) -> dict[str, str]:
+def standard_webhook_headers(
+    keys: bytes | Iterable[bytes], message_id: str, body: bytes, timestamp: float | None = None
+) -> dict[str, str]:
     """The ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` headers.
 
     Per the Standard Webhooks specification: ``v1,<base64 HMAC-SHA256(key,
@@ -119,5 +126,6 @@ def standard_webhook_headers(keys: bytes | Iterable[bytes], message_id: str, bod
     signed = message_id.encode() + b"." + t.encode() + b"." + body
     signatures = " ".join(
         "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-        for key in ([keys] if isinstance(keys, bytes) else keys))
+        for key in ([keys] if isinstance(keys, bytes) else keys)
+    )
     return {"webhook-id": message_id, "webhook-timestamp": t, "webhook-signature": signatures}

@@ -6,6 +6,7 @@ credential itself. Every provider's tasks are these classes with its
 ``Provider`` description plugged in; the error taxonomy
 (``providers.errors``) decides what an error answer does.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,12 +22,17 @@ import providers
 import queues
 from providers import pagination
 from providers.errors import (
-    TRANSPORT_ERROR, UNPARSEABLE, Action, ErrorRule, ProviderCallError, ProviderError,
+    TRANSPORT_ERROR,
+    UNPARSEABLE,
+    Action,
+    ErrorRule,
+    ProviderCallError,
+    ProviderError,
 )
 from providers.provider import Provider
+from state.batch import Batch
 from state.control import PAUSED_REASON, provider_gate
 from state.credentials import CredentialError
-from state.batch import Batch
 from state.page_guard import guard_args
 from state.store import ACTIVE
 from sync import callbacks, oauth, telemetry
@@ -67,8 +73,9 @@ class SyncContext:
     def credential(self):
         if self._credential is None:
             if self._credential_blob is not None:
-                self._credential = self.svc.credentials.decode(self.provider.NAME,
-                                                               self._credential_blob)
+                self._credential = self.svc.credentials.decode(
+                    self.provider.NAME, self._credential_blob
+                )
             else:
                 self._credential = self.svc.credentials.load(self.provider.NAME, self.user_id)
         return self._credential
@@ -79,8 +86,9 @@ class SyncContext:
 
     @property
     def queue_name(self) -> str:
-        return queues.queue_name(self.queue_class, self.provider.NAME,
-                                 self.svc.settings.provider_regions)
+        return queues.queue_name(
+            self.queue_class, self.provider.NAME, self.svc.settings.provider_regions
+        )
 
     def priority(self, broker_url: str) -> int:
         return queues.priority_for(self.record.get("trigger", "api"), broker_url)
@@ -116,8 +124,12 @@ CIRCUIT_OPEN = ErrorRule(Action.BACKOFF, "unavailable")
 
 #: Redis (the state store) or the broker away: nothing about the page is
 #: wrong, so its message goes back to the broker instead of being acked as failed
-BACKEND_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                       redis.exceptions.ReadOnlyError, kombu.exceptions.OperationalError)
+BACKEND_UNAVAILABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    kombu.exceptions.OperationalError,
+)
 
 
 class ProviderTask(NetsyncTask):
@@ -143,8 +155,11 @@ class ProviderTask(NetsyncTask):
             # goes back to the queue (on the Redis broker, if Redis is down, the
             # unacked message stays in its unacked hash; the stall sweep and the
             # visibility timeout bring it back).
-            log.warning("backend unavailable in task=%s (%s): message requeued", self.name,
-                        type(exc).__name__)
+            log.warning(
+                "backend unavailable in task=%s (%s): message requeued",
+                self.name,
+                type(exc).__name__,
+            )
             raise Reject(exc, requeue=True) from exc
 
     def provider(self, svc) -> Provider:
@@ -177,13 +192,19 @@ class ProviderTask(NetsyncTask):
         verdict = svc.breaker.queue_peek(batch, provider.NAME)
         hint = self._quota_hints.get(sync_id)
         first = None
-        if (hint is not None and not self._breaker_waiting.get(provider.NAME)
-                and not svc.switches.is_paused(provider.NAME)):
+        if (
+            hint is not None
+            and not self._breaker_waiting.get(provider.NAME)
+            and not svc.switches.is_paused(provider.NAME)
+        ):
             first = svc.quota.queue_take_first(batch, provider.NAME, *hint)
         batch.execute()
         record, done, blob = snapshot.value
-        if (record is None or record.get("status") not in ACTIVE
-                or (done and not record.get("finalizing"))):
+        if (
+            record is None
+            or record.get("status") not in ACTIVE
+            or (done and not record.get("finalizing"))
+        ):
             if first is not None:
                 svc.quota.release(first)
             return None
@@ -206,11 +227,14 @@ class ProviderTask(NetsyncTask):
         deliveries = svc.progress.delivered_again(ctx.sync_id, cursor) + 1
         if deliveries <= svc.settings.max_deliveries:
             return False
-        message = (f"page delivered {deliveries} times and its worker died each time; "
-                   "dead-lettered")
+        message = f"page delivered {deliveries} times and its worker died each time; dead-lettered"
         svc.progress.dead_letter(ctx.sync_id, cursor, self.name, deliveries, message)
-        log.error("poison page sync=%s task=%s deliveries=%d: dead-lettered", ctx.sync_id,
-                  self.name, deliveries)
+        log.error(
+            "poison page sync=%s task=%s deliveries=%d: dead-lettered",
+            ctx.sync_id,
+            self.name,
+            deliveries,
+        )
         self.end(ctx, "failed", ProviderError(POISON_PAGE, 0, message))
         return True
 
@@ -235,8 +259,9 @@ class ProviderTask(NetsyncTask):
             return self.wait_for_circuit(ctx, verdict, park_args, park_kwargs)
         scopes = ctx.quota_scopes()
         self._remember_quota(ctx.sync_id, scopes, ctx.queue_class)
-        grant = svc.quota.decide(provider.NAME, scopes, ctx.queue_class,
-                                 first=ctx.take_prefetched())
+        grant = svc.quota.decide(
+            provider.NAME, scopes, ctx.queue_class, first=ctx.take_prefetched()
+        )
         if not grant.granted:
             self.park(ctx, grant.wait_s, "quota", park_args, park_kwargs)
             return None
@@ -245,15 +270,20 @@ class ProviderTask(NetsyncTask):
         settings = svc.settings
         try:
             try:
-                answer = oauth.send(ctx, http_call, provider.request_headers(),
-                                    (settings.http_connect_timeout, settings.http_read_timeout))
+                answer = oauth.send(
+                    ctx,
+                    http_call,
+                    provider.request_headers(),
+                    (settings.http_connect_timeout, settings.http_read_timeout),
+                )
             finally:
                 # the provider received the call (if at all) by now: the quota
                 # counts it from here, and learns its latency (QuotaGate.settle)
                 svc.quota.settle(grant)
         except ProviderCallError as exc:  # no answer (timeout, connection refused)
-            svc.breaker.record(provider.NAME, ok=exc.error.action is not Action.BACKOFF,
-                               kind=exc.error.rule.kind)
+            svc.breaker.record(
+                provider.NAME, ok=exc.error.action is not Action.BACKOFF, kind=exc.error.rule.kind
+            )
             raise
         with parsing("rate-limit headers"):
             info = provider.rate_info(answer.headers)
@@ -265,17 +295,28 @@ class ProviderTask(NetsyncTask):
         deferred = Batch(svc.redis)
         if error is not None or worth_observing(info):
             told = provider.RATE_HEADER_SCOPES or tuple(scopes)
-            svc.quota.observe(provider.NAME, {s: k for s, k in scopes.items() if s in told}, info,
-                              batch=deferred)
-        svc.quota.record_outcome(provider.NAME, scopes,
-                                 rejected=error is not None and error.action is Action.WAIT,
-                                 batch=deferred)
-        telemetry.count_answer(svc.metrics, provider.NAME, ctx.queue_class, error,
-                               page=not self.starts_sync, batch=deferred)
+            svc.quota.observe(
+                provider.NAME, {s: k for s, k in scopes.items() if s in told}, info, batch=deferred
+            )
+        svc.quota.record_outcome(
+            provider.NAME,
+            scopes,
+            rejected=error is not None and error.action is Action.WAIT,
+            batch=deferred,
+        )
+        telemetry.count_answer(
+            svc.metrics,
+            provider.NAME,
+            ctx.queue_class,
+            error,
+            page=not self.starts_sync,
+            batch=deferred,
+        )
         failing = error is not None and error.action is Action.BACKOFF
         if failing or verdict.verdict != "closed":  # a clean breaker needs no news of success
-            svc.breaker.record(provider.NAME, ok=not failing,
-                               kind=error.rule.kind if failing else "")
+            svc.breaker.record(
+                provider.NAME, ok=not failing, kind=error.rule.kind if failing else ""
+            )
         if error is not None:
             # A successful page counts its call when it is stored (one round trip).
             svc.store.note_call(ctx.sync_id, ctx.rate_fields, batch=deferred)
@@ -301,10 +342,16 @@ class ProviderTask(NetsyncTask):
         now = time.time()
         since = park_kwargs.get("failing_since") or now
         if budget_spent(since, now, ctx.svc.settings.retry_budget_seconds):
-            rule = ErrorRule(Action.BACKOFF, verdict.last_kind) if verdict.last_kind else CIRCUIT_OPEN
-            raise ProviderCallError(ProviderError(
-                rule, 0, f"{ctx.provider.NAME} kept failing for {now - since:.0f} s "
-                "(circuit open)"))
+            rule = (
+                ErrorRule(Action.BACKOFF, verdict.last_kind) if verdict.last_kind else CIRCUIT_OPEN
+            )
+            raise ProviderCallError(
+                ProviderError(
+                    rule,
+                    0,
+                    f"{ctx.provider.NAME} kept failing for {now - since:.0f} s (circuit open)",
+                )
+            )
         # spread the parked pages so the breaker's next turn is not a stampede
         delay = verdict.wait_s + random.uniform(0, 0.5)
         self.park(ctx, delay, "circuit_open", park_args, {**park_kwargs, "failing_since": since})
@@ -316,11 +363,21 @@ class ProviderTask(NetsyncTask):
 
         The sync record says why it waits and until when (status, dashboard).
         """
-        ctx.svc.store.update(ctx.sync_id, wait_reason=reason, wait_until=f"{time.time() + delay:.3f}")
-        ctx.svc.metrics.count("quota_waits", provider=ctx.provider.NAME, queue=ctx.queue_class,
-                              reason=reason)
-        ctx.svc.delayed.park(self.name, args, kwargs, queue=ctx.queue_name, delay_s=delay,
-                             priority=ctx.priority(self.app.conf.broker_url), reason=reason)
+        ctx.svc.store.update(
+            ctx.sync_id, wait_reason=reason, wait_until=f"{time.time() + delay:.3f}"
+        )
+        ctx.svc.metrics.count(
+            "quota_waits", provider=ctx.provider.NAME, queue=ctx.queue_class, reason=reason
+        )
+        ctx.svc.delayed.park(
+            self.name,
+            args,
+            kwargs,
+            queue=ctx.queue_name,
+            delay_s=delay,
+            priority=ctx.priority(self.app.conf.broker_url),
+            reason=reason,
+        )
         # waiting is not stalling: the stall sweep leaves the sync alone until then
         ctx.svc.progress.parked_until(ctx.sync_id, time.time() + delay)
 
@@ -330,8 +387,13 @@ class ProviderTask(NetsyncTask):
         priority = ctx.priority(self.app.conf.broker_url)
         with self.app.producer_or_acquire() as producer:
             for cursor in cursors:
-                self.app.send_task(page_task_name, args=[ctx.sync_id, cursor], queue=ctx.queue_name,
-                                   priority=priority, producer=producer)
+                self.app.send_task(
+                    page_task_name,
+                    args=[ctx.sync_id, cursor],
+                    queue=ctx.queue_name,
+                    priority=priority,
+                    producer=producer,
+                )
 
     # -- what an error answer does ---------------------------------------------------
     def on_provider_error(self, ctx, error: ProviderError, args: list, kwargs: dict):
@@ -346,12 +408,20 @@ class ProviderTask(NetsyncTask):
             # A time budget, not a count: an outage up to RETRY_BUDGET_SECONDS is ridden out.
             now = time.time()
             since = kwargs.get("failing_since") or now
-            if (attempt + 1 >= settings.max_backoff_attempts
-                    and budget_spent(since, now, settings.retry_budget_seconds)):
+            if attempt + 1 >= settings.max_backoff_attempts and budget_spent(
+                since, now, settings.retry_budget_seconds
+            ):
                 return self.end(ctx, "failed", error)
-            delay = backoff_delay(attempt, settings.backoff_base_seconds, settings.backoff_cap_seconds)
-            return self.park(ctx, delay, error.rule.kind, args,
-                             {**kwargs, "attempt": attempt + 1, "failing_since": since})
+            delay = backoff_delay(
+                attempt, settings.backoff_base_seconds, settings.backoff_cap_seconds
+            )
+            return self.park(
+                ctx,
+                delay,
+                error.rule.kind,
+                args,
+                {**kwargs, "attempt": attempt + 1, "failing_since": since},
+            )
         if action is Action.REFRESH:
             return self.on_refresh(ctx, error, args, kwargs)
         if action is Action.REAUTH:
@@ -381,8 +451,12 @@ class ProviderTask(NetsyncTask):
                 return self.on_provider_error(ctx, exc.error, args, kwargs)
         if outcome == "refreshed":
             ctx.svc.store.update(ctx.sync_id, token_refreshed=1)
-            return self.apply_async(args=args, kwargs=retry, queue=ctx.queue_name,
-                                    priority=ctx.priority(self.app.conf.broker_url))
+            return self.apply_async(
+                args=args,
+                kwargs=retry,
+                queue=ctx.queue_name,
+                priority=ctx.priority(self.app.conf.broker_url),
+            )
         if outcome == "busy":  # a sibling task is refreshing: retry with its token shortly
             return self.park(ctx, oauth.REFRESH_BUSY_WAIT_S, "refresh_in_progress", args, retry)
         return self.end(ctx, "needs_reauth", error)
@@ -391,7 +465,8 @@ class ProviderTask(NetsyncTask):
         """Refresh the OAuth token once: "refreshed", "busy" or "impossible"."""
         settings = ctx.svc.settings
         return oauth.refresh_after_rejection(
-            ctx, (settings.http_connect_timeout, settings.http_read_timeout))
+            ctx, (settings.http_connect_timeout, settings.http_read_timeout)
+        )
 
     def on_skip(self, ctx, error, args):
         return self.end(ctx, "failed", error)
@@ -409,8 +484,13 @@ class ProviderTask(NetsyncTask):
         """A sync reached a final status: count it and tell the main app."""
         telemetry.count_finished(ctx.svc.metrics, ctx.record, status)
         self._quota_hints.pop(ctx.sync_id, None)
-        log.info("sync finished sync=%s provider=%s status=%s kind=%s", ctx.sync_id,
-                 ctx.provider.NAME, status, error.rule.kind if error else "-")
+        log.info(
+            "sync finished sync=%s provider=%s status=%s kind=%s",
+            ctx.sync_id,
+            ctx.provider.NAME,
+            status,
+            error.rule.kind if error else "-",
+        )
         callbacks.notify(self.app, ctx.sync_id, ctx.provider.NAME)
 
     def finalize(self, ctx) -> str:
@@ -496,16 +576,26 @@ class ProfileTask(ProviderTask):
     #: name of the provider's page task
     page_task_name: str = ""
 
-    def run(self, sync_id: str, attempt: int = 0, waits: int = 0, refreshed: int = 0,
-            failing_since: float = 0.0):
+    def run(
+        self,
+        sync_id: str,
+        attempt: int = 0,
+        waits: int = 0,
+        refreshed: int = 0,
+        failing_since: float = 0.0,
+    ):
         ctx = self.load(sync_id)
         if ctx is None:
             return "inactive"
         try:
             if self.poisoned(ctx, ""):
                 return "dead-lettered"
-            kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed,
-                      "failing_since": failing_since}
+            kwargs = {
+                "attempt": attempt,
+                "waits": waits,
+                "refreshed": refreshed,
+                "failing_since": failing_since,
+            }
             return self.guarded(ctx, lambda: self._profile(ctx, kwargs), [sync_id], kwargs)
         finally:
             ctx.settle()
@@ -524,10 +614,15 @@ class ProfileTask(ProviderTask):
             uid = provider.account_uid(answer.body, ctx.account_id)
         if uid:
             # who this account is, by its stable id: "which of my connections are here"
-            svc.networks.link_account(user_id=ctx.user_id, provider=provider.NAME,
-                                      account_id=ctx.account_id, provider_uid=str(uid))
-        queue_class = queues.queue_class_for(size, ctx.record.get("trigger", "api"),
-                                             svc.settings.whale_threshold)
+            svc.networks.link_account(
+                user_id=ctx.user_id,
+                provider=provider.NAME,
+                account_id=ctx.account_id,
+                provider_uid=str(uid),
+            )
+        queue_class = queues.queue_class_for(
+            size, ctx.record.get("trigger", "api"), svc.settings.whale_threshold
+        )
         fields = {"queue": queue_class}
         if size is not None:
             fields["expected_total"] = size
@@ -536,8 +631,9 @@ class ProfileTask(ProviderTask):
         self._requeue_hint(ctx.sync_id, queue_class)
         cursors = provider.initial_cursors(ctx.account_id, size, ctx.relation)
         marks = svc.store.add_pending(ctx.sync_id, "", cursors)
-        self.send_pages(ctx, self.page_task_name,
-                        [c for c, m in zip(cursors, marks) if m in ("new", "rerun")])
+        self.send_pages(
+            ctx, self.page_task_name, [c for c, m in zip(cursors, marks) if m in ("new", "rerun")]
+        )
         return "planned"
 
     def on_skip(self, ctx, error, args):
@@ -549,8 +645,16 @@ class ProfileTask(ProviderTask):
 class PageTask(ProviderTask):
     """Round two: one page, one call; store it and launch what it points to."""
 
-    def run(self, sync_id: str, cursor: str, attempt: int = 0, waits: int = 0,
-            refreshed: int = 0, restarts: int = 0, failing_since: float = 0.0):
+    def run(
+        self,
+        sync_id: str,
+        cursor: str,
+        attempt: int = 0,
+        waits: int = 0,
+        refreshed: int = 0,
+        restarts: int = 0,
+        failing_since: float = 0.0,
+    ):
         ctx = self.load(sync_id, cursor)
         if ctx is None:
             return "inactive or already stored"
@@ -562,26 +666,35 @@ class PageTask(ProviderTask):
                 return self.finalize(ctx)
             if self.poisoned(ctx, cursor):
                 return "dead-lettered"
-            kwargs = {"attempt": attempt, "waits": waits, "refreshed": refreshed,
-                      "restarts": restarts, "failing_since": failing_since}
-            return self.guarded(ctx, lambda: self._page(ctx, cursor, kwargs), [sync_id, cursor],
-                                kwargs)
+            kwargs = {
+                "attempt": attempt,
+                "waits": waits,
+                "refreshed": refreshed,
+                "restarts": restarts,
+                "failing_since": failing_since,
+            }
+            return self.guarded(
+                ctx, lambda: self._page(ctx, cursor, kwargs), [sync_id, cursor], kwargs
+            )
         finally:
             ctx.settle()
 
     def _page(self, ctx, cursor, kwargs):
         provider, store = ctx.provider, ctx.svc.store
         generation, bare = pagination.split_generation(cursor)
-        answer = self.call(ctx, provider.page_call(ctx.account_id, bare), [ctx.sync_id, cursor],
-                           kwargs)
+        answer = self.call(
+            ctx, provider.page_call(ctx.account_id, bare), [ctx.sync_id, cursor], kwargs
+        )
         if answer is None:
             return "parked"
         with parsing("page answer"):
             page = provider.parse_page(answer.body, answer.headers, bare)
         expected = ctx.record.get("expected_total")
         expected = int(expected) if expected not in (None, "") else None
-        launches = [pagination.with_generation(generation, c)
-                    for c in pagination.followups(provider, bare, page, expected)]
+        launches = [
+            pagination.with_generation(generation, c)
+            for c in pagination.followups(provider, bare, page, expected)
+        ]
         if page.problems:
             # Per-item problems beside the data (Twitter errors[] in a 200): those
             # people are hidden from us; the page itself is good.
@@ -595,20 +708,31 @@ class PageTask(ProviderTask):
             # nothing is launched), in the script that marks the launches pending.
             # Launch the next page before storing this one: the chain never waits on storage.
             reason, marks = store.launch_pages(ctx.sync_id, cursor, launches, guard)
-            self.send_pages(ctx, self.name,
-                            [c for c, m in zip(launches, marks) if m in ("new", "rerun")])
+            self.send_pages(
+                ctx, self.name, [c for c, m in zip(launches, marks) if m in ("new", "rerun")]
+            )
         reason = reason or provider.page_anomaly(page, bare, expected)
         if not reason and "repeat" in marks:
             reason = "repeated_cursor"
         if reason:
-            log.warning("pagination stopped sync=%s provider=%s reason=%s", ctx.sync_id,
-                        provider.NAME, reason)
+            log.warning(
+                "pagination stopped sync=%s provider=%s reason=%s",
+                ctx.sync_id,
+                provider.NAME,
+                reason,
+            )
         # one round trip: the page (with the guard's memory of a page that launched
         # nothing) and what the call deferred (counters, the quota's lessons)
-        result = store.complete_page(ctx.sync_id, cursor, page.connections, reason,
-                                     rate_fields=ctx.rate_fields, count_call=True,
-                                     guard=None if launches else guard,
-                                     batch=ctx.take_deferred())
+        result = store.complete_page(
+            ctx.sync_id,
+            cursor,
+            page.connections,
+            reason,
+            rate_fields=ctx.rate_fields,
+            count_call=True,
+            guard=None if launches else guard,
+            batch=ctx.take_deferred(),
+        )
         return self.stored(ctx, result)
 
     def reclassify_if_large(self, ctx, page) -> None:
@@ -620,8 +744,13 @@ class PageTask(ProviderTask):
             ctx.svc.store.update(ctx.sync_id, queue=new_class, reclassified=new_class)
             ctx.record["queue"] = new_class
             self._requeue_hint(ctx.sync_id, new_class)
-            log.info("sync reclassified sync=%s provider=%s to %s after %d connections",
-                     ctx.sync_id, ctx.provider.NAME, new_class, seen)
+            log.info(
+                "sync reclassified sync=%s provider=%s to %s after %d connections",
+                ctx.sync_id,
+                ctx.provider.NAME,
+                new_class,
+                seen,
+            )
 
     def on_skip(self, ctx, error, args):
         """The target is gone or hidden: this page ends its lane with nothing."""
@@ -639,10 +768,16 @@ class PageTask(ProviderTask):
         restart = pagination.with_generation(generation + 1, first)
         store = ctx.svc.store
         marks = store.add_pending(ctx.sync_id, cursor, [restart])
-        self.send_pages(ctx, self.name, [c for c, m in zip([restart], marks) if m in ("new", "rerun")])
+        self.send_pages(
+            ctx, self.name, [c for c, m in zip([restart], marks) if m in ("new", "rerun")]
+        )
         store.update(ctx.sync_id, restarted=error.rule.kind)
-        log.info("pagination restarted sync=%s provider=%s kind=%s", ctx.sync_id,
-                 ctx.provider.NAME, error.rule.kind)
+        log.info(
+            "pagination restarted sync=%s provider=%s kind=%s",
+            ctx.sync_id,
+            ctx.provider.NAME,
+            error.rule.kind,
+        )
         result = store.complete_page(ctx.sync_id, cursor, [])
         return self.stored(ctx, result)
 
@@ -653,12 +788,21 @@ def task_classes_for(provider_cls: type[Provider]) -> tuple[type[ProfileTask], t
     Generated from the provider's class, so a provider module holds no task code.
     """
     name = provider_cls.NAME
-    page = type(f"{provider_cls.__name__}PageTask", (PageTask,),
-                {"name": f"{name}.page", "provider_class": provider_cls,
-                 "__module__": __name__})
-    profile = type(f"{provider_cls.__name__}ProfileTask", (ProfileTask,),
-                   {"name": f"{name}.profile", "provider_class": provider_cls,
-                    "page_task_name": page.name, "__module__": __name__})
+    page = type(
+        f"{provider_cls.__name__}PageTask",
+        (PageTask,),
+        {"name": f"{name}.page", "provider_class": provider_cls, "__module__": __name__},
+    )
+    profile = type(
+        f"{provider_cls.__name__}ProfileTask",
+        (ProfileTask,),
+        {
+            "name": f"{name}.profile",
+            "provider_class": provider_cls,
+            "page_task_name": page.name,
+            "__module__": __name__,
+        },
+    )
     return profile, page
 
 

@@ -8,6 +8,7 @@ integration gives each task its own Sentry scope, and Celery runs one task
 at a time per thread or process, so the context never leaks between tasks;
 ``clear`` ends it anyway when the task returns.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -25,8 +26,12 @@ _current: contextvars.ContextVar[dict | None] = contextvars.ContextVar("netsync_
 
 
 def bind_sync(sync_id: str, provider: str, relation: str | None, queue: str | None) -> None:
-    fields = {"sync_id": sync_id, "provider": provider, "relation": relation or "-",
-              "queue": queue or "-"}
+    fields = {
+        "sync_id": sync_id,
+        "provider": provider,
+        "relation": relation or "-",
+        "queue": queue or "-",
+    }
     _current.set(fields)
     sentry_sdk.set_tags(fields)
 
@@ -57,8 +62,12 @@ class SyncLogContext(logging.Filter):
 
 # -- metrics of a sync (``state.metrics``; read by ``/metrics``) -------------------------
 def sync_labels(record: dict) -> dict:
-    return {"provider": record.get("provider") or "-", "relation": record.get("relation") or "-",
-            "queue": record.get("queue") or "-", "trigger": record.get("trigger") or "-"}
+    return {
+        "provider": record.get("provider") or "-",
+        "relation": record.get("relation") or "-",
+        "queue": record.get("queue") or "-",
+        "trigger": record.get("trigger") or "-",
+    }
 
 
 def _since_created(record: dict) -> float | None:
@@ -74,15 +83,26 @@ def count_finished(metrics, record: dict, status: str) -> None:
     metrics.count("syncs_finished", status=status, **labels)
     elapsed = _since_created(record)
     if elapsed is not None:
-        metrics.observe("sync_duration_seconds", elapsed, DURATION_BUCKETS,
-                        provider=labels["provider"], queue=labels["queue"], status=status)
+        metrics.observe(
+            "sync_duration_seconds",
+            elapsed,
+            DURATION_BUCKETS,
+            provider=labels["provider"],
+            queue=labels["queue"],
+            status=status,
+        )
 
 
 def observe_first_call(metrics, record: dict) -> None:
     elapsed = _since_created(record)
     if elapsed is not None:
-        metrics.observe("trigger_to_first_call_seconds", elapsed, FIRST_CALL_BUCKETS,
-                        provider=record.get("provider") or "-", queue=record.get("queue") or "-")
+        metrics.observe(
+            "trigger_to_first_call_seconds",
+            elapsed,
+            FIRST_CALL_BUCKETS,
+            provider=record.get("provider") or "-",
+            queue=record.get("queue") or "-",
+        )
 
 
 def count_answer(metrics, provider: str, queue: str, error, page: bool, batch=None) -> None:

@@ -10,6 +10,7 @@ three masters of its own with RabbitMQ as the broker (queues of its own,
 deleted afterwards) and the session's PostgreSQL, and ``redis_url`` is an
 embedded cluster too. Without a reachable RabbitMQ they are skipped, saying so.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,6 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "real"
 
 
+#: fixture modules shared across folders (pytest loads plugins only from the root conftest):
+#: the HTTP trigger fixtures (tests/integration, tests/fuzz) and the operations stack
+pytest_plugins = ["tests.integration.conftest_http", "tests.integration.ops_fixtures"]
+
 #: the scale-out run (``make integration-cluster``): see the module's docstring
 CLUSTER = os.environ.get("NETSYNC_TEST_CLUSTER") == "1"
 
@@ -47,8 +52,10 @@ def pytest_collection_modifyitems(config, items):
     from tests.integration.brokers import AMQP_URL, rabbitmq_reachable
 
     unmarked = pytest.mark.skip(reason="NETSYNC_TEST_CLUSTER=1 runs only the tests marked cluster")
-    no_broker = pytest.mark.skip(reason=f"RabbitMQ not reachable at {AMQP_URL}: the Redis Cluster "
-                                        "run needs it as the broker (set TEST_AMQP_URL)")
+    no_broker = pytest.mark.skip(
+        reason=f"RabbitMQ not reachable at {AMQP_URL}: the Redis Cluster "
+        "run needs it as the broker (set TEST_AMQP_URL)"
+    )
     reachable = rabbitmq_reachable()
     for item in items:
         if "cluster" not in item.keywords:
@@ -182,3 +189,15 @@ class ManualClock:
 @pytest.fixture
 def clock():
     return ManualClock()
+
+
+@pytest.fixture(scope="session")
+def session_database(database_url):
+    """Points ``DATABASE_URL`` at the session's database for every app and process it starts."""
+    previous = os.environ.get("DATABASE_URL")
+    os.environ["DATABASE_URL"] = database_url
+    yield database_url
+    if previous is None:
+        os.environ.pop("DATABASE_URL", None)
+    else:
+        os.environ["DATABASE_URL"] = previous

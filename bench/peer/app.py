@@ -12,6 +12,7 @@ Settings from the environment (the benchmark sets them): ``PEER_BROKER_URL``,
 ``PEER_REDIS_URL``, ``PEER_RATE_LIMIT`` (Celery's syntax, e.g. ``20/s``),
 ``PEER_VISIBILITY_TIMEOUT``.
 """
+
 import os
 import threading
 import time
@@ -27,7 +28,8 @@ app.conf.update(
     task_ignore_result=True,
     worker_prefetch_multiplier=1,
     broker_transport_options={
-        "visibility_timeout": int(os.environ.get("PEER_VISIBILITY_TIMEOUT", "3600"))},
+        "visibility_timeout": int(os.environ.get("PEER_VISIBILITY_TIMEOUT", "3600"))
+    },
 )
 store = redis.Redis.from_url(os.environ.get("PEER_REDIS_URL", "redis://127.0.0.1:6379/0"))
 _local = threading.local()
@@ -42,7 +44,8 @@ def http() -> requests.Session:
 def retry_after(response: requests.Response) -> float | None:
     """Seconds to wait when the provider says we are over its limit, else None."""
     limited = response.status_code == 429 or (
-        response.status_code == 403 and response.headers.get("X-RateLimit-Remaining") == "0")
+        response.status_code == 403 and response.headers.get("X-RateLimit-Remaining") == "0"
+    )
     if not limited:
         return None
     if "Retry-After" in response.headers:

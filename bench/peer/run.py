@@ -13,6 +13,7 @@
    (in the truth, not stored) or extra (stored, not in the truth), pages
    fetched again, and time to a complete network.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -41,36 +42,69 @@ class PeerWorkers:
         from celery import Celery
 
         self.stack = stack
-        self.env = {**stack.base_env, "PEER_BROKER_URL": stack.redis_url,
-                    "PEER_REDIS_URL": stack.redis_url, "PEER_RATE_LIMIT": rate_limit,
-                    "PEER_VISIBILITY_TIMEOUT": str(VISIBILITY_S)}
+        self.env = {
+            **stack.base_env,
+            "PEER_BROKER_URL": stack.redis_url,
+            "PEER_REDIS_URL": stack.redis_url,
+            "PEER_RATE_LIMIT": rate_limit,
+            "PEER_VISIBILITY_TIMEOUT": str(VISIBILITY_S),
+        }
         self.client = Celery("peer-driver", broker=stack.redis_url)
         self.client.conf.broker_transport_options = {"visibility_timeout": VISIBILITY_S}
         self.procs: dict[str, subprocess.Popen] = {}
         self.redis = redis.Redis.from_url(stack.redis_url, decode_responses=True)
 
     def start(self, name: str, pool: str, slots: int) -> subprocess.Popen:
-        log = open(self.stack.var_dir / f"peer-{name}.log", "ab")
-        cmd = [sys.executable, "-m", "celery", "-A", "bench.peer.app", "worker", "-Q", "peer",
-               "-P", pool, "-c", str(slots), "-n", f"{name}@%h", "--without-gossip",
-               "--without-mingle", "--without-heartbeat", "-l", "WARNING"]
-        self.procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        log = open(self.stack.var_dir / f"peer-{name}.log", "ab")  # noqa: SIM115 - the child process writes to it after we return
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.peer.app",
+            "worker",
+            "-Q",
+            "peer",
+            "-P",
+            pool,
+            "-c",
+            str(slots),
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
+        ]
+        self.procs[name] = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         return self.procs[name]
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            answered = {n.split("@")[0] for r in (self.client.control.ping(timeout=0.5) or [])
-                        for n in r}
+            answered = {
+                n.split("@")[0] for r in (self.client.control.ping(timeout=0.5) or []) for n in r
+            }
             if set(self.procs) <= answered:
                 return
         raise RuntimeError("peer workers not ready")
 
     def sync(self, user_id: str, account: dict) -> float:
         sent = time.time()
-        self.client.send_task("peer.sync_followers", queue="peer", args=[
-            user_id, account["id"], account["token"], f"{self.stack.simulator_url}/github"])
+        self.client.send_task(
+            "peer.sync_followers",
+            queue="peer",
+            args=[user_id, account["id"], account["token"], f"{self.stack.simulator_url}/github"],
+        )
         return sent
 
     def finished(self, user_id: str) -> float | None:
@@ -94,30 +128,48 @@ class PeerWorkers:
 
 def github_calls(stack: DevStack, token: str | None = None) -> list[dict]:
     params = {"provider": "github", **({"token": token} if token else {})}
-    return requests.get(f"{stack.simulator_url}/_sim/calls", params=params, timeout=60).json()["calls"]
+    return requests.get(f"{stack.simulator_url}/_sim/calls", params=params, timeout=60).json()[
+        "calls"
+    ]
 
 
 def truth(stack: DevStack, account_id: str) -> set[str]:
-    return set(requests.get(f"{stack.simulator_url}/_sim/truth/github/{account_id}",
-                            timeout=60).json()["ids"])
+    return set(
+        requests.get(f"{stack.simulator_url}/_sim/truth/github/{account_id}", timeout=60).json()[
+            "ids"
+        ]
+    )
 
 
 # -- 1. a whale under a published limit ---------------------------------------------------
 def whale_under_limit(case) -> dict:
-    scenario = {"rate_limits": {"github": {"limit": case.limit, "window_s": case.window_s,
-                                           "scope": "token"}}}
-    stack = DevStack(var_dir=temp_var_dir("netsync-bench-peer-"), workers=[], web=False,
-                     scheduler=False, scenario=scenario)
+    scenario = {
+        "rate_limits": {
+            "github": {"limit": case.limit, "window_s": case.window_s, "scope": "token"}
+        }
+    }
+    stack = DevStack(
+        var_dir=temp_var_dir("netsync-bench-peer-"),
+        workers=[],
+        web=False,
+        scheduler=False,
+        scenario=scenario,
+    )
     with stack:
         peer = PeerWorkers(stack, rate_limit=f"{case.rate:g}/s")
         try:
             for i in range(2):  # the quota benchmark's 2 worker processes x 2
                 peer.start(f"peer{i}", "prefork", 2)
             peer.wait_ready()
-            account = {"provider": "github", "id": "peer-whale", "size": case.size,
-                       "token": "tok-peer-whale"}
-            requests.post(f"{stack.simulator_url}/_sim/accounts", json={"accounts": [account]},
-                          timeout=10).raise_for_status()
+            account = {
+                "provider": "github",
+                "id": "peer-whale",
+                "size": case.size,
+                "token": "tok-peer-whale",
+            }
+            requests.post(
+                f"{stack.simulator_url}/_sim/accounts", json={"accounts": [account]}, timeout=10
+            ).raise_for_status()
             sent = peer.sync("peer-whale-user", account)
             done = peer.wait_done(["peer-whale-user"], timeout=600)
             calls = github_calls(stack, account["token"])
@@ -126,18 +178,35 @@ def whale_under_limit(case) -> dict:
             peer.stop()
     seconds = done["peer-whale-user"] - sent
     ideal = case.pages / case.rate
-    return {"limit": case.name, "size": case.size, "seconds": round(seconds, 2),
-            "ideal_s": ideal, "ratio": round(seconds / ideal, 3), "calls": len(calls),
-            "http_429": sum(1 for c in calls if c["rate_limited"]), "stored": stored}
+    return {
+        "limit": case.name,
+        "size": case.size,
+        "seconds": round(seconds, 2),
+        "ideal_s": ideal,
+        "ratio": round(seconds / ideal, 3),
+        "calls": len(calls),
+        "http_429": sum(1 for c in calls if c["rate_limited"]),
+        "stored": stored,
+    }
 
 
 # -- 2. normal logins beside whales, one queue ---------------------------------------------
-def beside_whales(scenario: dict, latency_ms: dict, normal_slots: int, whale_slots: int,
-                  pool: str, whale_lead_s: float) -> dict:
+def beside_whales(
+    scenario: dict,
+    latency_ms: dict,
+    normal_slots: int,
+    whale_slots: int,
+    pool: str,
+    whale_lead_s: float,
+) -> dict:
     accounts = scenario["normals"] + scenario["whales"]
-    stack = DevStack(var_dir=temp_var_dir("netsync-bench-peer-iso-"), workers=[], web=False,
-                     scheduler=False, scenario={"seed": 5, "latency_ms": latency_ms,
-                                                "accounts": accounts})
+    stack = DevStack(
+        var_dir=temp_var_dir("netsync-bench-peer-iso-"),
+        workers=[],
+        web=False,
+        scheduler=False,
+        scenario={"seed": 5, "latency_ms": latency_ms, "accounts": accounts},
+    )
     with stack:
         peer = PeerWorkers(stack)
         try:
@@ -157,18 +226,27 @@ def beside_whales(scenario: dict, latency_ms: dict, normal_slots: int, whale_slo
         finally:
             peer.stop()
     latencies = [done[u] - t for u, t in sent.items() if u in done]
-    return {"n": len(latencies), "unfinished": len(sent) - len(latencies),
-            "p50_s": round(percentile(latencies, 50), 3), "p95_s": round(percentile(latencies, 95), 3),
-            "p99_s": round(percentile(latencies, 99), 3),
-            "latencies_s": [round(x, 4) for x in latencies],
-            "setup": f"one queue 'peer', two worker processes {pool} {normal_slots} + {whale_slots} slots"}
+    return {
+        "n": len(latencies),
+        "unfinished": len(sent) - len(latencies),
+        "p50_s": round(percentile(latencies, 50), 3),
+        "p95_s": round(percentile(latencies, 95), 3),
+        "p99_s": round(percentile(latencies, 99), 3),
+        "latencies_s": [round(x, 4) for x in latencies],
+        "setup": f"one queue 'peer', two worker processes {pool} {normal_slots} + {whale_slots} slots",
+    }
 
 
 # -- 3. a worker killed mid-whale --------------------------------------------------------------
 def killed_mid_whale_peer() -> dict:
     account = {"provider": "github", "id": "peer-kill", "size": KILL_SIZE, "token": "tok-peer-kill"}
-    stack = DevStack(var_dir=temp_var_dir("netsync-bench-peer-kill-"), workers=[], web=False,
-                     scheduler=False, scenario={"latency_ms": KILL_LATENCY_MS, "accounts": [account]})
+    stack = DevStack(
+        var_dir=temp_var_dir("netsync-bench-peer-kill-"),
+        workers=[],
+        web=False,
+        scheduler=False,
+        scenario={"latency_ms": KILL_LATENCY_MS, "accounts": [account]},
+    )
     with stack:
         peer = PeerWorkers(stack)
         try:
@@ -194,22 +272,33 @@ def killed_mid_whale_peer() -> dict:
 
 def killed_mid_whale_netsync(bench_api) -> dict:
     account = {"provider": "github", "id": "ns-kill", "size": KILL_SIZE, "token": "tok-ns-kill"}
-    stack = DevStack(var_dir=temp_var_dir("netsync-bench-kill-"),
-                     workers=[WorkerSpec("normal,whale", pool="prefork", concurrency=2, name="victim")],
-                     scenario={"latency_ms": KILL_LATENCY_MS, "accounts": [account]},
-                     env={"BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_S), "QUOTA_GITHUB": GENEROUS_QUOTA,
-                          "LOG_LEVEL": "WARNING"})
+    stack = DevStack(
+        var_dir=temp_var_dir("netsync-bench-kill-"),
+        workers=[WorkerSpec("normal,whale", pool="prefork", concurrency=2, name="victim")],
+        scenario={"latency_ms": KILL_LATENCY_MS, "accounts": [account]},
+        env={
+            "BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_S),
+            "QUOTA_GITHUB": GENEROUS_QUOTA,
+            "LOG_LEVEL": "WARNING",
+        },
+    )
     with stack:
         sent = time.time()
         sync_id = bench_api.login(stack, "ns-kill-user", account)
-        _wait(lambda: int(bench_api.sync(stack, sync_id).get("connections_fetched") or 0)
-              >= KILL_SIZE // 3, 120)
+        _wait(
+            lambda: (
+                int(bench_api.sync(stack, sync_id).get("connections_fetched") or 0)
+                >= KILL_SIZE // 3
+            ),
+            120,
+        )
         victim = stack.processes.pop("victim")
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
         killed_at = time.time()
-        stack.start_worker(WorkerSpec("normal,whale", pool="prefork", concurrency=2,
-                                      name="replacement"))
+        stack.start_worker(
+            WorkerSpec("normal,whale", pool="prefork", concurrency=2, name="replacement")
+        )
         record = bench_api.wait_final(stack, sync_id, timeout=VISIBILITY_S * 4 + 60)
         stored = set(bench_api.network_ids(stack, "ns-kill-user", "github"))
         calls = [c for c in github_calls(stack, account["token"]) if c["kind"] == "page"]
@@ -222,14 +311,19 @@ def killed_mid_whale_netsync(bench_api) -> dict:
 
 def _kill_figures(expected, stored, calls, sent, killed_at, finished) -> dict:
     pages = calls  # the call log keeps no query string: pages again = calls - pages needed
-    return {"size": len(expected), "stored": len(stored),
-            "lost": len(expected - stored), "extra": len(stored - expected),
-            "page_calls": len(pages), "pages_needed": -(-len(expected) // 100),
-            "pages_fetched_again": max(0, len(pages) - -(-len(expected) // 100)),
-            "complete": finished is not None and not (expected - stored),
-            "seconds_to_complete_after_kill": round(finished - killed_at, 1) if finished else None,
-            "seconds_total": round(finished - sent, 1) if finished else None,
-            "visibility_timeout_s": VISIBILITY_S}
+    return {
+        "size": len(expected),
+        "stored": len(stored),
+        "lost": len(expected - stored),
+        "extra": len(stored - expected),
+        "page_calls": len(pages),
+        "pages_needed": -(-len(expected) // 100),
+        "pages_fetched_again": max(0, len(pages) - -(-len(expected) // 100)),
+        "complete": finished is not None and not (expected - stored),
+        "seconds_to_complete_after_kill": round(finished - killed_at, 1) if finished else None,
+        "seconds_total": round(finished - sent, 1) if finished else None,
+        "visibility_timeout_s": VISIBILITY_S,
+    }
 
 
 def _wait(condition, timeout: float) -> None:
@@ -247,28 +341,48 @@ def main(quick: bool = False, quota_case=None, iso_scenario=None, kill: bool = T
     case = quota_case or quota.Case(size=20_000 if quick else 50_000)
     print(f"peer benchmark: whale under a published {case.name} ...", flush=True)
     whale = whale_under_limit(case)
-    print(f"  peer: sync {whale['seconds']} s (ratio {whale['ratio']}), {whale['http_429']} x 429",
-          flush=True)
-    scenario = iso_scenario or isolation.plan(isolation.SEED, 60 if quick else 120,
-                                              18.0 if quick else 36.0)
-    print(f"peer benchmark: {len(scenario['normals'])} normal logins beside "
-          f"{len(scenario['whales'])} whales, one queue ...", flush=True)
-    beside = beside_whales(scenario, isolation.LATENCY_MS, isolation.NORMAL_SLOTS,
-                           isolation.WHALE_SLOTS, isolation.POOL, isolation.WHALE_LEAD_S)
-    print(f"  peer: normal p50 {beside['p50_s']} s, p99 {beside['p99_s']} s "
-          f"({beside['unfinished']} unfinished)", flush=True)
+    print(
+        f"  peer: sync {whale['seconds']} s (ratio {whale['ratio']}), {whale['http_429']} x 429",
+        flush=True,
+    )
+    scenario = iso_scenario or isolation.plan(
+        isolation.SEED, 60 if quick else 120, 18.0 if quick else 36.0
+    )
+    print(
+        f"peer benchmark: {len(scenario['normals'])} normal logins beside "
+        f"{len(scenario['whales'])} whales, one queue ...",
+        flush=True,
+    )
+    beside = beside_whales(
+        scenario,
+        isolation.LATENCY_MS,
+        isolation.NORMAL_SLOTS,
+        isolation.WHALE_SLOTS,
+        isolation.POOL,
+        isolation.WHALE_LEAD_S,
+    )
+    print(
+        f"  peer: normal p50 {beside['p50_s']} s, p99 {beside['p99_s']} s "
+        f"({beside['unfinished']} unfinished)",
+        flush=True,
+    )
     out = {"whale_under_limit": whale, "beside_whales": beside}
     if not kill:
         return out
-    print(f"peer benchmark: worker killed mid-whale ({KILL_SIZE:,}), netsync and peer ...", flush=True)
+    print(
+        f"peer benchmark: worker killed mid-whale ({KILL_SIZE:,}), netsync and peer ...", flush=True
+    )
     # both wait out the broker's visibility timeout and kombu's restore sweep: in parallel
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         peer_future = pool.submit(killed_mid_whale_peer)
         netsync_future = pool.submit(killed_mid_whale_netsync, bench_api)
         kill_peer, kill_netsync = peer_future.result(), netsync_future.result()
     for name, k in (("peer", kill_peer), ("netsync", kill_netsync)):
-        print(f"  {name}: lost {k['lost']}, extra {k['extra']}, pages fetched again "
-              f"{k['pages_fetched_again']}, complete {k['complete']} "
-              f"({k['seconds_to_complete_after_kill']} s after the kill)", flush=True)
+        print(
+            f"  {name}: lost {k['lost']}, extra {k['extra']}, pages fetched again "
+            f"{k['pages_fetched_again']}, complete {k['complete']} "
+            f"({k['seconds_to_complete_after_kill']} s after the kill)",
+            flush=True,
+        )
     out["killed_mid_whale"] = {"peer": kill_peer, "netsync": kill_netsync}
     return out

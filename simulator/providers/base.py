@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -60,7 +61,7 @@ class Route:
 @dataclass
 class Credentials:
     token: str | None = None
-    scheme: str | None = None   # "bearer", "token", "oauth1", "query"
+    scheme: str | None = None  # "bearer", "token", "oauth1", "query"
     problem: str | None = None  # error row name for a malformed header
 
 
@@ -79,11 +80,16 @@ def json_object(*members: tuple[str, str]) -> RawJSON:
     return RawJSON("{" + ",".join(f'"{key}":{text}' for key, text in members) + "}")
 
 
-def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None,
-                  content_type: str = "application/json") -> web.Response:
+def json_response(
+    body: Any,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    content_type: str = "application/json",
+) -> web.Response:
     text = body if isinstance(body, RawJSON) else dumps(body)
-    return web.Response(text=text, status=status, headers=headers,
-                        content_type=content_type, charset="utf-8")
+    return web.Response(
+        text=text, status=status, headers=headers, content_type=content_type, charset="utf-8"
+    )
 
 
 def origin(request: web.Request) -> str:
@@ -176,12 +182,17 @@ class ProviderSim:
         """
         wanted = {k: selector[k] for k in ("name", "code", "subcode", "status") if k in selector}
         if not wanted:
-            raise ScenarioError(f"{self.NAME} error fault: give 'name', 'code', 'subcode' or 'status'")
-        rows = [r for r in self.ERROR_ROWS
-                if ("name" not in wanted or wanted["name"] in (r.name, r.family))
-                and ("code" not in wanted or wanted["code"] == r.code)
-                and ("subcode" not in wanted or wanted["subcode"] == r.subcode)
-                and ("status" not in wanted or wanted["status"] == r.status)]
+            raise ScenarioError(
+                f"{self.NAME} error fault: give 'name', 'code', 'subcode' or 'status'"
+            )
+        rows = [
+            r
+            for r in self.ERROR_ROWS
+            if ("name" not in wanted or wanted["name"] in (r.name, r.family))
+            and ("code" not in wanted or wanted["code"] == r.code)
+            and ("subcode" not in wanted or wanted["subcode"] == r.subcode)
+            and ("status" not in wanted or wanted["status"] == r.status)
+        ]
         exact = [r for r in rows if r.name == wanted.get("name")]
         if exact:
             rows = exact[:1]
@@ -253,8 +264,12 @@ class ProviderSim:
         """Note that a page fault shaped this call's answer (log and stats)."""
         call.fault_id, call.injected = fault.id, fault.kind
 
-    def respond(self, body: Any, status: int = 200, headers: Mapping[str, str] | None = None,
-                ) -> web.Response:
+    def respond(
+        self,
+        body: Any,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.Response:
         merged = dict(self.BASE_HEADERS)
         if headers:
             merged.update(headers)

@@ -164,35 +164,92 @@ class Bluesky(ProviderSim):
     #: ``code`` is the HTTP status (XRPC has no numeric codes); ``extra["error"]`` the XRPC name.
     ERROR_ROWS = (
         ErrorRow("expired_token", 400, "Token has expired", 400, extra={"error": "ExpiredToken"}),
-        ErrorRow("invalid_token", 400, "Token could not be verified", 400,
-                 extra={"error": "InvalidToken"}),
-        ErrorRow("auth_missing", 401, "Authentication Required", 401, extra={"error": "AuthMissing"}),
-        ErrorRow("authentication_required", 401, "Authentication Required", 401,
-                 extra={"error": "AuthenticationRequired"}),
+        ErrorRow(
+            "invalid_token",
+            400,
+            "Token could not be verified",
+            400,
+            extra={"error": "InvalidToken"},
+        ),
+        ErrorRow(
+            "auth_missing", 401, "Authentication Required", 401, extra={"error": "AuthMissing"}
+        ),
+        ErrorRow(
+            "authentication_required",
+            401,
+            "Authentication Required",
+            401,
+            extra={"error": "AuthenticationRequired"},
+        ),
         # the entryway's / AppView's own verifier answers an expired token with 401
-        ErrorRow("expired_token_401", 401, "Token has expired", 401, extra={"error": "ExpiredToken"}),
-        ErrorRow("account_takedown", 401, "Account has been taken down", 401,
-                 extra={"error": "AccountTakedown"}),
-        ErrorRow("account_deactivated", 401, "Account is deactivated", 401,
-                 extra={"error": "AccountDeactivated"}),
-        ErrorRow("account_not_found", 403, "Account not found", 403,
-                 extra={"error": "AccountNotFound"}),
-        ErrorRow("actor_not_found", 400, "Profile not found", 400, extra={"error": "InvalidRequest"}),
-        ErrorRow("actor_suspended", 400, "Account has been suspended", 400,
-                 extra={"error": "AccountTakedown"}),
-        ErrorRow("actor_deactivated", 400, "Account is deactivated", 400,
-                 extra={"error": "AccountDeactivated"}),
+        ErrorRow(
+            "expired_token_401", 401, "Token has expired", 401, extra={"error": "ExpiredToken"}
+        ),
+        ErrorRow(
+            "account_takedown",
+            401,
+            "Account has been taken down",
+            401,
+            extra={"error": "AccountTakedown"},
+        ),
+        ErrorRow(
+            "account_deactivated",
+            401,
+            "Account is deactivated",
+            401,
+            extra={"error": "AccountDeactivated"},
+        ),
+        ErrorRow(
+            "account_not_found", 403, "Account not found", 403, extra={"error": "AccountNotFound"}
+        ),
+        ErrorRow(
+            "actor_not_found", 400, "Profile not found", 400, extra={"error": "InvalidRequest"}
+        ),
+        ErrorRow(
+            "actor_suspended",
+            400,
+            "Account has been suspended",
+            400,
+            extra={"error": "AccountTakedown"},
+        ),
+        ErrorRow(
+            "actor_deactivated",
+            400,
+            "Account is deactivated",
+            400,
+            extra={"error": "AccountDeactivated"},
+        ),
         ErrorRow("invalid_request", 400, "Invalid Request", 400, extra={"error": "InvalidRequest"}),
-        ErrorRow("rate_limited", 429, "Rate Limit Exceeded", 429,
-                 extra={"error": "RateLimitExceeded"}),
-        ErrorRow("internal_error", 500, "Internal Server Error", 500,
-                 extra={"error": "InternalServerError"}),
-        ErrorRow("method_not_implemented", 501, "Method Not Implemented", 501,
-                 extra={"error": "MethodNotImplemented"}),
-        ErrorRow("upstream_failure", 502, "Upstream Failure", 502, extra={"error": "UpstreamFailure"}),
-        ErrorRow("not_enough_resources", 503, "Not Enough Resources", 503,
-                 extra={"error": "NotEnoughResources"}),
-        ErrorRow("upstream_timeout", 504, "Upstream Timeout", 504, extra={"error": "UpstreamTimeout"}),
+        ErrorRow(
+            "rate_limited", 429, "Rate Limit Exceeded", 429, extra={"error": "RateLimitExceeded"}
+        ),
+        ErrorRow(
+            "internal_error",
+            500,
+            "Internal Server Error",
+            500,
+            extra={"error": "InternalServerError"},
+        ),
+        ErrorRow(
+            "method_not_implemented",
+            501,
+            "Method Not Implemented",
+            501,
+            extra={"error": "MethodNotImplemented"},
+        ),
+        ErrorRow(
+            "upstream_failure", 502, "Upstream Failure", 502, extra={"error": "UpstreamFailure"}
+        ),
+        ErrorRow(
+            "not_enough_resources",
+            503,
+            "Not Enough Resources",
+            503,
+            extra={"error": "NotEnoughResources"},
+        ),
+        ErrorRow(
+            "upstream_timeout", 504, "Upstream Timeout", 504, extra={"error": "UpstreamTimeout"}
+        ),
         ErrorRow("gateway_html", 502, "502 Bad Gateway", 502, extra={"html": True}),
         ErrorRow("not_found", 404, "XRPC Not Supported", 404, extra={"error": "XRPCNotSupported"}),
     )
@@ -249,14 +306,19 @@ class Bluesky(ProviderSim):
 
     def limit_headers(self, quota) -> dict[str, str]:
         # floored, as the XRPC server does (the window really ends up to 1 s later)
-        return {"ratelimit-limit": str(quota.limit),
-                "ratelimit-remaining": str(quota.remaining),
-                "ratelimit-reset": str(math.floor(quota.reset)),
-                "ratelimit-policy": f"{quota.limit};w={round(quota.rule.window_s)}"}
+        return {
+            "ratelimit-limit": str(quota.limit),
+            "ratelimit-remaining": str(quota.remaining),
+            "ratelimit-reset": str(math.floor(quota.reset)),
+            "ratelimit-policy": f"{quota.limit};w={round(quota.rule.window_s)}",
+        }
 
     def render_rate_limited(self, sim, quota, call) -> web.Response:
-        return self.respond({"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"}, 429,
-                            self.limit_headers(quota))
+        return self.respond(
+            {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"},
+            429,
+            self.limit_headers(quota),
+        )
 
     # --- errors -----------------------------------------------------------------------
 
@@ -271,17 +333,23 @@ class Bluesky(ProviderSim):
             elif call.kind == "page":
                 message = f"Actor not found: {query['actor']}"
         if row.extra.get("html"):
-            return web.Response(text=f"<html>\r\n<head><title>{message}</title></head>\r\n<body>\r\n"
-                                     f"<center><h1>{message}</h1></center>\r\n</body>\r\n</html>\r\n",
-                                status=row.status, content_type="text/html")
+            return web.Response(
+                text=f"<html>\r\n<head><title>{message}</title></head>\r\n<body>\r\n"
+                f"<center><h1>{message}</h1></center>\r\n</body>\r\n</html>\r\n",
+                status=row.status,
+                content_type="text/html",
+            )
         headers = {}
         if row.status == 429:
             quota = sim.limiter.quota_for(self.NAME, call.token, call.remote, call.t)
             limit = quota.limit if quota is not None else 3000
             window = round(quota.rule.window_s) if quota is not None else 300
-            headers = {"ratelimit-limit": str(limit), "ratelimit-remaining": "0",
-                       "ratelimit-reset": str(math.floor(fault_reset(quota, params, call.t, 300))),
-                       "ratelimit-policy": f"{limit};w={window}"}
+            headers = {
+                "ratelimit-limit": str(limit),
+                "ratelimit-remaining": "0",
+                "ratelimit-reset": str(math.floor(fault_reset(quota, params, call.t, 300))),
+                "ratelimit-policy": f"{limit};w={window}",
+            }
         return self.respond({"error": row.extra["error"], "message": message}, row.status, headers)
 
     def _error(self, sim, call, name: str, message: str | None = None) -> web.Response:
@@ -292,19 +360,32 @@ class Bluesky(ProviderSim):
     def profile(self, sim, call, mods) -> web.Response:
         account = call.account
         did = account_did(account)
-        body = json_object(*[(k, dumps(v)) for k, v in {
-            "did": did, "handle": account_handle(account),
-            **({"displayName": account.name} if account.name else {}), "description": "",
-            "avatar": f"{_CDN}/avatar/plain/{did}/bafkreiavatar@jpeg",
-            "associated": {"lists": 0, "feedgens": 0, "starterPacks": 0, "labeler": False,
-                           "chat": {"allowIncoming": "following"}},
-            "labels": [], "createdAt": "2023-04-01T00:00:00.000Z",
-            "indexedAt": "2024-11-01T00:00:00.000Z",
-            "viewer": {"muted": False, "blockedBy": False},
-            "followersCount": account.space("followers").size,
-            "followsCount": account.space("following").size,
-            "postsCount": 0,
-        }.items()])
+        body = json_object(
+            *[
+                (k, dumps(v))
+                for k, v in {
+                    "did": did,
+                    "handle": account_handle(account),
+                    **({"displayName": account.name} if account.name else {}),
+                    "description": "",
+                    "avatar": f"{_CDN}/avatar/plain/{did}/bafkreiavatar@jpeg",
+                    "associated": {
+                        "lists": 0,
+                        "feedgens": 0,
+                        "starterPacks": 0,
+                        "labeler": False,
+                        "chat": {"allowIncoming": "following"},
+                    },
+                    "labels": [],
+                    "createdAt": "2023-04-01T00:00:00.000Z",
+                    "indexedAt": "2024-11-01T00:00:00.000Z",
+                    "viewer": {"muted": False, "blockedBy": False},
+                    "followersCount": account.space("followers").size,
+                    "followsCount": account.space("following").size,
+                    "postsCount": 0,
+                }.items()
+            ]
+        )
         return self.respond(body, 200, {"atproto-content-labelers": _LABELERS})
 
     def page(self, sim, call, mods) -> web.Response:
@@ -315,8 +396,12 @@ class Bluesky(ProviderSim):
         except ValueError:
             return self._error(sim, call, "invalid_request", "Params/limit must be an integer")
         if limit > self.MAX_PAGE_SIZE:
-            return self._error(sim, call, "invalid_request",
-                               f"Params/limit can not be greater than {self.MAX_PAGE_SIZE}")
+            return self._error(
+                sim,
+                call,
+                "invalid_request",
+                f"Params/limit can not be greater than {self.MAX_PAGE_SIZE}",
+            )
         if limit < 1:
             return self._error(sim, call, "invalid_request", "Params/limit can not be less than 1")
         space = call.account.space(call.relation)
@@ -325,11 +410,11 @@ class Bluesky(ProviderSim):
             decoded = self._decode_cursor(space, query["cursor"])
             if decoded is None:
                 return self._error(sim, call, "invalid_request", "Malformed cursor")
-            if decoded < 0:   # well-formed, but not one of ours: nothing older to list
+            if decoded < 0:  # well-formed, but not one of ours: nothing older to list
                 known = False
             lo = space.clamp(decoded + 1)
         hi = min(space.end, lo + limit) if known else lo
-        more = hi - lo == limit   # a full page always names its last item's keyset
+        more = hi - lo == limit  # a full page always names its last item's keyset
         short = mods.get("short_page")
         if short is not None and hi > lo:
             # accounts filtered out server-side (takedowns, blocks): short, but the list goes on
@@ -354,22 +439,45 @@ class Bluesky(ProviderSim):
         if grant.used or grant.revoked:
             return self._error(sim, call, "expired_token", "Token has been revoked")
         account = sim.accounts.get((self.NAME, grant.account_id))
-        token = sim.tokens.redeem(self.NAME, grant.value, call.t,
-                                  sim.scenario.token_ttl_s.get(self.NAME))
+        token = sim.tokens.redeem(
+            self.NAME, grant.value, call.t, sim.scenario.token_ttl_s.get(self.NAME)
+        )
         if token is None or account is None:
             return self._error(sim, call, "expired_token", "Token has been revoked")
         did, now = account_did(account), int(call.t)
-        access = make_jwt({"typ": "at+jwt", "alg": "HS256"},
-                          {"scope": "com.atproto.access", "sub": did, "aud": _ISSUER,
-                           "iss": _ISSUER, "iat": now, "exp": math.floor(token.expires_at),
-                           "jti": token.value})
-        refresh = make_jwt({"typ": "refresh+jwt", "alg": "HS256"},
-                           {"scope": "com.atproto.refresh", "sub": did, "aud": _ISSUER,
-                            "iss": _ISSUER, "iat": now, "exp": now + _REFRESH_TTL_S,
-                            "jti": token.refresh_token})
-        return self.respond({"accessJwt": access, "refreshJwt": refresh,
-                             "handle": account_handle(account), "did": did,
-                             "active": True})
+        access = make_jwt(
+            {"typ": "at+jwt", "alg": "HS256"},
+            {
+                "scope": "com.atproto.access",
+                "sub": did,
+                "aud": _ISSUER,
+                "iss": _ISSUER,
+                "iat": now,
+                "exp": math.floor(token.expires_at),
+                "jti": token.value,
+            },
+        )
+        refresh = make_jwt(
+            {"typ": "refresh+jwt", "alg": "HS256"},
+            {
+                "scope": "com.atproto.refresh",
+                "sub": did,
+                "aud": _ISSUER,
+                "iss": _ISSUER,
+                "iat": now,
+                "exp": now + _REFRESH_TTL_S,
+                "jti": token.refresh_token,
+            },
+        )
+        return self.respond(
+            {
+                "accessJwt": access,
+                "refreshJwt": refresh,
+                "handle": account_handle(account),
+                "did": did,
+                "active": True,
+            }
+        )
 
     # --- cursors: ``<sortAt ms>::<cid>`` of the last item listed ------------------------
 
@@ -398,13 +506,20 @@ class Bluesky(ProviderSim):
 
 def _subject(account) -> str:
     did = account_did(account)
-    return dumps({"did": did, "handle": account_handle(account),
-                  **({"displayName": account.name} if account.name else {}),
-                  "avatar": f"{_CDN}/avatar/plain/{did}/bafkreiavatar@jpeg",
-                  "associated": {"chat": {"allowIncoming": "following"}},
-                  "labels": [], "createdAt": "2023-04-01T00:00:00.000Z",
-                  "indexedAt": "2024-11-01T00:00:00.000Z",
-                  "viewer": {"muted": False, "blockedBy": False}, "description": ""})
+    return dumps(
+        {
+            "did": did,
+            "handle": account_handle(account),
+            **({"displayName": account.name} if account.name else {}),
+            "avatar": f"{_CDN}/avatar/plain/{did}/bafkreiavatar@jpeg",
+            "associated": {"chat": {"allowIncoming": "following"}},
+            "labels": [],
+            "createdAt": "2023-04-01T00:00:00.000Z",
+            "indexedAt": "2024-11-01T00:00:00.000Z",
+            "viewer": {"muted": False, "blockedBy": False},
+            "description": "",
+        }
+    )
 
 
 def _profile_item(n: int) -> str:
@@ -414,8 +529,10 @@ def _profile_item(n: int) -> str:
     name = "" if n % 11 == 0 else f',"displayName":"{first} {last}"'
     avatar = "" if n % 3 == 0 else f',"avatar":"{_CDN}/avatar/plain/{did}/bafkrei{n:x}@jpeg"'
     created = _iso(1_680_000_000_000 + (n % 50_000_000) * 1000)
-    return (f'{{"did":"{did}","handle":"{handle_of(n)}"{name}{avatar},'
-            f'"associated":{{"chat":{{"allowIncoming":"following"}}}},'
-            f'"labels":[],"createdAt":"{created}","indexedAt":"{created}",'
-            f'"viewer":{{"muted":false,"blockedBy":false}},'
-            f'"description":"{last_lower(n)} fan"}}')
+    return (
+        f'{{"did":"{did}","handle":"{handle_of(n)}"{name}{avatar},'
+        f'"associated":{{"chat":{{"allowIncoming":"following"}}}},'
+        f'"labels":[],"createdAt":"{created}","indexedAt":"{created}",'
+        f'"viewer":{{"muted":false,"blockedBy":false}},'
+        f'"description":"{last_lower(n)} fan"}}'
+    )

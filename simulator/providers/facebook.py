@@ -27,8 +27,17 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from ..identities import base62_fixed, person_name
-from .base import (Credentials, ErrorRow, ProviderSim, Route, bearer_token, dumps, int_param,
-                   json_object, origin)
+from .base import (
+    Credentials,
+    ErrorRow,
+    ProviderSim,
+    Route,
+    bearer_token,
+    dumps,
+    int_param,
+    json_object,
+    origin,
+)
 
 _OAUTH = {"type": "OAuthException"}
 _TRANSIENT = {"type": "OAuthException", "is_transient": True}
@@ -58,54 +67,119 @@ class Facebook(ProviderSim):
     ERROR_ROWS = (
         ErrorRow("unknown", 500, "An unknown error has occurred.", 1, extra=_OAUTH),
         ErrorRow("service_down", 503, "(#2) Service temporarily unavailable", 2, extra=_TRANSIENT),
-        ErrorRow("app_rate_limit", 403, "(#4) Application request limit reached", 4, extra=_TRANSIENT),
+        ErrorRow(
+            "app_rate_limit", 403, "(#4) Application request limit reached", 4, extra=_TRANSIENT
+        ),
         ErrorRow("user_rate_limit", 403, "(#17) User request limit reached", 17, extra=_TRANSIENT),
         ErrorRow("page_rate_limit", 403, "(#32) Page request limit reached", 32, extra=_TRANSIENT),
-        ErrorRow("custom_rate_limit", 403, "(#613) Calls to this api have exceeded the rate limit.",
-                 613, extra=_TRANSIENT),
-        ErrorRow("application_limit", 400, "(#341) Application limit reached", 341, extra=_TRANSIENT),
-        ErrorRow("policy_block", 400, "(#368) The action attempted has been deemed abusive "
-                 "or is otherwise disallowed", 368, extra=_OAUTH),
-        ErrorRow("permission_denied", 403, "(#10) Application does not have permission for "
-                 "this action", 10, extra=_OAUTH),
+        ErrorRow(
+            "custom_rate_limit",
+            403,
+            "(#613) Calls to this api have exceeded the rate limit.",
+            613,
+            extra=_TRANSIENT,
+        ),
+        ErrorRow(
+            "application_limit", 400, "(#341) Application limit reached", 341, extra=_TRANSIENT
+        ),
+        ErrorRow(
+            "policy_block",
+            400,
+            "(#368) The action attempted has been deemed abusive or is otherwise disallowed",
+            368,
+            extra=_OAUTH,
+        ),
+        ErrorRow(
+            "permission_denied",
+            403,
+            "(#10) Application does not have permission for this action",
+            10,
+            extra=_OAUTH,
+        ),
         ErrorRow("permissions_error", 403, "(#200) Permissions error", 200, extra=_OAUTH),
         _bad_token("invalid_token", "Invalid OAuth access token - Cannot parse access token"),
         _bad_token("invalid_token_data", "Invalid OAuth access token data."),
         _bad_token("token_not_decrypted", "The access token could not be decrypted"),
         _bad_token("app_deleted", "Error validating application. Application has been deleted."),
-        _bad_token("app_not_installed", _V + "User {user} has not authorized application {app}.",
-                   subcode=458),
-        _bad_token("user_checkpointed", _V + "You cannot access the app till you log in to "
-                   "www.facebook.com and follow the instructions given.", subcode=459),
-        _bad_token("password_changed", _V + "The session has been invalidated because the user "
-                   "changed their password or Facebook has changed the session for security "
-                   "reasons.", subcode=460),
-        _bad_token("session_mismatch", _V + "Session does not match current stored session. "
-                   "This may be because the user changed the password since the time the "
-                   "session was created or Facebook has changed the session for security "
-                   "reasons.", subcode=460),
-        _bad_token("token_expired", _V + "Session has expired on {expired}. The current time "
-                   "is {now}.", subcode=463),
-        _bad_token("unconfirmed_user", _V + "Sessions for the user {user} are not allowed "
-                   "because the user is not a confirmed user.", subcode=464),
-        _bad_token("logged_out", _V + "The session is invalid because the user logged out.",
-                   subcode=467),
-        _bad_token("invalid_access_token", _V + "This may be because the user logged out or may "
-                   "be due to a system error.", subcode=467),
-        _bad_token("inactive_user", _V + "The session was invalidated because the user has "
-                   "been inactive for 90 days.", subcode=493),
+        _bad_token(
+            "app_not_installed",
+            _V + "User {user} has not authorized application {app}.",
+            subcode=458,
+        ),
+        _bad_token(
+            "user_checkpointed",
+            _V + "You cannot access the app till you log in to "
+            "www.facebook.com and follow the instructions given.",
+            subcode=459,
+        ),
+        _bad_token(
+            "password_changed",
+            _V + "The session has been invalidated because the user "
+            "changed their password or Facebook has changed the session for security "
+            "reasons.",
+            subcode=460,
+        ),
+        _bad_token(
+            "session_mismatch",
+            _V + "Session does not match current stored session. "
+            "This may be because the user changed the password since the time the "
+            "session was created or Facebook has changed the session for security "
+            "reasons.",
+            subcode=460,
+        ),
+        _bad_token(
+            "token_expired",
+            _V + "Session has expired on {expired}. The current time is {now}.",
+            subcode=463,
+        ),
+        _bad_token(
+            "unconfirmed_user",
+            _V + "Sessions for the user {user} are not allowed "
+            "because the user is not a confirmed user.",
+            subcode=464,
+        ),
+        _bad_token(
+            "logged_out", _V + "The session is invalid because the user logged out.", subcode=467
+        ),
+        _bad_token(
+            "invalid_access_token",
+            _V + "This may be because the user logged out or may be due to a system error.",
+            subcode=467,
+        ),
+        _bad_token(
+            "inactive_user",
+            _V + "The session was invalidated because the user has been inactive for 90 days.",
+            subcode=493,
+        ),
         _bad_token("session_invalid", "Session key invalid or no longer valid", code=102),
         ErrorRow("bad_parameter", 400, "(#100) Invalid parameter", 100, extra=_OAUTH),
-        ErrorRow("cursor_expired", 400, "(#100) The cursor passed in 'after' has expired or is "
-                 "invalid. Restart pagination without a cursor.", 100, extra=_OAUTH),
-        ErrorRow("unsupported_get", 400, "Unsupported get request. Object with ID '{uid}' does "
-                 "not exist, cannot be loaded due to missing permissions, or does not support "
-                 "this operation. Please read the Graph API documentation at "
-                 "https://developers.facebook.com/docs/graph-api", 100, 33,
-                 extra={"type": "GraphMethodException"}),
+        ErrorRow(
+            "cursor_expired",
+            400,
+            "(#100) The cursor passed in 'after' has expired or is "
+            "invalid. Restart pagination without a cursor.",
+            100,
+            extra=_OAUTH,
+        ),
+        ErrorRow(
+            "unsupported_get",
+            400,
+            "Unsupported get request. Object with ID '{uid}' does "
+            "not exist, cannot be loaded due to missing permissions, or does not support "
+            "this operation. Please read the Graph API documentation at "
+            "https://developers.facebook.com/docs/graph-api",
+            100,
+            33,
+            extra={"type": "GraphMethodException"},
+        ),
         # WWW-Authenticate says "invalid_token" for it too (the real recording)
-        ErrorRow("token_required", 400, "An access token is required to request this resource.",
-                 104, extra={**_OAUTH, "auth_error": "invalid_token"}),
+        ErrorRow(
+            "token_required",
+            400,
+            "An access token is required to request this resource.",
+            104,
+            extra={**_OAUTH, "auth_error": "invalid_token"},
+        ),
         # a path Graph has no node/edge for: 400, not 404
         ErrorRow("unknown_path", 400, "Unknown path components: {path}", 2500, extra=_OAUTH),
     )
@@ -148,8 +222,15 @@ class Facebook(ProviderSim):
     def synthesize_rows(self, wanted) -> list[ErrorRow]:
         code = wanted.get("code")
         if isinstance(code, int) and 200 <= code <= 299 and wanted.get("subcode") is None:
-            return [ErrorRow(f"permissions_{code}", 403, f"(#{code}) Requires extended "
-                             "permission", code, extra=_OAUTH)]
+            return [
+                ErrorRow(
+                    f"permissions_{code}",
+                    403,
+                    f"(#{code}) Requires extended permission",
+                    code,
+                    extra=_OAUTH,
+                )
+            ]
         return []
 
     def stored_form(self, n: int) -> tuple[str, str]:
@@ -157,28 +238,44 @@ class Facebook(ProviderSim):
 
     def limit_headers(self, quota) -> dict[str, str]:
         percent = min(100, quota.used * 100 // max(quota.limit, 1))
-        return {"x-app-usage": dumps({"call_count": percent, "total_time": percent // 2,
-                                      "total_cputime": percent // 4})}
+        return {
+            "x-app-usage": dumps(
+                {"call_count": percent, "total_time": percent // 2, "total_cputime": percent // 4}
+            )
+        }
 
     def render_error(self, sim, row: ErrorRow, call, params) -> web.Response:
-        ctx = {"user": call.account_id or "0", "app": "1234567890", "uid": call.account_id or "",
-               "expired": _fb_time(call.t - 3600), "now": _fb_time(call.t),
-               "path": _unknown_components(call.path)}
+        ctx = {
+            "user": call.account_id or "0",
+            "app": "1234567890",
+            "uid": call.account_id or "",
+            "expired": _fb_time(call.t - 3600),
+            "now": _fb_time(call.t),
+            "path": _unknown_components(call.path),
+        }
         message = (params.get("message") or row.message).format(**ctx)
-        error = {"message": message, "type": row.extra.get("type", "OAuthException"),
-                 "code": row.code}
+        error = {
+            "message": message,
+            "type": row.extra.get("type", "OAuthException"),
+            "code": row.code,
+        }
         if row.subcode is not None:
             error["error_subcode"] = row.subcode
         if row.extra.get("is_transient"):
             error["is_transient"] = True
         error["fbtrace_id"] = base62_fixed(hash((call.t, call.path, message)) & (2**64 - 1), 12)[1:]
         kind = row.extra.get("auth_error") or (
-            "invalid_token" if row.family == "bad_token"
-            else "unknown_error" if row.code == 1 else "invalid_request")
+            "invalid_token"
+            if row.family == "bad_token"
+            else "unknown_error"
+            if row.code == 1
+            else "invalid_request"
+        )
         headers = {"WWW-Authenticate": f'OAuth "Facebook Platform" "{kind}" "{message}"'}
         if row.code in (4, 17):  # throttled: usage at (or past) 100 percent
-            headers["x-app-usage"] = dumps({"call_count": 100, "total_time": 50,
-                                            "total_cputime": 25})
+            headers["x-app-usage"] = dumps(
+                {"call_count": 100, "total_time": 50, "total_cputime": 25}
+            )
         return self.respond({"error": error}, row.status, headers)
 
     def render_rate_limited(self, sim, quota, call) -> web.Response:
@@ -231,8 +328,17 @@ class Facebook(ProviderSim):
             # "A page can be empty and still have next": next resumes at the same spot
             self.applied(call, empty)
             here = _encode_cursor(space, lo, call.t)
-            members.append(("paging", dumps({"cursors": {"before": here, "after": here},
-                                             "next": self._url(call, limit, "after", here)})))
+            members.append(
+                (
+                    "paging",
+                    dumps(
+                        {
+                            "cursors": {"before": here, "after": here},
+                            "next": self._url(call, limit, "after", here),
+                        }
+                    ),
+                )
+            )
         elif hi > lo or lo > space.start:
             members[0] = ("data", "[" + ",".join(map(_friend_item, space.natives(lo, hi))) + "]")
             after = _encode_cursor(space, hi, call.t)
@@ -260,7 +366,7 @@ class Facebook(ProviderSim):
 def _unknown_components(path: str) -> str:
     """What Graph names in "Unknown path components": the path past the version
     and the node (``/v19.0/me/friends/x`` -> ``/friends/x``), else all of it."""
-    parts = path.split("/")[2:]   # "", "facebook", ...
+    parts = path.split("/")[2:]  # "", "facebook", ...
     if parts and re.fullmatch(r"v\d+\.\d+", parts[0]):
         parts = parts[2:] if len(parts) > 2 else parts[1:]
     return "/" + "/".join(parts)
@@ -281,6 +387,7 @@ def _fb_time(t: float) -> str:
 
 
 # --- cursors: base64 of b"AQH" + check + index + issue time ("QVFI…" like real ones)
+
 
 def _encode_cursor(space, index: int, now: float) -> str:
     raw = b"AQH" + struct.pack(">IQI", space.key & 0xFFFFFFFF, index, int(now))

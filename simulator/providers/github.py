@@ -22,14 +22,25 @@ import math
 from aiohttp import web
 
 from ..identities import FIRST_NAMES, LAST_NAMES, first_lower, last_lower
-from .base import (Credentials, ErrorRow, ProviderSim, RawJSON, Route, bearer_token, fault_reset,
-                   int_param, origin)
+from .base import (
+    Credentials,
+    ErrorRow,
+    ProviderSim,
+    RawJSON,
+    Route,
+    bearer_token,
+    fault_reset,
+    int_param,
+    origin,
+)
 
 _DOCS = "https://docs.github.com/rest"
 _RATE_DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
-_SECONDARY = ("You have exceeded a secondary rate limit. Please wait a few minutes before "
-              "you try again. If you reach out to GitHub Support for help, please include "
-              "the request ID 0000:0000:0000000:0000000:00000000.")
+_SECONDARY = (
+    "You have exceeded a secondary rate limit. Please wait a few minutes before "
+    "you try again. If you reach out to GitHub Support for help, please include "
+    "the request ID 0000:0000:0000000:0000000:00000000."
+)
 
 
 def login_of(n: int) -> str:
@@ -66,16 +77,37 @@ class GitHub(ProviderSim):
     ERROR_ROWS = (
         ErrorRow("bad_credentials", 401, "Bad credentials", 401),
         ErrorRow("requires_authentication", 401, "Requires authentication", 401),
-        ErrorRow("not_found", 404, "Not Found", 404,
-                 extra={"doc": f"{_DOCS}/users/users#get-a-user"}),
-        ErrorRow("primary_rate_limit", 403, "API rate limit exceeded for user ID {user_id}.",
-                 403, extra={"doc": _RATE_DOCS, "primary": True}),
-        ErrorRow("primary_rate_limit_429", 429, "API rate limit exceeded for user ID {user_id}.",
-                 429, extra={"doc": _RATE_DOCS, "primary": True}),
-        ErrorRow("secondary_rate_limit", 403, _SECONDARY, 403,
-                 extra={"doc": f"{_RATE_DOCS}#about-secondary-rate-limits", "retry_after": 60}),
-        ErrorRow("secondary_rate_limit_no_retry_after", 403, _SECONDARY, 403,
-                 extra={"doc": f"{_RATE_DOCS}#about-secondary-rate-limits"}),
+        ErrorRow(
+            "not_found", 404, "Not Found", 404, extra={"doc": f"{_DOCS}/users/users#get-a-user"}
+        ),
+        ErrorRow(
+            "primary_rate_limit",
+            403,
+            "API rate limit exceeded for user ID {user_id}.",
+            403,
+            extra={"doc": _RATE_DOCS, "primary": True},
+        ),
+        ErrorRow(
+            "primary_rate_limit_429",
+            429,
+            "API rate limit exceeded for user ID {user_id}.",
+            429,
+            extra={"doc": _RATE_DOCS, "primary": True},
+        ),
+        ErrorRow(
+            "secondary_rate_limit",
+            403,
+            _SECONDARY,
+            403,
+            extra={"doc": f"{_RATE_DOCS}#about-secondary-rate-limits", "retry_after": 60},
+        ),
+        ErrorRow(
+            "secondary_rate_limit_no_retry_after",
+            403,
+            _SECONDARY,
+            403,
+            extra={"doc": f"{_RATE_DOCS}#about-secondary-rate-limits"},
+        ),
         ErrorRow("server_error", 500, "Server Error", 500),
         ErrorRow("bad_gateway", 502, "Server Error", 502),
         ErrorRow("unavailable", 503, "Service Unavailable", 503),
@@ -112,25 +144,35 @@ class GitHub(ProviderSim):
         return str(n), login_of(n)
 
     def limit_headers(self, quota) -> dict[str, str]:
-        return {"X-RateLimit-Limit": str(quota.limit),
-                "X-RateLimit-Remaining": str(quota.remaining),
-                "X-RateLimit-Reset": self.epoch(quota.reset),
-                "X-RateLimit-Used": str(quota.used),
-                "X-RateLimit-Resource": "core"}
+        return {
+            "X-RateLimit-Limit": str(quota.limit),
+            "X-RateLimit-Remaining": str(quota.remaining),
+            "X-RateLimit-Reset": self.epoch(quota.reset),
+            "X-RateLimit-Used": str(quota.used),
+            "X-RateLimit-Resource": "core",
+        }
 
     def render_error(self, sim, row: ErrorRow, call, params) -> web.Response:
         headers: dict[str, str] = {}
         user_id = sim.numeric_id(call.account) if call.account else 0
-        body = {"message": params.get("message") or row.message.format(user_id=user_id),
-                "documentation_url": row.extra.get("doc", _DOCS),
-                "status": str(row.status)}
+        body = {
+            "message": params.get("message") or row.message.format(user_id=user_id),
+            "documentation_url": row.extra.get("doc", _DOCS),
+            "status": str(row.status),
+        }
         if row.extra.get("primary"):
             quota = sim.limiter.quota_for(self.NAME, call.token, call.remote, call.t)
             limit = quota.limit if quota else 5000
             reset = fault_reset(quota, params, call.t, 60)
-            headers.update({"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0",
-                            "X-RateLimit-Reset": self.epoch(reset),
-                            "X-RateLimit-Used": str(limit), "X-RateLimit-Resource": "core"})
+            headers.update(
+                {
+                    "X-RateLimit-Limit": str(limit),
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": self.epoch(reset),
+                    "X-RateLimit-Used": str(limit),
+                    "X-RateLimit-Resource": "core",
+                }
+            )
         retry_after = params.get("retry_after", row.extra.get("retry_after"))
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
@@ -138,8 +180,11 @@ class GitHub(ProviderSim):
 
     def render_rate_limited(self, sim, quota, call) -> web.Response:
         user_id = sim.numeric_id(call.account) if call.account else 0
-        body = {"message": f"API rate limit exceeded for user ID {user_id}.",
-                "documentation_url": _RATE_DOCS, "status": str(quota.rule.status or 429)}
+        body = {
+            "message": f"API rate limit exceeded for user ID {user_id}.",
+            "documentation_url": _RATE_DOCS,
+            "status": str(quota.rule.status or 429),
+        }
         return self.respond(body, quota.rule.status or 429, self.limit_headers(quota))
 
     # --- handlers -----------------------------------------------------------------
@@ -150,20 +195,36 @@ class GitHub(ProviderSim):
         uid = sim.numeric_id(account)
         base = self.base_url(call.request)
         api = f"{base}/users/{login}"
-        return self.respond({
-            "login": login, "id": uid, "node_id": _node_id(uid),
-            "avatar_url": f"{base}/avatars/u/{uid}?v=4",
-            "gravatar_id": "", "url": api, "html_url": f"{base}/{login}",
-            "followers_url": f"{api}/followers",
-            "following_url": f"{api}/following{{/other_user}}",
-            "repos_url": f"{api}/repos", "type": "User", "site_admin": False,
-            "name": account.name or login, "company": None, "blog": "", "location": None,
-            "email": None, "hireable": None, "bio": None, "twitter_username": None,
-            "public_repos": 0, "public_gists": 0,
-            "followers": account.space("followers").size,
-            "following": account.space("following").size,
-            "created_at": "2015-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
-        })
+        return self.respond(
+            {
+                "login": login,
+                "id": uid,
+                "node_id": _node_id(uid),
+                "avatar_url": f"{base}/avatars/u/{uid}?v=4",
+                "gravatar_id": "",
+                "url": api,
+                "html_url": f"{base}/{login}",
+                "followers_url": f"{api}/followers",
+                "following_url": f"{api}/following{{/other_user}}",
+                "repos_url": f"{api}/repos",
+                "type": "User",
+                "site_admin": False,
+                "name": account.name or login,
+                "company": None,
+                "blog": "",
+                "location": None,
+                "email": None,
+                "hireable": None,
+                "bio": None,
+                "twitter_username": None,
+                "public_repos": 0,
+                "public_gists": 0,
+                "followers": account.space("followers").size,
+                "following": account.space("following").size,
+                "created_at": "2015-01-01T00:00:00Z",
+                "updated_at": "2024-01-01T00:00:00Z",
+            }
+        )
 
     def page(self, sim, call, mods) -> web.Response:
         query = call.request.query
@@ -176,8 +237,11 @@ class GitHub(ProviderSim):
         headers = {}
         last = max(1, math.ceil(space.size / per_page))
         if last > 1 or page > 1:
-            base = (f"{self.base_url(call.request)}/user/{sim.numeric_id(call.account)}/"
-                    f"{call.relation}?" + (f"per_page={query['per_page']}&" if "per_page" in query else ""))
+            base = (
+                f"{self.base_url(call.request)}/user/{sim.numeric_id(call.account)}/"
+                f"{call.relation}?"
+                + (f"per_page={query['per_page']}&" if "per_page" in query else "")
+            )
             links = []
             if page > 1:
                 links.append(f'<{base}page={min(page - 1, last)}>; rel="prev"')
@@ -203,11 +267,12 @@ def _user_items(ids: list[int], base: str) -> RawJSON:
     items = []
     for n in ids:
         uid = str(n)
-        login = f"{_FIRST[n % _NF]}-{_LAST[(n // 31) % _NL]}-{n:x}"   # == login_of(n)
-        node_id = to_base64(b"04:User" + uid.encode(), newline=False).decode()   # == _node_id(n)
+        login = f"{_FIRST[n % _NF]}-{_LAST[(n // 31) % _NL]}-{n:x}"  # == login_of(n)
+        node_id = to_base64(b"04:User" + uid.encode(), newline=False).decode()  # == _node_id(n)
         items.append(
             f'{{"login":"{login}","id":{uid},"node_id":"{node_id}",'
             f'"avatar_url":"{base}/avatars/u/{uid}?v=4","gravatar_id":"",'
             f'"url":"{base}/users/{login}","html_url":"{base}/{login}",'
-            f'"type":"User","site_admin":false}}')
+            f'"type":"User","site_admin":false}}'
+        )
     return RawJSON("[" + ",".join(items) + "]")

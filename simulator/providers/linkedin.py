@@ -20,8 +20,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..identities import base62_fixed
-from .base import (Credentials, ErrorRow, ProviderSim, Route, bearer_token, dumps, int_param,
-                   json_object, json_response)
+from .base import (
+    Credentials,
+    ErrorRow,
+    ProviderSim,
+    Route,
+    bearer_token,
+    dumps,
+    int_param,
+    json_object,
+    json_response,
+)
 
 _URN = "urn:li:person:"
 
@@ -43,22 +52,54 @@ class LinkedIn(ProviderSim):
         Route("POST", "/oauth/v2/accessToken", "refresh", "token", authenticated=False),
     )
     ERROR_ROWS = (
-        ErrorRow("invalid_access_token", 401, "Invalid access token", 65600,
-                 extra={"code": "INVALID_ACCESS_TOKEN"}),
-        ErrorRow("revoked_access_token", 401,
-                 "The token used in the request has been revoked by the user", 65601,
-                 extra={"code": "REVOKED_ACCESS_TOKEN"}),
-        ErrorRow("expired_access_token", 401, "Expired access token", 65602,
-                 extra={"code": "EXPIRED_ACCESS_TOKEN"}),
-        ErrorRow("empty_access_token", 401, "Empty oauth2 access token", 65604,
-                 extra={"code": "EMPTY_ACCESS_TOKEN"}),
-        ErrorRow("access_denied", 403, "Not enough permissions to access: GET-viewer /connections",
-                 100, extra={"code": "ACCESS_DENIED"}),
+        ErrorRow(
+            "invalid_access_token",
+            401,
+            "Invalid access token",
+            65600,
+            extra={"code": "INVALID_ACCESS_TOKEN"},
+        ),
+        ErrorRow(
+            "revoked_access_token",
+            401,
+            "The token used in the request has been revoked by the user",
+            65601,
+            extra={"code": "REVOKED_ACCESS_TOKEN"},
+        ),
+        ErrorRow(
+            "expired_access_token",
+            401,
+            "Expired access token",
+            65602,
+            extra={"code": "EXPIRED_ACCESS_TOKEN"},
+        ),
+        ErrorRow(
+            "empty_access_token",
+            401,
+            "Empty oauth2 access token",
+            65604,
+            extra={"code": "EMPTY_ACCESS_TOKEN"},
+        ),
+        ErrorRow(
+            "access_denied",
+            403,
+            "Not enough permissions to access: GET-viewer /connections",
+            100,
+            extra={"code": "ACCESS_DENIED"},
+        ),
         ErrorRow("not_found", 404, "Not Found", extra={"code": "NOT_FOUND"}),
-        ErrorRow("bad_request", 400, "Invalid query parameters passed to request",
-                 extra={"code": "QUERY_PARAM_NOT_ALLOWED"}),
-        ErrorRow("throttled", 429, "Resource level throttle limit for calls to this resource "
-                 "is reached.", 101),
+        ErrorRow(
+            "bad_request",
+            400,
+            "Invalid query parameters passed to request",
+            extra={"code": "QUERY_PARAM_NOT_ALLOWED"},
+        ),
+        ErrorRow(
+            "throttled",
+            429,
+            "Resource level throttle limit for calls to this resource is reached.",
+            101,
+        ),
         ErrorRow("server_error", 500, "Internal Server Error"),
         ErrorRow("unavailable", 503, "Service Unavailable"),
         ErrorRow("gateway_timeout", 504, "Gateway Timeout"),
@@ -103,8 +144,13 @@ class LinkedIn(ProviderSim):
     def profile(self, sim, call, mods) -> web.Response:
         account = call.account
         first, _, last = (account.name or account.id).partition(" ")
-        return self.respond({"id": account.handle or account.id, "localizedFirstName": first,
-                             "localizedLastName": last})
+        return self.respond(
+            {
+                "id": account.handle or account.id,
+                "localizedFirstName": first,
+                "localizedLastName": last,
+            }
+        )
 
     def page(self, sim, call, mods) -> web.Response:
         query = call.request.query
@@ -130,17 +176,32 @@ class LinkedIn(ProviderSim):
     def refresh(self, sim, call, mods) -> web.Response:
         form = call.form
         if form.get("grant_type") != "refresh_token" or not form.get("refresh_token"):
-            return json_response({"error": "invalid_request",
-                                  "error_description": "A required parameter \"grant_type\" or "
-                                  "\"refresh_token\" is missing or invalid"}, 400)
-        token = sim.tokens.redeem(self.NAME, form["refresh_token"], call.t,
-                                  sim.scenario.token_ttl_s.get(self.NAME))
+            return json_response(
+                {
+                    "error": "invalid_request",
+                    "error_description": 'A required parameter "grant_type" or '
+                    '"refresh_token" is missing or invalid',
+                },
+                400,
+            )
+        token = sim.tokens.redeem(
+            self.NAME, form["refresh_token"], call.t, sim.scenario.token_ttl_s.get(self.NAME)
+        )
         if token is None:
-            return json_response({"error": "invalid_request",
-                                  "error_description": "The provided authorization grant or "
-                                  "refresh token is invalid, expired or revoked"}, 400)
-        return json_response({"access_token": token.value,
-                              "expires_in": round(token.expires_at - call.t),
-                              "refresh_token": token.refresh_token,
-                              "refresh_token_expires_in": 31_536_000,
-                              "scope": "r_liteprofile,r_network"})
+            return json_response(
+                {
+                    "error": "invalid_request",
+                    "error_description": "The provided authorization grant or "
+                    "refresh token is invalid, expired or revoked",
+                },
+                400,
+            )
+        return json_response(
+            {
+                "access_token": token.value,
+                "expires_in": round(token.expires_at - call.t),
+                "refresh_token": token.refresh_token,
+                "refresh_token_expires_in": 31_536_000,
+                "scope": "r_liteprofile,r_network",
+            }
+        )

@@ -39,7 +39,9 @@ def acct_of(n: int) -> str:
 
 def iso8601(t: float) -> str:
     whole = int(t)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((t - whole) * 1e6):06d}Z"
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((t - whole) * 1e6):06d}Z"
+    )
 
 
 class Mastodon(ProviderSim):
@@ -85,21 +87,29 @@ class Mastodon(ProviderSim):
         return str(n), acct_of(n)
 
     def limit_headers(self, quota) -> dict[str, str]:
-        return {"X-RateLimit-Limit": str(quota.limit),
-                "X-RateLimit-Remaining": str(quota.remaining),
-                "X-RateLimit-Reset": iso8601(quota.reset)}
+        return {
+            "X-RateLimit-Limit": str(quota.limit),
+            "X-RateLimit-Remaining": str(quota.remaining),
+            "X-RateLimit-Reset": iso8601(quota.reset),
+        }
 
     def render_error(self, sim, row: ErrorRow, call, params) -> web.Response:
         message = params.get("message") or row.message
         headers = {}
         if row.status == 401:
-            headers["WWW-Authenticate"] = (f'Bearer realm="Doorkeeper", error="invalid_token", '
-                                           f'error_description="{message}"')
+            headers["WWW-Authenticate"] = (
+                f'Bearer realm="Doorkeeper", error="invalid_token", error_description="{message}"'
+            )
         if row.status == 429:
             quota = sim.limiter.quota_for(self.NAME, call.token, call.remote, call.t)
             reset = fault_reset(quota, params, call.t, 300)
-            headers.update({"X-RateLimit-Limit": str(quota.limit if quota else 300),
-                            "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": iso8601(reset)})
+            headers.update(
+                {
+                    "X-RateLimit-Limit": str(quota.limit if quota else 300),
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": iso8601(reset),
+                }
+            )
         return self.respond({"error": message}, row.status, headers)
 
     def render_rate_limited(self, sim, quota, call) -> web.Response:
@@ -110,22 +120,36 @@ class Mastodon(ProviderSim):
     def profile(self, sim, call, mods) -> web.Response:
         account = call.account
         username = account.handle or account.id
-        return self.respond({
-            "id": account.id, "username": username, "acct": username,
-            "display_name": account.name or "", "locked": False, "bot": False,
-            "discoverable": True, "indexable": False, "group": False,
-            "created_at": "2022-11-01T00:00:00.000Z", "note": "",
-            "url": f"https://mastodon.example/@{username}",
-            "uri": f"https://mastodon.example/users/{username}",
-            "avatar": "https://mastodon.example/avatars/original/missing.png",
-            "avatar_static": "https://mastodon.example/avatars/original/missing.png",
-            "header": "https://mastodon.example/headers/original/missing.png",
-            "header_static": "https://mastodon.example/headers/original/missing.png",
-            "followers_count": account.space("followers").size,
-            "following_count": account.space("following").size,
-            "statuses_count": 0, "last_status_at": None, "hide_collections": account.hidden,
-            "noindex": False, "emojis": [], "roles": [], "fields": [],
-        })
+        return self.respond(
+            {
+                "id": account.id,
+                "username": username,
+                "acct": username,
+                "display_name": account.name or "",
+                "locked": False,
+                "bot": False,
+                "discoverable": True,
+                "indexable": False,
+                "group": False,
+                "created_at": "2022-11-01T00:00:00.000Z",
+                "note": "",
+                "url": f"https://mastodon.example/@{username}",
+                "uri": f"https://mastodon.example/users/{username}",
+                "avatar": "https://mastodon.example/avatars/original/missing.png",
+                "avatar_static": "https://mastodon.example/avatars/original/missing.png",
+                "header": "https://mastodon.example/headers/original/missing.png",
+                "header_static": "https://mastodon.example/headers/original/missing.png",
+                "followers_count": account.space("followers").size,
+                "following_count": account.space("following").size,
+                "statuses_count": 0,
+                "last_status_at": None,
+                "hide_collections": account.hidden,
+                "noindex": False,
+                "emojis": [],
+                "roles": [],
+                "fields": [],
+            }
+        )
 
     def page(self, sim, call, mods) -> web.Response:
         query = call.request.query
@@ -133,14 +157,14 @@ class Mastodon(ProviderSim):
         limit = min(max(int_param(query, "limit", self.PAGE_SIZE), 1), self.MAX_PAGE_SIZE)
         newest = _newest_follow_id(space)
         lo, hi = space.start, space.end
-        if "max_id" in query:   # older than max_id: a larger index
+        if "max_id" in query:  # older than max_id: a larger index
             lo = space.clamp((newest - int_param(query, "max_id", newest + 1)) // _FOLLOW_STEP + 1)
-        for name in ("since_id", "min_id"):   # newer than the cursor: a smaller index
+        for name in ("since_id", "min_id"):  # newer than the cursor: a smaller index
             if name in query:
                 distance = newest - int_param(query, name, newest + 1)
                 hi = min(hi, space.clamp(-(-distance // _FOLLOW_STEP)))
         if "min_id" in query and "max_id" not in query:
-            lo = max(lo, hi - limit)   # min_id: the page just above the cursor
+            lo = max(lo, hi - limit)  # min_id: the page just above the cursor
         hi = min(hi, lo + limit) if hi > lo else lo
         if call.account.hidden:
             hi = lo
@@ -154,8 +178,10 @@ class Mastodon(ProviderSim):
         body = RawJSON("[" + ",".join(map(_account_item, space.natives(lo, hi))) + "]")
         headers = {}
         if hi > lo:
-            base = (f"{origin(call.request)}/mastodon/api/v1/accounts/{call.account.id}/"
-                    f"{call.relation}?" + (f"limit={query['limit']}&" if "limit" in query else ""))
+            base = (
+                f"{origin(call.request)}/mastodon/api/v1/accounts/{call.account.id}/"
+                f"{call.relation}?" + (f"limit={query['limit']}&" if "limit" in query else "")
+            )
             links = []
             if full:
                 links.append(f'<{base}max_id={newest - _FOLLOW_STEP * (hi - 1)}>; rel="next"')
@@ -174,13 +200,15 @@ def _account_item(n: int) -> str:
     first, last = person_name(n)
     username, acct = username_of(n), acct_of(n)
     host = acct.partition("@")[2] or "mastodon.example"
-    return (f'{{"id":"{n}","username":"{username}","acct":"{acct}",'
-            f'"display_name":"{first} {last}","locked":false,"bot":false,"discoverable":true,'
-            f'"group":false,"created_at":"2023-01-01T00:00:00.000Z","note":"",'
-            f'"url":"https://{host}/@{username}",'
-            f'"avatar":"https://{host}/avatars/original/missing.png",'
-            f'"avatar_static":"https://{host}/avatars/original/missing.png",'
-            f'"header":"https://{host}/headers/original/missing.png",'
-            f'"header_static":"https://{host}/headers/original/missing.png",'
-            f'"followers_count":0,"following_count":0,"statuses_count":0,'
-            f'"last_status_at":null,"emojis":[],"fields":[]}}')
+    return (
+        f'{{"id":"{n}","username":"{username}","acct":"{acct}",'
+        f'"display_name":"{first} {last}","locked":false,"bot":false,"discoverable":true,'
+        f'"group":false,"created_at":"2023-01-01T00:00:00.000Z","note":"",'
+        f'"url":"https://{host}/@{username}",'
+        f'"avatar":"https://{host}/avatars/original/missing.png",'
+        f'"avatar_static":"https://{host}/avatars/original/missing.png",'
+        f'"header":"https://{host}/headers/original/missing.png",'
+        f'"header_static":"https://{host}/headers/original/missing.png",'
+        f'"followers_count":0,"following_count":0,"statuses_count":0,'
+        f'"last_status_at":null,"emojis":[],"fields":[]}}'
+    )

@@ -24,12 +24,27 @@ import struct
 from aiohttp import web
 
 from ..identities import first_lower, person_name
-from .base import (Credentials, ErrorRow, ProviderSim, Route, bearer_token, dumps, fault_reset,
-                   json_object, json_response)
+from .base import (
+    Credentials,
+    ErrorRow,
+    ProviderSim,
+    Route,
+    bearer_token,
+    dumps,
+    fault_reset,
+    json_object,
+    json_response,
+)
 
 _PROBLEMS = "https://api.twitter.com/2/problems"
-_OAUTH1_REQUIRED = ("oauth_consumer_key", "oauth_token", "oauth_signature",
-                    "oauth_signature_method", "oauth_timestamp", "oauth_nonce")
+_OAUTH1_REQUIRED = (
+    "oauth_consumer_key",
+    "oauth_token",
+    "oauth_signature",
+    "oauth_signature_method",
+    "oauth_timestamp",
+    "oauth_nonce",
+)
 _OAUTH1_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -58,29 +73,68 @@ class Twitter(ProviderSim):
         Route("POST", "/2/oauth2/token", "refresh", "token", authenticated=False),
     )
     ERROR_ROWS = (
-        ErrorRow("rate_limit", 429, "Rate limit exceeded", 88, extra={"title": "Too Many Requests"}),
-        ErrorRow("could_not_authenticate", 401, "Could not authenticate you.", 32,
-                 extra={"title": "Unauthorized"}),
-        ErrorRow("invalid_or_expired_token", 401, "Invalid or expired token.", 89,
-                 extra={"title": "Unauthorized"}),
-        ErrorRow("account_locked", 403,
-                 "To protect our users from spam and other malicious activity, this account is "
-                 "temporarily locked. Please log in to https://twitter.com to unlock your account.",
-                 326, extra={"title": "Forbidden"}),
-        ErrorRow("user_suspended", 403, "User has been suspended.", 63, extra={"title": "Forbidden"}),
-        ErrorRow("bad_authentication_data", 400, "Bad Authentication data.", 215,
-                 extra={"title": "Bad Request"}),
-        ErrorRow("over_capacity", 503, "Over capacity", 130, extra={"title": "Service Unavailable"}),
-        ErrorRow("internal_error", 500, "Internal error", 131, extra={"title": "Internal Server Error"}),
+        ErrorRow(
+            "rate_limit", 429, "Rate limit exceeded", 88, extra={"title": "Too Many Requests"}
+        ),
+        ErrorRow(
+            "could_not_authenticate",
+            401,
+            "Could not authenticate you.",
+            32,
+            extra={"title": "Unauthorized"},
+        ),
+        ErrorRow(
+            "invalid_or_expired_token",
+            401,
+            "Invalid or expired token.",
+            89,
+            extra={"title": "Unauthorized"},
+        ),
+        ErrorRow(
+            "account_locked",
+            403,
+            "To protect our users from spam and other malicious activity, this account is "
+            "temporarily locked. Please log in to https://twitter.com to unlock your account.",
+            326,
+            extra={"title": "Forbidden"},
+        ),
+        ErrorRow(
+            "user_suspended", 403, "User has been suspended.", 63, extra={"title": "Forbidden"}
+        ),
+        ErrorRow(
+            "bad_authentication_data",
+            400,
+            "Bad Authentication data.",
+            215,
+            extra={"title": "Bad Request"},
+        ),
+        ErrorRow(
+            "over_capacity", 503, "Over capacity", 130, extra={"title": "Service Unavailable"}
+        ),
+        ErrorRow(
+            "internal_error", 500, "Internal error", 131, extra={"title": "Internal Server Error"}
+        ),
         ErrorRow("unauthorized", 401, "Unauthorized", extra={"title": "Unauthorized"}),
         # an endpoint the API does not have: a real 404 (unlike an unknown user)
-        ErrorRow("page_not_found", 404, "Sorry, that page does not exist.", 34,
-                 extra={"title": "Not Found Error"}),
-        ErrorRow("resource_not_found", 200, "Could not find user with id: [{id}].",
-                 extra={"title": "Not Found Error", "problem": "resource-not-found"}),
-        ErrorRow("not_authorized_for_resource", 200,
-                 "Sorry, you are not authorized to see the user with id: [{id}].",
-                 extra={"title": "Authorization Error", "problem": "not-authorized-for-resource"}),
+        ErrorRow(
+            "page_not_found",
+            404,
+            "Sorry, that page does not exist.",
+            34,
+            extra={"title": "Not Found Error"},
+        ),
+        ErrorRow(
+            "resource_not_found",
+            200,
+            "Could not find user with id: [{id}].",
+            extra={"title": "Not Found Error", "problem": "resource-not-found"},
+        ),
+        ErrorRow(
+            "not_authorized_for_resource",
+            200,
+            "Sorry, you are not authorized to see the user with id: [{id}].",
+            extra={"title": "Authorization Error", "problem": "not-authorized-for-resource"},
+        ),
     )
     ROW_MISSING_AUTH = "unauthorized"
     ROW_MALFORMED_AUTH = "bad_authentication_data"
@@ -111,9 +165,11 @@ class Twitter(ProviderSim):
         return str(n), username_of(n)
 
     def limit_headers(self, quota) -> dict[str, str]:
-        return {"x-rate-limit-limit": str(quota.limit),
-                "x-rate-limit-remaining": str(quota.remaining),
-                "x-rate-limit-reset": self.epoch(quota.reset)}
+        return {
+            "x-rate-limit-limit": str(quota.limit),
+            "x-rate-limit-remaining": str(quota.remaining),
+            "x-rate-limit-reset": self.epoch(quota.reset),
+        }
 
     def render_error(self, sim, row: ErrorRow, call, params) -> web.Response:
         message = params.get("message") or row.message
@@ -127,9 +183,19 @@ class Twitter(ProviderSim):
             if beside:
                 user_id = str(params.get("hidden_id", "2244994945"))
             detail = message.format(id=user_id)
-            body = {"errors": [{"value": user_id, "detail": detail, "title": row.extra["title"],
-                                "resource_type": "user", "parameter": "id",
-                                "resource_id": user_id, "type": f"{_PROBLEMS}/{problem}"}]}
+            body = {
+                "errors": [
+                    {
+                        "value": user_id,
+                        "detail": detail,
+                        "title": row.extra["title"],
+                        "resource_type": "user",
+                        "parameter": "id",
+                        "resource_id": user_id,
+                        "type": f"{_PROBLEMS}/{problem}",
+                    }
+                ]
+            }
             if beside:
                 page = json.loads(self.page(sim, call, {}).text)
                 body = {**page, "errors": body["errors"]}
@@ -137,8 +203,11 @@ class Twitter(ProviderSim):
         if row.status == 429:
             quota = sim.limiter.quota_for(self.NAME, call.token, call.remote, call.t)
             reset = fault_reset(quota, params, call.t, 900)
-            headers = {"x-rate-limit-limit": str(quota.limit if quota else 15),
-                       "x-rate-limit-remaining": "0", "x-rate-limit-reset": self.epoch(reset)}
+            headers = {
+                "x-rate-limit-limit": str(quota.limit if quota else 15),
+                "x-rate-limit-remaining": "0",
+                "x-rate-limit-reset": self.epoch(reset),
+            }
         shape = params.get("shape") or ("v1" if row.code is not None else "v2")
         return self.respond(self._error_body(row, message, shape), row.status, headers)
 
@@ -159,14 +228,20 @@ class Twitter(ProviderSim):
 
     def profile(self, sim, call, mods) -> web.Response:
         account = call.account
-        data = {"id": account.id, "name": account.name or account.id,
-                "username": account.handle or f"user{account.id}"[:15]}
+        data = {
+            "id": account.id,
+            "name": account.name or account.id,
+            "username": account.handle or f"user{account.id}"[:15],
+        }
         fields = call.request.query.get("user.fields", "")
         if "public_metrics" in fields.split(","):
             data["public_metrics"] = {
                 "followers_count": account.space("followers").size,
                 "following_count": account.space("following").size,
-                "tweet_count": 0, "listed_count": 0, "like_count": 0}
+                "tweet_count": 0,
+                "listed_count": 0,
+                "like_count": 0,
+            }
         return self.respond({"data": data})
 
     def page(self, sim, call, mods) -> web.Response:
@@ -174,14 +249,17 @@ class Twitter(ProviderSim):
         space = call.account.space(call.relation)
         raw_max = query.get("max_results", str(self.PAGE_SIZE))
         if not raw_max.isdigit() or not 1 <= int(raw_max) <= self.MAX_PAGE_SIZE:
-            return self._invalid_param("max_results", raw_max,
-                                       f"is not between 1 and {self.MAX_PAGE_SIZE}")
+            return self._invalid_param(
+                "max_results", raw_max, f"is not between 1 and {self.MAX_PAGE_SIZE}"
+            )
         max_results = int(raw_max)
         lo = space.start
         if "pagination_token" in query:
             lo = self._decode_token(space, query["pagination_token"])
             if lo is None:
-                return self._invalid_param("pagination_token", query["pagination_token"], "is not valid")
+                return self._invalid_param(
+                    "pagination_token", query["pagination_token"], "is not valid"
+                )
         lo = space.clamp(lo)
         hi = min(space.end, lo + max_results)
         short = mods.get("short_page")
@@ -195,23 +273,44 @@ class Twitter(ProviderSim):
             meta["previous_token"] = self._encode_token(space, max(space.start, lo - max_results))
         members = [("meta", dumps(meta))]
         if hi > lo:  # an empty page has no "data" at all
-            members.insert(0, ("data", "[" + ",".join(map(_user_item, space.natives(lo, hi))) + "]"))
+            members.insert(
+                0, ("data", "[" + ",".join(map(_user_item, space.natives(lo, hi))) + "]")
+            )
         return self.respond(json_object(*members))
 
     def refresh(self, sim, call, mods) -> web.Response:
         form = call.form
         if form.get("grant_type") != "refresh_token":
-            return json_response({"error": "unsupported_grant_type",
-                                  "error_description": "Value passed for the grant type was invalid."}, 400)
-        token = sim.tokens.redeem(self.NAME, form.get("refresh_token", ""), call.t,
-                                  sim.scenario.token_ttl_s.get(self.NAME))
+            return json_response(
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": "Value passed for the grant type was invalid.",
+                },
+                400,
+            )
+        token = sim.tokens.redeem(
+            self.NAME,
+            form.get("refresh_token", ""),
+            call.t,
+            sim.scenario.token_ttl_s.get(self.NAME),
+        )
         if token is None:
-            return json_response({"error": "invalid_request",
-                                  "error_description": "Value passed for the token was invalid."}, 400)
-        return json_response({"token_type": "bearer", "expires_in": round(token.expires_at - call.t),
-                              "access_token": token.value,
-                              "scope": "tweet.read users.read follows.read offline.access",
-                              "refresh_token": token.refresh_token})
+            return json_response(
+                {
+                    "error": "invalid_request",
+                    "error_description": "Value passed for the token was invalid.",
+                },
+                400,
+            )
+        return json_response(
+            {
+                "token_type": "bearer",
+                "expires_in": round(token.expires_at - call.t),
+                "access_token": token.value,
+                "scope": "tweet.read users.read follows.read offline.access",
+                "refresh_token": token.refresh_token,
+            }
+        )
 
     # --- pagination tokens: opaque 16-character strings holding an index --------
 
@@ -229,12 +328,20 @@ class Twitter(ProviderSim):
         return index if check == space.key & 0xFFFF else None
 
     def _invalid_param(self, name: str, value: str, why: str) -> web.Response:
-        return self.respond({
-            "errors": [{"parameters": {name: [value]},
-                        "message": f"The `{name}` query parameter value [{value}] {why}"}],
-            "title": "Invalid Request",
-            "detail": "One or more parameters to your request was invalid.",
-            "type": f"{_PROBLEMS}/invalid-request"}, 400)
+        return self.respond(
+            {
+                "errors": [
+                    {
+                        "parameters": {name: [value]},
+                        "message": f"The `{name}` query parameter value [{value}] {why}",
+                    }
+                ],
+                "title": "Invalid Request",
+                "detail": "One or more parameters to your request was invalid.",
+                "type": f"{_PROBLEMS}/invalid-request",
+            },
+            400,
+        )
 
 
 def _user_item(n: int) -> str:

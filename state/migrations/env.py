@@ -1,4 +1,5 @@
 """Alembic environment: migrations run online against the URL state.migrate passes in."""
+
 from alembic import context
 from sqlalchemy import create_engine, pool
 

@@ -14,19 +14,22 @@ keeps the generated one, so the token check is fuzzed too).
 schemathesis's own pytest plugin does not run under this pytest, so each
 operation's Hypothesis strategy is driven here with ``@given``.
 """
+
 from __future__ import annotations
 
 import os
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis.generation.modes import GenerationMode
 
 from service.extensions import services
-from tests.integration.conftest_http import (  # noqa: F401  (fixtures)
-    BEARER, http_app, http_broker_url, recent_sync_ids,
+from tests.integration.conftest_http import (
+    BEARER,
+    recent_sync_ids,
 )
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
@@ -63,10 +66,16 @@ def test_every_endpoint_no_5xx_and_no_unsigned_sync(http_app, mode, capsys):
         label = f"{operation.method.upper()} {operation.path}"
         ran[label] = past_token[label] = 0
 
-        @given(case=operation.as_strategy(generation_mode=mode),
-               generated_auth=st.integers(0, 3).map(lambda n: n == 3))
-        @settings(max_examples=EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @given(
+            case=operation.as_strategy(generation_mode=mode),
+            generated_auth=st.integers(0, 3).map(lambda n: n == 3),
+        )
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def check(case, generated_auth):
             before = sync_count(http_app)
             response = case.call(headers=request_headers(case, generated_auth))
@@ -78,7 +87,9 @@ def test_every_endpoint_no_5xx_and_no_unsigned_sync(http_app, mode, capsys):
             content_type = response.headers.get("content-type") or ""
             if isinstance(content_type, list):  # schemathesis keeps every header as a list
                 content_type = content_type[0] if content_type else ""
-            html_page = operation.path.startswith("/dashboard") and content_type.startswith("text/html")
+            html_page = operation.path.startswith("/dashboard") and content_type.startswith(
+                "text/html"
+            )
             if response.status_code >= 400 and not html_page:
                 assert "error" in response.json(), (label, response.text[:300])
             if operation.path.startswith("/webhooks"):
@@ -92,8 +103,10 @@ def test_every_endpoint_no_5xx_and_no_unsigned_sync(http_app, mode, capsys):
             assert mode is GenerationMode.NEGATIVE, label
             del ran[label]
     with capsys.disabled():
-        print(f"\nfuzz {mode.value}: {sum(ran.values())} cases over {len(ran)} operations,"
-              f" {sum(past_token[label] for label in ran)} past the token check")
+        print(
+            f"\nfuzz {mode.value}: {sum(ran.values())} cases over {len(ran)} operations,"
+            f" {sum(past_token[label] for label in ran)} past the token check"
+        )
     assert ran and all(ran.values()), ran
     # the API's handlers read the fuzzed input only behind the bearer token
     assert all(past_token[label] for label in ran if " /v1/" in label), past_token

@@ -1,4 +1,5 @@
 """The RabbitMQ the broker tests use, where one is reachable (``TEST_AMQP_URL``)."""
+
 from __future__ import annotations
 
 import os

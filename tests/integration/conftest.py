@@ -4,6 +4,7 @@ Celery worker processes and the scheduler, started once per session.
 Every test uses its own user ids and simulator accounts, so tests share the
 stack without sharing state.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -12,8 +13,8 @@ import time
 import pytest
 import requests
 
-from service.config import DEV_API_TOKEN
 from devtools.devstack import DevStack, WorkerSpec, network_ids, send_login
+from service.config import DEV_API_TOKEN
 from tests.conftest import CLUSTER
 
 TEST_ENV = {
@@ -43,8 +44,11 @@ def stack_options(env: dict) -> dict:
         return {"env": env}
     from tests.integration.brokers import AMQP_URL
 
-    return {"env": {**env, "CELERY_BROKER_URL": AMQP_URL}, "redis_cluster": True,
-            "queue_region": "t" + secrets.token_hex(4)}
+    return {
+        "env": {**env, "CELERY_BROKER_URL": AMQP_URL},
+        "redis_cluster": True,
+        "queue_region": "t" + secrets.token_hex(4),
+    }
 
 
 class Stack:
@@ -58,17 +62,25 @@ class Stack:
         self.http.headers["Authorization"] = f"Bearer {DEV_API_TOKEN}"
 
     # -- simulator -----------------------------------------------------------------
-    def add_account(self, provider: str, size: int, start: int = 0,
-                    relations: list | None = None, **extra) -> dict:
+    def add_account(
+        self, provider: str, size: int, start: int = 0, relations: list | None = None, **extra
+    ) -> dict:
         """A simulator account; its login syncs ``relations`` (default: only the
         provider's first, so a test of one sync runs one sync)."""
         default_id = f"acct-{secrets.token_hex(4)}"
         if provider == "bluesky":  # an actor is a handle (a domain name) or a DID
             default_id += ".bsky.social"
-        account = {"provider": provider, "id": extra.pop("id", default_id),
-                   "size": size, "start": start, "token": extra.pop("token", f"tok-{secrets.token_hex(6)}"),
-                   **extra}
-        response = requests.post(f"{self.sim}/_sim/accounts", json={"accounts": [account]}, timeout=10)
+        account = {
+            "provider": provider,
+            "id": extra.pop("id", default_id),
+            "size": size,
+            "start": start,
+            "token": extra.pop("token", f"tok-{secrets.token_hex(6)}"),
+            **extra,
+        }
+        response = requests.post(
+            f"{self.sim}/_sim/accounts", json={"accounts": [account]}, timeout=10
+        )
         response.raise_for_status()
         return {**account, "relations": relations or [first_relation(provider)]}
 
@@ -77,8 +89,9 @@ class Stack:
 
     def truth_list(self, provider: str, account_id: str, relation: str | None = None) -> list:
         params = {"relation": relation} if relation else {}
-        response = requests.get(f"{self.sim}/_sim/truth/{provider}/{account_id}", params=params,
-                                timeout=60)
+        response = requests.get(
+            f"{self.sim}/_sim/truth/{provider}/{account_id}", params=params, timeout=60
+        )
         response.raise_for_status()
         return response.json()["ids"]
 
@@ -90,12 +103,17 @@ class Stack:
         return requests.get(f"{self.sim}/_sim/stats", timeout=10).json()
 
     # -- triggers ------------------------------------------------------------------
-    def login(self, user_id: str, *accounts: dict, delivery: str | None = None) -> requests.Response:
+    def login(
+        self, user_id: str, *accounts: dict, delivery: str | None = None
+    ) -> requests.Response:
         return send_login(self.web, user_id, list(accounts), delivery)
 
     def resync(self, user_id: str, provider: str, force: bool = True) -> dict:
-        response = self.http.post(f"{self.web}/v1/syncs", timeout=30,
-                                  json={"user_id": user_id, "provider": provider, "force": force})
+        response = self.http.post(
+            f"{self.web}/v1/syncs",
+            timeout=30,
+            json={"user_id": user_id, "provider": provider, "force": force},
+        )
         assert response.status_code == 202, response.text
         return response.json()
 
@@ -115,22 +133,15 @@ class Stack:
         return network_ids(self.web, self.http, user_id, provider)
 
     def changes(self, user_id: str, provider: str) -> dict:
-        return self.http.get(f"{self.web}/v1/users/{user_id}/networks/{provider}/changes",
-                             timeout=30).json()
+        return self.http.get(
+            f"{self.web}/v1/users/{user_id}/networks/{provider}/changes", timeout=30
+        ).json()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def session_database(database_url):
+def every_stack_uses_session_database(session_database):
     """Every stack of this session (web, workers, CLI runners) uses the session's database."""
-    import os
-
-    previous = os.environ.get("DATABASE_URL")
-    os.environ["DATABASE_URL"] = database_url
-    yield database_url
-    if previous is None:
-        os.environ.pop("DATABASE_URL", None)
-    else:
-        os.environ["DATABASE_URL"] = previous
+    return session_database
 
 
 @pytest.fixture(scope="session")
@@ -153,8 +164,3 @@ def first_relation(provider: str) -> str:
 
 def new_user() -> str:
     return f"u-{secrets.token_hex(5)}"
-
-
-# the operations stack (callbacks, control, live status, dashboard): tests/integration/ops_fixtures.py
-from tests.integration.ops_fixtures import (  # noqa: E402,F401
-    callback_receiver, ops_stack, sentry_receiver)

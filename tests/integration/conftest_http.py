@@ -5,11 +5,11 @@ from tests/conftest.py). No worker is needed: the app only enqueues. The
 broker is database 14 of the same server so that no worker of another test
 consumes (or is confused by) the messages these tests leave behind.
 """
+
 from __future__ import annotations
 
-import os
-
 import json
+import os
 import secrets
 import threading
 from dataclasses import replace
@@ -18,11 +18,10 @@ import pytest
 import redis
 from werkzeug.serving import make_server
 
+from devtools.devstack import signed_login_headers
 from service import create_app
 from service.config import DEV_API_TOKEN, load_settings
 from service.extensions import services
-from devtools.devstack import signed_login_headers
-from tests.integration.conftest import new_user  # noqa: F401  (the tests import it from here)
 
 BROKER_DB = 14
 BEARER = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
@@ -46,8 +45,13 @@ def http_broker_url(redis_url):
 def make_app(redis_url: str, key_prefix: str, broker_url: str, **overrides):
     # the session's database (tests/integration/conftest.py: session_database)
     overrides.setdefault("database_url", os.environ.get("DATABASE_URL"))
-    settings = replace(load_settings({}), redis_url=redis_url, broker_url=broker_url,
-                       key_prefix=key_prefix, **overrides)
+    settings = replace(
+        load_settings({}),
+        redis_url=redis_url,
+        broker_url=broker_url,
+        key_prefix=key_prefix,
+        **overrides,
+    )
     return create_app({"TESTING": True}, settings=settings)
 
 
@@ -97,11 +101,20 @@ def account(provider: str = "github", **fields) -> dict:
     account_id = f"acct-{secrets.token_hex(3)}"
     if provider == "bluesky":  # an actor is a handle (a domain name) or a DID
         account_id += ".bsky.social"
-    return {"provider": provider, "account_id": account_id,
-            "access_token": token(), "refresh_token": token(), "expires_at": 1_767_225_600,
-            "token_secret": None,
-            **({"relations": [providers.provider_classes()[provider].RELATIONS[0]]}
-               if provider in providers.provider_classes() else {}), **fields}
+    return {
+        "provider": provider,
+        "account_id": account_id,
+        "access_token": token(),
+        "refresh_token": token(),
+        "expires_at": 1_767_225_600,
+        "token_secret": None,
+        **(
+            {"relations": [providers.provider_classes()[provider].RELATIONS[0]]}
+            if provider in providers.provider_classes()
+            else {}
+        ),
+        **fields,
+    }
 
 
 def login_body(user_id: str, *accounts: dict) -> bytes:

@@ -4,6 +4,7 @@ Its own stack (not the session's) because callbacks, the live-connection cap
 and Sentry are settings read at process start. Database 12 on a shared
 Redis; an embedded one otherwise.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -28,9 +29,14 @@ class OpsStack(Stack):
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """``flask --app service …`` as an operator runs it, against this stack."""
-        done = subprocess.run([sys.executable, "-m", "flask", "--app", "service", *args],
-                              cwd=ROOT, env=self.dev.base_env, capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "service", *args],
+            cwd=ROOT,
+            env=self.dev.base_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if check:
             assert done.returncode == 0, (done.stdout, done.stderr)
         return done
@@ -47,8 +53,9 @@ class OpsStack(Stack):
         from state.delayed import DelayedSet
 
         client = self.redis()
-        return SimpleNamespace(switches=ProviderSwitches(client, "netsync"),
-                               delayed=DelayedSet(client, "netsync"))
+        return SimpleNamespace(
+            switches=ProviderSwitches(client, "netsync"), delayed=DelayedSet(client, "netsync")
+        )
 
     def pause(self, provider: str) -> None:
         """What `providers pause` does, without a CLI process (those are tested on their own)."""
@@ -86,14 +93,20 @@ def sentry_receiver():
 
 @pytest.fixture(scope="session")
 def ops_stack(tmp_path_factory, callback_receiver, sentry_receiver):
-    env = {**TEST_ENV, "CALLBACK_URL": callback_receiver.url,
-           "CALLBACK_BACKOFF_BASE_SECONDS": "0.2", "CALLBACK_BACKOFF_CAP_SECONDS": "1",
-           "CALLBACK_MAX_ATTEMPTS": "4", "LIVE_MAX_CONNECTIONS": str(LIVE_CAP)}
+    env = {
+        **TEST_ENV,
+        "CALLBACK_URL": callback_receiver.url,
+        "CALLBACK_BACKOFF_BASE_SECONDS": "0.2",
+        "CALLBACK_BACKOFF_CAP_SECONDS": "1",
+        "CALLBACK_MAX_ATTEMPTS": "4",
+        "LIVE_MAX_CONNECTIONS": str(LIVE_CAP),
+    }
     env["SENTRY_DSN"] = sentry_receiver.dsn
     dev = DevStack(
         var_dir=tmp_path_factory.mktemp("ops-stack"),
         workers=[WorkerSpec("normal,whale,trickle", pool="prefork", concurrency=3, name="ops")],
-        env=env, redis_db=OPS_DB,
+        env=env,
+        redis_db=OPS_DB,
     )
     with dev:
         yield OpsStack(dev, callback_receiver, sentry_receiver)

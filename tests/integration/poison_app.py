@@ -1,6 +1,7 @@
 """The service's Celery app with a poison page: a worker that parses a GitHub page
 whose cursor contains ``NETSYNC_TEST_POISON`` dies at once (``os._exit``), every
 time, as a page that crashes or OOMs its worker would. Used by test_faults only."""
+
 from __future__ import annotations
 
 import os

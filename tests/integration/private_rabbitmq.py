@@ -11,6 +11,7 @@ A restart on the same port with the same database keeps the durable queues and
 the persistent messages the server had written; what a SIGKILL cut short is lost,
 as in production.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,8 @@ class PrivateRabbitMQ:
         (home / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
             # the test's disk is small and shared: do not block publishers on it
-            "disk_free_limit.absolute = 1MB\n")
+            "disk_free_limit.absolute = 1MB\n"
+        )
         (home / "enabled_plugins").write_text("[].\n")  # no management listener on 15672
         (home / "rabbitmq-env.conf").write_text("")  # not the system's (it names the node)
         return {
@@ -83,16 +85,24 @@ class PrivateRabbitMQ:
             raise RuntimeError("no rabbitmq-server installed")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.starts += 1
-        log = open(self.directory / f"server-{self.starts}.out", "ab")
+        log = open(self.directory / f"server-{self.starts}.out", "ab")  # noqa: SIM115 - the child process writes to it after we return
         began = time.monotonic()
-        self.process = subprocess.Popen([script], cwd=self.directory, env=self._env(),
-                                        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [script],
+            cwd=self.directory,
+            env=self._env(),
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = began + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server exited with {self.process.returncode}; "
-                                   f"see {self.directory}/server-{self.starts}.out")
+                raise RuntimeError(
+                    f"rabbitmq-server exited with {self.process.returncode}; "
+                    f"see {self.directory}/server-{self.starts}.out"
+                )
             if self.answers():
                 return time.monotonic() - began
             time.sleep(0.2)
@@ -140,7 +150,7 @@ class PrivateRabbitMQ:
         self.process = None
         return True
 
-    def __enter__(self) -> "PrivateRabbitMQ":
+    def __enter__(self) -> PrivateRabbitMQ:
         self.start()
         return self
 

@@ -7,6 +7,7 @@ set in Redis), and can *expedite* a parked task: a provider wait of an hour
 with the right due time and no calls meanwhile, then made due now, which
 stands in for the hour passing.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import time
 import requests
 
 from devtools.devstack import send_login
-from tests.integration.conftest import new_user  # noqa: F401  (the tests import it from here)
+from tests.integration.conftest import new_user
 
 # The refresh rows need the app's OAuth client credentials in the workers.
 # The stack's processes inherit this process's environment and start after
@@ -56,8 +57,9 @@ def calls(stack, provider: str, **filters) -> list[dict]:
 
 
 def last_seq(stack) -> int:
-    response = requests.get(f"{stack.sim}/_sim/calls", params={"limit": 1, "since_seq": 10**12},
-                            timeout=10)
+    response = requests.get(
+        f"{stack.sim}/_sim/calls", params={"limit": 1, "since_seq": 10**12}, timeout=10
+    )
     return response.json()["next_seq"] - 1
 
 
@@ -68,8 +70,13 @@ def parked(stack, sync_id: str) -> list[dict]:
     for entry_id, payload in r.hgetall(f"{PREFIX}:{{delayed}}:entries").items():
         task = json.loads(payload)
         if task["args"] and task["args"][0] == sync_id:
-            out.append({**task, "id": entry_id.decode(),
-                        "score": r.zscore(f"{PREFIX}:{{delayed}}:due", entry_id)})
+            out.append(
+                {
+                    **task,
+                    "id": entry_id.decode(),
+                    "score": r.zscore(f"{PREFIX}:{{delayed}}:due", entry_id),
+                }
+            )
     return out
 
 

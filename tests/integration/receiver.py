@@ -1,4 +1,5 @@
 """A real HTTP receiver for callbacks, in the test process: scripted answers, every request kept."""
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ One task that counts its runs in Redis, on the test's Redis as broker with a
 visibility timeout of 2 s (so a Celery-side delay longer than that would be
 delivered again), all of kombu's keys under the test's own prefix.
 """
+
 from __future__ import annotations
 
 import os

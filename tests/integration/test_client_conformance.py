@@ -19,6 +19,7 @@ a real process. For each library:
 
 A library that is not installed skips its tests and says why.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,16 @@ from simulator.testing import run_simulator_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = Path(__file__).resolve().parent / "clients"
-CLIENTS_PYTHON = Path(os.environ.get("NETSYNC_CLIENTS_PYTHON", ROOT / ".venv-clients" / "bin" / "python"))
+CLIENTS_PYTHON = Path(
+    os.environ.get("NETSYNC_CLIENTS_PYTHON", ROOT / ".venv-clients" / "bin" / "python")
+)
 #: provider -> (module to import, distribution in requirements-clients.txt)
-LIBRARIES = {"github": ("github", "PyGithub"), "twitter": ("tweepy", "tweepy"),
-             "mastodon": ("mastodon", "Mastodon.py"), "facebook": ("facebook", "facebook-sdk")}
+LIBRARIES = {
+    "github": ("github", "PyGithub"),
+    "twitter": ("tweepy", "tweepy"),
+    "mastodon": ("mastodon", "Mastodon.py"),
+    "facebook": ("facebook", "facebook-sdk"),
+}
 #: the page size each library is asked for (the providers' defaults)
 PAGE = {"github": 30, "twitter": 100, "mastodon": 40, "facebook": 25}
 CLIENT_TIMEOUT_S = 60
@@ -46,34 +53,70 @@ def boundary_sizes(n: int) -> list[int]:
 
 
 def _account_id(provider: str, size: int) -> str:
-    return {"github": f"conf-{size}", "twitter": str(7_000_000 + size),
-            "mastodon": str(8_000_000 + size), "facebook": str(900_000 + size)}[provider]
+    return {
+        "github": f"conf-{size}",
+        "twitter": str(7_000_000 + size),
+        "mastodon": str(8_000_000 + size),
+        "facebook": str(900_000 + size),
+    }[provider]
 
 
 #: (case id, provider, account, network op arguments, relation)
 CASES = []
 for _provider, _n in PAGE.items():
     for _size in boundary_sizes(_n):
-        _account = {"provider": _provider, "id": _account_id(_provider, _size), "size": _size,
-                    "token": f"{_provider}-conf-{_size}"}
+        _account = {
+            "provider": _provider,
+            "id": _account_id(_provider, _size),
+            "size": _size,
+            "token": f"{_provider}-conf-{_size}",
+        }
         CASES.append((f"{_provider}-{_size}", _provider, _account, {}, "followers"))
 # the other relation, on disjoint networks of other sizes (GitHub, Twitter, Mastodon)
-for _provider, _size, _following in (("github", 31, 61), ("twitter", 101, 203), ("mastodon", 41, 81)):
-    _account = {"provider": _provider, "id": _account_id(_provider, 10_000 + _size), "size": _size,
-                "following_size": _following, "following_start": 5_000,
-                "token": f"{_provider}-conf-following"}
-    CASES.append((f"{_provider}-following-{_following}", _provider, _account,
-                  {"relation": "following"}, "following"))
+for _provider, _size, _following in (
+    ("github", 31, 61),
+    ("twitter", 101, 203),
+    ("mastodon", 41, 81),
+):
+    _account = {
+        "provider": _provider,
+        "id": _account_id(_provider, 10_000 + _size),
+        "size": _size,
+        "following_size": _following,
+        "following_start": 5_000,
+        "token": f"{_provider}-conf-following",
+    }
+    CASES.append(
+        (
+            f"{_provider}-following-{_following}",
+            _provider,
+            _account,
+            {"relation": "following"},
+            "following",
+        )
+    )
 CASES += [
-    ("github-per_page-100-201", "github",
-     {"provider": "github", "id": "conf-wide", "size": 201, "token": "github-conf-wide"},
-     {"per_page": 100}, "followers"),
-    ("twitter-oauth1-150", "twitter",
-     {"provider": "twitter", "id": "7999999", "size": 150, "token": "twitter-conf-oauth1"},
-     {"oauth1": True}, "followers"),
-    ("twitter-max_results-1000-1001", "twitter",
-     {"provider": "twitter", "id": "7999998", "size": 1001, "token": "twitter-conf-wide"},
-     {"max_results": 1000}, "followers"),
+    (
+        "github-per_page-100-201",
+        "github",
+        {"provider": "github", "id": "conf-wide", "size": 201, "token": "github-conf-wide"},
+        {"per_page": 100},
+        "followers",
+    ),
+    (
+        "twitter-oauth1-150",
+        "twitter",
+        {"provider": "twitter", "id": "7999999", "size": 150, "token": "twitter-conf-oauth1"},
+        {"oauth1": True},
+        "followers",
+    ),
+    (
+        "twitter-max_results-1000-1001",
+        "twitter",
+        {"provider": "twitter", "id": "7999998", "size": 1001, "token": "twitter-conf-wide"},
+        {"max_results": 1000},
+        "followers",
+    ),
 ]
 #: accounts the error and rate-limit checks use (each token its own quota window)
 EXTRA_ACCOUNTS = [
@@ -84,9 +127,11 @@ EXTRA_ACCOUNTS = [
     {"provider": "facebook", "id": "910002", "size": 3, "token": "fb-other"},
 ]
 # more tokens of the same accounts (a token per check: each opens its own window)
-TOKENS = {"github": ["gh-limit-2", "gh-limit-403", "gh-limit-429", "gh-secondary"],
-          "twitter": ["tw-limit-2", "tw-limit-3"],
-          "mastodon": ["ma-limit-2", "ma-limit-3"]}
+TOKENS = {
+    "github": ["gh-limit-2", "gh-limit-403", "gh-limit-429", "gh-secondary"],
+    "twitter": ["tw-limit-2", "tw-limit-3"],
+    "mastodon": ["ma-limit-2", "ma-limit-3"],
+}
 
 
 def _scenario() -> dict:
@@ -95,13 +140,16 @@ def _scenario() -> dict:
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    with run_simulator_process(_scenario(), directory=tmp_path_factory.mktemp("conformance")) as running:
+    with run_simulator_process(
+        _scenario(), directory=tmp_path_factory.mktemp("conformance")
+    ) as running:
         # extra tokens for the limit checks: same accounts, tokens of their own
         accounts = {a["provider"]: a for a in EXTRA_ACCOUNTS}
         for provider, tokens in TOKENS.items():
             for i, token in enumerate(tokens):
-                running.put_accounts({**accounts[provider], "id": f"{accounts[provider]['id']}{i}",
-                                      "token": token})
+                running.put_accounts(
+                    {**accounts[provider], "id": f"{accounts[provider]['id']}{i}", "token": token}
+                )
         yield running
 
 
@@ -113,14 +161,25 @@ def require(provider: str) -> None:
     module, distribution = LIBRARIES[provider]
     if provider not in _available:
         if not CLIENTS_PYTHON.exists():
-            _available[provider] = (f"{CLIENTS_PYTHON} not found: `make clients` installs "
-                                    f"requirements-clients.txt into .venv-clients")
+            _available[provider] = (
+                f"{CLIENTS_PYTHON} not found: `make clients` installs "
+                f"requirements-clients.txt into .venv-clients"
+            )
         else:
-            probe = subprocess.run([str(CLIENTS_PYTHON), "-c", f"import {module}"],
-                                   capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S)
-            _available[provider] = None if probe.returncode == 0 else (
-                f"{distribution} is not importable in {CLIENTS_PYTHON} "
-                f"(`make clients`): {probe.stderr.strip().splitlines()[-1:]}")
+            probe = subprocess.run(
+                [str(CLIENTS_PYTHON), "-c", f"import {module}"],
+                capture_output=True,
+                text=True,
+                timeout=CLIENT_TIMEOUT_S,
+            )
+            _available[provider] = (
+                None
+                if probe.returncode == 0
+                else (
+                    f"{distribution} is not importable in {CLIENTS_PYTHON} "
+                    f"(`make clients`): {probe.stderr.strip().splitlines()[-1:]}"
+                )
+            )
     if _available[provider]:
         pytest.skip(_available[provider])
 
@@ -128,9 +187,14 @@ def require(provider: str) -> None:
 def run_client(sim, provider: str, *ops: dict) -> list[dict]:
     """Run ``ops`` with the provider's library (``clients/<provider>_client.py``)."""
     require(provider)
-    done = subprocess.run([str(CLIENTS_PYTHON), str(CLIENTS / f"{provider}_client.py")],
-                          input=json.dumps({"base": sim.base_url, "ops": list(ops)}),
-                          capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S, cwd=CLIENTS)
+    done = subprocess.run(
+        [str(CLIENTS_PYTHON), str(CLIENTS / f"{provider}_client.py")],
+        input=json.dumps({"base": sim.base_url, "ops": list(ops)}),
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_TIMEOUT_S,
+        cwd=CLIENTS,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)["results"]
 
@@ -160,8 +224,10 @@ def paged(sim, provider: str) -> dict:
     if provider not in _paged:
         cases = [c for c in CASES if c[1] == provider]
         key = {"github": "login"}.get(provider, "id")
-        ops = [{"op": "network", "token": account["token"], key: account["id"], **args}
-               for _, _, account, args, _ in cases]
+        ops = [
+            {"op": "network", "token": account["token"], key: account["id"], **args}
+            for _, _, account, args, _ in cases
+        ]
         results = run_client(sim, provider, *ops)
         rules = [r for r in sim.stats()["rate_limits"] if r["provider"] == provider]
         _paged[provider] = {"results": {c[0]: r for c, r in zip(cases, results)}, "rules": rules}
@@ -173,8 +239,10 @@ def test_library_pages_exactly_the_truth(sim, case):
     case_id, provider, account, _, relation = case
     got = value(paged(sim, provider)["results"][case_id])
     truth = sim.truth(provider, account["id"], relation if relation != "followers" else None)
-    assert truth["count"] == (account.get("following_size") if relation == "following" else account["size"])
-    assert got["ids"] == truth["ids"]   # same ids, same order, no duplicates
+    assert truth["count"] == (
+        account.get("following_size") if relation == "following" else account["size"]
+    )
+    assert got["ids"] == truth["ids"]  # same ids, same order, no duplicates
 
 
 def test_pygithub_follows_the_urls_the_simulator_gave_and_reads_its_rate_headers(sim):
@@ -182,7 +250,7 @@ def test_pygithub_follows_the_urls_the_simulator_gave_and_reads_its_rate_headers
     that URL names the simulator (GitHub Enterprise style), not api.github.com."""
     run = paged(sim, "github")
     (rule,) = run["rules"]
-    assert rule["implicit"] and rule["limit"] == 5000   # no scenario rule: the default one
+    assert rule["implicit"] and rule["limit"] == 5000  # no scenario rule: the default one
     for case_id, provider, account, _, _ in CASES:
         if provider != "github":
             continue
@@ -211,16 +279,23 @@ def test_mastodon_py_reads_the_iso_reset_and_remaining(sim):
 
 
 def test_tweepy_sees_the_rate_headers_of_the_default_rule(sim):
-    results = run_client(sim, "twitter", {"op": "headers", "token": "twitter-conf-1",
-                                          "id": _account_id("twitter", 1)})
+    results = run_client(
+        sim,
+        "twitter",
+        {"op": "headers", "token": "twitter-conf-1", "id": _account_id("twitter", 1)},
+    )
     headers = {k.lower(): v for k, v in value(results[0]).items()}
     (rule,) = [r for r in sim.stats()["rate_limits"] if r["provider"] == "twitter"]
     seen = rule["by_key"]["twitter-conf-1"]
-    assert headers == {"x-rate-limit-limit": "15000", "x-rate-limit-remaining": str(15000 - seen["used"]),
-                       "x-rate-limit-reset": str(seen["reset"])}
+    assert headers == {
+        "x-rate-limit-limit": "15000",
+        "x-rate-limit-remaining": str(15000 - seen["used"]),
+        "x-rate-limit-reset": str(seen["reset"]),
+    }
 
 
 # --- errors and limits: the library's own exception for each -------------------------------
+
 
 @pytest.fixture
 def faults(sim):
@@ -230,14 +305,28 @@ def faults(sim):
 
 
 def test_pygithub_errors_and_rate_limits(sim, faults):
-    faults({"kind": "rate_limit", "provider": "github", "limit": 1, "window_s": 2, "status": 403},
-           {"kind": "error", "provider": "github", "token": "gh-limit-429",
-            "name": "primary_rate_limit_429", "reset_in_s": 30},
-           {"kind": "error", "provider": "github", "token": "gh-secondary",
-            "name": "secondary_rate_limit", "retry_after": 1, "times": 1})
+    faults(
+        {"kind": "rate_limit", "provider": "github", "limit": 1, "window_s": 2, "status": 403},
+        {
+            "kind": "error",
+            "provider": "github",
+            "token": "gh-limit-429",
+            "name": "primary_rate_limit_429",
+            "reset_in_s": 30,
+        },
+        {
+            "kind": "error",
+            "provider": "github",
+            "token": "gh-secondary",
+            "name": "secondary_rate_limit",
+            "retry_after": 1,
+            "times": 1,
+        },
+    )
     login = "conf-limits"
     bad, ghost, anonymous, unknown, limited, waited, status429, secondary = run_client(
-        sim, "github",
+        sim,
+        "github",
         {"op": "profile", "login": login, "token": "nope"},
         {"op": "profile", "login": "ghost-account", "token": "gh-limit-1"},
         {"op": "me"},
@@ -245,7 +334,8 @@ def test_pygithub_errors_and_rate_limits(sim, faults):
         {"op": "profile", "login": login, "token": "gh-limit-1", "calls": 2},
         {"op": "profile", "login": login, "token": "gh-limit-2", "calls": 2, "retry": True},
         {"op": "profile", "login": login, "token": "gh-limit-429"},
-        {"op": "profile", "login": login, "token": "gh-secondary", "retry": True})
+        {"op": "profile", "login": login, "token": "gh-secondary", "retry": True},
+    )
     assert raised(bad)["class"] == "BadCredentialsException" and raised(bad)["status"] == 401
     assert raised(ghost)["class"] == "UnknownObjectException" and raised(ghost)["status"] == 404
     # "Requires authentication": PyGithub keeps BadCredentialsException for "Bad credentials"
@@ -254,7 +344,10 @@ def test_pygithub_errors_and_rate_limits(sim, faults):
     # the second call of a 1-per-window token: PyGithub's rate-limit exception, headers intact
     error = raised(limited)
     assert error["class"] == "RateLimitExceededException" and error["status"] == 403
-    assert error["headers"]["x-ratelimit-remaining"] == "0" and error["headers"]["x-ratelimit-limit"] == "1"
+    assert (
+        error["headers"]["x-ratelimit-remaining"] == "0"
+        and error["headers"]["x-ratelimit-limit"] == "1"
+    )
     # PyGithub names only a 403 a rate limit: a 429 (GitHub sends both) is a plain GithubException
     assert raised(status429)["class"] == "GithubException" and raised(status429)["status"] == 429
     assert raised(status429)["message"].startswith("API rate limit exceeded")
@@ -272,13 +365,21 @@ def test_tweepy_errors_and_rate_limits(sim, faults):
     faults({"kind": "rate_limit", "provider": "twitter", "limit": 1, "window_s": 2})
     account = "7100001"
     bad, bad_oauth1, unknown_path, ghost, limited, waited = run_client(
-        sim, "twitter",
+        sim,
+        "twitter",
         {"op": "user", "token": "nope", "id": account},
         {"op": "user", "token": "nope", "id": account, "oauth1": True},
         {"op": "raw_get", "token": "tw-limit-1", "path": "/2/nope"},
         {"op": "user", "token": "tw-limit-3", "id": "999"},
         {"op": "user", "token": "tw-limit-1", "id": account, "calls": 2},
-        {"op": "user", "token": "tw-limit-2", "id": account, "calls": 2, "wait_on_rate_limit": True})
+        {
+            "op": "user",
+            "token": "tw-limit-2",
+            "id": account,
+            "calls": 2,
+            "wait_on_rate_limit": True,
+        },
+    )
     assert raised(bad)["class"] == "Unauthorized" and raised(bad)["status"] == 401
     assert raised(bad_oauth1)["class"] == "Unauthorized" and raised(bad_oauth1)["api_codes"] == [32]
     assert raised(unknown_path)["class"] == "NotFound" and raised(unknown_path)["api_codes"] == [34]
@@ -295,18 +396,34 @@ def test_tweepy_errors_and_rate_limits(sim, faults):
 
 
 def test_mastodon_py_errors_and_rate_limits(sim, faults):
-    faults({"kind": "rate_limit", "provider": "mastodon", "limit": 1, "window_s": 2, "align": False})
+    faults(
+        {"kind": "rate_limit", "provider": "mastodon", "limit": 1, "window_s": 2, "align": False}
+    )
     account = "8100001"
     bad, ghost, unknown_path, limited, waited = run_client(
-        sim, "mastodon",
+        sim,
+        "mastodon",
         {"op": "me", "token": "nope"},
         {"op": "account", "id": "999", "token": "ma-limit-3"},
         {"op": "instance", "token": "ma-limit-3"},
         {"op": "account", "id": account, "token": "ma-limit-1", "calls": 2},
-        {"op": "account", "id": account, "token": "ma-limit-2", "calls": 2, "ratelimit_method": "wait"})
+        {
+            "op": "account",
+            "id": account,
+            "token": "ma-limit-2",
+            "calls": 2,
+            "ratelimit_method": "wait",
+        },
+    )
     assert raised(bad)["class"] == "MastodonUnauthorizedError" and 401 in raised(bad)["args"]
-    assert raised(ghost)["class"] == "MastodonNotFoundError" and "Record not found" in raised(ghost)["args"]
-    assert raised(unknown_path)["class"] == "MastodonNotFoundError" and "Not Found" in raised(unknown_path)["args"]
+    assert (
+        raised(ghost)["class"] == "MastodonNotFoundError"
+        and "Record not found" in raised(ghost)["args"]
+    )
+    assert (
+        raised(unknown_path)["class"] == "MastodonNotFoundError"
+        and "Not Found" in raised(unknown_path)["args"]
+    )
     assert raised(limited)["class"] == "MastodonRatelimitError"
     # "wait": slept until the ISO reset of the 429, then the retry was admitted
     got = value(waited)
@@ -315,19 +432,31 @@ def test_mastodon_py_errors_and_rate_limits(sim, faults):
 
 
 def test_facebook_sdk_errors_and_rate_limits(sim, faults):
-    faults({"kind": "rate_limit", "provider": "facebook", "limit": 1, "window_s": 3600, "scope": "token"})
+    faults(
+        {
+            "kind": "rate_limit",
+            "provider": "facebook",
+            "limit": 1,
+            "window_s": 3600,
+            "scope": "token",
+        }
+    )
     bad, missing, other, unknown_path, limited = run_client(
-        sim, "facebook",
+        sim,
+        "facebook",
         {"op": "friends_page", "id": "910001", "token": "nope"},
         {"op": "friends_page", "id": "910001"},
         {"op": "friends_page", "id": "910002", "token": "fb-limit-1"},
         {"op": "raw", "path": "v3.1/910001/friends/extra", "token": "fb-limit-1"},
-        {"op": "friends_page", "id": "910001", "token": "fb-limit-1", "calls": 2})
+        {"op": "friends_page", "id": "910001", "token": "fb-limit-1", "calls": 2},
+    )
     for result in (bad, missing, other, unknown_path, limited):
-        assert raised(result)["class"] == "GraphAPIError"   # facebook-sdk has no other
-        assert raised(result)["type"] == ("GraphMethodException" if result is other else "OAuthException")
+        assert raised(result)["class"] == "GraphAPIError"  # facebook-sdk has no other
+        assert raised(result)["type"] == (
+            "GraphMethodException" if result is other else "OAuthException"
+        )
     assert raised(bad)["code"] == 190
-    assert raised(missing)["code"] == 104   # "An access token is required to request this resource."
+    assert raised(missing)["code"] == 104  # "An access token is required to request this resource."
     assert (raised(other)["code"], raised(other)["subcode"]) == (100, 33)
     assert raised(unknown_path)["code"] == 2500
     assert raised(limited)["code"] == 17 and raised(limited)["is_transient"] is True

@@ -3,6 +3,7 @@
 Only meaningful in ``make integration-cluster`` (``NETSYNC_TEST_CLUSTER=1``);
 elsewhere it is skipped, saying so.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -12,9 +13,12 @@ from state.keys import Keys
 from tests.conftest import CLUSTER
 from tests.integration.conftest import new_user
 
-pytestmark = [pytest.mark.cluster,
-              pytest.mark.skipif(not CLUSTER, reason="only in the Redis Cluster run "
-                                                     "(make integration-cluster)")]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(
+        not CLUSTER, reason="only in the Redis Cluster run (make integration-cluster)"
+    ),
+]
 
 
 def test_syncs_keep_their_state_on_every_master_and_the_broker_is_rabbitmq(stack):

@@ -6,6 +6,7 @@ The access rules are checked over plain HTTP too. The screenshot goes to
 the test artefacts (``test-artifacts/``); with ``UPDATE_DOCS_SCREENSHOT=1`` it
 also replaces ``docs/dashboard.png`` (a test run must not dirty the checkout).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,10 @@ def browser_binaries() -> tuple[str, str] | None:
 def browser():
     binaries = browser_binaries()
     if binaries is None:
-        pytest.skip("no chromium + chromedriver on this machine (make test installs Debian's "
-                    "chromium and chromium-driver where it runs as root with apt)")
+        pytest.skip(
+            "no chromium + chromedriver on this machine (make test installs Debian's "
+            "chromium and chromium-driver where it runs as root with apt)"
+        )
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -44,8 +47,13 @@ def browser():
         pytest.skip("selenium is not installed (requirements-dev.txt)")
     options = webdriver.ChromeOptions()
     options.binary_location = binaries[0]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1400,1300"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1300",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=binaries[1]))
     driver.set_page_load_timeout(30)
@@ -60,7 +68,9 @@ def test_the_dashboard_needs_a_token_and_never_puts_it_in_the_cookie(ops_stack):
     refused = requests.get(page, timeout=10)
     assert refused.status_code == 401 and "<form" in refused.text
     assert requests.get(page + "/state.json", timeout=10).status_code == 401
-    assert requests.get(page, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
+    assert (
+        requests.get(page, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
+    )
     # queue depths are read from a Redis broker's lists; on RabbitMQ the dashboard says
     # they are not known (its management UI has them)
     on_redis = is_redis_broker(ops_stack.dev.base_env["CELERY_BROKER_URL"])
@@ -68,8 +78,9 @@ def test_the_dashboard_needs_a_token_and_never_puts_it_in_the_cookie(ops_stack):
     assert state["queues_known"] is on_redis
     bad = requests.post(page + "/login", data={"token": "wrong"}, timeout=10)
     assert bad.status_code == 401 and "not valid" in bad.text
-    good = requests.post(page + "/login", data={"token": DEV_API_TOKEN}, timeout=10,
-                         allow_redirects=False)
+    good = requests.post(
+        page + "/login", data={"token": DEV_API_TOKEN}, timeout=10, allow_redirects=False
+    )
     assert good.status_code == 303
     cookie = good.headers["Set-Cookie"]
     for attribute in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/dashboard"):
@@ -78,8 +89,9 @@ def test_the_dashboard_needs_a_token_and_never_puts_it_in_the_cookie(ops_stack):
     cookies = {"netsync_dashboard": good.cookies["netsync_dashboard"]}
     assert requests.get(page + "/state.json", timeout=10, cookies=cookies).status_code == 200
     # a form post with the cookie but without the page's form token changes nothing
-    forged = requests.post(page + "/providers/github/pause", cookies=cookies, timeout=10,
-                           allow_redirects=False)
+    forged = requests.post(
+        page + "/providers/github/pause", cookies=cookies, timeout=10, allow_redirects=False
+    )
     assert forged.status_code == 403
     assert not requests.get(page + "/state.json", headers=AUTH, timeout=10).json()["paused"]
 
@@ -120,8 +132,9 @@ def test_dashboard_in_a_browser_shows_progress_moving_and_a_failure(ops_stack, b
 
     # A sync slow enough to watch: 30,000 followers (a whale) at 400 ms a call.
     slow = ops_stack.add_account("github", 30_000)
-    ops_stack.add_faults({"kind": "latency", "provider": "github", "token": slow["token"],
-                          "mean": 400, "jitter": 20})
+    ops_stack.add_faults(
+        {"kind": "latency", "provider": "github", "token": slow["token"], "mean": 400, "jitter": 20}
+    )
     slow_sync = ops_stack.login(new_user(), slow).json()["syncs"][0]["sync_id"]
     held_sync = None
     try:
@@ -135,12 +148,16 @@ def test_dashboard_in_a_browser_shows_progress_moving_and_a_failure(ops_stack, b
         wait_until(lambda: "linkedin" in _text(browser, "#paused"), what="paused banner")
         ops_stack.pause_reached_workers()
         held_sync = ops_stack.login(new_user(), ops_stack.add_account("linkedin", 200)).json()[
-            "syncs"][0]["sync_id"]
+            "syncs"
+        ][0]["sync_id"]
 
         row = f'#in-flight tr[data-sync-id="{slow_sync}"] [data-field="connections"]'
         first = wait_until(lambda: _text(browser, row), what="the slow sync's row")
-        wait_until(lambda: _text(browser, row) not in ("", first), timeout=30,
-                   what="its progress moving on the page (refreshed by the script)")
+        wait_until(
+            lambda: _text(browser, row) not in ("", first),
+            timeout=30,
+            what="its progress moving on the page (refreshed by the script)",
+        )
 
         # A failure: every call of this account answers 503 until the retries run out.
         broken = ops_stack.add_account("github", 10)

@@ -6,6 +6,7 @@ redelivery is pushed out of reach (visibility timeout one hour), so a sync
 that finishes did so through netsync's own recovery, not by waiting out the
 broker.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,8 @@ import sys
 import time
 
 import pytest
-import requests
 import redis
+import requests
 
 from devtools.devstack import ROOT, DevStack, WorkerSpec
 from providers.github import GitHub
@@ -30,30 +31,48 @@ from tests.integration.test_rabbitmq import AMQP_URL, delete_amqp_queues, rabbit
 # A quick sweep, but patient with syncs that do not move: on a loaded machine the
 # workers' reconnect after a Redis restart can take longer than a few 2 s stalls,
 # and a sync given up as ``stalled`` then would be the test's timing, not a bug.
-FAULT_ENV = {**TEST_ENV, "BROKER_VISIBILITY_TIMEOUT": "3600", "STALL_SECONDS": "2",
-             "SWEEP_INTERVAL_SECONDS": "0.5", "MAX_RECOVERIES": "60"}
+FAULT_ENV = {
+    **TEST_ENV,
+    "BROKER_VISIBILITY_TIMEOUT": "3600",
+    "STALL_SECONDS": "2",
+    "SWEEP_INTERVAL_SECONDS": "0.5",
+    "MAX_RECOVERIES": "60",
+}
 #: well below the visibility timeout: only netsync's recovery can finish in time
 RECOVERY_PATIENCE_S = 150
 
 
-def fault_stack(tmp_path, broker: str, pool: str = "prefork",
-                **options) -> tuple[DevStack, list[str]]:
+def fault_stack(
+    tmp_path, broker: str, pool: str = "prefork", **options
+) -> tuple[DevStack, list[str]]:
     env, queue_names = dict(FAULT_ENV), "normal,whale,trickle"
     if broker == "amqp":
         region = "t" + secrets.token_hex(4)
         queue_names = ",".join(f"{region}.{cls}" for cls in ("normal", "whale", "trickle"))
         env.update({"CELERY_BROKER_URL": AMQP_URL, "PROVIDER_REGIONS": f"github:{region}"})
     env.update(options.pop("env", {}))
-    dev = DevStack(var_dir=tmp_path, env=env, embedded_redis=True,
-                   workers=[WorkerSpec(queue_names, pool=pool, concurrency=2 if pool == "prefork" else 8,
-                                       name="first")], **options)
+    dev = DevStack(
+        var_dir=tmp_path,
+        env=env,
+        embedded_redis=True,
+        workers=[
+            WorkerSpec(
+                queue_names, pool=pool, concurrency=2 if pool == "prefork" else 8, name="first"
+            )
+        ],
+        **options,
+    )
     return dev, queue_names.split(",")
 
 
 BROKERS = [
     "redis",
-    pytest.param("amqp", marks=pytest.mark.skipif(
-        not rabbitmq_reachable(), reason=f"RabbitMQ not reachable at {AMQP_URL}")),
+    pytest.param(
+        "amqp",
+        marks=pytest.mark.skipif(
+            not rabbitmq_reachable(), reason=f"RabbitMQ not reachable at {AMQP_URL}"
+        ),
+    ),
 ]
 
 
@@ -130,9 +149,11 @@ def test_kill_9_of_the_worker_mid_whale_is_recovered_exactly(tmp_path, broker):
             assert set(ids) == stack.truth("github", account["id"])
             # (whether the sweep had to act depends on whether the killed pages were
             # stored before their ack; the mid-sync test above makes sure they were not)
-            print(f"{broker}: killed at page {before['pages_fetched']} after "
-                  f"{killed - began:.0f} s; finished {done - killed:.0f} s after the kill "
-                  f"({done - began:.0f} s in all)")
+            print(
+                f"{broker}: killed at page {before['pages_fetched']} after "
+                f"{killed - began:.0f} s; finished {done - killed:.0f} s after the kill "
+                f"({done - began:.0f} s in all)"
+            )
     finally:
         if broker == "amqp":
             delete_amqp_queues(queue_names)
@@ -142,8 +163,9 @@ def start_two_syncs(stack: Stack) -> tuple[list, list, list]:
     """A 15,000- and a 4,000-follower GitHub sync, started by two logins."""
     accounts = [stack.add_account("github", size) for size in (15_000, 4_000)]
     users = [new_user() for _ in accounts]
-    syncs = [stack.login(user, account).json()["syncs"][0]
-             for user, account in zip(users, accounts)]
+    syncs = [
+        stack.login(user, account).json()["syncs"][0] for user, account in zip(users, accounts)
+    ]
     return accounts, users, syncs
 
 
@@ -152,8 +174,11 @@ def assert_exact_and_alive(dev: DevStack, stack: Stack, started: tuple) -> None:
     and no process of the stack exited."""
     for account, user, sync in zip(*started):
         record = stack.wait_final(sync["sync_id"], timeout=RECOVERY_PATIENCE_S)
-        assert record["status"] == "succeeded", (record.get("error"), record,
-                                                 log_tail(dev.var_dir / "first.log"))
+        assert record["status"] == "succeeded", (
+            record.get("error"),
+            record,
+            log_tail(dev.var_dir / "first.log"),
+        )
         ids = stack.network_ids(user, "github")
         assert len(ids) == len(set(ids)) == account["size"]
         assert set(ids) == stack.truth("github", account["id"])
@@ -177,9 +202,11 @@ def test_redis_killed_and_restarted_mid_sync_finishes_exactly(tmp_path, pool):
         assert_exact_and_alive(dev, stack, started)
 
 
-@pytest.mark.skipif(server_script() is None,
-                    reason="no rabbitmq-server installed: no private broker to restart "
-                           "(the shared one is never restarted by a test)")
+@pytest.mark.skipif(
+    server_script() is None,
+    reason="no rabbitmq-server installed: no private broker to restart "
+    "(the shared one is never restarted by a test)",
+)
 @pytest.mark.parametrize("how", ["kill", "stop"])
 def test_rabbitmq_restarted_mid_sync_finishes_exactly(tmp_path, how):
     """A RabbitMQ of the test's own (not the machine's shared one) is SIGKILLed
@@ -223,8 +250,12 @@ def test_provider_outage_is_ridden_out_with_calls_bounded_per_provider(tmp_path)
     """503 on every call for OUTAGE_S mid-way through a fanned-out sync (GitHub's page
     one launches every page): the sync finishes after it, exact, and the provider saw
     calls bounded by its circuit breaker, not by the number of pages in flight."""
-    env = {"RETRY_BUDGET_SECONDS": "60", "BREAKER_THRESHOLD": "5",
-           "BREAKER_COOLDOWN_SECONDS": "1", "BREAKER_MAX_COOLDOWN_SECONDS": "1"}
+    env = {
+        "RETRY_BUDGET_SECONDS": "60",
+        "BREAKER_THRESHOLD": "5",
+        "BREAKER_COOLDOWN_SECONDS": "1",
+        "BREAKER_MAX_COOLDOWN_SECONDS": "1",
+    }
     dev, _ = fault_stack(tmp_path, "redis", pool="threads", env=env)
     dev.workers[0].concurrency = SLOTS
     with dev:
@@ -253,8 +284,9 @@ def test_provider_outage_is_ridden_out_with_calls_bounded_per_provider(tmp_path)
 def test_poison_page_is_dead_lettered_and_its_sync_fails(tmp_path):
     """A page that kills its worker every time: after MAX_DELIVERIES it is parked in
     the dead-letter set and its sync ends failed with the reason; no loop for ever."""
-    dev, queue_names = fault_stack(tmp_path, "redis",
-                                   env={"MAX_DELIVERIES": "3", "NETSYNC_TEST_POISON": "page=7"})
+    dev, queue_names = fault_stack(
+        tmp_path, "redis", env={"MAX_DELIVERIES": "3", "NETSYNC_TEST_POISON": "page=7"}
+    )
     dev.workers[0].app = "tests.integration.poison_app"
     with dev:
         stack = Stack(dev)
@@ -269,8 +301,23 @@ def test_poison_page_is_dead_lettered_and_its_sync_fails(tmp_path):
         assert dead["sync_id"] == sync["sync_id"] and "page=7" in dead["cursor"]
         assert dead["deliveries"] > 3  # MAX_DELIVERIES, counting the sweep's re-sends too
         listing = subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "service", "syncs", "list", "--status",
-             "failed"], env=dev.base_env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                "service",
+                "syncs",
+                "list",
+                "--status",
+                "failed",
+            ],
+            env=dev.base_env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert listing.returncode == 0, listing.stderr
         assert sync["sync_id"] in listing.stdout
         assert stack.network_ids(user, "github") == []  # nothing half-stored

@@ -4,6 +4,7 @@ No worker runs here: a trigger's job ends when the profile task is on the
 broker, and these tests check exactly that boundary (what is started, what
 is refused, what is answered), including through a real threaded server.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,22 +22,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from service import observability
 from service.config import load_settings
 from state.credentials import Credential
-from tests.integration.conftest_http import (  # noqa: F401  (fixtures)
+from tests.integration.conftest import new_user
+from tests.integration.conftest_http import (
     BEARER,
     account,
     finish_sync,
-    http_app,
-    http_broker_url,
-    http_client,
-    http_runner,
-    live_server,
     login_body,
     make_app,
-    new_user,
     post_login,
     recent_sync_ids,
     signed_headers,
-    svc,
 )
 
 
@@ -69,8 +64,9 @@ def test_a_stale_or_future_signature_is_refused(http_client, svc, skew):
 
 def test_a_missing_signature_is_refused(http_client, svc):
     user = new_user()
-    response = http_client.post("/webhooks/login", data=login_body(user),
-                                content_type="application/json")
+    response = http_client.post(
+        "/webhooks/login", data=login_body(user), content_type="application/json"
+    )
     assert response.status_code == 401
     assert_nothing_started(svc, user)
 
@@ -79,8 +75,9 @@ def test_the_signature_covers_the_raw_body(http_client, svc):
     user = new_user()
     body = login_body(user)
     headers = signed_headers(body)
-    response = http_client.post("/webhooks/login", data=body.replace(b'"u-', b'"U-'),
-                                headers=headers)
+    response = http_client.post(
+        "/webhooks/login", data=body.replace(b'"u-', b'"U-'), headers=headers
+    )
     assert response.status_code == 401
     assert_nothing_started(svc, user)
 
@@ -126,40 +123,47 @@ def _without(fields: dict, name: str) -> dict:
 @pytest.mark.parametrize("field", ["provider", "account_id", "access_token"])
 def test_a_missing_account_field_is_422(http_client, svc, field):
     user = new_user()
-    response = post_login(http_client, login_body(user, account("twitter"),
-                                                  _without(account("github"), field)))
+    response = post_login(
+        http_client, login_body(user, account("twitter"), _without(account("github"), field))
+    )
     assert response.status_code == 422 and error_code(response) == "missing_field"
     assert field in response.get_json()["error"]["message"]
     assert_nothing_started(svc, user)
 
 
-@pytest.mark.parametrize("document", [
-    {"accounts": [{"provider": "github", "account_id": "a", "access_token": "t"}]},
-    {"user_id": "u-x"},
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"accounts": [{"provider": "github", "account_id": "a", "access_token": "t"}]},
+        {"user_id": "u-x"},
+    ],
+)
 def test_a_missing_top_level_field_is_422(http_client, svc, document):
     response = post_login(http_client, json.dumps(document).encode())
     assert response.status_code == 422 and error_code(response) == "missing_field"
     assert recent_sync_ids(svc) == []
 
 
-@pytest.mark.parametrize("document", [
-    [],
-    "a string",
-    {"user_id": 42, "accounts": []},
-    {"user_id": "u x", "accounts": [{"provider": "github"}]},
-    {"user_id": "u-x", "accounts": []},
-    {"user_id": "u-x", "accounts": {"provider": "github"}},
-    {"user_id": "u-x", "accounts": ["github"]},
-    {"user_id": "u-x", "accounts": [account(expires_at="tomorrow")]},
-    {"user_id": "u-x", "accounts": [account(expires_at=True)]},
-    {"user_id": "u-x", "accounts": [account(expires_at=10 ** 30)]},
-    {"user_id": "u-x", "accounts": [account(access_token=12345)]},
-    {"user_id": "u-x", "accounts": [account(access_token="")]},
-    {"user_id": "u-x", "accounts": [account(access_token="a b")]},
-    {"user_id": "u-x", "accounts": [account(refresh_token=["x"])]},
-    {"user_id": "u-x", "accounts": [account("github"), account("github")]},
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        "a string",
+        {"user_id": 42, "accounts": []},
+        {"user_id": "u x", "accounts": [{"provider": "github"}]},
+        {"user_id": "u-x", "accounts": []},
+        {"user_id": "u-x", "accounts": {"provider": "github"}},
+        {"user_id": "u-x", "accounts": ["github"]},
+        {"user_id": "u-x", "accounts": [account(expires_at="tomorrow")]},
+        {"user_id": "u-x", "accounts": [account(expires_at=True)]},
+        {"user_id": "u-x", "accounts": [account(expires_at=10**30)]},
+        {"user_id": "u-x", "accounts": [account(access_token=12345)]},
+        {"user_id": "u-x", "accounts": [account(access_token="")]},
+        {"user_id": "u-x", "accounts": [account(access_token="a b")]},
+        {"user_id": "u-x", "accounts": [account(refresh_token=["x"])]},
+        {"user_id": "u-x", "accounts": [account("github"), account("github")]},
+    ],
+)
 def test_schema_violations_are_422_and_start_nothing(http_client, svc, document):
     response = post_login(http_client, json.dumps(document).encode())
     assert response.status_code == 422, response.data
@@ -207,7 +211,8 @@ def test_a_valid_login_queues_one_sync_per_account(http_client, svc):
 
 
 def test_a_login_costs_the_same_few_state_round_trips_for_one_sync_or_several(
-        http_client, svc, monkeypatch):
+    http_client, svc, monkeypatch
+):
     """service.syncs.start_syncs sends each step of every sync of a login together:
     the delivery claim, credentials + index entries + reads, the begin scripts, the
     bookkeeping of the syncs created, then (after the publishes) the counters and
@@ -284,20 +289,27 @@ def test_a_login_within_the_freshness_window_is_fresh(http_client, svc):
 
 # -- the REST API -------------------------------------------------------------------------------
 def link(svc, user: str, provider: str = "github", access_token: str = "tok-linked") -> None:
-    svc.credentials.save(provider, user, Credential(account_id=f"{user}-acct",
-                                                    access_token=access_token))
+    svc.credentials.save(
+        provider, user, Credential(account_id=f"{user}-acct", access_token=access_token)
+    )
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Authorization": "Bearer wrong-token"},
-    {"Authorization": "Bearer "},
-    {"Authorization": "Basic ZGV2OmRldg=="},
-    {"Authorization": "dev-api-token"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Basic ZGV2OmRldg=="},
+        {"Authorization": "dev-api-token"},
+    ],
+)
 def test_the_api_needs_a_valid_bearer_token(http_client, headers):
-    for method, path in [("get", "/v1/syncs/s_x"), ("post", "/v1/syncs"),
-                         ("get", "/v1/users/u-1/networks/github")]:
+    for method, path in [
+        ("get", "/v1/syncs/s_x"),
+        ("post", "/v1/syncs"),
+        ("get", "/v1/users/u-1/networks/github"),
+    ]:
         response = getattr(http_client, method)(path, headers=headers)
         assert response.status_code == 401 and error_code(response) == "unauthorized"
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -306,8 +318,9 @@ def test_the_api_needs_a_valid_bearer_token(http_client, headers):
 def test_post_syncs_starts_one_sync(http_client, svc):
     user = new_user()
     link(svc, user)
-    response = http_client.post("/v1/syncs", headers=BEARER,
-                                json={"user_id": user, "provider": "github"})
+    response = http_client.post(
+        "/v1/syncs", headers=BEARER, json={"user_id": user, "provider": "github"}
+    )
     assert response.status_code == 202
     ticket = response.get_json()
     assert ticket["status"] == "queued" and ticket["provider"] == "github"
@@ -322,35 +335,42 @@ def test_post_syncs_starts_one_sync(http_client, svc):
 def test_force_resyncs_a_fresh_network(http_client, svc):
     user = new_user()
     link(svc, user)
-    first = http_client.post("/v1/syncs", headers=BEARER,
-                             json={"user_id": user, "provider": "github"}).get_json()
+    first = http_client.post(
+        "/v1/syncs", headers=BEARER, json={"user_id": user, "provider": "github"}
+    ).get_json()
     finish_sync(svc, first["sync_id"], [("1", "ada")])
-    fresh = http_client.post("/v1/syncs", headers=BEARER,
-                             json={"user_id": user, "provider": "github"}).get_json()
-    forced = http_client.post("/v1/syncs", headers=BEARER,
-                              json={"user_id": user, "provider": "github", "force": True})
+    fresh = http_client.post(
+        "/v1/syncs", headers=BEARER, json={"user_id": user, "provider": "github"}
+    ).get_json()
+    forced = http_client.post(
+        "/v1/syncs", headers=BEARER, json={"user_id": user, "provider": "github", "force": True}
+    )
     assert fresh["status"] == "fresh"
     assert forced.status_code == 202 and forced.get_json()["sync_id"] != first["sync_id"]
 
 
 def test_post_syncs_without_credentials_is_409(http_client, svc):
-    response = http_client.post("/v1/syncs", headers=BEARER,
-                                json={"user_id": new_user(), "provider": "github"})
+    response = http_client.post(
+        "/v1/syncs", headers=BEARER, json={"user_id": new_user(), "provider": "github"}
+    )
     assert response.status_code == 409 and error_code(response) == "no_credentials"
     assert recent_sync_ids(svc) == []
 
 
-@pytest.mark.parametrize("kwargs, status", [
-    ({"data": b"{not json", "content_type": "application/json"}, 400),
-    ({"data": b"user_id=u-1", "content_type": "application/x-www-form-urlencoded"}, 415),
-    ({"json": {"provider": "github"}}, 422),
-    ({"json": {"user_id": "u-1"}}, 422),
-    ({"json": {"user_id": "u-1", "provider": "myspace"}}, 422),
-    ({"json": {"user_id": "u 1", "provider": "github"}}, 422),
-    ({"json": {"user_id": "u-1", "provider": "github", "force": "yes"}}, 422),
-    ({"json": ["u-1", "github"]}, 422),
-    ({"json": {"user_id": "u-1", "provider": ["github"]}}, 422),
-])
+@pytest.mark.parametrize(
+    "kwargs, status",
+    [
+        ({"data": b"{not json", "content_type": "application/json"}, 400),
+        ({"data": b"user_id=u-1", "content_type": "application/x-www-form-urlencoded"}, 415),
+        ({"json": {"provider": "github"}}, 422),
+        ({"json": {"user_id": "u-1"}}, 422),
+        ({"json": {"user_id": "u-1", "provider": "myspace"}}, 422),
+        ({"json": {"user_id": "u 1", "provider": "github"}}, 422),
+        ({"json": {"user_id": "u-1", "provider": "github", "force": "yes"}}, 422),
+        ({"json": ["u-1", "github"]}, 422),
+        ({"json": {"user_id": "u-1", "provider": ["github"]}}, 422),
+    ],
+)
 def test_post_syncs_refuses_bad_input(http_client, svc, kwargs, status):
     response = http_client.post("/v1/syncs", headers=BEARER, **kwargs)
     assert response.status_code == status and "error" in response.get_json()
@@ -364,8 +384,12 @@ def test_fifty_concurrent_requests_start_exactly_one_sync(live_server, svc):
 
     def trigger(_):
         start.wait()
-        return requests.post(f"{live_server}/v1/syncs", headers=BEARER, timeout=30,
-                             json={"user_id": user, "provider": "github"})
+        return requests.post(
+            f"{live_server}/v1/syncs",
+            headers=BEARER,
+            timeout=30,
+            json={"user_id": user, "provider": "github"},
+        )
 
     with ThreadPoolExecutor(50) as pool:
         responses = list(pool.map(trigger, range(50)))
@@ -385,18 +409,28 @@ def test_an_unknown_sync_id_is_404(http_client):
 
 def test_the_network_of_a_never_synced_user_is_404(http_client):
     user = new_user()
-    for path in (f"/v1/users/{user}/networks/github",
-                 f"/v1/users/{user}/networks/github/changes",
-                 f"/v1/users/{user}/networks/myspace",
-                 "/v1/users/bad%20user/networks/github"):
+    for path in (
+        f"/v1/users/{user}/networks/github",
+        f"/v1/users/{user}/networks/github/changes",
+        f"/v1/users/{user}/networks/myspace",
+        "/v1/users/bad%20user/networks/github",
+    ):
         response = http_client.get(path, headers=BEARER)
         assert response.status_code == 404 and error_code(response) == "not_found"
 
 
-@pytest.mark.parametrize("query, status", [
-    ("limit=abc", 400), ("limit=1.5", 400), ("limit=0", 422), ("limit=-1", 422),
-    ("limit=1001", 422), ("limit=99999999999999999999", 400), ("cursor=" + "c" * 600, 422),
-])
+@pytest.mark.parametrize(
+    "query, status",
+    [
+        ("limit=abc", 400),
+        ("limit=1.5", 400),
+        ("limit=0", 422),
+        ("limit=-1", 422),
+        ("limit=1001", 422),
+        ("limit=99999999999999999999", 400),
+        ("cursor=" + "c" * 600, 422),
+    ],
+)
 def test_network_paging_parameters_are_validated(http_client, query, status):
     response = http_client.get(f"/v1/users/u-1/networks/github?{query}", headers=BEARER)
     assert response.status_code == status and "error" in response.get_json()
@@ -405,15 +439,17 @@ def test_network_paging_parameters_are_validated(http_client, query, status):
 def test_a_synced_network_pages_with_a_cursor_and_shows_its_changes(http_client, svc):
     user = new_user()
     link(svc, user)
-    ticket = http_client.post("/v1/syncs", headers=BEARER,
-                              json={"user_id": user, "provider": "github"}).get_json()
+    ticket = http_client.post(
+        "/v1/syncs", headers=BEARER, json={"user_id": user, "provider": "github"}
+    ).get_json()
     people = [("101", "ada"), ("102", "bob"), ("103", "cy"), ("104", "di"), ("105", "ed")]
     assert finish_sync(svc, ticket["sync_id"], people) == "succeeded"
     seen, cursor = [], None
     while True:
         query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
-        page = http_client.get(f"/v1/users/{user}/networks/github?{query}",
-                               headers=BEARER).get_json()
+        page = http_client.get(
+            f"/v1/users/{user}/networks/github?{query}", headers=BEARER
+        ).get_json()
         assert page["count"] == 5 and page["sync_id"] == ticket["sync_id"]
         assert page["synced_at"].endswith("Z")
         seen += [(c["id"], c["handle"]) for c in page["connections"]]
@@ -421,17 +457,26 @@ def test_a_synced_network_pages_with_a_cursor_and_shows_its_changes(http_client,
         if cursor is None:
             break
     assert seen == people
-    changes = http_client.get(f"/v1/users/{user}/networks/github/changes",
-                              headers=BEARER).get_json()
-    assert changes == {"sync_id": ticket["sync_id"], "removed": [], "initial": True,
-                       "added": ["101", "102", "103", "104", "105"], "next_cursor": None}
-    relation_path = http_client.get(f"/v1/users/{user}/networks/github/followers?limit=10",
-                                    headers=BEARER).get_json()
+    changes = http_client.get(
+        f"/v1/users/{user}/networks/github/changes", headers=BEARER
+    ).get_json()
+    assert changes == {
+        "sync_id": ticket["sync_id"],
+        "removed": [],
+        "initial": True,
+        "added": ["101", "102", "103", "104", "105"],
+        "next_cursor": None,
+    }
+    relation_path = http_client.get(
+        f"/v1/users/{user}/networks/github/followers?limit=10", headers=BEARER
+    ).get_json()
     assert [c["id"] for c in relation_path["connections"]] == [p[0] for p in people]
     other = http_client.get(f"/v1/users/{user}/networks/github/following", headers=BEARER)
     assert other.status_code == 404  # never synced
-    assert http_client.get(f"/v1/users/{user}/networks/github/friends",
-                           headers=BEARER).status_code == 404  # no such relation
+    assert (
+        http_client.get(f"/v1/users/{user}/networks/github/friends", headers=BEARER).status_code
+        == 404
+    )  # no such relation
     record = http_client.get(ticket["status_url"], headers=BEARER).get_json()
     assert record["status"] == "succeeded" and record["connections_fetched"] == 5
     assert record["pages_fetched"] == 1 and record["started_at"] and record["finished_at"]
@@ -440,10 +485,16 @@ def test_a_synced_network_pages_with_a_cursor_and_shows_its_changes(http_client,
 def test_a_failed_sync_shows_its_error_and_rate_limit(http_client, svc):
     user = new_user()
     link(svc, user)
-    ticket = http_client.post("/v1/syncs", headers=BEARER,
-                              json={"user_id": user, "provider": "github"}).get_json()
-    svc.store.update(ticket["sync_id"], rate_limit=5000, rate_remaining=0,
-                     rate_reset_at=1767225600, expected_total=1200)
+    ticket = http_client.post(
+        "/v1/syncs", headers=BEARER, json={"user_id": user, "provider": "github"}
+    ).get_json()
+    svc.store.update(
+        ticket["sync_id"],
+        rate_limit=5000,
+        rate_remaining=0,
+        rate_reset_at=1767225600,
+        expected_total=1200,
+    )
     svc.store.fail(ticket["sync_id"], "needs_reauth", "token_revoked", "the token was revoked")
     record = http_client.get(ticket["status_url"], headers=BEARER).get_json()
     assert record["status"] == "needs_reauth" and record["expected_total"] == 1200
@@ -481,8 +532,12 @@ def test_healthz_and_readyz(http_client):
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(redis_url, key_prefix, http_broker_url):
-    app = make_app(redis_url, key_prefix, http_broker_url,
-                   database_url="postgresql://postgres@127.0.0.1:9/none?connect_timeout=1")
+    app = make_app(
+        redis_url,
+        key_prefix,
+        http_broker_url,
+        database_url="postgresql://postgres@127.0.0.1:9/none?connect_timeout=1",
+    )
     response = app.test_client().get("/readyz")
     assert response.status_code == 503 and error_code(response) == "unavailable"
     assert response.get_json()["checks"]["database"].startswith("unreachable")
@@ -506,10 +561,12 @@ def test_metrics_are_prometheus_text(http_client):
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(response.get_data(as_text=True))}
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in families.values() for s in family.samples}
-    assert samples[("netsync_triggers_total",
-                    (("kind", "webhook"), ("outcome", "queued")))] == 1
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in families.values()
+        for s in family.samples
+    }
+    assert samples[("netsync_triggers_total", (("kind", "webhook"), ("outcome", "queued")))] == 1
     assert samples[("netsync_webhook_deliveries_total", (("outcome", "bad_signature"),))] == 1
     assert samples[("netsync_queue_length", (("queue", "normal"),))] >= 1
     assert ("netsync_queue_length", (("queue", "trickle"),)) in samples
@@ -547,6 +604,7 @@ def _refs(node):
 # -- the ops CLI ----------------------------------------------------------------------------------
 def finish_later(svc, sync_id: str, status: str, delay: float = 0.3) -> threading.Thread:
     """End a sync from another thread, as a worker would, while the CLI waits."""
+
     def end():
         time.sleep(delay)
         if status == "succeeded":
@@ -564,15 +622,18 @@ def test_cli_syncs_show_of_an_unknown_sync_fails_with_a_message(http_runner):
     assert result.exit_code == 1 and "no sync 's_nope'" in result.output
 
 
-@pytest.mark.parametrize("args", [
-    ["resync"],
-    ["resync", "u-1", "--stale-after", "24h"],
-    ["resync", "--stale-after", "soon"],
-    ["resync", "--stale-after", "24h", "--wait"],
-    ["resync", "u-1", "--provider", "myspace"],
-    ["resync", "bad user"],
-    ["syncs", "list", "--status", "sleeping"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["resync"],
+        ["resync", "u-1", "--stale-after", "24h"],
+        ["resync", "--stale-after", "soon"],
+        ["resync", "--stale-after", "24h", "--wait"],
+        ["resync", "u-1", "--provider", "myspace"],
+        ["resync", "bad user"],
+        ["syncs", "list", "--status", "sleeping"],
+    ],
+)
 def test_cli_usage_errors_exit_2(http_runner, args):
     result = http_runner.invoke(args=args)
     assert result.exit_code == 2, result.output
@@ -626,8 +687,9 @@ def test_cli_resync_wait_exits_1_when_the_sync_fails(http_runner, svc, status):
     link(svc, user)
     started = http_runner.invoke(args=["resync", user, "--relation", "followers"])
     finish_later(svc, started.output.split()[3], status)
-    result = http_runner.invoke(args=["resync", user, "--relation", "followers", "--wait",
-                                      "--poll-interval", "0.05"])
+    result = http_runner.invoke(
+        args=["resync", user, "--relation", "followers", "--wait", "--poll-interval", "0.05"]
+    )
     assert result.exit_code == 1, result.output
     assert f"github followers: {status}: token_revoked: revoked" in result.output
 
@@ -635,8 +697,9 @@ def test_cli_resync_wait_exits_1_when_the_sync_fails(http_runner, svc, status):
 def test_cli_resync_wait_gives_up_after_its_timeout(http_runner, svc):
     user = new_user()
     link(svc, user)
-    result = http_runner.invoke(args=["resync", user, "--wait", "--timeout", "1",
-                                      "--poll-interval", "0.1"])
+    result = http_runner.invoke(
+        args=["resync", user, "--wait", "--timeout", "1", "--poll-interval", "0.1"]
+    )
     assert result.exit_code == 1 and "still running" in result.output
 
 
@@ -644,14 +707,23 @@ def test_cli_resync_stale_resyncs_the_stalest_on_the_trickle_queue(http_app, htt
     users = [new_user() for _ in range(3)]
     for user in users:
         link(svc, user)
-        ticket = svc.store.begin_sync(user_id=user, provider="github", relation="followers", account_id="a",
-                                      queue="normal", trigger="api", force=False,
-                                      freshness_s=0, stale_s=3600)
+        ticket = svc.store.begin_sync(
+            user_id=user,
+            provider="github",
+            relation="followers",
+            account_id="a",
+            queue="normal",
+            trigger="api",
+            force=False,
+            freshness_s=0,
+            stale_s=3600,
+        )
         finish_sync(svc, ticket.sync_id, [("1", "ada")])
         time.sleep(0.01)
     before = set(recent_sync_ids(svc))
-    result = http_runner.invoke(args=["resync", "--stale-after", "0s", "--limit", "2",
-                                      "--provider", "github", "--force"])
+    result = http_runner.invoke(
+        args=["resync", "--stale-after", "0s", "--limit", "2", "--provider", "github", "--force"]
+    )
     assert result.exit_code == 0, result.output
     assert "queued=2" in result.output
     started = [svc.store.get_sync(s) for s in set(recent_sync_ids(svc)) - before]
@@ -668,22 +740,31 @@ def test_cli_resync_stale_resyncs_the_stalest_on_the_trickle_queue(http_app, htt
 def test_tokens_never_appear_in_logs_or_answers(http_client, svc, caplog):
     caplog.set_level(logging.DEBUG)
     user = new_user()
-    secret_account = account("twitter", access_token="tok-SECRET-access",
-                             refresh_token="tok-SECRET-refresh", token_secret="tok-SECRET-oauth1")
+    secret_account = account(
+        "twitter",
+        access_token="tok-SECRET-access",
+        refresh_token="tok-SECRET-refresh",
+        token_secret="tok-SECRET-oauth1",
+    )
     bodies = [
         login_body(user, secret_account),
         login_body(user, secret_account, account("myspace")),
-        json.dumps({"user_id": user, "accounts": [{**secret_account, "account_id": None}]}).encode(),
+        json.dumps(
+            {"user_id": user, "accounts": [{**secret_account, "account_id": None}]}
+        ).encode(),
         json.dumps({"user_id": user, "accounts": [{**secret_account, "expires_at": "x"}]}).encode(),
     ]
     answers = [post_login(http_client, body) for body in bodies]
     answers.append(post_login(http_client, bodies[0], secret="wrong"))
-    answers.append(http_client.get("/v1/syncs/x", headers={"Authorization": "Bearer tok-SECRET-api"}))
+    answers.append(
+        http_client.get("/v1/syncs/x", headers={"Authorization": "Bearer tok-SECRET-api"})
+    )
     ticket = answers[0].get_json()["syncs"][0]
     answers.append(http_client.get(ticket["status_url"], headers=BEARER))
     logging.getLogger("providers.twitter").warning(
         "GET /1.1/followers?access_token=tok-SECRET-1 Authorization: Bearer tok-SECRET-2 "
-        'oauth_token="tok-SECRET-3" {"refresh_token": "tok-SECRET-4"}')
+        'oauth_token="tok-SECRET-3" {"refresh_token": "tok-SECRET-4"}'
+    )
     for response in answers:
         assert b"tok-SECRET" not in response.data
     assert "tok-SECRET" not in caplog.text
@@ -691,8 +772,9 @@ def test_tokens_never_appear_in_logs_or_answers(http_client, svc, caplog):
 
 
 def test_the_line_format_is_key_value_and_redacts_extras():
-    record = logging.LogRecord("netsync.test", logging.INFO, __file__, 1,
-                               "sync started sync=%s", ("s_1",), None)
+    record = logging.LogRecord(
+        "netsync.test", logging.INFO, __file__, 1, "sync started sync=%s", ("s_1",), None
+    )
     record.access_token = "tok-SECRET"
     record.user_id = "u 1"
     line = observability.KeyValueFormatter().format(record)
@@ -706,12 +788,18 @@ def test_sentry_events_drop_expected_errors_and_lose_their_tokens():
         expected = True
 
     error = RateLimited("429")
-    assert observability.before_send({"message": "x"}, {"exc_info": (RateLimited, error, None)}) is None
-    event = {"request": {"headers": {"Authorization": "Bearer tok-SECRET",
-                                     "X-Netsync-Signature": "t=1,v1=ab"},
-                         "query_string": "access_token=tok-SECRET&page=2"},
-             "extra": {"credential": "tok-SECRET", "note": "Bearer tok-SECRET"},
-             "breadcrumbs": {"values": [{"message": "oauth_token=tok-SECRET"}]}}
+    assert (
+        observability.before_send({"message": "x"}, {"exc_info": (RateLimited, error, None)})
+        is None
+    )
+    event = {
+        "request": {
+            "headers": {"Authorization": "Bearer tok-SECRET", "X-Netsync-Signature": "t=1,v1=ab"},
+            "query_string": "access_token=tok-SECRET&page=2",
+        },
+        "extra": {"credential": "tok-SECRET", "note": "Bearer tok-SECRET"},
+        "breadcrumbs": {"values": [{"message": "oauth_token=tok-SECRET"}]},
+    }
     scrubbed = observability.before_send(event, {"exc_info": (ValueError, ValueError("x"), None)})
     assert "tok-SECRET" not in json.dumps(scrubbed)
     assert scrubbed["request"]["query_string"] == "access_token=[redacted]&page=2"
@@ -730,5 +818,7 @@ def test_sentry_starts_only_with_a_dsn_and_without_pii(monkeypatch):
     assert options["include_local_variables"] is False
     assert options["max_request_body_size"] == "never"
     assert options["before_send"] is observability.before_send
-    assert {type(i).__name__ for i in options["integrations"]} == {"FlaskIntegration",
-                                                                   "CeleryIntegration"}
+    assert {type(i).__name__ for i in options["integrations"]} == {
+        "FlaskIntegration",
+        "CeleryIntegration",
+    }

@@ -3,6 +3,7 @@
 A paused provider holds a sync still for as long as a test needs, with no
 sleep: resuming it is the change the held requests must report.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,9 @@ def read_events(response, stop_after: str | None = None):
 
 
 def open_stream(base: str, sync_id: str) -> requests.Response:
-    return requests.get(f"{base}/v1/syncs/{sync_id}/events", headers=AUTH, stream=True,
-                        timeout=(5, 60))
+    return requests.get(
+        f"{base}/v1/syncs/{sync_id}/events", headers=AUTH, stream=True, timeout=(5, 60)
+    )
 
 
 def test_long_poll_answers_when_the_sync_changes(ops_stack):
@@ -60,15 +62,23 @@ def test_long_poll_answers_when_the_sync_changes(ops_stack):
         unchanged = ops_stack.http.get(f"{ops_stack.web}/v1/syncs/{sync_id}?wait=1", timeout=10)
         assert unchanged.status_code == 200 and unchanged.json()["status"] == before["status"]
         answers = []
-        poll = threading.Thread(target=lambda: answers.append(ops_stack.http.get(
-            f"{ops_stack.web}/v1/syncs/{sync_id}", params={"wait": 30}, timeout=40)))
+        poll = threading.Thread(
+            target=lambda: answers.append(
+                ops_stack.http.get(
+                    f"{ops_stack.web}/v1/syncs/{sync_id}", params={"wait": 30}, timeout=40
+                )
+            )
+        )
         poll.start()
         ops_stack.resume("facebook")
         poll.join(40)
     changed = answers[0].json()
     assert answers[0].status_code == 200
     assert (changed["status"], changed["pages_fetched"], changed["waiting"]) != (
-        before["status"], before["pages_fetched"], before["waiting"])
+        before["status"],
+        before["pages_fetched"],
+        before["waiting"],
+    )
     final = ops_stack.wait_final(sync_id)
     again = ops_stack.http.get(f"{ops_stack.web}/v1/syncs/{sync_id}?wait=30", timeout=5)
     assert again.json()["status"] == final["status"]  # a final sync answers at once
@@ -112,9 +122,15 @@ def test_past_the_cap_live_requests_get_503_with_retry_after(ops_stack):
         assert poll.status_code == 503
         assert ops_stack.http.get(f"{ops_stack.web}/v1/syncs/{sync_id}", timeout=5).ok
         streams.pop().close()
-        wait_until(lambda: ops_stack.http.get(f"{ops_stack.web}/v1/syncs/{sync_id}?wait=1",
-                                              timeout=10).status_code == 200,
-                   what="a slot given back")
+        wait_until(
+            lambda: (
+                ops_stack.http.get(
+                    f"{ops_stack.web}/v1/syncs/{sync_id}?wait=1", timeout=10
+                ).status_code
+                == 200
+            ),
+            what="a slot given back",
+        )
         for stream in streams:
             stream.close()
 
@@ -125,10 +141,26 @@ def test_gevent_web_worker_holds_many_streams_and_still_serves(ops_stack):
     port = free_port()
     env = {**ops_stack.dev.base_env, "LIVE_MAX_CONNECTIONS": "50"}
     web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-         "--worker-class", "gevent", "--worker-connections", "200", "service:create_app()"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--worker-class",
+            "gevent",
+            "--worker-connections",
+            "200",
+            "service:create_app()",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(base + "/healthz", timeout=30)

@@ -10,6 +10,7 @@ really are in different processes and only Redis decides between them).
   with another user's body: one of them is processed, every other answer is the
   first answer or "still being processed" (409), and nothing else starts.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -38,8 +39,13 @@ PREFIX = "netsync"
 
 @pytest.fixture(scope="module")
 def storm_stack(tmp_path_factory):
-    dev = DevStack(var_dir=tmp_path_factory.mktemp("storm"), env=TEST_ENV, embedded_redis=True,
-                   web_server="gunicorn", workers=[])
+    dev = DevStack(
+        var_dir=tmp_path_factory.mktemp("storm"),
+        env=TEST_ENV,
+        embedded_redis=True,
+        web_server="gunicorn",
+        workers=[],
+    )
     with dev:
         yield Stack(dev)
 
@@ -62,8 +68,12 @@ def storm(send) -> list[requests.Response]:
 
 
 def post(session: requests.Session, web: str, body: bytes, delivery: str) -> requests.Response:
-    return session.post(f"{web}/webhooks/login", data=body, timeout=120,
-                        headers=signed_login_headers(body, delivery=delivery))
+    return session.post(
+        f"{web}/webhooks/login",
+        data=body,
+        timeout=120,
+        headers=signed_login_headers(body, delivery=delivery),
+    )
 
 
 def sync_records(client: redis.Redis, users: set[str]) -> dict[str, list[str]]:
@@ -81,9 +91,16 @@ def sync_records(client: redis.Redis, users: set[str]) -> dict[str, list[str]]:
 
 def webhook_triggers(client: redis.Redis) -> Counter:
     counters = client.hgetall(Keys(PREFIX).metrics)
-    return Counter({outcome: int(counters.get(counter_field(
-        "triggers", {"kind": "webhook", "outcome": outcome}).encode(), 0))
-        for outcome in ("queued", "inflight", "fresh")})
+    return Counter(
+        {
+            outcome: int(
+                counters.get(
+                    counter_field("triggers", {"kind": "webhook", "outcome": outcome}).encode(), 0
+                )
+            )
+            for outcome in ("queued", "inflight", "fresh")
+        }
+    )
 
 
 def test_a_thousand_concurrent_logins_for_one_user_start_exactly_one_sync(storm_stack):
@@ -96,8 +113,9 @@ def test_a_thousand_concurrent_logins_for_one_user_start_exactly_one_sync(storm_
 
     answers = storm(lambda session, i: post(session, stack.web, body, delivery="new"))
 
-    assert Counter(a.status_code for a in answers) == {202: REQUESTS}, \
-        Counter(a.status_code for a in answers)
+    assert Counter(a.status_code for a in answers) == {202: REQUESTS}, Counter(
+        a.status_code for a in answers
+    )
     tickets = [ticket for a in answers for ticket in a.json()["syncs"]]
     assert len(tickets) == REQUESTS  # one relation: one ticket per answer
     sync_ids = {t["sync_id"] for t in tickets}
@@ -111,8 +129,9 @@ def test_a_thousand_concurrent_logins_for_one_user_start_exactly_one_sync(storm_
     triggers = webhook_triggers(client) - before
     assert triggers == {"queued": 1, "inflight": REQUESTS - 1}, triggers
 
-    stack.dev.start_worker(WorkerSpec("normal,whale,trickle", pool="threads", concurrency=4,
-                                      name="w"))
+    stack.dev.start_worker(
+        WorkerSpec("normal,whale,trickle", pool="threads", concurrency=4, name="w")
+    )
     stack.dev.wait_workers_ready()
     final = stack.wait_final(sync_id)
     assert final["status"] == "succeeded", final
@@ -120,8 +139,9 @@ def test_a_thousand_concurrent_logins_for_one_user_start_exactly_one_sync(storm_
     assert len(ids) == len(set(ids)) == 500
     assert set(ids) == stack.truth("github", account["id"])
     # the provider saw one sync: one profile call for the account
-    calls = requests.get(f"{stack.sim}/_sim/calls", params={"account": account["id"]},
-                         timeout=30).json()["calls"]
+    calls = requests.get(
+        f"{stack.sim}/_sim/calls", params={"account": account["id"]}, timeout=30
+    ).json()["calls"]
     assert Counter(c["kind"] for c in calls)["profile"] == 1, Counter(c["kind"] for c in calls)
 
 

@@ -1,4 +1,5 @@
 """state.networks against a real PostgreSQL: finalization, members, the change feed."""
+
 from __future__ import annotations
 
 import secrets
@@ -25,9 +26,15 @@ def conns(*ids):
 
 
 def finalize(networks, user_id, ids, sync_id=None, relation="followers", provider="github"):
-    return networks.finalize(sync_id=sync_id or "s_" + secrets.token_hex(8), user_id=user_id,
-                             provider=provider, relation=relation, status="succeeded",
-                             finished_at=1_700_000_000.0, connections=conns(*ids))
+    return networks.finalize(
+        sync_id=sync_id or "s_" + secrets.token_hex(8),
+        user_id=user_id,
+        provider=provider,
+        relation=relation,
+        status="succeeded",
+        finished_at=1_700_000_000.0,
+        connections=conns(*ids),
+    )
 
 
 def feed_of(networks, after, user_ids):
@@ -55,9 +62,13 @@ def test_first_sync_is_initial_and_a_resync_logs_its_diff(networks):
     assert (second.count, second.added, second.removed, second.initial) == (4, 2, 1, False)
     entries = feed_of(networks, start, {me})
     kinds = [(e["kind"], e["sync_id"], (e["connection"] or {}).get("id")) for e in entries]
-    assert kinds == [("synced", first.sync_id, None),
-                     ("synced", second.sync_id, None), ("added", second.sync_id, "4"),
-                     ("added", second.sync_id, "5"), ("removed", second.sync_id, "1")]
+    assert kinds == [
+        ("synced", first.sync_id, None),
+        ("synced", second.sync_id, None),
+        ("added", second.sync_id, "4"),
+        ("added", second.sync_id, "5"),
+        ("removed", second.sync_id, "1"),
+    ]
     assert entries[0]["initial"] and entries[0]["counts"] == {"count": 3, "added": 3, "removed": 0}
     assert entries[1]["counts"] == {"count": 4, "added": 2, "removed": 1}
     meta, page, cursor = networks.network_page(me, "github", "followers", None, 10)
@@ -72,8 +83,10 @@ def test_a_finalization_retried_does_nothing_twice(networks):
     first = finalize(networks, me, [1, 2], sync_id="s_retry_" + me)
     again = finalize(networks, me, [7, 8, 9], sync_id="s_retry_" + me)
     assert again.already and (again.count, again.added) == (first.count, first.added)
-    assert [c["id"] for c in networks.network_page(me, "github", "followers", None, 10)[1]] == \
-        ["1", "2"]
+    assert [c["id"] for c in networks.network_page(me, "github", "followers", None, 10)[1]] == [
+        "1",
+        "2",
+    ]
     assert len(feed_of(networks, start, {me})) == 1
 
 
@@ -104,15 +117,27 @@ def test_members_and_member_joined(networks):
     """Alice follows bob and carol; carol links later: alice hears carol joined."""
     alice, bob, carol, start = user(), user(), user(), feed_start(networks)
     bob_uid, carol_uid = "9" + secrets.token_hex(4), "8" + secrets.token_hex(4)
-    assert networks.link_account(user_id=bob, provider="github", account_id="bob",
-                                 provider_uid=bob_uid) == 0  # nobody holds bob yet
+    assert (
+        networks.link_account(
+            user_id=bob, provider="github", account_id="bob", provider_uid=bob_uid
+        )
+        == 0
+    )  # nobody holds bob yet
     finalize(networks, alice, [bob_uid, carol_uid, "111"])
     members, cursor = networks.members_page(alice, "github", "followers", None, 10)
     assert members == [{"id": bob_uid, "handle": f"h{bob_uid}", "user_id": bob}]
-    assert networks.link_account(user_id=carol, provider="github", account_id="carol",
-                                 provider_uid=carol_uid) == 1
-    assert networks.link_account(user_id=carol, provider="github", account_id="carol",
-                                 provider_uid=carol_uid) == 0  # known already: no news
+    assert (
+        networks.link_account(
+            user_id=carol, provider="github", account_id="carol", provider_uid=carol_uid
+        )
+        == 1
+    )
+    assert (
+        networks.link_account(
+            user_id=carol, provider="github", account_id="carol", provider_uid=carol_uid
+        )
+        == 0
+    )  # known already: no news
     page, cursor = networks.members_page(alice, "github", "followers", None, 1)
     rest, end = networks.members_page(alice, "github", "followers", cursor, 1)
     assert {m["user_id"] for m in page + rest} == {bob, carol} and end is None
@@ -126,7 +151,9 @@ def test_fifty_readers_during_a_finalization_see_old_or_new_never_a_mix(networks
     old_ids, new_ids = list(range(0, 3000)), list(range(10, 3010))  # 10 removed, 10 added
     old = finalize(networks, me, old_ids)
     start = feed_start(networks)
-    first_page = {sync_id: sorted(map(str, ids))[:1000] for sync_id, ids in ((old.sync_id, old_ids),)}
+    first_page = {
+        sync_id: sorted(map(str, ids))[:1000] for sync_id, ids in ((old.sync_id, old_ids),)
+    }
     seen, stop = [], threading.Event()
 
     def read():
@@ -134,8 +161,14 @@ def test_fifty_readers_during_a_finalization_see_old_or_new_never_a_mix(networks
             meta, page, _ = networks.network_page(me, "github", "followers", None, 1000)
             entries, _ = networks.feed(start, 1000)
             mine = [e for e in entries if e["user_id"] == me]
-            seen.append((meta["sync_id"], tuple(c["id"] for c in page), len(mine),
-                         mine[0]["kind"] if mine else None))
+            seen.append(
+                (
+                    meta["sync_id"],
+                    tuple(c["id"] for c in page),
+                    len(mine),
+                    mine[0]["kind"] if mine else None,
+                )
+            )
 
     readers = [threading.Thread(target=read) for _ in range(50)]
     for thread in readers:
@@ -147,5 +180,5 @@ def test_fifty_readers_during_a_finalization_see_old_or_new_never_a_mix(networks
     first_page[new.sync_id] = sorted(map(str, new_ids))[:1000]
     assert seen
     for sync_id, page, feed_entries, first_kind in seen:
-        assert list(page) == first_page[sync_id]           # a whole network, old or new
+        assert list(page) == first_page[sync_id]  # a whole network, old or new
         assert (feed_entries, first_kind) in ((0, None), (21, "synced"))  # none or all 21

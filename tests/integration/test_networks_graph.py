@@ -1,6 +1,7 @@
 """A small real graph end to end: simulator accounts among each other's connections,
 real workers, PostgreSQL; members, the change feed, re-syncs and a worker killed in
 the middle of a finalization."""
+
 from __future__ import annotations
 
 import secrets
@@ -14,8 +15,9 @@ def feed_cursor(stack) -> str:
     """The feed's end now: what a consumer starting fresh would resume from."""
     cursor = "0"
     while True:
-        body = stack.http.get(f"{stack.web}/v1/changes", params={"after": cursor, "limit": 1000},
-                              timeout=30).json()
+        body = stack.http.get(
+            f"{stack.web}/v1/changes", params={"after": cursor, "limit": 1000}, timeout=30
+        ).json()
         if not body["changes"]:
             return body["next_cursor"]
         cursor = body["next_cursor"]
@@ -24,8 +26,9 @@ def feed_cursor(stack) -> str:
 def feed_since(stack, cursor: str, users: set) -> list[dict]:
     entries = []
     while True:
-        body = stack.http.get(f"{stack.web}/v1/changes", params={"after": cursor, "limit": 1000},
-                              timeout=30).json()
+        body = stack.http.get(
+            f"{stack.web}/v1/changes", params={"after": cursor, "limit": 1000}, timeout=30
+        ).json()
         if not body["changes"]:
             return [e for e in entries if e["user_id"] in users]
         entries += body["changes"]
@@ -41,8 +44,11 @@ def login_and_wait(stack, user: str, account: dict) -> list[dict]:
 
 
 def members(stack, user: str, relation: str) -> dict:
-    response = stack.http.get(f"{stack.web}/v1/users/{user}/networks/github/{relation}/members",
-                              params={"limit": 100}, timeout=30)
+    response = stack.http.get(
+        f"{stack.web}/v1/users/{user}/networks/github/{relation}/members",
+        params={"limit": 100},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     return {m["user_id"]: m["id"] for m in response.json()["members"]}
 
@@ -54,10 +60,15 @@ def github_account(stack, size: int, **extra) -> dict:
 def test_members_and_the_feed_over_a_graph_of_linked_users(stack):
     start = feed_cursor(stack)
     bob_account, carol_account = github_account(stack, 3), github_account(stack, 4)
-    alice_account = github_account(stack, 20, relations=["followers", "following"],
-                                   connections_include={"followers": [bob_account["id"],
-                                                                      carol_account["id"]],
-                                                        "following": [carol_account["id"]]})
+    alice_account = github_account(
+        stack,
+        20,
+        relations=["followers", "following"],
+        connections_include={
+            "followers": [bob_account["id"], carol_account["id"]],
+            "following": [carol_account["id"]],
+        },
+    )
     alice, bob, carol = new_user(), new_user(), new_user()
     login_and_wait(stack, bob, bob_account)
     alice_syncs = login_and_wait(stack, alice, alice_account)
@@ -73,11 +84,23 @@ def test_members_and_the_feed_over_a_graph_of_linked_users(stack):
 
     entries = feed_since(stack, start, {alice, bob, carol})
     synced = [(e["user_id"], e["relation"], e["initial"]) for e in entries if e["kind"] == "synced"]
-    assert sorted(synced) == sorted([(bob, "followers", True), (alice, "followers", True),
-                                     (alice, "following", True), (carol, "followers", True)])
-    joined = sorted((e["user_id"], e["relation"], e["member_user_id"], e["connection"]["id"])
-                    for e in entries if e["kind"] == "member_joined")
-    assert joined == [(alice, "followers", carol, carol_uid), (alice, "following", carol, carol_uid)]
+    assert sorted(synced) == sorted(
+        [
+            (bob, "followers", True),
+            (alice, "followers", True),
+            (alice, "following", True),
+            (carol, "followers", True),
+        ]
+    )
+    joined = sorted(
+        (e["user_id"], e["relation"], e["member_user_id"], e["connection"]["id"])
+        for e in entries
+        if e["kind"] == "member_joined"
+    )
+    assert joined == [
+        (alice, "followers", carol, carol_uid),
+        (alice, "following", carol, carol_uid),
+    ]
     assert not [e for e in entries if e["kind"] in ("added", "removed")]  # first syncs only
     cursors = [int(e["cursor"]) for e in entries]
     assert cursors == sorted(cursors)

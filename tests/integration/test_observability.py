@@ -3,6 +3,7 @@
 Sentry: the ops stack's processes send to a stand-in ingest endpoint in the
 test process (``SentryReceiver``: a real HTTP transport, the SDK unchanged).
 """
+
 from __future__ import annotations
 
 import json
@@ -57,36 +58,59 @@ def scrape(stack) -> dict:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = requests.get(f"{stack.web}/metrics", timeout=10).text
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def total(samples: dict, name: str, **labels) -> float:
     """Sum of a sample's series whose labels include ``labels``."""
     wanted = set(labels.items())
-    return sum(value for (sample, series), value in samples.items()
-               if sample == name and wanted <= set(series))
+    return sum(
+        value
+        for (sample, series), value in samples.items()
+        if sample == name and wanted <= set(series)
+    )
 
 
 def test_metrics_move_while_a_sync_runs_across_processes(ops_stack):
     before = scrape(ops_stack)
     user, account = new_user(), ops_stack.add_account("github", 6_000)
-    ops_stack.add_faults({"kind": "latency", "provider": "github", "token": account["token"],
-                          "mean": 150, "jitter": 10})
+    ops_stack.add_faults(
+        {
+            "kind": "latency",
+            "provider": "github",
+            "token": account["token"],
+            "mean": 150,
+            "jitter": 10,
+        }
+    )
     sync_id = ops_stack.login(user, account).json()["syncs"][0]["sync_id"]
     wait_until(lambda: ops_stack.sync(sync_id)["pages_fetched"] >= 3, what="pages stored")
     during = scrape(ops_stack)
     assert ops_stack.sync(sync_id)["status"] == "running"
     pages = "netsync_pages_fetched_total"
     assert total(during, pages, provider="github") > total(before, pages, provider="github")
-    wait_until(lambda: total(scrape(ops_stack), pages, provider="github")
-               > total(during, pages, provider="github"), what="pages counter moving")
+    wait_until(
+        lambda: (
+            total(scrape(ops_stack), pages, provider="github")
+            > total(during, pages, provider="github")
+        ),
+        what="pages counter moving",
+    )
     assert ops_stack.wait_final(sync_id)["status"] == "succeeded"
     ops_stack.receiver.wait_for(user, 1)
-    after = wait_until(lambda: (s := scrape(ops_stack)) and total(
-        s, "netsync_callback_deliveries_total", outcome="delivered") > total(
-        before, "netsync_callback_deliveries_total", outcome="delivered") and s,
-        what="the callback counted")
+    after = wait_until(
+        lambda: (
+            (s := scrape(ops_stack))
+            and total(s, "netsync_callback_deliveries_total", outcome="delivered")
+            > total(before, "netsync_callback_deliveries_total", outcome="delivered")
+            and s
+        ),
+        what="the callback counted",
+    )
 
     def grew(name, **labels):
         return total(after, name, **labels) - total(before, name, **labels)
@@ -98,8 +122,12 @@ def test_metrics_move_while_a_sync_runs_across_processes(ops_stack):
     assert grew("netsync_sync_duration_seconds_count", provider="github") >= 1
     assert grew("netsync_sync_duration_seconds_bucket", provider="github", le="+Inf") >= 1
     assert grew("netsync_trigger_to_first_call_seconds_count", provider="github") >= 1
-    gauges = ["netsync_provider_paused", "netsync_callbacks", "netsync_quota_allowed",
-              "netsync_delayed_tasks"]
+    gauges = [
+        "netsync_provider_paused",
+        "netsync_callbacks",
+        "netsync_quota_allowed",
+        "netsync_delayed_tasks",
+    ]
     if is_redis_broker(ops_stack.dev.base_env["CELERY_BROKER_URL"]):
         gauges += ["netsync_queue_depth", "netsync_queue_length"]  # read from the broker's lists
     for gauge in gauges:

@@ -5,6 +5,7 @@ real HTTP receiver for the callbacks (tests/integration/receiver.py); every
 callback it gets is verified with the ``standardwebhooks`` package, an
 independent implementation of the Standard Webhooks specification.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,7 +29,7 @@ def parked_of(stack, sync_id: str) -> list:
     import json
 
     client = stack.redis()
-    entries = client.hgetall(f"netsync:{{delayed}}:entries")
+    entries = client.hgetall("netsync:{delayed}:entries")
     return [e for e in (json.loads(v) for v in entries.values()) if e["args"][:1] == [sync_id]]
 
 
@@ -71,10 +72,12 @@ def test_callback_retries_503_then_429_honouring_retry_after_then_delivers(ops_s
     assert bodies[0]["event"] == "sync.succeeded" and bodies[0]["count"] == 30
     # the third attempt was not sent before the receiver's Retry-After had passed
     assert attempts[2].at - attempts[1].at >= 2 - 0.05
-    wait_until(lambda: delivery_state(ops_stack, f"{sync_id}.sync.succeeded") == "delivered",
-               what="delivery marked delivered")
+    wait_until(
+        lambda: delivery_state(ops_stack, f"{sync_id}.sync.succeeded") == "delivered",
+        what="delivery marked delivered",
+    )
     listing = ops_stack.cli("callbacks", "list").stdout
-    line = next(l for l in listing.splitlines() if l.startswith(f"{sync_id}.sync.succeeded"))
+    line = next(row for row in listing.splitlines() if row.startswith(f"{sync_id}.sync.succeeded"))
     assert "delivered" in line and "attempts=3" in line
     time.sleep(0.5)
     assert len(receiver.for_user(user)) == 3  # nothing more after the 200
@@ -98,8 +101,10 @@ def test_a_4xx_goes_to_the_dead_letter_list_and_redeliver_sends_the_same_id(ops_
     again = ops_stack.receiver.wait_for(user, 2)
     assert again[1].headers["webhook-id"] == first[0].headers["webhook-id"] == delivery_id
     verified(again[1])
-    wait_until(lambda: delivery_state(ops_stack, delivery_id) == "delivered",
-               what="delivered, off the dead-letter list")
+    wait_until(
+        lambda: delivery_state(ops_stack, delivery_id) == "delivered",
+        what="delivered, off the dead-letter list",
+    )
     assert delivery_id not in ops_stack.cli("callbacks", "list", "--failed").stdout
     assert ops_stack.cli("callbacks", "redeliver", "nope", check=False).returncode == 1
 
@@ -110,8 +115,9 @@ def test_pause_parks_every_call_and_resume_lets_the_sync_finish(ops_stack):
     try:
         assert "paused since" in ops_stack.cli("providers", "list").stdout
         user, account, sync_id = start(ops_stack, "mastodon", 50)
-        view = wait_until(lambda: (v := ops_stack.sync(sync_id))["waiting"] and v,
-                          what="sync shows it waits")
+        view = wait_until(
+            lambda: (v := ops_stack.sync(sync_id))["waiting"] and v, what="sync shows it waits"
+        )
         assert view["waiting"]["reason"] == "provider_paused"
         assert view["status"] in ("queued", "running")
         wait_until(lambda: parked_of(ops_stack, sync_id), what="parked call")
@@ -217,13 +223,19 @@ def test_flower_role_runs_behind_basic_auth_and_refuses_to_start_without(ops_sta
 
     env = {k: v for k, v in ops_stack.dev.base_env.items() if k != "FLOWER_BASIC_AUTH"}
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # as make run
-    refused = subprocess.run(["sh", "-c", command], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=30)
+    refused = subprocess.run(
+        ["sh", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
     assert refused.returncode == 1 and "FLOWER_BASIC_AUTH" in refused.stderr
     port = free_port()
-    flower = subprocess.Popen(["sh", "-c", command], cwd=ROOT, start_new_session=True,
-                              env={**env, "FLOWER_BASIC_AUTH": "ops:s3cret", "FLOWER_PORT": str(port)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    flower = subprocess.Popen(
+        ["sh", "-c", command],
+        cwd=ROOT,
+        start_new_session=True,
+        env={**env, "FLOWER_BASIC_AUTH": "ops:s3cret", "FLOWER_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/", timeout=60)

@@ -20,6 +20,7 @@ taxonomy promises:
 - FAIL: ``failed`` at once, no further call, previous network intact;
 - RESTART (Facebook code 100): pagination restarted once, then ``failed``.
 """
+
 from __future__ import annotations
 
 import time
@@ -30,15 +31,26 @@ import requests
 
 from providers.linkedin import next_utc_midnight
 from tests.integration.provider_helpers import (
-    calls, expedite, forget_quota, sync_new_account, token_calls, wait_parked,
+    calls,
+    expedite,
+    forget_quota,
+    sync_new_account,
+    token_calls,
+    wait_parked,
 )
 
 MAX_BACKOFF_ATTEMPTS = 3  # conftest.TEST_ENV
 #: what the breaker lets through while a fault lasts the whole retry budget (TEST_ENV:
 #: budget 2 s, cooldown 0.5 s; default threshold 5; the stack's 4 worker slots in flight)
 BREAKER_BOUND = 5 + 4 + int(2 / 0.5) + 1
-SIZE = {"twitter": 2500, "facebook": 12000, "linkedin": 120, "mastodon": 200, "github": 250,
-        "bluesky": 250}
+SIZE = {
+    "twitter": 2500,
+    "facebook": 12000,
+    "linkedin": 120,
+    "mastodon": 200,
+    "github": 250,
+    "bluesky": 250,
+}
 #: providers that launch pages at once: a fault may meet pages already in flight
 FAN_OUT = {"linkedin", "github"}
 REFRESHABLE = {"twitter", "linkedin", "bluesky"}
@@ -61,12 +73,26 @@ class Row:
 
 ROWS = [
     # -- Twitter -------------------------------------------------------------------------
-    Row("twitter", "429/88 v1", "WAIT", "rate_limited", {"code": 88, "shape": "v1", "reset_in_s": 2}),
-    Row("twitter", "429 problem", "WAIT", "rate_limited", {"code": 88, "shape": "v2", "reset_in_s": 2}),
+    Row(
+        "twitter", "429/88 v1", "WAIT", "rate_limited", {"code": 88, "shape": "v1", "reset_in_s": 2}
+    ),
+    Row(
+        "twitter",
+        "429 problem",
+        "WAIT",
+        "rate_limited",
+        {"code": 88, "shape": "v2", "reset_in_s": 2},
+    ),
     Row("twitter", "401/32", "REAUTH", "could_not_authenticate", {"code": 32}),
     Row("twitter", "401/89 oauth2", "REFRESH", "invalid_or_expired_token", {"code": 89}),
-    Row("twitter", "401/89 oauth1", "REAUTH", "invalid_or_expired_token", {"code": 89},
-        credential={"token_secret": "tw-secret"}),
+    Row(
+        "twitter",
+        "401/89 oauth1",
+        "REAUTH",
+        "invalid_or_expired_token",
+        {"code": 89},
+        credential={"token_secret": "tw-secret"},
+    ),
     Row("twitter", "403/326", "REAUTH", "account_locked", {"code": 326}),
     Row("twitter", "403/63", "SKIP", "user_suspended", {"code": 63}),
     Row("twitter", "400/215", "FAIL", "bad_authentication_data", {"code": 215}),
@@ -99,7 +125,13 @@ ROWS = [
     # -- LinkedIn ------------------------------------------------------------------------
     Row("linkedin", "401/65600", "REFRESH", "invalid_access_token", {"code": 65600}),
     Row("linkedin", "401/65601", "REAUTH", "revoked_access_token", {"code": 65601}),
-    Row("linkedin", "401 expired", "REFRESH", "expired_access_token", {"name": "expired_access_token"}),
+    Row(
+        "linkedin",
+        "401 expired",
+        "REFRESH",
+        "expired_access_token",
+        {"name": "expired_access_token"},
+    ),
     Row("linkedin", "403", "REAUTH", "access_denied", {"name": "access_denied"}),
     Row("linkedin", "404", "SKIP", "not_found", {"name": "not_found"}),
     Row("linkedin", "429/101", "WAIT", "throttled", {"code": 101}, parked_for=-1),  # midnight UTC
@@ -113,23 +145,54 @@ ROWS = [
     Row("mastodon", "429", "WAIT", "rate_limited", {"name": "rate_limited", "reset_in_s": 2}),
     Row("mastodon", "503", "BACKOFF", "unavailable", {"name": "unavailable"}),
     # -- GitHub --------------------------------------------------------------------------
-    Row("github", "403 primary", "WAIT", "rate_limited", {"name": "primary_rate_limit", "reset_in_s": 2}),
-    Row("github", "429 primary", "WAIT", "rate_limited", {"name": "primary_rate_limit_429", "reset_in_s": 2}),
-    Row("github", "403 secondary retry-after", "WAIT", "secondary_rate_limit",
-        {"name": "secondary_rate_limit", "retry_after": 2}),
-    Row("github", "403 secondary", "WAIT", "secondary_rate_limit",
-        {"name": "secondary_rate_limit_no_retry_after"}, parked_for=60),
+    Row(
+        "github",
+        "403 primary",
+        "WAIT",
+        "rate_limited",
+        {"name": "primary_rate_limit", "reset_in_s": 2},
+    ),
+    Row(
+        "github",
+        "429 primary",
+        "WAIT",
+        "rate_limited",
+        {"name": "primary_rate_limit_429", "reset_in_s": 2},
+    ),
+    Row(
+        "github",
+        "403 secondary retry-after",
+        "WAIT",
+        "secondary_rate_limit",
+        {"name": "secondary_rate_limit", "retry_after": 2},
+    ),
+    Row(
+        "github",
+        "403 secondary",
+        "WAIT",
+        "secondary_rate_limit",
+        {"name": "secondary_rate_limit_no_retry_after"},
+        parked_for=60,
+    ),
     Row("github", "401", "REAUTH", "bad_credentials", {"name": "bad_credentials"}),
     Row("github", "404", "SKIP", "not_found", {"name": "not_found"}),
     Row("github", "500", "BACKOFF", "server_error", {"name": "server_error"}),
     Row("github", "503", "BACKOFF", "unavailable", {"name": "unavailable"}),
     # -- Bluesky -------------------------------------------------------------------------
     Row("bluesky", "400 ExpiredToken", "REFRESH", "expired_token", {"name": "expired_token"}),
-    Row("bluesky", "401 AccountTakedown", "REAUTH", "account_takedown", {"name": "account_takedown"}),
+    Row(
+        "bluesky", "401 AccountTakedown", "REAUTH", "account_takedown", {"name": "account_takedown"}
+    ),
     Row("bluesky", "400 actor suspended", "SKIP", "actor_suspended", {"name": "actor_suspended"}),
     Row("bluesky", "400 InvalidRequest", "FAIL", "invalid_request", {"name": "invalid_request"}),
     Row("bluesky", "429", "WAIT", "rate_limited", {"name": "rate_limited", "reset_in_s": 2}),
-    Row("bluesky", "502 UpstreamFailure", "BACKOFF", "upstream_failure", {"name": "upstream_failure"}),
+    Row(
+        "bluesky",
+        "502 UpstreamFailure",
+        "BACKOFF",
+        "upstream_failure",
+        {"name": "upstream_failure"},
+    ),
     Row("bluesky", "502 html", "BACKOFF", "bad_gateway", {"name": "gateway_html"}),
 ]
 
@@ -174,9 +237,13 @@ def test_error_row_mid_sync(stack, row):
     elif row.action == "REAUTH":
         fault = add_fault(stack, {"kind": "error", "token": token, "from_call": 3, **selector})
     elif row.action == "BACKOFF":
-        fault = add_fault(stack, {"kind": "error", "account": account["id"], "from_call": 3, **selector})
+        fault = add_fault(
+            stack, {"kind": "error", "account": account["id"], "from_call": 3, **selector}
+        )
     else:
-        fault = add_fault(stack, {"kind": "error", "account": account["id"], "at_call": 3, **selector})
+        fault = add_fault(
+            stack, {"kind": "error", "account": account["id"], "at_call": 3, **selector}
+        )
     check = CHECKS[row.action]
     check(stack, row, user, account, previous, fault, resync(stack, user, provider))
 
@@ -214,7 +281,9 @@ def in_flight(provider) -> int:
 
 def assert_no_call_until(stack, row, account, hit, until: float):
     """No call with the token between the fault and ``until``, bar siblings already underway."""
-    early = [c for c in later_calls(stack, row.provider, account["token"], hit["seq"]) if c["t"] < until]
+    early = [
+        c for c in later_calls(stack, row.provider, account["token"], hit["seq"]) if c["t"] < until
+    ]
     assert len(early) <= in_flight(row.provider), early
     assert all(c["t"] < hit["t"] + 0.5 for c in early), early
 
@@ -226,11 +295,15 @@ def check_wait(stack, row, user, account, previous, fault, sync_id):
         wait_s = row.fault.get("reset_in_s") or row.fault.get("retry_after")
         until = hit["t"] + wait_s - 0.01
         assert_no_call_until(stack, row, account, hit, until)
-        assert any(c["t"] >= until for c in later_calls(stack, row.provider, account["token"], hit["seq"]))
+        assert any(
+            c["t"] >= until for c in later_calls(stack, row.provider, account["token"], hit["seq"])
+        )
     else:  # an hour or a day away: parked due then, no call meanwhile, then expedited
         entries = wait_parked(stack, sync_id)
         (hit,) = fault_calls(stack, row.provider, fault)
-        expected = (next_utc_midnight(time.time()) - time.time()) if row.parked_for < 0 else row.parked_for
+        expected = (
+            (next_utc_midnight(time.time()) - time.time()) if row.parked_for < 0 else row.parked_for
+        )
         (entry,) = [e for e in entries if e["reason"] == row.kind]
         assert entry["due_at"] - entry["parked_at"] == pytest.approx(expected, abs=5)
         assert account["token"] not in str(entries)  # no credential in a parked message
@@ -268,19 +341,40 @@ def check_fail(stack, row, user, account, previous, fault, sync_id):
     assert set(stack.network_ids(user, row.provider)) == previous
 
 
-CHECKS = {"REAUTH": check_reauth, "REFRESH": check_refresh, "WAIT": check_wait,
-          "BACKOFF": check_backoff, "SKIP": check_skip, "FAIL": check_fail}
+CHECKS = {
+    "REAUTH": check_reauth,
+    "REFRESH": check_refresh,
+    "WAIT": check_wait,
+    "BACKOFF": check_backoff,
+    "SKIP": check_skip,
+    "FAIL": check_fail,
+}
 
 
 # -- rows that need more than one fault or a special credential ------------------------------
-@pytest.mark.parametrize("provider,selector", [("twitter", {"code": 89}), ("linkedin", {"code": 65600}),
-                                               ("bluesky", {"name": "expired_token"})])
+@pytest.mark.parametrize(
+    "provider,selector",
+    [
+        ("twitter", {"code": 89}),
+        ("linkedin", {"code": 65600}),
+        ("bluesky", {"name": "expired_token"}),
+    ],
+)
 def test_refresh_then_refused_again_is_reauth_after_one_refresh(stack, provider, selector):
     """A 401 the table calls refreshable gets exactly one refresh, then REAUTH."""
     row = Row(provider, "", "REFRESH", "")
     user, account, previous = prepare(stack, row)
-    add_fault(stack, {"kind": "error", "provider": provider, "account": account["id"],
-                      "path_kind": "page", **selector, "from_call": 2})
+    add_fault(
+        stack,
+        {
+            "kind": "error",
+            "provider": provider,
+            "account": account["id"],
+            "path_kind": "page",
+            **selector,
+            "from_call": 2,
+        },
+    )
     before = token_calls(stack).get(provider, 0)
     record = stack.wait_final(resync(stack, user, provider), timeout=60)
     assert record["status"] == "needs_reauth", record
@@ -293,8 +387,10 @@ def test_expired_token_refreshes_once_then_succeeds(stack, provider):
     """The simulator expires the token mid-sync: its expired-token row, one refresh, success."""
     row = Row(provider, "", "REFRESH", "")
     user, account, previous = prepare(stack, row)
-    add_fault(stack, {"kind": "expire_token", "provider": provider, "token": account["token"],
-                      "at_call": 3})
+    add_fault(
+        stack,
+        {"kind": "expire_token", "provider": provider, "token": account["token"], "at_call": 3},
+    )
     before = token_calls(stack).get(provider, 0)
     record = stack.wait_final(resync(stack, user, provider), timeout=60)
     assert record["status"] == "succeeded", record
@@ -305,8 +401,16 @@ def test_expired_token_refreshes_once_then_succeeds(stack, provider):
 def test_facebook_bad_token_family_is_reauth_whatever_the_message(stack):
     row = Row("facebook", "", "REAUTH", "")
     user, account, previous = prepare(stack, row)
-    add_fault(stack, {"kind": "revoke_token", "provider": "facebook", "token": account["token"],
-                      "name": "bad_token", "at_call": 3})
+    add_fault(
+        stack,
+        {
+            "kind": "revoke_token",
+            "provider": "facebook",
+            "token": account["token"],
+            "name": "bad_token",
+            "at_call": 3,
+        },
+    )
     record = stack.wait_final(resync(stack, user, "facebook"), timeout=60)
     assert record["status"] == "needs_reauth", record
     assert set(stack.network_ids(user, "facebook")) == previous
@@ -315,8 +419,10 @@ def test_facebook_bad_token_family_is_reauth_whatever_the_message(stack):
 def test_facebook_expired_cursor_restarts_pagination_once(stack):
     row = Row("facebook", "", "RESTART", "")
     user, account, previous = prepare(stack, row)
-    add_fault(stack, {"kind": "cursor_expired", "provider": "facebook", "account": account["id"],
-                      "times": 1})
+    add_fault(
+        stack,
+        {"kind": "cursor_expired", "provider": "facebook", "account": account["id"], "times": 1},
+    )
     record = stack.wait_final(resync(stack, user, "facebook"), timeout=60)
     assert record["status"] == "succeeded", record
     assert set(stack.network_ids(user, "facebook")) == stack.truth("facebook", account["id"])
@@ -329,7 +435,9 @@ def test_facebook_cursor_expiring_again_after_the_restart_fails(stack):
     add_fault(stack, {"kind": "cursor_expired", "provider": "facebook", "account": account["id"]})
     record = stack.wait_final(resync(stack, user, "facebook"), timeout=60)
     assert record["status"] == "failed" and record["error"]["kind"] == "cursor_expired", record
-    pages = [c for c in later_calls(stack, "facebook", account["token"], seq) if c["kind"] == "page"]
+    pages = [
+        c for c in later_calls(stack, "facebook", account["token"], seq) if c["kind"] == "page"
+    ]
     # first page, expired cursor, first page again (the one restart), expired again
     assert [c["status"] for c in pages] == [200, 400, 200, 400]
     assert set(stack.network_ids(user, "facebook")) == previous

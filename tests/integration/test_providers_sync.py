@@ -5,14 +5,20 @@ workers → stored network, compared with the simulator's truth. Sizes are
 chosen around each provider's page size (0, 1, page−1, page, page+1,
 several pages), plus each provider's pagination quirks.
 """
+
 from __future__ import annotations
 
 import time
 
 import pytest
 
+from tests.integration.conftest import new_user
 from tests.integration.provider_helpers import (
-    calls, client, login, new_user, sync_new_account, token_calls,
+    calls,
+    client,
+    login,
+    sync_new_account,
+    token_calls,
 )
 
 #: the core sync tests: also run on a Redis Cluster + RabbitMQ (make integration-cluster)
@@ -21,8 +27,11 @@ pytestmark = pytest.mark.cluster
 PAGE = {"twitter": 1000, "facebook": 5000, "linkedin": 50, "mastodon": 80, "bluesky": 100}
 SEVERAL = {"twitter": 3500, "facebook": 12000, "linkedin": 420, "mastodon": 500, "bluesky": 350}
 
-CASES = [pytest.param(p, n, id=f"{p}-{n}")
-         for p in PAGE for n in (0, 1, PAGE[p] - 1, PAGE[p], PAGE[p] + 1, SEVERAL[p])]
+CASES = [
+    pytest.param(p, n, id=f"{p}-{n}")
+    for p in PAGE
+    for n in (0, 1, PAGE[p] - 1, PAGE[p], PAGE[p] + 1, SEVERAL[p])
+]
 
 
 def assert_network_is_truth(stack, user, account, record):
@@ -42,10 +51,17 @@ def test_sync_equals_truth(stack, provider, size):
 
 
 def test_twitter_short_pages_mid_stream_go_on(stack):
-    """"result_count may be below max_results mid-stream": the next_token decides."""
+    """ "result_count may be below max_results mid-stream": the next_token decides."""
     account = stack.add_account("twitter", 2600)
-    stack.add_faults({"kind": "short_page", "provider": "twitter", "account": account["id"],
-                      "items": 1, "every_n": 2})
+    stack.add_faults(
+        {
+            "kind": "short_page",
+            "provider": "twitter",
+            "account": account["id"],
+            "items": 1,
+            "every_n": 2,
+        }
+    )
     user = new_user()
     record = stack.wait_final(login(stack, user, account)["sync_id"], timeout=60)
     assert record["status"] == "succeeded", record
@@ -60,8 +76,9 @@ def test_twitter_oauth1_token_signs_calls(stack):
 
 def test_twitter_expired_token_refreshes_client_side_once(stack):
     before = token_calls(stack).get("twitter", 0)
-    user, account, record = sync_new_account(stack, "twitter", 2100, refresh_token="tw-rt-" + new_user(),
-                                             expires_at=time.time() - 60)
+    user, account, record = sync_new_account(
+        stack, "twitter", 2100, refresh_token="tw-rt-" + new_user(), expires_at=time.time() - 60
+    )
     assert record["status"] == "succeeded", record
     assert token_calls(stack)["twitter"] - before == 1
     assert not calls(stack, "twitter", token=account["token"])  # the expired token never went out
@@ -70,8 +87,14 @@ def test_twitter_expired_token_refreshes_client_side_once(stack):
 
 def test_facebook_empty_pages_with_next_lose_nothing(stack):
     account = stack.add_account("facebook", 11000)
-    stack.add_faults({"kind": "empty_page_with_next", "provider": "facebook",
-                      "account": account["id"], "at_call": 3})
+    stack.add_faults(
+        {
+            "kind": "empty_page_with_next",
+            "provider": "facebook",
+            "account": account["id"],
+            "at_call": 3,
+        }
+    )
     user = new_user()
     record = stack.wait_final(login(stack, user, account)["sync_id"], timeout=60)
     assert record["status"] == "succeeded", record
@@ -80,8 +103,15 @@ def test_facebook_empty_pages_with_next_lose_nothing(stack):
 
 def test_facebook_short_pages_with_next_go_on(stack):
     account = stack.add_account("facebook", 10500)
-    stack.add_faults({"kind": "short_page", "provider": "facebook", "account": account["id"],
-                      "items": 1, "at_call": 2})
+    stack.add_faults(
+        {
+            "kind": "short_page",
+            "provider": "facebook",
+            "account": account["id"],
+            "items": 1,
+            "at_call": 2,
+        }
+    )
     user = new_user()
     record = stack.wait_final(login(stack, user, account)["sync_id"], timeout=60)
     assert record["status"] == "succeeded", record
@@ -91,8 +121,9 @@ def test_facebook_short_pages_with_next_go_on(stack):
 def test_linkedin_off_by_one_ends_with_the_right_set_in_a_few_calls(stack):
     """The talk's bug: past the end, an endless run of one-person pages."""
     account = stack.add_account("linkedin", 150)
-    stack.add_faults({"kind": "off_by_one", "provider": "linkedin", "account": account["id"],
-                      "after_start": 150})
+    stack.add_faults(
+        {"kind": "off_by_one", "provider": "linkedin", "account": account["id"], "after_start": 150}
+    )
     user = new_user()
     record = stack.wait_final(login(stack, user, account)["sync_id"], timeout=60)
     assert record["status"] in ("succeeded", "partial"), record
@@ -104,8 +135,9 @@ def test_linkedin_off_by_one_ends_with_the_right_set_in_a_few_calls(stack):
 def test_linkedin_one_person_pages_inside_the_total_are_flagged(stack):
     """The bug mid-list: people are missing, and the status says so."""
     account = stack.add_account("linkedin", 150)
-    stack.add_faults({"kind": "off_by_one", "provider": "linkedin", "account": account["id"],
-                      "after_start": 100})
+    stack.add_faults(
+        {"kind": "off_by_one", "provider": "linkedin", "account": account["id"], "after_start": 100}
+    )
     user = new_user()
     record = stack.wait_final(login(stack, user, account)["sync_id"], timeout=60)
     assert record["status"] == "partial" and record["partial_reason"] == "short_page", record
@@ -114,8 +146,15 @@ def test_linkedin_one_person_pages_inside_the_total_are_flagged(stack):
 
 def test_mastodon_short_pages_go_on(stack):
     account = stack.add_account("mastodon", 300)
-    stack.add_faults({"kind": "short_page", "provider": "mastodon", "account": account["id"],
-                      "items": 1, "every_n": 2})
+    stack.add_faults(
+        {
+            "kind": "short_page",
+            "provider": "mastodon",
+            "account": account["id"],
+            "items": 1,
+            "every_n": 2,
+        }
+    )
     user = new_user()
     record = stack.wait_final(login(stack, user, account)["sync_id"], timeout=60)
     assert record["status"] == "succeeded", record
@@ -130,8 +169,16 @@ def test_mastodon_hidden_network_is_partial_not_empty(stack):
 def test_twitter_per_item_problems_beside_data_keep_the_page(stack):
     """A 200 with data and errors[] (a follower we may not see): the page is good."""
     account = stack.add_account("twitter", 2500)
-    stack.add_faults({"kind": "error", "provider": "twitter", "account": account["id"],
-                      "name": "not_authorized_for_resource", "beside_data": True, "at_call": 3})
+    stack.add_faults(
+        {
+            "kind": "error",
+            "provider": "twitter",
+            "account": account["id"],
+            "name": "not_authorized_for_resource",
+            "beside_data": True,
+            "at_call": 3,
+        }
+    )
     user = new_user()
     sync_id = login(stack, user, account)["sync_id"]
     record = stack.wait_final(sync_id, timeout=60)

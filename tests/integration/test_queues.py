@@ -10,6 +10,7 @@ list it went to (queue and priority step), the task and the sync id, so the
 routing is checked from what actually reached the broker. Provider calls are
 read back from the simulator's call log (``GET /_sim/calls``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,7 +46,7 @@ REDIS_DBS = {"split": 9, "priority": 10, "region": 11, "rabbit": 12}
 class Pushed:
     """One message as it reached the Redis broker."""
 
-    key: str        # the list: queue name, plus ``:<step>`` for priority steps above 0
+    key: str  # the list: queue name, plus ``:<step>`` for priority steps above 0
     queue: str
     step: int
     task: str
@@ -84,9 +85,10 @@ class BrokerSpy:
                 if not (queue and step.isdigit()):
                     queue, step = key, "0"
                 sync = self._SYNC.search(args[2])
-                self.pushed.append(Pushed(key, queue, int(step), task.group(1),
-                                          sync.group(0) if sync else ""))
-        except Exception:  # the connection was closed: stop
+                self.pushed.append(
+                    Pushed(key, queue, int(step), task.group(1), sync.group(0) if sync else "")
+                )
+        except Exception:  # noqa: BLE001 - the connection was closed: stop
             return
 
     def of(self, sync_id: str) -> list[Pushed]:
@@ -110,8 +112,13 @@ def start_stack(tmp_path_factory, name: str, workers: list, env: dict) -> DevSta
     if shared:  # a database of our own on the shared server, emptied first
         base = shared.rsplit("/", 1)[0] if shared.count("/") > 2 else shared
         redis.Redis.from_url(f"{base}/{db}").flushdb()
-    dev = DevStack(var_dir=tmp_path_factory.mktemp(f"queues-{name}"), workers=workers,
-                   env={**TEST_ENV, **env}, redis_db=db, redis_broker=True)
+    dev = DevStack(
+        var_dir=tmp_path_factory.mktemp(f"queues-{name}"),
+        workers=workers,
+        env={**TEST_ENV, **env},
+        redis_db=db,
+        redis_broker=True,
+    )
     dev.start()
     return dev
 
@@ -136,7 +143,10 @@ def app_for(dev: DevStack):
 
 
 def last_seq(stack: Stack) -> int:
-    return requests.get(f"{stack.sim}/_sim/calls", params={"limit": 0}, timeout=10).json()["next_seq"] - 1
+    return (
+        requests.get(f"{stack.sim}/_sim/calls", params={"limit": 0}, timeout=10).json()["next_seq"]
+        - 1
+    )
 
 
 def calls_since(stack: Stack, seq: int, provider: str | None = None) -> list[dict]:
@@ -144,8 +154,9 @@ def calls_since(stack: Stack, seq: int, provider: str | None = None) -> list[dic
     return requests.get(f"{stack.sim}/_sim/calls", params=params, timeout=30).json()["calls"]
 
 
-def login_sync(stack: Stack, provider: str, size: int, account: dict | None = None,
-               **extra) -> tuple[str, dict, str]:
+def login_sync(
+    stack: Stack, provider: str, size: int, account: dict | None = None, **extra
+) -> tuple[str, dict, str]:
     """(user, account, sync id) of a login that started a sync."""
     account = account or stack.add_account(provider, size, **extra)
     user = new_user()
@@ -172,8 +183,14 @@ def wait_until(predicate, timeout: float, what: str):
 
 def stale_resync_cli(dev: DevStack, *args: str) -> str:
     """``flask --app service resync --stale-after …`` as cron runs it: a process of its own."""
-    done = subprocess.run([sys.executable, "-m", "flask", "--app", "service", "resync", *args],
-                          cwd=ROOT, env=dev.base_env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "service", "resync", *args],
+        cwd=ROOT,
+        env=dev.base_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -185,8 +202,11 @@ def stale_syncs(dev: DevStack, provider: str, users) -> list[str]:
     users = list(users)
     with app_for(dev).app_context():
         records = services().store.list_syncs(limit=1000)
-    found = {r["user_id"]: r["sync_id"] for r in reversed(records)
-             if r.get("trigger") == "stale" and r.get("provider") == provider}
+    found = {
+        r["user_id"]: r["sync_id"]
+        for r in reversed(records)
+        if r.get("trigger") == "stale" and r.get("provider") == provider
+    }
     assert set(users) <= set(found), "every target got a stale re-sync"
     return [found[user] for user in users]
 
@@ -206,12 +226,20 @@ MASTODON_IP_LIMIT, MASTODON_IP_WINDOW = 60, 2.0
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
-    dev = start_stack(tmp_path_factory, "split", workers=[
-        WorkerSpec("normal", pool="threads", concurrency=4, name="normal"),
-        WorkerSpec("whale", pool="threads", concurrency=2, name="whale"),
-        WorkerSpec("trickle", pool="threads", concurrency=1, name="trickle"),
-    ], env={"WHALE_THRESHOLD": str(SPLIT_THRESHOLD), "FRESHNESS_SECONDS": "1",
-            "QUOTA_MASTODON": f"300/300/token,{MASTODON_IP_LIMIT}/{MASTODON_IP_WINDOW:g}/ip"})
+    dev = start_stack(
+        tmp_path_factory,
+        "split",
+        workers=[
+            WorkerSpec("normal", pool="threads", concurrency=4, name="normal"),
+            WorkerSpec("whale", pool="threads", concurrency=2, name="whale"),
+            WorkerSpec("trickle", pool="threads", concurrency=1, name="trickle"),
+        ],
+        env={
+            "WHALE_THRESHOLD": str(SPLIT_THRESHOLD),
+            "FRESHNESS_SECONDS": "1",
+            "QUOTA_MASTODON": f"300/300/token,{MASTODON_IP_LIMIT}/{MASTODON_IP_WINDOW:g}/ip",
+        },
+    )
     with spied(dev) as handles:
         yield handles
 
@@ -220,8 +248,16 @@ def test_whale_and_normal_are_routed_by_size_and_a_normal_login_completes_beside
     stack, spy = split
     # A whale whose every call takes 300 ms: it keeps the whale workers busy for seconds.
     whale = stack.add_account("github", 5_000)
-    stack.add_faults({"id": "slow-whale", "kind": "latency", "provider": "github",
-                      "token": whale["token"], "mean": 300, "jitter": 20})
+    stack.add_faults(
+        {
+            "id": "slow-whale",
+            "kind": "latency",
+            "provider": "github",
+            "token": whale["token"],
+            "mean": 300,
+            "jitter": 20,
+        }
+    )
     whale_user, _, whale_sync = login_sync(stack, "github", 5_000, account=whale)
     wait_until(lambda: stack.sync(whale_sync)["pages_fetched"] >= 2, 30, "the whale pages")
 
@@ -239,7 +275,9 @@ def test_whale_and_normal_are_routed_by_size_and_a_normal_login_completes_beside
     # What reached the broker: the small sync only ever on normal; the whale's
     # profile on normal (no size known yet), every one of its 50 pages on whale.
     assert {(p.queue, p.task) for p in spy.of(small_sync)} == {
-        ("normal", "github.profile"), ("normal", "github.page")}
+        ("normal", "github.profile"),
+        ("normal", "github.page"),
+    }
     whale_msgs = spy.of(whale_sync)
     assert [p.queue for p in whale_msgs if p.task == "github.profile"] == ["normal"]
     pages = [p for p in whale_msgs if p.task == "github.page"]
@@ -264,8 +302,9 @@ def trickle_run(split):
     after_freshness()
     seq = last_seq(stack)
 
-    output = stale_resync_cli(stack.dev, "--stale-after", "1s", "--provider", "mastodon",
-                              "--limit", "12")
+    output = stale_resync_cli(
+        stack.dev, "--stale-after", "1s", "--provider", "mastodon", "--limit", "12"
+    )
     resynced = stale_syncs(stack.dev, "mastodon", [user for user, _, _ in stale])
     whale = login_sync(stack, "mastodon", 3_000)
     normals = []
@@ -276,9 +315,17 @@ def trickle_run(split):
 
     assert set(resynced).isdisjoint(sync for _, _, sync in stale), "new syncs, not the old ones"
     trickle_records = wait_all(stack, resynced, timeout=90)
-    return {"output": output, "stale": stale, "resynced": resynced, "trickle": trickle_records,
-            "whale": whale, "normals": normals, "records": records,
-            "calls": calls_since(stack, seq, "mastodon"), "spy": spy}
+    return {
+        "output": output,
+        "stale": stale,
+        "resynced": resynced,
+        "trickle": trickle_records,
+        "whale": whale,
+        "normals": normals,
+        "records": records,
+        "calls": calls_since(stack, seq, "mastodon"),
+        "spy": spy,
+    }
 
 
 def test_stale_resync_from_the_cli_runs_on_trickle(trickle_run):
@@ -306,8 +353,11 @@ def test_trickle_never_takes_normals_quota_share(trickle_run):
         cls = accounts[call["account"]]
         return "normal" if cls == "whale" and call["kind"] == "profile" else cls
 
-    calls = [(c["t"], queue_class(c)) for c in trickle_run["calls"]
-             if c["account"] in accounts and not c["rate_limited"]]
+    calls = [
+        (c["t"], queue_class(c))
+        for c in trickle_run["calls"]
+        if c["account"] in accounts and not c["rate_limited"]
+    ]
     assert Counter(cls for _, cls in calls)["trickle"] == 24  # 12 × (profile + one page)
 
     trickle_cap = round(0.1 * MASTODON_IP_LIMIT)
@@ -325,7 +375,7 @@ def test_trickle_never_takes_normals_quota_share(trickle_run):
     assert busiest["trickle"] >= trickle_cap - 1, busiest
     assert busiest["whale"] > trickle_cap, "the whale had work and took more than trickle"
 
-    for sync_id, record in trickle_run["records"].items():
+    for record in trickle_run["records"].values():
         assert record["status"] == "succeeded", record
     normal_records = [trickle_run["records"][sync] for _, _, sync in trickle_run["normals"]]
     assert all(r["queue"] == "normal" and r["connections_fetched"] == 300 for r in normal_records)
@@ -360,22 +410,34 @@ def priority_stack(request, tmp_path_factory):
     if request.param == "rabbitmq":
         problem = rabbitmq_reachable(RABBITMQ_URL)
         if problem:
-            pytest.skip(f"RabbitMQ not reachable at {RABBITMQ_URL} ({problem}): the priority "
-                        "test ran on Redis only; set NETSYNC_TEST_AMQP_URL to run it on RabbitMQ")
+            pytest.skip(
+                f"RabbitMQ not reachable at {RABBITMQ_URL} ({problem}): the priority "
+                "test ran on Redis only; set NETSYNC_TEST_AMQP_URL to run it on RabbitMQ"
+            )
         # Queues of this run's own on the shared RabbitMQ: a region prefix nobody else uses.
         region = f"t{secrets.token_hex(4)}"
         env.update(CELERY_BROKER_URL=RABBITMQ_URL, PROVIDER_REGIONS=f"github:{region}")
     regions = {"github": region} if region else {}
     normal_q = queues.queue_name("normal", "github", regions)
     whale_q = queues.queue_name("whale", "github", regions)
-    dev = start_stack(tmp_path_factory, "priority" if region is None else "rabbit", workers=[
-        WorkerSpec(normal_q, pool="threads", concurrency=2, name="normal"),
-        WorkerSpec(whale_q, pool="threads", concurrency=2, name="whale"),
-    ], env=env)
+    dev = start_stack(
+        tmp_path_factory,
+        "priority" if region is None else "rabbit",
+        workers=[
+            WorkerSpec(normal_q, pool="threads", concurrency=2, name="normal"),
+            WorkerSpec(whale_q, pool="threads", concurrency=2, name="whale"),
+        ],
+        env=env,
+    )
     spy = BrokerSpy(dev.redis_url) if region is None else None
     try:
-        yield {"stack": Stack(dev), "broker": request.param, "regions": regions, "spy": spy,
-               "whale_q": whale_q}
+        yield {
+            "stack": Stack(dev),
+            "broker": request.param,
+            "regions": regions,
+            "spy": spy,
+            "whale_q": whale_q,
+        }
     finally:
         if spy:
             spy.close()
@@ -385,7 +447,7 @@ def priority_stack(request, tmp_path_factory):
 
             with Connection(RABBITMQ_URL) as conn:
                 channel = conn.channel()
-                for name in queues.all_queue_names(regions)[len(queues.QUEUE_CLASSES):]:
+                for name in queues.all_queue_names(regions)[len(queues.QUEUE_CLASSES) :]:
                     try:
                         channel.queue_delete(name)
                     except Exception:  # noqa: BLE001 - never declared: nothing to delete
@@ -397,8 +459,10 @@ def broker_depths(ctx) -> dict[int, int]:
     dev = ctx["stack"].dev
     if ctx["broker"] == "redis":
         client = redis.Redis.from_url(dev.redis_url)
-        depths = {step: client.llen(f"{ctx['whale_q']}:{step}" if step else ctx["whale_q"])
-                  for step in range(queues.MAX_PRIORITY + 1)}
+        depths = {
+            step: client.llen(f"{ctx['whale_q']}:{step}" if step else ctx["whale_q"])
+            for step in range(queues.MAX_PRIORITY + 1)
+        }
         return {step: n for step, n in depths.items() if n}
     from kombu import Connection
 
@@ -424,8 +488,9 @@ def test_interactive_work_goes_before_a_backlog_of_bulk_work_on_the_same_queue(p
     stop_process(dev.processes.pop("whale"))
     after_freshness()
     runner = app_for(dev).test_cli_runner()
-    result = runner.invoke(args=["resync", "--stale-after", "1s", "--provider", "github",
-                                 "--limit", str(BACKLOG)])
+    result = runner.invoke(
+        args=["resync", "--stale-after", "1s", "--provider", "github", "--limit", str(BACKLOG)]
+    )
     assert result.exit_code == 0 and f"queued={BACKLOG}" in result.output, result.output
     resynced = stale_syncs(dev, "github", [u for u, _, _ in backlog])
     response = stack.login(user, account)
@@ -459,14 +524,15 @@ def test_interactive_work_goes_before_a_backlog_of_bulk_work_on_the_same_queue(p
 
 @pytest.mark.parametrize("priority_stack", ["redis"], indirect=True)  # MONITOR needs Redis
 def test_a_sync_of_unknown_size_that_turns_out_large_moves_its_remaining_pages_to_whale(
-        priority_stack):
+    priority_stack,
+):
     """A Mastodon sync that starts on ``normal`` without a size (as after a profile
     answer with no count: the round-two plan of ``ProfileTask`` for size None) and
     pages past the threshold continues on ``whale`` (``PageTask.reclassify_if_large``):
     the record says whale and every follow-up page from then on goes to the whale queue."""
     from providers.mastodon import Mastodon
-    from state.credentials import Credential
     from service.extensions import services
+    from state.credentials import Credential
 
     stack, spy = priority_stack["stack"], priority_stack["spy"]
     account = stack.add_account("mastodon", 1_000)  # 13 pages of 80; whale past 100
@@ -476,13 +542,24 @@ def test_a_sync_of_unknown_size_that_turns_out_large_moves_its_remaining_pages_t
         svc = services()
         svc.credentials.save("mastodon", user, Credential(account["id"], account["token"]))
         ticket = svc.store.begin_sync(
-            user_id=user, provider="mastodon", relation="followers", account_id=account["id"],
-            queue="normal", trigger="webhook", force=True, freshness_s=1, stale_s=3600)
+            user_id=user,
+            provider="mastodon",
+            relation="followers",
+            account_id=account["id"],
+            queue="normal",
+            trigger="webhook",
+            force=True,
+            freshness_s=1,
+            stale_s=3600,
+        )
         first = Mastodon(svc.settings.api_url("mastodon")).first_cursor(account["id"])
         assert svc.store.add_pending(ticket.sync_id, "", [first]) == ["new"]
         app.extensions["celery"].send_task(
-            "mastodon.page", args=[ticket.sync_id, first], queue="normal",
-            priority=queues.priority_for("webhook", svc.settings.broker_url or stack.dev.redis_url))
+            "mastodon.page",
+            args=[ticket.sync_id, first],
+            queue="normal",
+            priority=queues.priority_for("webhook", svc.settings.broker_url or stack.dev.redis_url),
+        )
     record = stack.wait_final(ticket.sync_id, timeout=60)
     assert record["status"] == "succeeded" and record["connections_fetched"] == 1_000
 
@@ -500,10 +577,18 @@ def test_a_sync_of_unknown_size_that_turns_out_large_moves_its_remaining_pages_t
 # -- regional routing -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def region(tmp_path_factory):
-    dev = start_stack(tmp_path_factory, "region", workers=[
-        WorkerSpec("eu.normal,eu.whale,eu.trickle", pool="threads", concurrency=4, name="eu"),
-    ], env={"PROVIDER_REGIONS": "github:eu", "WHALE_THRESHOLD": str(SPLIT_THRESHOLD),
-            "FRESHNESS_SECONDS": "1"})
+    dev = start_stack(
+        tmp_path_factory,
+        "region",
+        workers=[
+            WorkerSpec("eu.normal,eu.whale,eu.trickle", pool="threads", concurrency=4, name="eu"),
+        ],
+        env={
+            "PROVIDER_REGIONS": "github:eu",
+            "WHALE_THRESHOLD": str(SPLIT_THRESHOLD),
+            "FRESHNESS_SECONDS": "1",
+        },
+    )
     with spied(dev) as handles:
         yield handles
 
@@ -519,13 +604,18 @@ def test_a_providers_region_prefixes_its_queues_and_eu_workers_complete_its_sync
     records = wait_all(stack, [small, whale])
     assert all(r["status"] == "succeeded" for r in records.values()), records
     after_freshness()
-    result = app_for(stack.dev).test_cli_runner().invoke(
-        args=["resync", "--stale-after", "1s", "--provider", "github", "--limit", "2"])
+    result = (
+        app_for(stack.dev)
+        .test_cli_runner()
+        .invoke(args=["resync", "--stale-after", "1s", "--provider", "github", "--limit", "2"])
+    )
     assert result.exit_code == 0 and "queued=2" in result.output, result.output
     stale = stale_syncs(stack.dev, "github", [r["user_id"] for r in records.values()])
     stale_records = wait_all(stack, stale)
     assert {(r["queue"], r["status"]) for r in stale_records.values()} == {
-        ("trickle", "succeeded"), ("whale", "succeeded")}
+        ("trickle", "succeeded"),
+        ("whale", "succeeded"),
+    }
 
     github = [p for p in spy.pushed if p.task.startswith("github.")]
     assert github and {p.queue for p in github} == {"eu.normal", "eu.whale", "eu.trickle"}
@@ -534,6 +624,8 @@ def test_a_providers_region_prefixes_its_queues_and_eu_workers_complete_its_sync
     assert [p.queue for p in spy.of(other)] == ["normal"]
     assert stack.sync(other)["status"] == "queued"  # nobody here consumes plain normal
     client = redis.Redis.from_url(stack.dev.redis_url)
-    plain = {name: sum(client.llen(f"{name}:{s}" if s else name) for s in range(10))
-             for name in queues.QUEUE_CLASSES}
+    plain = {
+        name: sum(client.llen(f"{name}:{s}" if s else name) for s in range(10))
+        for name in queues.QUEUE_CLASSES
+    }
     assert plain == {"normal": 1, "whale": 0, "trickle": 0}

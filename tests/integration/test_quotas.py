@@ -14,6 +14,7 @@ from how fast things went:
 - parked work survives a ``kill -9`` of the scheduler, and a provider wait
   longer than the broker's visibility timeout is fetched exactly once.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,26 +30,30 @@ from datetime import datetime
 import pytest
 import requests
 
-
-from state.credentials import Credential
-from state.delayed import DelayedSet
 from devtools.devstack import DevStack, WorkerSpec
-from state.quota import RESET_SKEW_S, QuotaConfig, QuotaGate, fingerprint
 from providers.ratelimits import RateLimitInfo
 from simulator.testing import run_simulator
+from state.credentials import Credential
+from state.delayed import DelayedSet
+from state.quota import RESET_SKEW_S, QuotaConfig, QuotaGate, fingerprint
 from tests.integration.conftest import TEST_ENV, Stack, new_user, stack_options
 
 #: the core sync tests: also run on a Redis Cluster + RabbitMQ (make integration-cluster)
 pytestmark = pytest.mark.cluster
 
-WORKERS = [WorkerSpec("normal,whale,trickle", pool="prefork", concurrency=2, name=f"q{i}")
-           for i in range(2)]
+WORKERS = [
+    WorkerSpec("normal,whale,trickle", pool="prefork", concurrency=2, name=f"q{i}")
+    for i in range(2)
+]
 
 
-def start_stack(tmp_path_factory, name: str, quota: str, rule: dict, redis_db: int,
-                **env) -> DevStack:
+def start_stack(
+    tmp_path_factory, name: str, quota: str, rule: dict, redis_db: int, **env
+) -> DevStack:
     dev = DevStack(
-        var_dir=tmp_path_factory.mktemp(name), workers=WORKERS, redis_db=redis_db,
+        var_dir=tmp_path_factory.mktemp(name),
+        workers=WORKERS,
+        redis_db=redis_db,
         scenario={"rate_limits": {"github": rule}},
         **stack_options({**TEST_ENV, "QUOTA_GITHUB": quota, "WHALE_THRESHOLD": "1000", **env}),
     )
@@ -57,8 +62,9 @@ def start_stack(tmp_path_factory, name: str, quota: str, rule: dict, redis_db: i
 
 def calls(stack: Stack, **params) -> list[dict]:
     """The simulator's call log for GitHub, oldest first."""
-    response = requests.get(f"{stack.sim}/_sim/calls", params={"provider": "github", **params},
-                            timeout=30)
+    response = requests.get(
+        f"{stack.sim}/_sim/calls", params={"provider": "github", **params}, timeout=30
+    )
     response.raise_for_status()
     return response.json()["calls"]
 
@@ -102,8 +108,10 @@ def wait_for(condition, timeout: float, what: str):
 def cpu_hogs():
     """A process spinning on every core for the length of the block (killed after it):
     the workers' time between taking quota and sending then varies as on a busy machine."""
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            for _ in range(os.cpu_count() or 1)]
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 1)
+    ]
     try:
         yield hogs
     finally:
@@ -116,15 +124,19 @@ def cpu_hogs():
 def busiest_window(log: list[dict], window_s: float) -> int:
     """The most calls the simulator received in any span shorter than ``window_s``."""
     times = sorted(c["t"] for c in log)
-    return max((sum(1 for u in times[i:] if u < t + window_s) for i, t in enumerate(times)),
-               default=0)
+    return max(
+        (sum(1 for u in times[i:] if u < t + window_s) for i, t in enumerate(times)), default=0
+    )
 
 
 def learned_margin(stack: Stack, token: str) -> float | None:
     """The margin the token's GitHub bucket learned from its answers (seconds), if any."""
     client = stack.dev.redis_client()
-    gate = QuotaGate(client, stack.dev.base_env.get("NETSYNC_KEY_PREFIX", "netsync"),
-                     QuotaConfig.from_env(stack.dev.base_env))
+    gate = QuotaGate(
+        client,
+        stack.dev.base_env.get("NETSYNC_KEY_PREFIX", "netsync"),
+        QuotaConfig.from_env(stack.dev.base_env),
+    )
     (bucket,) = gate.buckets("github", {"token": Credential("-", token).fingerprint()})
     value = client.hget(bucket.redis_key, "lat")
     return float(value) if value is not None else None
@@ -149,9 +161,14 @@ VISIBILITY_TIMEOUT_S = 3
 
 @pytest.fixture(scope="class")
 def token_stack(tmp_path_factory):
-    dev = start_stack(tmp_path_factory, "quota-token", f"{TOKEN_LIMIT}/{TOKEN_WINDOW_S:g}/token",
-                      {"limit": TOKEN_LIMIT, "window_s": TOKEN_WINDOW_S, "scope": "token"},
-                      redis_db=12, BROKER_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT_S))
+    dev = start_stack(
+        tmp_path_factory,
+        "quota-token",
+        f"{TOKEN_LIMIT}/{TOKEN_WINDOW_S:g}/token",
+        {"limit": TOKEN_LIMIT, "window_s": TOKEN_WINDOW_S, "scope": "token"},
+        redis_db=12,
+        BROKER_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT_S),
+    )
     try:
         yield Stack(dev)
     finally:
@@ -176,11 +193,13 @@ class TestPublishedTokenLimit:
         seen = key_stats(stack, account["token"])
         busiest = busiest_window(log, TOKEN_WINDOW_S)
         margin = learned_margin(stack, account["token"])
-        print(f"whale beside a CPU hog: {len(log)} calls over {log[-1]['t'] - log[0]['t']:.1f} s, "
-              f"429s {seen['rejected']}, most received in any {TOKEN_WINDOW_S:g} s {busiest}/"
-              f"{TOKEN_LIMIT} (simulator's meter {seen['peak']}); learned margin "
-              f"{(margin or 0) * 1000:.0f} ms; first call "
-              f"{log[0]['t'] - stack_epoch(record['created_at']):.2f} s after creation")
+        print(
+            f"whale beside a CPU hog: {len(log)} calls over {log[-1]['t'] - log[0]['t']:.1f} s, "
+            f"429s {seen['rejected']}, most received in any {TOKEN_WINDOW_S:g} s {busiest}/"
+            f"{TOKEN_LIMIT} (simulator's meter {seen['peak']}); learned margin "
+            f"{(margin or 0) * 1000:.0f} ms; first call "
+            f"{log[0]['t'] - stack_epoch(record['created_at']):.2f} s after creation"
+        )
         assert seen["rejected"] == 0
         # in any sliding 5 s, by the time the simulator received the calls
         assert busiest <= TOKEN_LIMIT
@@ -190,12 +209,14 @@ class TestPublishedTokenLimit:
     def test_killed_scheduler_loses_no_parked_work(self, token_stack):
         stack = token_stack
         dev = stack.dev
-        delayed = DelayedSet(dev.redis_client(),
-                             dev.base_env.get("NETSYNC_KEY_PREFIX", "netsync"))
+        delayed = DelayedSet(dev.redis_client(), dev.base_env.get("NETSYNC_KEY_PREFIX", "netsync"))
         account = stack.add_account("github", 3_000)  # 30 pages: three windows' worth
         user, sync_id = start_sync(stack, account)
-        wait_for(lambda: delayed.size() > 0 and stack.sync(sync_id)["pages_fetched"] > 0, 30,
-                 "pages to be parked for quota")
+        wait_for(
+            lambda: delayed.size() > 0 and stack.sync(sync_id)["pages_fetched"] > 0,
+            30,
+            "pages to be parked for quota",
+        )
 
         scheduler = dev.processes["scheduler"]
         os.killpg(scheduler.pid, signal.SIGKILL)
@@ -219,9 +240,17 @@ class TestPublishedTokenLimit:
         account = stack.add_account("github", 100)  # the profile, then one page
         retry_after = 3 * VISIBILITY_TIMEOUT_S
         # GitHub's secondary limit on the page: "come back in 9 s", 3× the visibility timeout
-        stack.add_faults({"kind": "error", "provider": "github", "account": account["id"],
-                          "path_kind": "page", "name": "secondary_rate_limit",
-                          "retry_after": retry_after, "times": 1})
+        stack.add_faults(
+            {
+                "kind": "error",
+                "provider": "github",
+                "account": account["id"],
+                "path_kind": "page",
+                "name": "secondary_rate_limit",
+                "retry_after": retry_after,
+                "times": 1,
+            }
+        )
         user, sync_id = start_sync(stack, account)
         record = stack.wait_final(sync_id, timeout=60)
         assert_full_network(stack, user, account, record)
@@ -241,9 +270,13 @@ NORMAL_SHARE = 0.5  # the documented default (QUOTA_SHARES)
 
 @pytest.fixture(scope="class")
 def app_stack(tmp_path_factory):
-    dev = start_stack(tmp_path_factory, "quota-app", f"{APP_LIMIT}/{APP_WINDOW_S:g}/app",
-                      {"limit": APP_LIMIT, "window_s": APP_WINDOW_S, "scope": "app"},
-                      redis_db=13)
+    dev = start_stack(
+        tmp_path_factory,
+        "quota-app",
+        f"{APP_LIMIT}/{APP_WINDOW_S:g}/app",
+        {"limit": APP_LIMIT, "window_s": APP_WINDOW_S, "scope": "app"},
+        redis_db=13,
+    )
     try:
         yield Stack(dev)
     finally:
@@ -280,11 +313,16 @@ class TestSharedAppLimit:
         # (the whale is capped at its own share plus trickle's unused one),
         # never less, save for the last window, where normal runs out of work
         allowed = APP_LIMIT / APP_WINDOW_S * (last - first)
-        print(f"contended {last - first:.1f} s: normal {len(normal_calls)} calls, whale "
-              f"{len(whale_calls)}, the bucket allowed {allowed:.0f}; app 429s "
-              f"{key_stats(stack, 'app')['rejected']}")
+        print(
+            f"contended {last - first:.1f} s: normal {len(normal_calls)} calls, whale "
+            f"{len(whale_calls)}, the bucket allowed {allowed:.0f}; app 429s "
+            f"{key_stats(stack, 'app')['rejected']}"
+        )
         assert len(normal_calls) >= NORMAL_SHARE * allowed - APP_LIMIT * NORMAL_SHARE, (
-            len(normal_calls), len(whale_calls), last - first)
+            len(normal_calls),
+            len(whale_calls),
+            last - first,
+        )
         assert len(normal_calls) >= len(whale_calls) - APP_LIMIT * NORMAL_SHARE
         assert key_stats(stack, "app")["rejected"] == 0
 
@@ -298,11 +336,13 @@ HIDDEN_LIMIT, HIDDEN_WINDOW_S = 20, 2.0
 def hidden_stack(tmp_path_factory):
     # netsync knows only a ceiling, twice the real limit; the simulator
     # announces nothing and a rejection says only Retry-After
-    dev = start_stack(tmp_path_factory, "quota-hidden",
-                      f"{2 * HIDDEN_LIMIT}/{HIDDEN_WINDOW_S:g}/token/adaptive",
-                      {"limit": HIDDEN_LIMIT, "window_s": HIDDEN_WINDOW_S, "scope": "token",
-                       "publish": False},
-                      redis_db=14)
+    dev = start_stack(
+        tmp_path_factory,
+        "quota-hidden",
+        f"{2 * HIDDEN_LIMIT}/{HIDDEN_WINDOW_S:g}/token/adaptive",
+        {"limit": HIDDEN_LIMIT, "window_s": HIDDEN_WINDOW_S, "scope": "token", "publish": False},
+        redis_db=14,
+    )
     try:
         yield Stack(dev)
     finally:
@@ -322,7 +362,7 @@ class TestUnpublishedLimit:
         first_rejection = next(i for i, w in enumerate(windows) if w["rejected"])
         # warm-up: the ramp, up to the window of the first rejection; the last
         # window is the sync's tail (not enough pages left to fill it)
-        steady = windows[first_rejection + 1:]
+        steady = windows[first_rejection + 1 :]
         assert len(steady) >= 4, windows
         measured, end = steady[:-1], steady[-1]["start"]
         admitted = sum(w["admitted"] for w in measured)
@@ -330,20 +370,30 @@ class TestUnpublishedLimit:
         assert rejected <= 0.05 * (admitted + rejected), measured
         # waits between windows count as unused quota
         seconds = end - measured[0]["start"]
-        print(f"hidden limit {HIDDEN_LIMIT}/{HIDDEN_WINDOW_S:g} s: per window "
-              f"{[(w['admitted'], w['rejected']) for w in windows]}; after warm-up {admitted} "
-              f"admitted, {rejected} rejected over {seconds:.1f} s = "
-              f"{admitted / (HIDDEN_LIMIT / HIDDEN_WINDOW_S * seconds):.1%} of the limit")
+        print(
+            f"hidden limit {HIDDEN_LIMIT}/{HIDDEN_WINDOW_S:g} s: per window "
+            f"{[(w['admitted'], w['rejected']) for w in windows]}; after warm-up {admitted} "
+            f"admitted, {rejected} rejected over {seconds:.1f} s = "
+            f"{admitted / (HIDDEN_LIMIT / HIDDEN_WINDOW_S * seconds):.1%} of the limit"
+        )
         assert admitted >= 0.8 * HIDDEN_LIMIT / HIDDEN_WINDOW_S * seconds, (measured, seconds)
 
 
 def test_simulator_hidden_limit_announces_nothing_but_retry_after():
     """The simulator's ``"publish": false`` (what the adaptive test above relies on)."""
-    scenario = {"accounts": [{"provider": "github", "id": "hid", "size": 10, "token": "tok-hid"}],
-                "rate_limits": {"github": {"limit": 2, "window_s": 30, "publish": False}}}
+    scenario = {
+        "accounts": [{"provider": "github", "id": "hid", "size": 10, "token": "tok-hid"}],
+        "rate_limits": {"github": {"limit": 2, "window_s": 30, "publish": False}},
+    }
     with run_simulator(scenario) as sim:
-        answers = [requests.get(sim.url("github", "/users/hid"), timeout=10,
-                                headers={"Authorization": "Bearer tok-hid"}) for _ in range(3)]
+        answers = [
+            requests.get(
+                sim.url("github", "/users/hid"),
+                timeout=10,
+                headers={"Authorization": "Bearer tok-hid"},
+            )
+            for _ in range(3)
+        ]
         assert [a.status_code for a in answers] == [200, 200, 429]
         for answer in answers:
             assert not [h for h in answer.headers if h.lower().startswith("x-ratelimit")]
@@ -353,6 +403,7 @@ def test_simulator_hidden_limit_announces_nothing_but_retry_after():
 
 
 # --- the gate alone, on a fake clock: what lets the whale above use every window -------------
+
 
 class FakeClock:
     def __init__(self, now: float):
@@ -375,8 +426,11 @@ class FirstCallWindows:
             self.start, self.used = t, 0
         admitted = self.used < self.limit
         self.used += admitted
-        return admitted, RateLimitInfo(limit=self.limit, remaining=self.limit - self.used,
-                                       reset_at=float(math.ceil(self.start + self.window_s)))
+        return admitted, RateLimitInfo(
+            limit=self.limit,
+            remaining=self.limit - self.used,
+            reset_at=float(math.ceil(self.start + self.window_s)),
+        )
 
 
 @pytest.fixture
@@ -400,8 +454,9 @@ def test_a_window_our_call_opened_ends_on_our_clock(quota_gate):
         assert gate.acquire("github", scopes, "whale") == 0.0
         clock.now += 0.01  # the answer is read 10 ms later
         left = TOKEN_LIMIT - 1 - i
-        gate.observe("github", scopes, RateLimitInfo(limit=TOKEN_LIMIT, remaining=left,
-                                                      reset_at=reset))
+        gate.observe(
+            "github", scopes, RateLimitInfo(limit=TOKEN_LIMIT, remaining=left, reset_at=reset)
+        )
     wait = gate.acquire("github", scopes, "whale")
     # not before one window after the opening answer was read, and not at reset + skew either
     assert t0 + 0.01 + TOKEN_WINDOW_S <= clock.now + wait < reset + RESET_SKEW_S - 1
@@ -426,8 +481,9 @@ def test_published_limit_every_window_used_never_more_in_any_window(quota_gate):
         assert admitted, f"429 at {clock.now - start:.3f} s"
         clock.now += 0.012
         gate.observe("github", scopes, info)
-    busiest = max(sum(1 for u in grants[i:] if u < t + TOKEN_WINDOW_S)
-                  for i, t in enumerate(grants))
+    busiest = max(
+        sum(1 for u in grants[i:] if u < t + TOKEN_WINDOW_S) for i, t in enumerate(grants)
+    )
     assert busiest <= TOKEN_LIMIT
     # six windows open in 30 s when each opens as the last one ends: all used
     assert len(grants) >= 6 * TOKEN_LIMIT

@@ -4,6 +4,7 @@ Isolation on a shared RabbitMQ: the test routes its provider to a region of
 its own (``PROVIDER_REGIONS=github:<random>``), so every queue it uses is
 ``<random>.normal`` etc., and deletes those queues afterwards.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -12,10 +13,10 @@ import pytest
 import requests
 
 from devtools.devstack import DevStack, WorkerSpec
+
 # (test_faults imports these from here)
 from tests.integration.brokers import AMQP_URL, delete_amqp_queues, rabbitmq_reachable  # noqa: F401
 from tests.integration.conftest import TEST_ENV, Stack, new_user
-
 
 pytestmark = pytest.mark.skipif(
     not rabbitmq_reachable(),

@@ -5,6 +5,7 @@ what a dead scheduler had claimed), and a wait longer than the broker's
 visibility timeout runs exactly once, because it waits in our delayed set and
 not in the broker.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,15 +30,25 @@ LEASE_S = 3.0
 def sched_stack(redis_url, tmp_path):
     """Names, a client and a process starter; every process is stopped afterwards."""
     prefix = f"t-{uuid.uuid4().hex[:10]}"
-    env = {**os.environ, "SCHED_TEST_BROKER_URL": redis_url, "SCHED_TEST_PREFIX": prefix,
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "SCHED_TEST_BROKER_URL": redis_url,
+        "SCHED_TEST_PREFIX": prefix,
+        "PYTHONPATH": str(ROOT),
+    }
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     processes: list[subprocess.Popen] = []
 
     def start(name: str, *args: str) -> subprocess.Popen:
-        log = open(tmp_path / f"{name}-{len(processes)}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        log = open(tmp_path / f"{name}-{len(processes)}.log", "w")  # noqa: SIM115 - the child process writes to it after we return
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         processes.append(proc)
         return proc
 
@@ -67,12 +78,35 @@ def wait_for(condition, timeout: float, what: str) -> None:
 def test_killed_scheduler_loses_nothing_and_long_waits_run_once(sched_stack):
     prefix, queue, redis_url, client, start = sched_stack
     runs = lambda: client.hgetall(f"{prefix}:runs")  # noqa: E731
-    start("worker", "celery", "-A", "tests.integration.sched_tasks", "worker", "--pool", "solo",
-          "-Q", queue, "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
-          "--without-heartbeat")
-    scheduler_args = ("sync.scheduler", "--app", "tests.integration.sched_tasks:app",
-                      "--redis-url", redis_url,
-                      "--key-prefix", prefix, "--lease", str(LEASE_S), "--batch", "20")
+    start(
+        "worker",
+        "celery",
+        "-A",
+        "tests.integration.sched_tasks",
+        "worker",
+        "--pool",
+        "solo",
+        "-Q",
+        queue,
+        "--loglevel",
+        "WARNING",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    )
+    scheduler_args = (
+        "sync.scheduler",
+        "--app",
+        "tests.integration.sched_tasks:app",
+        "--redis-url",
+        redis_url,
+        "--key-prefix",
+        prefix,
+        "--lease",
+        str(LEASE_S),
+        "--batch",
+        "20",
+    )
     delayed = DelayedSet(client, prefix)
     wait_for(lambda: client.exists(f"{prefix}:worker-ready"), 30, "the worker")
 
@@ -102,8 +136,9 @@ def test_killed_scheduler_loses_nothing_and_long_waits_run_once(sched_stack):
     assert counts["late"] == "1"
     assert set(counts) == expected
     duplicates = {key: n for key, n in counts.items() if n != "1"}
-    assert len(duplicates) <= 20 + 10, duplicates  # at most a claimed batch, re-sent after its lease
+    assert len(duplicates) <= 20 + 10, (
+        duplicates
+    )  # at most a claimed batch, re-sent after its lease
 
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=10) == 0  # clean exit on SIGTERM
-

@@ -13,6 +13,7 @@ process, and a Facebook page task that fails in the worker just after its call
 to the provider with the user's token (the call is in the event's breadcrumbs).
 With the SDK's defaults instead of ``service.observability``'s settings (request
 bodies kept, no scrubbing) this scan finds the login's token in an event."""
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,12 @@ def web_error_next_to_tokens(stack: OpsStack, account: dict) -> str:
     type: WRONGTYPE inside begin_sync): 500 from the web process, a Sentry event.
     Returns the user id."""
     user = new_user()
-    marker = Keys("netsync").user(account["provider"], user).relation(
-        first_relation(account["provider"])).inflight
+    marker = (
+        Keys("netsync")
+        .user(account["provider"], user)
+        .relation(first_relation(account["provider"]))
+        .inflight
+    )
     stack.redis().hset(marker, "not", "a sync id")
     response = stack.login(user, account)
     assert response.status_code == 500, response.text
@@ -93,17 +98,26 @@ def test_no_token_in_logs_redis_answers_or_sentry_at_debug(tmp_path):
 
 def scan(sentry: SentryReceiver, tmp_path) -> None:
     env = {**TEST_ENV, "LOG_LEVEL": "DEBUG", "SENTRY_DSN": sentry.dsn}
-    dev = DevStack(var_dir=tmp_path, env=env, embedded_redis=True, workers=[
-        WorkerSpec("normal,whale,trickle", pool="threads", concurrency=4, name="w",
-                   loglevel="DEBUG")])
+    dev = DevStack(
+        var_dir=tmp_path,
+        env=env,
+        embedded_redis=True,
+        workers=[
+            WorkerSpec(
+                "normal,whale,trickle", pool="threads", concurrency=4, name="w", loglevel="DEBUG"
+            )
+        ],
+    )
     answers: list[str] = []
     with dev:
         stack = OpsStack(dev, receiver=None, sentry=sentry)
         runs = []
         for provider, size, extra in [
-            ("github", 300, {}), ("twitter", 1500, {"token_secret": "tw-secret-" + secrets.token_hex(6)}),
+            ("github", 300, {}),
+            ("twitter", 1500, {"token_secret": "tw-secret-" + secrets.token_hex(6)}),
             ("linkedin", 120, {"refresh_token": "li-rt-" + secrets.token_hex(8)}),
-            ("facebook", 100, {}), ("mastodon", 100, {}),
+            ("facebook", 100, {}),
+            ("mastodon", 100, {}),
         ]:
             credential = {k: extra.pop(k) for k in ("token_secret",) if k in extra}
             account = stack.add_account(provider, size, **extra)
@@ -112,12 +126,17 @@ def scan(sentry: SentryReceiver, tmp_path) -> None:
             user = new_user()
             sync = login(stack, user, account, **credential)
             runs.append((provider, user, account, credential, sync))
-        for provider, user, account, credential, sync in runs:
+        for _provider, _user, _account, _credential, sync in runs:
             record = stack.wait_final(sync["sync_id"], timeout=120)
             assert record["status"] == "succeeded", record
             answers.append(json.dumps(record))
-            for path in (f"/v1/syncs/{sync['sync_id']}", f"/v1/users/{user}/networks/{provider}",
-                         f"/v1/users/{user}/networks/{provider}/changes", "/metrics", "/readyz"):
+            for path in (
+                f"/v1/syncs/{sync['sync_id']}",
+                f"/v1/users/{user}/networks/{provider}",
+                f"/v1/users/{user}/networks/{provider}/changes",
+                "/metrics",
+                "/readyz",
+            ):
                 answers.append(stack.http.get(stack.web + path, timeout=30).text)
         answers.append(requests.get(f"{stack.sim}/_sim/stats", timeout=10).text[:0])
         # our own errors, next to tokens, in each process that reports to Sentry
@@ -126,13 +145,14 @@ def scan(sentry: SentryReceiver, tmp_path) -> None:
         worker_account = stack.add_account("facebook", 300)
         worker_sync = worker_error_next_to_tokens(stack, worker_account)
         web_event = sentry.wait_for(
-            lambda e: "/webhooks/login" in (e.get("request") or {}).get("url", ""))
+            lambda e: "/webhooks/login" in (e.get("request") or {}).get("url", "")
+        )
         worker_event = sentry.wait_for(lambda e: e.get("tags", {}).get("sync_id") == worker_sync)
         client = redis.Redis.from_url(dev.redis_url)
         store = CredentialStore(client, "netsync", (DEV_ENCRYPTION_KEY,))
         used = {CLIENT_SECRET, web_account["token"], worker_account["token"]}
         assert store.load("github", web_user).access_token == web_account["token"]  # it was there
-        for provider, user, account, credential, sync in runs:
+        for provider, user, account, credential, _sync in runs:
             used |= {account["token"], account.get("refresh_token"), credential.get("token_secret")}
             now = store.load(provider, user)  # what a refresh left
             used |= {now.access_token, now.refresh_token, now.token_secret}
@@ -141,15 +161,20 @@ def scan(sentry: SentryReceiver, tmp_path) -> None:
         stored = list(redis_values(client))
     # the worker's event came after its call to the provider (made with the token):
     # that call is in its breadcrumbs
-    calls = [crumb for crumb in (worker_event.get("breadcrumbs") or {}).get("values", [])
-             if crumb.get("category") == "httplib" and "/facebook/" in crumb["data"].get("url", "")]
+    calls = [
+        crumb
+        for crumb in (worker_event.get("breadcrumbs") or {}).get("values", [])
+        if crumb.get("category") == "httplib" and "/facebook/" in crumb["data"].get("url", "")
+    ]
     assert calls, worker_event.get("breadcrumbs")
     assert web_event["level"] == "error" and worker_event["level"] == "error"
     envelopes = list(sentry.raw)  # everything sent, events and any other item; after the
     # stack stopped, so what the processes flushed on their way out is in it too
     assert all(body.startswith(b"{") for body in envelopes)  # decompressed: searchable
-    print(f"Sentry: {len(sentry.events)} events in {len(envelopes)} envelopes; "
-          f"{len(calls)} provider calls in the worker event's breadcrumbs")
+    print(
+        f"Sentry: {len(sentry.events)} events in {len(envelopes)} envelopes; "
+        f"{len(calls)} provider calls in the worker event's breadcrumbs"
+    )
     logs = {path.name: path.read_bytes() for path in tmp_path.glob("*.log")}
     assert b"level=debug" in logs["w.log"]  # DEBUG really was on
     hits = []

@@ -3,6 +3,7 @@
 Real processes throughout: embedded Redis, the simulator over HTTP, the web
 app, a prefork Celery worker and the scheduler.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -77,8 +78,9 @@ def test_concurrent_triggers_start_one_sync(stack):
 def test_revoked_token_mid_sync_keeps_previous_network(stack):
     user, account, record = sync_one(stack, 3_000)
     previous = set(stack.network_ids(user, "github"))
-    stack.add_faults({"provider": "github", "kind": "revoke_token", "token": account["token"],
-                      "at_call": 5})
+    stack.add_faults(
+        {"provider": "github", "kind": "revoke_token", "token": account["token"], "at_call": 5}
+    )
     sync = stack.resync(user, "github", force=True)
     record = stack.wait_final(sync["sync_id"])
     assert record["status"] == "needs_reauth", record
@@ -88,8 +90,9 @@ def test_revoked_token_mid_sync_keeps_previous_network(stack):
 
 def test_outage_is_retried_then_fails_with_network_kept(stack):
     user, account, record = sync_one(stack, 150)
-    stack.add_faults({"provider": "github", "kind": "outage", "account": account["id"],
-                      "from_call": 1})
+    stack.add_faults(
+        {"provider": "github", "kind": "outage", "account": account["id"], "from_call": 1}
+    )
     sync = stack.resync(user, "github", force=True)
     record = stack.wait_final(sync["sync_id"], timeout=60)
     assert record["status"] == "failed" and record["error"]["kind"] == "unavailable"

@@ -10,18 +10,31 @@ function's parameter, a table field, ``unpack``) is reported, as is a command
 missing from ``KEY_POSITIONS``. Fields, scores and members may be built
 freely (``'s' .. idx .. ':' .. cls`` is a hash field).
 """
+
 from __future__ import annotations
 
 import re
 
 #: command → (first key, last key, step) as COMMAND INFO gives them (-1: the last argument)
 KEY_POSITIONS = {
-    "GET": (1, 1, 1), "SET": (1, 1, 1), "DEL": (1, -1, 1), "RENAME": (1, 2, 1),
+    "GET": (1, 1, 1),
+    "SET": (1, 1, 1),
+    "DEL": (1, -1, 1),
+    "RENAME": (1, 2, 1),
     "PEXPIRE": (1, 1, 1),
-    "HGET": (1, 1, 1), "HSET": (1, 1, 1), "HMGET": (1, 1, 1), "HSETNX": (1, 1, 1),
-    "HDEL": (1, 1, 1), "HEXISTS": (1, 1, 1), "HLEN": (1, 1, 1), "HINCRBY": (1, 1, 1),
+    "HGET": (1, 1, 1),
+    "HSET": (1, 1, 1),
+    "HMGET": (1, 1, 1),
+    "HSETNX": (1, 1, 1),
+    "HDEL": (1, 1, 1),
+    "HEXISTS": (1, 1, 1),
+    "HLEN": (1, 1, 1),
+    "HINCRBY": (1, 1, 1),
     "HGETALL": (1, 1, 1),
-    "ZADD": (1, 1, 1), "ZCARD": (1, 1, 1), "ZREM": (1, 1, 1), "ZRANGEBYSCORE": (1, 1, 1),
+    "ZADD": (1, 1, 1),
+    "ZCARD": (1, 1, 1),
+    "ZREM": (1, 1, 1),
+    "ZRANGEBYSCORE": (1, 1, 1),
     "ZDIFFSTORE": (1, 1, 1),
 }
 #: commands with more keys than COMMAND INFO's range: argument index of their numkeys
@@ -29,7 +42,8 @@ MOVABLE_NUMKEYS = {"ZDIFFSTORE": 2}
 
 
 # -- a small Lua tokenizer ---------------------------------------------------------------
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<space>\s+)
   | (?P<comment>--\[(?P<ceq>=*)\[.*?\](?P=ceq)\]|--[^\n]*)
   | (?P<long>\[(?P<leq>=*)\[.*?\](?P=leq)\])
@@ -37,7 +51,9 @@ _TOKEN = re.compile(r"""
   | (?P<number>0[xX][0-9a-fA-F]+|\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)
   | (?P<name>[A-Za-z_]\w*)
   | (?P<op>\.\.\.|\.\.|==|~=|<=|>=|[-+*/%^#<>=(){}\[\];:,.])
-""", re.VERBOSE | re.DOTALL)
+""",
+    re.VERBOSE | re.DOTALL,
+)
 
 
 def tokens(text: str) -> list[tuple[str, str]]:
@@ -45,7 +61,7 @@ def tokens(text: str) -> list[tuple[str, str]]:
     out, pos = [], 0
     while pos < len(text):
         match = _TOKEN.match(text, pos)
-        assert match, f"cannot read Lua at {text[pos:pos + 40]!r}"
+        assert match, f"cannot read Lua at {text[pos : pos + 40]!r}"
         kind = match.lastgroup  # the outermost group: nested ones close first
         if kind not in ("space", "comment"):
             out.append(("string" if kind == "long" else kind, match.group()))
@@ -79,8 +95,13 @@ def split_args(toks, start):
 
 def is_keys_ref(arg) -> int | None:
     """n if the argument is exactly ``KEYS[n]``."""
-    if len(arg) == 4 and arg[0] == ("name", "KEYS") and arg[1] == ("op", "[") \
-            and arg[2][0] == "number" and arg[3] == ("op", "]"):
+    if (
+        len(arg) == 4
+        and arg[0] == ("name", "KEYS")
+        and arg[1] == ("op", "[")
+        and arg[2][0] == "number"
+        and arg[3] == ("op", "]")
+    ):
         return int(arg[2][1])
     return None
 
@@ -101,7 +122,7 @@ def key_aliases(toks) -> dict[str, int]:
             continue
         j += 2
         for name in names:
-            n = is_keys_ref(toks[j:j + 4])
+            n = is_keys_ref(toks[j : j + 4])
             if n is None:
                 break
             aliases[name] = n
@@ -138,8 +159,9 @@ def key_problems(text: str) -> list[str]:
     """Every key position of every redis.call/pcall that is not KEYS[n] or a local bound to it."""
     toks = tokens(text)
     aliases = key_aliases(toks)
-    problems = [f"the key alias {alias!r} is bound again" for alias in aliases
-                if bindings(toks, alias) != 1]
+    problems = [
+        f"the key alias {alias!r} is bound again" for alias in aliases if bindings(toks, alias) != 1
+    ]
     aliases = {a: n for a, n in aliases.items() if bindings(toks, a) == 1}
     calls = 0
     for i, tok in enumerate(toks):
@@ -171,8 +193,10 @@ def key_problems(text: str) -> list[str]:
         for pos in positions:
             arg = rest[pos] if pos < len(rest) else []
             if is_keys_ref(arg) is None and not (len(arg) == 1 and arg[0][1] in aliases):
-                problems.append(f"{command} argument {pos + 1} is a key and must be KEYS[n] or a "
-                                f"local bound to it, not {' '.join(t[1] for t in arg)!r}")
+                problems.append(
+                    f"{command} argument {pos + 1} is a key and must be KEYS[n] or a "
+                    f"local bound to it, not {' '.join(t[1] for t in arg)!r}"
+                )
     if not calls:
         problems.append("no redis.call found (is the tokenizer reading it?)")
     return problems

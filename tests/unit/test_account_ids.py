@@ -1,4 +1,5 @@
 """Account ids: validated per provider, and one path segment in every call anyway."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,20 @@ import requests
 from providers import provider_classes
 
 BASE = "https://api.example.test/base"
-HOSTILE = ["../../victim", "octo/../../victim", "..", ".", "a/b", "a?b=1", "a#b", "a%2Fb",
-           "%2e%2e", "a b", "\ud800", "a\x00b"]
+HOSTILE = [
+    "../../victim",
+    "octo/../../victim",
+    "..",
+    ".",
+    "a/b",
+    "a?b=1",
+    "a#b",
+    "a%2Fb",
+    "%2e%2e",
+    "a b",
+    "\ud800",
+    "a\x00b",
+]
 
 
 def prepared_urls(cls, account_id):
@@ -40,12 +53,20 @@ def test_no_call_leaves_the_account_resource_even_unvalidated(name, account_id):
         assert "victim" not in path.split("/") and "b" not in path.split("/"), url
 
 
-@pytest.mark.parametrize("name, account_id", [
-    ("github", "octocat"), ("github", "a-b-c"), ("github", "x" * 39),
-    ("twitter", "2244994945"), ("facebook", "10150145806225128"), ("mastodon", "109302"),
-    ("linkedin", "abc_DEF-123"), ("bluesky", "alan.bsky.social"),
-    ("bluesky", "did:plc:z72i7hdynmk6r22z27h6tvur"),
-])
+@pytest.mark.parametrize(
+    "name, account_id",
+    [
+        ("github", "octocat"),
+        ("github", "a-b-c"),
+        ("github", "x" * 39),
+        ("twitter", "2244994945"),
+        ("facebook", "10150145806225128"),
+        ("mastodon", "109302"),
+        ("linkedin", "abc_DEF-123"),
+        ("bluesky", "alan.bsky.social"),
+        ("bluesky", "did:plc:z72i7hdynmk6r22z27h6tvur"),
+    ],
+)
 def test_real_ids_are_accepted(name, account_id):
     assert provider_classes()[name].valid_account_id(account_id)
 

@@ -1,4 +1,5 @@
 """state.batch: several state objects' steps in one round trip (real Redis)."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,9 +31,17 @@ def round_trips(monkeypatch):
 
 
 def begin(store: SyncStore) -> str:
-    ticket = store.begin_sync(user_id="u", provider="github", relation="followers",
-                              account_id="a", queue="normal", trigger="test", force=True,
-                              freshness_s=0, stale_s=3600)
+    ticket = store.begin_sync(
+        user_id="u",
+        provider="github",
+        relation="followers",
+        account_id="a",
+        queue="normal",
+        trigger="test",
+        force=True,
+        freshness_s=0,
+        stale_s=3600,
+    )
     store.add_pending(ticket.sync_id, "", ["p0"])
     return ticket.sync_id
 
@@ -42,8 +51,9 @@ def bucket_calls(client, gate: QuotaGate, scopes: dict) -> int:
     return sum(int(v) for f, v in client.hgetall(key).items() if f.startswith(b"s"))
 
 
-def test_the_snapshot_the_verdict_and_a_take_are_one_round_trip(redis_client, key_prefix,
-                                                                 round_trips):
+def test_the_snapshot_the_verdict_and_a_take_are_one_round_trip(
+    redis_client, key_prefix, round_trips
+):
     store = SyncStore(redis_client, key_prefix)
     breaker = CircuitBreaker(redis_client, key_prefix)
     gate = QuotaGate(redis_client, key_prefix, QuotaConfig.from_env({}))
@@ -138,8 +148,11 @@ def test_a_prefetched_take_for_another_bucket_or_class_is_given_back(redis_clien
     # the sync moved to the whale queue meanwhile: taken again, as a whale
     assert gate.acquire("github", new_token, "whale", first=other_class) == 0.0
     key = gate.buckets("github", new_token)[0].redis_key
-    fields = {f.decode().rsplit(":", 1)[1]: int(v) for f, v in redis_client.hgetall(key).items()
-              if f.startswith(b"s")}
+    fields = {
+        f.decode().rsplit(":", 1)[1]: int(v)
+        for f, v in redis_client.hgetall(key).items()
+        if f.startswith(b"s")
+    }
     assert fields == {"n": 1, "w": 1}
 
 
@@ -147,8 +160,9 @@ def test_a_prefetched_take_for_another_bucket_or_class_is_given_back(redis_clien
 @pytest.mark.cluster
 def test_a_refused_prefetched_take_says_how_long_to_wait(redis_client, key_prefix):
     clock = ManualClock()
-    gate = QuotaGate(redis_client, key_prefix,
-                     QuotaConfig.from_env({"QUOTA_GITHUB": "1/60/token"}), clock=clock)
+    gate = QuotaGate(
+        redis_client, key_prefix, QuotaConfig.from_env({"QUOTA_GITHUB": "1/60/token"}), clock=clock
+    )
     assert gate.acquire("github", {"token": FP}, "normal") == 0.0
     batch = Batch(redis_client)
     first = gate.queue_take_first(batch, "github", {"token": FP}, "normal")

@@ -1,4 +1,5 @@
 """The per-provider circuit breaker against a real Redis, with a clock the test moves."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,9 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture
 def breaker(redis_client, key_prefix, clock):
-    config = BreakerConfig(threshold=3, cooldown_s=5.0, max_cooldown_s=20.0, probe_lease_s=10.0,
-                           probe_poll_s=1.0)
+    config = BreakerConfig(
+        threshold=3, cooldown_s=5.0, max_cooldown_s=20.0, probe_lease_s=10.0, probe_poll_s=1.0
+    )
     return CircuitBreaker(redis_client, key_prefix, config, clock=clock)
 
 
@@ -72,7 +74,7 @@ def test_providers_have_their_own_breakers(breaker):
 def test_calls_to_a_dead_provider_are_bounded_by_the_breaker(breaker, clock):
     """Many pages against a provider that is down for 60 s: calls per provider, not per page."""
     calls, pages, step = 0, 200, 0.1
-    parked_until = {page: clock.now for page in range(pages)}
+    parked_until = dict.fromkeys(range(pages), clock.now)
     end = clock.now + 60
     while clock.now < end:
         for page, due in parked_until.items():

@@ -7,6 +7,7 @@ transport raises AttributeError there, which Celery treats as unrecoverable
 (the worker exits); ours logs it, and the message waits in the broker's
 unacked set, from which it comes back (visibility timeout, stall sweep).
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,9 @@ def prefix(redis_url):
 
 
 def closed_holding_an_unacked_message(redis_url: str, prefix: str, transport: str | None):
-    conn = Connection(redis_url, transport=transport, transport_options={"global_keyprefix": prefix})
+    conn = Connection(
+        redis_url, transport=transport, transport_options={"global_keyprefix": prefix}
+    )
     channel = conn.default_channel
     queue = conn.SimpleQueue("pages", channel=channel)
     queue.put({"page": 1})
@@ -64,8 +67,10 @@ def test_a_task_finishing_after_the_close_can_reject_or_ack(redis_url, prefix, t
     channel, client, unacked_key = closed_holding_an_unacked_message(redis_url, prefix, transport)
     channel.qos.restore_unacked = lambda client=None: None  # the close itself is not the case here
     channel.close()
-    for settle in (lambda: channel.qos.reject(channel.held_tag, requeue=True),
-                   lambda: channel.qos.ack(channel.held_tag)):
+    for settle in (
+        lambda: channel.qos.reject(channel.held_tag, requeue=True),
+        lambda: channel.qos.ack(channel.held_tag),
+    ):
         if survives:
             settle()
         else:

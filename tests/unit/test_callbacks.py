@@ -1,4 +1,5 @@
 """Callback signing, retry decisions and the outbox (real Redis for the outbox)."""
+
 from __future__ import annotations
 
 import base64
@@ -7,6 +8,7 @@ import json
 
 import pytest
 from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from service.config import DEV_CALLBACK_SECRET, ConfigError, callback_secret_bytes, load_settings
 from state.outbox import DELIVERED, FAILED, PENDING, CallbackOutbox, Delivery
@@ -28,19 +30,28 @@ def test_standard_webhook_headers_verify_with_the_reference_library():
 def test_a_changed_body_does_not_verify():
     key = callback_secret_bytes(DEV_CALLBACK_SECRET)
     headers = standard_webhook_headers(key, "id", b'{"a":1}')
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         Webhook(DEV_CALLBACK_SECRET).verify(b'{"a":2}', headers)
 
 
-@pytest.mark.parametrize("secret", ["nope", "whsec_!!!", "whsec_" + base64.b64encode(b"short").decode()])
+@pytest.mark.parametrize(
+    "secret", ["nope", "whsec_!!!", "whsec_" + base64.b64encode(b"short").decode()]
+)
 def test_a_malformed_callback_secret_is_refused(secret):
     with pytest.raises(ConfigError):
         load_settings({"CALLBACK_SECRET": secret})
 
 
 def test_production_with_a_callback_url_needs_its_own_secret():
-    env = {"NETSYNC_ENV": "production", "REDIS_URL": "redis://x", "DATABASE_URL": "postgresql://db/x", "WEBHOOK_SECRETS": "a",
-           "INTERNAL_API_TOKENS": "b", "TOKEN_ENCRYPTION_KEY": "c", "CALLBACK_URL": "https://app/cb"}
+    env = {
+        "NETSYNC_ENV": "production",
+        "REDIS_URL": "redis://x",
+        "DATABASE_URL": "postgresql://db/x",
+        "WEBHOOK_SECRETS": "a",
+        "INTERNAL_API_TOKENS": "b",
+        "TOKEN_ENCRYPTION_KEY": "c",
+        "CALLBACK_URL": "https://app/cb",
+    }
     with pytest.raises(ConfigError, match="CALLBACK_SECRET"):
         load_settings(env)
     secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
@@ -65,16 +76,33 @@ def test_retry_after_as_seconds_or_http_date():
     assert retry_after_seconds(None, now) is None
 
 
-@pytest.mark.parametrize("status,expected", [(None, True), (429, True), (500, True), (503, True),
-                                             (400, False), (404, False), (410, False), (301, False)])
+@pytest.mark.parametrize(
+    "status,expected",
+    [
+        (None, True),
+        (429, True),
+        (500, True),
+        (503, True),
+        (400, False),
+        (404, False),
+        (410, False),
+        (301, False),
+    ],
+)
 def test_what_is_retried(status, expected):
     assert retryable(status) is expected
 
 
 def test_outbox_keeps_one_delivery_per_id_and_a_dead_letter_list(redis_client, key_prefix):
     outbox = CallbackOutbox(redis_client, key_prefix)
-    delivery = Delivery(id="s_1.sync.failed", event="sync.failed", sync_id="s_1",
-                        provider="github", body="{}", created_at=1.0)
+    delivery = Delivery(
+        id="s_1.sync.failed",
+        event="sync.failed",
+        sync_id="s_1",
+        provider="github",
+        body="{}",
+        created_at=1.0,
+    )
     assert outbox.add(delivery) is True
     assert outbox.add(delivery) is False  # the same event again is the same delivery
     stored = outbox.get(delivery.id)

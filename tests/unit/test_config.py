@@ -1,4 +1,5 @@
 """service/config.py: defaults, parsing, and what production refuses."""
+
 from __future__ import annotations
 
 import pytest
@@ -55,13 +56,20 @@ def test_comma_separated_secrets_keep_their_order():
 
 
 def test_values_are_read_from_the_environment():
-    settings = load_settings({
-        "REDIS_URL": "redis://r:6379/2", "CELERY_BROKER_URL": "amqp://guest@mq//",
-        "NETSYNC_KEY_PREFIX": "ns2", "WHALE_THRESHOLD": "500", "FRESHNESS_SECONDS": "60",
-        "CALLBACK_URL": "http://app/cb", "SENTRY_DSN": "https://k@sentry.example/1",
-        "GITHUB_API_URL": "http://127.0.0.1:8900/github/", "PORT": "9000",
-        "GITHUB_OAUTH_CLIENT": "id:secret",
-    })
+    settings = load_settings(
+        {
+            "REDIS_URL": "redis://r:6379/2",
+            "CELERY_BROKER_URL": "amqp://guest@mq//",
+            "NETSYNC_KEY_PREFIX": "ns2",
+            "WHALE_THRESHOLD": "500",
+            "FRESHNESS_SECONDS": "60",
+            "CALLBACK_URL": "http://app/cb",
+            "SENTRY_DSN": "https://k@sentry.example/1",
+            "GITHUB_API_URL": "http://127.0.0.1:8900/github/",
+            "PORT": "9000",
+            "GITHUB_OAUTH_CLIENT": "id:secret",
+        }
+    )
     assert settings.redis_url == "redis://r:6379/2"
     assert settings.broker_url == "amqp://guest@mq//"
     assert settings.key_prefix == "ns2"
@@ -79,19 +87,23 @@ def test_a_complete_production_environment_loads():
     assert settings.webhook_secrets == ("whsec-new", "whsec-old")
 
 
-@pytest.mark.parametrize("name, value", [
-    ("WEBHOOK_SECRETS", DEV_WEBHOOK_SECRET),
-    ("WEBHOOK_SECRETS", f"whsec-new,{DEV_WEBHOOK_SECRET}"),  # even as a verify-only secret
-    ("INTERNAL_API_TOKENS", DEV_API_TOKEN),
-    ("TOKEN_ENCRYPTION_KEY", DEV_ENCRYPTION_KEY),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("WEBHOOK_SECRETS", DEV_WEBHOOK_SECRET),
+        ("WEBHOOK_SECRETS", f"whsec-new,{DEV_WEBHOOK_SECRET}"),  # even as a verify-only secret
+        ("INTERNAL_API_TOKENS", DEV_API_TOKEN),
+        ("TOKEN_ENCRYPTION_KEY", DEV_ENCRYPTION_KEY),
+    ],
+)
 def test_production_refuses_development_secrets(name, value):
     with pytest.raises(ConfigError, match=name):
         load_settings({**PRODUCTION, name: value})
 
 
-@pytest.mark.parametrize("name", ["WEBHOOK_SECRETS", "INTERNAL_API_TOKENS", "TOKEN_ENCRYPTION_KEY",
-                                  "DATABASE_URL"])
+@pytest.mark.parametrize(
+    "name", ["WEBHOOK_SECRETS", "INTERNAL_API_TOKENS", "TOKEN_ENCRYPTION_KEY", "DATABASE_URL"]
+)
 def test_production_refuses_missing_secrets(name):
     environ = {key: value for key, value in PRODUCTION.items() if key != name}
     with pytest.raises(ConfigError, match=name):
@@ -120,29 +132,42 @@ def test_provider_regions_are_parsed():
     assert settings.provider_regions == {"facebook": "eu", "twitter": "us_east"}
 
 
-@pytest.mark.parametrize("raw", [
-    "facebook",            # no region
-    "facebook:",           # empty region
-    "myspace:eu",          # unknown provider
-    "facebook:eu-west",    # not an identifier (it becomes part of a queue name)
-    "facebook:eu,github",
-    ":eu",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "facebook",  # no region
+        "facebook:",  # empty region
+        "myspace:eu",  # unknown provider
+        "facebook:eu-west",  # not an identifier (it becomes part of a queue name)
+        "facebook:eu,github",
+        ":eu",
+    ],
+)
 def test_bad_provider_regions_are_refused(raw):
     with pytest.raises(ConfigError, match="PROVIDER_REGIONS"):
         load_settings({"PROVIDER_REGIONS": raw})
 
 
-@pytest.mark.parametrize("name", ["WHALE_THRESHOLD", "FRESHNESS_SECONDS", "PORT",
-                                  "TASK_SOFT_TIME_LIMIT", "MAX_BACKOFF_ATTEMPTS"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "WHALE_THRESHOLD",
+        "FRESHNESS_SECONDS",
+        "PORT",
+        "TASK_SOFT_TIME_LIMIT",
+        "MAX_BACKOFF_ATTEMPTS",
+    ],
+)
 @pytest.mark.parametrize("raw", ["ten", "1.5", "0x10"])
 def test_bad_integers_are_refused_with_their_name(name, raw):
     with pytest.raises(ConfigError, match=name):
         load_settings({name: raw})
 
 
-@pytest.mark.parametrize("name", ["HTTP_CONNECT_TIMEOUT", "HTTP_READ_TIMEOUT",
-                                  "BACKOFF_BASE_SECONDS", "BACKOFF_CAP_SECONDS"])
+@pytest.mark.parametrize(
+    "name",
+    ["HTTP_CONNECT_TIMEOUT", "HTTP_READ_TIMEOUT", "BACKOFF_BASE_SECONDS", "BACKOFF_CAP_SECONDS"],
+)
 def test_bad_numbers_are_refused_with_their_name(name):
     with pytest.raises(ConfigError, match=name):
         load_settings({name: "soon"})
@@ -166,8 +191,13 @@ def test_production_refuses_a_visibility_timeout_shorter_than_a_task():
 
 def test_redis_cluster_is_off_by_default_and_read_as_a_flag():
     assert load_settings({}).redis_cluster is False
-    settings = load_settings({"REDIS_CLUSTER": "1", "REDIS_URL": "redis://node-a:7000/0",
-                              "CELERY_BROKER_URL": "amqp://guest@mq//"})
+    settings = load_settings(
+        {
+            "REDIS_CLUSTER": "1",
+            "REDIS_URL": "redis://node-a:7000/0",
+            "CELERY_BROKER_URL": "amqp://guest@mq//",
+        }
+    )
     assert settings.redis_cluster is True
     with pytest.raises(ConfigError, match="REDIS_CLUSTER"):
         load_settings({"REDIS_CLUSTER": "maybe"})

@@ -1,4 +1,5 @@
 """Kill switches, the delayed set's ops helpers, and an outbox that outlives a Redis restart."""
+
 from __future__ import annotations
 
 import redis
@@ -50,9 +51,16 @@ def test_a_pending_delivery_survives_a_redis_restart(tmp_path):
     try:
         client = redis.Redis.from_url(server.url)
         client.config_set("appendfsync", "always")
-        CallbackOutbox(client, "p").add(Delivery(id="s_1.sync.succeeded", event="sync.succeeded",
-                                                 sync_id="s_1", provider="github", body="{}",
-                                                 created_at=1.0))
+        CallbackOutbox(client, "p").add(
+            Delivery(
+                id="s_1.sync.succeeded",
+                event="sync.succeeded",
+                sync_id="s_1",
+                provider="github",
+                body="{}",
+                created_at=1.0,
+            )
+        )
     finally:
         server.process.kill()  # a crash, not a clean shutdown: the append-only file holds it
         server.process.wait()

@@ -1,4 +1,5 @@
 """DelayedSet and SchedulerLoop against a real Redis (embedded, or REDIS_URL db 3)."""
+
 from __future__ import annotations
 
 import threading
@@ -8,7 +9,6 @@ import pytest
 
 from state.delayed import DelayedSet
 from sync.scheduler import SchedulerLoop, run_scheduler
-
 from tests.conftest import redis_connect
 
 #: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
@@ -40,16 +40,31 @@ def delayed(redis_url, clock):
 
 
 def test_park_claim_release(delayed, clock):
-    entry = delayed.park("providers.github.page", ["sync-1", 3], {"cursor": "abc"}, "whale",
-                         delay_s=5, priority=3, reason="quota github token")
+    entry = delayed.park(
+        "providers.github.page",
+        ["sync-1", 3],
+        {"cursor": "abc"},
+        "whale",
+        delay_s=5,
+        priority=3,
+        reason="quota github token",
+    )
     assert delayed.size() == 1 and delayed.next_due() == pytest.approx(T0 + 5)
     assert delayed.claim_due() == []  # not due yet
     clock.now = T0 + 5
     [parked] = delayed.claim_due()
     assert (parked.id, parked.task_name, parked.args, parked.kwargs) == (
-        entry, "providers.github.page", ["sync-1", 3], {"cursor": "abc"})
+        entry,
+        "providers.github.page",
+        ["sync-1", 3],
+        {"cursor": "abc"},
+    )
     assert (parked.queue, parked.priority, parked.reason, parked.claims) == (
-        "whale", 3, "quota github token", 1)
+        "whale",
+        3,
+        "quota github token",
+        1,
+    )
     assert parked.due_at == pytest.approx(T0 + 5) and parked.parked_at == pytest.approx(T0)
     assert delayed.release(entry) is True
     assert delayed.release(entry) is False
@@ -91,8 +106,9 @@ def test_two_claimers_never_get_the_same_entry(delayed):
     assert len(everything) == len(set(everything)) == 500 and set(everything) == ids
 
 
-@pytest.mark.parametrize("kwargs", [{"access_token": "x"}, {"when": object()},
-                                    {"ratio": float("nan")}])
+@pytest.mark.parametrize(
+    "kwargs", [{"access_token": "x"}, {"when": object()}, {"ratio": float("nan")}]
+)
 def test_only_primitives_and_no_credentials(delayed, kwargs):
     with pytest.raises((ValueError, TypeError)):
         delayed.park("t", [], kwargs, "normal", delay_s=1)

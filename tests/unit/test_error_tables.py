@@ -5,6 +5,7 @@ answer (status, body, headers) and what must come of it. Facebook also gets
 the talk's "at least 10 unique error messages" for a bad token: every one
 must be REAUTH by its code, whatever its message or HTTP status.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,15 @@ from providers.twitter import Twitter
 
 NOW = 1_700_000_000.0
 RESET = str(int(NOW) + 120)
-W, B, RF, RA, S, F, RS = (Action.WAIT, Action.BACKOFF, Action.REFRESH, Action.REAUTH,
-                          Action.SKIP, Action.FAIL, Action.RESTART)
+W, B, RF, RA, S, F, RS = (
+    Action.WAIT,
+    Action.BACKOFF,
+    Action.REFRESH,
+    Action.REAUTH,
+    Action.SKIP,
+    Action.FAIL,
+    Action.RESTART,
+)
 
 
 def v1(code, message="x"):
@@ -28,7 +36,12 @@ def v1(code, message="x"):
 
 
 def fb(code, subcode=None, message="An error", transient=False):
-    error = {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "EJplcsCHuLu"}
+    error = {
+        "message": message,
+        "type": "OAuthException",
+        "code": code,
+        "fbtrace_id": "EJplcsCHuLu",
+    }
     if subcode is not None:
         error["error_subcode"] = subcode
     if transient:
@@ -43,25 +56,81 @@ def li(status, code=None, message="x"):
     return body
 
 
-TWITTER_LIMIT = {"x-rate-limit-limit": "15", "x-rate-limit-remaining": "0", "x-rate-limit-reset": RESET}
+TWITTER_LIMIT = {
+    "x-rate-limit-limit": "15",
+    "x-rate-limit-remaining": "0",
+    "x-rate-limit-reset": RESET,
+}
 #: (id, status, body, headers, action, kind, tell_user)
 ROWS = {
     Twitter: [
         ("429/88", 429, v1(88, "Rate limit exceeded"), TWITTER_LIMIT, W, "rate_limited", False),
-        ("429 problem", 429, {"title": "Too Many Requests", "type": "about:blank", "status": 429,
-                              "detail": "Too Many Requests"}, TWITTER_LIMIT, W, "rate_limited", False),
-        ("401/32", 401, v1(32, "Could not authenticate you."), {}, RA, "could_not_authenticate", False),
-        ("401/89", 401, v1(89, "Invalid or expired token."), {}, RF, "invalid_or_expired_token", False),
-        ("403/326", 403, v1(326, "this account is temporarily locked"), {}, RA, "account_locked", True),
+        (
+            "429 problem",
+            429,
+            {
+                "title": "Too Many Requests",
+                "type": "about:blank",
+                "status": 429,
+                "detail": "Too Many Requests",
+            },
+            TWITTER_LIMIT,
+            W,
+            "rate_limited",
+            False,
+        ),
+        (
+            "401/32",
+            401,
+            v1(32, "Could not authenticate you."),
+            {},
+            RA,
+            "could_not_authenticate",
+            False,
+        ),
+        (
+            "401/89",
+            401,
+            v1(89, "Invalid or expired token."),
+            {},
+            RF,
+            "invalid_or_expired_token",
+            False,
+        ),
+        (
+            "403/326",
+            403,
+            v1(326, "this account is temporarily locked"),
+            {},
+            RA,
+            "account_locked",
+            True,
+        ),
         ("403/63", 403, v1(63, "User has been suspended."), {}, S, "user_suspended", False),
-        ("400/215", 400, v1(215, "Bad Authentication data."), {}, F, "bad_authentication_data", False),
+        (
+            "400/215",
+            400,
+            v1(215, "Bad Authentication data."),
+            {},
+            F,
+            "bad_authentication_data",
+            False,
+        ),
         ("503/130", 503, v1(130, "Over capacity"), {}, B, "over_capacity", False),
         ("500/131", 500, v1(131, "Internal error"), {}, B, "internal_error", False),
     ],
     Facebook: [
         ("1", 500, fb(1, message="An unknown error has occurred."), {}, B, "unknown_error", False),
         ("2", 503, fb(2, transient=True), {}, B, "service_unavailable", False),
-        ("4", 403, fb(4, transient=True), {"x-app-usage": '{"call_count":100}'}, W, "app_rate_limit", False),
+        (
+            "4",
+            403,
+            fb(4, transient=True),
+            {"x-app-usage": '{"call_count":100}'},
+            W,
+            "app_rate_limit",
+            False,
+        ),
         ("17", 403, fb(17, transient=True), {}, W, "user_rate_limit", False),
         ("32", 403, fb(32, transient=True), {}, W, "page_rate_limit", False),
         ("613", 403, fb(613, transient=True), {}, W, "custom_rate_limit", False),
@@ -80,31 +149,112 @@ ROWS = {
         ("190/464", 400, fb(190, 464), {}, RA, "unconfirmed_user", True),
         ("190/467", 400, fb(190, 467), {}, RA, "invalid_access_token", False),
         ("190/493", 400, fb(190, 493), {}, RA, "inactive_user", False),
-        ("100", 400, fb(100, message="(#100) The cursor has expired"), {}, RS, "cursor_expired", False),
+        (
+            "100",
+            400,
+            fb(100, message="(#100) The cursor has expired"),
+            {},
+            RS,
+            "cursor_expired",
+            False,
+        ),
     ],
     LinkedIn: [
-        ("401/65600", 401, li(401, 65600, "Invalid access token"), {}, RF, "invalid_access_token", False),
-        ("401/65601", 401, li(401, 65601, "The token used in the request has been revoked by the user"),
-         {}, RA, "revoked_access_token", False),
-        ("401 expired", 401, li(401, message="Expired access token"), {}, RF, "expired_access_token", False),
-        ("403", 403, li(403, 100, "Not enough permissions to access: GET-viewer /connections"), {},
-         RA, "access_denied", False),
+        (
+            "401/65600",
+            401,
+            li(401, 65600, "Invalid access token"),
+            {},
+            RF,
+            "invalid_access_token",
+            False,
+        ),
+        (
+            "401/65601",
+            401,
+            li(401, 65601, "The token used in the request has been revoked by the user"),
+            {},
+            RA,
+            "revoked_access_token",
+            False,
+        ),
+        (
+            "401 expired",
+            401,
+            li(401, message="Expired access token"),
+            {},
+            RF,
+            "expired_access_token",
+            False,
+        ),
+        (
+            "403",
+            403,
+            li(403, 100, "Not enough permissions to access: GET-viewer /connections"),
+            {},
+            RA,
+            "access_denied",
+            False,
+        ),
         ("404", 404, li(404, message="Not Found"), {}, S, "not_found", False),
-        ("429/101", 429, li(429, 101, "Resource level throttle limit for calls to this resource is "
-                                      "reached."), {}, W, "throttled", False),
+        (
+            "429/101",
+            429,
+            li(429, 101, "Resource level throttle limit for calls to this resource is reached."),
+            {},
+            W,
+            "throttled",
+            False,
+        ),
         ("500", 500, li(500, message="Internal Server Error"), {}, B, "server_error", False),
         ("504", 504, li(504, message="Gateway Timeout"), {}, B, "gateway_timeout", False),
     ],
     GitHub: [
-        ("403 primary", 403, {"message": "API rate limit exceeded for user ID 1."},
-         {"x-ratelimit-remaining": "0", "x-ratelimit-reset": RESET}, W, "rate_limited", False),
-        ("429 primary", 429, {"message": "API rate limit exceeded for user ID 1."},
-         {"x-ratelimit-remaining": "0", "x-ratelimit-reset": RESET}, W, "rate_limited", False),
-        ("403 secondary retry-after", 403, {"message": "You have exceeded a secondary rate limit."},
-         {"retry-after": "60"}, W, "secondary_rate_limit", False),
-        ("403 secondary", 403, {"message": "You have exceeded a secondary rate limit."}, {},
-         W, "secondary_rate_limit", False),
-        ("401", 401, {"message": "Bad credentials", "status": "401"}, {}, RA, "bad_credentials", False),
+        (
+            "403 primary",
+            403,
+            {"message": "API rate limit exceeded for user ID 1."},
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": RESET},
+            W,
+            "rate_limited",
+            False,
+        ),
+        (
+            "429 primary",
+            429,
+            {"message": "API rate limit exceeded for user ID 1."},
+            {"x-ratelimit-remaining": "0", "x-ratelimit-reset": RESET},
+            W,
+            "rate_limited",
+            False,
+        ),
+        (
+            "403 secondary retry-after",
+            403,
+            {"message": "You have exceeded a secondary rate limit."},
+            {"retry-after": "60"},
+            W,
+            "secondary_rate_limit",
+            False,
+        ),
+        (
+            "403 secondary",
+            403,
+            {"message": "You have exceeded a secondary rate limit."},
+            {},
+            W,
+            "secondary_rate_limit",
+            False,
+        ),
+        (
+            "401",
+            401,
+            {"message": "Bad credentials", "status": "401"},
+            {},
+            RA,
+            "bad_credentials",
+            False,
+        ),
         ("404", 404, {"message": "Not Found", "status": "404"}, {}, S, "not_found", False),
         ("500", 500, {"message": "Server Error"}, {}, B, "server_error", False),
         ("502", 502, None, {}, B, "bad_gateway", False),
@@ -114,14 +264,24 @@ ROWS = {
         ("403", 403, {"error": "This action is not allowed"}, {}, RA, "forbidden", True),
         ("404", 404, {"error": "Record not found"}, {}, S, "not_found", False),
         ("410", 410, {"error": "Gone"}, {}, S, "gone", False),
-        ("429", 429, {"error": "Too many requests"},
-         {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "2023-11-14T22:15:20.000Z"},
-         W, "rate_limited", False),
+        (
+            "429",
+            429,
+            {"error": "Too many requests"},
+            {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "2023-11-14T22:15:20.000Z"},
+            W,
+            "rate_limited",
+            False,
+        ),
         ("503", 503, {"error": "Service Unavailable"}, {}, B, "unavailable", False),
     ],
 }
 
-CASES = [pytest.param(cls, *row[1:], id=f"{cls.NAME}:{row[0]}") for cls, rows in ROWS.items() for row in rows]
+CASES = [
+    pytest.param(cls, *row[1:], id=f"{cls.NAME}:{row[0]}")
+    for cls, rows in ROWS.items()
+    for row in rows
+]
 
 
 @pytest.mark.parametrize("cls,status,body,headers,action,kind,tell_user", CASES)
@@ -141,20 +301,48 @@ BAD_TOKEN_MESSAGES = [
     (190, None, "The access token could not be decrypted"),
     (190, None, "Error validating application. Application has been deleted."),
     (190, 458, "Error validating access token: User 42 has not authorized application 1234."),
-    (190, 459, "Error validating access token: You cannot access the app till you log in to "
-               "www.facebook.com and follow the instructions given."),
-    (190, 460, "Error validating access token: The session has been invalidated because the user "
-               "changed their password or Facebook has changed the session for security reasons."),
+    (
+        190,
+        459,
+        "Error validating access token: You cannot access the app till you log in to "
+        "www.facebook.com and follow the instructions given.",
+    ),
+    (
+        190,
+        460,
+        "Error validating access token: The session has been invalidated because the user "
+        "changed their password or Facebook has changed the session for security reasons.",
+    ),
     (190, 460, "Error validating access token: Session does not match current stored session."),
-    (190, 463, "Error validating access token: Session has expired on Tuesday, 14-Nov-23 "
-               "12:00:00 PST. The current time is Tuesday, 14-Nov-23 13:00:00 PST."),
-    (190, 464, "Error validating access token: Sessions for the user 42 are not allowed because "
-               "the user is not a confirmed user."),
-    (190, 467, "Error validating access token: The session is invalid because the user logged out."),
-    (190, 467, "Error validating access token: This may be because the user logged out or may be "
-               "due to a system error."),
-    (190, 493, "Error validating access token: The session was invalidated because the user has "
-               "been inactive for 90 days."),
+    (
+        190,
+        463,
+        "Error validating access token: Session has expired on Tuesday, 14-Nov-23 "
+        "12:00:00 PST. The current time is Tuesday, 14-Nov-23 13:00:00 PST.",
+    ),
+    (
+        190,
+        464,
+        "Error validating access token: Sessions for the user 42 are not allowed because "
+        "the user is not a confirmed user.",
+    ),
+    (
+        190,
+        467,
+        "Error validating access token: The session is invalid because the user logged out.",
+    ),
+    (
+        190,
+        467,
+        "Error validating access token: This may be because the user logged out or may be "
+        "due to a system error.",
+    ),
+    (
+        190,
+        493,
+        "Error validating access token: The session was invalidated because the user has "
+        "been inactive for 90 days.",
+    ),
     (102, None, "Session key invalid or no longer valid"),
 ]
 

@@ -1,4 +1,5 @@
 """GitHub parsing and classification against real recorded responses."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,6 @@ from providers.github import GitHub, parse_link_header
 from tests.conftest import recorded
 
 NOW = 1_700_000_000.0
-
-
 
 
 @pytest.fixture
@@ -37,8 +36,10 @@ def test_first_page_with_last_fans_out_every_page(github):
     status, body, headers = recorded("github", "stargazers_page1_200_link_next_last.json")
     page = github.parse_page(body, headers, "/repos/PyGithub/PyGithub/stargazers")
     assert page.next_cursor is None
-    assert page.followups == ["/repos/PyGithub/PyGithub/stargazers?page=2",
-                              "/repos/PyGithub/PyGithub/stargazers?page=3"]
+    assert page.followups == [
+        "/repos/PyGithub/PyGithub/stargazers?page=2",
+        "/repos/PyGithub/PyGithub/stargazers?page=3",
+    ]
 
 
 def test_later_page_with_last_launches_nothing(github):
@@ -49,13 +50,17 @@ def test_later_page_with_last_launches_nothing(github):
 
 
 def test_last_page_link_has_only_first_prev(github):
-    status, body, headers = recorded("github", "stargazers_page3_200_last_page_link_first_prev.json")
+    status, body, headers = recorded(
+        "github", "stargazers_page3_200_last_page_link_first_prev.json"
+    )
     page = github.parse_page(body, headers, "/repos/PyGithub/PyGithub/stargazers?page=3")
     assert page.followups == []
 
 
 def test_next_without_last_chains(github):
-    headers = CaseInsensitiveDict({"Link": '<https://api.github.com/user/9/followers?page=4>; rel="next"'})
+    headers = CaseInsensitiveDict(
+        {"Link": '<https://api.github.com/user/9/followers?page=4>; rel="next"'}
+    )
     page = github.parse_page([], headers, "/users/x/followers?page=3")
     assert page.followups == ["/user/9/followers?page=4"]
 
@@ -80,7 +85,9 @@ def test_primary_rate_limit_without_reset_waits_from_floor(github):
 
 
 def test_primary_rate_limit_waits_until_reset(github):
-    headers = CaseInsensitiveDict({"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(NOW) + 900)})
+    headers = CaseInsensitiveDict(
+        {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(NOW) + 900)}
+    )
     error = github.classify(429, {"message": "API rate limit exceeded"}, headers, NOW)
     assert error.action is Action.WAIT and error.retry_at == NOW + 900
 

@@ -4,6 +4,7 @@ Checked two ways: statically, every ``import`` of our own packages in every
 module points down the stack; and at run time, importing a provider
 description loads no web framework, broker, store or HTTP client.
 """
+
 from __future__ import annotations
 
 import ast
@@ -44,19 +45,34 @@ def _modules(layer: str) -> list[Path]:
 
 @pytest.mark.parametrize("layer", sorted(ALLOWED))
 def test_imports_run_down_the_stack(layer):
-    wrong = [f"{path.relative_to(ROOT)}:{line} imports {name}"
-             for path in _modules(layer)
-             for line, name in _imports(path)
-             if name in OURS and name not in ALLOWED[layer]]
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in _modules(layer)
+        for line, name in _imports(path)
+        if name in OURS and name not in ALLOWED[layer]
+    ]
     assert wrong == []
 
 
-HEAVY = ("flask", "celery", "kombu", "redis", "requests", "requests_oauthlib", "oauthlib",
-         "cryptography", "sentry_sdk", "aiohttp", "werkzeug")
+HEAVY = (
+    "flask",
+    "celery",
+    "kombu",
+    "redis",
+    "requests",
+    "requests_oauthlib",
+    "oauthlib",
+    "cryptography",
+    "sentry_sdk",
+    "aiohttp",
+    "werkzeug",
+)
 
 
 def test_a_provider_description_imports_alone():
-    code = ("import json, sys, providers, providers.github; providers.provider_classes(); "
-            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    code = (
+        "import json, sys, providers, providers.github; providers.provider_classes(); "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
     loaded = set(json.loads(subprocess.check_output([sys.executable, "-c", code], cwd=ROOT)))
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))

@@ -1,4 +1,5 @@
 """LinkedIn parsing, planning and classification (v1 recorded responses, v2 documented shapes)."""
+
 from __future__ import annotations
 
 import datetime
@@ -15,8 +16,6 @@ from tests.conftest import recorded
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
 
-
-
 @pytest.fixture
 def linkedin():
     return LinkedIn("https://api.linkedin.com")
@@ -24,13 +23,18 @@ def linkedin():
 
 def v2_page(start, count, total):
     elements = [{"to": f"urn:li:person:{i:010d}"} for i in range(start, min(total, start + count))]
-    return {"elements": elements, "paging": {"count": count, "start": start, "total": total, "links": []}}
+    return {
+        "elements": elements,
+        "paging": {"count": count, "start": start, "total": total, "links": []},
+    }
 
 
 def test_size_from_paging_projection(linkedin):
     call = linkedin.profile_call("me")
     assert call.url == "https://api.linkedin.com/v2/connections?q=viewer&projection=(paging)"
-    assert linkedin.parse_size({"paging": {"count": 10, "start": 0, "total": 120, "links": []}}) == 120
+    assert (
+        linkedin.parse_size({"paging": {"count": 10, "start": 0, "total": 120, "links": []}}) == 120
+    )
 
 
 def test_known_size_launches_every_page_at_once(linkedin):
@@ -63,16 +67,20 @@ def test_full_last_page_chains_one_step_further(linkedin):
 
 def test_off_by_one_one_person_pages_end_at_once(linkedin):
     """The talk's bug: past the end, one person per page, forever. A short page is the end."""
-    body = {"elements": [{"to": "urn:li:person:0000000001"}],
-            "paging": {"count": 50, "start": 150, "total": 150, "links": []}}
+    body = {
+        "elements": [{"to": "urn:li:person:0000000001"}],
+        "paging": {"count": 50, "start": 150, "total": 150, "links": []},
+    }
     page = linkedin.parse_page(body, CaseInsensitiveDict(), "offset:150")
     assert pagination.followups(linkedin, "offset:150", page, 150) == []
     assert linkedin.page_anomaly(page, "offset:150", 150) == ""  # past the plan: nothing lost
 
 
 def test_short_page_inside_the_plan_is_flagged(linkedin):
-    body = {"elements": [{"to": "urn:li:person:0000000051"}],
-            "paging": {"count": 50, "start": 50, "total": 150, "links": []}}
+    body = {
+        "elements": [{"to": "urn:li:person:0000000051"}],
+        "paging": {"count": 50, "start": 50, "total": 150, "links": []},
+    }
     page = linkedin.parse_page(body, CaseInsensitiveDict(), "offset:50")
     assert linkedin.page_anomaly(page, "offset:50", 150) == "short_page"
 
@@ -99,27 +107,37 @@ def test_v1_recorded_401_refreshes_then_reauths(linkedin):
 
 
 def test_throttle_waits_until_next_utc_midnight(linkedin):
-    body = {"serviceErrorCode": 101, "message": "Resource level throttle limit for calls to "
-            "this resource is reached.", "status": 429}
+    body = {
+        "serviceErrorCode": 101,
+        "message": "Resource level throttle limit for calls to this resource is reached.",
+        "status": 429,
+    }
     error = linkedin.classify(429, body, CaseInsensitiveDict(), NOW)
     assert error.action is Action.WAIT and error.rule.kind == "throttled"
-    assert error.retry_at == datetime.datetime(2023, 11, 15, tzinfo=datetime.timezone.utc).timestamp()
+    assert error.retry_at == datetime.datetime(2023, 11, 15, tzinfo=datetime.UTC).timestamp()
 
 
 def test_next_utc_midnight_exactly_at_midnight():
-    midnight = datetime.datetime(2024, 1, 2, tzinfo=datetime.timezone.utc).timestamp()
+    midnight = datetime.datetime(2024, 1, 2, tzinfo=datetime.UTC).timestamp()
     assert next_utc_midnight(midnight) == midnight + 86400
 
 
 def test_expired_message_without_code_is_refresh(linkedin):
-    error = linkedin.classify(401, {"message": "Expired access token", "status": 401},
-                              CaseInsensitiveDict(), NOW)
+    error = linkedin.classify(
+        401, {"message": "Expired access token", "status": 401}, CaseInsensitiveDict(), NOW
+    )
     assert error.action is Action.REFRESH and error.rule.kind == "expired_access_token"
 
 
 def test_token_url_real_and_beside_a_custom_base():
-    assert LinkedIn("https://api.linkedin.com").token_url() == "https://www.linkedin.com/oauth/v2/accessToken"
-    assert LinkedIn("http://127.0.0.1:9/linkedin").token_url() == "http://127.0.0.1:9/linkedin/oauth/v2/accessToken"
+    assert (
+        LinkedIn("https://api.linkedin.com").token_url()
+        == "https://www.linkedin.com/oauth/v2/accessToken"
+    )
+    assert (
+        LinkedIn("http://127.0.0.1:9/linkedin").token_url()
+        == "http://127.0.0.1:9/linkedin/oauth/v2/accessToken"
+    )
 
 
 def test_page_dataclass_counts_items_not_connections(linkedin):

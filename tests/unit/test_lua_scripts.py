@@ -25,6 +25,7 @@ Three checks (the convention is in ``state/lua.py``):
      each command touches and fails the script on any key not in ``KEYS``.
      This sees only the branches the runs take; the static rule sees all.
 """
+
 from __future__ import annotations
 
 import ast
@@ -82,11 +83,12 @@ def test_the_script_uses_exactly_the_keys_its_header_lists(name):
     used = set()
     for i, tok in enumerate(toks):
         if tok == ("name", "KEYS"):
-            n = is_keys_ref(toks[i:i + 4])
-            assert n is not None, f"{name}: KEYS only with a literal index, not {toks[i:i + 4]}"
+            n = is_keys_ref(toks[i : i + 4])
+            assert n is not None, f"{name}: KEYS only with a literal index, not {toks[i : i + 4]}"
             used.add(n)
-    assert used == set(range(1, len(spec.keys) + 1)), \
+    assert used == set(range(1, len(spec.keys) + 1)), (
         f"{name}: uses KEYS{sorted(used)}, its header lists {list(spec.keys)}"
+    )
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -96,9 +98,19 @@ def test_the_script_decodes_argv1_once_and_reads_exactly_its_declared_arguments(
     argv = [i for i, tok in enumerate(toks) if tok == ("name", "ARGV")]
     assert len(argv) == 1, f"{name}: ARGV appears {len(argv)} times (one JSON argument: once)"
     i = argv[0]
-    assert [t[1] for t in toks[i - 7:i + 4]] == \
-        ["local", "args", "=", "cjson", ".", "decode", "(", "ARGV", "[", "1", "]"], \
-        f"{name}: ARGV only in 'local args = cjson.decode(ARGV[1])'"
+    assert [t[1] for t in toks[i - 7 : i + 4]] == [
+        "local",
+        "args",
+        "=",
+        "cjson",
+        ".",
+        "decode",
+        "(",
+        "ARGV",
+        "[",
+        "1",
+        "]",
+    ], f"{name}: ARGV only in 'local args = cjson.decode(ARGV[1])'"
     read, others = set(), []
     for j, tok in enumerate(toks):
         if tok == ("name", "args") and j != i - 6:
@@ -107,10 +119,11 @@ def test_the_script_decodes_argv1_once_and_reads_exactly_its_declared_arguments(
             if toks[j + 1] == ("op", ".") and toks[j + 2][0] == "name":
                 read.add(toks[j + 2][1])
             else:
-                others.append(toks[j - 1:j + 2])
+                others.append(toks[j - 1 : j + 2])
     assert not others, f"{name}: args used other than as args.<name>: {others}"
-    assert read == set(spec.args), \
+    assert read == set(spec.args), (
         f"{name}: reads {sorted(read)}, its header (with preludes) lists {sorted(spec.args)}"
+    )
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -129,17 +142,19 @@ def test_the_static_rule_catches_a_built_key():
     head = "local args = cjson.decode(ARGV[1])\nlocal rec = KEYS[1]\n"
     assert key_problems(head + "redis.call('HGET', rec, 'f' .. args.x)") == []  # a field
     assert key_problems(head + "redis.call('ZDIFFSTORE', rec, 2, KEYS[2], rec)") == []
-    for body in ("redis.call('HGET', rec .. ':done', 'f')",
-                 "redis.call('HGET', 'netsync:' .. args.user, 'f')",
-                 "redis.call('GET', args.key)",
-                 "redis.call('ZDIFFSTORE', rec, 2, KEYS[2], args.other)",
-                 "redis.call('DEL', rec, KEYS[2], rec .. 'x')",
-                 "local function f(rec) return redis.call('GET', rec) end",
-                 "rec = args.other\nredis.call('GET', rec)",
-                 "local call = redis.call\ncall('GET', 'x')",
-                 "redis.call(args.command, rec)",
-                 "redis.call('GET', unpack(KEYS))",
-                 "redis.call('COPY', rec, 'other')"):
+    for body in (
+        "redis.call('HGET', rec .. ':done', 'f')",
+        "redis.call('HGET', 'netsync:' .. args.user, 'f')",
+        "redis.call('GET', args.key)",
+        "redis.call('ZDIFFSTORE', rec, 2, KEYS[2], args.other)",
+        "redis.call('DEL', rec, KEYS[2], rec .. 'x')",
+        "local function f(rec) return redis.call('GET', rec) end",
+        "rec = args.other\nredis.call('GET', rec)",
+        "local call = redis.call\ncall('GET', 'x')",
+        "redis.call(args.command, rec)",
+        "redis.call('GET', unpack(KEYS))",
+        "redis.call('COPY', rec, 'other')",
+    ):
         assert key_problems(head + body), body
 
 
@@ -147,8 +162,11 @@ def test_key_positions_are_the_servers(redis_client):
     info = redis_client.execute_command("COMMAND", "INFO", *KEY_POSITIONS)
     for command, (first, last, step) in KEY_POSITIONS.items():
         server = info[command.lower()]
-        assert (server["first_key_pos"], server["last_key_pos"], server["step_count"]) == \
-            (first, last, step), command
+        assert (server["first_key_pos"], server["last_key_pos"], server["step_count"]) == (
+            first,
+            last,
+            step,
+        ), command
         assert ("movablekeys" in server["flags"]) == (command in MOVABLE_NUMKEYS), command
 
 
@@ -181,8 +199,15 @@ def checked_scripts(monkeypatch):
 
     def spec(name):
         found = original_spec(name)
-        return lua.ScriptSpec(found.name, CHECK_PRELUDE + found.text, found.header, found.keys,
-                              found.optional_keys, found.args, found.optional_args)
+        return lua.ScriptSpec(
+            found.name,
+            CHECK_PRELUDE + found.text,
+            found.header,
+            found.keys,
+            found.optional_keys,
+            found.args,
+            found.optional_args,
+        )
 
     def checked(self, keys, args):  # every call, alone or queued in a batch (state.batch)
         seen[self.name].add((tuple(keys), tuple(sorted(args))))
@@ -198,9 +223,17 @@ def drive_store(redis_client, prefix):
     store = SyncStore(redis_client, prefix, clock=clock)
 
     def begin(user="u", force=False):
-        return store.begin_sync(user_id=user, provider="github", relation="followers",
-                                account_id="a", queue="normal", trigger="test", force=force,
-                                freshness_s=900, stale_s=3600)
+        return store.begin_sync(
+            user_id=user,
+            provider="github",
+            relation="followers",
+            account_id="a",
+            queue="normal",
+            trigger="test",
+            force=force,
+            freshness_s=900,
+            stale_s=3600,
+        )
 
     def finish(ticket) -> str:
         """What the engine does after PostgreSQL committed (sync.finalize)."""
@@ -216,8 +249,16 @@ def drive_store(redis_client, prefix):
     assert store.add_pending(first.sync_id, "", ["p0", "p1"]) == ["new", "new"]
     assert store.add_pending(first.sync_id, "", ["p1"]) == ["rerun"]
     assert store.add_pending(first.sync_id, "p9", ["p1"]) == ["repeat"]
-    assert store.complete_page(first.sync_id, "p0", [("1", "a"), ("2", "b")],
-                               rate_fields={"rate_remaining": "9"}, count_call=True) == "stored"
+    assert (
+        store.complete_page(
+            first.sync_id,
+            "p0",
+            [("1", "a"), ("2", "b")],
+            rate_fields={"rate_remaining": "9"},
+            count_call=True,
+        )
+        == "stored"
+    )
     assert store.complete_page(first.sync_id, "p0", []) == "duplicate"
     assert store.complete_page(first.sync_id, "p1", [("3", "c")], "page_limit") == "finalize"
     assert not store.fail(first.sync_id, "failed", "internal_error", "finalizing")
@@ -234,12 +275,21 @@ def drive_store(redis_client, prefix):
     guarded = begin()  # the page guard's branches (guard_prelude.lua)
     store.add_pending(guarded.sync_id, "", ["g0"])
     one = Page([("1", "a")], next_cursor="g1")
-    assert store.launch_pages(guarded.sync_id, "g0", ["g1"], guard_args(
-        GUARDED, "g0", one, ["g1"], 1, None)) == ("", ["new"])
-    assert store.launch_pages(guarded.sync_id, "g1", ["g2"], guard_args(
-        GUARDED, "g1", one, ["g2"], 2, None)) == ("repeated_page", [])
-    assert store.complete_page(guarded.sync_id, "g0", one.connections, guard=guard_args(
-        GUARDED, "g0", one, [], 1, None)) == "stored"
+    assert store.launch_pages(
+        guarded.sync_id, "g0", ["g1"], guard_args(GUARDED, "g0", one, ["g1"], 1, None)
+    ) == ("", ["new"])
+    assert store.launch_pages(
+        guarded.sync_id, "g1", ["g2"], guard_args(GUARDED, "g1", one, ["g2"], 2, None)
+    ) == ("repeated_page", [])
+    assert (
+        store.complete_page(
+            guarded.sync_id,
+            "g0",
+            one.connections,
+            guard=guard_args(GUARDED, "g0", one, [], 1, None),
+        )
+        == "stored"
+    )
     clock.now += 1000
     third = begin()
     clock.now += 4000  # stale: a new sync replaces it
@@ -249,10 +299,23 @@ def drive_store(redis_client, prefix):
     assert not store.fail(fourth.sync_id, "failed", "internal_error", "again")
     user = Keys(prefix).user("github", "u")
     net = user.relation("followers")
-    retry = store._begin(keys={"inflight": net.inflight, "last": net.last,
-                               "record": user.sync("s_x").record, "seen_record": None},
-                         args={"sync_id": "s_x", "now": "1", "freshness_s": 1, "stale_s": 1,
-                               "force": True, "seen": "s_gone", "fields": {}})
+    retry = store._begin(
+        keys={
+            "inflight": net.inflight,
+            "last": net.last,
+            "record": user.sync("s_x").record,
+            "seen_record": None,
+        },
+        args={
+            "sync_id": "s_x",
+            "now": "1",
+            "freshness_s": 1,
+            "stale_s": 1,
+            "force": True,
+            "seen": "s_gone",
+            "fields": {},
+        },
+    )
     assert retry[0] == b"retry"
 
 
@@ -267,16 +330,26 @@ GUARDED = _Guarded("http://x")
 
 def drive_quota(redis_client, prefix):
     clock = ManualClock()
-    gate = QuotaGate(redis_client, prefix, QuotaConfig.from_env({
-        "QUOTA_GITHUB": "5000/3600/token", "QUOTA_FACEBOOK": "2/60/token,2/60/app",
-        "QUOTA_LINKEDIN": "100/60/app/adaptive"}), clock=clock)
+    gate = QuotaGate(
+        redis_client,
+        prefix,
+        QuotaConfig.from_env(
+            {
+                "QUOTA_GITHUB": "5000/3600/token",
+                "QUOTA_FACEBOOK": "2/60/token,2/60/app",
+                "QUOTA_LINKEDIN": "100/60/app/adaptive",
+            }
+        ),
+        clock=clock,
+    )
     token = {"token": fingerprint("t")}
     grant = gate.decide("github", token, "normal")
     assert grant.granted
     clock.now += 0.5
     gate.settle(grant)  # moves the call to its answer's sub-window
-    gate.observe("github", token, RateLimitInfo(limit=5000, remaining=4999,
-                                                reset_at=clock.now + 3600))
+    gate.observe(
+        "github", token, RateLimitInfo(limit=5000, remaining=4999, reset_at=clock.now + 3600)
+    )
     gate.observe("github", token, RateLimitInfo(retry_after=30.0))
     assert gate.acquire("github", token, "normal") > 0
     assert gate.acquire("facebook", token, "normal") == 0
@@ -302,18 +375,19 @@ def drive_breaker(redis_client, prefix):
     breaker = CircuitBreaker(redis_client, prefix, BreakerConfig(threshold=1), clock=clock)
     breaker.allow("github")
     breaker.record("github", ok=False, kind="unavailable")  # opens it
-    breaker.allow("github")                                  # wait
+    breaker.allow("github")  # wait
     clock.now += 10
     batch = Batch(redis_client)
     look = breaker.queue_peek(batch, "github")
     batch.execute()
-    assert look.value.verdict == "probe_due"                 # a look claims nothing
-    breaker.allow("github")                                  # the probe
+    assert look.value.verdict == "probe_due"  # a look claims nothing
+    breaker.allow("github")  # the probe
     breaker.record("github", ok=True)
 
 
 def test_every_script_is_called_as_its_header_says_and_touches_only_its_keys(
-        checked_scripts, redis_client, key_prefix):
+    checked_scripts, redis_client, key_prefix
+):
     drive_store(redis_client, key_prefix)
     drive_quota(redis_client, key_prefix)
     drive_delayed(redis_client, key_prefix)
@@ -349,9 +423,27 @@ def test_a_call_with_other_names_than_the_header_is_refused(redis_client, key_pr
 
 # -- key names are built in state/keys.py only ----------------------------------------------
 #: pieces of netsync key names; a string holding one, outside state/keys.py, builds a key
-KEY_PIECES = (":sync:", ":pending", ":done", ":staging", ":network", ":inflight", ":last",
-              ":cred", ":refresh:", ":guard", ":quota:", "{delayed}", ":syncs", ":synced_at",
-              ":recent", ":metrics", ":delivery:", ":added", ":removed")
+KEY_PIECES = (
+    ":sync:",
+    ":pending",
+    ":done",
+    ":staging",
+    ":network",
+    ":inflight",
+    ":last",
+    ":cred",
+    ":refresh:",
+    ":guard",
+    ":quota:",
+    "{delayed}",
+    ":syncs",
+    ":synced_at",
+    ":recent",
+    ":metrics",
+    ":delivery:",
+    ":added",
+    ":removed",
+)
 
 
 def test_key_names_are_built_only_in_state_keys():
@@ -361,12 +453,19 @@ def test_key_names_are_built_only_in_state_keys():
             if path == ROOT / "state" / "keys.py":
                 continue
             tree = ast.parse(path.read_text())
-            docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                          if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
-                          and node.body and isinstance(node.body[0], ast.Expr)}
+            docstrings = {
+                id(node.body[0].value)
+                for node in ast.walk(tree)
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+                and node.body
+                and isinstance(node.body[0], ast.Expr)
+            }
             for node in ast.walk(tree):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                        and id(node) not in docstrings \
-                        and any(piece in node.value for piece in KEY_PIECES):
+                if (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and id(node) not in docstrings
+                    and any(piece in node.value for piece in KEY_PIECES)
+                ):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     assert not found, "build key names in state/keys.py:\n" + "\n".join(found)

@@ -4,6 +4,7 @@ Celery's countdown and ETA keep a delayed task in worker memory, and on the
 Redis broker a delay past the visibility timeout is delivered again and
 again. Park the task instead (``state.delayed.DelayedSet.park``).
 """
+
 from __future__ import annotations
 
 import re
@@ -31,8 +32,11 @@ def test_service_code_never_uses_countdown_or_eta():
 
 
 def test_the_pattern_catches_the_usual_forms():
-    for line in ("self.retry(exc=exc, countdown=30)", "task.apply_async(args, eta = when)",
-                 'options = {"countdown": 5}'):
+    for line in (
+        "self.retry(exc=exc, countdown=30)",
+        "task.apply_async(args, eta = when)",
+        'options = {"countdown": 5}',
+    ):
         assert FORBIDDEN.search(line), line
     for line in ("beta=0.8", "if countdown == 0:", "estimated_time_to_regain_access"):
         assert not FORBIDDEN.search(line), line

@@ -4,6 +4,7 @@ The network is a transport adapter on the thread's connection pool
 (``sync.http.session()``), which every OAuth session borrows; the
 credential store and the refresh lock are a real Redis.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,6 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-from sync import http, oauth
 from providers.errors import Action, ProviderCallError
 from providers.github import GitHub
 from providers.linkedin import LinkedIn
@@ -26,6 +26,7 @@ from providers.twitter import Twitter
 from service.config import DEV_ENCRYPTION_KEY, Settings
 from state.credentials import Credential, CredentialStore
 from state.store import SyncStore
+from sync import http, oauth
 
 #: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
 pytestmark = pytest.mark.cluster
@@ -69,6 +70,7 @@ def transport(monkeypatch):
         sess.mount("http://", fake)
         monkeypatch.setattr(http._local, "session", sess, raising=False)
         return fake
+
     return install
 
 
@@ -76,18 +78,27 @@ def transport(monkeypatch):
 def make_ctx(redis_client, key_prefix):
     def make(provider, credential, clients=None):
         settings = Settings(oauth_clients=clients or {})
-        svc = SimpleNamespace(settings=settings, redis=redis_client,
-                              store=SyncStore(redis_client, key_prefix),
-                              credentials=CredentialStore(redis_client, key_prefix, (DEV_ENCRYPTION_KEY,)))
+        svc = SimpleNamespace(
+            settings=settings,
+            redis=redis_client,
+            store=SyncStore(redis_client, key_prefix),
+            credentials=CredentialStore(redis_client, key_prefix, (DEV_ENCRYPTION_KEY,)),
+        )
         svc.credentials.save(provider.NAME, "u1", credential)
         return SimpleNamespace(svc=svc, provider=provider, user_id="u1", credential=credential)
+
     return make
 
 
 PROFILE = ("GET", "/2/users/7")
 TW_TOKEN = ("POST", "/2/oauth2/token")
 LI_TOKEN = ("POST", "/linkedin/oauth/v2/accessToken")  # beside a custom base URL
-NEW_TOKEN = {"token_type": "bearer", "access_token": "at-2", "refresh_token": "rt-2", "expires_in": 7200}
+NEW_TOKEN = {
+    "token_type": "bearer",
+    "access_token": "at-2",
+    "refresh_token": "rt-2",
+    "expires_in": 7200,
+}
 
 
 def twitter_call(twitter):
@@ -113,8 +124,11 @@ def test_oauth2_session_sends_the_bearer_token(transport, make_ctx):
 def test_expired_token_refreshes_client_side_once_and_writes_back(transport, make_ctx):
     fake = transport({PROFILE: [(200, {"data": {}})], TW_TOKEN: [(200, NEW_TOKEN)]})
     twitter = Twitter("https://api.twitter.com")
-    ctx = make_ctx(twitter, Credential("7", "at-1", "rt-1", expires_at=time.time() - 5),
-                   clients={"twitter": "cid:csecret"})
+    ctx = make_ctx(
+        twitter,
+        Credential("7", "at-1", "rt-1", expires_at=time.time() - 5),
+        clients={"twitter": "cid:csecret"},
+    )
     oauth.send(ctx, twitter_call(twitter), {}, TIMEOUT)
     (refresh,) = fake.calls(*TW_TOKEN)
     form = dict(parse_qsl(refresh.body))
@@ -133,10 +147,16 @@ def test_linkedin_refresh_sends_client_credentials_in_the_body(transport, make_c
     assert oauth.refresh_after_rejection(ctx, TIMEOUT) == "refreshed"
     (refresh,) = fake.calls(*LI_TOKEN)
     form = dict(parse_qsl(refresh.body))
-    assert form == {"grant_type": "refresh_token", "refresh_token": "li-rt",
-                    "client_id": "cid", "client_secret": "csecret"}
+    assert form == {
+        "grant_type": "refresh_token",
+        "refresh_token": "li-rt",
+        "client_id": "cid",
+        "client_secret": "csecret",
+    }
     stored = ctx.svc.credentials.load("linkedin", "u1")
-    assert stored.access_token == "li-2" and stored.refresh_token == "li-rt"  # kept when not rotated
+    assert (
+        stored.access_token == "li-2" and stored.refresh_token == "li-rt"
+    )  # kept when not rotated
     assert "OAUTHLIB_INSECURE_TRANSPORT" not in os.environ
 
 
@@ -162,8 +182,19 @@ def test_refresh_in_progress_elsewhere_is_busy(transport, make_ctx):
 
 
 def test_refused_refresh_is_impossible(transport, make_ctx):
-    transport({TW_TOKEN: [(400, {"error": "invalid_request",
-                                 "error_description": "Value passed for the token was invalid."})]})
+    transport(
+        {
+            TW_TOKEN: [
+                (
+                    400,
+                    {
+                        "error": "invalid_request",
+                        "error_description": "Value passed for the token was invalid.",
+                    },
+                )
+            ]
+        }
+    )
     twitter = Twitter("https://api.twitter.com")
     ctx = make_ctx(twitter, Credential("7", "at-1", "rt-1"), clients={"twitter": "cid:s"})
     assert oauth.refresh_after_rejection(ctx, TIMEOUT) == "impossible"
@@ -180,11 +211,14 @@ def test_token_endpoint_outage_backs_off(transport, make_ctx):
     assert not ctx.svc.redis.exists(oauth.TokenKeeper(ctx).lock_key)  # a later attempt may retry
 
 
-@pytest.mark.parametrize("credential,clients", [
-    (Credential("7", "at-1"), {"twitter": "cid:s"}),                  # no refresh token
-    (Credential("7", "at-1", "rt-1"), {}),                           # no client credentials
-    (Credential("7", "at-1", token_secret="ts"), {"twitter": "k:s"}),  # OAuth 1.0a
-])
+@pytest.mark.parametrize(
+    "credential,clients",
+    [
+        (Credential("7", "at-1"), {"twitter": "cid:s"}),  # no refresh token
+        (Credential("7", "at-1", "rt-1"), {}),  # no client credentials
+        (Credential("7", "at-1", token_secret="ts"), {"twitter": "k:s"}),  # OAuth 1.0a
+    ],
+)
 def test_refresh_impossible(transport, make_ctx, credential, clients):
     fake = transport({})
     ctx = make_ctx(Twitter("https://api.twitter.com"), credential, clients=clients)
@@ -198,15 +232,21 @@ def test_expired_token_without_refresh_is_reauth_without_a_call(transport, make_
     ctx = make_ctx(twitter, Credential("7", "at-1", expires_at=time.time() - 5))
     with pytest.raises(ProviderCallError) as caught:
         oauth.send(ctx, twitter_call(twitter), {}, TIMEOUT)
-    assert caught.value.error.action is Action.REAUTH and caught.value.error.rule.kind == "token_expired"
+    assert (
+        caught.value.error.action is Action.REAUTH
+        and caught.value.error.rule.kind == "token_expired"
+    )
     assert fake.sent == []
 
 
 def test_oauth1_signs_with_the_consumer_key(transport, make_ctx):
     fake = transport({PROFILE: [(200, {"data": {}})]})
     twitter = Twitter("https://api.twitter.com")
-    ctx = make_ctx(twitter, Credential("7", "tok-1", token_secret="secret-1"),
-                   clients={"twitter": "consumer:consumer-secret"})
+    ctx = make_ctx(
+        twitter,
+        Credential("7", "tok-1", token_secret="secret-1"),
+        clients={"twitter": "consumer:consumer-secret"},
+    )
     oauth.send(ctx, twitter_call(twitter), {}, TIMEOUT)
     header = fake.sent[0].headers["Authorization"]
     header = header.decode() if isinstance(header, bytes) else header
@@ -267,8 +307,11 @@ def test_token_endpoint_unreachable_is_a_transport_error(make_ctx, monkeypatch):
     sess = requests.Session()
     sess.mount("https://", Down())
     monkeypatch.setattr(http._local, "session", sess, raising=False)
-    ctx = make_ctx(Twitter("https://api.twitter.com"), Credential("7", "at-1", "rt-1"),
-                   clients={"twitter": "cid:s"})
+    ctx = make_ctx(
+        Twitter("https://api.twitter.com"),
+        Credential("7", "at-1", "rt-1"),
+        clients={"twitter": "cid:s"},
+    )
     with pytest.raises(ProviderCallError) as caught:
         oauth.refresh_after_rejection(ctx, TIMEOUT)
     assert caught.value.error.action is Action.BACKOFF

@@ -1,4 +1,5 @@
 """Log lines (JSON and key=value) carry the sync's context and no secret; Sentry events are scrubbed."""
+
 from __future__ import annotations
 
 import io
@@ -8,8 +9,8 @@ import logging
 import pytest
 
 from service.observability import REDACTED, before_send, line_formatter, scrub
-from sync.telemetry import SyncLogContext
 from sync import telemetry
+from sync.telemetry import SyncLogContext
 
 
 def log_line(log_format: str, message: str, *args, **extra) -> str:
@@ -35,7 +36,11 @@ def test_json_lines_carry_the_sync_context(bound_sync):
     line = json.loads(log_line("json", "page stored %d", 3, api_key="k-123"))
     assert line["message"] == "page stored 3"
     assert (line["sync_id"], line["provider"], line["relation"], line["queue"]) == (
-        "s_abc", "github", "followers", "normal")
+        "s_abc",
+        "github",
+        "followers",
+        "normal",
+    )
     assert line["level"] == "INFO" and line["logger"] == "netsync.test.json" and line["ts"]
     assert line["api_key"] == REDACTED
 
@@ -53,17 +58,26 @@ def test_tokens_never_reach_a_line(bound_sync):
     from service.observability import install_redaction
 
     install_redaction()
-    line = log_line("json", "GET https://api/x?access_token=tok-SECRET&a=1", note="Bearer tok-SECRET")
+    line = log_line(
+        "json", "GET https://api/x?access_token=tok-SECRET&a=1", note="Bearer tok-SECRET"
+    )
     assert "tok-SECRET" not in line
 
 
 def test_the_sentry_scrubber_is_recursive_and_drops_request_bodies():
     event = {
-        "request": {"data": {"accounts": [{"access_token": "a1"}]}, "cookies": {"s": "c1"},
-                    "headers": {"X-Netsync-Signature": "t=1,v1=ff", "Accept": "x"}},
-        "extra": {"deep": [{"refresh_token": "r1", "nested": {"token_secret": "t1",
-                                                              "client_secret": "c2"}}],
-                  "code": "oauth-code-1", "url": "https://x/cb?code=ok&access_token=a2"},
+        "request": {
+            "data": {"accounts": [{"access_token": "a1"}]},
+            "cookies": {"s": "c1"},
+            "headers": {"X-Netsync-Signature": "t=1,v1=ff", "Accept": "x"},
+        },
+        "extra": {
+            "deep": [
+                {"refresh_token": "r1", "nested": {"token_secret": "t1", "client_secret": "c2"}}
+            ],
+            "code": "oauth-code-1",
+            "url": "https://x/cb?code=ok&access_token=a2",
+        },
         "tags": {"provider": "github", "sync_id": "s_1"},
     }
     text = json.dumps(scrub(event))

@@ -4,6 +4,7 @@ It sends the sync's snapshot, the breaker's verdict and, for a sync this
 process has called for before, the quota take of its first bucket, in one
 round trip; a take that no call uses is given back.
 """
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -46,13 +47,20 @@ def world(redis_client, key_prefix, monkeypatch):
     monkeypatch.setattr(PageTask, "_quota_hints", {})
     monkeypatch.setattr(PageTask, "_breaker_waiting", {})
     svc.credentials.save("github", "u", Credential("octo", "tok-secret"))
-    sync_id = svc.store.begin_sync(user_id="u", provider="github", relation="followers",
-                                   account_id="octo", queue="normal", trigger="test",
-                                   force=True, freshness_s=0, stale_s=3600).sync_id
+    sync_id = svc.store.begin_sync(
+        user_id="u",
+        provider="github",
+        relation="followers",
+        account_id="octo",
+        queue="normal",
+        trigger="test",
+        force=True,
+        freshness_s=0,
+        stale_s=3600,
+    ).sync_id
     svc.store.add_pending(sync_id, "", ["p0", "p1"])
     scopes = {"token": Credential("octo", "tok-secret").fingerprint()}
-    return SimpleNamespace(svc=svc, task=task, sync_id=sync_id, scopes=scopes,
-                           client=redis_client)
+    return SimpleNamespace(svc=svc, task=task, sync_id=sync_id, scopes=scopes, client=redis_client)
 
 
 def quota_used(world) -> int:
@@ -70,9 +78,14 @@ def test_one_round_trip_before_the_call(world, monkeypatch):
     world.task.load(world.sync_id, "p0").settle()  # warm-up: sync index cached, scripts known
     sent = []
     original = redis.connection.AbstractConnection.send_packed_command
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command",
-                        lambda self, command, check_health=True: (
-                            sent.append(command), original(self, command, check_health))[1])
+    monkeypatch.setattr(
+        redis.connection.AbstractConnection,
+        "send_packed_command",
+        lambda self, command, check_health=True: (
+            sent.append(command),
+            original(self, command, check_health),
+        )[1],
+    )
     ctx = world.task.load(world.sync_id, "p0")
     assert len(sent) == 1
     assert ctx.record["sync_id"] == world.sync_id and ctx.prefetched is not None

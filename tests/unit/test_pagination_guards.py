@@ -4,6 +4,7 @@ The guard's memory is recorded by the scripts that launch or store a page
 (``SyncStore.launch_pages``, ``SyncStore.complete_page``), so the checks go
 through them, as the page task does.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -33,9 +34,17 @@ class Guard:
 
     def __init__(self, store: SyncStore):
         self.store = store
-        self.sync_id = store.begin_sync(user_id="u", provider="fake", relation="followers",
-                                        account_id="a", queue="normal", trigger="test",
-                                        force=True, freshness_s=0, stale_s=3600).sync_id
+        self.sync_id = store.begin_sync(
+            user_id="u",
+            provider="fake",
+            relation="followers",
+            account_id="a",
+            queue="normal",
+            trigger="test",
+            force=True,
+            freshness_s=0,
+            stale_s=3600,
+        ).sync_id
 
     def check(self, provider, cursor, page, launches, pages_done, expected_total) -> str:
         """Why paging stops at this page ("" to go on)."""
@@ -55,8 +64,12 @@ def guard(redis_client, key_prefix):
 
 def test_a_run_of_one_item_pages_stops(guard):
     provider = Chained("http://x")
-    reasons = [guard.check(provider, f"c{i}", Page(people(i), next_cursor=f"c{i + 1}"),
-                           [f"c{i + 1}"], i + 1, None) for i in range(5)]
+    reasons = [
+        guard.check(
+            provider, f"c{i}", Page(people(i), next_cursor=f"c{i + 1}"), [f"c{i + 1}"], i + 1, None
+        )
+        for i in range(5)
+    ]
     assert reasons == ["", "", "one_item_pages", "one_item_pages", "one_item_pages"]
 
 
@@ -71,7 +84,9 @@ def test_a_full_page_resets_the_run(guard):
 def test_the_run_guard_can_be_off(guard):
     provider = Chained("http://x")
     provider.ONE_ITEM_RUN_LIMIT = None
-    assert all(guard.check(provider, f"c{i}", Page(people(i)), ["n"], i, None) == "" for i in range(6))
+    assert all(
+        guard.check(provider, f"c{i}", Page(people(i)), ["n"], i, None) == "" for i in range(6)
+    )
 
 
 def test_a_repeated_page_stops(guard):
@@ -95,8 +110,9 @@ def test_a_page_that_launched_nothing_is_remembered_with_its_storage(guard):
 def test_a_stopped_page_launches_nothing(guard):
     provider = Chained("http://x")
     guard.check(provider, "a", Page(people(1, 2)), ["b"], 1, None)
-    reason, marks = guard.store.launch_pages(guard.sync_id, "c", ["d"], guard_args(
-        provider, "c", Page(people(2, 1)), ["d"], 2, None))
+    reason, marks = guard.store.launch_pages(
+        guard.sync_id, "c", ["d"], guard_args(provider, "c", Page(people(2, 1)), ["d"], 2, None)
+    )
     assert (reason, marks) == ("repeated_page", [])
     assert guard.store.pending_cursors(guard.sync_id) == ["b"]
 
@@ -104,8 +120,9 @@ def test_a_stopped_page_launches_nothing(guard):
 def test_an_ended_sync_records_nothing(guard, redis_client):
     provider = Chained("http://x")
     guard.store.fail(guard.sync_id, "cancelled", "cancelled", "by an operator")
-    assert guard.store.launch_pages(guard.sync_id, "a", ["b"], guard_args(
-        provider, "a", Page(people(1)), ["b"], 1, None)) == ("", [])
+    assert guard.store.launch_pages(
+        guard.sync_id, "a", ["b"], guard_args(provider, "a", Page(people(1)), ["b"], 1, None)
+    ) == ("", [])
     assert not redis_client.exists(guard.store._sync_keys(guard.sync_id).guard)
 
 
@@ -129,5 +146,7 @@ def test_a_last_page_is_never_stopped(guard):
 def test_restart_generations():
     assert pagination.split_generation("after:QVFI") == (0, "after:QVFI")
     assert pagination.split_generation("r1|after:QVFI") == (1, "after:QVFI")
-    assert pagination.with_generation(0, "x") == "x" and pagination.with_generation(2, "x") == "r2|x"
+    assert (
+        pagination.with_generation(0, "x") == "x" and pagination.with_generation(2, "x") == "r2|x"
+    )
     assert pagination.split_generation("/mastodon/api?x=r1|y") == (0, "/mastodon/api?x=r1|y")

@@ -1,4 +1,5 @@
 """The pagination planner: which cursors round two starts with, and the page guard."""
+
 from __future__ import annotations
 
 from providers.provider import Page, Pagination, Provider
@@ -61,5 +62,7 @@ def test_followups_prefer_fan_out():
 
 def test_relative_refuses_other_origins():
     provider = Cursor("http://127.0.0.1:8900/github")
-    assert provider.relative("http://127.0.0.1:8900/github/users/a?page=2") == "/github/users/a?page=2"
+    assert (
+        provider.relative("http://127.0.0.1:8900/github/users/a?page=2") == "/github/users/a?page=2"
+    )
     assert provider.relative("http://other:8900/github/users/a") is None

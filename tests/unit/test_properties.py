@@ -1,5 +1,6 @@
 """Property-based tests (Hypothesis): the signature parser, the login payload's
 validation and the pagination planner, over inputs nobody would write by hand."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,11 @@ NOW = 1_800_000_000
 
 
 # -- signatures ------------------------------------------------------------------------
-@given(body=st.binary(max_size=512), secret=st.text(min_size=1, max_size=40),
-       skew=st.integers(-300, 300))
+@given(
+    body=st.binary(max_size=512),
+    secret=st.text(min_size=1, max_size=40),
+    skew=st.integers(-300, 300),
+)
 def test_a_signature_verifies_its_own_body_only(body, secret, skew):
     header = sign(secret, body, NOW + skew)
     assert verify(header, body, [secret], now=NOW) == NOW + skew
@@ -30,10 +34,16 @@ def test_a_signature_verifies_its_own_body_only(body, secret, skew):
         verify(header, body, [secret + "x"], now=NOW)
 
 
-@given(header=st.one_of(st.none(), st.text(max_size=300),
-                        st.lists(st.sampled_from(["t=", "v1=", "t=1", ",", "=", " ", "v1=ab",
-                                                  "t=99999999999", "x=y"]), max_size=12)
-                        .map("".join)))
+@given(
+    header=st.one_of(
+        st.none(),
+        st.text(max_size=300),
+        st.lists(
+            st.sampled_from(["t=", "v1=", "t=1", ",", "=", " ", "v1=ab", "t=99999999999", "x=y"]),
+            max_size=12,
+        ).map("".join),
+    )
+)
 def test_the_parser_refuses_junk_with_a_signature_error_only(header):
     try:
         timestamp, candidates = parse_header(header)
@@ -42,7 +52,7 @@ def test_the_parser_refuses_junk_with_a_signature_error_only(header):
     assert isinstance(timestamp, int) and 1 <= len(candidates) <= 8
 
 
-@given(skew=st.one_of(st.integers(301, 10**9), st.integers(-10**9, -301)))
+@given(skew=st.one_of(st.integers(301, 10**9), st.integers(-(10**9), -301)))
 def test_outside_the_tolerance_nothing_verifies(skew):
     body = b"{}"
     with pytest.raises(SignatureError) as refused:
@@ -53,18 +63,30 @@ def test_outside_the_tolerance_nothing_verifies(skew):
 # -- the login payload -------------------------------------------------------------------
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12),
-                                                                      children, max_size=4),
-    max_leaves=20)
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
 accounts = st.fixed_dictionaries(
     {"provider": st.sampled_from(sorted(provider_classes()) + ["myspace", ""])},
-    optional={"account_id": st.text(max_size=70), "access_token": st.text(max_size=30),
-              "refresh_token": json_values, "expires_at": json_values,
-              "token_secret": json_values})
+    optional={
+        "account_id": st.text(max_size=70),
+        "access_token": st.text(max_size=30),
+        "refresh_token": json_values,
+        "expires_at": json_values,
+        "token_secret": json_values,
+    },
+)
 documents = st.one_of(
     st.dictionaries(st.text(max_size=12), json_values, max_size=5),
-    st.fixed_dictionaries({"user_id": st.text(max_size=130) | json_values,
-                           "accounts": st.lists(accounts, max_size=3) | json_values}))
+    st.fixed_dictionaries(
+        {
+            "user_id": st.text(max_size=130) | json_values,
+            "accounts": st.lists(accounts, max_size=3) | json_values,
+        }
+    ),
+)
 
 
 @settings(max_examples=300)
@@ -92,8 +114,9 @@ def test_body_reading_is_a_document_or_a_clear_error(raw):
 
 
 # -- the pagination planner ----------------------------------------------------------------
-OFFSET_PROVIDERS = [cls for cls in provider_classes().values()
-                    if cls.PAGINATION.name == "OFFSET_KNOWN"]
+OFFSET_PROVIDERS = [
+    cls for cls in provider_classes().values() if cls.PAGINATION.name == "OFFSET_KNOWN"
+]
 
 
 @pytest.mark.parametrize("cls", OFFSET_PROVIDERS, ids=lambda c: c.NAME)

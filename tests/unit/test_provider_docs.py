@@ -1,4 +1,5 @@
 """The README's provider table is the registry's (``python -m devtools.provider_docs``)."""
+
 from devtools.provider_docs import README, rendered
 
 

@@ -6,6 +6,7 @@ tests/integration/test_queues.py; here, that kombu's Redis transport files a
 message under the list we expect and asks Redis for the lists in the order
 we rely on (lowest priority number first).
 """
+
 from __future__ import annotations
 
 import re
@@ -24,29 +25,35 @@ THRESHOLD = 10_000
 
 
 # -- classification ---------------------------------------------------------------
-@pytest.mark.parametrize("size, trigger, expected", [
-    (0, "webhook", "normal"),
-    (50, "webhook", "normal"),
-    (THRESHOLD, "webhook", "normal"),          # at the threshold: still ordinary
-    (THRESHOLD + 1, "webhook", "whale"),
-    (2_000_000, "api", "whale"),
-    (None, "webhook", "normal"),               # unknown size: normal until paging says otherwise
-    (None, "cli", "normal"),
-    (300, "stale", "trickle"),
-    (None, "stale", "trickle"),
-    (THRESHOLD + 1, "stale", "whale"),         # a stale whale refresh runs with the whales
-])
+@pytest.mark.parametrize(
+    "size, trigger, expected",
+    [
+        (0, "webhook", "normal"),
+        (50, "webhook", "normal"),
+        (THRESHOLD, "webhook", "normal"),  # at the threshold: still ordinary
+        (THRESHOLD + 1, "webhook", "whale"),
+        (2_000_000, "api", "whale"),
+        (None, "webhook", "normal"),  # unknown size: normal until paging says otherwise
+        (None, "cli", "normal"),
+        (300, "stale", "trickle"),
+        (None, "stale", "trickle"),
+        (THRESHOLD + 1, "stale", "whale"),  # a stale whale refresh runs with the whales
+    ],
+)
 def test_queue_class_for(size, trigger, expected):
     assert queues.queue_class_for(size, trigger, THRESHOLD) == expected
 
 
-@pytest.mark.parametrize("current, fetched, expected", [
-    ("normal", 0, "normal"),
-    ("normal", THRESHOLD, "normal"),
-    ("normal", THRESHOLD + 1, "whale"),
-    ("trickle", THRESHOLD + 1, "trickle"),     # background work keeps its bounded share
-    ("whale", 0, "whale"),                     # never back down within a sync
-])
+@pytest.mark.parametrize(
+    "current, fetched, expected",
+    [
+        ("normal", 0, "normal"),
+        ("normal", THRESHOLD, "normal"),
+        ("normal", THRESHOLD + 1, "whale"),
+        ("trickle", THRESHOLD + 1, "trickle"),  # background work keeps its bounded share
+        ("whale", 0, "whale"),  # never back down within a sync
+    ],
+)
 def test_reclassified_moves_a_sync_that_turns_out_large_to_whale(current, fetched, expected):
     assert queues.reclassified(current, fetched, THRESHOLD) == expected
 
@@ -55,7 +62,11 @@ def test_every_class_is_a_queue_class():
     for size, trigger in [(1, "webhook"), (THRESHOLD * 2, "webhook"), (1, "stale")]:
         assert queues.queue_class_for(size, trigger, THRESHOLD) in queues.QUEUE_CLASSES
     assert set(queues.INTERACTIVE_TRIGGERS) | set(queues.BULK_TRIGGERS) == {
-        "webhook", "api", "cli", "stale"}
+        "webhook",
+        "api",
+        "cli",
+        "stale",
+    }
 
 
 # -- regions ------------------------------------------------------------------------
@@ -75,9 +86,15 @@ def test_regions_come_from_provider_regions():
     settings = load_settings({"PROVIDER_REGIONS": "facebook:eu,github:eu,twitter:us"})
     assert settings.provider_regions == {"facebook": "eu", "github": "eu", "twitter": "us"}
     assert queues.all_queue_names(settings.provider_regions) == [
-        "normal", "whale", "trickle",
-        "eu.normal", "eu.whale", "eu.trickle",
-        "us.normal", "us.whale", "us.trickle",
+        "normal",
+        "whale",
+        "trickle",
+        "eu.normal",
+        "eu.whale",
+        "eu.trickle",
+        "us.normal",
+        "us.whale",
+        "us.trickle",
     ]
 
 
@@ -91,8 +108,12 @@ def test_declared_queues_carry_x_max_priority_and_their_own_routing_key():
 
 
 # -- priorities ----------------------------------------------------------------------
-REDIS_URLS = ["redis://localhost:6379/0", "rediss://h:6380/0", "redis+socket:///tmp/r.sock",
-              "sentinel://h:26379"]
+REDIS_URLS = [
+    "redis://localhost:6379/0",
+    "rediss://h:6380/0",
+    "redis+socket:///tmp/r.sock",
+    "sentinel://h:26379",
+]
 
 
 @pytest.mark.parametrize("url", REDIS_URLS)
@@ -104,8 +125,9 @@ def test_on_redis_interactive_work_gets_the_lower_number(url):
     assert queues.default_priority(url) == 0
 
 
-@pytest.mark.parametrize("url", ["amqp://guest:guest@localhost:5672//", "pyamqp://h//",
-                                 "amqps://h//"])
+@pytest.mark.parametrize(
+    "url", ["amqp://guest:guest@localhost:5672//", "pyamqp://h//", "amqps://h//"]
+)
 def test_on_rabbitmq_interactive_work_gets_the_higher_number(url):
     assert {queues.priority_for(t, url) for t in queues.INTERACTIVE_TRIGGERS} == {9}
     assert queues.priority_for("stale", url) == 1
@@ -122,9 +144,16 @@ def _redis_channel_stub():
     """Enough of kombu's Redis Channel to run its key-naming methods, with our options."""
     from kombu.transport.redis import Channel
 
-    options = celery_config(load_settings({}), "redis://localhost:6379/0")["broker_transport_options"]
-    stub = SimpleNamespace(priority_steps=options["priority_steps"], sep=options["sep"],
-                           global_keyprefix="", brpop_timeout=1, active_queues=["normal", "trickle"])
+    options = celery_config(load_settings({}), "redis://localhost:6379/0")[
+        "broker_transport_options"
+    ]
+    stub = SimpleNamespace(
+        priority_steps=options["priority_steps"],
+        sep=options["sep"],
+        global_keyprefix="",
+        brpop_timeout=1,
+        active_queues=["normal", "trickle"],
+    )
     stub.priority = lambda n: Channel.priority(stub, n)
     stub._q_for_pri = lambda queue, pri: Channel._q_for_pri(stub, queue, pri)
     return Channel, stub
@@ -147,8 +176,9 @@ def test_kombu_redis_pops_the_lowest_priority_number_first():
     sent = []
     stub._queue_cycle = cycle_by_name("priority")()
     stub._queue_cycle.update(stub.active_queues)
-    stub.client = SimpleNamespace(connection=SimpleNamespace(
-        send_command=lambda *args: sent.append(args)))
+    stub.client = SimpleNamespace(
+        connection=SimpleNamespace(send_command=lambda *args: sent.append(args))
+    )
     Channel._brpop_start(stub, timeout=1)
     (command,) = sent
     assert command[0] == "BRPOP"

@@ -1,4 +1,5 @@
 """QuotaGate against a real Redis (embedded, or REDIS_URL db 3) and a fake clock."""
+
 from __future__ import annotations
 
 import collections
@@ -10,14 +11,18 @@ import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
-from providers.ratelimits import QuotaLimit, QuotaSpecError
+from providers.ratelimits import QuotaLimit, QuotaSpecError, RateLimitInfo
 from service.config import ConfigError, load_settings
 from state.quota import (
-    ADAPTIVE_START, DEFAULT_MAX_MARGIN_S, MARGIN_HALF_LIFE_S, RESET_SKEW_S, WINDOW_SLOTS, QuotaConfig, QuotaGate,
+    ADAPTIVE_START,
+    DEFAULT_MAX_MARGIN_S,
+    MARGIN_HALF_LIFE_S,
+    RESET_SKEW_S,
+    WINDOW_SLOTS,
+    QuotaConfig,
+    QuotaGate,
     fingerprint,
 )
-from providers.ratelimits import RateLimitInfo
-
 from tests.conftest import redis_connect
 
 #: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
@@ -64,6 +69,7 @@ def take_all(g, provider, scopes, queue_class, most=10_000) -> int:
 
 
 # --- one bucket: never over the limit, waits are right -------------------------------
+
 
 def test_never_more_than_limit_in_any_window_under_concurrent_callers(r):
     clock = FakeClock(step=0.004)
@@ -126,8 +132,9 @@ W, L = 5.0, 10
 
 def busiest(times, window=W) -> int:
     times = sorted(times)
-    return max((sum(1 for u in times[i:] if u < t + window) for i, t in enumerate(times)),
-               default=0)
+    return max(
+        (sum(1 for u in times[i:] if u < t + window) for i, t in enumerate(times)), default=0
+    )
 
 
 def run_workers(g, clock, calls, workers: int, settle: bool) -> list[float]:
@@ -170,7 +177,9 @@ def run_workers(g, clock, calls, workers: int, settle: bool) -> list[float]:
 calls_strategy = st.lists(st.tuples(st.floats(0, 1.5), st.floats(0, 1)), min_size=15, max_size=35)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(calls=calls_strategy, workers=st.integers(1, 6))
 def test_settled_calls_never_exceed_the_limit_by_receiving_time(r, calls, workers):
     """Whatever each call's latency and wherever in it the provider received the
@@ -182,11 +191,17 @@ def test_settled_calls_never_exceed_the_limit_by_receiving_time(r, calls, worker
     assert busiest(received) <= L
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(calls=st.lists(st.tuples(st.floats(0, 0.2), st.floats(0, 1)), min_size=15, max_size=35),
-       workers=st.integers(1, 6), learned=st.floats(0.05, 2.0))
-def test_grants_shifted_by_delays_within_the_margin_never_exceed_the_limit(r, calls, workers,
-                                                                             learned):
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    calls=st.lists(st.tuples(st.floats(0, 0.2), st.floats(0, 1)), min_size=15, max_size=35),
+    workers=st.integers(1, 6),
+    learned=st.floats(0.05, 2.0),
+)
+def test_grants_shifted_by_delays_within_the_margin_never_exceed_the_limit(
+    r, calls, workers, learned
+):
     """Unsettled grants (a worker that died mid-call): with the margin m the bucket
     learned, no window W holds more than L grants shifted by any delays in [0, m]."""
     clock = FakeClock()
@@ -238,14 +253,20 @@ def test_the_old_accounting_lets_a_slow_first_call_make_eleven(r):
 def test_the_old_accounting_fails_the_settled_property(r):
     """Hypothesis, searching the workloads of the settled property above, finds
     ones the old accounting lets exceed L; on the one found, settling keeps to L."""
+
     def exceeds(example) -> bool:
         calls, workers = example
         clock = FakeClock()
         g = gate(r, clock, QUOTA_GITHUB=f"{L}/{W:g}/token")
         return busiest(run_workers(g, clock, calls, workers, settle=False)) > L
 
-    calls, workers = find(st.tuples(calls_strategy, st.integers(1, 6)), exceeds, settings=settings(
-        max_examples=100, database=None, phases=[Phase.generate], derandomize=True))
+    calls, workers = find(
+        st.tuples(calls_strategy, st.integers(1, 6)),
+        exceeds,
+        settings=settings(
+            max_examples=100, database=None, phases=[Phase.generate], derandomize=True
+        ),
+    )
     clock = FakeClock()
     g = gate(r, clock, QUOTA_GITHUB=f"{L}/{W:g}/token")
     assert busiest(run_workers(g, clock, calls, workers, settle=True)) <= L
@@ -292,8 +313,13 @@ def test_a_slow_answer_keeps_its_call_in_the_window_longer(r):
 
 def test_the_margin_is_the_slowest_recent_answer_decaying_and_bounded(r):
     clock = FakeClock()
-    g = QuotaGate(r, r.test_prefix, QuotaConfig.from_env({"QUOTA_GITHUB": "1000/5/token"}),
-                  clock=clock, max_margin_s=4.0)
+    g = QuotaGate(
+        r,
+        r.test_prefix,
+        QuotaConfig.from_env({"QUOTA_GITHUB": "1000/5/token"}),
+        clock=clock,
+        max_margin_s=4.0,
+    )
     scopes = {"token": FP}
 
     def answer_after(seconds: float) -> float:
@@ -325,6 +351,7 @@ def test_a_settle_after_a_reset_forgot_the_call_still_counts_it(r):
 
 
 # --- what the provider said -----------------------------------------------------------
+
 
 def test_remaining_zero_blocks_until_reset(r):
     clock = FakeClock()
@@ -436,6 +463,7 @@ def test_a_refused_scope_takes_nothing_from_the_others(r):
 
 # --- adaptive limits --------------------------------------------------------------------
 
+
 class HiddenLimit:
     """A provider that publishes nothing and rejects calls past 20 in any second."""
 
@@ -483,6 +511,7 @@ def test_adaptive_state_is_shared_by_all_gates(r):
 
 # --- configuration ----------------------------------------------------------------------
 
+
 def test_documented_defaults():
     config = QuotaConfig.from_env({})
     assert config.limits["github"] == (QuotaLimit("token", 5000, 3600.0),)
@@ -494,24 +523,32 @@ def test_documented_defaults():
 
 
 def test_environment_overrides():
-    config = QuotaConfig.from_env({
-        "QUOTA_TWITTER": "15/900/token,150/3600/ip",
-        "QUOTA_SHARES": "normal:0.6,whale:0.3,trickle:0.1",
-        "QUOTA_SHARES_GITHUB": "normal:0.7,whale:0.3",
-    })
-    assert config.limits["twitter"] == (QuotaLimit("token", 15, 900.0), QuotaLimit("ip", 150, 3600.0))
+    config = QuotaConfig.from_env(
+        {
+            "QUOTA_TWITTER": "15/900/token,150/3600/ip",
+            "QUOTA_SHARES": "normal:0.6,whale:0.3,trickle:0.1",
+            "QUOTA_SHARES_GITHUB": "normal:0.7,whale:0.3",
+        }
+    )
+    assert config.limits["twitter"] == (
+        QuotaLimit("token", 15, 900.0),
+        QuotaLimit("ip", 150, 3600.0),
+    )
     assert config.shares["mastodon"] == {"normal": 0.6, "whale": 0.3, "trickle": 0.1}
     assert config.shares["github"] == {"normal": 0.7, "whale": 0.3, "trickle": 0.0}
 
 
-@pytest.mark.parametrize("env", [
-    {"QUOTA_GITHUB": "5000/hour/token"},
-    {"QUOTA_GITHUB": "5000/3600/planet"},
-    {"QUOTA_GITHUB": "5000/3600/token/fast"},
-    {"QUOTA_GITHUB": "10/5/token,20/5/token"},
-    {"QUOTA_SHARES": "normal:0.6,whale:0.6"},
-    {"QUOTA_SHARES_GITHUB": "vip:0.5"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"QUOTA_GITHUB": "5000/hour/token"},
+        {"QUOTA_GITHUB": "5000/3600/planet"},
+        {"QUOTA_GITHUB": "5000/3600/token/fast"},
+        {"QUOTA_GITHUB": "10/5/token,20/5/token"},
+        {"QUOTA_SHARES": "normal:0.6,whale:0.6"},
+        {"QUOTA_SHARES_GITHUB": "vip:0.5"},
+    ],
+)
 def test_bad_configuration_is_refused(env):
     with pytest.raises(QuotaSpecError):
         QuotaConfig.from_env(env)

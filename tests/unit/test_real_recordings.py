@@ -27,6 +27,7 @@ for exactly the recorded request URL (``cursor_for``).
 Nothing here is shaped to pass: where the provider code disagrees with a
 recording's expectation, the test fails.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,12 +52,21 @@ FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 REAL = FIXTURES / "real"
 REAL_MORE = FIXTURES / "real-more"
 
-PROVIDER_CLASSES = {"github": GitHub, "twitter": Twitter, "facebook": Facebook,
-                    "linkedin": LinkedIn, "mastodon": Mastodon}
+PROVIDER_CLASSES = {
+    "github": GitHub,
+    "twitter": Twitter,
+    "facebook": Facebook,
+    "linkedin": LinkedIn,
+    "mastodon": Mastodon,
+}
 #: netsync's default base URLs (``service.config.REAL_API_URLS``). Mastodon's
 #: base URL is the user's instance: the recordings' instance is localhost:3000.
-BASE_URLS = {"github": "https://api.github.com", "twitter": "https://api.twitter.com",
-             "facebook": "https://graph.facebook.com", "linkedin": "https://api.linkedin.com"}
+BASE_URLS = {
+    "github": "https://api.github.com",
+    "twitter": "https://api.twitter.com",
+    "facebook": "https://graph.facebook.com",
+    "linkedin": "https://api.linkedin.com",
+}
 
 
 # -- what the real/ recordings must parse to ------------------------------------------
@@ -89,78 +99,138 @@ _FB_POSTS_FIELDS = "likes.limit(1).summary(true),shares,message,id,created_time,
 REAL_EXPECT = {
     "facebook/error_400_oauthexception_100_app_permissions.json": (
         # Code 100 is a bad parameter: restart the pagination once, then FAIL (PROVIDERS.md).
-        "error", {"actions": ["restart", "fail"], "retry_at": None}),
+        "error",
+        {"actions": ["restart", "fail"], "retry_at": None},
+    ),
     "facebook/error_500_oauthexception_1_unknown_error.json": (
-        "error", {"actions": ["backoff"], "retry_at": None}),  # code 1: BACKOFF
+        "error",
+        {"actions": ["backoff"], "retry_at": None},
+    ),  # code 1: BACKOFF
     "facebook/page_posts_200_paging_and_likes_summary.json": (
         # A posts page: paging.next is a time-based (until) URL with the access token in
         # it: followed as an opaque URL, without the token.
-        "page", {"ids": None, "next_request": {
-            "path": "/v1.0/15485466463/posts",
-            "params": {"fields": _FB_POSTS_FIELDS, "limit": "20", "until": "1413385867"}}}),
+        "page",
+        {
+            "ids": None,
+            "next_request": {
+                "path": "/v1.0/15485466463/posts",
+                "params": {"fields": _FB_POSTS_FIELDS, "limit": "20", "until": "1413385867"},
+            },
+        },
+    ),
     "facebook/user_subscribers_200_body_only.json": (
-        "page", {"ids": ["1396637703", "717005001"], "next_request": {
-            "path": "/me/subscribers",
-            "params": {"format": "json", "limit": "5000", "offset": "5000",
-                       "__after_id": "708124104"}}}),
-    "github/error_401_bad_credentials.json": (
-        "error", {"actions": ["reauth"], "retry_at": None}),
+        "page",
+        {
+            "ids": ["1396637703", "717005001"],
+            "next_request": {
+                "path": "/me/subscribers",
+                "params": {
+                    "format": "json",
+                    "limit": "5000",
+                    "offset": "5000",
+                    "__after_id": "708124104",
+                },
+            },
+        },
+    ),
+    "github/error_401_bad_credentials.json": ("error", {"actions": ["reauth"], "retry_at": None}),
     "github/error_403_rate_limit_exceeded.json": (
         # The primary limit (remaining 0), recorded without a reset header: WAIT, and
         # the provider did not say until when.
-        "error", {"actions": ["wait"], "retry_at": None,
-                  "rate": _rate(60, 0, None)}),
+        "error",
+        {"actions": ["wait"], "retry_at": None, "rate": _rate(60, 0, None)},
+    ),
     "github/error_403_secondary_rate_limit_retry_after.json": (
         # Retry-After: 60 at Tue, 23 Oct 2018 06:16:56 GMT (1540275416).
-        "error", {"actions": ["wait"], "retry_at": 1540275476,
-                  "rate": _rate(None, None, None)}),
+        "error",
+        {"actions": ["wait"], "retry_at": 1540275476, "rate": _rate(None, None, None)},
+    ),
     "github/error_404_unknown_user.json": (
-        "error", {"actions": ["skip"], "rate": _rate(5000, 4968, None)}),
+        "error",
+        {"actions": ["skip"], "rate": _rate(5000, 4968, None)},
+    ),
     "github/stargazers_page1_200_link_next_last.json": (
         # Page one with rel="last": fan out to every page, or chain on rel="next".
-        "page", {"ids": None,
-                 "next_ok": [[f"{_STAR}?page=2", f"{_STAR}?page=3"], [f"{_STAR}?page=2"]],
-                 "rate": _rate(5000, 4986, None)}),
+        "page",
+        {
+            "ids": None,
+            "next_ok": [[f"{_STAR}?page=2", f"{_STAR}?page=3"], [f"{_STAR}?page=2"]],
+            "rate": _rate(5000, 4986, None),
+        },
+    ),
     "github/stargazers_page3_200_last_page_link_first_prev.json": (
-        "page", {"ids": None, "next": [], "rate": _rate(5000, 4984, None)}),
+        "page",
+        {"ids": None, "next": [], "rate": _rate(5000, 4984, None)},
+    ),
     "github/user_followers_200_single_page_no_link.json": (
-        "page", {"ids": None, "next": [], "rate": _rate(5000, 4958, None)}),
+        "page",
+        {"ids": None, "next": [], "rate": _rate(5000, 4958, None)},
+    ),
     "github/user_profile_200.json": (
-        "profile", {"size": 98, "rate": _rate(5000, 4996, 1735944560)}),
-    "linkedin/v1_connections_200.json": (
-        "page", {"ids": ["BRZCVE0TI5"], "next": []}),
+        "profile",
+        {"size": 98, "rate": _rate(5000, 4996, 1735944560)},
+    ),
+    "linkedin/v1_connections_200.json": ("page", {"ids": ["BRZCVE0TI5"], "next": []}),
     "linkedin/v1_connections_modified_since_200_total_0.json": (
-        "page", {"ids": [], "next": []}),  # {"_total": 0} without values
+        "page",
+        {"ids": [], "next": []},
+    ),  # {"_total": 0} without values
     "mastodon/account_200.json": (
-        "profile", {"size": 0, "rate": _rate(300, 299, 1785592200.104512)}),
+        "profile",
+        {"size": 0, "rate": _rate(300, 299, 1785592200.104512)},
+    ),
     "mastodon/account_followers_200_empty_no_link.json": (
-        "page", {"ids": [], "next": [],
-                 "rate": _rate(300, 299, 1785592200.688634)}),
+        "page",
+        {"ids": [], "next": [], "rate": _rate(300, 299, 1785592200.688634)},
+    ),
     "mastodon/account_followers_200_link_prev_only.json": (
-        "page", {"ids": ["1234567890123456"], "next": []}),
+        "page",
+        {"ids": ["1234567890123456"], "next": []},
+    ),
     "mastodon/error_401_invalid_token.json": (
-        "error", {"actions": ["reauth"],
-                  "rate": _rate(300, 299, 1785592800.618774)}),
+        "error",
+        {"actions": ["reauth"], "rate": _rate(300, 299, 1785592800.618774)},
+    ),
     "mastodon/error_404_account_lookup.json": (
-        "error", {"actions": ["skip"],
-                  "rate": _rate(300, 299, 1785592200.872845)}),
+        "error",
+        {"actions": ["skip"], "rate": _rate(300, 299, 1785592200.872845)},
+    ),
     "twitter/v1_1_error_400_bad_authentication_data.json": (
-        "error", {"actions": ["fail"], "retry_at": None}),  # 400 code 215: FAIL
+        "error",
+        {"actions": ["fail"], "retry_at": None},
+    ),  # 400 code 215: FAIL
     "twitter/v1_1_followers_list_200.json": (
-        "page", {"ids": None, "next_token": None,
-                 "rate": _rate(15, 14, 1613174304)}),
+        "page",
+        {"ids": None, "next_token": None, "rate": _rate(15, 14, 1613174304)},
+    ),
     "twitter/v1_1_friends_ids_200_cursor_64bit_ids.json": (
-        "page", {"ids": ["857699969263964161", "786491", "15772978", "145336962",
-                         "750362064426721281", "6253282", "2244994945"], "next_token": None,
-                 "rate": _rate(15, 13, 1613173443)}),
+        "page",
+        {
+            "ids": [
+                "857699969263964161",
+                "786491",
+                "15772978",
+                "145336962",
+                "750362064426721281",
+                "6253282",
+                "2244994945",
+            ],
+            "next_token": None,
+            "rate": _rate(15, 13, 1613173443),
+        },
+    ),
     "twitter/v1_1_users_show_200.json": (
-        "profile", {"size": 59112688, "rate": _rate(900, 889, 1612932333)}),
+        "profile",
+        {"size": 59112688, "rate": _rate(900, 889, 1612932333)},
+    ),
     "twitter/v2_users_followers_200_next_token.json": (
-        "page", {"ids": None, "next_token": "5CS0O0C6II61EZZZ",
-                 "rate": _rate(15, 14, 1618286773)}),
+        "page",
+        {"ids": None, "next_token": "5CS0O0C6II61EZZZ", "rate": _rate(15, 14, 1618286773)},
+    ),
     "twitter/v2_users_following_200_last_page_no_next_token.json": (
-        "page", {"ids": None, "next_token": None,
-                 "rate": _rate(15, 14, 1618286773)}),
+        "page",
+        {"ids": None, "next_token": None, "rate": _rate(15, 14, 1618286773)},
+    ),
 }
 #: real/ files with no documented outcome to check against, and why
 REAL_NOT_CHECKED = {
@@ -181,8 +251,9 @@ def recordings(base: Path) -> list[str]:
 
 def readme_files(base: Path) -> set[str]:
     """The files a README's provenance table lists."""
-    return set(re.findall(r"^\| `([a-z]+/[^`]+\.json)` \|", (base / "README.md").read_text(),
-                          re.MULTILINE))
+    return set(
+        re.findall(r"^\| `([a-z]+/[^`]+\.json)` \|", (base / "README.md").read_text(), re.MULTILINE)
+    )
 
 
 def load(base: Path, name: str):
@@ -200,8 +271,12 @@ def load(base: Path, name: str):
         url += ("&" if "?" in url else "?") + urlencode(request["query"])
     # sync.http.send: requests' response.headers, a case-insensitive dict in which a
     # repeated header is one value joined by ", " (urllib3).
-    headers = CaseInsensitiveDict({k: ", ".join(v) if isinstance(v, list) else v
-                                   for k, v in (response.get("headers") or {}).items()})
+    headers = CaseInsensitiveDict(
+        {
+            k: ", ".join(v) if isinstance(v, list) else v
+            for k, v in (response.get("headers") or {}).items()
+        }
+    )
     # sync.http.send: response.json(), None when the body is not JSON.
     if "body" in response:
         body = response["body"]
@@ -279,8 +354,11 @@ def check(base: Path, name: str) -> list[str]:
         return problems + [f"a good answer classified as {error.action.value} ({error.rule.kind})"]
     if kind == "profile":
         size = provider.parse_size(body)
-        return problems + ([] if size == expect["size"] else
-                           [f"parse_size() = {size!r}, expected {expect['size']!r}"])
+        return problems + (
+            []
+            if size == expect["size"]
+            else [f"parse_size() = {size!r}, expected {expect['size']!r}"]
+        )
     account_id = account_of(provider_name, url)
     cursor = cursor_for(provider, provider_name, account_id, url)
     page = provider.parse_page(body, headers, cursor)
@@ -294,9 +372,11 @@ def check(base: Path, name: str) -> list[str]:
 
 def check_rate(provider, headers, expect) -> list[str]:
     info = provider.rate_info(headers)
-    return [f"rate_info().{field} = {getattr(info, field)!r}, expected {want!r}"
-            for field, want in expect.get("rate", {}).items()
-            if not _same(getattr(info, field), want)]
+    return [
+        f"rate_info().{field} = {getattr(info, field)!r}, expected {want!r}"
+        for field, want in expect.get("rate", {}).items()
+        if not _same(getattr(info, field), want)
+    ]
 
 
 def check_error(error, status: int, expect, now) -> list[str]:
@@ -304,13 +384,17 @@ def check_error(error, status: int, expect, now) -> list[str]:
         return [f"classify() = None for HTTP {status}, expected one of {expect['actions']}"]
     problems = []
     if error.action.value not in expect["actions"]:
-        problems.append(f"classify().action = {error.action.value!r} (kind {error.rule.kind!r}), "
-                        f"expected one of {expect['actions']}")
+        problems.append(
+            f"classify().action = {error.action.value!r} (kind {error.rule.kind!r}), "
+            f"expected one of {expect['actions']}"
+        )
     if "retry_at" in expect:
         assert expect["retry_at"] is None or now is not None, "a retry time needs the answer's time"
         if not _same(error.retry_at, expect["retry_at"]):
-            problems.append(f"classify().retry_at = {error.retry_at!r}, "
-                            f"expected {expect['retry_at']!r} (now = {now})")
+            problems.append(
+                f"classify().retry_at = {error.retry_at!r}, "
+                f"expected {expect['retry_at']!r} (now = {now})"
+            )
     return problems
 
 
@@ -326,14 +410,18 @@ def check_next(nxt: list[requests.PreparedRequest], expect) -> list[str]:
         tokens = [dict(parse_qsl(urlsplit(u).query)).get("pagination_token") for u in urls]
         want = [] if expect["next_token"] is None else [expect["next_token"]]
         if tokens != want:
-            problems.append(f"next requests {urls} carry pagination_token {tokens}, "
-                            f"expected {want}")
+            problems.append(
+                f"next requests {urls} carry pagination_token {tokens}, expected {want}"
+            )
     if "next_request" not in expect:
         return problems
     want = expect["next_request"]
     if want is None or len(urls) != 1:
-        return problems + ([] if want is None and not urls else
-                           [f"next requests {urls}, expected {'none' if want is None else want}"])
+        return problems + (
+            []
+            if want is None and not urls
+            else [f"next requests {urls}, expected {'none' if want is None else want}"]
+        )
     parts = urlsplit(urls[0])
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
     if parts.path != want["path"]:
@@ -375,9 +463,11 @@ def test_github_stargazer_pages_drive_one_complete_chain():
     """The three recorded stargazer pages, driven as one sync from page one: every page
     is asked for exactly once, nothing else is, and every id is kept once."""
     pages = {}  # the URL each recording answered → (headers, body, its ids)
-    for base, name in ((REAL, "github/stargazers_page1_200_link_next_last.json"),
-                       (REAL_MORE, "github/stargazers_page2_200_link_next_last_first_prev.json"),
-                       (REAL, "github/stargazers_page3_200_last_page_link_first_prev.json")):
+    for base, name in (
+        (REAL, "github/stargazers_page1_200_link_next_last.json"),
+        (REAL_MORE, "github/stargazers_page2_200_link_next_last_first_prev.json"),
+        (REAL, "github/stargazers_page3_200_last_page_link_first_prev.json"),
+    ):
         _, _, expect, url, _, headers, body, _ = load(base, name)
         pages[prepared(HttpCall("GET", url)).url] = (headers, body, expect["ids"])
     github = GitHub(BASE_URLS["github"])

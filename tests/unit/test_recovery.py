@@ -1,4 +1,5 @@
 """The stall sweep against a real Redis, with a clock the test moves."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -6,7 +7,6 @@ from types import SimpleNamespace
 import pytest
 
 import queues
-
 from state.credentials import Credential, CredentialStore
 from state.metrics import Metrics
 from state.progress import SyncProgress
@@ -26,8 +26,9 @@ PRIORITY = queues.priority_for("webhook", "redis://x")
 @pytest.fixture
 def world(redis_client, key_prefix):
     clock = ManualClock()
-    settings = SimpleNamespace(stall_seconds=STALL_S, max_recoveries=2, sweep_interval=15.0,
-                               provider_regions={})
+    settings = SimpleNamespace(
+        stall_seconds=STALL_S, max_recoveries=2, sweep_interval=15.0, provider_regions={}
+    )
     svc = SimpleNamespace(
         settings=settings,
         store=SyncStore(redis_client, key_prefix, clock=clock),
@@ -36,8 +37,13 @@ def world(redis_client, key_prefix):
         metrics=Metrics(redis_client, key_prefix),
     )
     sent, finals = [], []
-    sweeper = StallSweeper(svc, lambda *message: sent.append(message), "redis://x",
-                           notify=lambda *final: finals.append(final), clock=clock)
+    sweeper = StallSweeper(
+        svc,
+        lambda *message: sent.append(message),
+        "redis://x",
+        notify=lambda *final: finals.append(final),
+        clock=clock,
+    )
     return SimpleNamespace(svc=svc, clock=clock, sent=sent, finals=finals, sweeper=sweeper)
 
 
@@ -45,9 +51,16 @@ def begin(world, user="u-1", credential=True):
     svc = world.svc
     if credential:
         svc.credentials.save("github", user, Credential("octo", "tok-secret"))
-    ticket = svc.store.begin_sync(user_id=user, provider="github", account_id="octo",
-                                  queue="normal", trigger="webhook", force=True,
-                                  freshness_s=900, stale_s=3600)
+    ticket = svc.store.begin_sync(
+        user_id=user,
+        provider="github",
+        account_id="octo",
+        queue="normal",
+        trigger="webhook",
+        force=True,
+        freshness_s=900,
+        stale_s=3600,
+    )
     svc.progress.track(ticket.sync_id, world.clock())
     return ticket.sync_id
 
@@ -66,7 +79,9 @@ def test_a_sync_that_stops_moving_gets_its_pending_pages_again(world):
     assert sweep_after(world, STALL_S - 2).recovered == []
     report = sweep_after(world, 2)
     assert report.recovered == [sync_id]
-    assert sorted(world.sent) == [("github.page", [sync_id, c], "normal", PRIORITY) for c in ("p2", "p3")]
+    assert sorted(world.sent) == [
+        ("github.page", [sync_id, c], "normal", PRIORITY) for c in ("p2", "p3")
+    ]
     assert store.get_sync(sync_id)["recoveries"] == "1"
 
 

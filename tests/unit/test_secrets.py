@@ -1,4 +1,5 @@
 """Secrets: redaction by the values in use, oauthlib kept above DEBUG, key rotation."""
+
 from __future__ import annotations
 
 import logging
@@ -17,9 +18,11 @@ def test_a_credential_read_or_stored_is_redacted_in_any_shape(redis_client, key_
     store = CredentialStore(redis_client, key_prefix, (Fernet.generate_key().decode(),))
     store.save("twitter", "u-1", Credential("12345", "at-9f8e7d6c5b", token_secret="ts-0a1b2c3d4e"))
     # oauthlib's shapes: the signing key, its collected parameters
-    for text in ("Signing key: client-secret-x&ts-0a1b2c3d4e",
-                 "Collected params: [('oauth_consumer_key', 'k'), ('oauth_token', 'at-9f8e7d6c5b')]",
-                 "at-9f8e7d6c5b"):
+    for text in (
+        "Signing key: client-secret-x&ts-0a1b2c3d4e",
+        "Collected params: [('oauth_consumer_key', 'k'), ('oauth_token', 'at-9f8e7d6c5b')]",
+        "at-9f8e7d6c5b",
+    ):
         cleaned = redact(text)
         assert "at-9f8e7d6c5b" not in cleaned and "ts-0a1b2c3d4e" not in cleaned
         assert REDACTED in cleaned
@@ -52,6 +55,7 @@ def test_rotation_re_encrypts_every_credential_with_the_first_key(redis_client, 
 
 def test_rotation_counts_what_no_key_can_read(redis_client, key_prefix):
     CredentialStore(redis_client, key_prefix, (Fernet.generate_key().decode(),)).save(
-        "github", "u-1", Credential("octo", "tok-lost-forever"))
+        "github", "u-1", Credential("octo", "tok-lost-forever")
+    )
     store = CredentialStore(redis_client, key_prefix, (Fernet.generate_key().decode(),))
     assert store.rotate_all() == (0, 1)

@@ -1,4 +1,5 @@
 """The signature scheme shared by the login webhook and the outbound callbacks."""
+
 from __future__ import annotations
 
 import hashlib
@@ -92,24 +93,27 @@ def test_secrets_may_be_bytes():
     assert verify(sign(OLD.encode(), BODY, NOW), BODY, [OLD.encode()], now=NOW) == NOW
 
 
-@pytest.mark.parametrize("header, expected", [
-    (None, "missing"),
-    ("", "missing"),
-    ("   ", "missing"),
-    (f"v1={'a' * 64}", "malformed"),                      # no t
-    (f"t=abc,v1={'a' * 64}", "malformed"),                # t not an integer
-    (f"t=1.5,v1={'a' * 64}", "malformed"),
-    (f"t=-5,v1={'a' * 64}", "malformed"),
-    (f"t=١٢٣,v1={'a' * 64}", "malformed"),                # non-ASCII digits
-    (f"t={NOW},t={NOW},v1={'a' * 64}", "malformed"),      # two timestamps
-    (f"t={NOW}", "malformed"),                            # no v1
-    (f"t={NOW},v0={'a' * 64}", "malformed"),
-    ("garbage", "malformed"),
-    ("t", "malformed"),
-    (",,,", "malformed"),
-    ("x" * 5000, "malformed"),                            # too long
-    (f"t={NOW}," + ",".join(["v1=ab"] * 9), "malformed"),  # too many candidates
-])
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        (None, "missing"),
+        ("", "missing"),
+        ("   ", "missing"),
+        (f"v1={'a' * 64}", "malformed"),  # no t
+        (f"t=abc,v1={'a' * 64}", "malformed"),  # t not an integer
+        (f"t=1.5,v1={'a' * 64}", "malformed"),
+        (f"t=-5,v1={'a' * 64}", "malformed"),
+        (f"t=١٢٣,v1={'a' * 64}", "malformed"),  # non-ASCII digits
+        (f"t={NOW},t={NOW},v1={'a' * 64}", "malformed"),  # two timestamps
+        (f"t={NOW}", "malformed"),  # no v1
+        (f"t={NOW},v0={'a' * 64}", "malformed"),
+        ("garbage", "malformed"),
+        ("t", "malformed"),
+        (",,,", "malformed"),
+        ("x" * 5000, "malformed"),  # too long
+        (f"t={NOW}," + ",".join(["v1=ab"] * 9), "malformed"),  # too many candidates
+    ],
+)
 def test_malformed_headers_are_refused(header, expected):
     assert reason(header) == expected
 

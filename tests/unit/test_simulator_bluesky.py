@@ -5,6 +5,7 @@ has none), for networks of 0, 1, 99, 100, 101 and 250 in both relations, and
 must yield ``/_sim/truth`` exactly, in order, without duplicates. One walk
 goes through netsync's own provider description (``providers.bluesky``).
 """
+
 from __future__ import annotations
 
 import math
@@ -26,14 +27,38 @@ PROFILE = "/xrpc/app.bsky.actor.getProfile"
 REFRESH = "/xrpc/com.atproto.server.refreshSession"
 DID = re.compile(r"did:plc:[a-z2-7]{24}")
 
-SCENARIO = {"accounts": [
-    *({"provider": "bluesky", "id": f"n{size}.bsky.social", "size": size, "following_size": size,
-       "token": f"bs-{size}"} for size in SIZES),
-    {"provider": "bluesky", "id": "alice.bsky.social", "size": 120, "following_size": 7,
-     "token": "bs-alice", "refresh_token": "bs-alice-r", "name": "Alice"},
-    {"provider": "bluesky", "id": "did:plc:oldoldoldoldoldoldoldold", "handle": "old.bsky.social",
-     "size": 3, "token": "bs-old", "refresh_token": "bs-old-r", "expires_at": START - 60},
-]}
+SCENARIO = {
+    "accounts": [
+        *(
+            {
+                "provider": "bluesky",
+                "id": f"n{size}.bsky.social",
+                "size": size,
+                "following_size": size,
+                "token": f"bs-{size}",
+            }
+            for size in SIZES
+        ),
+        {
+            "provider": "bluesky",
+            "id": "alice.bsky.social",
+            "size": 120,
+            "following_size": 7,
+            "token": "bs-alice",
+            "refresh_token": "bs-alice-r",
+            "name": "Alice",
+        },
+        {
+            "provider": "bluesky",
+            "id": "did:plc:oldoldoldoldoldoldoldold",
+            "handle": "old.bsky.social",
+            "size": 3,
+            "token": "bs-old",
+            "refresh_token": "bs-old-r",
+            "expires_at": START - 60,
+        },
+    ]
+}
 
 HTTP = requests.Session()
 
@@ -89,8 +114,10 @@ def test_walk_equals_truth(sim, size, relation, limit):
 
 
 def test_the_relations_are_distinct_networks(sim):
-    followers, following = truth_ids(sim, "alice.bsky.social", "followers"), \
-        truth_ids(sim, "alice.bsky.social", "following")
+    followers, following = (
+        truth_ids(sim, "alice.bsky.social", "followers"),
+        truth_ids(sim, "alice.bsky.social", "following"),
+    )
     assert (len(followers), len(following)) == (120, 7) and not set(followers) & set(following)
 
 
@@ -100,7 +127,9 @@ def test_netsync_provider_walks_the_simulator_to_the_truth(sim, relation):
     cursor, ids = provider.first_cursor("alice.bsky.social", relation), []
     while cursor:
         call = provider.page_call("alice.bsky.social", cursor)
-        response = HTTP.get(call.url, params=call.params, headers={"Authorization": "Bearer bs-alice"})
+        response = HTTP.get(
+            call.url, params=call.params, headers={"Authorization": "Bearer bs-alice"}
+        )
         headers = CaseInsensitiveDict(response.headers)
         assert provider.classify(response.status_code, response.json(), headers, CLOCK()) is None
         page = provider.parse_page(response.json(), headers, cursor)
@@ -108,8 +137,9 @@ def test_netsync_provider_walks_the_simulator_to_the_truth(sim, relation):
         cursor = page.next_cursor
     assert ids == truth_ids(sim, "alice.bsky.social", relation)
     profile = provider.profile_call("alice.bsky.social")
-    body = HTTP.get(profile.url, params=profile.params,
-                    headers={"Authorization": "Bearer bs-alice"}).json()
+    body = HTTP.get(
+        profile.url, params=profile.params, headers={"Authorization": "Bearer bs-alice"}
+    ).json()
     assert provider.parse_size(body, relation) == len(ids)
 
 
@@ -123,8 +153,10 @@ def test_profile_counts_and_identity(sim):
     assert get(sim, PROFILE, actor="ALICE.bsky.social").json()["did"] == body["did"]
     truth = sim.truth("bluesky", "alice.bsky.social")
     assert len(truth["handles"]) == 120
-    assert all(h == "handle.invalid" or re.fullmatch(r"[a-z]+-[0-9a-f]+\.[a-z.]+", h)
-               for h in truth["handles"])
+    assert all(
+        h == "handle.invalid" or re.fullmatch(r"[a-z]+-[0-9a-f]+\.[a-z.]+", h)
+        for h in truth["handles"]
+    )
 
 
 def test_expired_access_token_is_a_400_expired_token(sim):
@@ -148,8 +180,9 @@ def test_refresh_session_issues_a_new_session_and_rotates_the_refresh_token(sim)
     again = HTTP.post(sim.url("bluesky", REFRESH), headers={"Authorization": "Bearer bs-old-r"})
     assert again.status_code == 400
     assert again.json() == {"error": "ExpiredToken", "message": "Token has been revoked"}
-    newer = HTTP.post(sim.url("bluesky", REFRESH),
-                      headers={"Authorization": f"Bearer {session['refresh_token']}"})
+    newer = HTTP.post(
+        sim.url("bluesky", REFRESH), headers={"Authorization": f"Bearer {session['refresh_token']}"}
+    )
     assert newer.status_code == 200
     tokens = {t["token"] for t in sim.tokens(provider="bluesky")}
     assert {"bs-old.r1", "bs-old.r2"} <= tokens
@@ -159,16 +192,23 @@ def test_netsync_refresh_call_against_the_simulator(sim):
     provider = BlueskyProvider(sim.url("bluesky"))
     call = provider.refresh_call("bs-alice-r")
     response = HTTP.request(call.method, call.url, params=call.params, headers=call.headers)
-    assert provider.classify_refresh(response.status_code, response.json(),
-                                     CaseInsensitiveDict(response.headers), CLOCK()) is None
+    assert (
+        provider.classify_refresh(
+            response.status_code, response.json(), CaseInsensitiveDict(response.headers), CLOCK()
+        )
+        is None
+    )
     assert provider.parse_refresh(response.json())["access_token"]
 
 
-@pytest.mark.parametrize("headers, status, error, message", [
-    ({}, 401, "AuthMissing", "Authentication Required"),
-    ({"Authorization": "Bearer nope"}, 400, "InvalidToken", "Token could not be verified"),
-    ({"Authorization": "Bearer bs-alice"}, 400, "InvalidToken", "Invalid token type"),
-])
+@pytest.mark.parametrize(
+    "headers, status, error, message",
+    [
+        ({}, 401, "AuthMissing", "Authentication Required"),
+        ({"Authorization": "Bearer nope"}, 400, "InvalidToken", "Token could not be verified"),
+        ({"Authorization": "Bearer bs-alice"}, 400, "InvalidToken", "Invalid token type"),
+    ],
+)
 def test_refresh_session_refusals(sim, headers, status, error, message):
     response = HTTP.post(sim.url("bluesky", REFRESH), headers=headers)
     assert response.status_code == status
@@ -176,36 +216,90 @@ def test_refresh_session_refusals(sim, headers, status, error, message):
 
 
 def test_expire_and_revoke_faults(sim):
-    sim.add_faults({"kind": "expire_token", "provider": "bluesky", "token": "bs-alice", "at_call": 1})
+    sim.add_faults(
+        {"kind": "expire_token", "provider": "bluesky", "token": "bs-alice", "at_call": 1}
+    )
     assert get(sim, PROFILE, actor="alice.bsky.social").json()["error"] == "ExpiredToken"
     sim.clear_faults()
-    sim.add_faults({"kind": "revoke_token", "provider": "bluesky", "token": "bs-alice", "at_call": 1})
+    sim.add_faults(
+        {"kind": "revoke_token", "provider": "bluesky", "token": "bs-alice", "at_call": 1}
+    )
     assert get(sim, PROFILE, actor="alice.bsky.social").json() == {
-        "error": "InvalidToken", "message": "Token could not be verified"}
+        "error": "InvalidToken",
+        "message": "Token could not be verified",
+    }
     refresh = HTTP.post(sim.url("bluesky", REFRESH), headers={"Authorization": "Bearer bs-alice-r"})
     assert refresh.json() == {"error": "ExpiredToken", "message": "Token has been revoked"}
 
 
-@pytest.mark.parametrize("path, params, token, status, body", [
-    (FOLLOWERS, {"actor": "alice.bsky.social"}, None, 401,
-     {"error": "AuthMissing", "message": "Authentication Required"}),
-    (FOLLOWERS, {"actor": "alice.bsky.social"}, "nope", 400,
-     {"error": "InvalidToken", "message": "Token could not be verified"}),
-    (FOLLOWERS, {"actor": "nobody.bsky.social"}, "bs-alice", 400,
-     {"error": "InvalidRequest", "message": "Actor not found: nobody.bsky.social"}),
-    (PROFILE, {"actor": "nobody.bsky.social"}, "bs-alice", 400,
-     {"error": "InvalidRequest", "message": "Profile not found"}),
-    (FOLLOWS, {}, "bs-alice", 400,
-     {"error": "InvalidRequest", "message": 'Params must have the property "actor"'}),
-    (FOLLOWERS, {"actor": "alice.bsky.social", "limit": 101}, "bs-alice", 400,
-     {"error": "InvalidRequest", "message": "Params/limit can not be greater than 100"}),
-    (FOLLOWERS, {"actor": "alice.bsky.social", "limit": 0}, "bs-alice", 400,
-     {"error": "InvalidRequest", "message": "Params/limit can not be less than 1"}),
-    (FOLLOWERS, {"actor": "alice.bsky.social", "cursor": "3kabc"}, "bs-alice", 400,
-     {"error": "InvalidRequest", "message": "Malformed cursor"}),
-    ("/xrpc/app.bsky.graph.getNope", {}, "bs-alice", 501,
-     {"error": "MethodNotImplemented", "message": "Method Not Implemented"}),
-])
+@pytest.mark.parametrize(
+    "path, params, token, status, body",
+    [
+        (
+            FOLLOWERS,
+            {"actor": "alice.bsky.social"},
+            None,
+            401,
+            {"error": "AuthMissing", "message": "Authentication Required"},
+        ),
+        (
+            FOLLOWERS,
+            {"actor": "alice.bsky.social"},
+            "nope",
+            400,
+            {"error": "InvalidToken", "message": "Token could not be verified"},
+        ),
+        (
+            FOLLOWERS,
+            {"actor": "nobody.bsky.social"},
+            "bs-alice",
+            400,
+            {"error": "InvalidRequest", "message": "Actor not found: nobody.bsky.social"},
+        ),
+        (
+            PROFILE,
+            {"actor": "nobody.bsky.social"},
+            "bs-alice",
+            400,
+            {"error": "InvalidRequest", "message": "Profile not found"},
+        ),
+        (
+            FOLLOWS,
+            {},
+            "bs-alice",
+            400,
+            {"error": "InvalidRequest", "message": 'Params must have the property "actor"'},
+        ),
+        (
+            FOLLOWERS,
+            {"actor": "alice.bsky.social", "limit": 101},
+            "bs-alice",
+            400,
+            {"error": "InvalidRequest", "message": "Params/limit can not be greater than 100"},
+        ),
+        (
+            FOLLOWERS,
+            {"actor": "alice.bsky.social", "limit": 0},
+            "bs-alice",
+            400,
+            {"error": "InvalidRequest", "message": "Params/limit can not be less than 1"},
+        ),
+        (
+            FOLLOWERS,
+            {"actor": "alice.bsky.social", "cursor": "3kabc"},
+            "bs-alice",
+            400,
+            {"error": "InvalidRequest", "message": "Malformed cursor"},
+        ),
+        (
+            "/xrpc/app.bsky.graph.getNope",
+            {},
+            "bs-alice",
+            501,
+            {"error": "MethodNotImplemented", "message": "Method Not Implemented"},
+        ),
+    ],
+)
 def test_errors_are_xrpc_shaped(sim, path, params, token, status, body):
     response = get(sim, path, token, **params)
     assert response.status_code == status and response.json() == body
@@ -213,22 +307,36 @@ def test_errors_are_xrpc_shaped(sim, path, params, token, status, body):
 
 
 def test_a_well_formed_cursor_the_server_does_not_know_ends_the_list(sim):
-    body = get(sim, FOLLOWERS, actor="alice.bsky.social",
-               cursor="1700000000000::bafyreinotoursatall").json()
+    body = get(
+        sim, FOLLOWERS, actor="alice.bsky.social", cursor="1700000000000::bafyreinotoursatall"
+    ).json()
     assert body["followers"] == [] and "cursor" not in body
 
 
-@pytest.mark.parametrize("limit, fault", [
-    (300_000, None),   # the implicit default rule: the real window and scope, a roomy limit
-    (3000, {"kind": "rate_limit", "provider": "bluesky", "limit": 3000, "window_s": 300,
-            "scope": "ip"}),   # the real PDS limit
-])
+@pytest.mark.parametrize(
+    "limit, fault",
+    [
+        (300_000, None),  # the implicit default rule: the real window and scope, a roomy limit
+        (
+            3000,
+            {
+                "kind": "rate_limit",
+                "provider": "bluesky",
+                "limit": 3000,
+                "window_s": 300,
+                "scope": "ip",
+            },
+        ),  # the real PDS limit
+    ],
+)
 def test_rate_headers_on_every_answer_and_truthful(sim, limit, fault):
     if fault:
         sim.add_faults(fault)
-    answers = [get(sim, PROFILE, actor="alice.bsky.social"),
-               get(sim, FOLLOWERS, actor="alice.bsky.social"),
-               get(sim, FOLLOWS, actor="alice.bsky.social", limit=100)]
+    answers = [
+        get(sim, PROFILE, actor="alice.bsky.social"),
+        get(sim, FOLLOWERS, actor="alice.bsky.social"),
+        get(sim, FOLLOWS, actor="alice.bsky.social", limit=100),
+    ]
     for used, answer in enumerate(answers, start=1):
         assert answer.status_code == 200
         headers = answer.headers
@@ -242,8 +350,9 @@ def test_rate_headers_on_every_answer_and_truthful(sim, limit, fault):
 
 
 def test_a_spent_window_is_a_429_rate_limit_exceeded(sim):
-    sim.add_faults({"kind": "rate_limit", "provider": "bluesky", "limit": 2, "window_s": 60,
-                    "scope": "ip"})
+    sim.add_faults(
+        {"kind": "rate_limit", "provider": "bluesky", "limit": 2, "window_s": 60, "scope": "ip"}
+    )
     statuses = [get(sim, PROFILE, actor="alice.bsky.social") for _ in range(3)]
     assert [r.status_code for r in statuses] == [200, 200, 429]
     rejected = statuses[2]
@@ -264,9 +373,11 @@ def test_short_pages_keep_the_cursor_going(sim):
 
 
 def test_injected_rows(sim):
-    sim.add_faults({"kind": "error", "provider": "bluesky", "name": "expired_token_401", "at_call": 1},
-                   {"kind": "error", "provider": "bluesky", "name": "gateway_html", "at_call": 2},
-                   {"kind": "outage", "provider": "bluesky", "at_call": 3})
+    sim.add_faults(
+        {"kind": "error", "provider": "bluesky", "name": "expired_token_401", "at_call": 1},
+        {"kind": "error", "provider": "bluesky", "name": "gateway_html", "at_call": 2},
+        {"kind": "outage", "provider": "bluesky", "at_call": 3},
+    )
     first, second, third = (get(sim, FOLLOWERS, actor="alice.bsky.social") for _ in range(3))
     assert first.status_code == 401 and first.json()["error"] == "ExpiredToken"
     assert second.status_code == 502 and second.headers["Content-Type"].startswith("text/html")

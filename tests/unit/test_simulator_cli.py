@@ -13,23 +13,35 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def start(*args):
-    return subprocess.Popen([sys.executable, "-m", "simulator", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "simulator", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_serves_the_scenario_on_a_free_port_and_stops_on_signal(tmp_path, signum):
     scenario = tmp_path / "scenario.json"
-    scenario.write_text(json.dumps({"accounts": [
-        {"provider": "github", "id": "octocat", "size": 3, "token": "t"}]}))
+    scenario.write_text(
+        json.dumps({"accounts": [{"provider": "github", "id": "octocat", "size": 3, "token": "t"}]})
+    )
     process = start("--port", "0", "--scenario", str(scenario))
     try:
         line = process.stdout.readline().strip()
         assert line.startswith("simulator listening on http://127.0.0.1:")
         base = line.rsplit(" ", 1)[1]
         assert not base.endswith(":0")
-        assert len(requests.get(f"{base}/github/users/octocat/followers",
-                                headers={"Authorization": "token t"}).json()) == 3
+        assert (
+            len(
+                requests.get(
+                    f"{base}/github/users/octocat/followers", headers={"Authorization": "token t"}
+                ).json()
+            )
+            == 3
+        )
         process.send_signal(signum)
         assert process.wait(timeout=10) == 0
     finally:

@@ -6,11 +6,13 @@ import requests
 from simulator.calls import Call, CallLog
 from simulator.testing import FakeClock, run_simulator
 
-SCENARIO = {"accounts": [
-    {"provider": "github", "id": "octocat", "size": 75, "token": "gh"},
-    {"provider": "twitter", "id": "42", "size": 10, "token": "tw"},
-    {"provider": "linkedin", "id": "li", "size": 5, "token": "li"},
-]}
+SCENARIO = {
+    "accounts": [
+        {"provider": "github", "id": "octocat", "size": 75, "token": "gh"},
+        {"provider": "twitter", "id": "42", "size": 10, "token": "tw"},
+        {"provider": "linkedin", "id": "li", "size": 5, "token": "li"},
+    ]
+}
 CLOCK = FakeClock(1_700_000_000.0)
 HTTP = requests.Session()
 
@@ -42,8 +44,9 @@ def test_truth_is_strings_in_provider_form_with_handles(sim):
 
 
 def test_truth_slices_and_errors(sim):
-    sliced = HTTP.get(f"{sim.base_url}/_sim/truth/github/octocat",
-                      params={"offset": 70, "limit": 10}).json()
+    sliced = HTTP.get(
+        f"{sim.base_url}/_sim/truth/github/octocat", params={"offset": 70, "limit": 10}
+    ).json()
     assert sliced["ids"] == sim.truth("github", "octocat")["ids"][70:]
     assert HTTP.get(f"{sim.base_url}/_sim/truth/github/nobody").status_code == 404
     assert HTTP.get(f"{sim.base_url}/_sim/truth/myspace/x").status_code == 400
@@ -52,33 +55,40 @@ def test_truth_slices_and_errors(sim):
 
 def test_accounts_upsert_and_remove_at_run_time(sim):
     before = sim.truth("github", "octocat")["ids"]
-    sim.put_accounts({"provider": "github", "id": "octocat", "start": 5, "size": 75, "token": "gh"},
-                     {"provider": "github", "id": "newbie", "size": 3, "token": "gh-new"})
+    sim.put_accounts(
+        {"provider": "github", "id": "octocat", "start": 5, "size": 75, "token": "gh"},
+        {"provider": "github", "id": "newbie", "size": 3, "token": "gh-new"},
+    )
     after = sim.truth("github", "octocat")["ids"]
     assert after[:70] == before[5:] and not set(after[70:]) & set(before)
     assert github(sim, "/users/newbie/followers", "gh-new").status_code == 200
-    response = HTTP.post(f"{sim.base_url}/_sim/accounts",
-                         json={"remove": [{"provider": "github", "id": "newbie"}]})
+    response = HTTP.post(
+        f"{sim.base_url}/_sim/accounts", json={"remove": [{"provider": "github", "id": "newbie"}]}
+    )
     assert response.json()["removed"] == [{"provider": "github", "id": "newbie"}]
     assert github(sim, "/users/newbie/followers", "gh-new").status_code == 401  # token gone too
     listed = HTTP.get(f"{sim.base_url}/_sim/accounts", params={"provider": "github"}).json()
     assert [a["id"] for a in listed["accounts"]] == ["octocat"]
 
 
-@pytest.mark.parametrize("body", [
-    {"accounts": [{"provider": "github", "id": "x", "size": -1}]},
-    {"accounts": [{"provider": "myspace", "id": "x"}]},
-    {"accounts": [{"provider": "github", "id": "x", "colour": "red"}]},
-    {"accounts": [{"provider": "github"}]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"accounts": [{"provider": "github", "id": "x", "size": -1}]},
+        {"accounts": [{"provider": "myspace", "id": "x"}]},
+        {"accounts": [{"provider": "github", "id": "x", "colour": "red"}]},
+        {"accounts": [{"provider": "github"}]},
+    ],
+)
 def test_bad_accounts_are_rejected(sim, body):
     response = HTTP.post(f"{sim.base_url}/_sim/accounts", json=body)
     assert response.status_code == 400 and "error" in response.json()
 
 
 def test_bad_json_is_a_400(sim):
-    response = HTTP.post(f"{sim.base_url}/_sim/faults", data="{nope",
-                         headers={"Content-Type": "application/json"})
+    response = HTTP.post(
+        f"{sim.base_url}/_sim/faults", data="{nope", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
 
 
@@ -101,8 +111,10 @@ def test_call_log_filters_and_hides_query_strings(sim):
     github(sim)
     mark = CLOCK.now
     CLOCK.advance(1)
-    HTTP.get(sim.url("twitter", "/2/users/42/followers?pagination_token=X"),
-             headers={"Authorization": "Bearer tw"})
+    HTTP.get(
+        sim.url("twitter", "/2/users/42/followers?pagination_token=X"),
+        headers={"Authorization": "Bearer tw"},
+    )
     github(sim, "/users/octocat")
     everything = sim.calls()
     assert [c["provider"] for c in everything] == ["github", "twitter", "github"]
@@ -113,7 +125,9 @@ def test_call_log_filters_and_hides_query_strings(sim):
     entry = everything[0]
     assert {"seq", "t", "provider", "account", "token", "kind", "status", "path"} <= set(entry)
     assert entry["account"] == "octocat" and entry["token"] == "gh" and entry["status"] == 200
-    assert [c["seq"] for c in sim.calls(since_seq=entry["seq"])] == [c["seq"] for c in everything[1:]]
+    assert [c["seq"] for c in sim.calls(since_seq=entry["seq"])] == [
+        c["seq"] for c in everything[1:]
+    ]
     assert len(sim.calls(token="tw")) == 1 and len(sim.calls(limit=1)) == 1
 
 
@@ -140,7 +154,7 @@ def test_reset_with_a_new_scenario(sim):
     sim.reset(scenario={"accounts": [{"provider": "mastodon", "id": "9", "size": 2}]})
     assert HTTP.get(sim.url("mastodon", "/api/v1/accounts/9/followers")).status_code == 200
     assert HTTP.get(sim.url("github", "/users/octocat")).status_code == 404
-    assert github(sim).status_code == 401   # its token went with it
+    assert github(sim).status_code == 401  # its token went with it
     bad = HTTP.post(f"{sim.base_url}/_sim/reset", json={"scenario": {"accounts": "nope"}})
     assert bad.status_code == 400
     sim.reset(scenario=SCENARIO)

@@ -8,26 +8,43 @@ import requests
 from simulator.providers import PROVIDER_SIMS
 from simulator.testing import run_simulator
 
-SCENARIO = {"seed": 7, "accounts": [
-    {"provider": "github", "id": "octocat", "size": 100, "token": "gh"},
-    {"provider": "github", "id": "hubot", "size": 100, "token": "gh2"},
-    {"provider": "twitter", "id": "42", "size": 300, "token": "tw", "refresh_token": "tw-r"},
-    {"provider": "facebook", "id": "7", "size": 100, "token": "fb"},
-    {"provider": "linkedin", "id": "li", "size": 120, "token": "li", "refresh_token": "li-r"},
-    {"provider": "mastodon", "id": "1", "size": 100, "token": "ma"},
-    {"provider": "bluesky", "id": "bs", "size": 100, "token": "bs", "refresh_token": "bs-r"},
-]}
+SCENARIO = {
+    "seed": 7,
+    "accounts": [
+        {"provider": "github", "id": "octocat", "size": 100, "token": "gh"},
+        {"provider": "github", "id": "hubot", "size": 100, "token": "gh2"},
+        {"provider": "twitter", "id": "42", "size": 300, "token": "tw", "refresh_token": "tw-r"},
+        {"provider": "facebook", "id": "7", "size": 100, "token": "fb"},
+        {"provider": "linkedin", "id": "li", "size": 120, "token": "li", "refresh_token": "li-r"},
+        {"provider": "mastodon", "id": "1", "size": 100, "token": "ma"},
+        {"provider": "bluesky", "id": "bs", "size": 100, "token": "bs", "refresh_token": "bs-r"},
+    ],
+}
 
-PROFILE = {"github": "/users/octocat", "twitter": "/2/users/42", "facebook": "/v19.0/7",
-           "linkedin": "/v2/connections?q=viewer&projection=(paging)",
-           "mastodon": "/api/v1/accounts/1",
-           "bluesky": "/xrpc/app.bsky.actor.getProfile?actor=bs"}
-PAGE = {"github": "/users/octocat/followers", "twitter": "/2/users/42/followers",
-        "facebook": "/v19.0/7/friends", "linkedin": "/v2/connections?q=viewer",
-        "mastodon": "/api/v1/accounts/1/followers",
-        "bluesky": "/xrpc/app.bsky.graph.getFollowers?actor=bs"}
-TOKEN = {"github": "gh", "twitter": "tw", "facebook": "fb", "linkedin": "li", "mastodon": "ma",
-         "bluesky": "bs"}
+PROFILE = {
+    "github": "/users/octocat",
+    "twitter": "/2/users/42",
+    "facebook": "/v19.0/7",
+    "linkedin": "/v2/connections?q=viewer&projection=(paging)",
+    "mastodon": "/api/v1/accounts/1",
+    "bluesky": "/xrpc/app.bsky.actor.getProfile?actor=bs",
+}
+PAGE = {
+    "github": "/users/octocat/followers",
+    "twitter": "/2/users/42/followers",
+    "facebook": "/v19.0/7/friends",
+    "linkedin": "/v2/connections?q=viewer",
+    "mastodon": "/api/v1/accounts/1/followers",
+    "bluesky": "/xrpc/app.bsky.graph.getFollowers?actor=bs",
+}
+TOKEN = {
+    "github": "gh",
+    "twitter": "tw",
+    "facebook": "fb",
+    "linkedin": "li",
+    "mastodon": "ma",
+    "bluesky": "bs",
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +63,9 @@ HTTP = requests.Session()
 
 def call(sim, provider, path=None, token=None):
     token = token or TOKEN[provider]
-    return HTTP.get(sim.url(provider, path or PAGE[provider]),
-                        headers={"Authorization": f"Bearer {token}"})
+    return HTTP.get(
+        sim.url(provider, path or PAGE[provider]), headers={"Authorization": f"Bearer {token}"}
+    )
 
 
 def statuses(sim, n, provider="github", **kw):
@@ -56,6 +74,7 @@ def statuses(sim, n, provider="github", **kw):
 
 # --- triggers and selectors ------------------------------------------------------
 
+
 def test_at_call_fires_on_the_nth_matching_call_only(sim):
     sim.add_faults({"kind": "outage", "provider": "github", "at_call": 3})
     assert statuses(sim, 5) == [200, 200, 503, 200, 200]
@@ -63,7 +82,9 @@ def test_at_call_fires_on_the_nth_matching_call_only(sim):
 
 
 def test_from_call_every_n_and_times(sim):
-    sim.add_faults({"kind": "outage", "provider": "github", "from_call": 2, "every_n": 2, "times": 2})
+    sim.add_faults(
+        {"kind": "outage", "provider": "github", "from_call": 2, "every_n": 2, "times": 2}
+    )
     assert statuses(sim, 8) == [200, 503, 200, 503, 200, 200, 200, 200]
 
 
@@ -77,8 +98,10 @@ def test_rate_is_seeded_and_repeatable(sim):
 
 
 def test_selectors_account_token_and_path_kind(sim):
-    sim.add_faults({"kind": "outage", "provider": "github", "account": "HUBOT"},
-                   {"kind": "outage", "provider": "github", "token": "gh", "path_kind": "profile"})
+    sim.add_faults(
+        {"kind": "outage", "provider": "github", "account": "HUBOT"},
+        {"kind": "outage", "provider": "github", "token": "gh", "path_kind": "profile"},
+    )
     assert call(sim, "github", "/users/hubot/followers").status_code == 503
     assert call(sim, "github", "/users/octocat/followers").status_code == 200
     assert call(sim, "github", "/users/octocat").status_code == 503
@@ -86,8 +109,10 @@ def test_selectors_account_token_and_path_kind(sim):
 
 
 def test_clear_replace_and_remove(sim):
-    sim.add_faults({"id": "a", "kind": "outage", "provider": "github"},
-                   {"id": "b", "kind": "outage", "provider": "twitter"})
+    sim.add_faults(
+        {"id": "a", "kind": "outage", "provider": "github"},
+        {"id": "b", "kind": "outage", "provider": "twitter"},
+    )
     requests.post(f"{sim.base_url}/_sim/faults", json={"remove": ["a"]})
     assert [f["id"] for f in sim.faults()] == ["b"]
     sim.set_faults({"id": "c", "kind": "outage", "provider": "mastodon"})
@@ -96,17 +121,22 @@ def test_clear_replace_and_remove(sim):
     assert sim.faults() == [] and call(sim, "mastodon").status_code == 200
 
 
-@pytest.mark.parametrize("fault", [
-    {"kind": "explode", "provider": "github"},
-    {"kind": "error", "provider": "github", "code": 999},
-    {"kind": "off_by_one", "provider": "github"},
-    {"kind": "outage", "provider": "myspace"},
-    {"kind": "outage", "at_call": 0},
-    {"kind": "outage", "rate": 2},
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "explode", "provider": "github"},
+        {"kind": "error", "provider": "github", "code": 999},
+        {"kind": "off_by_one", "provider": "github"},
+        {"kind": "outage", "provider": "myspace"},
+        {"kind": "outage", "at_call": 0},
+        {"kind": "outage", "rate": 2},
+    ],
+)
 def test_bad_faults_are_rejected_whole(sim, fault):
-    response = requests.post(f"{sim.base_url}/_sim/faults",
-                             json={"add": [{"kind": "outage", "provider": "github"}, fault]})
+    response = requests.post(
+        f"{sim.base_url}/_sim/faults",
+        json={"add": [{"kind": "outage", "provider": "github"}, fault]},
+    )
     assert response.status_code == 400 and "error" in response.json()
     assert sim.faults() == []
 
@@ -131,9 +161,11 @@ def test_outage_is_a_503_in_provider_shape(sim, provider):
     assert sim.stats()["errors_injected"]["by_kind"] == {"outage": 1}
 
 
-@pytest.mark.parametrize("provider,row", [(p, r) for p, sim_ in PROVIDER_SIMS.items()
-                                          for r in sim_.ERROR_ROWS],
-                         ids=lambda v: getattr(v, "name", v))
+@pytest.mark.parametrize(
+    "provider,row",
+    [(p, r) for p, sim_ in PROVIDER_SIMS.items() for r in sim_.ERROR_ROWS],
+    ids=lambda v: getattr(v, "name", v),
+)
 def test_every_error_row_is_injectable_by_name(sim, provider, row):
     sim.add_faults({"kind": "error", "provider": provider, "name": row.name})
     response = call(sim, provider)
@@ -154,11 +186,31 @@ def test_every_error_row_is_injectable_by_name(sim, provider, row):
         assert body["errors"][0]["code"] == row.code
 
 
-@pytest.mark.parametrize("code,subcode", [(1, None), (2, None), (4, None), (17, None), (32, None),
-                                          (613, None), (341, None), (368, None), (10, None),
-                                          (250, None), (102, None), (190, None), (190, 458),
-                                          (190, 459), (190, 460), (190, 463), (190, 464),
-                                          (190, 467), (190, 493), (100, None)])
+@pytest.mark.parametrize(
+    "code,subcode",
+    [
+        (1, None),
+        (2, None),
+        (4, None),
+        (17, None),
+        (32, None),
+        (613, None),
+        (341, None),
+        (368, None),
+        (10, None),
+        (250, None),
+        (102, None),
+        (190, None),
+        (190, 458),
+        (190, 459),
+        (190, 460),
+        (190, 463),
+        (190, 464),
+        (190, 467),
+        (190, 493),
+        (100, None),
+    ],
+)
 def test_facebook_table_rows_by_code_and_subcode(sim, code, subcode):
     fault = {"kind": "error", "provider": "facebook", "code": code}
     if subcode:
@@ -180,19 +232,29 @@ def test_facebook_bad_token_family_has_many_messages(sim):
 
 
 def test_twitter_rate_limit_row_in_both_shapes(sim):
-    sim.add_faults({"kind": "error", "provider": "twitter", "code": 88, "at_call": 1},
-                   {"kind": "error", "provider": "twitter", "code": 88, "shape": "v2", "at_call": 2})
+    sim.add_faults(
+        {"kind": "error", "provider": "twitter", "code": 88, "at_call": 1},
+        {"kind": "error", "provider": "twitter", "code": 88, "shape": "v2", "at_call": 2},
+    )
     v1, v2 = call(sim, "twitter"), call(sim, "twitter")
     assert v1.status_code == v2.status_code == 429
     assert v1.json() == {"errors": [{"code": 88, "message": "Rate limit exceeded"}]}
     assert v2.json()["title"] == "Too Many Requests" and v2.json()["status"] == 429
-    assert v1.headers["x-rate-limit-remaining"] == "0" and v1.headers["x-rate-limit-reset"].isdigit()
+    assert (
+        v1.headers["x-rate-limit-remaining"] == "0" and v1.headers["x-rate-limit-reset"].isdigit()
+    )
 
 
 def test_github_secondary_limit_with_and_without_retry_after(sim):
-    sim.add_faults({"kind": "error", "provider": "github", "name": "secondary_rate_limit", "at_call": 1},
-                   {"kind": "error", "provider": "github",
-                    "name": "secondary_rate_limit_no_retry_after", "at_call": 2})
+    sim.add_faults(
+        {"kind": "error", "provider": "github", "name": "secondary_rate_limit", "at_call": 1},
+        {
+            "kind": "error",
+            "provider": "github",
+            "name": "secondary_rate_limit_no_retry_after",
+            "at_call": 2,
+        },
+    )
     with_retry, without = call(sim, "github"), call(sim, "github")
     for response in (with_retry, without):
         assert response.status_code == 403
@@ -228,8 +290,16 @@ def test_latency_fault_delays_matching_calls(sim):
 
 
 def test_scenario_latency_per_provider(sim):
-    sim.reset(scenario={**SCENARIO, "latency_ms": {"mean": 0, "jitter": 0, "per_provider": {
-        "github": {"mean": 120, "jitter": 20}}}})
+    sim.reset(
+        scenario={
+            **SCENARIO,
+            "latency_ms": {
+                "mean": 0,
+                "jitter": 0,
+                "per_provider": {"github": {"mean": 120, "jitter": 20}},
+            },
+        }
+    )
     try:
         started = time.perf_counter()
         call(sim, "github")
@@ -258,14 +328,22 @@ def test_revoked_token_fails_from_then_on(sim, provider):
     assert call(sim, provider).status_code == 200
     for _ in range(3):
         assert REVOKED[provider](call(sim, provider))
-    sim.reset()   # reset undoes revocations
+    sim.reset()  # reset undoes revocations
     assert call(sim, provider).status_code == 200
 
 
 def test_revoke_names_the_token_and_the_row(sim):
-    sim.add_faults({"kind": "revoke_token", "provider": "facebook", "token": "fb",
-                    "code": 190, "subcode": 460, "path_kind": "profile"})
-    assert call(sim, "facebook").status_code == 200   # a page call: does not match
+    sim.add_faults(
+        {
+            "kind": "revoke_token",
+            "provider": "facebook",
+            "token": "fb",
+            "code": 190,
+            "subcode": 460,
+            "path_kind": "profile",
+        }
+    )
+    assert call(sim, "facebook").status_code == 200  # a page call: does not match
     call(sim, "facebook", PROFILE["facebook"])
     error = call(sim, "facebook").json()["error"]
     assert (error["code"], error["error_subcode"]) == (190, 460)
@@ -274,8 +352,10 @@ def test_revoke_names_the_token_and_the_row(sim):
 def test_revoked_token_cannot_refresh(sim):
     sim.add_faults({"kind": "revoke_token", "provider": "linkedin", "token": "li"})
     call(sim, "linkedin")
-    grant = requests.post(sim.url("linkedin", "/oauth/v2/accessToken"),
-                          data={"grant_type": "refresh_token", "refresh_token": "li-r"})
+    grant = requests.post(
+        sim.url("linkedin", "/oauth/v2/accessToken"),
+        data={"grant_type": "refresh_token", "refresh_token": "li-r"},
+    )
     assert grant.status_code == 400
 
 
@@ -283,36 +363,44 @@ def test_expire_token_then_refresh_recovers(sim):
     sim.add_faults({"kind": "expire_token", "provider": "twitter", "at_call": 1})
     expired = call(sim, "twitter")
     assert expired.status_code == 401 and expired.json()["errors"][0]["code"] == 89
-    grant = requests.post(sim.url("twitter", "/2/oauth2/token"),
-                          data={"grant_type": "refresh_token", "refresh_token": "tw-r"}).json()
+    grant = requests.post(
+        sim.url("twitter", "/2/oauth2/token"),
+        data={"grant_type": "refresh_token", "refresh_token": "tw-r"},
+    ).json()
     assert call(sim, "twitter", token=grant["access_token"]).status_code == 200
 
 
 def test_token_endpoint_faults(sim):
     sim.add_faults({"kind": "outage", "provider": "twitter", "path_kind": "token"})
-    grant = requests.post(sim.url("twitter", "/2/oauth2/token"),
-                          data={"grant_type": "refresh_token", "refresh_token": "tw-r"})
+    grant = requests.post(
+        sim.url("twitter", "/2/oauth2/token"),
+        data={"grant_type": "refresh_token", "refresh_token": "tw-r"},
+    )
     assert grant.status_code == 503
     assert call(sim, "twitter").status_code == 200
 
 
 # --- pagination bugs -----------------------------------------------------------------
 
+
 def test_linkedin_off_by_one_returns_endless_one_person_pages(sim):
     sim.add_faults({"kind": "off_by_one", "provider": "linkedin", "after_start": 50})
     url = sim.url("linkedin", "/v2/connections")
     headers = {"Authorization": "Bearer li"}
-    first = requests.get(url, params={"q": "viewer", "start": 0, "count": 50}, headers=headers).json()
+    first = requests.get(
+        url, params={"q": "viewer", "start": 0, "count": 50}, headers=headers
+    ).json()
     assert len(first["elements"]) == 50
     start, seen = 50, []
-    for _ in range(80):   # far past total=120 (start reaches 130): it never ends
-        page = HTTP.get(url, params={"q": "viewer", "start": start, "count": 50},
-                            headers=headers).json()
+    for _ in range(80):  # far past total=120 (start reaches 130): it never ends
+        page = HTTP.get(
+            url, params={"q": "viewer", "start": start, "count": 50}, headers=headers
+        ).json()
         assert len(page["elements"]) == 1 and page["paging"]["total"] == 120
         seen.append(page["elements"][0]["to"])
         start += len(page["elements"])
     truth = sim.truth("linkedin", "li")["ids"]
-    assert seen[0] == truth[51]   # shifted by one
+    assert seen[0] == truth[51]  # shifted by one
     assert set(seen) <= set(truth)
 
 
@@ -333,7 +421,7 @@ def test_facebook_cursor_expiry_is_code_100_only_on_cursor_pages(sim):
     assert first.status_code == 200
     expired = requests.get(first.json()["paging"]["next"])
     assert expired.status_code == 400 and expired.json()["error"]["code"] == 100
-    assert requests.get(first.json()["paging"]["next"]).status_code == 200   # times: 1
+    assert requests.get(first.json()["paging"]["next"]).status_code == 200  # times: 1
     fresh_cursor = {"kind": "cursor_expired", "provider": "facebook", "max_age_s": 3600}
     sim.set_faults(fresh_cursor)
     assert requests.get(first.json()["paging"]["next"]).status_code == 200
@@ -346,8 +434,11 @@ def test_short_pages_keep_the_cursor_going(sim, provider):
     if provider == "twitter":
         params = {}
         while True:
-            body = call(sim, "twitter", PAGE["twitter"] + "?" + "&".join(
-                f"{k}={v}" for k, v in params.items())).json()
+            body = call(
+                sim,
+                "twitter",
+                PAGE["twitter"] + "?" + "&".join(f"{k}={v}" for k, v in params.items()),
+            ).json()
             ids += [u["id"] for u in body.get("data", [])]
             if "next_token" not in body["meta"]:
                 break
@@ -381,7 +472,10 @@ def test_revoking_with_a_code_only_the_range_describes_keeps_answering(sim):
     # demand and must stay known for every later call with the revoked token.
     sim.add_faults({"kind": "revoke_token", "provider": "facebook", "token": "fb", "code": 299})
     for _ in range(2):
-        response = HTTP.get(sim.url("facebook") + PAGE["facebook"],
-                            params={"access_token": "fb", "limit": 5}, timeout=5)
+        response = HTTP.get(
+            sim.url("facebook") + PAGE["facebook"],
+            params={"access_token": "fb", "limit": 5},
+            timeout=5,
+        )
         assert response.status_code == 403
         assert response.json()["error"]["code"] == 299

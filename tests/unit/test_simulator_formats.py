@@ -19,15 +19,19 @@ from simulator.testing import run_simulator
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "real"
 
-SCENARIO = {"accounts": [
-    {"provider": "github", "id": "octocat", "size": 250, "token": "gh"},
-    {"provider": "twitter", "id": "783214", "size": 150, "token": "tw"},
-    {"provider": "facebook", "id": "4", "size": 60, "token": "fb"},
-    {"provider": "linkedin", "id": "me1", "size": 70, "token": "li"},
-    {"provider": "mastodon", "id": "109", "size": 30, "token": "ma"},
-    {"provider": "mastodon", "id": "110", "size": 0, "token": "ma0"},
-], "rate_limits": {p: {"limit": 1000, "window_s": 60}
-                   for p in ("github", "twitter", "facebook", "mastodon")}}
+SCENARIO = {
+    "accounts": [
+        {"provider": "github", "id": "octocat", "size": 250, "token": "gh"},
+        {"provider": "twitter", "id": "783214", "size": 150, "token": "tw"},
+        {"provider": "facebook", "id": "4", "size": 60, "token": "fb"},
+        {"provider": "linkedin", "id": "me1", "size": 70, "token": "li"},
+        {"provider": "mastodon", "id": "109", "size": 30, "token": "ma"},
+        {"provider": "mastodon", "id": "110", "size": 0, "token": "ma0"},
+    ],
+    "rate_limits": {
+        p: {"limit": 1000, "window_s": 60} for p in ("github", "twitter", "facebook", "mastodon")
+    },
+}
 
 
 def real(name):
@@ -46,8 +50,9 @@ def sim():
 
 def get(sim, provider, path, token, **params):
     scheme = "token" if provider == "github" else "Bearer"
-    return requests.get(sim.url(provider, path), params=params,
-                        headers={"Authorization": f"{scheme} {token}"})
+    return requests.get(
+        sim.url(provider, path), params=params, headers={"Authorization": f"{scheme} {token}"}
+    )
 
 
 def test_github_profile_keys_and_rate_limit_headers(sim):
@@ -58,7 +63,9 @@ def test_github_profile_keys_and_rate_limit_headers(sim):
     assert {"login", "id", "followers", "following"} <= set(body)
     assert isinstance(body["id"], int) and body["followers"] == 250
     rate_headers = {h for h in header_names(recorded["headers"]) if h.startswith("x-ratelimit-")}
-    assert rate_headers == {h for h in header_names(response.headers) if h.startswith("x-ratelimit-")}
+    assert rate_headers == {
+        h for h in header_names(response.headers) if h.startswith("x-ratelimit-")
+    }
     assert response.headers["X-RateLimit-Reset"].isdigit()
 
 
@@ -79,10 +86,14 @@ def test_github_follower_items_and_link_format(sim):
 
 
 def test_github_error_bodies(sim):
-    assert get(sim, "github", "/users/octocat", "nope").json()["message"] == \
-        real("github/error_401_bad_credentials.json")["body"]["message"]
-    assert get(sim, "github", "/users/ghost", "gh").json()["message"] == \
-        real("github/error_404_unknown_user.json")["body"]["message"]
+    assert (
+        get(sim, "github", "/users/octocat", "nope").json()["message"]
+        == real("github/error_401_bad_credentials.json")["body"]["message"]
+    )
+    assert (
+        get(sim, "github", "/users/ghost", "gh").json()["message"]
+        == real("github/error_404_unknown_user.json")["body"]["message"]
+    )
 
 
 def test_twitter_followers_page_shape(sim):
@@ -95,16 +106,23 @@ def test_twitter_followers_page_shape(sim):
     assert re.fullmatch(r"[A-Z0-9]{16}", body["meta"]["next_token"])
     rate = {h for h in header_names(recorded["headers"]) if h.startswith("x-rate-limit-")}
     assert rate == {h for h in header_names(response.headers) if h.startswith("x-rate-limit-")}
-    last = get(sim, "twitter", "/2/users/783214/followers", "tw",
-               pagination_token=body["meta"]["next_token"]).json()
+    last = get(
+        sim,
+        "twitter",
+        "/2/users/783214/followers",
+        "tw",
+        pagination_token=body["meta"]["next_token"],
+    ).json()
     last_recorded = real("twitter/v2_users_following_200_last_page_no_next_token.json")
     assert "next_token" not in last["meta"] and "next_token" not in last_recorded["body"]["meta"]
 
 
 def test_twitter_missing_auth_data_error_matches_v1_shape(sim):
     recorded = real("twitter/v1_1_error_400_bad_authentication_data.json")
-    response = requests.get(sim.url("twitter", "/2/users/783214"),
-                            headers={"Authorization": 'OAuth oauth_consumer_key="k"'})
+    response = requests.get(
+        sim.url("twitter", "/2/users/783214"),
+        headers={"Authorization": 'OAuth oauth_consumer_key="k"'},
+    )
     assert response.status_code == recorded["status"]
     assert response.json() == recorded["body"]
 
@@ -113,17 +131,24 @@ def test_facebook_paging_shape(sim):
     recorded = real("facebook/page_posts_200_paging_and_likes_summary.json")
     likes = recorded["body"]["data"][0]["likes"]
     body = get(sim, "facebook", "/v19.0/4/friends", "fb", limit=2, summary="total_count").json()
-    assert set(body) == set(likes)   # data, paging, summary
+    assert set(body) == set(likes)  # data, paging, summary
     assert set(body["paging"]) == set(likes["paging"])
     assert set(body["paging"]["cursors"]) == set(likes["paging"]["cursors"])
     assert body["summary"] == {"total_count": 60}
-    assert set(body["data"][0]) == set(real("facebook/user_subscribers_200_body_only.json")["body"]["data"][0])
+    assert set(body["data"][0]) == set(
+        real("facebook/user_subscribers_200_body_only.json")["body"]["data"][0]
+    )
     assert "access_token=fb" in body["paging"]["next"] and "after=" in body["paging"]["next"]
     assert body["paging"]["cursors"]["after"].startswith("QVFI")
 
 
-@pytest.mark.parametrize("name", ["error_400_oauthexception_100_app_permissions.json",
-                                  "error_500_oauthexception_1_unknown_error.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "error_400_oauthexception_100_app_permissions.json",
+        "error_500_oauthexception_1_unknown_error.json",
+    ],
+)
 def test_facebook_error_shape(sim, name):
     recorded = real(f"facebook/{name}")
     code = recorded["body"]["error"]["code"]
@@ -133,8 +158,11 @@ def test_facebook_error_shape(sim, name):
     finally:
         sim.clear_faults()
     error = response.json()["error"]
-    assert set(recorded["body"]["error"]) <= set(error) <= {
-        "message", "type", "code", "error_subcode", "is_transient", "fbtrace_id"}
+    assert (
+        set(recorded["body"]["error"])
+        <= set(error)
+        <= {"message", "type", "code", "error_subcode", "is_transient", "fbtrace_id"}
+    )
     assert error["type"] == "OAuthException"
     assert response.status_code == recorded["status"]
     assert "www-authenticate" in header_names(response.headers)
@@ -142,8 +170,11 @@ def test_facebook_error_shape(sim, name):
 
 def test_linkedin_error_has_v1_message_and_status_plus_service_code(sim):
     recorded = real("linkedin/v1_error_401_unauthorized.json")
-    response = requests.get(sim.url("linkedin", "/v2/connections"), params={"q": "viewer"},
-                            headers={"Authorization": "Bearer nope"})
+    response = requests.get(
+        sim.url("linkedin", "/v2/connections"),
+        params={"q": "viewer"},
+        headers={"Authorization": "Bearer nope"},
+    )
     body = response.json()
     assert response.status_code == recorded["status"] == body["status"]
     assert {"message", "status"} <= set(recorded["body"]) & set(body)
@@ -187,12 +218,20 @@ def test_mastodon_401_matches_recording(sim):
 
 
 def test_facebook_missing_token_is_code_104_like_the_recording(sim):
-    recorded = json.loads((ROOT / "tests" / "fixtures" / "real-more" / "facebook" /
-                           "error_400_code_104_access_token_required.json").read_text())["response"]
+    recorded = json.loads(
+        (
+            ROOT
+            / "tests"
+            / "fixtures"
+            / "real-more"
+            / "facebook"
+            / "error_400_code_104_access_token_required.json"
+        ).read_text()
+    )["response"]
     response = requests.get(sim.url("facebook", "/v19.0/4/friends"), params={"limit": 5})
     assert response.status_code == recorded["status"] == 400
     error = response.json()["error"]
-    assert error.pop("fbtrace_id")   # newer than the 2014 recording; every real error has one
+    assert error.pop("fbtrace_id")  # newer than the 2014 recording; every real error has one
     assert {"error": error} == recorded["body"]
     assert response.headers["WWW-Authenticate"] == recorded["headers"]["Www-Authenticate"]
 
@@ -206,12 +245,16 @@ def test_github_urls_name_the_host_and_prefix_that_answered(sim):
         assert profile[name].startswith(base + "/"), (name, profile[name])
     assert profile["url"] == f"{base}/users/octocat"
     assert profile["followers_url"] == f"{base}/users/octocat/followers"
-    assert requests.get(profile["followers_url"], headers={"Authorization": "token gh"}).json()[0]["login"]
+    assert requests.get(profile["followers_url"], headers={"Authorization": "token gh"}).json()[0][
+        "login"
+    ]
     for user in get(sim, "github", "/users/octocat/followers", "gh").json():
         assert user["url"] == f"{base}/users/{user['login']}"
         assert user["html_url"] == f"{base}/{user['login']}"
         assert user["avatar_url"].startswith(f"{base}/avatars/u/{user['id']}")
     # what a client sends in Host is what comes back (a proxy's name, another port)
-    other = requests.get(sim.url("github", "/users/octocat"), headers={
-        "Authorization": "token gh", "Host": "ghe.example:8443"}).json()
+    other = requests.get(
+        sim.url("github", "/users/octocat"),
+        headers={"Authorization": "token gh", "Host": "ghe.example:8443"},
+    ).json()
     assert other["url"] == "http://ghe.example:8443/github/users/octocat"

@@ -49,11 +49,12 @@ def test_a_million_followers_cost_nothing_until_paged():
     last = space.native(space.end - 1)
     assert time.perf_counter() - started < 0.05
     assert isinstance(space, ConnectionSpace) and last > 0
-    assert not hasattr(space, "__dict__")   # slots only: no per-connection storage
+    assert not hasattr(space, "__dict__")  # slots only: no per-connection storage
 
 
 def test_start_shifts_the_window_not_the_ids():
     moved = Account("mastodon", "1", start=10, size=5).space()
     base = Account("mastodon", "1", size=15).space()
-    assert [moved.native(i) for i in range(moved.start, moved.end)] == \
-        [base.native(i) for i in range(10, 15)]
+    assert [moved.native(i) for i in range(moved.start, moved.end)] == [
+        base.native(i) for i in range(10, 15)
+    ]

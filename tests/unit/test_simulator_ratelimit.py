@@ -18,9 +18,13 @@ ACCOUNTS = [
     {"provider": "linkedin", "id": "li", "size": 10, "token": "li"},
     {"provider": "mastodon", "id": "1", "size": 10, "token": "ma"},
 ]
-PAGE = {"github": "/users/octocat/followers", "twitter": "/2/users/42/followers",
-        "facebook": "/v19.0/7/friends", "linkedin": "/v2/connections?q=viewer",
-        "mastodon": "/api/v1/accounts/1/followers"}
+PAGE = {
+    "github": "/users/octocat/followers",
+    "twitter": "/2/users/42/followers",
+    "facebook": "/v19.0/7/friends",
+    "linkedin": "/v2/connections?q=viewer",
+    "mastodon": "/api/v1/accounts/1/followers",
+}
 TOKEN = {"github": "gh1", "twitter": "tw", "facebook": "fb", "linkedin": "li", "mastodon": "ma"}
 CLOCK = FakeClock(1_700_000_000.0)
 HTTP = requests.Session()
@@ -51,7 +55,7 @@ def test_github_token_window_counts_down_rejects_then_resets(sim):
     assert rejected.headers["X-RateLimit-Remaining"] == "0"
     assert rejected.headers["X-RateLimit-Used"] == "3"
     assert int(rejected.headers["X-RateLimit-Reset"]) == int(CLOCK.now) + 60
-    assert call(sim, "github", token="gh2").status_code == 200   # other token, own budget
+    assert call(sim, "github", token="gh2").status_code == 200  # other token, own budget
     CLOCK.advance(61)
     assert call(sim, "github").headers["X-RateLimit-Remaining"] == "2"
 
@@ -64,7 +68,12 @@ def test_github_can_answer_403_instead(sim):
 
 def test_app_scope_is_shared_by_all_tokens(sim):
     limits(sim, github={"limit": 2, "window_s": 60, "scope": "app"})
-    assert [call(sim, "github", t).status_code for t in ("gh1", "gh2", "gh1", "gh2")] == [200, 200, 429, 429]
+    assert [call(sim, "github", t).status_code for t in ("gh1", "gh2", "gh1", "gh2")] == [
+        200,
+        200,
+        429,
+        429,
+    ]
 
 
 def test_ip_scope_keys_by_client_address(sim):
@@ -79,8 +88,10 @@ def test_ip_scope_keys_by_client_address(sim):
 
 
 def test_path_kind_restricts_a_rule(sim):
-    limits(sim, github=[{"limit": 1, "window_s": 60, "path_kind": "page"},
-                        {"limit": 100, "window_s": 60}])
+    limits(
+        sim,
+        github=[{"limit": 1, "window_s": 60, "path_kind": "page"}, {"limit": 100, "window_s": 60}],
+    )
     assert call(sim, "github").status_code == 200
     assert call(sim, "github").status_code == 429
     assert call(sim, "github", path="/users/octocat").status_code == 200
@@ -92,11 +103,17 @@ def test_twitter_429_problem_json_by_default_and_v1_by_choice(sim):
     assert ok.headers["x-rate-limit-limit"] == "1" and ok.headers["x-rate-limit-remaining"] == "0"
     rejected = call(sim, "twitter")
     assert rejected.status_code == 429
-    assert rejected.json() == {"title": "Too Many Requests", "detail": "Too Many Requests",
-                               "type": "about:blank", "status": 429}
+    assert rejected.json() == {
+        "title": "Too Many Requests",
+        "detail": "Too Many Requests",
+        "type": "about:blank",
+        "status": 429,
+    }
     assert int(rejected.headers["x-rate-limit-reset"]) == int(CLOCK.now) + 900
     limits(sim, twitter={"limit": 0, "window_s": 900, "shape": "v1"})
-    assert call(sim, "twitter").json() == {"errors": [{"code": 88, "message": "Rate limit exceeded"}]}
+    assert call(sim, "twitter").json() == {
+        "errors": [{"code": 88, "message": "Rate limit exceeded"}]
+    }
 
 
 def test_mastodon_429_with_aligned_iso_reset(sim):
@@ -123,8 +140,11 @@ def test_linkedin_429_has_no_headers(sim):
     limits(sim, linkedin={"limit": 0, "window_s": 86400})
     response = call(sim, "linkedin")
     assert response.status_code == 429
-    assert response.json() == {"serviceErrorCode": 101, "message": "Resource level throttle "
-                               "limit for calls to this resource is reached.", "status": 429}
+    assert response.json() == {
+        "serviceErrorCode": 101,
+        "message": "Resource level throttle limit for calls to this resource is reached.",
+        "status": 429,
+    }
     assert not [h for h in response.headers if "ratelimit" in h.lower().replace("-", "")]
 
 
@@ -135,15 +155,24 @@ def test_no_configured_limit_applies_the_providers_default_rule_and_announces_it
     now = int(CLOCK.now)
     github = [call(sim, "github") for _ in range(2)][-1]
     assert github.status_code == 200
-    assert {k: github.headers[f"X-RateLimit-{k}"] for k in ("Limit", "Remaining", "Used", "Resource")} \
-        == {"Limit": "5000", "Remaining": "4998", "Used": "2", "Resource": "core"}
+    assert {
+        k: github.headers[f"X-RateLimit-{k}"] for k in ("Limit", "Remaining", "Used", "Resource")
+    } == {"Limit": "5000", "Remaining": "4998", "Used": "2", "Resource": "core"}
     assert int(github.headers["X-RateLimit-Reset"]) == now + 3600
     twitter = call(sim, "twitter")
-    assert (twitter.headers["x-rate-limit-limit"], twitter.headers["x-rate-limit-remaining"]) == ("15000", "14999")
+    assert (twitter.headers["x-rate-limit-limit"], twitter.headers["x-rate-limit-remaining"]) == (
+        "15000",
+        "14999",
+    )
     assert int(twitter.headers["x-rate-limit-reset"]) == now + 900
     mastodon = call(sim, "mastodon")
-    assert (mastodon.headers["X-RateLimit-Limit"], mastodon.headers["X-RateLimit-Remaining"]) == ("30000", "29999")
-    assert mastodon.headers["X-RateLimit-Reset"].endswith(":00.000000Z")   # aligned, as configured ones
+    assert (mastodon.headers["X-RateLimit-Limit"], mastodon.headers["X-RateLimit-Remaining"]) == (
+        "30000",
+        "29999",
+    )
+    assert mastodon.headers["X-RateLimit-Reset"].endswith(
+        ":00.000000Z"
+    )  # aligned, as configured ones
     # Facebook and LinkedIn: no default rule, so nothing announced and nothing enforced
     assert "x-app-usage" not in call(sim, "facebook").headers
     assert not [h for h in call(sim, "linkedin").headers if "rate" in h.lower()]
@@ -160,7 +189,7 @@ def test_default_rule_is_enforced_like_a_configured_one():
         assert sim.limiter.admit("github", "page", "gh1", "127.0.0.1", CLOCK.now)[0]
     admitted, quota = sim.limiter.admit("github", "page", "gh1", "127.0.0.1", CLOCK.now)
     assert not admitted and quota.remaining == 0 and quota.rule.implicit
-    assert sim.limiter.admit("github", "page", "gh2", "127.0.0.1", CLOCK.now)[0]   # per token
+    assert sim.limiter.admit("github", "page", "gh2", "127.0.0.1", CLOCK.now)[0]  # per token
     later = CLOCK.now + spec["window_s"]
     assert sim.limiter.admit("github", "page", "gh1", "127.0.0.1", later)[0]
 
@@ -168,7 +197,7 @@ def test_default_rule_is_enforced_like_a_configured_one():
 def test_default_rule_gives_way_to_a_configured_rule_or_an_explicit_none(sim):
     limits(sim, github={"limit": 7, "window_s": 60})
     assert call(sim, "github").headers["X-RateLimit-Limit"] == "7"
-    assert call(sim, "twitter").headers["x-rate-limit-limit"] == "15000"   # others keep theirs
+    assert call(sim, "twitter").headers["x-rate-limit-limit"] == "15000"  # others keep theirs
     limits(sim, github=None, twitter=[])
     for provider in ("github", "twitter"):
         response = call(sim, provider)
@@ -187,14 +216,24 @@ def test_injected_rate_limit_errors_keep_their_own_reset_beside_the_default_rule
     default rule's hour-long window: a test injecting one must not wait an hour."""
     limits(sim)
     now = CLOCK.now
-    sim.add_faults({"kind": "error", "provider": "github", "name": "primary_rate_limit",
-                    "reset_in_s": 2, "at_call": 1},
-                   {"kind": "error", "provider": "github", "name": "primary_rate_limit", "at_call": 2},
-                   {"kind": "error", "provider": "twitter", "code": 88, "reset_in_s": 3})
+    sim.add_faults(
+        {
+            "kind": "error",
+            "provider": "github",
+            "name": "primary_rate_limit",
+            "reset_in_s": 2,
+            "at_call": 1,
+        },
+        {"kind": "error", "provider": "github", "name": "primary_rate_limit", "at_call": 2},
+        {"kind": "error", "provider": "twitter", "code": 88, "reset_in_s": 3},
+    )
     first, second = call(sim, "github"), call(sim, "github")
     assert int(first.headers["X-RateLimit-Reset"]) == int(now) + 2
     assert int(second.headers["X-RateLimit-Reset"]) == int(now) + 60
-    assert first.headers["X-RateLimit-Limit"] == "5000" and first.headers["X-RateLimit-Remaining"] == "0"
+    assert (
+        first.headers["X-RateLimit-Limit"] == "5000"
+        and first.headers["X-RateLimit-Remaining"] == "0"
+    )
     assert int(call(sim, "twitter").headers["x-rate-limit-reset"]) == int(now) + 3
 
 
@@ -206,7 +245,11 @@ def test_stats_count_rejections_and_peak(sim):
     for _ in range(3):
         call(sim, "github")
     stats = sim.stats()
-    assert stats["rate_limited"] == {"total": 3, "by_provider": {"github": 3}, "by_token": {"gh1": 3}}
+    assert stats["rate_limited"] == {
+        "total": 3,
+        "by_provider": {"github": 3},
+        "by_token": {"gh1": 3},
+    }
     assert stats["calls"]["by_status"] == {"200": 8, "429": 3}
     rule = stats["rate_limits"][0]
     assert rule["peak"] == 8 and rule["peak_key"] == "gh1" and rule["rejected"] == 3
@@ -217,7 +260,7 @@ def test_sliding_peak_counts_the_busiest_window():
     meter = SlidingPeak(10.0)
     for t in (0, 1, 2, 9.5, 9.9, 15, 25, 26):
         meter.hit(t)
-    assert meter.peak == 5   # 0 .. 9.9 holds five events; no other 10 s holds more than 3
+    assert meter.peak == 5  # 0 .. 9.9 holds five events; no other 10 s holds more than 3
     lone = SlidingPeak(3600)
     lone.hit(0)
     lone.hit(3601)

@@ -1,4 +1,5 @@
 """The sync store's atomic steps, against a real Redis."""
+
 from __future__ import annotations
 
 import threading
@@ -17,9 +18,17 @@ def store(redis_client, key_prefix, clock):
 
 
 def begin(store, user="u-1", force=False, freshness=900, relation="followers"):
-    return store.begin_sync(user_id=user, provider="github", relation=relation, account_id="octo",
-                            queue="normal", trigger="webhook", force=force,
-                            freshness_s=freshness, stale_s=3600)
+    return store.begin_sync(
+        user_id=user,
+        provider="github",
+        relation=relation,
+        account_id="octo",
+        queue="normal",
+        trigger="webhook",
+        force=force,
+        freshness_s=freshness,
+        stale_s=3600,
+    )
 
 
 def run_sync(store, ticket, pages):
@@ -110,7 +119,9 @@ def test_add_pending_tells_new_rerun_and_repeat(store):
     store.add_pending(ticket.sync_id, "", ["p0"])
     assert store.add_pending(ticket.sync_id, "p0", ["p1"]) == ["new"]
     assert store.add_pending(ticket.sync_id, "p0", ["p1"]) == ["rerun"]  # p0 redelivered
-    assert store.add_pending(ticket.sync_id, "p5", ["p1"]) == ["repeat"]  # provider repeated a cursor
+    assert store.add_pending(ticket.sync_id, "p5", ["p1"]) == [
+        "repeat"
+    ]  # provider repeated a cursor
 
 
 def test_fresh_network_is_not_synced_again(store, clock):
@@ -146,4 +157,6 @@ def test_stale_networks_stalest_first(store, clock):
         run_sync(store, begin(store, user=user), [conns(1)])
         clock.now += 100
     assert store.stale_networks(clock.now - 150, None, 10) == [
-        ("github", "a", "followers"), ("github", "b", "followers")]
+        ("github", "a", "followers"),
+        ("github", "b", "followers"),
+    ]

@@ -1,4 +1,5 @@
 """Only a provider answer we cannot read is the provider's fault; our own bugs surface."""
+
 from __future__ import annotations
 
 import logging
@@ -35,14 +36,18 @@ class Recorder(ProviderTask):
 
 @pytest.fixture
 def task_and_ctx():
-    svc = SimpleNamespace(store=FakeStore(), settings=SimpleNamespace(callback_url=None),
-                          metrics=SimpleNamespace(count=lambda *a, **k: None))
+    svc = SimpleNamespace(
+        store=FakeStore(),
+        settings=SimpleNamespace(callback_url=None),
+        metrics=SimpleNamespace(count=lambda *a, **k: None),
+    )
     app = Celery("test-task-errors")
     app.netsync_services = svc
     task = Recorder()
     task.bind(app)
-    ctx = SyncContext(svc, {"sync_id": "s-1", "user_id": "u", "account_id": "a"},
-                      GitHub("https://api.github.com"))
+    ctx = SyncContext(
+        svc, {"sync_id": "s-1", "user_id": "u", "account_id": "a"}, GitHub("https://api.github.com")
+    )
     ctx.seen = []
     return task, ctx
 
@@ -73,12 +78,15 @@ def test_our_own_bug_fails_the_sync_and_surfaces_with_its_traceback(task_and_ctx
     assert caplog.records[0].exc_info is not None  # the traceback is logged
 
 
-@pytest.mark.parametrize("outage", [
-    redis.exceptions.ConnectionError("Connection refused"),
-    redis.exceptions.TimeoutError("Timeout reading from socket"),
-    redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
-    kombu.exceptions.OperationalError("Error 111 connecting"),
-])
+@pytest.mark.parametrize(
+    "outage",
+    [
+        redis.exceptions.ConnectionError("Connection refused"),
+        redis.exceptions.TimeoutError("Timeout reading from socket"),
+        redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+        kombu.exceptions.OperationalError("Error 111 connecting"),
+    ],
+)
 def test_a_store_or_broker_outage_requeues_the_message_and_fails_nothing(task_and_ctx, outage):
     task, ctx = task_and_ctx
 

@@ -1,4 +1,5 @@
 """Twitter parsing and classification against real recorded responses."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,6 @@ from providers.twitter import Twitter
 from tests.conftest import recorded
 
 NOW = 1_700_000_000.0
-
-
 
 
 @pytest.fixture
@@ -49,7 +48,9 @@ def test_first_page_has_no_pagination_token(twitter):
 
 
 def test_last_page_has_no_next_token(twitter):
-    status, body, headers = recorded("twitter", "v2_users_following_200_last_page_no_next_token.json")
+    status, body, headers = recorded(
+        "twitter", "v2_users_following_200_last_page_no_next_token.json"
+    )
     page = twitter.parse_page(body, headers, "token:abc")
     assert page.followups == [] and len(page.connections) == 35
 
@@ -81,13 +82,22 @@ def test_rate_headers(twitter):
     assert (info.limit, info.remaining, info.reset_at) == (15, 14, 1618286773.0)
 
 
-@pytest.mark.parametrize("body", [
-    {"errors": [{"code": 88, "message": "Rate limit exceeded"}]},                  # v1.1 shape
-    {"title": "Too Many Requests", "type": "about:blank", "status": 429,
-     "detail": "Too Many Requests"},                                               # v2 problem
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"errors": [{"code": 88, "message": "Rate limit exceeded"}]},  # v1.1 shape
+        {
+            "title": "Too Many Requests",
+            "type": "about:blank",
+            "status": 429,
+            "detail": "Too Many Requests",
+        },  # v2 problem
+    ],
+)
 def test_429_in_both_shapes_waits_until_reset(twitter, body):
-    headers = CaseInsensitiveDict({"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": str(int(NOW) + 600)})
+    headers = CaseInsensitiveDict(
+        {"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": str(int(NOW) + 600)}
+    )
     error = twitter.classify(429, body, headers, NOW)
     assert error.action is Action.WAIT and error.rule.kind == "rate_limited"
     assert error.retry_at == NOW + 600
@@ -107,28 +117,50 @@ def test_v2_unauthorized_problem_refreshes(twitter):
 
 
 def test_per_item_problems_beside_data_keep_the_page(twitter):
-    body = {"data": [{"id": "1", "username": "a"}],
-            "errors": [{"value": "2", "detail": "Sorry, you are not authorized to see the user",
-                        "title": "Authorization Error", "resource_type": "user",
-                        "type": "https://api.twitter.com/2/problems/not-authorized-for-resource"}],
-            "meta": {"result_count": 1}}
+    body = {
+        "data": [{"id": "1", "username": "a"}],
+        "errors": [
+            {
+                "value": "2",
+                "detail": "Sorry, you are not authorized to see the user",
+                "title": "Authorization Error",
+                "resource_type": "user",
+                "type": "https://api.twitter.com/2/problems/not-authorized-for-resource",
+            }
+        ],
+        "meta": {"result_count": 1},
+    }
     assert twitter.classify(200, body, CaseInsensitiveDict(), NOW) is None
     page = twitter.parse_page(body, CaseInsensitiveDict(), "token:")
     assert page.connections == [("1", "a")]
     assert page.problems == ("not-authorized-for-resource",)
 
 
-@pytest.mark.parametrize("problem,kind", [("resource-not-found", "not_found"),
-                                          ("not-authorized-for-resource", "not_authorized")])
+@pytest.mark.parametrize(
+    "problem,kind",
+    [("resource-not-found", "not_found"), ("not-authorized-for-resource", "not_authorized")],
+)
 def test_problem_only_200_is_skip(twitter, problem, kind):
-    body = {"errors": [{"value": "9", "detail": "Could not find user with id: [9].",
-                        "title": "Not Found Error", "resource_type": "user", "parameter": "id",
-                        "type": f"https://api.twitter.com/2/problems/{problem}"}]}
+    body = {
+        "errors": [
+            {
+                "value": "9",
+                "detail": "Could not find user with id: [9].",
+                "title": "Not Found Error",
+                "resource_type": "user",
+                "parameter": "id",
+                "type": f"https://api.twitter.com/2/problems/{problem}",
+            }
+        ]
+    }
     error = twitter.classify(200, body, CaseInsensitiveDict(), NOW)
     assert error.action is Action.SKIP and error.rule.kind == kind
 
 
 def test_unknown_invalid_request_problem_fails(twitter):
-    body = {"errors": [{"parameters": {"max_results": ["5000"]}, "message": "bad"}],
-            "title": "Invalid Request", "type": "https://api.twitter.com/2/problems/invalid-request"}
+    body = {
+        "errors": [{"parameters": {"max_results": ["5000"]}, "message": "bad"}],
+        "title": "Invalid Request",
+        "type": "https://api.twitter.com/2/problems/invalid-request",
+    }
     assert twitter.classify(400, body, CaseInsensitiveDict(), NOW).action is Action.FAIL

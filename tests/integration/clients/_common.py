@@ -6,6 +6,7 @@ as JSON on stdin, runs each op with the provider's own client library and
 prints ``{"results": [...]}``: per op ``{"value": ...}`` or, when the library
 raised, ``{"raised": {"class", "module", "bases", ...details}}``.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ class ToSimulator(HTTPAdapter):
 
     def send(self, request, **kwargs):
         if request.url.startswith(self.real):
-            request.url = self.local + request.url[len(self.real):]
+            request.url = self.local + request.url[len(self.real) :]
         return super().send(request, **kwargs)
 
 
@@ -38,9 +39,15 @@ def redirect(session: requests.Session, real: str, local: str) -> None:
 
 def raised(exc: BaseException, **details) -> dict:
     cls = type(exc)
-    return {"raised": {"class": cls.__name__, "module": cls.__module__,
-                       "bases": [c.__name__ for c in cls.__mro__], "text": str(exc)[:300],
-                       **details}}
+    return {
+        "raised": {
+            "class": cls.__name__,
+            "module": cls.__module__,
+            "bases": [c.__name__ for c in cls.__mro__],
+            "text": str(exc)[:300],
+            **details,
+        }
+    }
 
 
 def main(ops: dict, describe=None) -> None:
@@ -54,7 +61,7 @@ def main(ops: dict, describe=None) -> None:
         args = {k: v for k, v in op.items() if k != "op"}
         try:
             results.append({"value": ops[op["op"]](request["base"], **args)})
-        except Exception as exc:  # the library's exception is the result
+        except Exception as exc:  # noqa: BLE001 - the library's exception is the result
             details = describe(exc) if describe else {}
             results.append(raised(exc, **details, trace=traceback.format_exc()[-1500:]))
     json.dump({"results": results}, sys.stdout)

@@ -1,12 +1,12 @@
 """facebook-sdk (GraphAPI) against the simulator's /facebook (see _common.py)."""
+
 from __future__ import annotations
 
 import facebook
-
 from _common import main, redirect
 
-REAL = facebook.FACEBOOK_GRAPH_URL   # "https://graph.facebook.com/"
-VERSION = "3.1"                      # the newest facebook-sdk 3.1.0 accepts; any vNN.N is served
+REAL = facebook.FACEBOOK_GRAPH_URL  # "https://graph.facebook.com/"
+VERSION = "3.1"  # the newest facebook-sdk 3.1.0 accepts; any vNN.N is served
 
 
 def graph(base, token=None):
@@ -16,7 +16,10 @@ def graph(base, token=None):
 
 
 def network(base, token, id, limit=25):
-    ids = [str(friend["id"]) for friend in graph(base, token).get_all_connections(id, "friends", limit=limit)]
+    ids = [
+        str(friend["id"])
+        for friend in graph(base, token).get_all_connections(id, "friends", limit=limit)
+    ]
     return {"ids": ids}
 
 
@@ -34,8 +37,13 @@ def raw(base, path, token=None):
 def describe(exc):
     if isinstance(exc, facebook.GraphAPIError):
         error = exc.result.get("error", {}) if isinstance(exc.result, dict) else {}
-        return {"code": exc.code, "type": exc.type, "message": exc.message,
-                "subcode": error.get("error_subcode"), "is_transient": error.get("is_transient")}
+        return {
+            "code": exc.code,
+            "type": exc.type,
+            "message": exc.message,
+            "subcode": error.get("error_subcode"),
+            "is_transient": error.get("is_transient"),
+        }
     return {}
 
 

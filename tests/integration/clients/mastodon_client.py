@@ -1,20 +1,27 @@
 """Mastodon.py against the simulator's /mastodon (see _common.py)."""
+
 from __future__ import annotations
 
-from mastodon import Mastodon, MastodonError
-
 from _common import main
+from mastodon import Mastodon, MastodonError
 
 
 def client(base, token=None, ratelimit_method="throw"):
     # version_check_mode "none" (the default): no /api/v1/instance probe first
-    return Mastodon(access_token=token, api_base_url=f"{base}/mastodon",
-                    ratelimit_method=ratelimit_method, version_check_mode="none")
+    return Mastodon(
+        access_token=token,
+        api_base_url=f"{base}/mastodon",
+        ratelimit_method=ratelimit_method,
+        version_check_mode="none",
+    )
 
 
 def rate(ma):
-    return {"limit": ma.ratelimit_limit, "remaining": ma.ratelimit_remaining,
-            "reset": ma.ratelimit_reset}
+    return {
+        "limit": ma.ratelimit_limit,
+        "remaining": ma.ratelimit_remaining,
+        "reset": ma.ratelimit_reset,
+    }
 
 
 def network(base, token, id, relation="followers", limit=40):

@@ -1,18 +1,23 @@
 """tweepy 4 (Client, API v2) against the simulator's /twitter (see _common.py)."""
+
 from __future__ import annotations
 
 import requests
 import tweepy
-
 from _common import main, redirect
 
 REAL = "https://api.twitter.com"
 
 
 def client(base, token=None, oauth1=False, **kwargs):
-    if oauth1:   # OAuth 1.0a user context: tweepy signs with requests-oauthlib
-        made = tweepy.Client(consumer_key="ck", consumer_secret="cs", access_token=token,
-                             access_token_secret="ts", **kwargs)
+    if oauth1:  # OAuth 1.0a user context: tweepy signs with requests-oauthlib
+        made = tweepy.Client(
+            consumer_key="ck",
+            consumer_secret="cs",
+            access_token=token,
+            access_token_secret="ts",
+            **kwargs,
+        )
     else:
         made = tweepy.Client(bearer_token=token, **kwargs)
     redirect(made.session, REAL, f"{base}/twitter")
@@ -48,12 +53,18 @@ def raw_get(base, token, path):
 
 def describe(exc):
     if isinstance(exc, tweepy.HTTPException):
-        out = {"status": exc.response.status_code, "api_codes": exc.api_codes,
-               "api_messages": exc.api_messages}
+        out = {
+            "status": exc.response.status_code,
+            "api_codes": exc.api_codes,
+            "api_messages": exc.api_messages,
+        }
         if isinstance(exc, tweepy.TooManyRequests):
             out["reset_time"] = exc.reset_time
-            out["headers"] = {k: v for k, v in exc.response.headers.items()
-                              if k.lower().startswith("x-rate-limit")}
+            out["headers"] = {
+                k: v
+                for k, v in exc.response.headers.items()
+                if k.lower().startswith("x-rate-limit")
+            }
         return out
     return {}
 
