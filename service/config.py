@@ -272,7 +272,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CALLBACK_URL",
         "where completion events are POSTed (signed, from a durable outbox; see "
-        "[Callbacks](operations.md#callbacks))",
+        "[Callbacks](api.md#callbacks))",
         CALLBACKS, field="callback_url",
     ),
     Setting(
