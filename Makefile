@@ -8,7 +8,7 @@ CLIENTS_VENV ?= .venv-clients
 CLIENTS_PY := $(CLIENTS_VENV)/bin/python
 CLIENTS_STAMP := $(CLIENTS_VENV)/.installed-$(shell cat requirements-clients.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install lint format clients browser test unit integration integration-amqp integration-cluster fuzz demo run bench clean
+.PHONY: install lint format docs clients browser test unit integration integration-amqp integration-cluster fuzz demo run bench clean
 
 install: $(STAMP)
 
@@ -52,6 +52,12 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# the generated tables: the README's provider table (the registry) and docs/settings.md
+# (service.config.SETTINGS); tests/unit fails while either is behind
+docs: install
+	$(PY) -m devtools.provider_docs
+	$(PY) -m devtools.settings_docs
 
 test: install clients browser
 	$(PY) -m pytest tests/unit tests/integration

@@ -1,18 +1,27 @@
 """All of netsync's configuration, read from the environment in one place.
 
+Each setting is declared once, in ``SETTINGS``: its variable, what it means,
+its group, the ``Settings`` field it fills, how its value is read and its
+default. ``Settings`` (its fields and their defaults), ``load_settings`` and
+the documented table (``docs/settings.md``, ``python -m devtools.settings_docs``)
+are all made from that one declaration.
+
 Development defaults work out of the box (embedded Redis, fixed dev secrets);
 ``NETSYNC_ENV=production`` refuses to start while a secret is missing or
-still the development one. Every setting is listed in the README.
+still the development one.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import hashlib
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
+from typing import Any
 
 import providers
 from providers.ratelimits import QuotaSpecError
@@ -33,135 +42,427 @@ DEV_CALLBACK_SECRET = (
     "whsec_" + base64.b64encode(hashlib.sha256(b"netsync-dev-callback-secret").digest()).decode()
 )
 
+#: the placeholder in a family of variables, one per provider (``<PROVIDER>_API_URL``)
+PER_PROVIDER = "<PROVIDER>"
+
 
 class ConfigError(RuntimeError):
     """The environment does not describe a service that may start."""
 
 
-def _csv(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
+# How a variable's (non-empty) text becomes a value. Each takes the variable's
+# name, so that every refusal names it; the return annotation is the field's type.
 
 
-def _int(env, name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
+def _text(var: str, raw: str) -> str:
+    return raw
+
+
+def _upper(var: str, raw: str) -> str:
+    return raw.upper()
+
+
+def _lower(var: str, raw: str) -> str:
+    return raw.lower()
+
+
+def _integer(var: str, raw: str) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{var} must be an integer, got {raw!r}") from None
 
 
-def _float(env, name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
+def _number(var: str, raw: str) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        raise ConfigError(f"{var} must be a number, got {raw!r}") from None
 
 
-def _bool(env, name: str, default: bool = False) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if raw == "":
-        return default
-    if raw in ("1", "true", "yes", "on"):
+def _flag(var: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
         return True
-    if raw in ("0", "false", "no", "off"):
+    if value in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(f"{name} must be 1/0 (true/false), got {raw!r}")
+    raise ConfigError(f"{var} must be 1/0 (true/false), got {value!r}")
 
 
-def _regions(raw: str | None) -> dict[str, str]:
+def _csv(var: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated, in order (the first signs or encrypts); blanks dropped."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _path(var: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _regions(var: str, raw: str) -> dict:
     regions = {}
-    for item in _csv(raw):
+    for item in _csv(var, raw):
         provider, sep, region = item.partition(":")
         if not sep or provider not in PROVIDERS or not region.isidentifier():
-            raise ConfigError(f"PROVIDER_REGIONS entry {item!r} is not provider:region")
+            raise ConfigError(f"{var} entry {item!r} is not provider:region")
         regions[provider] = region
     return regions
 
 
+def _quota(var: str, env: Mapping[str, str]) -> QuotaConfig:
+    """Every ``QUOTA_*`` variable at once; a refusal names the one at fault."""
+    try:
+        return QuotaConfig.from_env(env)
+    except QuotaSpecError as exc:
+        culprit = next(
+            (name for name in sorted(env) if name.startswith("QUOTA_") and _refused(name, env)),
+            "QUOTA_*",
+        )
+        raise ConfigError(f"{culprit}: {exc}") from None
+
+
+def _refused(name: str, env: Mapping[str, str]) -> bool:
+    try:
+        QuotaConfig.from_env({name: env[name]})
+    except QuotaSpecError:
+        return True
+    return False
+
+
+#: a default that differs in production (``Setting.production_default``)
+_SAME = object()
+
+
 @dataclass(frozen=True)
-class Settings:
-    env: str = "development"
-    redis_url: str | None = None
-    #: ``REDIS_URL`` names one node of a Redis Cluster: every process uses the cluster client
-    redis_cluster: bool = False
-    broker_url: str | None = None
-    key_prefix: str = "netsync"
-    webhook_secrets: tuple[str, ...] = (DEV_WEBHOOK_SECRET,)
-    api_tokens: tuple[str, ...] = (DEV_API_TOKEN,)
-    encryption_keys: tuple[str, ...] = (DEV_ENCRYPTION_KEY,)
-    callback_url: str | None = None
-    sentry_dsn: str | None = None
-    whale_threshold: int = 10_000
-    freshness_seconds: int = 900
-    api_urls: dict = field(default_factory=lambda: dict(REAL_API_URLS))
-    provider_regions: dict = field(default_factory=dict)
-    port: int = 8000
-    log_level: str = "INFO"
-    #: seconds a signed request's timestamp may differ from our clock
-    signature_tolerance: int = 300
-    #: seconds a webhook delivery id is remembered for replay protection
-    delivery_ttl: int = 24 * 3600
-    #: connect / read timeouts for every outbound HTTP call (seconds)
-    http_connect_timeout: float = 3.05
-    http_read_timeout: float = 10.0
-    #: soft time limit of a page task; the HTTP timeouts stay below it
-    task_soft_time_limit: int = 30
-    #: at least this many tries of a BACKOFF error (5xx, timeouts) before its sync may fail
-    max_backoff_attempts: int = 5
-    backoff_base_seconds: float = 1.0
-    backoff_cap_seconds: float = 60.0
-    #: a page keeps retrying a failing provider (BACKOFF, open circuit) this long
-    #: before its sync ends ``failed``: outages up to this length are ridden out
-    retry_budget_seconds: float = 300.0
-    #: consecutive failures of a provider that open its circuit breaker
-    breaker_threshold: int = 5
-    #: first wait while a provider's breaker is open (doubles per failed probe, capped)
-    breaker_cooldown_seconds: float = 5.0
-    breaker_max_cooldown_seconds: float = 60.0
-    #: an in-flight sync older than this is considered abandoned
-    sync_stale_seconds: int = 6 * 3600
-    max_body_bytes: int = 64 * 1024
-    #: OAuth client credentials per provider (refresh), "CLIENT_ID:SECRET"
-    oauth_clients: dict = field(default_factory=dict)
-    #: Standard Webhooks secrets (``whsec_<base64>``) signing callbacks; each signs (rotation)
-    callback_secrets: tuple[str, ...] = (DEV_CALLBACK_SECRET,)
-    #: delivery attempts of one callback before it goes to the dead-letter list
-    callback_max_attempts: int = 8
-    callback_backoff_base_seconds: float = 2.0
-    callback_backoff_cap_seconds: float = 3600.0
-    #: long-polls and event streams held at once by one web process
-    live_max_connections: int = 100
-    #: log line format: "json" (production default) or "text"
-    log_format: str = "text"
-    #: Redis broker: seconds before a dead worker's unacked message is delivered again.
-    #: No task waits in the broker (waits are in the delayed set), so an unacked
-    #: message is at most one task run old: 5 minutes is far above task_time_limit
-    broker_visibility_timeout: int = 300
-    #: a sync with no progress (and nothing parked) for this long is stalled: its
-    #: pending pages are sent again (``sync.recovery``)
-    stall_seconds: float = 60.0
-    #: how often the scheduler process sweeps for stalled syncs
-    sweep_interval: float = 15.0
-    #: recoveries without progress before a stalled sync ends ``failed``
-    max_recoveries: int = 3
-    #: a page delivered more often than this (its worker died each time) is
-    #: dead-lettered and its sync ends ``failed`` (``poison_page``)
-    max_deliveries: int = 5
-    #: where the embedded servers keep their files
-    var_dir: Path = Path("var")
-    #: PostgreSQL holding the networks and the change feed (None: the embedded one)
-    database_url: str | None = None
-    #: connections per process in the PostgreSQL pool
-    database_pool_size: int = 8
-    #: change-feed entries older than this are pruned (``flask db prune``)
-    changes_retention_days: float = 30.0
-    #: provider quotas and queue-class shares (``QUOTA_<PROVIDER>``, ``QUOTA_SHARES*``)
-    quota: QuotaConfig = field(default_factory=lambda: QuotaConfig.from_env({}))
+class Setting:
+    """One environment variable (or one family of them, one per provider)."""
+
+    #: the variable; ``<PROVIDER>`` in it makes a family (``GITHUB_API_URL``, …);
+    #: None: a fixed value, not read from the environment
+    var: str | None
+    #: one line of meaning, for the documented table
+    meaning: str
+    #: the documented table's section
+    group: str
+    #: the ``Settings`` attribute it fills; None: no field of its own (read by
+    #: the Procfile, or with another variable: its meaning says which)
+    field: str | None = None
+    #: ``(var, raw) -> value`` for a non-empty value
+    parse: Callable[[str, str], Any] = _text
+    #: the value when unset or empty (a family: the dict its variables update)
+    default: Any = None
+    #: the default in production, when it differs
+    production_default: Any = _SAME
+    #: the default as the table writes it, when the value alone would not say
+    shown: str | None = None
+    #: reads the whole environment instead of ``var`` alone (an open family)
+    read: Callable[[str, Mapping[str, str]], Any] | None = None
+
+    def variables(self) -> list[str]:
+        """The variable's name, or one name per provider for a family."""
+        if self.var is None:
+            return []
+        if PER_PROVIDER not in self.var:
+            return [self.var]
+        return [self.var.replace(PER_PROVIDER, name.upper()) for name in PROVIDERS]
+
+    def load(self, env: Mapping[str, str], production: bool = False) -> Any:
+        """This setting's value in ``env``: unset, empty or blank is the default."""
+        if self.read is not None:
+            return self.read(self.var, env)
+        if PER_PROVIDER in self.var:
+            values = dict(self.default)
+            for name, var in zip(PROVIDERS, self.variables()):
+                if (env.get(var) or "").strip():
+                    values[name] = self.parse(var, env[var])
+            return values
+        raw = env.get(self.var)
+        value = self.parse(self.var, raw) if (raw or "").strip() else None
+        if value is None or value == ():  # an empty list is no list: the default
+            return self.default_value(production)
+        return value
+
+    def default_value(self, production: bool = False) -> Any:
+        if production and self.production_default is not _SAME:
+            return self.production_default
+        return copy.copy(self.default)
+
+
+STORES = "Environment and stores"
+SECRETS = "Secrets"
+CALLBACKS = "Callbacks"
+SYNCS = "Syncs, queues and providers"
+CALLS = "Calls, retries and recovery"
+PROCESSES = "Processes and observability"
+FIXED = "Fixed values"
+
+#: every setting, once: ``Settings``, ``load_settings`` and ``docs/settings.md`` follow
+# (kept one setting to a few lines, as a table reads, rather than as the formatter would)
+# fmt: off
+SETTINGS: tuple[Setting, ...] = (
+    # -- environment and stores
+    Setting(
+        "NETSYNC_ENV", "`production` enforces real secrets", STORES,
+        field="env", default="development",
+    ),
+    Setting(
+        "REDIS_URL",
+        "hot state: sync records, cursors, page staging, quotas, delayed set",
+        STORES, field="redis_url", shown="embedded Redis under `./var/`; required in production",
+    ),
+    Setting(
+        "REDIS_CLUSTER",
+        "`1`: `REDIS_URL` is one node of a Redis Cluster and every process uses redis-py's "
+        "cluster client; needs a non-Redis `CELERY_BROKER_URL` (kombu's Redis transport "
+        "cannot use a cluster)",
+        STORES, field="redis_cluster", parse=_flag, default=False, shown="`0` (one Redis server)",
+    ),
+    Setting(
+        "DATABASE_URL",
+        "PostgreSQL (`postgresql://…`): networks, linked accounts, the change feed",
+        STORES, field="database_url",
+        shown="embedded PostgreSQL under `./var/postgres`; required in production",
+    ),
+    Setting(
+        "DATABASE_POOL_SIZE", "PostgreSQL connections per process (a pool, opened on first use)",
+        STORES, field="database_pool_size", parse=_integer, default=8,
+    ),
+    Setting(
+        "CHANGES_RETENTION_DAYS",
+        "change-feed entries older than this are removed by `flask --app service db prune`",
+        STORES, field="changes_retention_days", parse=_number, default=30.0,
+    ),
+    Setting(
+        "CELERY_BROKER_URL", "broker (`redis://…` or `amqp://…`)", STORES,
+        field="broker_url", shown="`REDIS_URL`",
+    ),
+    Setting(
+        "NETSYNC_KEY_PREFIX", "prefix of every netsync key in Redis", STORES,
+        field="key_prefix", default="netsync",
+    ),
+    Setting(
+        "NETSYNC_VAR_DIR", "where the embedded Redis and PostgreSQL keep their files", STORES,
+        field="var_dir", parse=_path, default=Path("var"), shown="`./var`",
+    ),
+    # -- secrets
+    Setting(
+        "WEBHOOK_SECRETS", "comma-separated HMAC secrets (first signs, all verify)", SECRETS,
+        field="webhook_secrets", parse=_csv, default=(DEV_WEBHOOK_SECRET,),
+        shown="dev secret; required in production",
+    ),
+    Setting(
+        "INTERNAL_API_TOKENS", "comma-separated bearer tokens for `/v1` and the dashboard",
+        SECRETS, field="api_tokens", parse=_csv, default=(DEV_API_TOKEN,),
+        shown="dev token; required in production",
+    ),
+    Setting(
+        "TOKEN_ENCRYPTION_KEY",
+        "Fernet keys for provider credentials at rest, comma-separated (first encrypts, "
+        "all decrypt)",
+        SECRETS, field="encryption_keys", parse=_csv, default=(DEV_ENCRYPTION_KEY,),
+        shown="dev key; required in production",
+    ),
+    Setting(
+        "CALLBACK_SECRET",
+        "Standard Webhooks signing secret(s) for callbacks, `whsec_<base64 of ≥ 24 random "
+        "bytes>`; comma-separated during a rotation (each signs)",
+        SECRETS, field="callback_secrets", parse=_csv, default=(DEV_CALLBACK_SECRET,),
+        shown="derived in dev; required in production when `CALLBACK_URL` is set",
+    ),
+    # -- callbacks
+    Setting(
+        "CALLBACK_URL",
+        "where completion events are POSTed (signed, from a durable outbox; see "
+        "[Callbacks](api.md#callbacks))",
+        CALLBACKS, field="callback_url",
+    ),
+    Setting(
+        "CALLBACK_MAX_ATTEMPTS",
+        "delivery attempts of one callback before it goes to the dead-letter list",
+        CALLBACKS, field="callback_max_attempts", parse=_integer, default=8,
+    ),
+    Setting(
+        "CALLBACK_BACKOFF_BASE_SECONDS",
+        "full-jitter backoff between callback attempts: the first wait's ceiling (never "
+        "sooner than the receiver's `Retry-After`)",
+        CALLBACKS, field="callback_backoff_base_seconds", parse=_number, default=2.0,
+    ),
+    Setting(
+        "CALLBACK_BACKOFF_CAP_SECONDS", "the longest wait between callback attempts", CALLBACKS,
+        field="callback_backoff_cap_seconds", parse=_number, default=3600.0,
+    ),
+    # -- syncs, queues and providers
+    Setting(
+        "WHALE_THRESHOLD", "account size above which a sync runs on `whale`", SYNCS,
+        field="whale_threshold", parse=_integer, default=10_000,
+    ),
+    Setting(
+        "FRESHNESS_SECONDS", "a login within this of the last sync does not re-sync", SYNCS,
+        field="freshness_seconds", parse=_integer, default=900,
+    ),
+    Setting(
+        "PROVIDER_REGIONS",
+        "`provider:region,…`: that provider's work goes to `<region>.normal` etc.",
+        SYNCS, field="provider_regions", parse=_regions, default={},
+    ),
+    Setting(
+        "<PROVIDER>_API_URL",
+        "a provider's base URL (every provider in [Providers](../README.md#providers))",
+        SYNCS, field="api_urls", default=REAL_API_URLS,
+        shown="the real API (the provider class's `API_URL`)",
+    ),
+    Setting(
+        "<PROVIDER>_OAUTH_CLIENT",
+        "`client_id:client_secret` for token refresh (OAuth 2) or signing (Twitter OAuth 1.0a)",
+        SYNCS, field="oauth_clients", default={},
+    ),
+    Setting(
+        "QUOTA_<PROVIDER>",
+        "`limit/window_s/scope[/adaptive][,…]` (scope `token`, `app` or `ip`); see "
+        "[Quotas](operations.md#quotas)",
+        SYNCS, field="quota", read=_quota, default=QuotaConfig.from_env({}),
+        shown="the provider class's `QUOTAS` ([Providers](../README.md#providers))",
+    ),
+    Setting(
+        "QUOTA_SHARES",
+        "per-class shares of shared buckets, every provider (read with `QUOTA_<PROVIDER>`)",
+        SYNCS, shown="`normal:0.5,whale:0.4,trickle:0.1`",
+    ),
+    Setting(
+        "QUOTA_SHARES_<PROVIDER>", "one provider's per-class shares, instead of `QUOTA_SHARES`",
+        SYNCS, shown="`QUOTA_SHARES`",
+    ),
+    # -- calls, retries and recovery
+    Setting(
+        "HTTP_CONNECT_TIMEOUT", "seconds, every outbound call", CALLS,
+        field="http_connect_timeout", parse=_number, default=3.05,
+    ),
+    Setting(
+        "HTTP_READ_TIMEOUT", "seconds, every outbound call", CALLS,
+        field="http_read_timeout", parse=_number, default=10.0,
+    ),
+    Setting(
+        "TASK_SOFT_TIME_LIMIT",
+        "seconds a task may run; the hard limit is 15 s more; must exceed the HTTP timeouts",
+        CALLS, field="task_soft_time_limit", parse=_integer, default=30,
+    ),
+    Setting(
+        "MAX_BACKOFF_ATTEMPTS",
+        "at least this many tries of a transient error (5xx, timeout) before the sync may fail",
+        CALLS, field="max_backoff_attempts", parse=_integer, default=5,
+    ),
+    Setting(
+        "BACKOFF_BASE_SECONDS", "full-jitter exponential backoff: the first wait's ceiling",
+        CALLS, field="backoff_base_seconds", parse=_number, default=1.0,
+    ),
+    Setting(
+        "BACKOFF_CAP_SECONDS", "full-jitter exponential backoff: the longest wait", CALLS,
+        field="backoff_cap_seconds", parse=_number, default=60.0,
+    ),
+    Setting(
+        "RETRY_BUDGET_SECONDS",
+        "a page keeps retrying a failing provider (backoff, open circuit) this long: outages "
+        "up to this length are ridden out; longer ends the sync `failed` with the previous "
+        "network intact (the next trigger tries again)",
+        CALLS, field="retry_budget_seconds", parse=_number, default=300.0,
+    ),
+    Setting(
+        "BREAKER_THRESHOLD",
+        "consecutive failures of a provider (any worker) that open its circuit breaker: its "
+        "pages are parked and one probe call at a time tests whether it is back",
+        CALLS, field="breaker_threshold", parse=_integer, default=5,
+    ),
+    Setting(
+        "BREAKER_COOLDOWN_SECONDS",
+        "first wait while a provider's breaker is open; doubles after each failed probe",
+        CALLS, field="breaker_cooldown_seconds", parse=_number, default=5.0,
+    ),
+    Setting(
+        "BREAKER_MAX_COOLDOWN_SECONDS", "the longest wait while a provider's breaker is open",
+        CALLS, field="breaker_max_cooldown_seconds", parse=_number, default=60.0,
+    ),
+    Setting(
+        "BROKER_VISIBILITY_TIMEOUT",
+        "Redis broker: seconds before an unacked message of a dead worker is redelivered; no "
+        "task waits in the broker (waits are in the delayed set), so it only has to exceed "
+        "one task run (`TASK_SOFT_TIME_LIMIT` + 15 s, checked at start-up in production)",
+        CALLS, field="broker_visibility_timeout", parse=_integer, default=300,
+    ),
+    Setting(
+        "STALL_SECONDS",
+        "a sync with no page stored, no call made and nothing parked for this long is "
+        "stalled: the scheduler sends its pending pages again (see "
+        "[Recovery](operations.md#recovery))",
+        CALLS, field="stall_seconds", parse=_number, default=60.0,
+    ),
+    Setting(
+        "SWEEP_INTERVAL_SECONDS", "how often the scheduler sweeps for stalled syncs", CALLS,
+        field="sweep_interval", parse=_number, default=15.0,
+    ),
+    Setting(
+        "MAX_DELIVERIES",
+        "a page delivered more often than this, its worker dying each time (a poison page), "
+        "goes to the dead-letter set and its sync ends `failed` (`poison_page`)",
+        CALLS, field="max_deliveries", parse=_integer, default=5,
+    ),
+    Setting(
+        "MAX_RECOVERIES",
+        "recoveries without progress before a stalled sync ends `failed` (`stalled`)",
+        CALLS, field="max_recoveries", parse=_integer, default=3,
+    ),
+    # -- processes and observability
+    Setting(
+        "PORT", "web port for `make run`", PROCESSES, field="port", parse=_integer, default=8000,
+    ),
+    Setting(
+        "LIVE_MAX_CONNECTIONS",
+        "long-polls and event streams one web process holds at once; past it `503` + "
+        "`Retry-After`",
+        PROCESSES, field="live_max_connections", parse=_integer, default=100,
+    ),
+    Setting(
+        "SENTRY_DSN", "Sentry, in web, workers and scheduler", PROCESSES, field="sentry_dsn",
+    ),
+    Setting(
+        "LOG_LEVEL", "log level", PROCESSES, field="log_level", parse=_upper, default="INFO",
+    ),
+    Setting(
+        "LOG_FORMAT", "`json` (one JSON object per line) or `text` (`key=value`)", PROCESSES,
+        field="log_format", parse=_lower, default="text", production_default="json",
+        shown="`json` in production, else `text`",
+    ),
+    Setting(
+        "FLOWER_BASIC_AUTH",
+        "the optional `flower` role's `user:password` (required to start it; read by the "
+        "Procfile and `make run`)",
+        PROCESSES,
+    ),
+    Setting(
+        "FLOWER_PORT", "the optional `flower` role's port (read by the Procfile)", PROCESSES,
+        shown="5555",
+    ),
+    # -- fixed values: fields of Settings that no variable sets (tests may replace them)
+    Setting(
+        None, "seconds a signed request's timestamp may differ from our clock", FIXED,
+        field="signature_tolerance", default=300,
+    ),
+    Setting(
+        None, "seconds a webhook delivery id is remembered (replay protection)", FIXED,
+        field="delivery_ttl", default=24 * 3600,
+    ),
+    Setting(
+        None, "an in-flight sync older than this (seconds) is considered abandoned", FIXED,
+        field="sync_stale_seconds", default=6 * 3600,
+    ),
+    Setting(
+        None, "the largest request body (bytes); a larger one is answered `413`", FIXED,
+        field="max_body_bytes", default=64 * 1024,
+    ),
+)
+# fmt: on
+
+
+class _SettingsBehaviour:
+    """What ``Settings`` answers beyond its fields."""
 
     @property
     def callback_keys(self) -> tuple[bytes, ...]:
@@ -176,98 +477,81 @@ class Settings:
         return self.api_urls[provider].rstrip("/")
 
 
-def load_settings(environ=None) -> Settings:
-    """Build Settings from ``environ`` (default: ``os.environ``)."""
+def _settings_field(setting: Setting) -> tuple[str, Any, Any]:
+    """``setting`` as a dataclass field: its name, its type, its default."""
+    kind = setting.parse.__annotations__.get("return", "Any")
+    if setting.read is not None:
+        kind = setting.read.__annotations__.get("return", "Any")
+    if setting.default is None:
+        kind = f"{kind} | None"
+    if isinstance(setting.default, dict):
+        return setting.field, kind, field(default_factory=setting.default_value)
+    return setting.field, kind, field(default=setting.default)
+
+
+#: the settings of one process: one field per ``SETTINGS`` entry that names one
+Settings = make_dataclass(
+    "Settings",
+    [_settings_field(setting) for setting in SETTINGS if setting.field],
+    bases=(_SettingsBehaviour,),
+    namespace={"__module__": __name__, "__doc__": "One process's settings (``SETTINGS``)."},
+    frozen=True,
+    kw_only=True,
+)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from ``environ`` (default: ``os.environ``), in ``SETTINGS`` order."""
     env = os.environ if environ is None else environ
-    mode = env.get("NETSYNC_ENV", "development")
-    redis_url = env.get("REDIS_URL") or None
-    settings = Settings(
-        env=mode,
-        redis_url=redis_url,
-        redis_cluster=_bool(env, "REDIS_CLUSTER"),
-        broker_url=env.get("CELERY_BROKER_URL") or None,
-        key_prefix=env.get("NETSYNC_KEY_PREFIX", "netsync"),
-        webhook_secrets=tuple(_csv(env.get("WEBHOOK_SECRETS"))) or (DEV_WEBHOOK_SECRET,),
-        api_tokens=tuple(_csv(env.get("INTERNAL_API_TOKENS"))) or (DEV_API_TOKEN,),
-        encryption_keys=tuple(_csv(env.get("TOKEN_ENCRYPTION_KEY"))) or (DEV_ENCRYPTION_KEY,),
-        callback_url=env.get("CALLBACK_URL") or None,
-        sentry_dsn=env.get("SENTRY_DSN") or None,
-        whale_threshold=_int(env, "WHALE_THRESHOLD", 10_000),
-        freshness_seconds=_int(env, "FRESHNESS_SECONDS", 900),
-        api_urls={p: env.get(f"{p.upper()}_API_URL") or REAL_API_URLS[p] for p in PROVIDERS},
-        provider_regions=_regions(env.get("PROVIDER_REGIONS")),
-        port=_int(env, "PORT", 8000),
-        log_level=env.get("LOG_LEVEL", "INFO").upper(),
-        http_connect_timeout=_float(env, "HTTP_CONNECT_TIMEOUT", 3.05),
-        http_read_timeout=_float(env, "HTTP_READ_TIMEOUT", 10.0),
-        task_soft_time_limit=_int(env, "TASK_SOFT_TIME_LIMIT", 30),
-        max_backoff_attempts=_int(env, "MAX_BACKOFF_ATTEMPTS", 5),
-        backoff_base_seconds=_float(env, "BACKOFF_BASE_SECONDS", 1.0),
-        backoff_cap_seconds=_float(env, "BACKOFF_CAP_SECONDS", 60.0),
-        retry_budget_seconds=_float(env, "RETRY_BUDGET_SECONDS", 300.0),
-        breaker_threshold=_int(env, "BREAKER_THRESHOLD", 5),
-        breaker_cooldown_seconds=_float(env, "BREAKER_COOLDOWN_SECONDS", 5.0),
-        breaker_max_cooldown_seconds=_float(env, "BREAKER_MAX_COOLDOWN_SECONDS", 60.0),
-        oauth_clients={
-            p: env[f"{p.upper()}_OAUTH_CLIENT"]
-            for p in PROVIDERS
-            if env.get(f"{p.upper()}_OAUTH_CLIENT")
-        },
-        broker_visibility_timeout=_int(env, "BROKER_VISIBILITY_TIMEOUT", 300),
-        stall_seconds=_float(env, "STALL_SECONDS", 60.0),
-        sweep_interval=_float(env, "SWEEP_INTERVAL_SECONDS", 15.0),
-        max_recoveries=_int(env, "MAX_RECOVERIES", 3),
-        max_deliveries=_int(env, "MAX_DELIVERIES", 5),
-        var_dir=Path(env.get("NETSYNC_VAR_DIR") or "var"),
-        database_url=env.get("DATABASE_URL") or None,
-        database_pool_size=_int(env, "DATABASE_POOL_SIZE", 8),
-        changes_retention_days=_float(env, "CHANGES_RETENTION_DAYS", 30.0),
-        callback_secrets=tuple(_csv(env.get("CALLBACK_SECRET"))) or (DEV_CALLBACK_SECRET,),
-        callback_max_attempts=_int(env, "CALLBACK_MAX_ATTEMPTS", 8),
-        callback_backoff_base_seconds=_float(env, "CALLBACK_BACKOFF_BASE_SECONDS", 2.0),
-        callback_backoff_cap_seconds=_float(env, "CALLBACK_BACKOFF_CAP_SECONDS", 3600.0),
-        live_max_connections=_int(env, "LIVE_MAX_CONNECTIONS", 100),
-        log_format=(env.get("LOG_FORMAT") or ("json" if mode == "production" else "text")).lower(),
-        quota=_quota(env),
-    )
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.field and setting.var:
+            production = values.get("env") == "production"
+            values[setting.field] = setting.load(env, production)
+    settings = Settings(**values)
     validate(settings)
     return settings
 
 
-def _quota(env) -> QuotaConfig:
-    try:
-        return QuotaConfig.from_env(env)
-    except QuotaSpecError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 def validate(settings: Settings) -> None:
-    """Refuse settings a production service must not run with."""
+    """Refuse settings no service may start with, and in production dev secrets."""
+    _check_limits(settings)
+    if settings.redis_cluster:
+        _check_cluster(settings)
+    if settings.is_production:
+        _check_production(settings)
+
+
+def _check_limits(settings: Settings) -> None:
     if settings.http_read_timeout + settings.http_connect_timeout >= settings.task_soft_time_limit:
-        raise ConfigError("HTTP timeouts must stay below TASK_SOFT_TIME_LIMIT")
+        raise ConfigError(
+            "HTTP_CONNECT_TIMEOUT + HTTP_READ_TIMEOUT must stay below TASK_SOFT_TIME_LIMIT"
+        )
     for secret in settings.callback_secrets:
         callback_secret_bytes(secret)
     if settings.log_format not in ("json", "text"):
         raise ConfigError(f"LOG_FORMAT must be json or text, got {settings.log_format!r}")
     if settings.callback_max_attempts < 1 or settings.live_max_connections < 1:
         raise ConfigError("CALLBACK_MAX_ATTEMPTS and LIVE_MAX_CONNECTIONS must be at least 1")
-    if settings.redis_cluster:
-        import queues
 
-        if not settings.redis_url:
-            raise ConfigError(
-                "REDIS_CLUSTER needs REDIS_URL (a node of the cluster): "
-                "there is no embedded cluster"
-            )
-        if not settings.broker_url or queues.is_redis_broker(settings.broker_url):
-            # kombu's Redis transport speaks to one server (BRPOP over several lists,
-            # its unacked hash and the restore script are multi-key, across slots)
-            raise ConfigError(
-                "REDIS_CLUSTER needs a CELERY_BROKER_URL that is not Redis "
-                "(RabbitMQ): kombu's Redis transport cannot use a cluster"
-            )
-    if not settings.is_production:
-        return
+
+def _check_cluster(settings: Settings) -> None:
+    import queues
+
+    if not settings.redis_url:
+        raise ConfigError(
+            "REDIS_CLUSTER needs REDIS_URL (a node of the cluster): there is no embedded cluster"
+        )
+    if not settings.broker_url or queues.is_redis_broker(settings.broker_url):
+        # kombu's Redis transport speaks to one server (BRPOP over several lists,
+        # its unacked hash and the restore script are multi-key, across slots)
+        raise ConfigError(
+            "REDIS_CLUSTER needs a CELERY_BROKER_URL that is not Redis "
+            "(RabbitMQ): kombu's Redis transport cannot use a cluster"
+        )
+
+
+def _check_production(settings: Settings) -> None:
     if settings.broker_visibility_timeout <= settings.task_soft_time_limit + 15:
         # (tests shorten it on purpose, to show that no wait sits in the broker)
         raise ConfigError(
