@@ -23,7 +23,7 @@ import struct
 
 from aiohttp import web
 
-from ..identities import first_lower, person_name
+from ..identities import TwitterIds, first_lower, person_name
 from .base import (
     Credentials,
     ErrorRow,
@@ -57,6 +57,15 @@ def username_of(n: int) -> str:
 
 class Twitter(ProviderSim):
     NAME = "twitter"
+    RELATIONS = ("followers", "following")
+    NATIVE_IDS = TwitterIds()
+    ID_FORM = r"[1-9]\d*"
+    INCLUDABLE = True
+    # the real window and scope (15 per 15 min per user token), the limit raised 1,000x
+    DEFAULT_RATE_LIMIT = {"limit": 15000, "window_s": 900, "scope": "token"}
+    PAGE_FAULTS = frozenset({"short_page"})
+    TOKEN_TTL_S = 7200  # 2 h
+    ROTATES_REFRESH = True
     PAGE_SIZE = 100
     MAX_PAGE_SIZE = 1000
     BASE_HEADERS = {
@@ -288,12 +297,7 @@ class Twitter(ProviderSim):
                 },
                 400,
             )
-        token = sim.tokens.redeem(
-            self.NAME,
-            form.get("refresh_token", ""),
-            call.t,
-            sim.scenario.token_ttl_s.get(self.NAME),
-        )
+        token = self.redeem(sim, form.get("refresh_token", ""), call.t)
         if token is None:
             return json_response(
                 {
