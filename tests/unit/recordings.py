@@ -1,4 +1,10 @@
-"""Every real recorded provider response, driven through netsync's provider code.
+"""Real recorded provider responses, driven through netsync's provider code.
+
+Each provider's contract test (``tests/unit/provider_contract.py``) runs the
+recordings of its own directory through ``check`` below; what is
+provider-specific about a recording (which provider object reads it, which
+account and cursor its request stands for, which ids its body holds by the
+documentation) is that test class's hooks.
 
 The recordings are in ``tests/fixtures/real-more/`` (each with an ``expect``
 block saying what a client following the provider's documentation must make
@@ -22,7 +28,7 @@ Several recordings are of other endpoints than the ones netsync calls
 following, Twitter following and list followers, Facebook subscribers and
 posts): they have the follower endpoints' shape and paging, so they go
 through the same parser, with the cursor netsync would hold had it asked
-for exactly the recorded request URL (``cursor_for``).
+for exactly the recorded request URL (the contract class's ``recorded_cursor``).
 
 Nothing here is shaped to pass: where the provider code disagrees with a
 recording's expectation, the test fails.
@@ -41,51 +47,13 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from providers import pagination
-from providers.facebook import SECRET_PARAMS, Facebook
-from providers.github import GitHub
-from providers.linkedin import LinkedIn
-from providers.mastodon import Mastodon
-from providers.provider import HttpCall
-from providers.twitter import Twitter
+from providers.facebook import SECRET_PARAMS
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 REAL = FIXTURES / "real"
 REAL_MORE = FIXTURES / "real-more"
 
-PROVIDER_CLASSES = {
-    "github": GitHub,
-    "twitter": Twitter,
-    "facebook": Facebook,
-    "linkedin": LinkedIn,
-    "mastodon": Mastodon,
-}
-#: netsync's default base URLs (``service.config.REAL_API_URLS``). Mastodon's
-#: base URL is the user's instance: the recordings' instance is localhost:3000.
-BASE_URLS = {
-    "github": "https://api.github.com",
-    "twitter": "https://api.twitter.com",
-    "facebook": "https://graph.facebook.com",
-    "linkedin": "https://api.linkedin.com",
-}
-
-
-# -- what the real/ recordings must parse to ------------------------------------------
-def documented_ids(provider: str, body) -> list[str]:
-    """The ids a page holds, by the documented rule (PROVIDERS.md: store ids as strings)."""
-    if provider in ("github", "mastodon"):
-        return [str(item["id"]) for item in body]
-    if provider == "facebook":
-        return [item["id"] for item in body["data"]]
-    if provider == "linkedin":
-        return [item["id"] for item in body.get("values", [])]
-    if "users" in body:  # Twitter v1.1 user objects: id_str, the id may exceed 2**53
-        return [user["id_str"] for user in body["users"]]
-    if "ids" in body:  # Twitter v1.1 bare ids
-        return [str(i) for i in body["ids"]]
-    return [user["id"] for user in body["data"]]  # Twitter v2
-
-
-_STAR = "https://api.github.com/repos/PyGithub/PyGithub/stargazers"
+STAR = "https://api.github.com/repos/PyGithub/PyGithub/stargazers"
 
 
 def _rate(limit, remaining, reset_at) -> dict:
@@ -95,7 +63,7 @@ def _rate(limit, remaining, reset_at) -> dict:
 _FB_POSTS_FIELDS = "likes.limit(1).summary(true),shares,message,id,created_time,from"
 
 #: real/ file → (kind, expect) in the vocabulary of real-more/README.md; "ids": None = the
-#: ids the body holds by ``documented_ids``.
+#: ids the body holds by the documented rule (the contract class's ``documented_ids``).
 REAL_EXPECT = {
     "facebook/error_400_oauthexception_100_app_permissions.json": (
         # Code 100 is a bad parameter: restart the pagination once, then FAIL (PROVIDERS.md).
@@ -154,7 +122,7 @@ REAL_EXPECT = {
         "page",
         {
             "ids": None,
-            "next_ok": [[f"{_STAR}?page=2", f"{_STAR}?page=3"], [f"{_STAR}?page=2"]],
+            "next_ok": [[f"{STAR}?page=2", f"{STAR}?page=3"], [f"{STAR}?page=2"]],
             "rate": _rate(5000, 4986, None),
         },
     ),
@@ -256,8 +224,10 @@ def readme_files(base: Path) -> set[str]:
     )
 
 
-def load(base: Path, name: str):
-    """(provider, kind, expect, request url, status, headers, body, now) as netsync sees them."""
+def load(base: Path, name: str, documented_ids=None):
+    """(provider, kind, expect, request url, status, headers, body, now) as netsync sees them.
+
+    ``documented_ids(body)`` fills an expectation's ``"ids": None`` (real/ files)."""
     data = json.loads((base / name).read_text())
     provider = name.split("/")[0]
     if base == REAL:
@@ -286,42 +256,12 @@ def load(base: Path, name: str):
         except ValueError:
             body = None
     if expect.get("ids", []) is None:
-        expect = {**expect, "ids": documented_ids(provider, body)}
+        expect = {**expect, "ids": documented_ids(body)}
     # Body-only captures kept no status: 200 assumed (README).
     status = response.get("status") or 200
     if recorded_at is None and headers.get("date"):
         recorded_at = parsedate_to_datetime(headers["date"]).timestamp()
     return provider, kind, expect, url, status, headers, body, recorded_at
-
-
-def make_provider(name: str, request_url: str):
-    parts = urlsplit(request_url)
-    base = f"{parts.scheme}://{parts.netloc}" if name == "mastodon" else BASE_URLS[name]
-    return PROVIDER_CLASSES[name](base)
-
-
-def account_of(name: str, request_url: str) -> str:
-    """The account the recorded request was about (only Twitter's page_call uses it)."""
-    segments = urlsplit(request_url).path.strip("/").split("/")
-    if name == "twitter" and len(segments) > 2 and segments[1] in ("users", "lists"):
-        return segments[2]
-    return segments[0] if name == "facebook" else "recorded"
-
-
-def cursor_for(provider, name: str, account_id: str, request_url: str) -> str:
-    """The cursor netsync holds when it sends exactly the recorded request."""
-    query = dict(parse_qsl(urlsplit(request_url).query))
-    if name in ("github", "mastodon"):  # Link-paged: the cursor is path + query on our origin
-        cursor = provider.relative(request_url)
-        assert cursor is not None, f"{request_url} is not on {provider.origin}"
-        return cursor
-    if name == "twitter" and query.get("pagination_token"):
-        return f"token:{query['pagination_token']}"
-    if name == "facebook" and query.get("after"):
-        return f"after:{query['after']}"
-    if name == "linkedin" and "start" in query:
-        return provider.offset_cursor(int(query["start"]))
-    return provider.first_cursor(account_id)
 
 
 def prepared(call) -> requests.PreparedRequest:
@@ -342,10 +282,11 @@ def _same(actual, expected) -> bool:
 
 
 # -- the checks ----------------------------------------------------------------------
-def check(base: Path, name: str) -> list[str]:
-    """Every way the provider code disagrees with the recording's expectation."""
-    provider_name, kind, expect, url, status, headers, body, now = load(base, name)
-    provider = make_provider(provider_name, url)
+def check(contract, base: Path, name: str) -> list[str]:
+    """Every way the provider code disagrees with the recording's expectation, read
+    with the hooks of ``contract`` (the provider's ``ProviderContract`` subclass)."""
+    _, kind, expect, url, status, headers, body, now = load(base, name, contract.documented_ids)
+    provider = contract.recording_provider(url)
     problems = check_rate(provider, headers, expect)
     error = provider.classify(status, body, headers, now if now is not None else 0.0)
     if kind == "error":
@@ -359,8 +300,8 @@ def check(base: Path, name: str) -> list[str]:
             if size == expect["size"]
             else [f"parse_size() = {size!r}, expected {expect['size']!r}"]
         )
-    account_id = account_of(provider_name, url)
-    cursor = cursor_for(provider, provider_name, account_id, url)
+    account_id = contract.recorded_account(url)
+    cursor = contract.recorded_cursor(provider, account_id, url)
     page = provider.parse_page(body, headers, cursor)
     ids = [conn_id for conn_id, _ in page.connections]
     if ids != expect["ids"]:
@@ -433,54 +374,3 @@ def check_next(nxt: list[requests.PreparedRequest], expect) -> list[str]:
     if leaked:  # the credential goes in the Authorization header, never in the URL
         problems.append(f"next request {urls[0]} carries {sorted(leaked)}")
     return problems
-
-
-@pytest.mark.parametrize("name", recordings(REAL_MORE))
-def test_real_more_recording(name):
-    problems = check(REAL_MORE, name)
-    assert not problems, f"real-more/{name}:\n  " + "\n  ".join(problems)
-
-
-@pytest.mark.parametrize("name", sorted(REAL_EXPECT))
-def test_real_recording(name):
-    problems = check(REAL, name)
-    assert not problems, f"real/{name}:\n  " + "\n  ".join(problems)
-
-
-def test_every_recording_is_in_the_repo_and_covered():
-    """The recordings are in the repo (a missing directory fails, never skips), each
-    README lists exactly its directory's files, and no real/ file is silently left out."""
-    for base in (REAL, REAL_MORE):
-        files = set(recordings(base))
-        assert files, f"no recordings in {base}"
-        assert files == readme_files(base), base
-    assert len(recordings(REAL_MORE)) == 36
-    assert set(recordings(REAL)) == set(REAL_EXPECT) | REAL_NOT_CHECKED
-    assert not set(REAL_EXPECT) & REAL_NOT_CHECKED
-
-
-def test_github_stargazer_pages_drive_one_complete_chain():
-    """The three recorded stargazer pages, driven as one sync from page one: every page
-    is asked for exactly once, nothing else is, and every id is kept once."""
-    pages = {}  # the URL each recording answered → (headers, body, its ids)
-    for base, name in (
-        (REAL, "github/stargazers_page1_200_link_next_last.json"),
-        (REAL_MORE, "github/stargazers_page2_200_link_next_last_first_prev.json"),
-        (REAL, "github/stargazers_page3_200_last_page_link_first_prev.json"),
-    ):
-        _, _, expect, url, _, headers, body, _ = load(base, name)
-        pages[prepared(HttpCall("GET", url)).url] = (headers, body, expect["ids"])
-    github = GitHub(BASE_URLS["github"])
-    queue, asked, kept = [github.relative(_STAR)], [], []
-    while queue:
-        cursor = queue.pop(0)
-        url = prepared(github.page_call("recorded", cursor)).url
-        assert url in pages, f"asked for {url}, which is no page of this list"
-        asked.append(url)
-        headers, body, _ = pages[url]
-        page = github.parse_page(body, headers, cursor)
-        kept += [conn_id for conn_id, _ in page.connections]
-        queue += pagination.followups(github, cursor, page, None)
-    assert sorted(asked) == sorted(pages), asked
-    assert kept == [i for url in asked for i in pages[url][2]]
-    assert len(kept) == len(set(kept))
