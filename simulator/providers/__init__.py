@@ -71,6 +71,8 @@ def check_class(cls, where: str) -> None:
         cls.DEFAULT_RATE_LIMIT
     ):
         bad("DEFAULT_RATE_LIMIT", "must be a scenario rule ({'limit', 'window_s', ...}) or None")
+    if set(cls.SAMPLE_PATHS) != {"profile", "page"}:
+        bad("SAMPLE_PATHS", f"must give the 'profile' and 'page' paths, got {cls.SAMPLE_PATHS!r}")
     if not cls.ROUTES:
         bad("ROUTES", "must serve at least a profile and a page")
     for route in cls.ROUTES:

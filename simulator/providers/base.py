@@ -182,6 +182,9 @@ class ProviderSim:
     TOKEN_TTL_S = 7200
     #: its refresh endpoint rotates the refresh token (the old one dies on use)
     ROTATES_REFRESH = False
+    #: What a client asks for the profile and the first page of ``{account}``
+    #: (path and query under the prefix): tests and tools call any provider alike.
+    SAMPLE_PATHS: Mapping[str, str] = {}
     #: Static headers the provider sends on every response.
     BASE_HEADERS: Mapping[str, str] = {}
     #: Public data readable without a token (GitHub, Mastodon).
@@ -273,6 +276,10 @@ class ProviderSim:
         ``-``): what tests and tools name a scenario account, so that netsync, which
         checks an id's form (``providers.<name>.ACCOUNT_ID_PATTERN``), takes it."""
         return stem
+
+    def sample_path(self, kind: str, account_id: str) -> str:
+        """``SAMPLE_PATHS[kind]`` ("profile" or "page") for ``account_id``."""
+        return self.SAMPLE_PATHS[kind].format(account=account_id)
 
     def normalize_id(self, account_id: str) -> str:
         """The lookup form of an account id (``CASE_INSENSITIVE_IDS``: lower case)."""

@@ -163,6 +163,10 @@ class Bluesky(ProviderSim):
         "Vary": "Authorization",
         "Cache-Control": "private",
     }
+    SAMPLE_PATHS = {
+        "profile": f"{_PROFILE}?actor={{account}}",
+        "page": f"{_FOLLOWERS}?actor={{account}}",
+    }
     ROUTES = (
         Route("GET", _PROFILE, "profile", "profile", account_param="actor"),
         Route("GET", _FOLLOWERS, "page", "page", "followers", "actor"),

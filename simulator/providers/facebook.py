@@ -65,6 +65,7 @@ class Facebook(ProviderSim):
         "Access-Control-Allow-Origin": "*",
         "x-fb-rev": "1012345678",
     }
+    SAMPLE_PATHS = {"profile": "/v19.0/{account}", "page": "/v19.0/{account}/friends"}
     ROUTES = (
         Route("GET", "/{version:v\\d+\\.\\d+}/{uid}/friends", "page", "page", "friends", "uid"),
         Route("GET", "/{version:v\\d+\\.\\d+}/{uid}", "profile", "profile", account_param="uid"),

@@ -79,6 +79,7 @@ class GitHub(ProviderSim):
         "Vary": "Accept, Authorization, Cookie, X-GitHub-OTP",
         "X-Content-Type-Options": "nosniff",
     }
+    SAMPLE_PATHS = {"profile": "/users/{account}", "page": "/users/{account}/followers"}
     ROUTES = (
         Route("GET", "/user", "profile", "profile"),
         Route("GET", "/users/{login}", "profile", "profile", account_param="login"),

@@ -51,6 +51,10 @@ class LinkedIn(ProviderSim):
         "X-Li-Pop": "prod-lva1-x",
         "X-Li-Proto": "http/1.1",
     }
+    SAMPLE_PATHS = {
+        "profile": "/v2/connections?q=viewer&projection=(paging)",
+        "page": "/v2/connections?q=viewer",
+    }
     ROUTES = (
         Route("GET", "/v2/me", "profile", "profile"),
         Route("GET", "/v2/connections", "page", "page", "connections"),

@@ -65,6 +65,10 @@ class Mastodon(ProviderSim):
         "X-Frame-Options": "SAMEORIGIN",
         "Referrer-Policy": "strict-origin-when-cross-origin",
     }
+    SAMPLE_PATHS = {
+        "profile": "/api/v1/accounts/{account}",
+        "page": "/api/v1/accounts/{account}/followers",
+    }
     ROUTES = (
         Route("GET", "/api/v1/accounts/verify_credentials", "profile", "profile"),
         Route("GET", "/api/v1/accounts/{id}", "profile", "profile", account_param="id"),

@@ -74,6 +74,7 @@ class Twitter(ProviderSim):
         "Cache-Control": "no-cache, no-store, max-age=0",
         "x-content-type-options": "nosniff",
     }
+    SAMPLE_PATHS = {"profile": "/2/users/{account}", "page": "/2/users/{account}/followers"}
     ROUTES = (
         Route("GET", "/2/users/me", "profile", "profile"),
         Route("GET", "/2/users/{id}", "profile", "profile", account_param="id"),

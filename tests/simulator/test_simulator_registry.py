@@ -31,6 +31,7 @@ class Example(ProviderSim):
     NATIVE_IDS = PermutedIds(40, 1)
     ID_FORM = r"[1-9]\d*"
     PAGE_SIZE = MAX_PAGE_SIZE = 10
+    SAMPLE_PATHS = {"profile": "/users/{account}", "page": "/users/{account}/followers"}
     ROUTES = (Route("GET", "/users/{id}", "profile", "profile", account_param="id"),)
     ERROR_ROWS = (
         ErrorRow("unauthorized", 401, "Unauthorized"),
@@ -82,6 +83,7 @@ def test_a_seventh_provider_is_its_class_and_one_registry_line():
         ("PAGE_SIZE", 11),  # above MAX_PAGE_SIZE
         ("PAGE_FAULTS", frozenset({"short_pages"})),
         ("DEFAULT_RATE_LIMIT", {"limit": 5}),
+        ("SAMPLE_PATHS", {"profile": "/users/{account}"}),
         ("ROUTES", ()),
         ("ROUTES", (Route("GET", "/x", "no_handler", "page"),)),
         ("ROW_NOT_FOUND", "no_such_row"),
