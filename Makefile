@@ -60,10 +60,11 @@ docs: install
 	$(PY) -m devtools.settings_docs
 
 test: install clients browser
-	$(PY) -m pytest tests/unit tests/integration
+	$(PY) -m pytest tests/unit tests/simulator tests/integration
 
+# the fast tests: netsync's own (tests/unit) and the simulator's (tests/simulator)
 unit: install
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/unit tests/simulator
 
 integration: install clients browser
 	$(PY) -m pytest tests/integration

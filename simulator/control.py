@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .providers import PROVIDER_SIMS
-from .scenario import RELATIONS, ScenarioError, parse_accounts, parse_scenario
+from .scenario import ScenarioError, parse_accounts, parse_scenario
 
 
 def add_routes(app: web.Application, sim) -> None:
@@ -76,9 +76,9 @@ class ControlHandlers:
         account = self.sim.account(provider_name, request.match_info["account_id"])
         if account is None:
             return web.json_response({"error": "unknown account"}, status=404)
-        relation = request.query.get("relation") or RELATIONS[provider_name][0]
-        if relation not in RELATIONS[provider_name]:
-            return _bad_request(f"{provider_name} relations: {RELATIONS[provider_name]}")
+        relation = request.query.get("relation") or provider.RELATIONS[0]
+        if relation not in provider.RELATIONS:
+            return _bad_request(f"{provider_name} relations: {provider.RELATIONS}")
         space = account.space(relation)
         try:
             offset = int(request.query.get("offset", 0))

@@ -19,21 +19,27 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from .providers import PROVIDER_SIMS
+from .providers.base import PAGE_KINDS
 from .scenario import PATH_KINDS, PROVIDERS, ScenarioError, normalize_account_id
 
+#: Kinds every provider has.
+GENERAL_KINDS = (
+    "outage",  # 503 in the provider's shape
+    "error",  # one row of the provider's error table
+    "drop",  # close the connection without an answer
+    "latency",  # mean/jitter (ms) for matching calls
+    "revoke_token",  # the token (default: the caller's) is revoked for good
+    "expire_token",  # the token (default: the caller's) expires now
+    "rate_limit",  # replace the provider's rate limits when added
+)
 #: Fault kinds -> providers they apply to (None: all).
 KINDS: dict[str, tuple[str, ...] | None] = {
-    "outage": None,  # 503 in the provider's shape
-    "error": None,  # one row of the provider's error table
-    "drop": None,  # close the connection without an answer
-    "latency": None,  # mean/jitter (ms) for matching calls
-    "revoke_token": None,  # the token (default: the caller's) is revoked for good
-    "expire_token": None,  # the token (default: the caller's) expires now
-    "rate_limit": None,  # replace the provider's rate limits when added
-    "off_by_one": ("linkedin",),  # endless one-person pages
-    "empty_page_with_next": ("facebook",),  # data [] but paging.next
-    "cursor_expired": ("facebook",),  # code 100 on cursor pages
-    "short_page": ("twitter", "facebook", "mastodon", "bluesky"),  # fewer items, cursor goes on
+    **dict.fromkeys(GENERAL_KINDS),
+    **{
+        kind: tuple(name for name, sim in PROVIDER_SIMS.items() if kind in sim.PAGE_FAULTS)
+        for kind in PAGE_KINDS
+    },
 }
 
 
@@ -61,8 +67,6 @@ APPLIES = {
 
 #: Kinds that answer the call themselves instead of letting it through.
 TERMINAL_KINDS = {"outage", "error", "drop"}
-#: Kinds that change how the page handler renders a page.
-PAGE_KINDS = {"off_by_one", "empty_page_with_next", "cursor_expired", "short_page"}
 
 
 class Fault:

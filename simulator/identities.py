@@ -82,6 +82,12 @@ def account_key(provider: str, account_id: str, relation: str) -> int:
     return int.from_bytes(digest, "big")
 
 
+def own_numeric_id(provider: str, account_id: str) -> int:
+    """A scenario account's own numeric id (GitHub's user id) when the scenario gives
+    none: derived from its (normalized) id, below 2**27."""
+    return 1 + account_key(provider, account_id, "self") % (1 << 27)
+
+
 def permute(value: int, bits: int, key: int) -> int:
     """A keyed bijection on ``[0, 2**bits)``: distinct inputs give distinct outputs.
 
@@ -176,7 +182,8 @@ class ConnectionSpace:
         return min(max(index, self.start), self.end)
 
 
-# --- provider id spaces: index -> native integer, unique per key -------------
+# --- id spaces: index -> native integer, unique per key ------------------------
+# Each provider's class names its own (``ProviderSim.NATIVE_IDS``).
 
 
 class PermutedIds:
@@ -222,14 +229,3 @@ class TwitterIds:
 
     def many(self, lo: int, hi: int, key: int) -> list[int]:
         return [self(index, key) for index in range(lo, hi)]
-
-
-#: Each provider's id space (``ids(index, key)`` and ``ids.many(lo, hi, key)``).
-NATIVE_IDS = {
-    "github": PermutedIds(30, 1),  # integers in [1, 2**30]
-    "twitter": TwitterIds(),
-    "facebook": PermutedIds(50, 100_000_000_000_000),  # 15-16 digit numbers
-    "linkedin": PermutedIds(59, 0),  # 10 base62 characters
-    "mastodon": PermutedIds(56, 100_000_000_000_000_000),  # 18-digit snowflake-like
-    "bluesky": PermutedIds(60, 0),  # the unique half of a did:plc
-}

@@ -11,49 +11,39 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .identities import NATIVE_IDS, ConnectionSpace
+from .errors import ScenarioError
+from .identities import ConnectionSpace
+from .providers import PROVIDER_SIMS
 
-PROVIDERS = tuple(NATIVE_IDS)
+# The per-provider tables below are derived from the provider classes
+# (``simulator/providers/<name>.py``); add a fact there, not here.
+PROVIDERS = tuple(PROVIDER_SIMS)
 
 #: The relation a provider syncs by default, and the other ones it serves.
-RELATIONS = {
-    "github": ("followers", "following"),
-    "twitter": ("followers", "following"),
-    "mastodon": ("followers", "following"),
-    "bluesky": ("followers", "following"),
-    "facebook": ("friends",),
-    "linkedin": ("connections",),
-}
+RELATIONS = {name: sim.RELATIONS for name, sim in PROVIDER_SIMS.items()}
 
 #: providers whose scenario accounts may list other accounts among their connections
-#: (``connections_include``): their pages render a connection from its numeric id,
-#: so an included account appears with the id its own profile answers with
-INCLUDABLE = ("github", "twitter", "mastodon", "facebook")
+#: (``connections_include``; ``ProviderSim.INCLUDABLE``)
+INCLUDABLE = tuple(name for name, sim in PROVIDER_SIMS.items() if sim.INCLUDABLE)
 
 SCOPES = ("token", "app", "ip")
 PATH_KINDS = ("profile", "page", "token")
 
 #: Rate-limit windows aligned to wall-clock multiples of the window
-#: (Mastodon resets at e.g. 13:50:00); the others start at the first call.
-ALIGNED_WINDOWS = {"mastodon"}
+#: (``ProviderSim.ALIGNED_WINDOWS``); the others start at the first call.
+ALIGNED_WINDOWS = {name for name, sim in PROVIDER_SIMS.items() if sim.ALIGNED_WINDOWS}
 
 #: The rule in force (announced in the headers and enforced) for a provider
 #: whose real API always sends rate-limit headers, when the scenario names
-#: no rule for it: the real window and scope, with a limit that the test
-#: suite and benchmarks never come near (a 200,000-follower GitHub account
-#: is 2,001 calls). GitHub's is the real 5,000/h per token; Twitter's real
-#: 15 per 15 min and Mastodon's 300 per 5 min are raised 1,000x and 100x.
+#: no rule for it (``ProviderSim.DEFAULT_RATE_LIMIT``): the real window and
+#: scope, with a limit that the test suite and benchmarks never come near (a
+#: 200,000-follower GitHub account is 2,001 calls).
 #: ``"rate_limits": {"github": null}`` (or ``[]``) opts out: no rule, no headers.
 DEFAULT_RATE_LIMITS = {
-    "github": {"limit": 5000, "window_s": 3600, "scope": "token"},
-    "twitter": {"limit": 15000, "window_s": 900, "scope": "token"},
-    "mastodon": {"limit": 30000, "window_s": 300, "scope": "token"},
-    "bluesky": {"limit": 300000, "window_s": 300, "scope": "ip"},  # real: 3000 / 5 min per IP
+    name: dict(sim.DEFAULT_RATE_LIMIT)
+    for name, sim in PROVIDER_SIMS.items()
+    if sim.DEFAULT_RATE_LIMIT is not None
 }
-
-
-class ScenarioError(ValueError):
-    """The scenario (or a run-time change to it) is malformed."""
 
 
 @dataclass
@@ -121,7 +111,7 @@ class Account:
                 relation,
                 start,
                 max(size, len(included)),
-                NATIVE_IDS[self.provider],
+                PROVIDER_SIMS[self.provider].NATIVE_IDS,
             )
             if included and self._stable_native is not None:
                 space.overrides = {
@@ -319,11 +309,12 @@ def parse_accounts(raw: Any, where: str = "accounts") -> list[Account]:
 
 def normalize_account_id(provider: str, account_id: str) -> str:
     """The lookup form of an account id (GitHub logins are case-insensitive)."""
-    return account_id.lower() if provider == "github" else account_id
+    sim = PROVIDER_SIMS.get(provider)
+    return sim.normalize_id(account_id) if sim is not None else account_id
 
 
 def _provider(value: Any, where: str) -> str:
-    if value not in NATIVE_IDS:
+    if value not in PROVIDER_SIMS:
         raise ScenarioError(f"{where}: unknown provider {value!r} (known: {', '.join(PROVIDERS)})")
     return value
 
@@ -347,7 +338,7 @@ def _includes(raw: Any, provider: str, where: str) -> dict:
             raise ScenarioError(f"{where}: {provider} relations are {RELATIONS[provider]}")
         if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
             raise ScenarioError(f"{where}.{relation}: expected a list of account ids")
-        if provider != "github" and not all(i.isdigit() for i in ids):
+        if not all(PROVIDER_SIMS[provider].includable_id(i) for i in ids):
             # their wire ids are the accounts' own ids, rendered as numbers
             raise ScenarioError(f"{where}.{relation}: {provider} account ids must be numeric")
         out[relation] = list(dict.fromkeys(ids))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from .calls import CallLog
 from .faults import FaultBook
-from .identities import account_key
+from .identities import own_numeric_id
 from .providers import PROVIDER_SIMS
 from .ratelimit import RateLimiter
 from .scenario import Account, Latency, Scenario, normalize_account_id, parse_rate_limits
@@ -94,18 +94,15 @@ class Simulator:
 
     def stable_native(self, provider: str, account_id: str) -> int:
         """The native id another account's network lists this account under: what its
-        own profile answers with (GitHub's numeric id; the others' numeric account id)."""
-        if provider != "github":
-            return int(account_id)
-        account = self.account(provider, account_id) or Account(provider=provider, id=account_id)
-        return self.numeric_id(account)
+        own profile answers with (``ProviderSim.included_native``)."""
+        return PROVIDER_SIMS[provider].included_native(self, account_id)
 
     @staticmethod
     def numeric_id(account: Account) -> int:
         """The account's own numeric id (GitHub user id): given, or derived from its id."""
         if account.numeric_id is not None:
             return account.numeric_id
-        return 1 + account_key(account.provider, account.key[1], "self") % (1 << 27)
+        return own_numeric_id(account.provider, account.key[1])
 
     # --- faults -------------------------------------------------------------------
 

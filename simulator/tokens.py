@@ -11,15 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Lifetime of tokens issued by a refresh, unless the scenario's
-#: ``token_ttl_s`` says otherwise (Twitter: 2 h, LinkedIn: 60 days).
-DEFAULT_TTL_S = {"twitter": 7200, "linkedin": 5_184_000, "bluesky": 7200}
-
-#: Twitter rotates refresh tokens (the old one dies on use); LinkedIn hands
-#: back the same refresh token until it expires. Bluesky's refreshSession
-#: rotates too.
-ROTATES_REFRESH = {"twitter", "bluesky"}
-
 
 @dataclass
 class AccessToken:
@@ -125,16 +116,18 @@ class TokenRegistry:
         return True
 
     def redeem(
-        self, provider: str, refresh_token: str, now: float, ttl_s: int | None
+        self, provider: str, refresh_token: str, now: float, ttl_s: float, rotate: bool
     ) -> AccessToken | None:
-        """Exchange a refresh token for a new access token (``None``: refused)."""
+        """Exchange a refresh token for a new access token living ``ttl_s`` (``None``:
+        refused). ``rotate``: the refresh token is replaced, the old one dies on use
+        (Twitter, Bluesky); else it is handed back until it expires (LinkedIn). The
+        provider's class says which (``ProviderSim.redeem``)."""
         grant = self.refresh.get((provider, refresh_token))
         if grant is None or grant.used or grant.revoked:
             return None
-        ttl = ttl_s if ttl_s is not None else DEFAULT_TTL_S.get(provider, 7200)
         generation = grant.generation + 1
         new_refresh = refresh_token
-        if provider in ROTATES_REFRESH:
+        if rotate:
             grant.used = True
             new_refresh = f"{grant.root}.r{generation}"
             self.refresh[(provider, new_refresh)] = RefreshGrant(
@@ -146,7 +139,7 @@ class TokenRegistry:
             f"{grant.base_access}.r{generation}",
             provider,
             grant.account_id,
-            now + ttl,
+            now + ttl_s,
             new_refresh,
             origin="refresh",
             generation=generation,

@@ -1,10 +1,13 @@
-"""What every simulated provider is made of: routes, an error table, render hooks.
+"""What every simulated provider is made of: its facts, routes, an error table, render hooks.
 
-A provider module is mostly data (``ROUTES``, ``ERROR_ROWS``, header names)
-plus a few small hooks: read the credentials, render an error row, render
-the rate-limit headers, and one handler per route. The request pipeline
-(auth, faults, quotas, latency, stats) lives in ``simulator.app`` and is the
-same for all of them.
+A provider module is one ``ProviderSim`` subclass, mostly data: its routes
+and error table (``ROUTES``, ``ERROR_ROWS``, the ``ROW_*`` names), and every
+fact the shared modules read instead of keeping a table per provider
+(``RELATIONS``, ``NATIVE_IDS``, ``DEFAULT_RATE_LIMIT``, ``PAGE_FAULTS``,
+``TOKEN_TTL_S``, ...: see the class). Then a few small hooks: read the
+credentials, render an error row, render the rate-limit headers, and one
+handler per route. The request pipeline (auth, faults, quotas, latency,
+stats) lives in ``simulator.app`` and is the same for all of them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,16 @@ from typing import Any
 
 from aiohttp import web
 
-from ..scenario import ScenarioError, normalize_account_id
+from ..errors import ScenarioError
+
+#: The page faults (``simulator.faults``): they change how a page handler renders a
+#: page, so each provider's class lists those its handler renders (``PAGE_FAULTS``).
+PAGE_KINDS = (
+    "off_by_one",  # endless one-person pages (LinkedIn)
+    "empty_page_with_next",  # data [] but paging.next (Facebook)
+    "cursor_expired",  # code 100 on cursor pages (Facebook)
+    "short_page",  # fewer items, the cursor goes on
+)
 
 
 @dataclass(frozen=True)
@@ -137,9 +149,42 @@ def bearer_token(request: web.Request, schemes: Mapping[str, str]) -> Credential
 
 
 class ProviderSim:
-    """Base of the five simulated providers; subclasses fill in the data."""
+    """Base of the simulated providers; subclasses fill in the data.
 
+    A subclass is registered by one line in ``simulator.providers.REGISTRY``,
+    which checks its facts (``simulator.providers.check_class``) when it loads.
+    """
+
+    #: the path prefix (``/<NAME>/``) and the scenario's ``provider``: netsync's name for it
     NAME = ""
+    #: the relations it serves, the one a sync reads by default first
+    RELATIONS: tuple[str, ...] = ()
+    #: its connections' id space: ``NATIVE_IDS(index, key)`` and ``NATIVE_IDS.many(lo, hi, key)``
+    #: give native integers, unique per account (``simulator.identities``)
+    NATIVE_IDS: Any = None
+    #: a connection id as ``/_sim/truth`` gives it (what ``stored_form`` returns), as a regex
+    ID_FORM = ""
+    #: account ids are case-insensitive (GitHub logins): looked up in lower case
+    CASE_INSENSITIVE_IDS = False
+    #: scenario accounts may name other scenario accounts among their connections
+    #: (``connections_include``): pages render a connection from its native id, and an
+    #: included account's is ``included_native`` (by default its id, so it must be numeric)
+    INCLUDABLE = False
+    #: the rule announced and enforced when the scenario names none (the real API always
+    #: sends rate-limit headers); a scenario rule's fields. None: nothing enforced
+    DEFAULT_RATE_LIMIT: Mapping[str, Any] | None = None
+    #: rate-limit windows start at wall-clock multiples of the window (Mastodon resets at
+    #: e.g. 13:50:00); otherwise at the first call. A scenario rule's ``align`` overrides
+    ALIGNED_WINDOWS = False
+    #: the page faults (``PAGE_KINDS``) its page handler renders
+    PAGE_FAULTS: frozenset[str] = frozenset()
+    #: lifetime of tokens its refresh endpoint issues (the scenario's ``token_ttl_s`` overrides)
+    TOKEN_TTL_S = 7200
+    #: its refresh endpoint rotates the refresh token (the old one dies on use)
+    ROTATES_REFRESH = False
+    #: What a client asks for the profile and the first page of ``{account}``
+    #: (path and query under the prefix): tests and tools call any provider alike.
+    SAMPLE_PATHS: Mapping[str, str] = {}
     #: Static headers the provider sends on every response.
     BASE_HEADERS: Mapping[str, str] = {}
     #: Public data readable without a token (GitHub, Mastodon).
@@ -156,8 +201,9 @@ class ProviderSim:
     #: A path the provider does not serve (default: ``ROW_NOT_FOUND``).
     ROW_UNKNOWN_PATH = ""
     ROW_OUTAGE = ""
-    #: Page size when the client asks for none (the real default).
+    #: Page size when the client asks for none (the real default), and the most it serves.
     PAGE_SIZE = 0
+    MAX_PAGE_SIZE = 0
 
     def __init__(self) -> None:
         self._rows = {}
@@ -225,8 +271,36 @@ class ProviderSim:
     def call_kind(self, route: Route, request: web.Request) -> str:
         return route.kind
 
+    def sample_account_id(self, stem: str) -> str:
+        """An account id of this provider's form made from ``stem`` (letters, digits and
+        ``-``): what tests and tools name a scenario account, so that netsync, which
+        checks an id's form (``providers.<name>.ACCOUNT_ID_PATTERN``), takes it."""
+        return stem
+
+    def sample_path(self, kind: str, account_id: str) -> str:
+        """``SAMPLE_PATHS[kind]`` ("profile" or "page") for ``account_id``."""
+        return self.SAMPLE_PATHS[kind].format(account=account_id)
+
+    def normalize_id(self, account_id: str) -> str:
+        """The lookup form of an account id (``CASE_INSENSITIVE_IDS``: lower case)."""
+        return account_id.lower() if self.CASE_INSENSITIVE_IDS else account_id
+
+    def included_native(self, sim, account_id: str) -> int:
+        """``INCLUDABLE``: the native id another account's network lists scenario
+        account ``account_id`` under: what its own profile answers with."""
+        return int(account_id)
+
+    def includable_id(self, account_id: str) -> bool:
+        """Whether ``connections_include`` may name this account id (see ``included_native``)."""
+        return account_id.isdigit()
+
+    def redeem(self, sim, refresh_token: str, now: float):
+        """Its refresh endpoint's exchange: a new access token (``None``: refused)."""
+        ttl = sim.scenario.token_ttl_s.get(self.NAME, self.TOKEN_TTL_S)
+        return sim.tokens.redeem(self.NAME, refresh_token, now, ttl, self.ROTATES_REFRESH)
+
     def lookup_account(self, sim, route: Route, raw_id: str, call):
-        return sim.accounts.get((self.NAME, normalize_account_id(self.NAME, raw_id)))
+        return sim.accounts.get((self.NAME, self.normalize_id(raw_id)))
 
     def unknown_token_row(self, call) -> str:
         return self.ROW_UNKNOWN_TOKEN

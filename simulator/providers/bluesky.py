@@ -39,7 +39,7 @@ Quirks reproduced (from the AppView and PDS source, bluesky-social/atproto):
   and ``ratelimit-policy`` (``3000;w=300``) on every answer of a rule. With
   no rule in the scenario the implicit default applies (per IP, 5-minute
   windows as the real PDS's 3000 per 5 minutes, with a roomier limit:
-  ``simulator.scenario.DEFAULT_RATE_LIMITS``).
+  ``Bluesky.DEFAULT_RATE_LIMIT``).
 - ``refreshSession`` rotates the refresh token: the old one then answers 400
   ``ExpiredToken`` "Token has been revoked". Tokens it issues are JWT-shaped
   (``exp`` is the real expiry); the simulator's own token name is in ``jti``.
@@ -56,7 +56,7 @@ import weakref
 
 from aiohttp import web
 
-from ..identities import first_lower, last_lower, permute, person_name
+from ..identities import PermutedIds, first_lower, last_lower, permute, person_name
 from .base import (
     Credentials,
     ErrorRow,
@@ -149,11 +149,23 @@ def _iso(ms: int) -> str:
 
 class Bluesky(ProviderSim):
     NAME = "bluesky"
+    RELATIONS = ("followers", "following")
+    NATIVE_IDS = PermutedIds(60, 0)  # the unique half of a did:plc
+    ID_FORM = r"did:plc:[a-z2-7]{24}"
+    # the real window and scope (3000 per 5 min per IP, the PDS's), the limit raised 100x
+    DEFAULT_RATE_LIMIT = {"limit": 300000, "window_s": 300, "scope": "ip"}
+    PAGE_FAULTS = frozenset({"short_page"})
+    TOKEN_TTL_S = 7200  # access tokens: 2 h
+    ROTATES_REFRESH = True
     PAGE_SIZE = 50
     MAX_PAGE_SIZE = 100
     BASE_HEADERS = {
         "Vary": "Authorization",
         "Cache-Control": "private",
+    }
+    SAMPLE_PATHS = {
+        "profile": f"{_PROFILE}?actor={{account}}",
+        "page": f"{_FOLLOWERS}?actor={{account}}",
     }
     ROUTES = (
         Route("GET", _PROFILE, "profile", "profile", account_param="actor"),
@@ -268,6 +280,9 @@ class Bluesky(ProviderSim):
         self._aliases: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # --- identities -------------------------------------------------------------------
+
+    def sample_account_id(self, stem: str) -> str:
+        return f"{stem}.bsky.social"  # an actor is a handle (a domain name) or a DID
 
     def stored_form(self, n: int) -> tuple[str, str]:
         return did_of(n), handle_of(n)
@@ -439,9 +454,7 @@ class Bluesky(ProviderSim):
         if grant.used or grant.revoked:
             return self._error(sim, call, "expired_token", "Token has been revoked")
         account = sim.accounts.get((self.NAME, grant.account_id))
-        token = sim.tokens.redeem(
-            self.NAME, grant.value, call.t, sim.scenario.token_ttl_s.get(self.NAME)
-        )
+        token = self.redeem(sim, grant.value, call.t)
         if token is None or account is None:
             return self._error(sim, call, "expired_token", "Token has been revoked")
         did, now = account_did(account), int(call.t)

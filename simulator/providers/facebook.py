@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ..identities import base62_fixed, person_name
+from ..identities import PermutedIds, base62_fixed, person_name
 from .base import (
     Credentials,
     ErrorRow,
@@ -50,6 +50,11 @@ def _bad_token(name: str, message: str, code: int = 190, subcode: int | None = N
 
 class Facebook(ProviderSim):
     NAME = "facebook"
+    RELATIONS = ("friends",)
+    NATIVE_IDS = PermutedIds(50, 100_000_000_000_000)  # 15-16 digit numbers
+    ID_FORM = r"[1-9]\d{14,15}"
+    INCLUDABLE = True
+    PAGE_FAULTS = frozenset({"empty_page_with_next", "cursor_expired", "short_page"})
     PAGE_SIZE = 25
     MAX_PAGE_SIZE = 5000
     BASE_HEADERS = {
@@ -60,6 +65,7 @@ class Facebook(ProviderSim):
         "Access-Control-Allow-Origin": "*",
         "x-fb-rev": "1012345678",
     }
+    SAMPLE_PATHS = {"profile": "/v19.0/{account}", "page": "/v19.0/{account}/friends"}
     ROUTES = (
         Route("GET", "/{version:v\\d+\\.\\d+}/{uid}/friends", "page", "page", "friends", "uid"),
         Route("GET", "/{version:v\\d+\\.\\d+}/{uid}", "profile", "profile", account_param="uid"),

@@ -21,7 +21,14 @@ import math
 
 from aiohttp import web
 
-from ..identities import FIRST_NAMES, LAST_NAMES, first_lower, last_lower
+from ..identities import (
+    FIRST_NAMES,
+    LAST_NAMES,
+    PermutedIds,
+    first_lower,
+    last_lower,
+    own_numeric_id,
+)
 from .base import (
     Credentials,
     ErrorRow,
@@ -54,6 +61,13 @@ _NF, _NL = len(_FIRST), len(_LAST)
 
 class GitHub(ProviderSim):
     NAME = "github"
+    RELATIONS = ("followers", "following")
+    NATIVE_IDS = PermutedIds(30, 1)  # integers in [1, 2**30]
+    ID_FORM = r"[1-9]\d*"
+    CASE_INSENSITIVE_IDS = True  # logins
+    INCLUDABLE = True
+    # the real 5,000/h per token (anonymous: per client address)
+    DEFAULT_RATE_LIMIT = {"limit": 5000, "window_s": 3600, "scope": "token"}
     PAGE_SIZE = 30
     MAX_PAGE_SIZE = 100
     ANONYMOUS_OK = True
@@ -65,6 +79,7 @@ class GitHub(ProviderSim):
         "Vary": "Accept, Authorization, Cookie, X-GitHub-OTP",
         "X-Content-Type-Options": "nosniff",
     }
+    SAMPLE_PATHS = {"profile": "/users/{account}", "page": "/users/{account}/followers"}
     ROUTES = (
         Route("GET", "/user", "profile", "profile"),
         Route("GET", "/users/{login}", "profile", "profile", account_param="login"),
@@ -139,6 +154,16 @@ class GitHub(ProviderSim):
             key = sim.numeric_index.get((self.NAME, int(raw_id)))
             return sim.accounts.get(key) if key else None
         return super().lookup_account(sim, route, raw_id, call)
+
+    def included_native(self, sim, account_id: str) -> int:
+        # a login is listed under its numeric user id, the one its profile answers with
+        account = sim.account(self.NAME, account_id)
+        if account is not None:
+            return sim.numeric_id(account)
+        return own_numeric_id(self.NAME, self.normalize_id(account_id))
+
+    def includable_id(self, account_id: str) -> bool:
+        return True  # any login: it is listed under its numeric id
 
     def stored_form(self, n: int) -> tuple[str, str]:
         return str(n), login_of(n)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..identities import base62_fixed
+from ..identities import PermutedIds, base62_fixed
 from .base import (
     Credentials,
     ErrorRow,
@@ -37,6 +37,11 @@ _URN = "urn:li:person:"
 
 class LinkedIn(ProviderSim):
     NAME = "linkedin"
+    RELATIONS = ("connections",)
+    NATIVE_IDS = PermutedIds(59, 0)  # 10 base62 characters
+    ID_FORM = r"urn:li:person:[0-9A-Za-z]{10}"
+    PAGE_FAULTS = frozenset({"off_by_one"})
+    TOKEN_TTL_S = 5_184_000  # 60 days; the refresh token is handed back unchanged
     PAGE_SIZE = 50
     MAX_PAGE_SIZE = 500
     BASE_HEADERS = {
@@ -45,6 +50,10 @@ class LinkedIn(ProviderSim):
         "X-Li-Fabric": "prod-lva1",
         "X-Li-Pop": "prod-lva1-x",
         "X-Li-Proto": "http/1.1",
+    }
+    SAMPLE_PATHS = {
+        "profile": "/v2/connections?q=viewer&projection=(paging)",
+        "page": "/v2/connections?q=viewer",
     }
     ROUTES = (
         Route("GET", "/v2/me", "profile", "profile"),
@@ -184,9 +193,7 @@ class LinkedIn(ProviderSim):
                 },
                 400,
             )
-        token = sim.tokens.redeem(
-            self.NAME, form["refresh_token"], call.t, sim.scenario.token_ttl_s.get(self.NAME)
-        )
+        token = self.redeem(sim, form["refresh_token"], call.t)
         if token is None:
             return json_response(
                 {

@@ -20,7 +20,7 @@ import time
 
 from aiohttp import web
 
-from ..identities import first_lower, person_name
+from ..identities import PermutedIds, first_lower, person_name
 from .base import ErrorRow, ProviderSim, RawJSON, Route, fault_reset, int_param, origin
 
 _DOMAINS = ("mastodon.social", "fosstodon.org", "hachyderm.io", "mas.to")
@@ -46,6 +46,14 @@ def iso8601(t: float) -> str:
 
 class Mastodon(ProviderSim):
     NAME = "mastodon"
+    RELATIONS = ("followers", "following")
+    NATIVE_IDS = PermutedIds(56, 100_000_000_000_000_000)  # 18-digit snowflake-like
+    ID_FORM = r"[1-9]\d{17}"
+    INCLUDABLE = True
+    # the real window and scope (300 per 5 min per token), the limit raised 100x
+    DEFAULT_RATE_LIMIT = {"limit": 30000, "window_s": 300, "scope": "token"}
+    ALIGNED_WINDOWS = True  # resets at wall-clock multiples (13:50:00)
+    PAGE_FAULTS = frozenset({"short_page"})
     PAGE_SIZE = 40
     MAX_PAGE_SIZE = 80
     ANONYMOUS_OK = True
@@ -56,6 +64,10 @@ class Mastodon(ProviderSim):
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "SAMEORIGIN",
         "Referrer-Policy": "strict-origin-when-cross-origin",
+    }
+    SAMPLE_PATHS = {
+        "profile": "/api/v1/accounts/{account}",
+        "page": "/api/v1/accounts/{account}/followers",
     }
     ROUTES = (
         Route("GET", "/api/v1/accounts/verify_credentials", "profile", "profile"),

@@ -23,7 +23,7 @@ import struct
 
 from aiohttp import web
 
-from ..identities import first_lower, person_name
+from ..identities import TwitterIds, first_lower, person_name
 from .base import (
     Credentials,
     ErrorRow,
@@ -57,6 +57,15 @@ def username_of(n: int) -> str:
 
 class Twitter(ProviderSim):
     NAME = "twitter"
+    RELATIONS = ("followers", "following")
+    NATIVE_IDS = TwitterIds()
+    ID_FORM = r"[1-9]\d*"
+    INCLUDABLE = True
+    # the real window and scope (15 per 15 min per user token), the limit raised 1,000x
+    DEFAULT_RATE_LIMIT = {"limit": 15000, "window_s": 900, "scope": "token"}
+    PAGE_FAULTS = frozenset({"short_page"})
+    TOKEN_TTL_S = 7200  # 2 h
+    ROTATES_REFRESH = True
     PAGE_SIZE = 100
     MAX_PAGE_SIZE = 1000
     BASE_HEADERS = {
@@ -65,6 +74,7 @@ class Twitter(ProviderSim):
         "Cache-Control": "no-cache, no-store, max-age=0",
         "x-content-type-options": "nosniff",
     }
+    SAMPLE_PATHS = {"profile": "/2/users/{account}", "page": "/2/users/{account}/followers"}
     ROUTES = (
         Route("GET", "/2/users/me", "profile", "profile"),
         Route("GET", "/2/users/{id}", "profile", "profile", account_param="id"),
@@ -288,12 +298,7 @@ class Twitter(ProviderSim):
                 },
                 400,
             )
-        token = sim.tokens.redeem(
-            self.NAME,
-            form.get("refresh_token", ""),
-            call.t,
-            sim.scenario.token_ttl_s.get(self.NAME),
-        )
+        token = self.redeem(sim, form.get("refresh_token", ""), call.t)
         if token is None:
             return json_response(
                 {

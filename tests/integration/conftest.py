@@ -15,6 +15,7 @@ import requests
 
 from devtools.devstack import DevStack, WorkerSpec, network_ids, send_login
 from service.config import DEV_API_TOKEN
+from simulator.providers import sample_account_id
 from tests.conftest import CLUSTER
 
 TEST_ENV = {
@@ -67,9 +68,7 @@ class Stack:
     ) -> dict:
         """A simulator account; its login syncs ``relations`` (default: only the
         provider's first, so a test of one sync runs one sync)."""
-        default_id = f"acct-{secrets.token_hex(4)}"
-        if provider == "bluesky":  # an actor is a handle (a domain name) or a DID
-            default_id += ".bsky.social"
+        default_id = sample_account_id(provider, f"acct-{secrets.token_hex(4)}")
         account = {
             "provider": provider,
             "id": extra.pop("id", default_id),

@@ -22,6 +22,7 @@ from devtools.devstack import signed_login_headers
 from service import create_app
 from service.config import DEV_API_TOKEN, load_settings
 from service.extensions import services
+from simulator.providers import sample_account_id
 
 BROKER_DB = 14
 BEARER = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
@@ -98,12 +99,9 @@ def account(provider: str = "github", **fields) -> dict:
     """A login's account; one relation (the provider's first) unless ``relations`` says."""
     import providers
 
-    account_id = f"acct-{secrets.token_hex(3)}"
-    if provider == "bluesky":  # an actor is a handle (a domain name) or a DID
-        account_id += ".bsky.social"
     return {
         "provider": provider,
-        "account_id": account_id,
+        "account_id": sample_account_id(provider, f"acct-{secrets.token_hex(3)}"),
         "access_token": token(),
         "refresh_token": token(),
         "expires_at": 1_767_225_600,

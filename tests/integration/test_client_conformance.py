@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from simulator.providers import PROVIDER_SIMS
 from simulator.testing import run_simulator_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,8 +44,10 @@ LIBRARIES = {
     "mastodon": ("mastodon", "Mastodon.py"),
     "facebook": ("facebook", "facebook-sdk"),
 }
-#: the page size each library is asked for (the providers' defaults)
-PAGE = {"github": 30, "twitter": 100, "mastodon": 40, "facebook": 25}
+#: the page size each library is asked for (the providers' defaults, as the simulator has them)
+PAGE = {provider: PROVIDER_SIMS[provider].PAGE_SIZE for provider in LIBRARIES}
+#: the most a page may hold (GitHub's per_page, Twitter's max_results), asked for explicitly
+WIDEST = {provider: PROVIDER_SIMS[provider].MAX_PAGE_SIZE for provider in ("github", "twitter")}
 CLIENT_TIMEOUT_S = 60
 
 
@@ -74,9 +77,9 @@ for _provider, _n in PAGE.items():
         CASES.append((f"{_provider}-{_size}", _provider, _account, {}, "followers"))
 # the other relation, on disjoint networks of other sizes (GitHub, Twitter, Mastodon)
 for _provider, _size, _following in (
-    ("github", 31, 61),
-    ("twitter", 101, 203),
-    ("mastodon", 41, 81),
+    (p, PAGE[p] + 1, 2 * PAGE[p] + 1)
+    for p in LIBRARIES
+    if "following" in PROVIDER_SIMS[p].RELATIONS
 ):
     _account = {
         "provider": _provider,
@@ -97,10 +100,15 @@ for _provider, _size, _following in (
     )
 CASES += [
     (
-        "github-per_page-100-201",
+        f"github-per_page-{WIDEST['github']}-{2 * WIDEST['github'] + 1}",
         "github",
-        {"provider": "github", "id": "conf-wide", "size": 201, "token": "github-conf-wide"},
-        {"per_page": 100},
+        {
+            "provider": "github",
+            "id": "conf-wide",
+            "size": 2 * WIDEST["github"] + 1,
+            "token": "github-conf-wide",
+        },
+        {"per_page": WIDEST["github"]},
         "followers",
     ),
     (
@@ -111,10 +119,15 @@ CASES += [
         "followers",
     ),
     (
-        "twitter-max_results-1000-1001",
+        f"twitter-max_results-{WIDEST['twitter']}-{WIDEST['twitter'] + 1}",
         "twitter",
-        {"provider": "twitter", "id": "7999998", "size": 1001, "token": "twitter-conf-wide"},
-        {"max_results": 1000},
+        {
+            "provider": "twitter",
+            "id": "7999998",
+            "size": WIDEST["twitter"] + 1,
+            "token": "twitter-conf-wide",
+        },
+        {"max_results": WIDEST["twitter"]},
         "followers",
     ),
 ]

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
+import providers
 from providers.linkedin import next_utc_midnight
+from providers.provider import Auth
 from tests.integration.provider_helpers import (
     calls,
     expedite,
@@ -53,7 +55,12 @@ SIZE = {
 }
 #: providers that launch pages at once: a fault may meet pages already in flight
 FAN_OUT = {"linkedin", "github"}
-REFRESHABLE = {"twitter", "linkedin", "bluesky"}
+#: providers whose tokens netsync can renew (an OAuth2 refresh endpoint, or a session)
+REFRESHABLE = {
+    name
+    for name, cls in providers.provider_classes().items()
+    if cls.TOKEN_URL is not None or cls.AUTH is Auth.SESSION
+}
 
 
 @dataclass
@@ -276,7 +283,7 @@ def in_flight(provider) -> int:
     """Sibling pages that may already be calling when one page of a fan-out meets an error."""
     if provider not in FAN_OUT:
         return 0
-    return -(-SIZE[provider] // (50 if provider == "linkedin" else 100)) - 1
+    return -(-SIZE[provider] // providers.provider_class(provider).PAGE_SIZE) - 1
 
 
 def assert_no_call_until(stack, row, account, hit, until: float):

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import providers
 from tests.integration.conftest import new_user
 from tests.integration.provider_helpers import (
     calls,
@@ -24,14 +25,18 @@ from tests.integration.provider_helpers import (
 #: the core sync tests: also run on a Redis Cluster + RabbitMQ (make integration-cluster)
 pytestmark = pytest.mark.cluster
 
-PAGE = {"twitter": 1000, "facebook": 5000, "linkedin": 50, "mastodon": 80, "bluesky": 100}
-SEVERAL = {"twitter": 3500, "facebook": 12000, "linkedin": 420, "mastodon": 500, "bluesky": 350}
+#: the page size netsync asks each provider for (GitHub's syncs: test_sync_github.py)
+PAGE = {
+    name: cls.PAGE_SIZE for name, cls in providers.provider_classes().items() if name != "github"
+}
 
-CASES = [
-    pytest.param(p, n, id=f"{p}-{n}")
-    for p in PAGE
-    for n in (0, 1, PAGE[p] - 1, PAGE[p], PAGE[p] + 1, SEVERAL[p])
-]
+
+def sizes(page: int) -> tuple[int, ...]:
+    """Around one page (0, 1, page-1, page, page+1), and several pages and a part."""
+    return (0, 1, page - 1, page, page + 1, 3 * page + page // 2)
+
+
+CASES = [pytest.param(p, n, id=f"{p}-{n}") for p in PAGE for n in sizes(PAGE[p])]
 
 
 def assert_network_is_truth(stack, user, account, record):
@@ -129,7 +134,7 @@ def test_linkedin_off_by_one_ends_with_the_right_set_in_a_few_calls(stack):
     assert record["status"] in ("succeeded", "partial"), record
     assert_network_is_truth(stack, user, account, record)
     made = [c for c in calls(stack, "linkedin", token=account["token"]) if c["kind"] == "page"]
-    assert len(made) <= 150 // 50 + 2  # the planned pages, and at most a couple more
+    assert len(made) <= 150 // PAGE["linkedin"] + 2  # the planned pages, and at most a couple more
 
 
 def test_linkedin_one_person_pages_inside_the_total_are_flagged(stack):

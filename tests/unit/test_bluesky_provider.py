@@ -1,4 +1,4 @@
-"""Bluesky parsing and classification against canned answers shaped per the docs.
+"""Bluesky against its contract, with canned answers shaped per the docs.
 
 The bodies live in ``tests/fixtures/bluesky/`` (see its README for where
 each shape comes from); none is a recording.
@@ -7,8 +7,6 @@ each shape comes from); none is a recording.
 from __future__ import annotations
 
 import base64
-import json
-from pathlib import Path
 
 import pytest
 from requests.structures import CaseInsensitiveDict
@@ -17,19 +15,93 @@ from providers.bluesky import Bluesky, jwt_expiry
 from providers.errors import Action
 from providers.provider import check_provider_class
 from providers.ratelimits import QuotaLimit
+from tests.unit.provider_contract import (
+    ErrorCase,
+    PageCase,
+    ProfileCase,
+    ProviderContract,
+    RateCase,
+    canned,
+)
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bluesky"
 NOW = 1_767_218_400.0
+W, B, RF, RA, S, F = (
+    Action.WAIT,
+    Action.BACKOFF,
+    Action.REFRESH,
+    Action.REAUTH,
+    Action.SKIP,
+    Action.FAIL,
+)
+_, PAGE, _ = canned("bluesky", "followers_200_page.json")
+_, FOLLOWS, _ = canned("bluesky", "follows_200.json")
 
 
-def canned(name):
-    response = json.loads((FIXTURES / name).read_text())["response"]
-    return response["status"], response["body"], CaseInsensitiveDict(response.get("headers") or {})
+def error(name, action, kind, tell_user=False, **expected):
+    """A canned XRPC error: netsync keeps its ``message``."""
+    _, body, _ = canned("bluesky", name)
+    return ErrorCase(name, name, action, kind, tell_user, message=body["message"], **expected)
+
+
+class TestBluesky(ProviderContract):
+    PROVIDER = Bluesky
+    FIXTURES = "bluesky"
+    PROFILE = ProfileCase("profile_200.json", 35471536)
+    #: the reset is one second past the floored value
+    RATE = RateCase("profile_200.json", 3000, 2998, 1767218701.0)
+    PAGES = (
+        PageCase(
+            "the first page, then the cursor",
+            "followers_200_page.json",
+            Bluesky(Bluesky.API_URL).first_cursor("bsky.app"),
+            connections=[
+                ("did:plc:vwzwgnygau7ed7b7wt5ux7y2", "alice.bsky.social"),
+                ("did:plc:44ybard66vv44zksje25o7dz", "handle.invalid"),
+                ("did:plc:oky5czdrnfjpqslsw2a5iclo", "jay.bsky.team"),
+            ],
+            next_cursor=f"followers:{PAGE['cursor']}",
+        ),
+        PageCase(
+            "the last page has no cursor",
+            "followers_200_last.json",
+            "followers:1733078400000::bafyreib",
+            connections=[("did:plc:l3rouwludahu3ui3bt66mfvj", "divy.zone")],
+            followups=[],
+        ),
+        PageCase(
+            "a repeated cursor ends the chain",
+            "followers_200_page.json",
+            f"followers:{PAGE['cursor']}",
+            followups=[],
+        ),
+        PageCase(
+            "follows have their own key",
+            "follows_200.json",
+            Bluesky(Bluesky.API_URL).first_cursor("bsky.app", "following"),
+            connections=[("did:plc:ewvi7nxzyoun6zhxrhs64oiz", "atproto.com")],
+            next_cursor=f"following:{FOLLOWS['cursor']}",
+        ),
+    )
+    ERRORS = (
+        error("error_400_expired_token.json", RF, "expired_token"),
+        error("error_401_expired_token.json", RF, "expired_token"),
+        error("error_400_invalid_token.json", RF, "invalid_token"),
+        error("error_401_auth_missing.json", F, "auth_missing"),
+        error("error_400_actor_not_found.json", S, "not_found"),
+        error("error_400_profile_not_found.json", S, "not_found"),
+        error("error_400_bad_limit.json", F, "invalid_request"),
+        error("error_400_actor_suspended.json", S, "actor_suspended"),
+        # the takedown of the user's own account: tell them
+        error("error_401_account_takedown.json", RA, "account_takedown", tell_user=True),
+        error("error_429_rate_limited.json", W, "rate_limited", retry_at=1767218701.0),
+        error("error_500_internal.json", B, "internal_error"),
+        error("error_502_upstream_failure.json", B, "upstream_failure"),
+    )
 
 
 @pytest.fixture
 def bluesky():
-    return Bluesky("https://bsky.social")
+    return Bluesky(Bluesky.API_URL)
 
 
 def test_the_class_states_every_fact_the_registry_checks():
@@ -47,14 +119,12 @@ def test_profile_call_and_sizes(bluesky):
         "https://bsky.social/xrpc/app.bsky.actor.getProfile",
         {"actor": "did:plc:z72i7hdynmk6r22z27h6tvur"},
     )
-    status, body, headers = canned("profile_200.json")
-    assert bluesky.classify(status, body, headers, NOW) is None
-    assert bluesky.parse_size(body) == 35471536
+    _, body, _ = canned("bluesky", "profile_200.json")  # the followers' size: PROFILE
     assert bluesky.parse_size(body, "following") == 9
 
 
 def test_counts_are_optional(bluesky):
-    _, body, _ = canned("profile_200_no_counts.json")
+    _, body, _ = canned("bluesky", "profile_200_no_counts.json")
     assert bluesky.parse_size(body) is None and bluesky.parse_size(body, "following") is None
 
 
@@ -63,82 +133,22 @@ def test_first_page_then_the_cursor(bluesky):
     call = bluesky.page_call("bsky.app", first)
     assert (call.url, call.params) == (
         "https://bsky.social/xrpc/app.bsky.graph.getFollowers",
-        {"actor": "bsky.app", "limit": 100},
+        {"actor": "bsky.app", "limit": Bluesky.PAGE_SIZE},
     )
-    _, body, headers = canned("followers_200_page.json")
-    page = bluesky.parse_page(body, headers, first)
-    assert page.connections == [
-        ("did:plc:vwzwgnygau7ed7b7wt5ux7y2", "alice.bsky.social"),
-        ("did:plc:44ybard66vv44zksje25o7dz", "handle.invalid"),
-        ("did:plc:oky5czdrnfjpqslsw2a5iclo", "jay.bsky.team"),
-    ]
-    assert page.next_cursor == f"followers:{body['cursor']}"
-    following = bluesky.page_call("bsky.app", page.next_cursor)
-    assert following.params == {"actor": "bsky.app", "limit": 100, "cursor": body["cursor"]}
-
-
-def test_the_last_page_has_no_cursor(bluesky):
-    _, body, headers = canned("followers_200_last.json")
-    page = bluesky.parse_page(body, headers, "followers:1733078400000::bafyreib")
-    assert page.connections == [("did:plc:l3rouwludahu3ui3bt66mfvj", "divy.zone")]
-    assert page.followups == []
-
-
-def test_a_repeated_cursor_ends_the_chain(bluesky):
-    _, body, headers = canned("followers_200_page.json")
-    page = bluesky.parse_page(body, headers, f"followers:{body['cursor']}")
-    assert page.followups == []
+    # the page itself: TestBluesky.PAGES
+    following = bluesky.page_call("bsky.app", f"followers:{PAGE['cursor']}")
+    assert following.params == {
+        "actor": "bsky.app",
+        "limit": Bluesky.PAGE_SIZE,
+        "cursor": PAGE["cursor"],
+    }
 
 
 def test_follows_use_their_own_method_and_key(bluesky):
     first = bluesky.first_cursor("bsky.app", "following")
     assert bluesky.page_call("bsky.app", first).url.endswith("/xrpc/app.bsky.graph.getFollows")
-    _, body, headers = canned("follows_200.json")
-    page = bluesky.parse_page(body, headers, first)
-    assert page.connections == [("did:plc:ewvi7nxzyoun6zhxrhs64oiz", "atproto.com")]
-    assert page.next_cursor == f"following:{body['cursor']}"
     with pytest.raises(ValueError):
         bluesky.first_cursor("bsky.app", "friends")
-
-
-def test_rate_headers_reset_is_one_second_past_the_floored_value(bluesky):
-    _, _, headers = canned("profile_200.json")
-    info = bluesky.rate_info(headers)
-    assert (info.limit, info.remaining, info.reset_at) == (3000, 2998, 1767218701.0)
-
-
-@pytest.mark.parametrize(
-    "name, action, kind",
-    [
-        ("error_400_expired_token.json", Action.REFRESH, "expired_token"),
-        ("error_401_expired_token.json", Action.REFRESH, "expired_token"),
-        ("error_400_invalid_token.json", Action.REFRESH, "invalid_token"),
-        ("error_401_auth_missing.json", Action.FAIL, "auth_missing"),
-        ("error_400_actor_not_found.json", Action.SKIP, "not_found"),
-        ("error_400_profile_not_found.json", Action.SKIP, "not_found"),
-        ("error_400_bad_limit.json", Action.FAIL, "invalid_request"),
-        ("error_400_actor_suspended.json", Action.SKIP, "actor_suspended"),
-        ("error_401_account_takedown.json", Action.REAUTH, "account_takedown"),
-        ("error_429_rate_limited.json", Action.WAIT, "rate_limited"),
-        ("error_500_internal.json", Action.BACKOFF, "internal_error"),
-        ("error_502_upstream_failure.json", Action.BACKOFF, "upstream_failure"),
-    ],
-)
-def test_error_table(bluesky, name, action, kind):
-    status, body, headers = canned(name)
-    error = bluesky.classify(status, body, headers, NOW)
-    assert (error.action, error.rule.kind) == (action, kind)
-    assert error.message == body["message"]
-
-
-def test_takedown_of_the_users_own_account_tells_them(bluesky):
-    status, body, headers = canned("error_401_account_takedown.json")
-    assert bluesky.classify(status, body, headers, NOW).rule.tell_user
-
-
-def test_429_waits_until_the_reset(bluesky):
-    status, body, headers = canned("error_429_rate_limited.json")
-    assert bluesky.classify(status, body, headers, NOW).retry_at == 1767218701.0
 
 
 def test_non_json_error_pages_fall_back_on_the_status(bluesky):
@@ -159,7 +169,7 @@ def test_refresh_call_carries_the_refresh_token_in_its_own_header(bluesky):
 
 
 def test_parse_refresh_reads_both_tokens_and_the_expiry(bluesky):
-    _, body, _ = canned("refresh_200.json")
+    _, body, _ = canned("bluesky", "refresh_200.json")
     assert bluesky.parse_refresh(body) == {
         "access_token": body["accessJwt"],
         "refresh_token": body["refreshJwt"],
@@ -188,6 +198,6 @@ def test_an_opaque_token_has_no_expiry(bluesky):
     ],
 )
 def test_refresh_errors_have_their_own_table(bluesky, name, action):
-    status, body, headers = canned(name)
+    status, body, headers = canned("bluesky", name)
     assert bluesky.classify_refresh(status, body, headers, NOW).action is action
     assert bluesky.classify_refresh(200, {}, headers, NOW) is None

@@ -1,124 +1,156 @@
-"""GitHub parsing and classification against real recorded responses."""
+"""GitHub against its contract: real recorded responses and PROVIDERS.md's error table."""
 
 from __future__ import annotations
 
-import pytest
-from requests.structures import CaseInsensitiveDict
-
+from providers import pagination
 from providers.errors import Action
 from providers.github import GitHub, parse_link_header
-from tests.conftest import recorded
+from providers.provider import HttpCall
+from tests.unit import recordings
+from tests.unit.provider_contract import (
+    NOW,
+    ErrorCase,
+    PageCase,
+    ProfileCase,
+    ProviderContract,
+    RateCase,
+    canned,
+)
 
-NOW = 1_700_000_000.0
-
-
-@pytest.fixture
-def github():
-    return GitHub("https://api.github.com")
-
-
-def test_profile_size(github):
-    status, body, headers = recorded("github", "user_profile_200.json")
-    assert github.classify(status, body, headers, NOW) is None
-    assert github.parse_size(body) == body["followers"]
-
-
-def test_single_page_has_no_followups(github):
-    status, body, headers = recorded("github", "user_followers_200_single_page_no_link.json")
-    page = github.parse_page(body, headers, "/users/jacquev6/followers?per_page=100&page=1")
-    assert page.followups == []
-    assert page.connections[0] == (str(body[0]["id"]), body[0]["login"])
-    assert len(page.connections) == len(body)
-    assert all(isinstance(i, str) for i, _ in page.connections)
+W, B, RA, S = Action.WAIT, Action.BACKOFF, Action.REAUTH, Action.SKIP
+RESET = str(int(NOW) + 120)
+STARGAZERS = "/repos/PyGithub/PyGithub/stargazers"
+_, SINGLE, _ = canned("real/github", "user_followers_200_single_page_no_link.json")
+LIMIT_EXCEEDED = {"message": "API rate limit exceeded for user ID 1."}
+SECONDARY = {"message": "You have exceeded a secondary rate limit."}
 
 
-def test_first_page_with_last_fans_out_every_page(github):
-    status, body, headers = recorded("github", "stargazers_page1_200_link_next_last.json")
-    page = github.parse_page(body, headers, "/repos/PyGithub/PyGithub/stargazers")
-    assert page.next_cursor is None
-    assert page.followups == [
-        "/repos/PyGithub/PyGithub/stargazers?page=2",
-        "/repos/PyGithub/PyGithub/stargazers?page=3",
-    ]
-
-
-def test_later_page_with_last_launches_nothing(github):
-    # Page one already launched every page; a later page's rel="next" is not followed.
-    status, body, headers = recorded("github", "stargazers_page1_200_link_next_last.json")
-    page = github.parse_page(body, headers, "/repos/PyGithub/PyGithub/stargazers?page=2")
-    assert page.followups == []
-
-
-def test_last_page_link_has_only_first_prev(github):
-    status, body, headers = recorded(
-        "github", "stargazers_page3_200_last_page_link_first_prev.json"
+class TestGitHub(ProviderContract):
+    PROVIDER = GitHub
+    FIXTURES = "real/github"
+    PROFILE = ProfileCase("user_profile_200.json", 98)
+    RATE = RateCase("user_profile_200.json", 5000, 4996, 1735944560)  # any header casing
+    PAGES = (
+        PageCase(
+            "single page, no Link",
+            "user_followers_200_single_page_no_link.json",
+            "/users/jacquev6/followers?per_page=100&page=1",
+            count=len(SINGLE),
+            first=(str(SINGLE[0]["id"]), SINGLE[0]["login"]),
+            followups=[],
+        ),
+        PageCase(
+            "page one with last fans out every page",
+            "stargazers_page1_200_link_next_last.json",
+            STARGAZERS,
+            followups=[f"{STARGAZERS}?page=2", f"{STARGAZERS}?page=3"],
+            next_cursor=None,
+        ),
+        # Page one already launched every page; a later page's rel="next" is not followed.
+        PageCase(
+            "a later page with last launches nothing",
+            "stargazers_page1_200_link_next_last.json",
+            f"{STARGAZERS}?page=2",
+            followups=[],
+        ),
+        PageCase(
+            "last page: Link has only first and prev",
+            "stargazers_page3_200_last_page_link_first_prev.json",
+            f"{STARGAZERS}?page=3",
+            followups=[],
+        ),
+        PageCase(
+            "next without last chains",
+            (200, [], {"Link": '<https://api.github.com/user/9/followers?page=4>; rel="next"'}),
+            "/users/x/followers?page=3",
+            followups=["/user/9/followers?page=4"],
+        ),
+        # Following it would send the user's token to that host.
+        PageCase(
+            "a link to another host is not followed",
+            (200, [], {"Link": '<https://evil.example/followers?page=2>; rel="next"'}),
+            "/users/x/followers?page=1",
+            followups=[],
+        ),
     )
-    page = github.parse_page(body, headers, "/repos/PyGithub/PyGithub/stargazers?page=3")
-    assert page.followups == []
-
-
-def test_next_without_last_chains(github):
-    headers = CaseInsensitiveDict(
-        {"Link": '<https://api.github.com/user/9/followers?page=4>; rel="next"'}
+    ERRORS = (
+        ErrorCase(
+            "recorded 401 bad credentials", "error_401_bad_credentials.json", RA, "bad_credentials"
+        ),
+        # that old answer carried no reset header: WAIT from the floor
+        ErrorCase(
+            "recorded 403 primary, no reset",
+            "error_403_rate_limit_exceeded.json",
+            W,
+            "rate_limited",
+            retry_at=None,
+        ),
+        ErrorCase(
+            "429 primary waits until the reset",
+            (
+                429,
+                {"message": "API rate limit exceeded"},
+                {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(NOW) + 900)},
+            ),
+            W,
+            "rate_limited",
+            retry_at=NOW + 900,
+        ),
+        ErrorCase(
+            "recorded 403 secondary with Retry-After",
+            "error_403_secondary_rate_limit_retry_after.json",
+            W,
+            "secondary_rate_limit",
+            retry_at=NOW + 60,
+        ),
+        ErrorCase(
+            "403 secondary without Retry-After",
+            (
+                403,
+                {"message": "You have exceeded a secondary rate limit. Please wait a few minutes"},
+                {},
+            ),
+            W,
+            "secondary_rate_limit",
+            retry_at=None,
+        ),
+        ErrorCase("recorded 404 unknown user", "error_404_unknown_user.json", S, "not_found"),
+        # PROVIDERS.md's table
+        ErrorCase(
+            "403 primary",
+            (403, LIMIT_EXCEEDED, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": RESET}),
+            W,
+            "rate_limited",
+            retry_at=NOW + 120,
+        ),
+        ErrorCase(
+            "429 primary",
+            (429, LIMIT_EXCEEDED, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": RESET}),
+            W,
+            "rate_limited",
+            retry_at=NOW + 120,
+        ),
+        ErrorCase(
+            "403 secondary retry-after",
+            (403, SECONDARY, {"retry-after": "60"}),
+            W,
+            "secondary_rate_limit",
+        ),
+        ErrorCase("403 secondary", (403, SECONDARY, {}), W, "secondary_rate_limit"),
+        ErrorCase(
+            "401", (401, {"message": "Bad credentials", "status": "401"}, {}), RA, "bad_credentials"
+        ),
+        ErrorCase("404", (404, {"message": "Not Found", "status": "404"}, {}), S, "not_found"),
+        ErrorCase("500", (500, {"message": "Server Error"}, {}), B, "server_error"),
+        ErrorCase("502", (502, None, {}), B, "bad_gateway"),
     )
-    page = github.parse_page([], headers, "/users/x/followers?page=3")
-    assert page.followups == ["/user/9/followers?page=4"]
 
+    # the recordings' requests are netsync's own: the cursor is the URL on our origin
+    def recorded_cursor(self, provider, account_id, request_url):
+        return self.link_cursor(provider, request_url)
 
-def test_links_to_another_host_are_not_followed(github):
-    # Following it would send the user's token to that host.
-    headers = CaseInsensitiveDict({"Link": '<https://evil.example/followers?page=2>; rel="next"'})
-    assert github.parse_page([], headers, "/users/x/followers?page=1").followups == []
-
-
-def test_bad_credentials_is_reauth(github):
-    status, body, headers = recorded("github", "error_401_bad_credentials.json")
-    error = github.classify(status, body, headers, NOW)
-    assert error.action is Action.REAUTH and error.rule.kind == "bad_credentials"
-
-
-def test_primary_rate_limit_without_reset_waits_from_floor(github):
-    status, body, headers = recorded("github", "error_403_rate_limit_exceeded.json")
-    error = github.classify(status, body, headers, NOW)
-    assert error.action is Action.WAIT and error.rule.kind == "rate_limited"
-    assert error.retry_at is None  # that old answer carried no reset header
-
-
-def test_primary_rate_limit_waits_until_reset(github):
-    headers = CaseInsensitiveDict(
-        {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(NOW) + 900)}
-    )
-    error = github.classify(429, {"message": "API rate limit exceeded"}, headers, NOW)
-    assert error.action is Action.WAIT and error.retry_at == NOW + 900
-
-
-def test_secondary_limit_with_retry_after(github):
-    status, body, headers = recorded("github", "error_403_secondary_rate_limit_retry_after.json")
-    error = github.classify(status, body, headers, NOW)
-    assert error.action is Action.WAIT and error.rule.kind == "secondary_rate_limit"
-    assert error.retry_at == NOW + 60
-
-
-def test_secondary_limit_without_retry_after(github):
-    body = {"message": "You have exceeded a secondary rate limit. Please wait a few minutes"}
-    error = github.classify(403, body, CaseInsensitiveDict(), NOW)
-    assert error.rule.kind == "secondary_rate_limit" and error.retry_at is None
-
-
-def test_unknown_user_is_skip(github):
-    status, body, headers = recorded("github", "error_404_unknown_user.json")
-    assert github.classify(status, body, headers, NOW).action is Action.SKIP
-
-
-@pytest.mark.parametrize("status", [500, 502, 503, 504])
-def test_server_errors_back_off(github, status):
-    assert github.classify(status, None, CaseInsensitiveDict(), NOW).action is Action.BACKOFF
-
-
-def test_rate_headers_any_casing(github):
-    status, body, headers = recorded("github", "user_profile_200.json")
-    info = github.rate_info(headers)
-    assert info.remaining == 4996 and info.reset_at == 1735944560
+    def documented_ids(self, body):
+        return [str(item["id"]) for item in body]
 
 
 def test_link_header_parsing():
@@ -126,3 +158,33 @@ def test_link_header_parsing():
     assert parse_link_header(value) == {"next": "https://a/x?page=2", "last": "https://a/x?page=5"}
     assert parse_link_header("") == {}
     assert parse_link_header("garbage, <no-close; rel=next") == {}
+
+
+def test_stargazer_pages_drive_one_complete_chain():
+    """The three recorded stargazer pages, driven as one sync from page one: every page
+    is asked for exactly once, nothing else is, and every id is kept once."""
+    contract = TestGitHub()
+    pages = {}  # the URL each recording answered → (headers, body, its ids)
+    for base, name in (
+        (recordings.REAL, "github/stargazers_page1_200_link_next_last.json"),
+        (recordings.REAL_MORE, "github/stargazers_page2_200_link_next_last_first_prev.json"),
+        (recordings.REAL, "github/stargazers_page3_200_last_page_link_first_prev.json"),
+    ):
+        _, _, expect, url, _, headers, body, _ = recordings.load(
+            base, name, contract.documented_ids
+        )
+        pages[recordings.prepared(HttpCall("GET", url)).url] = (headers, body, expect["ids"])
+    github = GitHub(GitHub.API_URL)
+    queue, asked, kept = [github.relative(recordings.STAR)], [], []
+    while queue:
+        cursor = queue.pop(0)
+        url = recordings.prepared(github.page_call("recorded", cursor)).url
+        assert url in pages, f"asked for {url}, which is no page of this list"
+        asked.append(url)
+        headers, body, _ = pages[url]
+        page = github.parse_page(body, headers, cursor)
+        kept += [conn_id for conn_id, _ in page.connections]
+        queue += pagination.followups(github, cursor, page, None)
+    assert sorted(asked) == sorted(pages), asked
+    assert kept == [i for url in asked for i in pages[url][2]]
+    assert len(kept) == len(set(kept))

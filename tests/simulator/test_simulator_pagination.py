@@ -9,9 +9,14 @@ page-1, page, page+1 and several pages, and the result must equal
 import pytest
 import requests
 
+from simulator.providers import PROVIDER_SIMS
 from simulator.testing import run_simulator
 
-PAGE = {"github": 30, "twitter": 100, "facebook": 25, "linkedin": 50, "mastodon": 40}
+#: the page a client gets when it asks for no size (the real default; Bluesky: its own tests)
+PAGE = {
+    provider: PROVIDER_SIMS[provider].PAGE_SIZE
+    for provider in ("github", "twitter", "facebook", "linkedin", "mastodon")
+}
 TOKENS = {
     "github": "gh-tok",
     "twitter": "tw-tok",

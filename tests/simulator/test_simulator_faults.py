@@ -21,30 +21,19 @@ SCENARIO = {
     ],
 }
 
-PROFILE = {
-    "github": "/users/octocat",
-    "twitter": "/2/users/42",
-    "facebook": "/v19.0/7",
-    "linkedin": "/v2/connections?q=viewer&projection=(paging)",
-    "mastodon": "/api/v1/accounts/1",
-    "bluesky": "/xrpc/app.bsky.actor.getProfile?actor=bs",
-}
-PAGE = {
-    "github": "/users/octocat/followers",
-    "twitter": "/2/users/42/followers",
-    "facebook": "/v19.0/7/friends",
-    "linkedin": "/v2/connections?q=viewer",
-    "mastodon": "/api/v1/accounts/1/followers",
-    "bluesky": "/xrpc/app.bsky.graph.getFollowers?actor=bs",
-}
-TOKEN = {
-    "github": "gh",
-    "twitter": "tw",
-    "facebook": "fb",
-    "linkedin": "li",
-    "mastodon": "ma",
-    "bluesky": "bs",
-}
+# a provider the list above does not name (a new one) gets an account of its own
+SCENARIO["accounts"] += [
+    {"provider": name, "id": sim.sample_account_id("acct-1"), "size": 100, "token": f"{name}-tok"}
+    for name, sim in PROVIDER_SIMS.items()
+    if name not in {a["provider"] for a in SCENARIO["accounts"]}
+]
+#: each provider's first account, its token and what a client asks of it
+ACCOUNT, TOKEN = {}, {}
+for _account in SCENARIO["accounts"]:
+    ACCOUNT.setdefault(_account["provider"], _account["id"])
+    TOKEN.setdefault(_account["provider"], _account["token"])
+PROFILE = {p: PROVIDER_SIMS[p].sample_path("profile", ACCOUNT[p]) for p in PROVIDER_SIMS}
+PAGE = {p: PROVIDER_SIMS[p].sample_path("page", ACCOUNT[p]) for p in PROVIDER_SIMS}
 
 
 @pytest.fixture(scope="module")
