@@ -79,7 +79,6 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app = Celery(app.name, task_cls=NetsyncTask)
     celery_app.conf.update(celery_config(services.settings, services.redis_url))
     celery_app.netsync_services = services
-    celery_app.flask_app = app
     app.extensions["celery"] = celery_app
     register_tasks(celery_app)
     return celery_app

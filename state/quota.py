@@ -63,8 +63,8 @@ page task sends the first bucket's take in the same pipeline as its sync
 snapshot instead (``queue_take_first``), and gives it back (``release``) if it
 makes no call after all.
 
-A quota wait is never a sleep: ``acquire`` returns seconds, the caller parks
-the task in the delayed set (``state.delayed``) for that long.
+A quota wait is never a sleep: ``decide`` says how many seconds (``wait_s``);
+the caller parks the task in the delayed set (``state.delayed``) for that long.
 
 The scripts are ``state/lua/{take,settle,refund,observe,outcome}.lua``, each sent
 with ``quota_prelude.lua`` (reading a bucket and judging a request), one
@@ -73,7 +73,6 @@ bucket key each (``P:quota:{provider:scope:key}``, ``state.keys``).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import time
@@ -121,11 +120,6 @@ ADAPTIVE_MEMORY_S = 7 * 86400
 
 _TOKEN_KEY = re.compile(r"[0-9a-f]{16,128}")
 _OTHER_KEY = re.compile(r"[A-Za-z0-9._:\-]{1,100}")
-
-
-def fingerprint(token: str) -> str:
-    """A non-reversible name for a credential, for ``scopes["token"]``."""
-    return hashlib.blake2b(token.encode(), digest_size=12, person=b"netsync-quota").hexdigest()
 
 
 def parse_shares(text: str) -> dict[str, float]:
@@ -282,7 +276,7 @@ class QuotaGate:
             if not pattern.fullmatch(key):
                 # also stops a raw credential from becoming a Redis key
                 raise ValueError(
-                    f"bad {limit.scope} key for {provider}; tokens go through fingerprint()"
+                    f"bad {limit.scope} key for {provider}; tokens go through Credential.fingerprint()"
                 )
             redis_key = self.keys.quota_bucket(provider, limit.scope, key)
             found.append(QuotaBucket(provider, limit, key, redis_key))
@@ -394,7 +388,7 @@ class QuotaGate:
         """Take ``cost`` from the call's first bucket, as a step of a ``state.batch.Batch``.
 
         For a caller that sends the take with its other reads, before it knows
-        it will call: it hands the result to ``decide`` (``acquire(first=…)``),
+        it will call: it hands the result to ``decide`` (``decide(first=…)``),
         which goes on with the other buckets, or to ``release`` if it does not
         call. Only the first bucket (token before the shared ones, as ``decide``
         takes them), so a user out of quota still never touches the shared buckets.
@@ -432,17 +426,6 @@ class QuotaGate:
         if wait < 0:  # cannot be granted as configured: retry after a window
             return bucket.limit.window_s
         return wait
-
-    def acquire(
-        self,
-        provider: str,
-        scopes: Mapping[str, str],
-        queue_class: str,
-        cost: int = 1,
-        first: Prefetched | None = None,
-    ) -> float:
-        """0.0 when the call may go now (quota taken), else seconds to park it."""
-        return self.decide(provider, scopes, queue_class, cost, first).wait_s
 
     def observe(
         self, provider: str, scopes: Mapping[str, str], info: RateLimitInfo, batch=None

@@ -262,22 +262,14 @@ class SyncStore:
         raw = self.redis.hgetall(keys.record)
         return {k.decode(): v.decode() for k, v in raw.items()} or None
 
-    def page_snapshot(self, sync_id: str, cursor: str | None):
-        """(record, cursor already stored?, credential blob) in one round trip.
+    def queue_snapshot(self, batch: Batch, sync_id: str, cursor: str | None) -> Reply | None:
+        """(record, cursor already stored?, credential blob), as a step of ``batch``
+        (None: no such sync).
 
         The hot path of every task: the record says whether the sync is
         still active, the done set whether this page is a redelivery, and the
-        credential lives under the same hash tag (``:cred``).
+        credential lives under the same hash tag (``:cred``), so one round trip.
         """
-        batch = Batch(self.redis)
-        reply = self.queue_snapshot(batch, sync_id, cursor)
-        if reply is None:
-            return None, False, None
-        batch.execute()
-        return reply.value
-
-    def queue_snapshot(self, batch: Batch, sync_id: str, cursor: str | None) -> Reply | None:
-        """``page_snapshot`` as a step of ``batch`` (None: no such sync)."""
         keys = self._sync_keys(sync_id)
         if keys is None:
             return None
