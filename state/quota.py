@@ -321,16 +321,9 @@ class QuotaGate:
         used if it was for this very bucket, class and cost, else given back.
         """
         now = self.clock()
-        taken = []
         buckets = self.buckets(provider, scopes)
-        if first is not None and not (
-            buckets
-            and first.bucket == buckets[0]
-            and first.queue_class == queue_class
-            and first.cost == cost
-        ):
-            self.release(first)
-            first = None
+        first = self._matching_first(first, buckets, queue_class, cost)
+        taken = []
         for i, bucket in enumerate(buckets):
             if i == 0 and first is not None:
                 granted, detail, *rest = first.reply.value
@@ -339,26 +332,53 @@ class QuotaGate:
                 granted, detail, *rest = self._take(
                     keys={"bucket": bucket.redis_key}, args={**args, "mode": "take"}
                 )
-            if granted:
-                taken.append((bucket, _s(detail), rest[0], float(_s(rest[1]))))
-                continue
-            for done, slot, took_left, _ in taken:
-                self._refund_one(done, queue_class, cost, now, slot, took_left)
-            waits = [(self._wait(detail, bucket), bucket.limit.scope)]
-            for later in buckets[i + 1 :]:
-                _, later_wait = self._take(
-                    keys={"bucket": later.redis_key},
-                    args={**self._args(later, queue_class, cost, now), "mode": "peek"},
-                )
-                waits.append((self._wait(later_wait, later), later.limit.scope))
-            wait, scope = max(waits)
-            return QuotaDecision(wait, scope)
+            if not granted:
+                for done, slot, took_left, _ in taken:
+                    self._refund_one(done, queue_class, cost, now, slot, took_left)
+                return self._refusal(detail, bucket, buckets[i + 1 :], queue_class, cost, now)
+            taken.append((bucket, _s(detail), rest[0], float(_s(rest[1]))))
         tickets = tuple(QuotaTicket(bucket, slot, margin) for bucket, slot, _, margin in taken)
         # a take sent ahead was granted when it was sent: the earliest the call may leave
         granted_at = min(now, first.taken_at) if first is not None and first.taken_at else now
         return QuotaDecision(
             0.0, tickets=tickets, granted_at=granted_at, queue_class=queue_class, cost=cost
         )
+
+    def _matching_first(
+        self, first: Prefetched | None, buckets: list[QuotaBucket], queue_class: str, cost: int
+    ) -> Prefetched | None:
+        """``first`` if it was taken from this call's first bucket, for this class and
+        cost; else it is given back (the token was refreshed, the sync changed queue)."""
+        if first is None or (
+            buckets
+            and first.bucket == buckets[0]
+            and first.queue_class == queue_class
+            and first.cost == cost
+        ):
+            return first
+        self.release(first)
+        return None
+
+    def _refusal(
+        self,
+        detail,
+        refused: QuotaBucket,
+        later: list[QuotaBucket],
+        queue_class: str,
+        cost: int,
+        now: float,
+    ) -> QuotaDecision:
+        """A call the bucket ``refused`` turned down waits the longest of that bucket's
+        wait and the later buckets' (peeked, not taken); the scope is whose wait it is."""
+        waits = [(self._wait(detail, refused), refused.limit.scope)]
+        for bucket in later:
+            _, later_wait = self._take(
+                keys={"bucket": bucket.redis_key},
+                args={**self._args(bucket, queue_class, cost, now), "mode": "peek"},
+            )
+            waits.append((self._wait(later_wait, bucket), bucket.limit.scope))
+        wait, scope = max(waits)
+        return QuotaDecision(wait, scope)
 
     def settle(self, decision: QuotaDecision) -> None:
         """The granted call was answered (or failed): account it at this moment.
