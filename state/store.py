@@ -422,17 +422,10 @@ class SyncStore:
         ``inactive`` (the sync ended meanwhile), or ``finalize`` (this was the
         last page: the caller finalizes, see ``sync.finalize`` and ``finish``).
         """
-        keys = self._sync_keys(sync_id)
         batch = Batch(self.redis) if batch is None else batch
         reply = self._complete.queue(
             batch,
-            keys={
-                "guard": keys.guard,
-                "record": keys.record,
-                "pending": keys.pending,
-                "done": keys.done,
-                "staging_h": keys.staging_h,
-            },
+            keys=self._page_keys(sync_id),
             args={
                 "cursor": cursor,
                 "partial_reason": partial_reason,
@@ -445,6 +438,17 @@ class SyncStore:
         )
         batch.execute()
         return reply.value
+
+    def _page_keys(self, sync_id: str) -> dict:
+        """What a page's completion works on: the sync's page bookkeeping and staging."""
+        keys = self._sync_keys(sync_id)
+        return {
+            "guard": keys.guard,
+            "record": keys.record,
+            "pending": keys.pending,
+            "done": keys.done,
+            "staging_h": keys.staging_h,
+        }
 
     def _relation_keys(self, keys, sync_id: str):
         record = self.get_sync(sync_id) or {}
