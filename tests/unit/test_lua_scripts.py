@@ -43,9 +43,10 @@ from state.delayed import DelayedSet
 from state.keys import Keys
 from state.lua import LUA_DIR, LuaScript, ScriptCallError, parse_header, script_spec
 from state.page_guard import guard_args
-from state.quota import QuotaConfig, QuotaGate, fingerprint
+from state.quota import QuotaConfig, QuotaGate
 from state.store import SyncStore
 from tests.conftest import ManualClock
+from tests.quota_helpers import acquire, fingerprint
 from tests.unit.lua_static import (
     KEY_POSITIONS,
     MOVABLE_NUMKEYS,
@@ -351,12 +352,12 @@ def drive_quota(redis_client, prefix):
         "github", token, RateLimitInfo(limit=5000, remaining=4999, reset_at=clock.now + 3600)
     )
     gate.observe("github", token, RateLimitInfo(retry_after=30.0))
-    assert gate.acquire("github", token, "normal") > 0
-    assert gate.acquire("facebook", token, "normal") == 0
-    assert gate.acquire("facebook", token, "normal") == 0
-    assert gate.acquire("facebook", token, "normal") > 0  # token refuses: app peeked
+    assert acquire(gate, "github", token, "normal") > 0
+    assert acquire(gate, "facebook", token, "normal") == 0
+    assert acquire(gate, "facebook", token, "normal") == 0
+    assert acquire(gate, "facebook", token, "normal") > 0  # token refuses: app peeked
     other = {"token": fingerprint("u")}
-    assert gate.acquire("facebook", other, "normal") > 0  # app refuses: token refunded
+    assert acquire(gate, "facebook", other, "normal") > 0  # app refuses: token refunded
     gate.observe("facebook", {"app": "all"}, RateLimitInfo(usage_percent=50.0))
     gate.record_outcome("linkedin", {"app": "all"}, rejected=False)
     gate.record_outcome("linkedin", {"app": "all"}, rejected=True)
