@@ -385,6 +385,23 @@ def drive_breaker(redis_client, prefix):
     breaker.record("github", ok=True)
 
 
+def drive_announced(redis_client, prefix):
+    """The announced rules (state.announced): probe, headers, retry-after, a refund."""
+    from providers.announced import Announcement, AnswerReport
+    from providers.github import GitHub
+    from state.announced import AnnouncedGate, Caller
+
+    clock = ManualClock()
+    gate = AnnouncedGate(redis_client, prefix, clock)
+    github = GitHub("https://api.github.com")
+    bound = gate.bind(github, github.profile_call("octocat"), Caller("octocat", "ab" * 8, "h"))
+    probe = gate.take(bound)
+    assert probe.granted and not gate.take(bound).granted  # one call until heard
+    gate.answer(bound, probe, AnswerReport((Announcement(10, 9, clock.now + 5),)))
+    gate.answer(bound, gate.take(bound), counted=False)  # a free 304
+    gate.answer(bound, None, AnswerReport((Announcement(10, 0, clock.now + 5),), retry_after=2.0))
+
+
 def test_every_script_is_called_as_its_header_says_and_touches_only_its_keys(
     checked_scripts, redis_client, key_prefix
 ):
@@ -392,6 +409,7 @@ def test_every_script_is_called_as_its_header_says_and_touches_only_its_keys(
     drive_quota(redis_client, key_prefix)
     drive_delayed(redis_client, key_prefix)
     drive_breaker(redis_client, key_prefix)
+    drive_announced(redis_client, key_prefix)
     assert sorted(checked_scripts) == SCRIPTS, "every script must be exercised here"
     for name, calls in checked_scripts.items():
         spec = script_spec(name)
