@@ -4,12 +4,12 @@
 unset, the provider class's documented ``PRICE_USD`` (0 where free).
 ``BUDGET_<PROVIDER>`` is ``<usd>/day`` (``5/day``, ``5.00/day``), a UTC day; unset,
 no budget. A malformed value, or a variable naming no provider, fails at
-start-up with the variable's name. ``check_quota_variables`` does the same
-for ``QUOTA_<PROVIDER>`` (whose parser, ``providers.ratelimits.parse_limits``,
-names only the text).
+start-up with the variable's name.
 
-The service's settings loader calls ``SpendSettings.from_env`` once; the
-declaration table (service/config.py) lists the variables.
+``parse_price`` and ``parse_budget`` take ``(var, raw)``, as a parser of the
+settings declaration table (``service/config.py`` ``Setting.parse``) does;
+``SpendSettings`` is what the task layer's ``CallGate`` takes, built from
+the loaded settings or, alone, from the environment (``from_env``).
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import providers
-from providers.ratelimits import QuotaSpecError, parse_limits
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*day\s*$", re.IGNORECASE)
 _NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
 
 
 class SpendSettingsError(ValueError):
-    """A ``PRICE_*`` / ``BUDGET_*`` / ``QUOTA_*`` value that cannot be used (names the variable)."""
+    """A ``PRICE_*`` / ``BUDGET_*`` value that cannot be used (the message names the variable)."""
 
 
 def parse_price(name: str, raw: str) -> float:
@@ -84,15 +83,3 @@ class SpendSettings:
             elif name.startswith("BUDGET_") and raw != "":
                 budgets[_provider_of(name, "BUDGET_")] = parse_budget(name, raw)
         return cls(prices=prices, budgets=budgets)
-
-
-def check_quota_variables(environ: Mapping[str, str]) -> None:
-    """Every ``QUOTA_<PROVIDER>`` parses and names a provider, or an error naming it."""
-    for name, raw in environ.items():
-        if not name.startswith("QUOTA_") or name.startswith("QUOTA_SHARES") or not raw:
-            continue
-        _provider_of(name, "QUOTA_")
-        try:
-            parse_limits(raw)
-        except QuotaSpecError as exc:
-            raise SpendSettingsError(f"{name}: {exc}") from None

@@ -14,7 +14,6 @@ from state.spend import MICRO, DayTotals, SpendBook, next_utc_midnight, to_micro
 from state.spend_settings import (
     SpendSettings,
     SpendSettingsError,
-    check_quota_variables,
     parse_budget,
     parse_price,
 )
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.cluster
 NOON = datetime.datetime(2026, 5, 28, 12, tzinfo=datetime.UTC).timestamp()
 
 
-# -- PRICE_<PROVIDER>, BUDGET_<PROVIDER>, QUOTA_<PROVIDER> --------------------------------
+# -- PRICE_<PROVIDER>, BUDGET_<PROVIDER> ----------------------------------------------
 def test_prices_default_to_the_provider_files_and_budgets_to_none():
     found = SpendSettings.from_env({})
     assert found.price("twitter") == 0.010 and found.price("github") == 0.0
@@ -66,14 +65,6 @@ def test_a_variable_naming_no_provider_fails_naming_it():
 def test_parsers_alone():
     assert parse_price("PRICE_X", " 0.010 ") == 0.01
     assert parse_budget("BUDGET_X", "12.5 / DAY") == 12.5
-
-
-def test_a_malformed_quota_fails_naming_its_variable():
-    check_quota_variables({"QUOTA_GITHUB": "5000/3600/token", "QUOTA_SHARES": "normal:1"})
-    with pytest.raises(SpendSettingsError, match="QUOTA_GITHUB"):
-        check_quota_variables({"QUOTA_GITHUB": "lots"})
-    with pytest.raises(SpendSettingsError, match="QUOTA_GITHUBB names no provider"):
-        check_quota_variables({"QUOTA_GITHUBB": "1/1/token"})
 
 
 # -- reserve at the worst case, settle with what was billed -------------------------------
