@@ -186,21 +186,22 @@ class CallGate:
         resources: int = 0,
         not_modified: bool = False,
         sent: bool = True,
+        answered: bool = True,
         batch=None,
     ) -> CallOutcome:
         """The granted call was answered (``headers``), or failed without one, or (``sent``
         False) was never sent: account it and give back what it held.
 
         ``resources``: items billed (a page's items; 1 for a profile).
-        ``not_modified``: a conditional answer (304). With ``batch``: the Redis
-        steps are queued there (send it soon: the concurrency place is held till then).
+        ``not_modified``: a conditional answer (304). ``answered=False`` (a timeout):
+        billed at its worst case. With ``batch``: queued there (send it soon).
         """
         provider = admission.provider
         report = (
             provider.announced(headers, self.clock()) if headers is not None else AnswerReport()
         )
         counted = sent and not (not_modified and provider.NOT_MODIFIED_IS_FREE)
-        billed = resources * admission.price if sent else 0.0
+        billed = _billed(admission, resources, sent, answered)
         cost = CallCost(
             int(sent), int(counted), int(sent and not_modified), resources * sent, to_micro(billed)
         )
@@ -235,3 +236,13 @@ class CallGate:
     def day(self, provider: str, day: str | None = None) -> DayTotals:
         """A provider's spend and calls today (or ``day``), for the dashboard and ``/metrics``."""
         return self.spend.totals(provider, day)
+
+
+def _billed(admission: Admission, resources: int, sent: bool, answered: bool) -> float:
+    """USD a call was billed: its resources × price; without an answer (the provider
+    may have billed a full page), its worst case; never sent, nothing."""
+    if not sent:
+        return 0.0
+    if not answered and admission.reservation is not None:
+        return admission.reservation.worst_micro / MICRO
+    return resources * admission.price

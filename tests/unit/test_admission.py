@@ -154,6 +154,13 @@ def test_after_returns_the_call_s_cost_and_settles_the_spend(redis_client, key_p
     assert (outcome.cost + outcome.cost).resources == 2000
 
 
+def test_a_call_without_an_answer_is_billed_at_its_worst_case(redis_client, key_prefix, clock):
+    gate = make_gate(redis_client, key_prefix, clock, BUDGET_TWITTER="100/day")
+    timed_out = gate.before(X, FIRST, ME)
+    outcome = gate.after(timed_out, answered=False)  # the provider may have sent 1,000
+    assert outcome.cost.usd == 10.0 and outcome.day.spent_usd == 10.0
+
+
 def test_a_free_304_costs_no_quota(redis_client, key_prefix, clock):
     gate = make_gate(redis_client, key_prefix, clock)
     probe = gate.before(GH, GH.profile_call("octocat"), ME)
