@@ -29,12 +29,15 @@ def build(
         "connections (LinkedIn); omitted: the provider's first",
     )
     cursor = query_param(
-        "cursor", {"type": "string", "maxLength": 512}, "next_cursor of the previous page"
+        "cursor",
+        {"type": "string", "maxLength": 512, "pattern": r"^[^\x00]*$"},
+        "next_cursor of the previous page (no NUL)",
     )
     limit = query_param(
         "limit",
         {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-        "items per page",
+        "items per page (omitted or empty: 100)",
+        allowEmptyValue=True,
     )
     paging_errors = {
         "400": error("limit is not an integer"),
@@ -195,7 +198,8 @@ def build(
                     query_param(
                         "after",
                         {"type": "string", "pattern": r"^\d{1,19}$"},
-                        "next_cursor of the previous answer; omitted: the oldest kept",
+                        "next_cursor of the previous answer; omitted or empty: the oldest kept",
+                        allowEmptyValue=True,
                     ),
                     limit,
                 ],
