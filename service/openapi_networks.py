@@ -43,6 +43,7 @@ def build(
         "400": error("limit is not an integer"),
         "422": error("limit out of range or cursor too long"),
         "404": error("never synced, unknown provider or relation, or malformed user id"),
+        "503": error("PostgreSQL is unreachable; retry after the Retry-After header's seconds"),
     }
     schemas = {
         "NetworkPage": obj(
@@ -208,6 +209,7 @@ def build(
                     **unauthorized,
                     "400": error("after or limit is malformed"),
                     "422": error("limit out of range"),
+                    "503": paging_errors["503"],
                 },
             }
         },

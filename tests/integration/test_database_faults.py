@@ -12,6 +12,9 @@ Procfile's threads pool) and the sync checked exactly against the simulator:
 - the connection is cut in the middle of the finalization's transaction: the
   error gives the message back to the broker (as a Redis outage does), the
   redelivered page finalizes, once.
+
+And the web role: a read that loses its connection answers 503 with
+``Retry-After``, not 500.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import redis
 from devtools.devstack import DevStack, WorkerSpec
 from state.store import SyncStore
 from tests.integration.conftest import TEST_ENV, Stack, new_user
+from tests.integration.conftest_http import BEARER
 from tests.integration.pg_relay import PostgresRelay
 
 REQUEUED = b"message requeued"
@@ -93,3 +97,13 @@ def test_a_connection_cut_in_the_finalization_gives_the_message_back(relayed, se
             "SELECT count(*) FROM finalized_syncs WHERE sync_id = %s", (sync_id,)
         ).fetchone()[0]
     assert kinds == [("synced",)] and finalized == 1
+
+
+def test_a_database_outage_is_a_503_with_retry_after_not_a_500(http_client, svc, monkeypatch):
+    def lost(*args, **kwargs):
+        raise psycopg.OperationalError("consuming input failed: server closed the connection")
+
+    monkeypatch.setattr(svc.networks, "network_page", lost)
+    response = http_client.get("/v1/users/u-x/networks/github", headers=BEARER)
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert response.get_json()["error"]["code"] == "unavailable"
