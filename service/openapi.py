@@ -512,13 +512,16 @@ PATHS = {
     },
     "/readyz": {
         "get": {
-            "summary": "Redis and the broker are reachable",
+            "summary": "Redis, PostgreSQL and the broker are reachable, and the database's "
+            "schema is not behind this code's migrations",
             "operationId": "readyz",
             "security": [],
             "responses": {
                 "200": answer("ready", ref("Health")),
                 "503": answer(
-                    "not ready; checks says which part", {"allOf": [ref("Error"), ref("Health")]}
+                    "not ready; checks says which part and why (unreachable, or the database "
+                    "not migrated or its schema behind)",
+                    {"allOf": [ref("Error"), ref("Health")]},
                 ),
             },
         }

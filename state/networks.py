@@ -104,6 +104,15 @@ class NetworkStore:
         with self.pool.connection(timeout=3) as conn:
             return conn.execute("SELECT 1").fetchone() == (1,)
 
+    def schema_revisions(self) -> set[str] | None:
+        """The Alembic revisions the database is at; None when it was never migrated
+        (the readiness probe's question, and its ping)."""
+        with self.pool.connection(timeout=3) as conn:
+            if conn.execute("SELECT to_regclass('alembic_version')").fetchone()[0] is None:
+                return None
+            rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        return {row[0] for row in rows}
+
     # -- finalization -----------------------------------------------------------
     def finalize(
         self,
