@@ -104,6 +104,8 @@ class DevStack:
         #: so a second ``normal@host`` on the same broker (another stack, another run)
         #: dies with RESOURCE_LOCKED at start
         self.node_prefix: str | None = None
+        #: process name -> the Celery node name (before ``@``) its worker was started with
+        self.node_names: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> DevStack:
@@ -240,7 +242,8 @@ class DevStack:
         )
 
     def node_name(self, name: str) -> str:
-        """The Celery worker name (``-n``) of the stack's process ``name``."""
+        """The stem of the Celery worker name (``-n``) of the stack's process ``name``; each
+        start adds a random part (``start_worker``), as the Procfile adds the pid and one."""
         return f"{self.node_prefix}-{name}" if self.node_prefix else name
 
     def _delete_queues(self) -> None:
@@ -338,7 +341,12 @@ class DevStack:
         wait_http(self.web_url + "/healthz", timeout=STARTUP_TIMEOUT_S)
 
     def start_worker(self, spec: WorkerSpec, index: int = 0) -> subprocess.Popen:
+        import secrets
+
         name = spec.name or f"w{index}-{spec.queues.replace(',', '-')}"
+        # unique per process, not per host: a restarted worker (or another stack's of the
+        # same name on a shared broker) never answers for this one
+        self.node_names[name] = f"{self.node_name(name)}-{secrets.token_hex(3)}"
         queue_names = ",".join(self.broker_queue(queue) for queue in spec.queues.split(","))
         cmd = [
             sys.executable,
@@ -354,7 +362,7 @@ class DevStack:
             "-c",
             str(spec.concurrency),
             "-n",
-            f"{self.node_name(name)}@%h",
+            f"{self.node_names[name]}@%h",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
@@ -368,11 +376,7 @@ class DevStack:
 
     def wait_workers_ready(self, timeout: float = 2 * 60.0) -> None:
         """Block until every started worker answers a control ping."""
-        names = {
-            self.node_name(name)
-            for name in self.processes
-            if name not in ("simulator", "web", "scheduler")
-        }
+        names = {self.node_names[name] for name in self.processes if name in self.node_names}
         if not names:
             return
         from celery import Celery
@@ -390,7 +394,7 @@ class DevStack:
                 if names <= answered:
                     return
                 for name in self.processes:
-                    if self.node_name(name) in names and self.processes[name].poll() is not None:
+                    if name in self.node_names and self.processes[name].poll() is not None:
                         raise RuntimeError(f"worker {name} exited; see {self.var_dir}/{name}.log")
             raise RuntimeError(f"workers {sorted(names)} not ready within {timeout}s")
         finally:

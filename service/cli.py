@@ -318,10 +318,13 @@ def list_syncs(status, queue, limit):
 @syncs_cli.command("sweep")
 @reports_outages
 def sweep_syncs():
-    """Send the pending pages of stalled syncs again (once; for cron). Exit 0."""
+    """Send the pending pages of stalled syncs again (once; for cron). Exit 0; 1 when the
+    broker is unreachable (then nothing is sent)."""
     from sync.recovery import sweeper_for
 
     report = sweeper_for(current_app.extensions["celery"]).sweep()
+    if report.broker_unreachable:
+        raise click.ClickException(report.summary())
     click.echo(report.summary())
     for sync_id in report.recovered:
         click.echo(f"recovered {sync_id}")

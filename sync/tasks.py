@@ -15,6 +15,7 @@ import random
 import time
 
 import kombu.exceptions
+import psycopg
 import redis.exceptions
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 
@@ -129,6 +130,7 @@ BACKEND_UNAVAILABLE = (
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,
     kombu.exceptions.OperationalError,
+    psycopg.OperationalError,
 )
 
 

@@ -6,10 +6,12 @@ import logging
 from types import SimpleNamespace
 
 import kombu.exceptions
+import psycopg
 import pytest
 import redis.exceptions
 from celery import Celery
 from celery.exceptions import Reject
+from psycopg_pool import PoolTimeout
 
 from providers.errors import Action
 from providers.github import GitHub
@@ -85,6 +87,9 @@ def test_our_own_bug_fails_the_sync_and_surfaces_with_its_traceback(task_and_ctx
         redis.exceptions.TimeoutError("Timeout reading from socket"),
         redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
         kombu.exceptions.OperationalError("Error 111 connecting"),
+        # PostgreSQL: a pooled connection closed under a finalization, no connection to be had
+        psycopg.OperationalError("consuming input failed: server closed the connection"),
+        PoolTimeout("couldn't get a connection after 30.00 sec"),
     ],
 )
 def test_a_store_or_broker_outage_requeues_the_message_and_fails_nothing(task_and_ctx, outage):
