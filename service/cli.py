@@ -7,7 +7,7 @@
     syncs sweep                                             # cron: recover stalled syncs
     credentials rotate-key                                  # after a new TOKEN_ENCRYPTION_KEY
 
-Exit codes: 0 done, 1 failed (a sync ended failed / needs_reauth /
+Exit codes: 0 done, 1 failed (a sync finished failed / needs_reauth /
 cancelled, timed out, or could not start), 2 usage error.
 """
 

@@ -75,7 +75,7 @@ from providers.announced import AnnouncedRule, Announcement, AnswerReport
 from providers.provider import HttpCall, Provider
 from state.keys import Keys
 from state.lua import LuaScript
-from state.quota import CLASS_LETTER, CLASS_POLICY, DEFAULT_SHARES
+from state.quota import CLASS_LETTER, CLASS_POLICY, DEFAULT_SHARES, SHARED_KEYS
 
 #: our clock vs the provider's: a reset counts as passed this much later
 RESET_SKEW_S = 1.0
@@ -101,8 +101,9 @@ class Caller:
     token: str
     #: the API host the call goes to (the Mastodon instance, the Bluesky PDS)
     host: str
-    #: our egress address's name (workers behind one NAT share one)
-    egress: str = "default-egress"
+    #: our egress address's name (workers behind one NAT share one); the same name
+    #: as the configured quota's ``ip`` bucket (``state.quota.SHARED_KEYS``)
+    egress: str = SHARED_KEYS["ip"]
 
 
 @dataclass(frozen=True)

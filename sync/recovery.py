@@ -17,7 +17,7 @@ A sync counts as *stalled* when, for ``stall_seconds``:
 - and no recovery re-sent its pages within that time.
 
 After ``max_recoveries`` recoveries without progress, or when no credential
-is left, the sync ends ``failed`` (kind ``stalled`` / ``no_credentials``) and
+is left, the sync fails (kind ``stalled`` / ``no_credentials``) and
 the previous network stays as it was.
 
 The scheduler process runs a sweep every ``sweep_interval`` seconds
@@ -162,7 +162,7 @@ class StallSweeper:
         priority = queues.priority_for(record.get("trigger", "api"), self.broker_url)
         cursors = self.svc.store.pending_cursors(sync_id)
         if record.get("finalizing"):
-            # every page is stored but the finalization never ended (its worker died and
+            # every page is complete but the finalization never got through (its worker died and
             # the message is gone): any page task of the sync finalizes it (exactly once)
             messages = [(f"{provider}.page", [sync_id, ""], "")]
         elif not cursors and not self.svc.store.pages_done(sync_id):
@@ -171,7 +171,7 @@ class StallSweeper:
             messages = [(f"{provider}.page", [sync_id, cursor], cursor) for cursor in cursors]
         for name, args, cursor in messages:
             # a re-send is a delivery again: a page that kills its worker every
-            # time is dead-lettered after MAX_DELIVERIES (``ProviderTask.poisoned``)
+            # time is dead-lettered after MAX_DELIVERIES (``sync.outcomes.dead_lettered``)
             self.progress.delivered_again(sync_id, cursor)
             self.send(name, args, queue, priority)
         sent = len(messages)

@@ -258,7 +258,7 @@ def drive_store(redis_client, prefix):
             rate_fields={"rate_remaining": "9"},
             count_call=True,
         )
-        == "stored"
+        == "completed"
     )
     assert store.complete_page(first.sync_id, "p0", []) == "duplicate"
     assert store.complete_page(first.sync_id, "p1", [("3", "c")], "page_limit") == "finalize"
@@ -289,7 +289,7 @@ def drive_store(redis_client, prefix):
             one.connections,
             guard=guard_args(GUARDED, "g0", one, [], 1, None),
         )
-        == "stored"
+        == "completed"
     )
     clock.now += 1000
     third = begin()
