@@ -210,7 +210,7 @@ def _conditional(provider: ProviderSim, call: Call, response: web.Response):
     authorized call (``FREE_NOT_MODIFIED``). The 304 has no body and carries the tag
     in strong form, as GitHub's recorded ones do (weak comparison: ``W/`` is ignored).
     """
-    digest = hashlib.blake2b(digest_size=16)
+    digest = hashlib.blake2b(digest_size=32)  # 64 hex digits, as GitHub's are now
     digest.update((call.token or "").encode() + b"\0")
     digest.update(response.body)
     tag = digest.hexdigest()

@@ -99,6 +99,9 @@ class Account:
     following_size: int | None = None
     following_start: int | None = None
     hidden: bool = False
+    #: more access tokens of the same account (a personal token, other apps' tokens):
+    #: they never expire; a "user" rule counts them all together
+    tokens: list = field(default_factory=list)
     #: relation → ids of other scenario accounts that are among this one's connections
     #: (at the first positions of that relation's network, in this order)
     connections_include: dict = field(default_factory=dict)
@@ -166,6 +169,10 @@ class Account:
         if raw.get("expires_at") is not None:
             account.expires_at = _number(raw["expires_at"], f"{where}.expires_at")
         account.hidden = bool(raw.get("hidden", False))
+        tokens = raw.get("tokens") or []
+        if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
+            raise ScenarioError(f"{where}: 'tokens' must be a list of token strings")
+        account.tokens = list(tokens)
         if raw.get("connections_include") is not None:
             account.connections_include = _includes(raw["connections_include"], provider, where)
         return account

@@ -100,8 +100,9 @@ class Simulator:
         """Add or replace an account; its scenario token starts fresh."""
         key = account.key
         old = self.accounts.get(key)
-        if old is not None and old.token and old.token != account.token:
-            self.tokens.access.pop((old.provider, old.token), None)
+        if old is not None:
+            for token in {old.token, *old.tokens} - {account.token, *account.tokens, None}:
+                self.tokens.access.pop((old.provider, token), None)
         if old is None:
             self.per_provider[account.provider] += 1
         self.accounts[key] = account

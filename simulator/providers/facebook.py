@@ -300,8 +300,9 @@ class Facebook(ProviderSim):
         return self.respond({"error": error}, row.status, headers)
 
     def render_rate_limited(self, sim, quota, call) -> web.Response:
-        # the app-wide budget answers code 4, a per-user budget code 17
-        row = self.row("user_rate_limit" if quota.rule.scope == "token" else "app_rate_limit")
+        # the app-wide budget answers code 4, a per-user (or per-token) budget code 17
+        user = quota.rule.scope in ("token", "user")
+        row = self.row("user_rate_limit" if user else "app_rate_limit")
         response = self.render_error(sim, row, call, {})
         response.headers["x-app-usage"] = self.limit_headers(quota)["x-app-usage"]
         return response
