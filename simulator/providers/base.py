@@ -3,7 +3,7 @@
 A provider module is one ``ProviderSim`` subclass, mostly data: its routes
 and error table (``ROUTES``, ``ERROR_ROWS``, the ``ROW_*`` names), and every
 fact the shared modules read instead of keeping a table per provider
-(``RELATIONS``, ``NATIVE_IDS``, ``DEFAULT_RATE_LIMIT``, ``PAGE_FAULTS``,
+(``RELATIONS``, ``NATIVE_IDS``, ``RATE_LIMITS``, ``PAGE_FAULTS``,
 ``TOKEN_TTL_S``, ...: see the class). Then a few small hooks: read the
 credentials, render an error row, render the rate-limit headers, and one
 handler per route. The request pipeline (auth, faults, quotas, latency,

@@ -14,6 +14,9 @@ Quirks reproduced:
 - One bad-token condition, many messages: the "bad_token" family (190 with
   and without subcodes, 102) gives 14 messages, one picked per firing.
 - Faults: ``empty_page_with_next``, ``cursor_expired`` (code 100), ``short_page``.
+- One app-wide rolling hour of 200 calls per user of the app, as ``x-app-usage``
+  percentages; a user's own limit (a scenario's) answers code 17, unannounced.
+- Cursors point at items (keysets): they survive changes to the list.
 """
 
 from __future__ import annotations

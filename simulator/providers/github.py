@@ -12,6 +12,10 @@ Quirks reproduced:
   names its own host (``base_url``).
 - Primary limit: 403/429 with ``x-ratelimit-remaining: 0``; secondary limit:
   403 with or without ``Retry-After`` and no ``X-RateLimit-*`` headers at all.
+  The 5,000 an hour count per user, whatever token; 60 per address without one.
+- Conditional requests: a weak ``ETag`` of the token and the body; a matching
+  ``If-None-Match`` is a 304 (strong tag, no body) that, authorized, uses no quota.
+- Lists oldest first (observed, unverified): new followers land on the last page.
 """
 
 from __future__ import annotations

@@ -12,6 +12,11 @@ Quirks reproduced:
 - Hidden networks (account ``"hidden": true``) answer ``[]``.
 - ``X-RateLimit-Reset`` is an ISO-8601 timestamp; 401s carry
   ``WWW-Authenticate: Bearer … error="invalid_token"``.
+- Rack::Attack's throttles (``RATE_LIMITS``): per token, per user, per address
+  without a token, and the paging throttle; the headers speak for the one
+  closest to exceeding; a 429 has no ``Retry-After``.
+- Newest first; follows added at run time get larger follow ids, so
+  ``since_id``/``min_id`` read exactly the new followers.
 """
 
 from __future__ import annotations

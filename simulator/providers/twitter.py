@@ -12,6 +12,9 @@ Quirks reproduced:
 - OAuth 1.0a: the ``oauth_token`` of the ``Authorization: OAuth …`` header
   is the identity; the signature is not checked, the header shape is.
 - Refresh (``POST /2/oauth2/token``) rotates the refresh token.
+- Limits per user and per endpoint (``RATE_LIMITS``); every user returned by
+  followers/following is billed (``PRICE_USD``). Newest first; pagination
+  tokens are keysets, good across changes to the list.
 """
 
 from __future__ import annotations
