@@ -10,6 +10,7 @@ processes per queue, and the scheduler. Nothing runs in-process or eagerly.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -38,6 +40,10 @@ STARTUP_TIMEOUT_S = 120.0
 #: tests' in-process app on Redis, the readiness probe of a Redis-broker stack)
 #: would follow it too
 SHARED_BROKER_VAR = "DEVSTACK_BROKER_URL"
+#: oauthlib refuses a plain-HTTP OAuth 2.0 URL unless this is set in the process's
+#: environment (``oauthlib.oauth2.rfc6749.utils.is_secure_transport``); the simulator
+#: speaks http://
+PLAIN_HTTP_OAUTH_VAR = "OAUTHLIB_INSECURE_TRANSPORT"
 
 
 @dataclass
@@ -290,6 +296,7 @@ class DevStack:
             self.base_env.setdefault(
                 f"{provider.upper()}_API_URL", f"{self.simulator_url}/{provider}"
             )
+        allow_plain_http_oauth(self.base_env)
 
     def _start_web(self) -> None:
         self.web_port = free_port()
@@ -405,6 +412,29 @@ class DevStack:
         )
         self.processes[name] = proc
         return proc
+
+
+def allow_plain_http_oauth(env: dict) -> None:
+    """Let oauthlib accept http:// in the processes started with ``env`` when the
+    providers it names over plain HTTP are all the local simulator (loopback).
+
+    Set once for the whole process, before it starts: real providers are https and
+    production never sets it (``sync.oauth``). An operator's own setting stays.
+    """
+    urls = [env.get(f"{provider.upper()}_API_URL") or "" for provider in PROVIDERS]
+    plain = [url for url in urls if url.lower().startswith("http://")]
+    if plain and all(is_loopback(url) for url in plain):
+        env.setdefault(PLAIN_HTTP_OAUTH_VAR, "1")
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def network_ids(web_url: str, http, user_id: str, provider: str) -> list[str]:

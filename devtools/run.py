@@ -4,7 +4,9 @@ Flower (optional role) starts only with ``FLOWER_BASIC_AUTH=user:password``.
 Uses ``REDIS_URL`` / ``CELERY_BROKER_URL`` when set; otherwise starts the
 embedded Redis (append-only file under ``./var/``) first and stops it last.
 Likewise ``DATABASE_URL``, else the embedded PostgreSQL (data under
-``./var/postgres``); the schema is migrated before anything starts.
+``./var/postgres``); the schema is migrated before anything starts. With the
+providers' URLs (``<PROVIDER>_API_URL``) on the local simulator, every process
+gets ``OAUTHLIB_INSECURE_TRANSPORT=1`` (oauthlib refuses http:// otherwise).
 SIGTERM or Ctrl-C stops everything.
 """
 
@@ -16,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from devtools.devstack import allow_plain_http_oauth
 from service.config import load_settings
 from state.embedded_redis import EmbeddedRedis
 
@@ -41,6 +44,7 @@ def main() -> int:
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env.setdefault("PORT", "8000")
+    allow_plain_http_oauth(env)  # providers pointed at the simulator (http://127.0.0.1)
     server = None
     if not env.get("REDIS_URL"):
         server = EmbeddedRedis(load_settings(env).var_dir, persist=True)

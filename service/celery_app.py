@@ -20,7 +20,6 @@ from sync.tasks import register_tasks
 
 def celery_config(settings, redis_url: str) -> dict:
     broker = settings.broker_url or redis_url
-    visibility = settings.broker_visibility_timeout
     return {
         "broker_url": broker,
         # on Redis, kombu's transport with its give-back-on-close fault made
@@ -28,19 +27,7 @@ def celery_config(settings, redis_url: str) -> dict:
         # Plain redis:// only: rediss:// keeps kombu's own (its TLS set-up untested here)
         **({"broker_transport": redis_broker.TRANSPORT} if broker.startswith("redis://") else {}),
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            # Redis: one list per priority step (``normal``, ``normal:1`` …
-            # ``normal:9``), BRPOPed lowest step first, so within a queue a
-            # lower number goes first (see ``queues.priority_for``).
-            "priority_steps": list(range(queues.MAX_PRIORITY + 1)),
-            "sep": ":",
-            # A worker given several queues (``-Q normal,trickle``) checks them
-            # in the order given instead of round robin (priority still wins
-            # across them: every queue's step 0 is checked before any step 1).
-            "queue_order_strategy": "priority",
-            # the visibility timeout bounds how long a dead worker's message waits
-            "visibility_timeout": visibility,
-        },
+        "broker_transport_options": broker_transport_options(settings.broker_visibility_timeout),
         # RabbitMQ: every queue with x-max-priority, also those made on the fly
         "task_queues": queues.declare_queues(settings.provider_regions),
         "task_queue_max_priority": queues.MAX_PRIORITY,
@@ -69,6 +56,23 @@ def celery_config(settings, redis_url: str) -> dict:
     }
 
 
+def broker_transport_options(visibility_timeout: int) -> dict:
+    """How the Redis transport hands out messages: priority steps, queue order, redelivery."""
+    return {
+        # Redis: one list per priority step (``normal``, ``normal:1`` …
+        # ``normal:9``), BRPOPed lowest step first, so within a queue a
+        # lower number goes first (see ``queues.priority_for``).
+        "priority_steps": list(range(queues.MAX_PRIORITY + 1)),
+        "sep": ":",
+        # A worker given several queues (``-Q normal,trickle``) checks them
+        # in the order given instead of round robin (priority still wins
+        # across them: every queue's step 0 is checked before any step 1).
+        "queue_order_strategy": "priority",
+        # the visibility timeout bounds how long a dead worker's message waits
+        "visibility_timeout": visibility_timeout,
+    }
+
+
 def celery_init_app(app: Flask) -> Celery:
     """The Celery app, in ``app.extensions["celery"]``, carrying the process's services.
 
@@ -79,7 +83,6 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app = Celery(app.name, task_cls=NetsyncTask)
     celery_app.conf.update(celery_config(services.settings, services.redis_url))
     celery_app.netsync_services = services
-    celery_app.flask_app = app
     app.extensions["celery"] = celery_app
     register_tasks(celery_app)
     return celery_app

@@ -146,6 +146,14 @@ def histogram_families(raw: dict) -> list[HistogramMetricFamily]:
 
 def state_gauges(app: Flask, svc):
     """Gauges read from the state at scrape time."""
+    yield from queue_gauges(app, svc)
+    yield from parked_gauges(svc)
+    yield from quota_gauges(svc)
+    yield from paused_gauges(svc)
+    yield from callback_gauges(svc)
+
+
+def queue_gauges(app: Flask, svc):
     depth = GaugeMetricFamily(
         "netsync_queue_depth",
         "Messages waiting in a broker queue, by priority step (Redis broker only)",
@@ -160,6 +168,9 @@ def state_gauges(app: Flask, svc):
             depth.add_metric([name, str(step)], n)
     yield length
     yield depth
+
+
+def parked_gauges(svc):
     parked = Counter((e.task_name.split(".", 1)[0], e.reason) for e in svc.delayed.entries())
     family = GaugeMetricFamily(
         "netsync_parked_tasks",
@@ -174,7 +185,9 @@ def state_gauges(app: Flask, svc):
         "Tasks parked in the delayed set until due",
         value=sum(parked.values()),
     )
-    yield from quota_gauges(svc)
+
+
+def paused_gauges(svc):
     paused = svc.switches.paused()
     family = GaugeMetricFamily(
         "netsync_provider_paused",
@@ -184,6 +197,9 @@ def state_gauges(app: Flask, svc):
     for provider in PROVIDERS:
         family.add_metric([provider], 1 if provider in paused else 0)
     yield family
+
+
+def callback_gauges(svc):
     family = GaugeMetricFamily(
         "netsync_callbacks", "Callback deliveries kept in the outbox, by state", labels=["state"]
     )

@@ -4,7 +4,30 @@ relation, members, per-network changes and the change feed. Merged into
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from providers.provider import RELATION_NAMES
+
+RELATION = {"type": "string", "enum": list(RELATION_NAMES)}
+#: every per-network path starts here
+NETWORK_BASE = "/v1/users/{user_id}/networks/{provider}"
+
+
+@dataclass(frozen=True)
+class Style:
+    """``service.openapi``'s own helpers, so the whole document is written one way."""
+
+    ref: Callable
+    nullable: Callable
+    obj: Callable
+    answer: Callable
+    error: Callable
+    path_param: Callable
+    query_param: Callable
+    network_params: list
+    timestamp: dict
+    unauthorized: dict
 
 
 def build(
@@ -20,192 +43,262 @@ def build(
     unauthorized,
 ) -> tuple[dict, dict]:
     """(schemas, paths), from openapi's own helpers (one style for the whole document)."""
-    relation = {"type": "string", "enum": list(RELATION_NAMES)}
-    relation_param = path_param(
-        "relation",
-        relation,
-        "followers / following (GitHub, "
-        "Twitter/X, Mastodon, Bluesky), friends (Facebook), "
-        "connections (LinkedIn); omitted: the provider's first",
+    style = Style(
+        ref,
+        nullable,
+        obj,
+        answer,
+        error,
+        path_param,
+        query_param,
+        network_params,
+        timestamp,
+        unauthorized,
     )
-    cursor = query_param(
-        "cursor", {"type": "string", "maxLength": 512}, "next_cursor of the previous page"
-    )
-    limit = query_param(
-        "limit",
-        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-        "items per page",
-    )
-    paging_errors = {
-        "400": error("limit is not an integer"),
-        "422": error("limit out of range or cursor too long"),
-        "404": error("never synced, unknown provider or relation, or malformed user id"),
-    }
-    schemas = {
-        "NetworkPage": obj(
-            {
-                "count": {"type": "integer", "description": "size of the whole network"},
-                "synced_at": timestamp,
-                "sync_id": {"type": "string"},
-                "relation": relation,
-                "connections": {"type": "array", "items": ref("Connection")},
-                "next_cursor": nullable("string", description="pass as ?cursor= for the next page"),
-            },
-            ["count", "synced_at", "sync_id", "connections", "next_cursor"],
-        ),
-        "NetworkChanges": obj(
-            {
-                "sync_id": {"type": "string"},
-                "initial": {
-                    "type": "boolean",
-                    "description": "a first sync: added is the whole network",
-                },
-                "added": {"type": "array", "items": {"type": "string"}},
-                "removed": {"type": "array", "items": {"type": "string"}},
-                "next_cursor": nullable("string"),
-            },
-            ["sync_id", "added", "removed"],
-        ),
-        "Member": obj(
-            {
-                "id": {"type": "string"},
-                "handle": {"type": "string"},
-                "user_id": {"type": "string", "description": "the main app's user who linked it"},
-            },
-            ["id", "handle", "user_id"],
-        ),
-        "Members": obj(
-            {
-                "members": {"type": "array", "items": ref("Member")},
-                "next_cursor": nullable("string"),
-            },
-            ["members", "next_cursor"],
-        ),
-        "Change": obj(
-            {
-                "cursor": {"type": "string"},
-                "at": {"type": "string", "format": "date-time"},
-                "kind": {"type": "string", "enum": ["synced", "added", "removed", "member_joined"]},
-                "user_id": {"type": "string"},
-                "provider": {"type": "string"},
-                "relation": relation,
-                "sync_id": nullable("string"),
-                "connection": {"oneOf": [{"type": "null"}, ref("Connection")]},
-                "member_user_id": nullable("string"),
-                "initial": {
-                    "type": "boolean",
-                    "description": "of a network's first sync "
-                    "(no added entries are written for it)",
-                },
-                "counts": {
-                    "oneOf": [
-                        {"type": "null"},
-                        obj(
-                            {
-                                "count": {"type": "integer"},
-                                "added": {"type": "integer"},
-                                "removed": {"type": "integer"},
-                            }
-                        ),
-                    ]
-                },
-            },
-            [
-                "cursor",
-                "at",
-                "kind",
-                "user_id",
-                "provider",
-                "relation",
-                "sync_id",
-                "connection",
-                "member_user_id",
-                "initial",
-                "counts",
-            ],
-        ),
-        "ChangeFeed": obj(
-            {
-                "changes": {"type": "array", "items": ref("Change")},
-                "next_cursor": {"type": "string", "description": "pass as ?after= to resume"},
-            },
-            ["changes", "next_cursor"],
-        ),
+    return schemas(style), paths(style)
+
+
+# -- schemas ----------------------------------------------------------------------------
+def schemas(s: Style) -> dict:
+    return {
+        "NetworkPage": network_page(s),
+        "NetworkChanges": network_changes(s),
+        "Member": member(s),
+        "Members": members(s),
+        "Change": change(s),
+        "ChangeFeed": change_feed(s),
     }
 
-    def network(summary, operation, schema, params, description):
-        return {
-            "get": {
-                "summary": summary,
-                "operationId": operation,
-                "parameters": params,
-                "responses": {
-                    "200": answer(description, ref(schema)),
-                    **unauthorized,
-                    **paging_errors,
-                },
-            }
+
+def network_page(s: Style) -> dict:
+    return s.obj(
+        {
+            "count": {"type": "integer", "description": "size of the whole network"},
+            "synced_at": s.timestamp,
+            "sync_id": {"type": "string"},
+            "relation": RELATION,
+            "connections": {"type": "array", "items": s.ref("Connection")},
+            "next_cursor": s.nullable("string", description="pass as ?cursor= for the next page"),
+        },
+        ["count", "synced_at", "sync_id", "connections", "next_cursor"],
+    )
+
+
+def network_changes(s: Style) -> dict:
+    return s.obj(
+        {
+            "sync_id": {"type": "string"},
+            "initial": {
+                "type": "boolean",
+                "description": "a first sync: added is the whole network",
+            },
+            "added": {"type": "array", "items": {"type": "string"}},
+            "removed": {"type": "array", "items": {"type": "string"}},
+            "next_cursor": s.nullable("string"),
+        },
+        ["sync_id", "added", "removed"],
+    )
+
+
+def member(s: Style) -> dict:
+    return s.obj(
+        {
+            "id": {"type": "string"},
+            "handle": {"type": "string"},
+            "user_id": {"type": "string", "description": "the main app's user who linked it"},
+        },
+        ["id", "handle", "user_id"],
+    )
+
+
+def members(s: Style) -> dict:
+    return s.obj(
+        {
+            "members": {"type": "array", "items": s.ref("Member")},
+            "next_cursor": s.nullable("string"),
+        },
+        ["members", "next_cursor"],
+    )
+
+
+def change(s: Style) -> dict:
+    """One entry of the change feed; every field is always present."""
+    fields = {
+        "cursor": {"type": "string"},
+        "at": {"type": "string", "format": "date-time"},
+        "kind": {"type": "string", "enum": ["synced", "added", "removed", "member_joined"]},
+        "user_id": {"type": "string"},
+        "provider": {"type": "string"},
+        "relation": RELATION,
+        "sync_id": s.nullable("string"),
+        "connection": {"oneOf": [{"type": "null"}, s.ref("Connection")]},
+        "member_user_id": s.nullable("string"),
+        "initial": {
+            "type": "boolean",
+            "description": "of a network's first sync (no added entries are written for it)",
+        },
+        "counts": {"oneOf": [{"type": "null"}, sync_counts(s)]},
+    }
+    return s.obj(fields, list(fields))
+
+
+def sync_counts(s: Style) -> dict:
+    """A ``synced`` entry's figures."""
+    return s.obj(
+        {
+            "count": {"type": "integer"},
+            "added": {"type": "integer"},
+            "removed": {"type": "integer"},
         }
+    )
 
-    base = "/v1/users/{user_id}/networks/{provider}"
-    with_relation = [*network_params, relation_param]
-    paths = {
-        base: network(
+
+def change_feed(s: Style) -> dict:
+    return s.obj(
+        {
+            "changes": {"type": "array", "items": s.ref("Change")},
+            "next_cursor": {"type": "string", "description": "pass as ?after= to resume"},
+        },
+        ["changes", "next_cursor"],
+    )
+
+
+# -- paths ------------------------------------------------------------------------------
+def paths(s: Style) -> dict:
+    return {
+        **network_paths(s),
+        **network_change_paths(s),
+        **member_paths(s),
+        "/v1/changes": change_feed_path(s),
+    }
+
+
+def network_paths(s: Style) -> dict:
+    """The last complete network, paged: the provider's first relation, or a named one."""
+    return {
+        NETWORK_BASE: network_read(
+            s,
             "One page of the last complete network (the provider's first relation)",
             "getNetwork",
             "NetworkPage",
-            [*network_params, cursor, limit],
+            [*s.network_params, *paging(s)],
             "a page of connections",
         ),
-        base + "/{relation}": network(
+        NETWORK_BASE + "/{relation}": network_read(
+            s,
             "One page of the last complete network of a relation",
             "getRelationNetwork",
             "NetworkPage",
-            [*with_relation, cursor, limit],
+            [*with_relation(s), *paging(s)],
             "a page of connections",
         ),
-        base + "/changes": network(
+    }
+
+
+def network_change_paths(s: Style) -> dict:
+    """What the last completed sync added and removed, paged."""
+    return {
+        NETWORK_BASE + "/changes": network_read(
+            s,
             "What the last completed sync added and removed, paged",
             "getNetworkChanges",
             "NetworkChanges",
-            [*network_params, cursor, limit],
+            [*s.network_params, *paging(s)],
             "ids added and removed",
         ),
-        base + "/{relation}/changes": network(
+        NETWORK_BASE + "/{relation}/changes": network_read(
+            s,
             "What the last completed sync of a relation added and removed, paged",
             "getRelationNetworkChanges",
             "NetworkChanges",
-            [*with_relation, cursor, limit],
+            [*with_relation(s), *paging(s)],
             "ids added and removed",
         ),
-        base + "/{relation}/members": network(
+    }
+
+
+def member_paths(s: Style) -> dict:
+    return {
+        NETWORK_BASE + "/{relation}/members": network_read(
+            s,
             "The connections that are linked accounts of the main app's users "
             "(matched on the provider's stable account id)",
             "getMembers",
             "Members",
-            [*with_relation, cursor, limit],
+            [*with_relation(s), *paging(s)],
             "a page of members",
         ),
-        "/v1/changes": {
-            "get": {
-                "summary": "What changed across all users, oldest first; a sync's entries "
-                "appear all at once",
-                "operationId": "getChanges",
-                "parameters": [
-                    query_param(
-                        "after",
-                        {"type": "string", "pattern": r"^\d{1,19}$"},
-                        "next_cursor of the previous answer; omitted: the oldest kept",
-                    ),
-                    limit,
-                ],
-                "responses": {
-                    "200": answer("a page of the change feed", ref("ChangeFeed")),
-                    **unauthorized,
-                    "400": error("after or limit is malformed"),
-                    "422": error("limit out of range"),
-                },
-            }
-        },
     }
-    return schemas, paths
+
+
+def change_feed_path(s: Style) -> dict:
+    return {
+        "get": {
+            "summary": "What changed across all users, oldest first; a sync's entries "
+            "appear all at once",
+            "operationId": "getChanges",
+            "parameters": [
+                s.query_param(
+                    "after",
+                    {"type": "string", "pattern": r"^\d{1,19}$"},
+                    "next_cursor of the previous answer; omitted: the oldest kept",
+                ),
+                limit_param(s),
+            ],
+            "responses": {
+                "200": s.answer("a page of the change feed", s.ref("ChangeFeed")),
+                **s.unauthorized,
+                "400": s.error("after or limit is malformed"),
+                "422": s.error("limit out of range"),
+            },
+        }
+    }
+
+
+def network_read(s: Style, summary, operation, schema, params, description) -> dict:
+    """A paged GET of one user's network on one provider."""
+    return {
+        "get": {
+            "summary": summary,
+            "operationId": operation,
+            "parameters": params,
+            "responses": {
+                "200": s.answer(description, s.ref(schema)),
+                **s.unauthorized,
+                "400": s.error("limit is not an integer"),
+                "422": s.error("limit out of range or cursor too long"),
+                "404": s.error("never synced, unknown provider or relation, or malformed user id"),
+            },
+        }
+    }
+
+
+# -- parameters -------------------------------------------------------------------------
+def with_relation(s: Style) -> list:
+    """The user and provider, and the relation."""
+    return [
+        *s.network_params,
+        s.path_param(
+            "relation",
+            RELATION,
+            "followers / following (GitHub, "
+            "Twitter/X, Mastodon, Bluesky), friends (Facebook), "
+            "connections (LinkedIn); omitted: the provider's first",
+        ),
+    ]
+
+
+def paging(s: Style) -> list:
+    """?cursor= and ?limit=."""
+    cursor = s.query_param(
+        "cursor", {"type": "string", "maxLength": 512}, "next_cursor of the previous page"
+    )
+    return [cursor, limit_param(s)]
+
+
+def limit_param(s: Style) -> dict:
+    return s.query_param(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+        "items per page",
+    )

@@ -16,7 +16,7 @@ import queues
 from service.config import PROVIDERS
 from state.batch import Batch
 from state.credentials import Credential
-from state.store import USER_ID_RE, SyncTicket
+from state.store import USER_ID_RE, BeginStep, SyncTicket
 from sync.runtime import Services
 from sync.tasks import profile_task_name
 
@@ -100,6 +100,23 @@ def start_syncs(
     """
     assert trigger in TRIGGERS, trigger
     relations = [validate_target(user_id, r.provider, r.relation) for r in requests]
+    account_ids = linked_account_ids(svc, user_id, requests)
+    steps = prepare_begins(svc, user_id, requests, relations)
+    classes = run_begins(svc, requests, steps, account_ids, trigger, force)
+    after = Batch(svc.redis)
+    tickets, error = settle_begins(svc, after, steps)
+    created = [(t, q) for t, q in zip(tickets, classes) if t is not None and t.created]
+    track_started(svc, after, created, trigger)
+    after.execute()
+    send_profile_tasks(svc, created, trigger)
+    if error is not None:
+        raise error
+    return tickets
+
+
+def linked_account_ids(svc: Services, user_id: str, requests: list[SyncRequest]) -> dict:
+    """The account id per provider: the login's credential, else the one stored.
+    A provider with neither is refused (``no_credentials``)."""
     account_ids: dict[str, str] = {}
     for r in requests:  # one credential per provider: a login lists each provider once
         if r.credential is not None:
@@ -113,7 +130,14 @@ def start_syncs(
                 code="no_credentials",
             )
         account_ids[r.provider] = svc.credentials.load(r.provider, user_id).account_id
-    settings, store = svc.settings, svc.store
+    return account_ids
+
+
+def prepare_begins(
+    svc: Services, user_id: str, requests: list[SyncRequest], relations: list[str]
+) -> list[BeginStep]:
+    """First round trip: the login's credentials (stored even when no sync starts: the
+    newest token is the one to use next time), and each begin's index entry and reads."""
     first = Batch(svc.redis)
     saved = set()
     for r in requests:
@@ -121,10 +145,24 @@ def start_syncs(
             svc.credentials.save(r.provider, user_id, r.credential, batch=first)
             saved.add(r.provider)
     steps = [
-        store.prepare_begin(first, user_id=user_id, provider=r.provider, relation=relation)
+        svc.store.prepare_begin(first, user_id=user_id, provider=r.provider, relation=relation)
         for r, relation in zip(requests, relations)
     ]
     first.execute()
+    return steps
+
+
+def run_begins(
+    svc: Services,
+    requests: list[SyncRequest],
+    steps: list[BeginStep],
+    account_ids: dict,
+    trigger: str,
+    force: bool,
+) -> list[str]:
+    """Second round trip: every begin script, each on the queue class the network's last
+    known size and the trigger pick. Returns those queue classes."""
+    settings = svc.settings
     begins = Batch(svc.redis)
     classes = []
     for r, step in zip(requests, steps):
@@ -133,7 +171,7 @@ def start_syncs(
             int(last_size) if last_size else None, trigger, settings.whale_threshold
         )
         classes.append(queue_class)
-        store.queue_begin(
+        svc.store.queue_begin(
             begins,
             step,
             account_id=account_ids[r.provider],
@@ -144,15 +182,26 @@ def start_syncs(
             stale_s=settings.sync_stale_seconds,
         )
     begins.execute()
-    after = Batch(svc.redis)
+    return classes
+
+
+def settle_begins(
+    svc: Services, after: Batch, steps: list[BeginStep]
+) -> tuple[list[SyncTicket | None], RuntimeError | None]:
+    """What each begin script said (None where its in-flight marker kept moving: the
+    others still start), and the first such error, raised once the rest is done."""
     tickets, error = [], None
     for step in steps:
         try:
-            tickets.append(store.settle_begin(after, step))
-        except RuntimeError as exc:  # its marker kept moving: the others still start
+            tickets.append(svc.store.settle_begin(after, step))
+        except RuntimeError as exc:
             tickets.append(None)
             error = error or exc
-    created = [(t, q) for t, q in zip(tickets, classes) if t is not None and t.created]
+    return tickets, error
+
+
+def track_started(svc: Services, after: Batch, created: list, trigger: str) -> None:
+    """The syncs created: counted, and tracked by the stall sweep before their tasks go."""
     for ticket, queue_class in created:
         svc.metrics.count_many(
             [
@@ -169,7 +218,11 @@ def start_syncs(
             batch=after,
         )
         svc.progress.track(ticket.sync_id, time.time(), batch=after)
-    after.execute()
+
+
+def send_profile_tasks(svc: Services, created: list, trigger: str) -> None:
+    """Round one of each created sync; if the broker fails, the syncs not sent fail
+    (``broker_unavailable``) instead of blocking the next ones."""
     for i, (ticket, queue_class) in enumerate(created):
         try:
             send_profile_task(svc, ticket.sync_id, ticket.provider, queue_class, trigger)
@@ -177,9 +230,6 @@ def start_syncs(
             for unsent, _ in created[i:]:
                 svc.store.fail(unsent.sync_id, "failed", "broker_unavailable", type(exc).__name__)
             raise
-    if error is not None:
-        raise error
-    return tickets
 
 
 def send_profile_task(

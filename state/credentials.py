@@ -94,7 +94,7 @@ class CredentialStore:
 
     def _key(self, provider: str, user_id: str) -> str:
         # Under the user's network hash tag, so a task reads it in the same
-        # round trip as its sync record (SyncStore.page_snapshot).
+        # round trip as its sync record (SyncStore.queue_snapshot).
         return self._keys.user(provider, user_id).credential
 
     def save(self, provider: str, user_id: str, credential: Credential, batch=None) -> None:

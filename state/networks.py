@@ -101,54 +101,23 @@ class NetworkStore:
         connections: Iterable[tuple[str, str]],
     ) -> Finalized:
         """Replace the network with ``connections`` and log the diff: all or nothing, once."""
+        network = (user_id, provider, relation)
         with self.pool.connection() as conn, conn.transaction():
             done = _finalized(conn, sync_id)
             if done:
                 return done
-            conn.execute(
-                "INSERT INTO networks (user_id, provider, relation) VALUES (%s, %s, %s)"
-                " ON CONFLICT DO NOTHING",
-                (user_id, provider, relation),
-            )
             # The row lock serializes finalizations of one network; a second
             # finalizer of the same sync waits here, then finds the first's result.
-            network_id, last_sync = conn.execute(
-                "SELECT network_id, sync_id FROM networks WHERE user_id = %s AND provider = %s"
-                " AND relation = %s FOR UPDATE",
-                (user_id, provider, relation),
-            ).fetchone()
+            network_id, last_sync = _lock_network(conn, network)
             done = _finalized(conn, sync_id)
             if done:
                 return done
             count = _stage(conn, connections)
             added, removed = _apply_diff(conn, network_id)
-            initial = last_sync is None
-            conn.execute(
-                "UPDATE networks SET sync_id = %s, synced_at = to_timestamp(%s),"
-                " count = %s WHERE network_id = %s",
-                (sync_id, finished_at, count, network_id),
-            )
-            conn.execute(
-                "INSERT INTO finalized_syncs (sync_id, network_id, status, count, added,"
-                " removed, initial) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (sync_id, network_id, status, count, added, removed, initial),
-            )
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK,))
-            counts = {"count": count, "added": added, "removed": removed}
-            conn.execute(
-                "INSERT INTO changes (kind, user_id, provider, relation, sync_id, initial,"
-                " counts) VALUES ('synced', %s, %s, %s, %s, %s, %s)",
-                (user_id, provider, relation, sync_id, initial, json.dumps(counts)),
-            )
-            if not initial:
-                for kind, table in (("added", "fresh"), ("removed", "gone")):
-                    conn.execute(
-                        f"INSERT INTO changes (kind, user_id, provider, relation, sync_id,"
-                        f" connection_id, connection_handle) SELECT %s, %s, %s, %s, %s,"
-                        f" connection_id, handle FROM {table} ORDER BY connection_id",
-                        (kind, user_id, provider, relation, sync_id),
-                    )
-        return Finalized(sync_id, status, count, added, removed, initial)
+            result = Finalized(sync_id, status, count, added, removed, initial=last_sync is None)
+            _record_finalized(conn, network_id, result, finished_at)
+            _append_sync_entries(conn, network, result)
+        return result
 
     def finalized(self, sync_id: str) -> Finalized | None:
         with self.pool.connection() as conn:
@@ -297,6 +266,64 @@ def _finalized(conn, sync_id: str) -> Finalized | None:
         (sync_id,),
     ).fetchone()
     return Finalized(sync_id, *row, already=True) if row else None
+
+
+def _lock_network(conn, network: tuple[str, str, str]) -> tuple[int, str | None]:
+    """The network's row (made if new), locked to the transaction's end:
+    (network id, the sync that last replaced it, None if none has)."""
+    conn.execute(
+        "INSERT INTO networks (user_id, provider, relation) VALUES (%s, %s, %s)"
+        " ON CONFLICT DO NOTHING",
+        network,
+    )
+    return conn.execute(
+        "SELECT network_id, sync_id FROM networks WHERE user_id = %s AND provider = %s"
+        " AND relation = %s FOR UPDATE",
+        network,
+    ).fetchone()
+
+
+def _record_finalized(conn, network_id: int, result: Finalized, finished_at: float) -> None:
+    """The network now holds this sync; the sync id, finalized (the idempotency key)."""
+    conn.execute(
+        "UPDATE networks SET sync_id = %s, synced_at = to_timestamp(%s),"
+        " count = %s WHERE network_id = %s",
+        (result.sync_id, finished_at, result.count, network_id),
+    )
+    conn.execute(
+        "INSERT INTO finalized_syncs (sync_id, network_id, status, count, added,"
+        " removed, initial) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (
+            result.sync_id,
+            network_id,
+            result.status,
+            result.count,
+            result.added,
+            result.removed,
+            result.initial,
+        ),
+    )
+
+
+def _append_sync_entries(conn, network: tuple[str, str, str], result: Finalized) -> None:
+    """The sync's change-feed entries: ``synced`` with its counts, then (after a first
+    sync) one per connection added or removed. Takes the feed lock (module doc)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK,))
+    counts = {"count": result.count, "added": result.added, "removed": result.removed}
+    conn.execute(
+        "INSERT INTO changes (kind, user_id, provider, relation, sync_id, initial,"
+        " counts) VALUES ('synced', %s, %s, %s, %s, %s, %s)",
+        (*network, result.sync_id, result.initial, json.dumps(counts)),
+    )
+    if result.initial:
+        return
+    for kind, table in (("added", "fresh"), ("removed", "gone")):
+        conn.execute(
+            f"INSERT INTO changes (kind, user_id, provider, relation, sync_id,"
+            f" connection_id, connection_handle) SELECT %s, %s, %s, %s, %s,"
+            f" connection_id, handle FROM {table} ORDER BY connection_id",
+            (kind, *network, result.sync_id),
+        )
 
 
 def _stage(conn, connections) -> int:

@@ -63,8 +63,8 @@ page task sends the first bucket's take in the same pipeline as its sync
 snapshot instead (``queue_take_first``), and gives it back (``release``) if it
 makes no call after all.
 
-A quota wait is never a sleep: ``acquire`` returns seconds, the caller parks
-the task in the delayed set (``state.delayed``) for that long.
+A quota wait is never a sleep: ``decide`` says how many seconds (``wait_s``);
+the caller parks the task in the delayed set (``state.delayed``) for that long.
 
 The scripts are ``state/lua/{take,settle,refund,observe,outcome}.lua``, each sent
 with ``quota_prelude.lua`` (reading a bucket and judging a request), one
@@ -73,7 +73,6 @@ bucket key each (``P:quota:{provider:scope:key}``, ``state.keys``).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import time
@@ -121,11 +120,6 @@ ADAPTIVE_MEMORY_S = 7 * 86400
 
 _TOKEN_KEY = re.compile(r"[0-9a-f]{16,128}")
 _OTHER_KEY = re.compile(r"[A-Za-z0-9._:\-]{1,100}")
-
-
-def fingerprint(token: str) -> str:
-    """A non-reversible name for a credential, for ``scopes["token"]``."""
-    return hashlib.blake2b(token.encode(), digest_size=12, person=b"netsync-quota").hexdigest()
 
 
 def parse_shares(text: str) -> dict[str, float]:
@@ -282,7 +276,7 @@ class QuotaGate:
             if not pattern.fullmatch(key):
                 # also stops a raw credential from becoming a Redis key
                 raise ValueError(
-                    f"bad {limit.scope} key for {provider}; tokens go through fingerprint()"
+                    f"bad {limit.scope} key for {provider}; tokens go through Credential.fingerprint()"
                 )
             redis_key = self.keys.quota_bucket(provider, limit.scope, key)
             found.append(QuotaBucket(provider, limit, key, redis_key))
@@ -327,16 +321,9 @@ class QuotaGate:
         used if it was for this very bucket, class and cost, else given back.
         """
         now = self.clock()
-        taken = []
         buckets = self.buckets(provider, scopes)
-        if first is not None and not (
-            buckets
-            and first.bucket == buckets[0]
-            and first.queue_class == queue_class
-            and first.cost == cost
-        ):
-            self.release(first)
-            first = None
+        first = self._matching_first(first, buckets, queue_class, cost)
+        taken = []
         for i, bucket in enumerate(buckets):
             if i == 0 and first is not None:
                 granted, detail, *rest = first.reply.value
@@ -345,26 +332,53 @@ class QuotaGate:
                 granted, detail, *rest = self._take(
                     keys={"bucket": bucket.redis_key}, args={**args, "mode": "take"}
                 )
-            if granted:
-                taken.append((bucket, _s(detail), rest[0], float(_s(rest[1]))))
-                continue
-            for done, slot, took_left, _ in taken:
-                self._refund_one(done, queue_class, cost, now, slot, took_left)
-            waits = [(self._wait(detail, bucket), bucket.limit.scope)]
-            for later in buckets[i + 1 :]:
-                _, later_wait = self._take(
-                    keys={"bucket": later.redis_key},
-                    args={**self._args(later, queue_class, cost, now), "mode": "peek"},
-                )
-                waits.append((self._wait(later_wait, later), later.limit.scope))
-            wait, scope = max(waits)
-            return QuotaDecision(wait, scope)
+            if not granted:
+                for done, slot, took_left, _ in taken:
+                    self._refund_one(done, queue_class, cost, now, slot, took_left)
+                return self._refusal(detail, bucket, buckets[i + 1 :], queue_class, cost, now)
+            taken.append((bucket, _s(detail), rest[0], float(_s(rest[1]))))
         tickets = tuple(QuotaTicket(bucket, slot, margin) for bucket, slot, _, margin in taken)
         # a take sent ahead was granted when it was sent: the earliest the call may leave
         granted_at = min(now, first.taken_at) if first is not None and first.taken_at else now
         return QuotaDecision(
             0.0, tickets=tickets, granted_at=granted_at, queue_class=queue_class, cost=cost
         )
+
+    def _matching_first(
+        self, first: Prefetched | None, buckets: list[QuotaBucket], queue_class: str, cost: int
+    ) -> Prefetched | None:
+        """``first`` if it was taken from this call's first bucket, for this class and
+        cost; else it is given back (the token was refreshed, the sync changed queue)."""
+        if first is None or (
+            buckets
+            and first.bucket == buckets[0]
+            and first.queue_class == queue_class
+            and first.cost == cost
+        ):
+            return first
+        self.release(first)
+        return None
+
+    def _refusal(
+        self,
+        detail,
+        refused: QuotaBucket,
+        later: list[QuotaBucket],
+        queue_class: str,
+        cost: int,
+        now: float,
+    ) -> QuotaDecision:
+        """A call the bucket ``refused`` turned down waits the longest of that bucket's
+        wait and the later buckets' (peeked, not taken); the scope is whose wait it is."""
+        waits = [(self._wait(detail, refused), refused.limit.scope)]
+        for bucket in later:
+            _, later_wait = self._take(
+                keys={"bucket": bucket.redis_key},
+                args={**self._args(bucket, queue_class, cost, now), "mode": "peek"},
+            )
+            waits.append((self._wait(later_wait, bucket), bucket.limit.scope))
+        wait, scope = max(waits)
+        return QuotaDecision(wait, scope)
 
     def settle(self, decision: QuotaDecision) -> None:
         """The granted call was answered (or failed): account it at this moment.
@@ -394,7 +408,7 @@ class QuotaGate:
         """Take ``cost`` from the call's first bucket, as a step of a ``state.batch.Batch``.
 
         For a caller that sends the take with its other reads, before it knows
-        it will call: it hands the result to ``decide`` (``acquire(first=…)``),
+        it will call: it hands the result to ``decide`` (``decide(first=…)``),
         which goes on with the other buckets, or to ``release`` if it does not
         call. Only the first bucket (token before the shared ones, as ``decide``
         takes them), so a user out of quota still never touches the shared buckets.
@@ -432,17 +446,6 @@ class QuotaGate:
         if wait < 0:  # cannot be granted as configured: retry after a window
             return bucket.limit.window_s
         return wait
-
-    def acquire(
-        self,
-        provider: str,
-        scopes: Mapping[str, str],
-        queue_class: str,
-        cost: int = 1,
-        first: Prefetched | None = None,
-    ) -> float:
-        """0.0 when the call may go now (quota taken), else seconds to park it."""
-        return self.decide(provider, scopes, queue_class, cost, first).wait_s
 
     def observe(
         self, provider: str, scopes: Mapping[str, str], info: RateLimitInfo, batch=None

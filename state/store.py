@@ -262,22 +262,14 @@ class SyncStore:
         raw = self.redis.hgetall(keys.record)
         return {k.decode(): v.decode() for k, v in raw.items()} or None
 
-    def page_snapshot(self, sync_id: str, cursor: str | None):
-        """(record, cursor already stored?, credential blob) in one round trip.
+    def queue_snapshot(self, batch: Batch, sync_id: str, cursor: str | None) -> Reply | None:
+        """(record, cursor already stored?, credential blob), as a step of ``batch``
+        (None: no such sync).
 
         The hot path of every task: the record says whether the sync is
         still active, the done set whether this page is a redelivery, and the
-        credential lives under the same hash tag (``:cred``).
+        credential lives under the same hash tag (``:cred``), so one round trip.
         """
-        batch = Batch(self.redis)
-        reply = self.queue_snapshot(batch, sync_id, cursor)
-        if reply is None:
-            return None, False, None
-        batch.execute()
-        return reply.value
-
-    def queue_snapshot(self, batch: Batch, sync_id: str, cursor: str | None) -> Reply | None:
-        """``page_snapshot`` as a step of ``batch`` (None: no such sync)."""
         keys = self._sync_keys(sync_id)
         if keys is None:
             return None
@@ -430,17 +422,10 @@ class SyncStore:
         ``inactive`` (the sync ended meanwhile), or ``finalize`` (this was the
         last page: the caller finalizes, see ``sync.finalize`` and ``finish``).
         """
-        keys = self._sync_keys(sync_id)
         batch = Batch(self.redis) if batch is None else batch
         reply = self._complete.queue(
             batch,
-            keys={
-                "guard": keys.guard,
-                "record": keys.record,
-                "pending": keys.pending,
-                "done": keys.done,
-                "staging_h": keys.staging_h,
-            },
+            keys=self._page_keys(sync_id),
             args={
                 "cursor": cursor,
                 "partial_reason": partial_reason,
@@ -453,6 +438,17 @@ class SyncStore:
         )
         batch.execute()
         return reply.value
+
+    def _page_keys(self, sync_id: str) -> dict:
+        """What a page's completion works on: the sync's page bookkeeping and staging."""
+        keys = self._sync_keys(sync_id)
+        return {
+            "guard": keys.guard,
+            "record": keys.record,
+            "pending": keys.pending,
+            "done": keys.done,
+            "staging_h": keys.staging_h,
+        }
 
     def _relation_keys(self, keys, sync_id: str):
         record = self.get_sync(sync_id) or {}

@@ -205,7 +205,3 @@ def redeliver(celery_app, delivery_id: str) -> Delivery | None:
     if delivery is not None:
         schedule(svc, delivery, 0.0, celery_app.conf.broker_url)
     return delivery
-
-
-def register_tasks(celery_app) -> None:
-    celery_app.register_task(DeliverCallback())

@@ -15,8 +15,6 @@ idempotency key) and writes nothing, so the sync finalizes exactly once.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 
 from state.networks import Finalized
@@ -28,7 +26,6 @@ def finalize_sync(svc, record: dict) -> tuple[Finalized, bool]:
     """Finalize one sync; (what was committed, True if this call made it final)."""
     sync_id = record["sync_id"]
     status = record.get("finalizing") or "succeeded"
-    crash_point(svc, "before_finalize", record)
     started = time.perf_counter()
     result = svc.networks.finalize(
         sync_id=sync_id,
@@ -39,7 +36,6 @@ def finalize_sync(svc, record: dict) -> tuple[Finalized, bool]:
         finished_at=time.time(),
         connections=svc.store.staged_connections(sync_id),
     )
-    crash_point(svc, "after_commit", record)
     first = svc.store.finish(
         sync_id, result.status, result.count, result.added, result.removed, result.initial
     )
@@ -54,22 +50,3 @@ def finalize_sync(svc, record: dict) -> tuple[Finalized, bool]:
         time.perf_counter() - started,
     )
     return result, first
-
-
-def crash_point(svc, name: str, record: dict) -> None:
-    """Test hook: kill this process (SIGKILL, no clean-up) at ``name``, once.
-
-    Only where ``NETSYNC_ENV=test``, and only for a user a test armed by
-    creating ``<var_dir>/crash-<name>-<user_id>``; removing that file is what
-    makes it happen once (the redelivered task must get through).
-    """
-    settings = svc.settings
-    if settings.env != "test":
-        return
-    marker = settings.var_dir / f"crash-{name}-{record['user_id']}"
-    try:
-        marker.unlink()
-    except FileNotFoundError:
-        return
-    log.warning("test hook: killing worker process %d at %s", os.getpid(), name)
-    os.kill(os.getpid(), signal.SIGKILL)

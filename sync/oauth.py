@@ -18,17 +18,21 @@ task that finds the stored token already newer than the one it used simply
 adopts it. A task that finds a refresh in progress parks for a second
 (``refresh_in_progress``): no worker waits on another's HTTP call.
 
+Plain HTTP: oauthlib refuses an ``http://`` OAuth 2.0 URL unless the process
+runs with ``OAUTHLIB_INSECURE_TRANSPORT`` set (it reads the variable at each
+call: ``oauthlib.oauth2.rfc6749.utils.is_secure_transport``). Production talks
+https and never sets it: a plain-HTTP URL there fails the sync
+(``insecure_transport``). Only the environments whose providers are the local
+simulator (``devtools.devstack``, ``make run`` pointed at it, the tests) set it,
+once, for the whole process; nothing here changes it.
+
 Tokens never leave this module in a message or a log line.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import os
-import threading
 import time
-from urllib.parse import urlsplit
 
 import requests
 from oauthlib.oauth2 import (
@@ -63,61 +67,6 @@ INSECURE_TRANSPORT = ErrorRule(Action.FAIL, "insecure_transport")
 
 class RefreshBusy(Exception):
     """Another task is refreshing this token right now."""
-
-
-# -- OAUTHLIB_INSECURE_TRANSPORT, narrowly ---------------------------------------------
-_insecure_lock = threading.Lock()
-_insecure_users = 0
-
-
-def is_loopback_http(url: str) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme != "http":
-        return False
-    host = parts.hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@contextlib.contextmanager
-def transport_allowed(*urls: str | None):
-    """Let oauthlib talk plain HTTP for this block, only to the local simulator.
-
-    oauthlib refuses ``http://`` unless ``OAUTHLIB_INSECURE_TRANSPORT`` is
-    set, and reads that variable at each call. We never set it by default:
-    only while a call whose URLs are *all* plain HTTP to a loopback address
-    (127.0.0.0/8, ::1, localhost: the simulator) is in flight, counted so
-    concurrent calls in one process share it, and removed after the last.
-    An operator's own setting is left untouched. Any other ``http://`` URL
-    still raises ``InsecureTransportError`` (FAIL).
-    """
-    global _insecure_users
-    plain = [u for u in urls if u and not u.startswith("https://")]
-    if not plain or not all(is_loopback_http(u) for u in plain):
-        yield
-        return
-    with _insecure_lock:
-        # Set while nobody of ours counts: the operator's. Set while we count: ours,
-        # and this call must count too, or a sibling thread's exit would remove it
-        # in the middle of this call (oauthlib then refuses: insecure_transport).
-        operators = _insecure_users == 0 and bool(os.environ.get("OAUTHLIB_INSECURE_TRANSPORT"))
-        if not operators:
-            _insecure_users += 1
-            os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
-    if operators:
-        yield
-        return
-    try:
-        yield
-    finally:
-        with _insecure_lock:
-            _insecure_users -= 1
-            if _insecure_users == 0:
-                os.environ.pop("OAUTHLIB_INSECURE_TRANSPORT", None)
 
 
 # -- the token of one user on one provider ----------------------------------------------
@@ -285,17 +234,15 @@ def send(ctx, call, headers: dict, timeout: tuple[float, float]) -> http.Answer:
     session = session_for(ctx)
     if session is None:
         headers = {**headers, **ctx.provider.auth_headers(ctx.credential)}
-    refresh_url = getattr(session, "auto_refresh_url", None)
     with oauth_errors():
-        with transport_allowed(call.url, refresh_url):
-            return http.send(
-                call.method,
-                call.url,
-                params=call.params,
-                headers=headers,
-                timeout=timeout,
-                http=session,
-            )
+        return http.send(
+            call.method,
+            call.url,
+            params=call.params,
+            headers=headers,
+            timeout=timeout,
+            http=session,
+        )
 
 
 def refresh_after_rejection(ctx, timeout: tuple[float, float]) -> str:
@@ -309,7 +256,7 @@ def refresh_after_rejection(ctx, timeout: tuple[float, float]) -> str:
     if session.auto_refresh_url is None:
         return "refreshed" if session.keeper.newer_token() else "impossible"
     try:
-        with oauth_errors(), transport_allowed(session.auto_refresh_url):
+        with oauth_errors():
             try:
                 token = session.refresh_token(session.auto_refresh_url, timeout=timeout)
             except RefreshBusy:

@@ -31,8 +31,3 @@ def wait_delay(retry_at: float | None, now: float, waits: int, floor: float) -> 
 def budget_spent(failing_since: float, now: float, budget_s: float) -> bool:
     """True when a page has been failing (BACKOFF or an open circuit) for longer than its budget."""
     return now - failing_since >= budget_s
-
-
-def exhausted(attempt: int, max_attempts: int) -> bool:
-    """True when a BACKOFF at ``attempt`` (0-based) may not be retried again."""
-    return attempt + 1 >= max_attempts

@@ -8,7 +8,12 @@ import secrets
 
 import pytest
 
-from tests.integration.conftest import new_user
+from devtools.devstack import DevStack, WorkerSpec
+from tests.integration.conftest import TEST_ENV, Stack, new_user, stack_options
+
+#: on a shared Redis (REDIS_URL set): the crash stack's database (the others: conftest
+#: 15, test_queues 9-12, ops and quotas 12-14)
+CRASH_DB = 8
 
 
 def feed_cursor(stack) -> str:
@@ -127,18 +132,41 @@ def test_a_resync_that_removes_and_adds_gives_the_right_feed_entries(stack):
     assert set(changes["added"]) == after - before and set(changes["removed"]) == before - after
 
 
+@pytest.fixture(scope="module")
+def crash_stack(tmp_path_factory):
+    """The integration stack, but its worker runs ``tests/integration/crash_app.py``:
+    the service's app with a kill, armed per user, around the finalization."""
+    dev = DevStack(
+        var_dir=tmp_path_factory.mktemp("crash-stack"),
+        workers=[
+            WorkerSpec(
+                "normal,whale,trickle",
+                pool="prefork",
+                concurrency=2,
+                name="crash",
+                app="tests.integration.crash_app",
+            )
+        ],
+        redis_db=CRASH_DB,
+        **stack_options(TEST_ENV),
+    )
+    with dev:
+        yield Stack(dev)
+
+
 @pytest.mark.parametrize("point", ["before_finalize", "after_commit"])
-def test_a_worker_killed_in_a_finalization_finalizes_exactly_once(stack, point):
+def test_a_worker_killed_in_a_finalization_finalizes_exactly_once(crash_stack, point):
     """SIGKILL the worker process between "last page stored" and "finalized" (and
     between the PostgreSQL commit and the record going final): the redelivered task
     finishes the job, and the network and the feed hold the sync once."""
+    stack = crash_stack
     account = github_account(stack, 250)
     user = new_user()
     marker = stack.dev.var_dir / f"crash-{point}-{user}"
     marker.touch()
     start = feed_cursor(stack)
     (record,) = login_and_wait(stack, user, account)
-    assert not marker.exists(), "the worker reached the crash point (the hook removes it)"
+    assert not marker.exists(), "the worker reached the crash point (crash_app removes it)"
     assert set(stack.network_ids(user, "github")) == stack.truth("github", account["id"])
     entries = feed_since(stack, start, {user})
     assert [(e["kind"], e["sync_id"]) for e in entries] == [("synced", record["sync_id"])]

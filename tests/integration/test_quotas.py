@@ -35,8 +35,9 @@ from providers.ratelimits import RateLimitInfo
 from simulator.testing import run_simulator
 from state.credentials import Credential
 from state.delayed import DelayedSet
-from state.quota import RESET_SKEW_S, QuotaConfig, QuotaGate, fingerprint
+from state.quota import RESET_SKEW_S, QuotaConfig, QuotaGate
 from tests.integration.conftest import TEST_ENV, Stack, new_user, stack_options
+from tests.quota_helpers import acquire, fingerprint
 
 #: the core sync tests: also run on a Redis Cluster + RabbitMQ (make integration-cluster)
 pytestmark = pytest.mark.cluster
@@ -451,19 +452,19 @@ def test_a_window_our_call_opened_ends_on_our_clock(quota_gate):
     t0 = clock.now
     reset = float(math.ceil(t0 + TOKEN_WINDOW_S))  # 0.7 s after the window's true end
     for i in range(TOKEN_LIMIT):
-        assert gate.acquire("github", scopes, "whale") == 0.0
+        assert acquire(gate, "github", scopes, "whale") == 0.0
         clock.now += 0.01  # the answer is read 10 ms later
         left = TOKEN_LIMIT - 1 - i
         gate.observe(
             "github", scopes, RateLimitInfo(limit=TOKEN_LIMIT, remaining=left, reset_at=reset)
         )
-    wait = gate.acquire("github", scopes, "whale")
+    wait = acquire(gate, "github", scopes, "whale")
     # not before one window after the opening answer was read, and not at reset + skew either
     assert t0 + 0.01 + TOKEN_WINDOW_S <= clock.now + wait < reset + RESET_SKEW_S - 1
     clock.now += wait
     # a late answer from the window that ended does not close the new one
     gate.observe("github", scopes, RateLimitInfo(limit=TOKEN_LIMIT, remaining=0, reset_at=reset))
-    assert gate.acquire("github", scopes, "whale") == 0.0
+    assert acquire(gate, "github", scopes, "whale") == 0.0
 
 
 def test_published_limit_every_window_used_never_more_in_any_window(quota_gate):
@@ -472,7 +473,7 @@ def test_published_limit_every_window_used_never_more_in_any_window(quota_gate):
     provider = FirstCallWindows(TOKEN_LIMIT, TOKEN_WINDOW_S)
     start, grants = clock.now, []
     while clock.now < start + 30:
-        wait = gate.acquire("github", scopes, "whale")
+        wait = acquire(gate, "github", scopes, "whale")
         if wait:
             clock.now += wait + 0.002  # parked, then sent by the scheduler
             continue

@@ -9,9 +9,10 @@ import redis.connection
 from state.batch import Batch
 from state.breaker import CircuitBreaker
 from state.metrics import Metrics
-from state.quota import QuotaConfig, QuotaGate, fingerprint
+from state.quota import QuotaConfig, QuotaGate
 from state.store import SyncStore
 from tests.conftest import ManualClock
+from tests.quota_helpers import acquire, fingerprint
 
 FP = fingerprint("tok-batch")
 
@@ -60,7 +61,7 @@ def test_the_snapshot_the_verdict_and_a_take_are_one_round_trip(
     sync_id = begin(store)
     store.get_sync(sync_id)  # the sync index is read (and cached) once per sync and process
     breaker.allow("github")  # Redis knows both scripts already (else: NOSCRIPT, sent again)
-    gate.acquire("github", {"token": fingerprint("tok-other")}, "normal")
+    acquire(gate, "github", {"token": fingerprint("tok-other")}, "normal")
     batch = Batch(redis_client)
     snapshot = store.queue_snapshot(batch, sync_id, "p0")
     verdict = breaker.queue_peek(batch, "github")
@@ -117,7 +118,7 @@ def prefetched_take(redis_client, key_prefix: str, queue_class: str):
 @pytest.mark.cluster
 def test_a_prefetched_take_is_used_once(redis_client, key_prefix):
     gate, first = prefetched_take(redis_client, key_prefix, "whale")
-    assert gate.acquire("github", {"token": FP}, "whale", first=first) == 0.0
+    assert acquire(gate, "github", {"token": FP}, "whale", first=first) == 0.0
     assert bucket_calls(redis_client, gate, {"token": FP}) == 1
 
 
@@ -139,14 +140,14 @@ def test_a_prefetched_take_for_another_bucket_or_class_is_given_back(redis_clien
     stale = gate.queue_take_first(batch, "github", {"token": FP}, "normal")
     batch.execute()
     # the token was refreshed meanwhile: the call takes from the new token's bucket
-    assert gate.acquire("github", new_token, "normal", first=stale) == 0.0
+    assert acquire(gate, "github", new_token, "normal", first=stale) == 0.0
     assert bucket_calls(redis_client, gate, {"token": FP}) == 0
     assert bucket_calls(redis_client, gate, new_token) == 1
     batch = Batch(redis_client)
     other_class = gate.queue_take_first(batch, "github", new_token, "normal")
     batch.execute()
     # the sync moved to the whale queue meanwhile: taken again, as a whale
-    assert gate.acquire("github", new_token, "whale", first=other_class) == 0.0
+    assert acquire(gate, "github", new_token, "whale", first=other_class) == 0.0
     key = gate.buckets("github", new_token)[0].redis_key
     fields = {
         f.decode().rsplit(":", 1)[1]: int(v)
@@ -163,10 +164,10 @@ def test_a_refused_prefetched_take_says_how_long_to_wait(redis_client, key_prefi
     gate = QuotaGate(
         redis_client, key_prefix, QuotaConfig.from_env({"QUOTA_GITHUB": "1/60/token"}), clock=clock
     )
-    assert gate.acquire("github", {"token": FP}, "normal") == 0.0
+    assert acquire(gate, "github", {"token": FP}, "normal") == 0.0
     batch = Batch(redis_client)
     first = gate.queue_take_first(batch, "github", {"token": FP}, "normal")
     batch.execute()
-    wait = gate.acquire("github", {"token": FP}, "normal", first=first)
-    assert wait > 60 and wait == gate.acquire("github", {"token": FP}, "normal")
+    wait = acquire(gate, "github", {"token": FP}, "normal", first=first)
+    assert wait > 60 and wait == acquire(gate, "github", {"token": FP}, "normal")
     assert bucket_calls(redis_client, gate, {"token": FP}) == 1

@@ -1,8 +1,10 @@
-"""requests-oauthlib glue: sessions, the one refresh per token, OAuth 1.0a, insecure transport.
+"""requests-oauthlib glue: sessions, the one refresh per token, OAuth 1.0a, plain HTTP.
 
 The network is a transport adapter on the thread's connection pool
 (``sync.http.session()``), which every OAuth session borrows; the
-credential store and the refresh lock are a real Redis.
+credential store and the refresh lock are a real Redis. Plain HTTP is allowed
+by the environment (``OAUTHLIB_INSECURE_TRANSPORT``, as ``devtools.devstack``
+sets it for the simulator), never by ``sync.oauth``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sync import http, oauth
 pytestmark = pytest.mark.cluster
 
 TIMEOUT = (1.0, 1.0)
+PLAIN_HTTP_OAUTH = "OAUTHLIB_INSECURE_TRANSPORT"
 
 
 class FakeTransport(BaseAdapter):
@@ -72,6 +75,17 @@ def transport(monkeypatch):
         return fake
 
     return install
+
+
+@pytest.fixture
+def simulator_env(monkeypatch):
+    """The environment of a process whose providers are the simulator (http://127.0.0.1)."""
+    monkeypatch.setenv(PLAIN_HTTP_OAUTH, "1")
+
+
+@pytest.fixture
+def production_env(monkeypatch):
+    monkeypatch.delenv(PLAIN_HTTP_OAUTH, raising=False)
 
 
 @pytest.fixture
@@ -140,7 +154,7 @@ def test_expired_token_refreshes_client_side_once_and_writes_back(transport, mak
     assert stored.expires_at > time.time() + 7000
 
 
-def test_linkedin_refresh_sends_client_credentials_in_the_body(transport, make_ctx):
+def test_linkedin_refresh_sends_client_credentials_in_the_body(transport, make_ctx, simulator_env):
     fake = transport({LI_TOKEN: [(200, {"access_token": "li-2", "expires_in": 5184000})]})
     linkedin = LinkedIn("http://127.0.0.1:9/linkedin")
     ctx = make_ctx(linkedin, Credential("me", "li-1", "li-rt"), clients={"linkedin": "cid:csecret"})
@@ -157,7 +171,6 @@ def test_linkedin_refresh_sends_client_credentials_in_the_body(transport, make_c
     assert (
         stored.access_token == "li-2" and stored.refresh_token == "li-rt"
     )  # kept when not rotated
-    assert "OAUTHLIB_INSECURE_TRANSPORT" not in os.environ
 
 
 def test_server_side_rejection_refreshes_once_across_sibling_tasks(transport, make_ctx):
@@ -263,28 +276,62 @@ def test_oauth1_without_consumer_key_fails(transport, make_ctx):
     assert caught.value.error.action is Action.FAIL
 
 
-def test_plain_http_to_another_host_is_refused(transport, make_ctx):
+def test_plain_http_is_refused_where_the_environment_does_not_allow_it(
+    transport, make_ctx, production_env
+):
+    """Production (https, the variable unset): a plain-HTTP call or refresh, even to a
+    loopback address, fails the sync before anything is sent."""
     fake = transport({})
-    twitter = Twitter("http://api.example.com")
-    ctx = make_ctx(twitter, Credential("7", "at-1"))
-    with pytest.raises(ProviderCallError) as caught:
+    twitter = Twitter("http://127.0.0.1:9")
+    ctx = make_ctx(twitter, Credential("7", "at-1", "rt-1"), clients={"twitter": "cid:s"})
+    with pytest.raises(ProviderCallError) as call:
         oauth.send(ctx, twitter_call(twitter), {}, TIMEOUT)
-    assert caught.value.error.rule.kind == "insecure_transport" and fake.sent == []
+    with pytest.raises(ProviderCallError) as refresh:
+        oauth.refresh_after_rejection(ctx, TIMEOUT)
+    for caught in (call, refresh):
+        assert caught.value.error.rule.kind == "insecure_transport"
+        assert caught.value.error.action is Action.FAIL
+    assert fake.sent == []
 
 
-def test_insecure_transport_is_set_only_for_loopback_http_and_only_meanwhile(monkeypatch):
-    monkeypatch.delenv("OAUTHLIB_INSECURE_TRANSPORT", raising=False)
-    for url in ("https://api.twitter.com/x", "http://api.example.com/x", "http://10.0.0.1/x"):
-        with oauth.transport_allowed(url):
-            assert "OAUTHLIB_INSECURE_TRANSPORT" not in os.environ
-    with oauth.transport_allowed("http://127.0.0.1:8900/twitter/2/users/7", None):
-        assert os.environ["OAUTHLIB_INSECURE_TRANSPORT"] == "1"
-        with oauth.transport_allowed("http://localhost:1/x"):
-            assert os.environ["OAUTHLIB_INSECURE_TRANSPORT"] == "1"
-        assert os.environ["OAUTHLIB_INSECURE_TRANSPORT"] == "1"  # the outer call still runs
-    assert "OAUTHLIB_INSECURE_TRANSPORT" not in os.environ
-    with oauth.transport_allowed("http://127.0.0.1/x", "http://evil.example/token"):
-        assert "OAUTHLIB_INSECURE_TRANSPORT" not in os.environ
+def test_the_simulator_environment_lets_plain_http_through(transport, make_ctx, simulator_env):
+    fake = transport({PROFILE: [(200, {"data": {}})], TW_TOKEN: [(200, NEW_TOKEN)]})
+    twitter = Twitter("http://127.0.0.1:9")
+    ctx = make_ctx(twitter, Credential("7", "at-1", "rt-1"), clients={"twitter": "cid:s"})
+    oauth.send(ctx, twitter_call(twitter), {}, TIMEOUT)
+    assert oauth.refresh_after_rejection(ctx, TIMEOUT) == "refreshed"
+    assert [r.url.partition("?")[0] for r in fake.sent] == [
+        "http://127.0.0.1:9/2/users/7",
+        "http://127.0.0.1:9/2/oauth2/token",
+    ]
+
+
+@pytest.mark.parametrize("setting", [None, "1"])
+def test_calls_leave_the_process_environment_as_it_was(transport, make_ctx, monkeypatch, setting):
+    """The variable is process-wide and worker threads share it: no call sets or
+    removes it, whatever the URL, not even while it is in flight."""
+    if setting is None:
+        monkeypatch.delenv(PLAIN_HTTP_OAUTH, raising=False)
+    else:
+        monkeypatch.setenv(PLAIN_HTTP_OAUTH, setting)
+    fake = transport({PROFILE: [(200, {"data": {}})], TW_TOKEN: [(200, NEW_TOKEN)]})
+    sent, in_flight = fake.send, []
+
+    def send(request, **kwargs):
+        in_flight.append(os.environ.get(PLAIN_HTTP_OAUTH))
+        return sent(request, **kwargs)
+
+    fake.send = send
+    for base in ("https://api.twitter.com", "http://127.0.0.1:9", "http://api.example.com"):
+        twitter = Twitter(base)
+        ctx = make_ctx(twitter, Credential("7", "at-1", "rt-1"), clients={"twitter": "cid:s"})
+        try:
+            oauth.send(ctx, twitter_call(twitter), {}, TIMEOUT)
+            oauth.refresh_after_rejection(ctx, TIMEOUT)
+        except ProviderCallError as exc:  # plain HTTP where the environment refuses it
+            assert exc.error.rule.kind == "insecure_transport" and setting is None
+        assert os.environ.get(PLAIN_HTTP_OAUTH) == setting
+    assert in_flight and set(in_flight) == {setting}
 
 
 def test_a_refused_refresh_keeps_its_lock(transport, make_ctx):
@@ -315,33 +362,3 @@ def test_token_endpoint_unreachable_is_a_transport_error(make_ctx, monkeypatch):
     with pytest.raises(ProviderCallError) as caught:
         oauth.refresh_after_rejection(ctx, TIMEOUT)
     assert caught.value.error.action is Action.BACKOFF
-
-
-def test_insecure_transport_stays_set_while_any_thread_still_needs_it(monkeypatch):
-    """Two threads: the first leaves while the second is still in its call."""
-    import threading
-
-    monkeypatch.delenv("OAUTHLIB_INSECURE_TRANSPORT", raising=False)
-    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
-    seen = []
-
-    def first():
-        with oauth.transport_allowed("http://127.0.0.1/x"):
-            first_in.set()
-            second_in.wait(5)
-        first_out.set()
-
-    def second():
-        first_in.wait(5)
-        with oauth.transport_allowed("http://127.0.0.1/y"):
-            second_in.set()
-            first_out.wait(5)
-            seen.append(os.environ.get("OAUTHLIB_INSECURE_TRANSPORT"))
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert seen == ["1"]
-    assert "OAUTHLIB_INSECURE_TRANSPORT" not in os.environ

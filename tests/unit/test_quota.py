@@ -21,9 +21,9 @@ from state.quota import (
     WINDOW_SLOTS,
     QuotaConfig,
     QuotaGate,
-    fingerprint,
 )
 from tests.conftest import redis_connect
+from tests.quota_helpers import acquire, fingerprint
 
 #: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
 pytestmark = pytest.mark.cluster
@@ -63,7 +63,7 @@ def gate(r, clock, **env) -> QuotaGate:
 def take_all(g, provider, scopes, queue_class, most=10_000) -> int:
     """Grant as many calls as the bucket gives right now."""
     for n in range(most):
-        if g.acquire(provider, scopes, queue_class) > 0:
+        if acquire(g, provider, scopes, queue_class) > 0:
             return n
     return most
 
@@ -78,7 +78,7 @@ def test_never_more_than_limit_in_any_window_under_concurrent_callers(r):
 
     def hammer():
         while clock.now < end:
-            if g.acquire("github", {}, "normal") == 0.0:
+            if acquire(g, "github", {}, "normal") == 0.0:
                 grants.append(clock.local.last)
 
     threads = [threading.Thread(target=hammer) for _ in range(8)]
@@ -96,28 +96,28 @@ def test_whole_budget_at_once_then_exact_wait(r):
     clock = FakeClock()
     g = gate(r, clock, QUOTA_GITHUB="10/5/app")
     assert take_all(g, "github", {}, "normal") == 10
-    wait = g.acquire("github", {}, "normal")
+    wait = acquire(g, "github", {}, "normal")
     slot = 5 / WINDOW_SLOTS
     assert 5.0 < wait <= 5.0 + slot + 0.002  # the first slot ages out of the window
     clock.now = T0 + 2
-    assert g.acquire("github", {}, "normal") == pytest.approx(wait - 2, abs=1e-3)
+    assert acquire(g, "github", {}, "normal") == pytest.approx(wait - 2, abs=1e-3)
     clock.now = T0 + wait - 0.01
-    assert g.acquire("github", {}, "normal") > 0
+    assert acquire(g, "github", {}, "normal") > 0
     clock.now = T0 + wait
-    assert g.acquire("github", {}, "normal") == 0.0
+    assert acquire(g, "github", {}, "normal") == 0.0
 
 
 def test_key_layout_expiry_and_no_raw_tokens(r):
     g = gate(r, FakeClock(), QUOTA_GITHUB="5000/3600/token")
-    assert g.acquire("github", {"token": FP}, "normal") == 0.0
+    assert acquire(g, "github", {"token": FP}, "normal") == 0.0
     key = f"{r.test_prefix}:quota:{{github:token:{FP}}}"
     assert r.exists(key) and 0 < r.pttl(key) <= (2 * 3600 + DEFAULT_MAX_MARGIN_S + 60) * 1000
     with pytest.raises(ValueError):
-        g.acquire("github", {"token": "ghp_16C7e42F292c6912E7710c838347Ae178B4a"}, "normal")
+        acquire(g, "github", {"token": "ghp_16C7e42F292c6912E7710c838347Ae178B4a"}, "normal")
     with pytest.raises(ValueError):
-        g.acquire("github", {}, "normal")  # a token limit needs its key
+        acquire(g, "github", {}, "normal")  # a token limit needs its key
     with pytest.raises(ValueError):
-        g.acquire("github", {"token": FP}, "vip")
+        acquire(g, "github", {"token": FP}, "vip")
 
 
 # --- a call counts when the provider receives it: margin and settle ------------------------
@@ -285,15 +285,15 @@ def test_a_quick_answer_gives_the_window_back_early(r):
     start = clock.now
     grants = [g.decide("github", scopes, "whale") for _ in range(L)]
     assert all(d.granted and d.margin_s > 0.9 for d in grants)
-    assert g.acquire("github", scopes, "whale") >= W + 0.9  # unanswered: held to grant + margin
+    assert acquire(g, "github", scopes, "whale") >= W + 0.9  # unanswered: held to grant + margin
     clock.now += 0.01
     for d in grants:
         g.settle(d)
-    wait = g.acquire("github", scopes, "whale")
+    wait = acquire(g, "github", scopes, "whale")
     slot = W / WINDOW_SLOTS
     assert W - 0.01 < wait <= W + slot + 0.002  # one window after the answers
     clock.now = start + 0.01 + wait
-    assert g.acquire("github", scopes, "whale") == 0.0
+    assert acquire(g, "github", scopes, "whale") == 0.0
 
 
 def test_a_slow_answer_keeps_its_call_in_the_window_longer(r):
@@ -306,9 +306,9 @@ def test_a_slow_answer_keeps_its_call_in_the_window_longer(r):
     for d in grants:
         g.settle(d)
     clock.now = T0 + W + 0.5  # a window after the grant, not after the answer
-    assert g.acquire("github", scopes, "whale") >= 2.0
+    assert acquire(g, "github", scopes, "whale") >= 2.0
     clock.now = T0 + 3.0 + W + W / WINDOW_SLOTS + 0.001
-    assert g.acquire("github", scopes, "whale") == 0.0
+    assert acquire(g, "github", scopes, "whale") == 0.0
 
 
 def test_the_margin_is_the_slowest_recent_answer_decaying_and_bounded(r):
@@ -358,10 +358,10 @@ def test_remaining_zero_blocks_until_reset(r):
     g = gate(r, clock)  # defaults: GitHub 5000/h per token
     scopes = {"token": FP}
     g.observe("github", scopes, RateLimitInfo(limit=5000, remaining=0, reset_at=T0 + 30))
-    wait = g.acquire("github", scopes, "normal")
+    wait = acquire(g, "github", scopes, "normal")
     assert 30 <= wait <= 30 + RESET_SKEW_S + 0.01
     clock.now = T0 + wait
-    assert g.acquire("github", scopes, "normal") == 0.0
+    assert acquire(g, "github", scopes, "normal") == 0.0
 
 
 def test_never_believe_more_than_remaining(r):
@@ -372,7 +372,7 @@ def test_never_believe_more_than_remaining(r):
     assert take_all(g, "github", scopes, "normal") == 3
     # a late response from before those calls says 10: still nothing left
     g.observe("github", scopes, RateLimitInfo(remaining=10, reset_at=T0 + 600))
-    assert g.acquire("github", scopes, "normal") >= 600
+    assert acquire(g, "github", scopes, "normal") >= 600
 
 
 def test_reset_aligns_the_window(r):
@@ -382,7 +382,7 @@ def test_reset_aligns_the_window(r):
     assert take_all(g, "github", scopes, "normal") == 10
     # the provider's window ends at T0+3: it forgets our calls then, so do we
     g.observe("github", scopes, RateLimitInfo(remaining=0, reset_at=T0 + 3))
-    wait = g.acquire("github", scopes, "normal")
+    wait = acquire(g, "github", scopes, "normal")
     assert wait == pytest.approx(3 + RESET_SKEW_S, abs=0.01)
     clock.now = T0 + wait
     assert take_all(g, "github", scopes, "normal") == 10
@@ -393,9 +393,9 @@ def test_retry_after_blocks_the_bucket(r):
     g = gate(r, clock)
     scopes = {"token": FP}
     g.observe("github", scopes, RateLimitInfo(retry_after=12))
-    assert g.acquire("github", scopes, "normal") == pytest.approx(12, abs=0.01)
+    assert acquire(g, "github", scopes, "normal") == pytest.approx(12, abs=0.01)
     clock.now = T0 + 12.01
-    assert g.acquire("github", scopes, "normal") == 0.0
+    assert acquire(g, "github", scopes, "normal") == 0.0
 
 
 def test_usage_percent_scales_the_remaining_budget(r):
@@ -404,7 +404,7 @@ def test_usage_percent_scales_the_remaining_budget(r):
     g.observe("facebook", {"app": "all"}, RateLimitInfo(usage_percent=90))
     assert take_all(g, "facebook", {}, "normal") == 10
     g.observe("facebook", {"app": "all"}, RateLimitInfo(usage_percent=100))
-    wait = g.acquire("facebook", {}, "normal")
+    wait = acquire(g, "facebook", {}, "normal")
     assert 0 < wait <= 3600 / 12 + 0.01  # blocked, then one call to read the headers again
 
 
@@ -435,7 +435,7 @@ def test_normal_keeps_its_half_while_whales_hammer(r):
     granted = collections.Counter()
     while clock.now < T0 + 60:
         for queue_class in ("whale", "whale", "whale", "trickle", "normal"):
-            granted[queue_class] += g.acquire("facebook", {}, queue_class) == 0.0
+            granted[queue_class] += acquire(g, "facebook", {}, queue_class) == 0.0
         clock.now += 0.05
     total = sum(granted.values())
     assert granted["normal"] >= 0.5 * total
@@ -453,7 +453,7 @@ def test_a_refused_scope_takes_nothing_from_the_others(r):
     g = gate(r, clock, QUOTA_FACEBOOK="2/10/app,5/10/token")
     other = fingerprint("tok-2")
     assert take_all(g, "facebook", {"token": other}, "normal") == 2  # the app is spent
-    wait = g.acquire("facebook", {"token": FP}, "normal")
+    wait = acquire(g, "facebook", {"token": FP}, "normal")
     assert 10 < wait < 10.5
     token_key = f"{r.test_prefix}:quota:{{facebook:token:{FP}}}"
     assert not [f for f in r.hkeys(token_key) if f.startswith(b"s")]  # refunded
@@ -486,7 +486,7 @@ def test_adaptive_rate_finds_an_unpublished_limit(r):
     assert g.adaptive_rate("linkedin", "token", FP) == ADAPTIVE_START * 100
     ok = rejected = 0
     while clock.now < T0 + 60:
-        wait = g.acquire("linkedin", scopes, "normal")
+        wait = acquire(g, "linkedin", scopes, "normal")
         if wait:
             clock.now += wait  # the task would be parked this long
             continue

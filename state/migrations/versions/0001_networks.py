@@ -13,6 +13,14 @@ depends_on = None
 
 
 def upgrade():
+    create_networks()
+    create_connections()
+    create_linked_accounts()
+    create_finalized_syncs()
+    create_change_feed()
+
+
+def create_networks():
     op.execute("""
     CREATE TABLE networks (
         network_id  bigserial PRIMARY KEY,
@@ -24,6 +32,11 @@ def upgrade():
         count       integer NOT NULL DEFAULT 0,
         UNIQUE (user_id, provider, relation)
     );
+    """)
+
+
+def create_connections():
+    op.execute("""
     -- ids compare bytewise (COLLATE "C"): a stable paging order, and joins between
     -- connections and linked accounts need one collation
     -- one row per connection of a live network; the primary key pages a network
@@ -36,6 +49,11 @@ def upgrade():
     -- "whose networks hold this account?": a newly linked account's member_joined
     -- entries cost one index lookup, not a scan
     CREATE INDEX connections_by_connection_id ON connections (connection_id);
+    """)
+
+
+def create_linked_accounts():
+    op.execute("""
     -- every provider account a user of the main app linked, by its stable provider id
     CREATE TABLE linked_accounts (
         provider      text NOT NULL,
@@ -46,6 +64,11 @@ def upgrade():
         PRIMARY KEY (provider, provider_uid)
     );
     CREATE INDEX linked_accounts_by_user ON linked_accounts (user_id, provider);
+    """)
+
+
+def create_finalized_syncs():
+    op.execute("""
     -- the idempotency key of finalization: a sync id finalizes once
     CREATE TABLE finalized_syncs (
         sync_id       text PRIMARY KEY,
@@ -57,6 +80,11 @@ def upgrade():
         initial       boolean NOT NULL,
         finalized_at  timestamptz NOT NULL DEFAULT now()
     );
+    """)
+
+
+def create_change_feed():
+    op.execute("""
     -- the change feed; cursors are handed out under one advisory lock held to
     -- commit, so they grow in commit order and a reader never skips an entry
     CREATE TABLE changes (
