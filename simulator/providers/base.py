@@ -202,7 +202,7 @@ class ProviderSim:
     ETAGS = False
     #: such a 304 uses no quota when the call was authorized (GitHub's documented rule)
     FREE_NOT_MODIFIED = False
-    #: USD per billed resource (``call.resources``: X's followers returned); 0: free
+    #: USD per billed resource (``call.resources``: X's users returned); 0: free
     PRICE_USD = 0.0
     #: the page faults (``PAGE_KINDS``) its page handler renders
     PAGE_FAULTS: frozenset[str] = frozenset()

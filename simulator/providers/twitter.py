@@ -13,7 +13,7 @@ Quirks reproduced:
   is the identity; the signature is not checked, the header shape is.
 - Refresh (``POST /2/oauth2/token``) rotates the refresh token.
 - Limits per user and per endpoint (``RATE_LIMITS``); every user returned by
-  followers/following is billed (``PRICE_USD``). Newest first; pagination
+  followers/following or a lookup is billed (``PRICE_USD``). Newest first; pagination
   tokens are keysets, good across changes to the list.
 """
 
@@ -85,9 +85,12 @@ class Twitter(ProviderSim):
     PER_ENDPOINT_WINDOWS = True
     PAGING_PARAMS = ("pagination_token",)
     # "Following/Followers: Read" $0.010 per resource, pay-per-use since 2026-01-16
-    # (xdevplatform/docs x-api/getting-started/pricing.mdx); a resource is a user returned.
-    # Not modelled: the $0.001 "Owned Reads" of the app owner's own account, and the
-    # de-duplication of a resource within a UTC day (a "soft guarantee").
+    # (xdevplatform/docs x-api/getting-started/pricing.mdx); a resource is a user
+    # returned. The docs' cost estimator (xdevplatform/docs sliders.js) prices
+    # get-followers, get-following, get-user-by-id and get-my-user alike, as
+    # "User: Read" per resource: the profile call is billed too. Not modelled: the
+    # $0.001 "Owned Reads" of the app owner's own account, and the de-duplication of a
+    # resource within a UTC day (a "soft guarantee").
     PRICE_USD = 0.010
     PAGE_FAULTS = frozenset({"short_page"})
     TOKEN_TTL_S = 7200  # 2 h
@@ -278,6 +281,7 @@ class Twitter(ProviderSim):
                 "listed_count": 0,
                 "like_count": 0,
             }
+        call.resources = 1  # billed: the user returned ("User: Read", as a follower is)
         return self.respond({"data": data})
 
     def page(self, sim, call, mods) -> web.Response:

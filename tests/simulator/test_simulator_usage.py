@@ -30,8 +30,9 @@ def twitter(sim, path="/2/users/42/followers", **params):
     return HTTP.get(sim.url("twitter", path), headers={"Authorization": "Bearer tw"}, params=params)
 
 
-def test_x_bills_every_follower_returned(sim):
-    """$0.010 per follower read (X's pay-per-use price, a fact on its class)."""
+def test_x_bills_every_user_returned(sim):
+    """$0.010 per user read, a follower or a looked-up profile ("User: Read", X's
+    pay-per-use price, a fact on its class); an unknown user returns none."""
     assert PRICE == 0.010
     token, returned = None, 0
     while True:
@@ -40,15 +41,16 @@ def test_x_bills_every_follower_returned(sim):
         token = body.json()["meta"].get("next_token")
         if not token:
             break
-    twitter(sim, "/2/users/42", **{"user.fields": "public_metrics"})  # a lookup: not a read
+    twitter(sim, "/2/users/42", **{"user.fields": "public_metrics"})  # one user
+    assert "errors" in twitter(sim, "/2/users/999").json()  # none
     usage = sim.stats()["usage"]["twitter"]
     assert returned == 250
     assert usage == {
-        "calls": 4,
-        "counted": 4,
+        "calls": 5,
+        "counted": 5,
         "not_modified": 0,
-        "resources": 250,
-        "usd": round(250 * PRICE, 6),
+        "resources": 251,
+        "usd": round(251 * PRICE, 6),
         "instances": {},
     }
 
