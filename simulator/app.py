@@ -187,8 +187,9 @@ def _rate_limited(
     sim: Simulator, provider: ProviderSim, call: Call, admission: Admission
 ) -> web.Response:
     """The provider's answer to a call a rule refuses. Its headers speak for that rule
-    if the provider announces it, else for the tightest one it does announce; a
-    hidden rule (``publish: false``) says only ``Retry-After``."""
+    if the provider announces it, else for the tightest one it does announce (if
+    any); a hidden rule (``publish: false``) adds ``Retry-After``, as does an
+    announced one where the provider sends it (``RETRY_AFTER_ON_LIMIT``)."""
     quota = admission.rejected
     response = provider.render_rate_limited(sim, quota, call)
     for name in provider.limit_headers(quota):
