@@ -309,7 +309,8 @@ class AnnouncedGate:
             "cost": grant.cost if granted else 1,
             "counted": counted,
             "probe": probe,
-            "silent": probe and ok and announced is None,
+            # a garbled header is no proof of silence: the next call probes again
+            "silent": probe and ok and announced is None and not (report and report.malformed),
             "report": _report_arg(announced),
             "retry_after": report.retry_after if report is not None else None,
         }

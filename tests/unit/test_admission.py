@@ -247,3 +247,81 @@ def test_workers_in_threads_never_pass_the_budget_through_the_gate(redis_url, ke
     assert len(results) == 9 and day.spent_usd == 95.0
     assert sorted(r.cost.resources for r in results)[0] == 500
     assert day.reserved_micro == 0
+
+
+# -- the sync's cost, on its record ---------------------------------------------------------
+def test_a_sync_s_cost_adds_up_on_its_record_and_reads_back_as_the_contract_says(
+    redis_client, key_prefix
+):
+    from state.store import SyncStore
+
+    store = SyncStore(redis_client, key_prefix)
+    sync_id = store.begin_sync(
+        user_id="u",
+        provider="twitter",
+        relation="followers",
+        account_id="42",
+        queue="normal",
+        trigger="test",
+        force=True,
+        freshness_s=0,
+        stale_s=3600,
+    ).sync_id
+    store.add_cost(sync_id, CallCost(1, 1, 0, 1, 10_000))
+    batch = Batch(redis_client)
+    store.add_cost(sync_id, CallCost(1, 0, 1, 0, 0), batch=batch)  # a free 304
+    store.add_cost(sync_id, CallCost(1, 1, 0, 499, 4_990_000), batch=batch)
+    batch.execute()
+    cost = CallCost.from_record(store.get_sync(sync_id))
+    assert cost == CallCost(3, 2, 1, 500, 5_000_000)
+    assert cost.as_view() == {
+        "calls": 3,
+        "counted_calls": 2,
+        "not_modified": 1,
+        "resources": 500,
+        "usd": 5.0,
+    }
+    assert CallCost.from_record({}).as_view()["usd"] == 0.0
+
+
+# -- sent ahead: the lease and the announced take in the task's first round trip ---------------
+def test_an_admission_sent_ahead_is_the_one_before_would_give(redis_client, key_prefix, clock):
+    gate = make_gate(redis_client, key_prefix, clock)
+    batch = Batch(redis_client)
+    ahead = gate.queue_before(batch, GH, GH.profile_call("octocat"), ME)
+    batch.execute()
+    admission = gate.resolve(ahead)
+    assert admission.granted and admission.lease is not None and admission.grant.probe
+    batch = Batch(redis_client)
+    second = gate.queue_before(batch, GH, GH.profile_call("octocat"), ME)
+    batch.execute()
+    refused = gate.resolve(second)  # the probe is out: its lease was given back
+    assert refused.reason == QUOTA
+    assert gate.leases.held("github", "api.github.com|octocat") == 1
+    gate.abandon(admission)
+    assert gate.leases.held("github", "api.github.com|octocat") == 0
+
+
+def test_a_refused_lease_gives_the_take_sent_with_it_back(redis_client, key_prefix, clock):
+    class Capped(GitHub):
+        CONCURRENCY_CAP = 1
+
+    capped = Capped("https://api.github.com")
+    gate = make_gate(redis_client, key_prefix, clock)
+    probe = gate.before(capped, capped.profile_call("octocat"), ME)
+    gate.after(probe, gh_headers(10, 9, NOON + 5), ok=True)
+    held = gate.before(capped, capped.profile_call("octocat"), ME)
+    batch = Batch(redis_client)
+    ahead = gate.queue_before(batch, capped, capped.profile_call("octocat"), ME)
+    batch.execute()
+    assert gate.resolve(ahead).reason == CONCURRENCY
+    bound = gate.announced.bind(capped, capped.profile_call("octocat"), ME)
+    assert gate.announced.state(bound)["5000-3600-all"]["g"] == 2  # the probe and `held`
+    gate.abandon(held)
+
+
+def test_nothing_is_sent_ahead_of_a_spend_budget(redis_client, key_prefix, clock):
+    gate = make_gate(redis_client, key_prefix, clock, BUDGET_TWITTER="50/day")
+    assert gate.queue_before(Batch(redis_client), X, FIRST, ME) is None
+    free = make_gate(redis_client, key_prefix + "f", clock)  # priced, but no budget
+    assert free.queue_before(Batch(redis_client), X, FIRST, ME) is not None
