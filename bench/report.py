@@ -23,10 +23,10 @@ def _ok(value, goal) -> str:
     return "yes" if goal(value) else "**no**"
 
 
-def announced_rows(a: dict) -> list[tuple[str, str, str, str, str]]:
-    """Issue 17: limits announced only in the provider's headers, and spend (``bench.announced``)."""
+def github_announced_rows(cases: list) -> list[tuple[str, str, str, str, str]]:
+    """GitHub whales against limits announced only in headers, and configured beside them."""
     out = []
-    for case in a.get("github", []):
+    for case in cases:
         out.append(
             (
                 f"4 GitHub {case['limit']} per token, netsync {case['netsync']} "
@@ -42,6 +42,12 @@ def announced_rows(a: dict) -> list[tuple[str, str, str, str, str]]:
                 "of the call that opened it",
             )
         )
+    return out
+
+
+def announced_rows(a: dict) -> list[tuple[str, str, str, str, str]]:
+    """Issue 17: limits announced only in the provider's headers, and spend (``bench.announced``)."""
+    out = github_announced_rows(a.get("github", []))
     if m := a.get("mastodon"):
         out.append(
             (

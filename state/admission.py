@@ -271,16 +271,13 @@ class CallGate:
         """The granted call was answered (``headers``), or failed without one, or (``sent``
         False) was never sent: account it and give back what it held.
 
-        ``resources``: items billed (a page's items; 1 for a profile).
-        ``not_modified``: a conditional answer (304). ``answered=False`` (a timeout):
-        billed at its worst case. ``ok``: the answer was a success (a probe's
-        success that announces nothing quiets its rules: ``AnnouncedGate.answer``).
+        ``resources``: items billed (a page's items; 1 for a profile). ``not_modified``:
+        a conditional answer (304). ``answered=False`` (a timeout): billed at its worst
+        case. ``ok``: a success (a probe's that announces nothing quiets its rules).
         With ``batch``: queued there (send it soon).
         """
-        provider = admission.provider
-        report = (
-            provider.announced(headers, self.clock()) if headers is not None else AnswerReport()
-        )
+        provider, now = admission.provider, self.clock()
+        report = provider.announced(headers, now) if headers is not None else AnswerReport()
         counted = sent and not (not_modified and provider.NOT_MODIFIED_IS_FREE)
         billed = _billed(admission, resources, sent, answered)
         cost = CallCost(
