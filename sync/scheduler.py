@@ -6,7 +6,8 @@ sends them with ``send_task`` and releases them; when nothing is due it waits
 on an Event (until the next due time, at most ``--idle`` seconds), so a stop
 signal ends it at once. With the service's own app it also runs the stall
 sweep (``sync.recovery``) every ``SWEEP_INTERVAL_SECONDS``: syncs whose pages
-stopped moving get them sent again. Several schedulers may run: claims are atomic and
+stopped moving get them sent again; and copies each provider's spend day to
+the PostgreSQL ledger (``sync.ledger``). Several schedulers may run: claims are atomic and
 leased, so a killed scheduler's entries are sent by another after the lease.
 Logs carry counts and task names, never arguments (they may name accounts).
 """
@@ -177,6 +178,23 @@ def delayed_set_for(celery_app, redis_url: str | None, key_prefix: str | None) -
     return DelayedSet(redis.Redis.from_url(redis_url), key_prefix or "netsync")
 
 
+def service_sweep(celery_app) -> Callable[[], None]:
+    """The periodic work of the service's own scheduler: the stall sweep, then the spend
+    ledger's copy (``sync.ledger``), each whatever the other did."""
+    from sync import ledger
+    from sync.recovery import sweeper_for
+
+    sweeper, svc = sweeper_for(celery_app), celery_app.netsync_services
+
+    def sweep() -> None:
+        try:
+            sweeper.sweep()
+        finally:
+            ledger.flush_days(svc)
+
+    return sweep
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sync.scheduler", description=__doc__.split("\n")[0]
@@ -194,10 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     delayed = delayed_set_for(celery_app, args.redis_url, args.key_prefix)
     sweep_options = {}
     if getattr(celery_app, "netsync_services", None) is not None:
-        from sync.recovery import sweeper_for
-
         sweep_options = {
-            "sweep": sweeper_for(celery_app).sweep,
+            "sweep": service_sweep(celery_app),
             "sweep_every_s": celery_app.netsync_services.settings.sweep_interval,
         }
     stop = threading.Event()
