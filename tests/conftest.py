@@ -13,6 +13,7 @@ embedded cluster too. Without a reachable RabbitMQ they are skipped, saying so.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -150,6 +151,15 @@ def pytest_report_header(config):
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
     """A migrated database of this session's own, on a real PostgreSQL server."""
+    with own_database(tmp_path_factory) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def own_database(tmp_path_factory):
+    """A migrated database of its own (dropped afterwards): for a stack whose figures
+    are per deployment, such as the day's spend in the ledger, which every stack of the
+    session would otherwise add to."""
     from urllib.parse import urlsplit, urlunsplit
 
     import psycopg

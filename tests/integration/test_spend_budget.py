@@ -22,6 +22,7 @@ from devtools.devstack import DevStack, WorkerSpec
 from state.admission import SPEND_BUDGET
 from state.delayed import DelayedSet
 from state.spend import SpendBook, utc_day
+from tests.conftest import own_database
 from tests.integration.conftest import TEST_ENV, Stack, new_user, stack_options
 
 BUDGET_USD, PRICE_USD = 5.0, 0.010
@@ -42,7 +43,15 @@ WORKERS = [
 
 @pytest.fixture(scope="module")
 def spend_stack(tmp_path_factory):
+    # a database of its own: the ledger seeds the day's spend, and every other stack of
+    # the session bills X to the session's database on the same UTC day
+    with own_database(tmp_path_factory) as database_url:
+        yield from spend_stack_on(tmp_path_factory, database_url)
+
+
+def spend_stack_on(tmp_path_factory, database_url: str):
     env = {
+        "DATABASE_URL": database_url,
         **TEST_ENV,
         "BUDGET_TWITTER": f"{BUDGET_USD:g}/day",
         "PRICE_BLUESKY": "10",
