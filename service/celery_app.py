@@ -14,6 +14,7 @@ from flask import Flask
 
 import queues
 from sync import broker as redis_broker
+from sync import heartbeat
 from sync.runtime import NetsyncTask
 from sync.tasks import register_tasks
 
@@ -85,4 +86,6 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.netsync_services = services
     app.extensions["celery"] = celery_app
     register_tasks(celery_app)
+    # workers beat and say which pages they hold: a lost one is noticed in seconds
+    heartbeat.install(celery_app)
     return celery_app

@@ -14,6 +14,7 @@ Logs carry counts and task names, never arguments (they may name accounts).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import signal
@@ -192,13 +193,22 @@ def main(argv: list[str] | None = None) -> int:
 
     celery_app = load_app(args.app)
     delayed = delayed_set_for(celery_app, args.redis_url, args.key_prefix)
-    sweep_options = {}
+    sweep_options, lost_workers = {}, None
     if getattr(celery_app, "netsync_services", None) is not None:
+        from sync.lost_workers import every, lost_worker_sweep_for
         from sync.recovery import sweeper_for
 
+        settings = celery_app.netsync_services.settings
+        lost_workers = lost_worker_sweep_for(celery_app)
+        # the stall sweep every SWEEP_INTERVAL_SECONDS; lost workers every beat
         sweep_options = {
-            "sweep": sweeper_for(celery_app).sweep,
-            "sweep_every_s": celery_app.netsync_services.settings.sweep_interval,
+            "sweep": every(
+                [
+                    (sweeper_for(celery_app).sweep, settings.sweep_interval),
+                    (lost_workers.sweep, settings.worker_beat_seconds),
+                ]
+            ),
+            "sweep_every_s": settings.worker_beat_seconds,
         }
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -212,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         max_idle_s=args.idle,
         **sweep_options,
     )
+    if lost_workers is not None:
+        with contextlib.suppress(redis.RedisError):
+            lost_workers.stop()  # the other scheduler, if any, sweeps at once
     return 0
 
 

@@ -41,6 +41,7 @@ from state.batch import Batch
 from state.breaker import BreakerConfig, CircuitBreaker
 from state.delayed import DelayedSet
 from state.keys import Keys
+from state.liveness import Liveness
 from state.lua import LUA_DIR, LuaScript, ScriptCallError, parse_header, script_spec
 from state.page_guard import guard_args
 from state.quota import QuotaConfig, QuotaGate
@@ -386,6 +387,17 @@ def drive_breaker(redis_client, prefix):
     breaker.record("github", ok=True)
 
 
+def drive_liveness(redis_client, prefix):
+    liveness = Liveness(redis_client, prefix)
+    liveness.beat("w1", {}, lost_s=60)
+    liveness.hold("w1", "task-1", {"task": "github.page", "args": ["s_1", "p2"]})
+    assert liveness.take_over("w1") is None  # it beats
+    redis_client.delete(liveness.keys.beat("w1"))
+    assert liveness.take_over("w1") == {"task-1": {"task": "github.page", "args": ["s_1", "p2"]}}
+    assert liveness.lease("sweep", "a", 60) and not liveness.lease("sweep", "b", 60)
+    liveness.give_up("sweep", "a")
+
+
 def test_every_script_is_called_as_its_header_says_and_touches_only_its_keys(
     checked_scripts, redis_client, key_prefix
 ):
@@ -393,6 +405,7 @@ def test_every_script_is_called_as_its_header_says_and_touches_only_its_keys(
     drive_quota(redis_client, key_prefix)
     drive_delayed(redis_client, key_prefix)
     drive_breaker(redis_client, key_prefix)
+    drive_liveness(redis_client, key_prefix)
     assert sorted(checked_scripts) == SCRIPTS, "every script must be exercised here"
     for name, calls in checked_scripts.items():
         spec = script_spec(name)
