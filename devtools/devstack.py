@@ -93,6 +93,8 @@ class DevStack:
         self.var_dir = Path(self.var_dir)
         self.var_dir.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, subprocess.Popen] = {}
+        #: the processes of ``processes`` that are Celery workers
+        self.worker_names: set[str] = set()
         self.redis: EmbeddedRedis | None = None
         self.cluster: EmbeddedCluster | None = None
         self.base_env: dict = {}
@@ -151,6 +153,23 @@ class DevStack:
     def __exit__(self, *exc):
         self.stop()
 
+    # -- where each process runs (tests/hosts places them on hosts of their own) ------
+    def command_prefix(self, name: str) -> list[str]:
+        """What runs process ``name`` where it belongs (here: this machine, as is)."""
+        return []
+
+    def process_env(self, name: str) -> dict:
+        """The environment of process ``name``."""
+        return self.base_env
+
+    def bind_address(self, name: str) -> str:
+        """Where process ``name`` (redis, simulator, web) listens."""
+        return "127.0.0.1"
+
+    def reach_address(self, name: str) -> str:
+        """Where the others (and this process) reach process ``name``."""
+        return self.bind_address(name)
+
     # -- pieces ------------------------------------------------------------------
     def _start_redis(self) -> None:
         env = dict(os.environ)
@@ -181,7 +200,11 @@ class DevStack:
                     else f"{url}/{self.redis_db}"
                 )
             if not url:
-                self.redis = EmbeddedRedis(self.var_dir / "redis", persist=self.redis_persist)
+                self.redis = EmbeddedRedis(
+                    self.var_dir / "redis",
+                    persist=self.redis_persist,
+                    host=self.bind_address("redis"),
+                )
                 url = self.redis.start()
         env.update(
             {
@@ -286,11 +309,22 @@ class DevStack:
         scenario_file.write_text(json.dumps(self.scenario or {"accounts": []}))
         proc = self._spawn(
             "simulator",
-            [sys.executable, "-m", "simulator", "--port", "0", "--scenario", str(scenario_file)],
+            [
+                sys.executable,
+                "-m",
+                "simulator",
+                "--host",
+                self.bind_address("simulator"),
+                "--port",
+                "0",
+                "--scenario",
+                str(scenario_file),
+            ],
             capture=True,
         )
         line = _read_line(proc, "simulator listening on", timeout=STARTUP_TIMEOUT_S)
-        self.simulator_url = line.rsplit(" ", 1)[1].strip()
+        port = line.strip().rsplit(":", 1)[1]
+        self.simulator_url = f"http://{self.reach_address('simulator')}:{port}"
         _drain(proc, self.var_dir / "simulator.log")
         for provider in PROVIDERS:
             self.base_env.setdefault(
@@ -308,7 +342,7 @@ class DevStack:
                     "-m",
                     "gunicorn",
                     "--bind",
-                    f"127.0.0.1:{self.web_port}",
+                    f"{self.bind_address('web')}:{self.web_port}",
                     "--workers",
                     "2",
                     "--worker-class",
@@ -328,13 +362,15 @@ class DevStack:
                     "--app",
                     "service",
                     "run",
+                    "--host",
+                    self.bind_address("web"),
                     "--port",
                     str(self.web_port),
                     "--no-reload",
                     "--with-threads",
                 ],
             )
-        self.web_url = f"http://127.0.0.1:{self.web_port}"
+        self.web_url = f"http://{self.reach_address('web')}:{self.web_port}"
         wait_http(self.web_url + "/healthz", timeout=STARTUP_TIMEOUT_S)
 
     def start_worker(self, spec: WorkerSpec, index: int = 0) -> subprocess.Popen:
@@ -364,15 +400,12 @@ class DevStack:
         if spec.wrap is not None:
             cmd = spec.wrap(cmd)
         proc = self._spawn(name, cmd)
+        self.worker_names.add(name)
         return proc
 
     def wait_workers_ready(self, timeout: float = 2 * 60.0) -> None:
         """Block until every started worker answers a control ping."""
-        names = {
-            self.node_name(name)
-            for name in self.processes
-            if name not in ("simulator", "web", "scheduler")
-        }
+        names = {self.node_name(name) for name in self.worker_names if name in self.processes}
         if not names:
             return
         from celery import Celery
@@ -396,15 +429,15 @@ class DevStack:
         finally:
             probe.close()
 
-    def start_scheduler(self) -> subprocess.Popen:
-        return self._spawn("scheduler", [sys.executable, "-m", "sync.scheduler"])
+    def start_scheduler(self, name: str = "scheduler") -> subprocess.Popen:
+        return self._spawn(name, [sys.executable, "-m", "sync.scheduler"])
 
     def _spawn(self, name: str, cmd: list, capture: bool = False) -> subprocess.Popen:
         log = open(self.var_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child process writes to it after we return
         proc = subprocess.Popen(
-            cmd,
+            self.command_prefix(name) + cmd,
             cwd=ROOT,
-            env=self.base_env,
+            env=self.process_env(name),
             start_new_session=True,
             stdout=subprocess.PIPE if capture else log,
             stderr=log,

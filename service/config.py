@@ -388,6 +388,12 @@ SETTINGS: tuple[Setting, ...] = (
         CALLS, field="broker_visibility_timeout", parse=_integer, default=300,
     ),
     Setting(
+        "BROKER_HEARTBEAT_SECONDS",
+        "RabbitMQ: the AMQP heartbeat; a consumer whose host is lost is dropped after about "
+        "two of these, and its unacked messages requeued (Celery's default is 120)",
+        CALLS, field="broker_heartbeat_seconds", parse=_integer, default=10,
+    ),
+    Setting(
         "STALL_SECONDS",
         "a sync with no page stored, no call made and nothing parked for this long is "
         "stalled: the scheduler sends its pending pages again (see "

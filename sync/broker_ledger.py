@@ -80,11 +80,16 @@ class RedisBrokerLedger:
     ):
         self.redis = client
         self.prefix = key_prefix
-        self.lists = [
-            f"{key_prefix}{name}{sep}{step}" if step else f"{key_prefix}{name}"
+        steps = list(priority_steps)
+        #: queue name → its lists, one per priority step (as kombu names them)
+        self.queue_lists = {
+            name: [
+                f"{key_prefix}{name}{sep}{step}" if step else f"{key_prefix}{name}"
+                for step in steps
+            ]
             for name in queue_names
-            for step in priority_steps
-        ]
+        }
+        self.lists = [key for keys in self.queue_lists.values() for key in keys]
         self.unacked_key = f"{key_prefix}{UNACKED}"
         self.unacked_index_key = f"{key_prefix}{UNACKED_INDEX}"
         self.max_scan = max_scan
@@ -101,21 +106,25 @@ class RedisBrokerLedger:
                 found[_text(tag)] = message
         return found
 
-    def pages_of(self, sync_ids: Iterable[str]) -> set[tuple[str, str]] | None:
-        """(sync id, cursor) of every queued message of these syncs; None when a queue is
-        too long to read through (``max_scan``)."""
+    def pages_of(
+        self, sync_ids: Iterable[str], queue_names: Iterable[str] | None = None
+    ) -> set[tuple[str, str]] | None:
+        """(sync id, cursor) of every message of these syncs queued in ``queue_names``
+        (default: every queue); None when they are too long to read through."""
         wanted = {sync_id.encode() for sync_id in sync_ids}
         if not wanted:
             return set()
+        names = self.queue_lists if queue_names is None else queue_names
+        lists = [key for name in names for key in self.queue_lists.get(name, [])]
         with self.redis.pipeline(transaction=False) as pipe:
-            for key in self.lists:
+            for key in lists:
                 pipe.llen(key)
             lengths = pipe.execute()
         if sum(lengths) > self.max_scan:
             log.info("broker queues hold %d messages: not read through", sum(lengths))
             return None
         found = set()
-        for key, length in zip(self.lists, lengths):
+        for key, length in zip(lists, lengths):
             for start in range(0, length, SCAN_CHUNK):
                 for raw in self.redis.lrange(key, start, start + SCAN_CHUNK - 1):
                     # argsrepr in the headers carries the sync id in clear: parse only those
@@ -138,9 +147,48 @@ class RedisBrokerLedger:
         return int(removed)
 
 
+class AmqpBrokerLedger:
+    """What can be seen of RabbitMQ from outside a consumer: how many messages each
+    queue has ready. A message delivered to a consumer whose link was cut stays unacked
+    on that dead connection until RabbitMQ's heartbeat timeout; nobody else can see
+    it. So the only answer here is "nothing of these syncs is queued" when their queues
+    hold nothing ready at all (then a pending page no live worker holds was delivered
+    into the void), and "can't tell" otherwise."""
+
+    def __init__(self, broker_url: str):
+        self.broker_url = broker_url
+
+    def unacked(self) -> dict[str, BrokerMessage]:
+        return {}  # another connection's unacked messages are invisible
+
+    def forget(self, tags: Iterable[str]) -> int:
+        return 0  # RabbitMQ requeues a dead connection's messages itself
+
+    def pages_of(
+        self, sync_ids: Iterable[str], queue_names: Iterable[str] | None = None
+    ) -> set[tuple[str, str]] | None:
+        from kombu import Connection
+
+        if queue_names is None:
+            return None
+        with Connection(self.broker_url, connect_timeout=5) as conn:
+            channel = conn.channel()
+            for name in queue_names:
+                try:
+                    _, ready, _ = channel.queue_declare(queue=name, passive=True)
+                except Exception:  # noqa: BLE001 - no such queue: nothing in it
+                    channel = conn.channel()
+                    continue
+                if ready:
+                    return None
+        return set()
+
+
 def ledger_for(broker_url: str, transport_options: dict, queue_names: Iterable[str]):
-    """The ledger of a ``redis://`` broker; None for any other (RabbitMQ keeps its own:
-    a dead consumer's messages are requeued by the broker when its connection dies)."""
+    """The ledger of the broker at ``broker_url``: kombu's Redis transport's keys read
+    back, or what RabbitMQ tells of its queues (``amqp://``, ``pyamqp://``)."""
+    if broker_url.startswith(("amqp://", "pyamqp://", "amqps://")):
+        return AmqpBrokerLedger(broker_url)
     if not broker_url.startswith("redis://"):
         return None
     import redis

@@ -47,6 +47,9 @@ log = logging.getLogger("netsync.lost_workers")
 LEASE = "lost-workers"
 #: a page missing from the broker is sent again when seen missing this long apart
 CONFIRM_S = 1.0
+#: how long after a takeover the lost worker's syncs are checked for pages the broker
+#: lost (on RabbitMQ that can be told only once their queues have drained)
+SUSPECT_S = 30.0
 
 #: send_task(name, args, queue, priority), as ``sync.recovery.Send``
 Send = Callable[[str, list, str, int], None]
@@ -111,7 +114,7 @@ class LostWorkerSweep:
             report.pages_sent += self.hand_on(list(held.values()))
             if self.ledger is not None:
                 report.forgotten += self.ledger.forget(entry.get("tag") for entry in held.values())
-                until = self.clock() + 3 * self.lost_s
+                until = self.clock() + max(SUSPECT_S, 3 * self.lost_s)
                 for entry in held.values():
                     if entry.get("args"):
                         self._suspects[str(entry["args"][0])] = until
@@ -127,16 +130,20 @@ class LostWorkerSweep:
         self.liveness.give_up(LEASE, self.holder)
 
     # -- handing pages on ---------------------------------------------------------------
-    def hand_on(self, entries: list[dict]) -> int:
-        """Send again what each entry's sync still needs of it; how many were sent."""
+    def hand_on(self, entries: list[dict], counter: str = "handed_on") -> int:
+        """Send again what each entry's sync still needs of it; how many were sent (each
+        sync's record counts them in ``counter``: ``handed_on`` for pages a lost worker
+        held, ``found_missing`` for pages the broker lost)."""
         by_sync: dict[str, list[dict]] = {}
         for entry in entries:
             args = entry.get("args") or []
             if args:
                 by_sync.setdefault(str(args[0]), []).append(entry)
-        return sum(self._hand_on_sync(sync_id, items) for sync_id, items in by_sync.items())
+        return sum(
+            self._hand_on_sync(sync_id, items, counter) for sync_id, items in by_sync.items()
+        )
 
-    def _hand_on_sync(self, sync_id: str, entries: list[dict]) -> int:
+    def _hand_on_sync(self, sync_id: str, entries: list[dict], counter: str) -> int:
         store = self.svc.store
         record = store.get_sync(sync_id)
         if record is None or record.get("status") not in ACTIVE:
@@ -157,7 +164,7 @@ class LostWorkerSweep:
         for task, cursor in messages.values():
             self._send(record, task, cursor)
         if messages:
-            store.update(sync_id, handed_on=int(record.get("handed_on") or 0) + len(messages))
+            store.update(sync_id, **{counter: int(record.get(counter) or 0) + len(messages)})
         return len(messages)
 
     def _send(self, record: dict, task: str, cursor: str | None) -> None:
@@ -176,11 +183,12 @@ class LostWorkerSweep:
     def audit_broker(self, report: Handover) -> None:
         now = self.clock()
         unacked = self.ledger.unacked()
-        held_tags = {
-            entry.get("tag")
+        live_held = [
+            entry
             for holder in self.liveness.alive()
             for entry in self.liveness.held(holder).values()
-        }
+        ]
+        held_tags = {entry.get("tag") for entry in live_held}
         self._orphans = {
             tag: self._orphans.get(tag, now) for tag in unacked if tag not in held_tags
         }
@@ -199,17 +207,26 @@ class LostWorkerSweep:
             self._orphans.pop(tag, None)
         self._suspects = {s: until for s, until in self._suspects.items() if until > now}
         if self._suspects:
-            report.found_missing += self.find_missing(now, unacked)
+            held = {
+                (str(e["args"][0]), str(e["args"][1]) if len(e["args"]) > 1 else "")
+                for e in live_held
+                if e.get("args")
+            }
+            report.found_missing += self.find_missing(now, unacked, held)
 
-    def find_missing(self, now: float, unacked: dict) -> int:
-        """Pages the suspect syncs need that the broker has neither queued nor unacked."""
-        queued = self.ledger.pages_of(self._suspects)
+    def find_missing(self, now: float, unacked: dict, held: set) -> int:
+        """Pages the suspect syncs need that no live worker holds and the broker has
+        neither queued nor unacked (as far as it can be seen: ``sync.broker_ledger``)."""
+        needed = {sync_id: self._needed(sync_id, now) for sync_id in list(self._suspects)}
+        queue_names = {entry["queue"] for pages in needed.values() for entry in pages.values()}
+        queued = self.ledger.pages_of(self._suspects, queue_names)
         if queued is None:
+            self._missing.clear()
             return 0
-        present = queued | {(m.sync_id, m.cursor) for m in unacked.values()}
+        present = queued | held | {(m.sync_id, m.cursor) for m in unacked.values()}
         missing = {}
-        for sync_id in list(self._suspects):
-            for key, entry in self._needed(sync_id, now).items():
+        for sync_id, pages in needed.items():
+            for key, entry in pages.items():
                 if (sync_id, key) not in present and not (
                     key == "" and any(s == sync_id for s, _ in present)
                 ):
@@ -218,7 +235,7 @@ class LostWorkerSweep:
         confirmed = [k for k, since in self._missing.items() if now - since >= CONFIRM_S]
         for key in confirmed:
             self._missing.pop(key)
-        return self.hand_on([missing[k] for k in confirmed]) if confirmed else 0
+        return self.hand_on([missing[k] for k in confirmed], "found_missing") if confirmed else 0
 
     def _needed(self, sync_id: str, now: float) -> dict[str, dict]:
         """cursor → the message a sync needs somewhere in the broker ("" for round one or
@@ -232,12 +249,17 @@ class LostWorkerSweep:
         if self.svc.progress.waiting_until(sync_id) > now:
             return {}
         provider = record["provider"]
+        queue = queues.queue_name(
+            record.get("queue") or "normal", provider, self.svc.settings.provider_regions
+        )
         if record.get("finalizing"):
-            return {"": {"task": f"{provider}.page", "args": [sync_id, ""]}}
+            return {"": {"task": f"{provider}.page", "args": [sync_id, ""], "queue": queue}}
         pending = store.pending_cursors(sync_id)
         if not pending and not store.pages_done(sync_id):
-            return {"": {"task": f"{provider}.profile", "args": [sync_id]}}
-        return {c: {"task": f"{provider}.page", "args": [sync_id, c]} for c in pending}
+            return {"": {"task": f"{provider}.profile", "args": [sync_id], "queue": queue}}
+        return {
+            c: {"task": f"{provider}.page", "args": [sync_id, c], "queue": queue} for c in pending
+        }
 
 
 def every(jobs: list[tuple[Callable[[], object], float]], clock=time.monotonic):
