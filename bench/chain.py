@@ -52,7 +52,9 @@ def run_chain(pages: int, bench_api) -> dict:
         "normal,whale", pool="threads", concurrency=4, name="chain-worker", wrap=recorder.wrap
     )
     size = pages * PAGE_SIZE
-    scenario = {"latency_ms": {"mean": LATENCY_MS, "jitter": 0}}
+    # no X limits in the simulator either (its real 300 follower pages per 15 min per user
+    # would be near at 200 pages plus the direct calls)
+    scenario = {"latency_ms": {"mean": LATENCY_MS, "jitter": 0}, "rate_limits": {"twitter": []}}
     stack = DevStack(
         var_dir=temp_var_dir("netsync-bench-chain-"),
         workers=[worker],

@@ -151,7 +151,7 @@ def _mark(out_dir: Path, name: str, timeout: float = 120.0) -> None:
 
 def traced_syncs(sizes: list[int]) -> list[dict]:
     from bench import api as bench_api
-    from bench.memory import UNBOUND_QUOTA
+    from bench.memory import UNBOUND_QUOTA, UNBOUND_SCENARIO
     from devtools.devstack import DevStack, WorkerSpec, temp_var_dir
 
     out_dir = Path(tempfile.mkdtemp(prefix="netsync-memtrace-"))
@@ -161,6 +161,7 @@ def traced_syncs(sizes: list[int]) -> list[dict]:
     stack = DevStack(
         var_dir=temp_var_dir("netsync-bench-memtrace-"),
         workers=[worker],
+        scenario=UNBOUND_SCENARIO,
         env={"LOG_LEVEL": "WARNING", "QUOTA_FACEBOOK": UNBOUND_QUOTA},
     )
     runs = []

@@ -167,6 +167,9 @@ def run(
         var_dir=temp_var_dir("netsync-bench-rt-"),
         scheduler=True,
         env=env,
+        # nor the provider's real limits in the simulator (Mastodon: 300 paging calls
+        # per 15 min; Facebook: 200 an hour)
+        scenario={"rate_limits": {provider: []}},
         workers=[
             WorkerSpec(
                 "normal,whale",

@@ -93,8 +93,6 @@ class DevStack:
         self.var_dir = Path(self.var_dir)
         self.var_dir.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, subprocess.Popen] = {}
-        #: the processes of ``processes`` that are Celery workers
-        self.worker_names: set[str] = set()
         self.redis: EmbeddedRedis | None = None
         self.cluster: EmbeddedCluster | None = None
         self.base_env: dict = {}
@@ -106,6 +104,8 @@ class DevStack:
         #: so a second ``normal@host`` on the same broker (another stack, another run)
         #: dies with RESOURCE_LOCKED at start
         self.node_prefix: str | None = None
+        #: process name -> the Celery node name (before ``@``) its worker was started with
+        self.node_names: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> DevStack:
@@ -263,7 +263,8 @@ class DevStack:
         )
 
     def node_name(self, name: str) -> str:
-        """The Celery worker name (``-n``) of the stack's process ``name``."""
+        """The stem of the Celery worker name (``-n``) of the stack's process ``name``; each
+        start adds a random part (``start_worker``), as the Procfile adds the pid and one."""
         return f"{self.node_prefix}-{name}" if self.node_prefix else name
 
     def _delete_queues(self) -> None:
@@ -374,7 +375,12 @@ class DevStack:
         wait_http(self.web_url + "/healthz", timeout=STARTUP_TIMEOUT_S)
 
     def start_worker(self, spec: WorkerSpec, index: int = 0) -> subprocess.Popen:
+        import secrets
+
         name = spec.name or f"w{index}-{spec.queues.replace(',', '-')}"
+        # unique per process, not per host: a restarted worker (or another stack's of the
+        # same name on a shared broker) never answers for this one
+        self.node_names[name] = f"{self.node_name(name)}-{secrets.token_hex(3)}"
         queue_names = ",".join(self.broker_queue(queue) for queue in spec.queues.split(","))
         cmd = [
             sys.executable,
@@ -390,7 +396,7 @@ class DevStack:
             "-c",
             str(spec.concurrency),
             "-n",
-            f"{self.node_name(name)}@%h",
+            f"{self.node_names[name]}@%h",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
@@ -400,12 +406,11 @@ class DevStack:
         if spec.wrap is not None:
             cmd = spec.wrap(cmd)
         proc = self._spawn(name, cmd)
-        self.worker_names.add(name)
         return proc
 
     def wait_workers_ready(self, timeout: float = 2 * 60.0) -> None:
         """Block until every started worker answers a control ping."""
-        names = {self.node_name(name) for name in self.worker_names if name in self.processes}
+        names = {self.node_names[name] for name in self.processes if name in self.node_names}
         if not names:
             return
         from celery import Celery
@@ -423,7 +428,7 @@ class DevStack:
                 if names <= answered:
                     return
                 for name in self.processes:
-                    if self.node_name(name) in names and self.processes[name].poll() is not None:
+                    if name in self.node_names and self.processes[name].poll() is not None:
                         raise RuntimeError(f"worker {name} exited; see {self.var_dir}/{name}.log")
             raise RuntimeError(f"workers {sorted(names)} not ready within {timeout}s")
         finally:

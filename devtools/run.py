@@ -1,6 +1,8 @@
 """``make run``: every Procfile process under honcho, with Redis taken care of.
 
-Flower (optional role) starts only with ``FLOWER_BASIC_AUTH=user:password``.
+``honcho start`` on the Procfile as it is: flower (optional role) starts only
+with ``FLOWER_BASIC_AUTH=user:password``; without it its line says so and
+idles (the Procfile's own rule, so a plain ``honcho start`` behaves the same).
 Uses ``REDIS_URL`` / ``CELERY_BROKER_URL`` when set; otherwise starts the
 embedded Redis (append-only file under ``./var/``) first and stops it last.
 Likewise ``DATABASE_URL``, else the embedded PostgreSQL (data under
@@ -25,20 +27,6 @@ from state.embedded_redis import EmbeddedRedis
 ROOT = Path(__file__).resolve().parent.parent
 
 
-#: roles started only on request (an environment variable says so)
-OPTIONAL_ROLES = ("flower",)
-
-
-def procfile_roles(procfile: Path, with_flower: bool) -> list[str]:
-    """The Procfile's roles to start: all but the optional ones not asked for."""
-    roles = [
-        line.split(":", 1)[0].strip()
-        for line in procfile.read_text().splitlines()
-        if line.strip() and not line.lstrip().startswith("#") and ":" in line
-    ]
-    return [role for role in roles if role not in OPTIONAL_ROLES or with_flower]
-
-
 def main() -> int:
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
@@ -58,9 +46,8 @@ def main() -> int:
     from state import migrate
 
     migrate.upgrade(env["DATABASE_URL"])
-    roles = procfile_roles(ROOT / "Procfile", with_flower=bool(env.get("FLOWER_BASIC_AUTH")))
     honcho = subprocess.Popen(
-        [os.path.join(bin_dir, "honcho"), "start", "-f", "Procfile", *roles],
+        [os.path.join(bin_dir, "honcho"), "start", "-f", "Procfile"],
         cwd=ROOT,
         env=env,
         start_new_session=True,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import json
 
+from providers.announced import AnnouncedRule, parse_epoch
 from providers.errors import Action, ErrorRule
 from providers.provider import Auth, HttpCall, Page, Pagination, Provider
 from providers.ratelimits import QuotaLimit, int_or_none
@@ -89,6 +90,12 @@ class Bluesky(Provider):
     # are counted but not listed, so allow more pages than the count implies.
     PAGE_SLACK = 5
     RATE_LIMIT_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
+    # The PDS counts every request per client IP: 3,000 / 5 min (bsky-docs
+    # advanced-guides/rate-limits.md), told in RateLimit-* with a policy
+    # "3000;w=300" (atproto xrpc-server rate-limiter-http.ts); the gate keys it per
+    # egress address and PDS host.
+    ANNOUNCED_RULES = (AnnouncedRule(3000, 300, "ip"),)
+    RATE_POLICY_HEADER = "ratelimit-policy"
     WAIT_FLOOR_SECONDS = 60.0
     # A bearer session token, renewed with ``refresh_call`` / ``parse_refresh``
     # below when a call answers ExpiredToken (REFRESH rows).
@@ -223,6 +230,9 @@ class Bluesky(Provider):
         # really ends up to one second later.
         reset = int_or_none(value)
         return float(reset + 1) if reset is not None else None
+
+    def read_reset(self, value):
+        return parse_epoch(value) + 1  # floored to whole seconds, as parse_reset says
 
     def xrpc(self, method: str) -> str:
         return self.url(f"/xrpc/{method}")

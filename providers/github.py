@@ -6,6 +6,7 @@ https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
 
 from __future__ import annotations
 
+from providers.announced import AnnouncedRule
 from providers.errors import Action, ErrorRule
 from providers.pagination import parse_link_header
 from providers.provider import HttpCall, Page, Pagination, Provider
@@ -25,6 +26,21 @@ class GitHub(Provider):
     PAGINATION = Pagination.LINK
     RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
     WAIT_FLOOR_SECONDS = 60.0  # secondary limit without retry-after: >= 60 s, then doubling
+    # The primary limit is pooled per user: "All apps acting for that user plus the
+    # user's PATs draw on the same pool", so it is keyed by the provider account
+    # (a refreshed or second token shares it). 5,000/h is a personal or user token;
+    # other kinds announce 60, 1,000, 12,500 or 15,000 (x-ratelimit-limit replaces
+    # it). The follower endpoints count as resource "core".
+    ANNOUNCED_RULES = (AnnouncedRule(5000, 3600, "account", resource="core"),)
+    RATE_USED_HEADER = "x-ratelimit-used"
+    RATE_RESOURCE_HEADER = "x-ratelimit-resource"
+    # secondary limit: "No more than 100 concurrent requests are allowed", REST and
+    # GraphQL together
+    CONCURRENCY_CAP = 100
+    # "Making a conditional request does not count against your primary rate limit
+    # if a 304 response is returned and the request was made while correctly
+    # authorized with an Authorization header" (best-practices-for-using-the-rest-api)
+    NOT_MODIFIED_IS_FREE = True
 
     #: key: (HTTP status, kind of 403/429) or status → what to do
     ERRORS = {

@@ -11,11 +11,17 @@ https://docs.joinmastodon.org/entities/Error/
 from __future__ import annotations
 
 import datetime
+from urllib.parse import parse_qsl, urlsplit
 
+from providers.announced import AnnouncedRule
+from providers.announced import parse_iso8601 as read_iso8601
 from providers.errors import Action, ErrorRule
 from providers.pagination import parse_link_header
 from providers.provider import Auth, HttpCall, Page, Pagination, Provider
 from providers.ratelimits import QuotaLimit, int_or_none
+
+#: the query parameters that make a request count against the paging throttle
+PAGING_PARAMS = ("page", "max_id", "min_id", "since_id")
 
 
 def parse_iso8601(value) -> float | None:
@@ -43,6 +49,21 @@ class Mastodon(Provider):
     PAGINATION = Pagination.LINK
     RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
     AUTH = Auth.OAUTH2  # app tokens do not expire and have no refresh
+    # Overlapping limits (config/initializers/rack_attack.rb), windows aligned to
+    # wall-clock multiples of their period, and one set of headers for "the one you
+    # are closest to exceeding". Each instance may change them all (the headers say).
+    # throttle_per_token_api is 300 / 5 min per *token*: netsync holds one token per
+    # account, so it is kept per account here (a re-linked token shares its
+    # predecessor's count: never more calls, at worst a few fewer).
+    ANNOUNCED_RULES = (
+        AnnouncedRule(300, 300, "account", told="tightest", aligned=True),
+        # throttle_authenticated_api: 1,500 / 5 min per user
+        AnnouncedRule(1500, 300, "account", told="tightest", aligned=True),
+        # throttle_authenticated_paging: 300 / 15 min per user for any request with
+        # page, max_id, min_id or since_id ("to limit scraping", mastodon#13098):
+        # at 80 per page it, not the 300 / 5 min, bounds a big sync
+        AnnouncedRule(300, 900, "account", "paging", told="tightest", aligned=True),
+    )
 
     #: key: HTTP status (Mastodon errors are only {"error": "..."})
     ERRORS = {
@@ -88,3 +109,12 @@ class Mastodon(Provider):
 
     def parse_reset(self, value):
         return parse_iso8601(value)
+
+    def read_reset(self, value):
+        return read_iso8601(value)
+
+    def is_paging(self, call):
+        # the paging throttle's condition: any of these parameters in the query
+        query = dict(parse_qsl(urlsplit(call.url).query))
+        query.update({k: str(v) for k, v in call.params.items()})
+        return any(name in query for name in PAGING_PARAMS)

@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from providers import pagination
+from providers.announced import (
+    AnnouncedRule,
+    AnswerReport,
+    RateHeaderNames,
+    parse_epoch,
+    read_rate_headers,
+)
 from providers.errors import Action, ErrorRule, ProviderError, default_rule
 from providers.ratelimits import QuotaLimit, RateLimitInfo, int_or_none
 
@@ -127,6 +134,21 @@ class Provider:
     #: how the client authenticates a refresh: "basic" (HTTP Basic) or "body" (form fields)
     TOKEN_CLIENT_AUTH: str = "body"
 
+    # -- announced limits, concurrency and price (providers.announced, state.announced)
+    #: the limits the provider documents and announces (``AnnouncedRule``), all of
+    #: one scope: the gate's prior until the provider's headers say otherwise
+    ANNOUNCED_RULES: tuple = ()
+    #: further announcement headers: used count, resource name, policy (``RateHeaderNames``)
+    RATE_USED_HEADER: str | None = None
+    RATE_RESOURCE_HEADER: str | None = None
+    RATE_POLICY_HEADER: str | None = None
+    #: USD the provider bills per resource it returns (``PRICE_<NAME>`` replaces it); 0: free
+    PRICE_USD: float = 0.0
+    #: most calls in flight at once per provider account (None: no documented cap)
+    CONCURRENCY_CAP: int | None = None
+    #: an authorized ``304 Not Modified`` does not count against the limit (GitHub)
+    NOT_MODIFIED_IS_FREE: bool = False
+
     def __init__(self, base_url: str):
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
@@ -212,6 +234,41 @@ class Provider:
     def page_anomaly(self, page: Page, cursor: str, expected_total: int | None) -> str:
         """A reason to flag the sync ``partial`` for what this page says ("" if none)."""
         return ""
+
+    # -- announced limits, concurrency and price -------------------------------
+    def rate_header_names(self) -> RateHeaderNames | None:
+        """The headers that announce a limit (``RATE_LIMIT_HEADERS`` and the extras)."""
+        if self.RATE_LIMIT_HEADERS is None:
+            return None
+        limit, remaining, reset = self.RATE_LIMIT_HEADERS
+        return RateHeaderNames(
+            limit,
+            remaining,
+            reset,
+            used=self.RATE_USED_HEADER,
+            resource=self.RATE_RESOURCE_HEADER,
+            policy=self.RATE_POLICY_HEADER,
+        )
+
+    def announced(self, headers, now: float) -> AnswerReport:
+        """What the answer's headers announce (unreadable ones listed, never raised)."""
+        return read_rate_headers(headers, self.rate_header_names(), self.read_reset, now)
+
+    def read_reset(self, value: str) -> float:
+        """The reset header as epoch seconds; raises ValueError when it does not parse."""
+        return parse_epoch(value)
+
+    def is_paging(self, call: HttpCall) -> bool:
+        """Whether the provider counts this call as paging (rules ``applies_to="paging"``)."""
+        return False
+
+    def endpoint(self, call: HttpCall) -> str:
+        """The endpoint a call counts against, for rules of scope ``endpoint``."""
+        return urlsplit(call.url).path or "/"
+
+    def worst_resources(self, kind: str) -> int:
+        """The most resources one call of ``kind`` (``profile`` or ``page``) may be billed."""
+        return self.PAGE_SIZE if kind == "page" else 1
 
     # -- shared behaviour -----------------------------------------------------
     def initial_cursors(
@@ -367,7 +424,27 @@ def check_provider_class(cls, where: str) -> None:
         bad("ERRORS", "values must be ErrorRule")
     if cls.RATE_LIMIT_HEADERS is not None and len(cls.RATE_LIMIT_HEADERS) != 3:
         bad("RATE_LIMIT_HEADERS", "must be (limit, remaining, reset) header names")
+    _check_announced(cls, bad)
     hooks = REQUIRED_HOOKS + (("refresh_call", "parse_refresh") if cls.AUTH is Auth.SESSION else ())
     for hook in hooks:
         if getattr(cls, hook) is getattr(Provider, hook):
             bad(hook, "is not implemented")
+
+
+def _check_announced(cls, bad) -> None:
+    """The announced-limit facts: rules of one scope, a price, a concurrency cap."""
+    rules = cls.ANNOUNCED_RULES
+    if not all(isinstance(rule, AnnouncedRule) for rule in rules):
+        bad("ANNOUNCED_RULES", "must be AnnouncedRule (providers.announced)")
+    if len({rule.scope for rule in rules}) > 1:
+        bad("ANNOUNCED_RULES", "must share one scope (one bucket key per call)")
+    if len({rule.rule_id for rule in rules}) != len(rules):
+        bad("ANNOUNCED_RULES", "must differ in limit, window or applies_to")
+    if rules and cls.RATE_LIMIT_HEADERS is None:
+        bad("ANNOUNCED_RULES", "need RATE_LIMIT_HEADERS (how the provider announces them)")
+    price = cls.PRICE_USD
+    if isinstance(price, bool) or not isinstance(price, (int, float)) or not 0 <= price < 1e6:
+        bad("PRICE_USD", f"must be a number of USD ≥ 0, got {price!r}")
+    cap = cls.CONCURRENCY_CAP
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        bad("CONCURRENCY_CAP", f"must be None or an integer ≥ 1, got {cap!r}")

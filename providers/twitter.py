@@ -12,6 +12,9 @@ Auth: OAuth 2.0 user context (refreshable at ``POST /2/oauth2/token`` with
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+from providers.announced import AnnouncedRule
 from providers.errors import Action, ErrorRule
 from providers.provider import Auth, HttpCall, Page, Pagination, Provider
 from providers.ratelimits import QuotaLimit, int_or_none
@@ -30,6 +33,15 @@ class Twitter(Provider):
     PAGE_SIZE = 1000  # max_results: 1-1000
     PAGINATION = Pagination.CURSOR
     RATE_LIMIT_HEADERS = ("x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset")
+    # X counts per endpoint and per user (user context) in 15-minute windows; the
+    # 2026 table gives followers and following 300 / 15 min per user (docs.x.com
+    # fundamentals/rate-limits, "Follows lookup"). Older apps were told 15 / 15 min:
+    # the headers say which applies.
+    ANNOUNCED_RULES = (AnnouncedRule(300, 900, "endpoint"),)
+    # pay-per-use since 2026-01-16: "Following/Followers: Read $0.010 per resource"
+    # and "User: Read $0.010 per resource" (the profile call); de-duplication within
+    # a UTC day is a "soft guarantee", so netsync counts every resource returned
+    PRICE_USD = 0.010
     # Quirk: "result_count may be below max_results mid-stream" (suspended and
     # protected accounts are filtered out per page), so short and one-item
     # pages prove nothing here; the page-count guard still bounds the chain.
@@ -117,6 +129,13 @@ class Twitter(Provider):
             connections = [(str(i), "") for i in body["ids"]]
         nxt = str(body.get("next_cursor_str") or body.get("next_cursor") or "0")
         return Page(connections, next_cursor=None if nxt == "0" else f"cursor:{nxt}")
+
+    def endpoint(self, call):
+        # /2/users/<id>/followers → users/:id/followers: one bucket per endpoint
+        parts = urlsplit(call.url).path.rstrip("/").split("/")
+        if len(parts) >= 4 and parts[-3] == "users":
+            return f"users/:id/{parts[-1]}"
+        return "users/:id" if len(parts) >= 3 and parts[-2] == "users" else "/".join(parts)
 
     def is_error_body(self, body):
         # A 200 holding only errors[] (an unknown or suspended user): no data at all.

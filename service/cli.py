@@ -7,7 +7,7 @@
     syncs sweep                                             # cron: recover stalled syncs
     credentials rotate-key                                  # after a new TOKEN_ENCRYPTION_KEY
 
-Exit codes: 0 done, 1 failed (a sync ended failed / needs_reauth /
+Exit codes: 0 done, 1 failed (a sync finished failed / needs_reauth /
 cancelled, timed out, or could not start), 2 usage error.
 """
 
@@ -318,10 +318,13 @@ def list_syncs(status, queue, limit):
 @syncs_cli.command("sweep")
 @reports_outages
 def sweep_syncs():
-    """Send the pending pages of stalled syncs again (once; for cron). Exit 0."""
+    """Send the pending pages of stalled syncs again (once; for cron). Exit 0; 1 when the
+    broker is unreachable (then nothing is sent)."""
     from sync.recovery import sweeper_for
 
     report = sweeper_for(current_app.extensions["celery"]).sweep()
+    if report.broker_unreachable:
+        raise click.ClickException(report.summary())
     click.echo(report.summary())
     for sync_id in report.recovered:
         click.echo(f"recovered {sync_id}")

@@ -457,8 +457,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "FLOWER_BASIC_AUTH",
-        "the optional `flower` role's `user:password` (required to start it; read by the "
-        "Procfile and `make run`)",
+        "the optional `flower` role's `user:password` (required to start it; without it the "
+        "role says so and idles; read by the Procfile)",
         PROCESSES,
     ),
     Setting(

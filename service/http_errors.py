@@ -2,7 +2,7 @@
 
 Views raise ``ApiError`` for what they detect themselves; werkzeug's own
 errors (404 routing, 405, 413 body too large, ...) are reshaped into the
-same JSON; an outage of Redis or the broker is a 503; anything else is a
+same JSON; an outage of Redis, the broker or PostgreSQL is a 503; anything else is a
 500 that names no internals (the traceback goes to the log and Sentry).
 Bad input must never reach that last handler: it is a bug when it does.
 """
@@ -13,6 +13,7 @@ import json
 import logging
 
 import kombu.exceptions
+import psycopg
 import redis
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -39,7 +40,13 @@ DEFAULT_CODES = {
 _KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 
 #: outages of the parts we depend on: the request was fine, try again later
-UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
+UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    kombu.exceptions.OperationalError,
+    # PostgreSQL: a connection lost or not to be had (the pool's timeout is one)
+    psycopg.OperationalError,
+)
 
 
 class ApiError(Exception):

@@ -93,6 +93,9 @@ def _take_slot(svc) -> LiveSlots:
 
 
 def parse_wait(raw: str) -> int:
+    whole, dot, fraction = raw.partition(".")
+    if dot and fraction and not fraction.strip("0"):
+        raw = whole  # "2.0": JSON Schema counts it an integer, as the document does
     if not raw.isascii() or not raw.isdigit() or len(raw) > 4:
         raise ApiError(400, "wait must be an integer number of seconds")
     wait = int(raw)

@@ -20,8 +20,9 @@ bp = Blueprint("networks", __name__, url_prefix="/v1")
 DEFAULT_PAGE_LIMIT = 100
 MAX_PAGE_LIMIT = 1000
 MAX_CURSOR_LENGTH = 512
-#: an optional minus and 1-10 ASCII digits (``int()`` alone would also take "+5", " 5", "1_0")
-_INTEGER = re.compile(r"-?[0-9]{1,10}")
+#: an optional minus and 1-10 ASCII digits (``int()`` alone would also take "+5", " 5", "1_0");
+#: a zero fraction too: JSON Schema counts 2.0 as an integer, so the document admits "2.0"
+_INTEGER = re.compile(r"(-?[0-9]{1,10})(?:\.0{1,10})?")
 
 
 def _target(user_id: str, provider: str, relation: str | None) -> str:
@@ -37,9 +38,10 @@ def _limit(name: str = "limit") -> int:
     if raw is None or raw == "":
         return DEFAULT_PAGE_LIMIT
     # one minus at most: "--5" passed an lstrip("-") check and int() raised (a 500)
-    if not _INTEGER.fullmatch(raw):
+    match = _INTEGER.fullmatch(raw)
+    if not match:
         raise ApiError(400, f"{name} must be an integer")
-    limit = int(raw)
+    limit = int(match.group(1))
     if not 1 <= limit <= MAX_PAGE_LIMIT:
         raise ApiError(422, f"{name} must be between 1 and {MAX_PAGE_LIMIT}")
     return limit

@@ -23,6 +23,7 @@ from flask import Blueprint, Flask, current_app, jsonify
 from pythonjsonlogger.json import JsonFormatter
 
 from service.extensions import services
+from state import migrate
 from state.credentials import SECRETS_IN_USE
 from sync.telemetry import SyncLogContext
 
@@ -290,7 +291,8 @@ def _broker_check(app: Flask) -> None:
 
 @bp.get("/readyz")
 def readyz():
-    """Ready to take triggers: the state store, the database and the broker all answer."""
+    """Ready to take triggers: the state store, the database and the broker all answer,
+    and the database's schema is at this code's migrations (not behind them)."""
     app = current_app._get_current_object()
     checks = {}
     try:
@@ -299,8 +301,8 @@ def readyz():
     except (redis.RedisError, OSError) as exc:
         checks["redis"] = f"unreachable ({type(exc).__name__})"
     try:
-        services().networks.ping()
-        checks["database"] = "ok"
+        behind = migrate.lag(services().networks.schema_revisions())
+        checks["database"] = behind or "ok"
     except Exception as exc:  # noqa: BLE001 - psycopg / pool errors: a connection that cannot be had
         checks["database"] = f"unreachable ({type(exc).__name__})"
     try:
@@ -310,9 +312,9 @@ def readyz():
         checks["broker"] = f"unreachable ({type(exc).__name__})"
     if all(state == "ok" for state in checks.values()):
         return jsonify(status="ready", checks=checks)
-    failing = ", ".join(name for name, state in checks.items() if state != "ok")
+    failing = "; ".join(f"{name} {state}" for name, state in checks.items() if state != "ok")
     body = {
-        "error": {"code": "unavailable", "message": f"not ready: {failing} unreachable"},
+        "error": {"code": "unavailable", "message": f"not ready: {failing}"},
         "status": "unavailable",
         "checks": checks,
     }

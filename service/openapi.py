@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+import providers
 from service import openapi_networks
 from service.config import PROVIDERS
 from state.store import FINAL
@@ -115,19 +116,29 @@ SCHEMAS = {
         },
         ["user_id", "accounts"],
     ),
-    "SyncRequest": obj(
-        {
-            "user_id": USER_ID,
-            "provider": PROVIDER,
-            "force": {
-                "type": "boolean",
-                "default": False,
-                "description": "sync even within the freshness window",
-            },
-            "relation": {"type": "string", "description": "default: the provider's first"},
-        },
-        ["user_id", "provider"],
-    ),
+    # one alternative per provider: a relation is valid only for the provider offering it
+    "SyncRequest": {
+        "oneOf": [
+            obj(
+                {
+                    "user_id": USER_ID,
+                    "provider": {"type": "string", "const": name},
+                    "force": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "sync even within the freshness window",
+                    },
+                    "relation": nullable(
+                        "string",
+                        enum=[*cls.RELATIONS, None],
+                        description="default (or null): the provider's first",
+                    ),
+                },
+                ["user_id", "provider"],
+            )
+            for name, cls in providers.provider_classes().items()
+        ]
+    },
     "SyncTicket": obj(
         {
             "sync_id": nullable("string"),
@@ -220,6 +231,24 @@ SCHEMAS = {
             "error",
         ],
     ),
+    # One Server-Sent Event, modelled as the OpenAPI media type registry models SSE (an
+    # object of the event's fields, all strings on the wire). OpenAPI 3.1 has no
+    # `itemSchema`: a text/event-stream `schema` describes each event, as 3.2's
+    # `itemSchema` does (and as schemathesis reads a 3.1 document). `data` is a string
+    # holding JSON: contentMediaType/contentSchema say which.
+    "SyncEvent": obj(
+        {
+            "event": {"type": "string", "enum": ["progress", "final"]},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": ref("SyncRecord"),
+            },
+            "id": {"type": "string"},
+            "retry": {"type": "integer", "minimum": 0},
+        },
+        ["event", "data"],
+    ),
     "Connection": obj({"id": {"type": "string"}, "handle": {"type": "string"}}, ["id", "handle"]),
     "Health": obj(
         {
@@ -250,13 +279,14 @@ def path_param(name: str, schema: dict, description: str) -> dict:
     }
 
 
-def query_param(name: str, schema: dict, description: str) -> dict:
+def query_param(name: str, schema: dict, description: str, **extra) -> dict:
     return {
         "name": name,
         "in": "query",
         "required": False,
         "schema": schema,
         "description": description,
+        **extra,
     }
 
 
@@ -462,8 +492,9 @@ PATHS = {
             "parameters": [path_param("sync_id", {"type": "string"}, "from a trigger's answer")],
             "responses": {
                 "200": {
-                    "description": "text/event-stream of SyncRecord JSON",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "description": "text/event-stream: a `retry:` line, then events whose "
+                    "`data` is a SyncRecord as JSON text, and `: keepalive` comments",
+                    "content": {"text/event-stream": {"schema": ref("SyncEvent")}},
                 },
                 **UNAUTHORIZED,
                 "404": error("unknown sync id"),
@@ -481,13 +512,16 @@ PATHS = {
     },
     "/readyz": {
         "get": {
-            "summary": "Redis and the broker are reachable",
+            "summary": "Redis, PostgreSQL and the broker are reachable, and the database's "
+            "schema is not behind this code's migrations",
             "operationId": "readyz",
             "security": [],
             "responses": {
                 "200": answer("ready", ref("Health")),
                 "503": answer(
-                    "not ready; checks says which part", {"allOf": [ref("Error"), ref("Health")]}
+                    "not ready; checks says which part and why (unreachable, or the database "
+                    "not migrated or its schema behind)",
+                    {"allOf": [ref("Error"), ref("Health")]},
                 ),
             },
         }

@@ -241,7 +241,8 @@ def change_feed_path(s: Style) -> dict:
                 s.query_param(
                     "after",
                     {"type": "string", "pattern": r"^\d{1,19}$"},
-                    "next_cursor of the previous answer; omitted: the oldest kept",
+                    "next_cursor of the previous answer; omitted or empty: the oldest kept",
+                    allowEmptyValue=True,
                 ),
                 limit_param(s),
             ],
@@ -250,6 +251,7 @@ def change_feed_path(s: Style) -> dict:
                 **s.unauthorized,
                 "400": s.error("after or limit is malformed"),
                 "422": s.error("limit out of range"),
+                "503": database_unreachable(s),
             },
         }
     }
@@ -268,6 +270,7 @@ def network_read(s: Style, summary, operation, schema, params, description) -> d
                 "400": s.error("limit is not an integer"),
                 "422": s.error("limit out of range or cursor too long"),
                 "404": s.error("never synced, unknown provider or relation, or malformed user id"),
+                "503": database_unreachable(s),
             },
         }
     }
@@ -291,7 +294,9 @@ def with_relation(s: Style) -> list:
 def paging(s: Style) -> list:
     """?cursor= and ?limit=."""
     cursor = s.query_param(
-        "cursor", {"type": "string", "maxLength": 512}, "next_cursor of the previous page"
+        "cursor",
+        {"type": "string", "maxLength": 512, "pattern": r"^[^\x00]*$"},
+        "next_cursor of the previous page (no NUL)",
     )
     return [cursor, limit_param(s)]
 
@@ -300,5 +305,10 @@ def limit_param(s: Style) -> dict:
     return s.query_param(
         "limit",
         {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-        "items per page",
+        "items per page (omitted or empty: 100)",
+        allowEmptyValue=True,
     )
+
+
+def database_unreachable(s: Style) -> dict:
+    return s.error("PostgreSQL is unreachable; retry after the Retry-After header's seconds")

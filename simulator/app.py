@@ -2,21 +2,29 @@
 
 Every provider request goes through one pipeline, in this order:
 
-1. identify: path kind (profile/page/token), token, account;
+1. identify: path kind (profile/page/token), endpoint, paging, token, account;
 2. faults: the ones that fire may answer the call (outage, error row,
    dropped connection), change token state (revoke, expire), set latency or
-   bend the page the handler renders (pagination bugs);
+   bend the page the handler renders (pagination bugs); an answer they make
+   uses no quota;
 3. auth: missing, malformed, unknown, expired or revoked token -> the
-   provider's own error for that condition;
+   provider's own error for that condition, the call counted as one without
+   a token (by its address), as the real throttles count it;
 4. account: unknown account (or one the token may not read) -> not found;
-5. quota: a spent rate-limit window -> the provider's rate-limit answer;
-6. the provider's handler renders the profile or page, with quota headers;
-7. latency, then the call is logged and counted.
+5. quota: a rule that refuses the call -> the provider's rate-limit answer
+   (its headers; ``Retry-After`` where the provider sends one);
+6. the provider's handler renders the profile or page (or the error of 3-4);
+   where the provider sends ETags, a matching ``If-None-Match`` makes it a
+   ``304 Not Modified`` (GitHub: free of quota when authorized);
+7. the call is counted against every rule it meets, and the answer carries
+   the provider's rate-limit headers for the one with the fewest calls left;
+8. latency, then the call is logged and counted in the stats.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -28,7 +36,8 @@ from . import control
 from .calls import Call
 from .faults import PAGE_KINDS, TERMINAL_KINDS
 from .providers import PROVIDER_SIMS
-from .providers.base import ProviderSim, Route
+from .providers.base import ProviderSim, Route, endpoint_name
+from .ratelimit import Admission, tightest
 from .scenario import Latency, Scenario, normalize_account_id, parse_scenario
 from .state import Simulator
 
@@ -69,6 +78,8 @@ def client_ip(request: web.Request) -> str:
 
 
 def _endpoint(sim: Simulator, provider: ProviderSim, route: Route):
+    endpoint = endpoint_name(route.path)
+
     async def handle(request: web.Request) -> web.StreamResponse:
         call = Call(
             sim.clock(),
@@ -79,6 +90,8 @@ def _endpoint(sim: Simulator, provider: ProviderSim, route: Route):
             request,
         )
         call.relation = route.relation
+        call.endpoint = endpoint
+        call.paging = provider.is_paging(request)
         creds = None
         if route.authenticated:
             creds = provider.read_credentials(request)
@@ -125,6 +138,12 @@ def _identify_account(
 def _serve(sim: Simulator, provider: ProviderSim, route: Route, call: Call, creds):
     """The response for a call and the latency override of a fault, if any."""
     terminal, latency, mods = _apply_faults(sim, provider, call)
+    problem = None
+    if route.authenticated:
+        problem = _auth_problem(sim, provider, route, call, creds)
+        if problem is None and call.token is not None:
+            call.authenticated = True
+            call.owner = sim.tokens.get(provider.NAME, call.token).account_id
     if terminal is not None:
         call.fault_id, call.injected = terminal.id, terminal.kind
         if terminal.kind == "drop":
@@ -140,26 +159,79 @@ def _serve(sim: Simulator, provider: ProviderSim, route: Route, call: Call, cred
         return provider.render_error(sim, row, call, terminal.raw), latency
     if not route.authenticated:
         return getattr(provider, route.handler)(sim, call, mods), latency
-    problem = _auth_problem(sim, provider, route, call, creds)
     if problem is None and call.account is None:
         problem = provider.ROW_NOT_FOUND
     if problem is None:
         problem = provider.authorize(sim, call)
-    if problem is not None:
-        return provider.render_error(sim, provider.row(problem), call, {}), latency
-    admitted, quota = sim.limiter.admit(provider.NAME, call.kind, call.token, call.remote, call.t)
-    if not admitted:
+    admission = sim.limiter.evaluate(call)
+    if admission.rejected is not None:
         call.rate_limited = True
-        response = provider.render_rate_limited(sim, quota, call)
-        if not quota.rule.publish:  # a hidden limit: say only when to come back
-            for name in provider.limit_headers(quota):
-                response.headers.popall(name, None)
-            response.headers["Retry-After"] = str(max(1, math.ceil(quota.reset - call.t)))
-        return response, latency
-    response = getattr(provider, route.handler)(sim, call, mods)
-    if quota is not None and response.status < 400:
+        return _rate_limited(sim, provider, call, admission), latency
+    if problem is not None:
+        response = provider.render_error(sim, provider.row(problem), call, {})
+    else:
+        response = getattr(provider, route.handler)(sim, call, mods)
+    free = False
+    if provider.ETAGS and route.method == "GET" and response.status == 200:
+        response, free = _conditional(provider, call, response)
+    if not free:
+        admission.charge()
+        call.counted = True
+    quota = tightest(admission.quotas(), provider.announces)
+    if quota is not None:
         response.headers.update(provider.limit_headers(quota))
     return response, latency
+
+
+def _rate_limited(
+    sim: Simulator, provider: ProviderSim, call: Call, admission: Admission
+) -> web.Response:
+    """The provider's answer to a call a rule refuses. Its headers speak for that rule
+    if the provider announces it, else for the tightest one it does announce (if
+    any); a hidden rule (``publish: false``) adds ``Retry-After``, as does an
+    announced one where the provider sends it (``RETRY_AFTER_ON_LIMIT``)."""
+    quota = admission.rejected
+    response = provider.render_rate_limited(sim, quota, call)
+    for name in provider.limit_headers(quota):
+        response.headers.popall(name, None)
+    announced = quota.rule.publish and provider.announces(quota.rule)
+    speaks = quota if announced else tightest(admission.quotas(), provider.announces)
+    if speaks is not None:
+        response.headers.update(provider.limit_headers(speaks))
+    if not quota.rule.publish or (announced and provider.RETRY_AFTER_ON_LIMIT):
+        response.headers["Retry-After"] = str(max(1, math.ceil(quota.reset - call.t)))
+    return response
+
+
+def _conditional(provider: ProviderSim, call: Call, response: web.Response):
+    """Tag a successful GET (``W/"…"``, of the token and the body, as GitHub's are tied to
+    the token) and answer ``304 Not Modified`` to an ``If-None-Match`` naming it.
+
+    Returns (response, free): a 304 uses no quota where the provider says so for an
+    authorized call (``FREE_NOT_MODIFIED``). The 304 has no body and carries the tag
+    in strong form, as GitHub's recorded ones do (weak comparison: ``W/`` is ignored).
+    """
+    digest = hashlib.blake2b(digest_size=32)  # 64 hex digits, as GitHub's are now
+    digest.update((call.token or "").encode() + b"\0")
+    digest.update(response.body)
+    tag = digest.hexdigest()
+    wanted = call.request.headers.get("If-None-Match")
+    if wanted is not None and _names_tag(wanted, tag):
+        not_modified = web.Response(
+            status=304, headers={**provider.BASE_HEADERS, "ETag": f'"{tag}"'}
+        )
+        return not_modified, provider.FREE_NOT_MODIFIED and call.authenticated
+    response.headers["ETag"] = f'W/"{tag}"'
+    return response, False
+
+
+def _names_tag(header: str, tag: str) -> bool:
+    """``If-None-Match`` (``*`` or a list of tags, weak or strong) matches ``tag``."""
+    for item in header.split(","):
+        item = item.strip()
+        if item == "*" or item.removeprefix("W/").strip('"') == tag:
+            return True
+    return False
 
 
 def _auth_problem(

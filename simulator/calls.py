@@ -33,6 +33,13 @@ class Call:
         "fault_id",
         "injected",
         "rate_limited",
+        "endpoint",
+        "paging",
+        "authenticated",
+        "owner",
+        "instance",
+        "counted",
+        "resources",
     )
 
     def __init__(
@@ -55,6 +62,19 @@ class Call:
         self.fault_id: str | None = None
         self.injected: str | None = None  # kind of the fault that shaped the answer
         self.rate_limited = False
+        #: the route as rules name it (``/2/users/:id/followers``), for per-endpoint limits
+        self.endpoint: str | None = None
+        #: the call pages (``ProviderSim.PAGING_PARAMS``): Mastodon's paging throttle
+        self.paging = False
+        #: the call carries a token the provider accepts, owned by account ``owner``
+        self.authenticated = False
+        self.owner: str | None = None
+        #: the instance of a federated provider that serves the call (None: the default)
+        self.instance: str | None = None
+        #: it used quota (not a free 304, not refused, not an injected fault)
+        self.counted = False
+        #: resources it is billed for (``ProviderSim.PRICE_USD``: X's users returned)
+        self.resources = 0
 
 
 _FIELDS = (

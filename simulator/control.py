@@ -1,8 +1,10 @@
-"""Control endpoints under ``/_sim/``: truth, stats, call log, faults, accounts, reset.
+"""Control endpoints under ``/_sim/``: truth, stats, call log, faults, accounts,
+changes, reset.
 
 These are for tests, the demo and benchmarks, outside every provider's
-paths. Bad input is answered ``400 {"error": "..."}``; nothing here is
-rate limited, delayed or counted.
+paths. Bad input is answered ``400 {"error": "<the reason>"}`` and changes
+nothing (a request is checked whole before any of it applies); nothing here
+is rate limited, delayed or counted.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from typing import Any
 
 from aiohttp import web
 
+from .changes import apply_change
+from .faults import FaultBook
 from .providers import PROVIDER_SIMS
 from .scenario import ScenarioError, parse_accounts, parse_scenario
+from .state import validate_fault
 
 
 def add_routes(app: web.Application, sim) -> None:
@@ -27,6 +32,7 @@ def add_routes(app: web.Application, sim) -> None:
     app.router.add_get("/_sim/accounts", handlers.get_accounts)
     app.router.add_post("/_sim/accounts", handlers.post_accounts)
     app.router.add_get("/_sim/tokens", handlers.tokens)
+    app.router.add_post("/_sim/changes", handlers.changes)
     app.router.add_post("/_sim/reset", handlers.reset)
 
 
@@ -79,15 +85,16 @@ class ControlHandlers:
         relation = request.query.get("relation") or provider.RELATIONS[0]
         if relation not in provider.RELATIONS:
             return _bad_request(f"{provider_name} relations: {provider.RELATIONS}")
+        if request.query.get("instance"):
+            return _bad_request("instances are not served yet: leave 'instance' out")
         space = account.space(relation)
         try:
             offset = int(request.query.get("offset", 0))
             limit = int(request.query.get("limit", space.size))
         except ValueError:
             return _bad_request("'offset' and 'limit' must be integers")
-        lo = space.start + max(0, offset)
-        hi = min(space.end, lo + max(0, limit))
-        pairs = provider.connections(space, lo, hi)
+        lo = max(0, offset)
+        pairs = provider.connections(space, lo, lo + max(0, limit))
         ids = [connection_id for connection_id, _ in pairs]
         handles = [handle for _, handle in pairs]
         return web.json_response(
@@ -140,23 +147,33 @@ class ControlHandlers:
         try:
             body = await _json_body(request)
             if isinstance(body, list):
-                self.sim.replace_faults(body)
-            elif not isinstance(body, dict):
+                body = {"faults": body}
+            if not isinstance(body, dict):
                 raise ScenarioError("expected a JSON object or list")
-            elif "faults" in body:
-                self.sim.replace_faults(body["faults"] or [])
-            else:
-                unknown = set(body) - {"add", "remove", "clear"}
-                if unknown:
-                    raise ScenarioError(f"unknown field(s) {sorted(unknown)}")
-                if body.get("clear"):
-                    self.sim.clear_faults()
-                if body.get("remove"):
-                    self.sim.faults.remove([str(i) for i in body["remove"]])
-                if body.get("add"):
-                    self.sim.add_faults(body["add"])
+            known = {"faults"} if "faults" in body else {"add", "remove", "clear"}
+            unknown = set(body) - known
+            if unknown:
+                raise ScenarioError(f"unknown field(s) {sorted(unknown)}")
+            # everything checked before anything changes
+            FaultBook(self.sim.scenario.seed, validate_fault).parse_all(
+                body.get("faults") or body.get("add") or []
+            )
+            remove = body.get("remove") or []
+            if not isinstance(remove, list):
+                raise ScenarioError("'remove' must be a list of fault ids")
+            if not isinstance(body.get("clear", False), bool):
+                raise ScenarioError("'clear' must be true or false")
         except ScenarioError as exc:
             return _bad_request(str(exc))
+        if "faults" in body:
+            self.sim.replace_faults(body["faults"] or [])
+        else:
+            if body.get("clear"):
+                self.sim.clear_faults()
+            if remove:
+                self.sim.faults.remove([str(i) for i in remove])
+            if body.get("add"):
+                self.sim.add_faults(body["add"])
         return web.json_response({"faults": self.sim.faults.to_json()})
 
     async def get_accounts(self, request: web.Request) -> web.Response:
@@ -180,15 +197,23 @@ class ControlHandlers:
                 body = {"accounts": body}
             if not isinstance(body, dict):
                 raise ScenarioError("expected a JSON object or list")
+            unknown = set(body) - {"accounts", "remove"}
+            if unknown:
+                raise ScenarioError(f"unknown field(s) {sorted(unknown)}")
             accounts = parse_accounts(body.get("accounts") or [])
-            removed = []
-            for item in body.get("remove") or []:
-                if not isinstance(item, dict) or "provider" not in item or "id" not in item:
-                    raise ScenarioError("remove: expected objects with provider and id")
-                if self.sim.remove_account(item["provider"], str(item["id"])):
-                    removed.append(item)
+            remove = body.get("remove") or []
+            if not isinstance(remove, list) or not all(
+                isinstance(item, dict)
+                and item.get("provider") in PROVIDER_SIMS
+                and item.get("id") not in (None, "")
+                for item in remove
+            ):
+                raise ScenarioError("remove: expected objects with a known provider and an id")
         except ScenarioError as exc:
             return _bad_request(str(exc))
+        removed = [
+            item for item in remove if self.sim.remove_account(item["provider"], str(item["id"]))
+        ]
         for account in accounts:
             self.sim.put_account(account)
         return web.json_response(
@@ -198,6 +223,14 @@ class ControlHandlers:
                 "count": len(self.sim.accounts),
             }
         )
+
+    async def changes(self, request: web.Request) -> web.Response:
+        """``{"provider", "account_id", "relation", "add": <n> | [ids], "remove": [ids]}``
+        → ``{"added": [ids], "removed": [ids], "count"}`` (``simulator.changes``)."""
+        try:
+            return web.json_response(apply_change(self.sim, await _json_body(request)))
+        except ScenarioError as exc:
+            return _bad_request(str(exc))
 
     async def tokens(self, request: web.Request) -> web.Response:
         q = request.query
@@ -213,6 +246,11 @@ class ControlHandlers:
             body = await _json_body(request)
             if not isinstance(body, dict):
                 raise ScenarioError("expected a JSON object")
+            unknown = set(body) - {"accounts", "scenario"}
+            if unknown:
+                raise ScenarioError(f"unknown field(s) {sorted(unknown)}")
+            if not isinstance(body.get("accounts", False), bool):
+                raise ScenarioError("'accounts' must be true or false")
             if body.get("scenario") is not None:
                 self.sim.load(parse_scenario(body["scenario"]))
             else:

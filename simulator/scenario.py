@@ -14,6 +14,7 @@ from typing import Any
 from .errors import ScenarioError
 from .identities import ConnectionSpace
 from .providers import PROVIDER_SIMS
+from .providers.base import endpoint_name
 
 # The per-provider tables below are derived from the provider classes
 # (``simulator/providers/<name>.py``); add a fact there, not here.
@@ -26,23 +27,38 @@ RELATIONS = {name: sim.RELATIONS for name, sim in PROVIDER_SIMS.items()}
 #: (``connections_include``; ``ProviderSim.INCLUDABLE``)
 INCLUDABLE = tuple(name for name, sim in PROVIDER_SIMS.items() if sim.INCLUDABLE)
 
-SCOPES = ("token", "app", "ip")
+#: who a rule counts against: each access token, the account that owns the token
+#: (every token of one user together), the whole app, or the caller's address
+SCOPES = ("token", "user", "app", "ip")
 PATH_KINDS = ("profile", "page", "token")
+#: the calls a rule counts: all, or only those that page (``ProviderSim.PAGING_PARAMS``)
+APPLIES_TO = ("all", "paging")
+#: the callers a rule counts: any, those with a token the provider accepts, or the others
+AUTHS = ("any", "token", "none")
+#: what a rule's ``limit`` is multiplied by: the provider's scenario accounts (Facebook's
+#: "200 × daily active users": every scenario account is a user of the app)
+SCALES = ("app_users",)
 
 #: Rate-limit windows aligned to wall-clock multiples of the window
 #: (``ProviderSim.ALIGNED_WINDOWS``); the others start at the first call.
 ALIGNED_WINDOWS = {name for name, sim in PROVIDER_SIMS.items() if sim.ALIGNED_WINDOWS}
+#: Providers that count every endpoint on its own (``ProviderSim.PER_ENDPOINT_WINDOWS``).
+PER_ENDPOINT_WINDOWS = {name for name, sim in PROVIDER_SIMS.items() if sim.PER_ENDPOINT_WINDOWS}
+#: Providers whose windows roll (``ProviderSim.ROLLING_WINDOWS``): the calls of the
+#: last ``window_s`` seconds, not a window that resets.
+ROLLING_WINDOWS = {name for name, sim in PROVIDER_SIMS.items() if sim.ROLLING_WINDOWS}
+#: Federated providers: a rule may name one ``instance`` (``ProviderSim.FEDERATED``).
+FEDERATED = {name for name, sim in PROVIDER_SIMS.items() if sim.FEDERATED}
 
-#: The rule in force (announced in the headers and enforced) for a provider
-#: whose real API always sends rate-limit headers, when the scenario names
-#: no rule for it (``ProviderSim.DEFAULT_RATE_LIMIT``): the real window and
-#: scope, with a limit that the test suite and benchmarks never come near (a
-#: 200,000-follower GitHub account is 2,001 calls).
-#: ``"rate_limits": {"github": null}`` (or ``[]``) opts out: no rule, no headers.
+#: The rules in force (announced in the headers and enforced) when the scenario
+#: names none for a provider: each provider's real, documented limits
+#: (``ProviderSim.RATE_LIMITS``, with their sources there). A provider without
+#: published limits has none (nothing enforced, nothing announced).
+#: ``"rate_limits": {"github": []}`` (or ``null``) opts out: no rule, no headers.
 DEFAULT_RATE_LIMITS = {
-    name: dict(sim.DEFAULT_RATE_LIMIT)
+    name: [dict(rule) for rule in sim.RATE_LIMITS]
     for name, sim in PROVIDER_SIMS.items()
-    if sim.DEFAULT_RATE_LIMIT is not None
+    if sim.RATE_LIMITS
 }
 
 
@@ -83,6 +99,9 @@ class Account:
     following_size: int | None = None
     following_start: int | None = None
     hidden: bool = False
+    #: more access tokens of the same account (a personal token, other apps' tokens):
+    #: they never expire; a "user" rule counts them all together
+    tokens: list = field(default_factory=list)
     #: relation → ids of other scenario accounts that are among this one's connections
     #: (at the first positions of that relation's network, in this order)
     connections_include: dict = field(default_factory=dict)
@@ -105,13 +124,15 @@ class Account:
             else:
                 size, start = self.size, self.start
             included = self.connections_include.get(relation) or ()
+            sim = PROVIDER_SIMS[self.provider]
             space = ConnectionSpace(
                 self.provider,
                 self.id,
                 relation,
                 start,
                 max(size, len(included)),
-                PROVIDER_SIMS[self.provider].NATIVE_IDS,
+                sim.NATIVE_IDS,
+                sim.NEWEST_FIRST,
             )
             if included and self._stable_native is not None:
                 space.overrides = {
@@ -148,6 +169,10 @@ class Account:
         if raw.get("expires_at") is not None:
             account.expires_at = _number(raw["expires_at"], f"{where}.expires_at")
         account.hidden = bool(raw.get("hidden", False))
+        tokens = raw.get("tokens") or []
+        if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
+            raise ScenarioError(f"{where}: 'tokens' must be a list of token strings")
+        account.tokens = list(tokens)
         if raw.get("connections_include") is not None:
             account.connections_include = _includes(raw["connections_include"], provider, where)
         return account
@@ -157,14 +182,24 @@ class Account:
 class RateLimitRule:
     """One quota: ``limit`` calls per ``window_s`` per scope key.
 
-    ``scope`` keys the budget: "token" (each access token), "app" (every
-    token of the provider together) or "ip" (the client address, or the
-    first X-Forwarded-For entry). ``path_kind`` restricts the rule to
-    profile or page calls. ``status`` (GitHub: 403 or 429) and ``shape``
-    (Twitter: "v2" problem JSON or "v1" errors[]) choose the rejection form.
-    ``publish: false`` makes it a hidden limit (enforced, never announced):
-    no rate-limit headers on any answer, and a rejection carries only
-    ``Retry-After`` (whole seconds until the window resets).
+    ``scope`` keys the budget: "token" (each access token), "user" (the account
+    that owns the token: all its tokens together, as GitHub pools them), "app"
+    (every caller of the provider together) or "ip" (the client address, or
+    the first X-Forwarded-For entry); a "token" or "user" rule counts a call
+    without an accepted token by its address. ``applies_to: "paging"`` counts
+    only calls that page (Mastodon's paging throttle); ``auth`` only callers
+    with ("token") or without ("none") a token the provider accepts;
+    ``path_kind`` only profile or page calls; ``endpoint`` only one route
+    (``/2/users/:id``). ``per_endpoint`` gives every endpoint its own window
+    (X); ``rolling`` counts the last ``window_s`` seconds instead of windows
+    that reset (Facebook); ``align`` starts windows on wall-clock multiples
+    (Mastodon, LinkedIn's midnight UTC); ``scale: "app_users"`` multiplies the
+    limit by the provider's scenario accounts. ``status`` (GitHub: 403 or 429)
+    and ``shape`` (Twitter: "v2" problem JSON or "v1" errors[]) choose the
+    rejection form. ``publish: false`` makes it a hidden limit (enforced, never
+    announced): it speaks in no rate-limit header, and its rejection carries
+    only ``Retry-After`` (whole seconds until the window resets). ``instance``
+    (federated providers) keeps the rule to that instance's calls.
     """
 
     provider: str
@@ -178,6 +213,13 @@ class RateLimitRule:
     publish: bool = True
     #: a provider default (``DEFAULT_RATE_LIMITS``), not named by the scenario
     implicit: bool = False
+    applies_to: str = "all"
+    auth: str = "any"
+    endpoint: str | None = None
+    per_endpoint: bool = False
+    rolling: bool = False
+    scale: str | None = None
+    instance: str | None = None
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -186,42 +228,73 @@ class RateLimitRule:
     def parse(cls, provider: str, raw: Any, where: str) -> RateLimitRule:
         if not isinstance(raw, dict):
             raise ScenarioError(f"{where}: expected an object")
+        unknown = set(raw) - (set(cls.__dataclass_fields__) - {"provider", "implicit"})
+        if unknown:
+            raise ScenarioError(f"{where}: unknown field(s) {sorted(unknown)}")
         limit = raw.get("limit")
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
             raise ScenarioError(f"{where}: 'limit' must be a non-negative integer")
         window = _number(raw.get("window_s", 3600), f"{where}.window_s")
         if window <= 0:
             raise ScenarioError(f"{where}: 'window_s' must be positive")
-        scope = raw.get("scope", "token")
-        if scope not in SCOPES:
-            raise ScenarioError(f"{where}: 'scope' must be one of {SCOPES}")
-        path_kind = raw.get("path_kind")
-        if path_kind is not None and path_kind not in PATH_KINDS:
-            raise ScenarioError(f"{where}: 'path_kind' must be one of {PATH_KINDS}")
-        status = raw.get("status")
-        if status is not None and status not in (403, 429):
-            raise ScenarioError(f"{where}: 'status' must be 403 or 429")
-        shape = raw.get("shape")
-        if shape is not None and shape not in ("v1", "v2"):
-            raise ScenarioError(f"{where}: 'shape' must be 'v1' or 'v2'")
-        publish = raw.get("publish", True)
-        if not isinstance(publish, bool):
-            raise ScenarioError(f"{where}: 'publish' must be true or false")
+        choices = {
+            "scope": SCOPES,
+            "path_kind": PATH_KINDS,
+            "applies_to": APPLIES_TO,
+            "auth": AUTHS,
+            "scale": SCALES,
+            "status": (403, 429),
+            "shape": ("v1", "v2"),
+        }
+        for name, allowed in choices.items():
+            if raw.get(name) is not None and raw[name] not in allowed:
+                raise ScenarioError(f"{where}: '{name}' must be one of {allowed}")
+        flags = {
+            "align": provider in ALIGNED_WINDOWS,
+            "publish": True,
+            "per_endpoint": provider in PER_ENDPOINT_WINDOWS,
+            "rolling": provider in ROLLING_WINDOWS,
+        }
+        for name in flags:
+            if name in raw:
+                if not isinstance(raw[name], bool):
+                    raise ScenarioError(f"{where}: '{name}' must be true or false")
+                flags[name] = raw[name]
+        endpoint = raw.get("endpoint")
+        if endpoint is not None:
+            endpoints = PROVIDER_SIMS[provider].endpoints()
+            endpoint = endpoint_name(endpoint) if isinstance(endpoint, str) else endpoint
+            if endpoint not in endpoints:
+                raise ScenarioError(f"{where}: 'endpoint' must be one of {sorted(endpoints)}")
+        instance = raw.get("instance")
+        if instance is not None:
+            if provider not in FEDERATED:
+                raise ScenarioError(f"{where}: 'instance' only for {sorted(FEDERATED)}")
+            if not isinstance(instance, str) or not instance:
+                raise ScenarioError(f"{where}: 'instance' must be an instance name")
         return cls(
             provider,
             limit,
             window,
-            scope,
-            path_kind,
-            status,
-            shape,
-            bool(raw.get("align", provider in ALIGNED_WINDOWS)),
-            publish,
+            raw.get("scope", "token"),
+            raw.get("path_kind"),
+            raw.get("status"),
+            raw.get("shape"),
+            flags["align"],
+            flags["publish"],
+            applies_to=raw.get("applies_to", "all"),
+            auth=raw.get("auth", "any"),
+            endpoint=endpoint,
+            per_endpoint=flags["per_endpoint"],
+            rolling=flags["rolling"],
+            scale=raw.get("scale"),
+            instance=instance,
         )
 
 
 def parse_rate_limits(raw: Any, where: str = "rate_limits") -> dict[str, list[RateLimitRule]]:
-    """``{"github": {...}}`` or ``{"github": [{...}, {...}]}`` -> rules per provider."""
+    """``{"github": {...}}`` or ``{"github": [{...}, {...}]}`` -> rules per provider
+    (``null`` or ``[]``: none at all)."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -239,12 +312,20 @@ def with_default_rate_limits(
 ) -> dict[str, list[RateLimitRule]]:
     """``rules`` plus the implicit default rule of every provider they do not name."""
     out = dict(rules)
-    for provider, spec in DEFAULT_RATE_LIMITS.items():
+    for provider in DEFAULT_RATE_LIMITS:
         if provider not in out:
-            rule = RateLimitRule.parse(provider, spec, f"default rate limit {provider}")
-            rule.implicit = True
-            out[provider] = [rule]
+            out[provider] = default_rules(provider)
     return out
+
+
+def default_rules(provider: str) -> list[RateLimitRule]:
+    """The provider's real limits (``ProviderSim.RATE_LIMITS``) as implicit rules."""
+    rules = []
+    for spec in DEFAULT_RATE_LIMITS.get(provider, []):
+        rule = RateLimitRule.parse(provider, spec, f"{provider} RATE_LIMITS")
+        rule.implicit = True
+        rules.append(rule)
+    return rules
 
 
 @dataclass
@@ -343,3 +424,8 @@ def _includes(raw: Any, provider: str, where: str) -> dict:
             raise ScenarioError(f"{where}.{relation}: {provider} account ids must be numeric")
         out[relation] = list(dict.fromkeys(ids))
     return out
+
+
+# the classes' own limits, checked when the simulator loads (a slip fails here)
+for _name in DEFAULT_RATE_LIMITS:
+    default_rules(_name)

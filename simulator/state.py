@@ -10,16 +10,42 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from .calls import CallLog
 from .faults import FaultBook
 from .identities import own_numeric_id
 from .providers import PROVIDER_SIMS
-from .ratelimit import RateLimiter
+from .ratelimit import Quota, RateLimiter, tightest
 from .scenario import Account, Latency, Scenario, normalize_account_id, parse_rate_limits
 from .stats import CallStats
 from .tokens import TokenRegistry
+
+#: fault fields that are not a rule's, dropped when a ``rate_limit`` fault gives one rule
+_FAULT_FIELDS = {
+    "kind",
+    "provider",
+    "id",
+    "account",
+    "token",
+    "at_call",
+    "from_call",
+    "every_n",
+    "rate",
+    "times",
+    "seed",
+}
+
+
+def fault_rules(raw: dict):
+    """A ``rate_limit`` fault's rules as scenario rules: ``"limits": [...]``, or the
+    fault's own rule fields; None for ``"limit": null`` (no rule at all)."""
+    if "limits" in raw:
+        return raw["limits"]
+    if raw.get("limit") is None:
+        return None
+    return {k: v for k, v in raw.items() if k not in _FAULT_FIELDS}
 
 
 def validate_fault(raw: dict) -> None:
@@ -34,8 +60,8 @@ def validate_fault(raw: dict) -> None:
     ):
         PROVIDER_SIMS[provider].find_rows(raw)
     elif kind == "rate_limit":
-        limits = raw.get("limits", raw if "limit" in raw else None)
-        if limits is not None and not (isinstance(limits, dict) and limits.get("limit") is None):
+        limits = fault_rules(raw)
+        if limits is not None:
             parse_rate_limits({provider: limits}, "fault rate_limit")
     elif kind == "latency":
         Latency.parse(raw, "fault latency")
@@ -56,11 +82,12 @@ class Simulator:
         FaultBook(scenario.seed, validate_fault).add(scenario.faults)  # check before swapping
         self.scenario = scenario
         self.accounts: dict[tuple[str, str], Account] = {}
+        self.per_provider: Counter = Counter()
         self.numeric_index: dict[tuple[str, int], tuple[str, str]] = {}
         self.tokens = TokenRegistry()
         for account in scenario.accounts:
             self.put_account(account)
-        self.limiter = RateLimiter(scenario.rate_limits)
+        self.limiter = RateLimiter(scenario.rate_limits, self.accounts_of)
         self.faults = FaultBook(scenario.seed, validate_fault)
         self.log = CallLog(self.log_limit)
         self.stats = CallStats(self.clock())
@@ -73,9 +100,13 @@ class Simulator:
         """Add or replace an account; its scenario token starts fresh."""
         key = account.key
         old = self.accounts.get(key)
-        if old is not None and old.token and old.token != account.token:
-            self.tokens.access.pop((old.provider, old.token), None)
+        if old is not None:
+            for token in {old.token, *old.tokens} - {account.token, *account.tokens, None}:
+                self.tokens.access.pop((old.provider, token), None)
+        if old is None:
+            self.per_provider[account.provider] += 1
         self.accounts[key] = account
+        account._spaces = {}  # its networks start again from the scenario (no changes)
         account._stable_native = self.stable_native
         self.numeric_index[(account.provider, self.numeric_id(account))] = key
         self.tokens.register_account(account, key[1])
@@ -85,9 +116,14 @@ class Simulator:
         account = self.accounts.pop(key, None)
         if account is None:
             return False
+        self.per_provider[provider] -= 1
         self.numeric_index.pop((provider, self.numeric_id(account)), None)
         self.tokens.forget_account(*key)
         return True
+
+    def accounts_of(self, provider: str) -> int:
+        """How many accounts of ``provider`` the simulator holds (the app's users)."""
+        return self.per_provider[provider]
 
     def account(self, provider: str, account_id: str) -> Account | None:
         return self.accounts.get((provider, normalize_account_id(provider, account_id)))
@@ -131,12 +167,20 @@ class Simulator:
         """``{"kind": "rate_limit", "provider": P, "limit": ...}`` or ``"limits": [...]``;
         ``"limit": null`` removes the provider's limits."""
         provider = fault.provider
-        limits = fault.get("limits", fault.raw if "limit" in fault.raw else None)
-        if limits is None or (isinstance(limits, dict) and limits.get("limit") is None):
+        limits = fault_rules(fault.raw)
+        if limits is None:
             self.limiter.replace(provider, [])
             return
         rules = parse_rate_limits({provider: limits}, "fault rate_limit")[provider]
         self.limiter.replace(provider, rules)
+
+    # --- quotas -------------------------------------------------------------------
+
+    def quota_for(self, call) -> Quota | None:
+        """What the provider's headers say of ``call``'s quota without counting it: the
+        announced rule with the fewest calls left (an injected rate-limit error's figures)."""
+        provider = PROVIDER_SIMS[call.provider]
+        return tightest(self.limiter.peek(call), provider.announces)
 
     # --- latency and reset ----------------------------------------------------------
 

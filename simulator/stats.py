@@ -1,4 +1,5 @@
-"""Counters behind ``GET /_sim/stats``: calls, rate-limit rejections, injected errors.
+"""Counters behind ``GET /_sim/stats``: calls, rate-limit rejections, injected errors,
+and what each provider would charge (``usage``).
 
 Tokens are fake, so they are reported as given: tests look their own
 token up directly. Calls without a token count under ``"-"``.
@@ -8,7 +9,38 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from .providers import PROVIDER_SIMS
+
 NO_TOKEN = "-"
+
+
+class Usage:
+    """What one provider (or one of its instances) was asked and would charge.
+
+    ``calls``: every call; ``counted``: those that used quota (not a free 304,
+    not refused, not an injected fault); ``not_modified``: 304 answers;
+    ``resources``: billed items (``ProviderSim.PRICE_USD``: X's users returned).
+    """
+
+    __slots__ = ("calls", "counted", "not_modified", "resources")
+
+    def __init__(self) -> None:
+        self.calls = self.counted = self.not_modified = self.resources = 0
+
+    def add(self, call) -> None:
+        self.calls += 1
+        self.counted += call.counted
+        self.not_modified += call.status == 304
+        self.resources += call.resources
+
+    def to_json(self, price: float) -> dict:
+        return {
+            "calls": self.calls,
+            "counted": self.counted,
+            "not_modified": self.not_modified,
+            "resources": self.resources,
+            "usd": round(self.resources * price, 6),
+        }
 
 
 class CallStats:
@@ -32,6 +64,8 @@ class CallStats:
         self.injected_by_provider: Counter = Counter()
         self.injected_by_kind: Counter = Counter()
         self.injected_by_fault: Counter = Counter()
+        self.usage: dict[str, Usage] = defaultdict(Usage)
+        self.instance_usage: dict[str, dict[str, Usage]] = defaultdict(lambda: defaultdict(Usage))
 
     def record(self, call) -> None:
         provider = call.provider
@@ -42,6 +76,9 @@ class CallStats:
         self.by_provider_token[provider][token] += 1
         self.by_kind[provider][call.kind] += 1
         self.by_status[call.status] += 1
+        self.usage[provider].add(call)
+        if call.instance is not None:
+            self.instance_usage[provider][call.instance].add(call)
         if call.rate_limited:
             self.limited_total += 1
             self.limited_by_provider[provider] += 1
@@ -76,4 +113,14 @@ class CallStats:
                 "by_fault": dict(self.injected_by_fault),
             },
             "rate_limits": rate_limits,
+            "usage": {
+                provider: {
+                    **usage.to_json(PROVIDER_SIMS[provider].PRICE_USD),
+                    "instances": {
+                        name: each.to_json(PROVIDER_SIMS[provider].PRICE_USD)
+                        for name, each in self.instance_usage.get(provider, {}).items()
+                    },
+                }
+                for provider, usage in self.usage.items()
+            },
         }

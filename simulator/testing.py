@@ -97,6 +97,21 @@ class RunningSimulator:
     def tokens(self, **filters: Any) -> list[dict]:
         return self._control("GET", "/tokens", params=filters)["tokens"]
 
+    def change(
+        self,
+        provider: str,
+        account_id: str,
+        relation: str | None = None,
+        add: int | list | None = None,
+        remove: list | None = None,
+    ) -> dict:
+        """``POST /_sim/changes``: ``{"added": [ids], "removed": [ids], "count"}``."""
+        body: dict = {"provider": provider, "account_id": account_id}
+        for name, value in (("relation", relation), ("add", add), ("remove", remove)):
+            if value is not None:
+                body[name] = value
+        return self._control("POST", "/changes", json=body)
+
 
 @contextmanager
 def run_simulator_process(

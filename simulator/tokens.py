@@ -67,6 +67,10 @@ class TokenRegistry:
                 account.refresh_token,
                 original_expires_at=account.expires_at,
             )
+        for value in account.tokens:
+            self.access[(account.provider, value)] = AccessToken(
+                value, account.provider, account_id, None
+            )
         if account.refresh_token:
             self.refresh[(account.provider, account.refresh_token)] = RefreshGrant(
                 account.refresh_token,

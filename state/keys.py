@@ -19,6 +19,11 @@
     per quota bucket, tag {provider:scope:key}
     P:quota:{p:scope:key}       hash: one bucket's sub-window counters and provider reports
 
+    announced limits, concurrency and spend (state.announced, state.concurrency, state.spend)
+    P:ann:{p:scope:key}         hash: the announced rules of one scope key, one field each
+    P:conc:{p:account:key}      zset: calls in flight (lease id → expiry) under a cap
+    P:spend:{p:YYYY-MM-DD}      hash: one provider's UTC day: reserved and spent USD, counters
+
     the delayed set, tag {delayed}                      (DelayedKeys)
     P:{delayed}:due, :entries, :claims
 
@@ -184,6 +189,15 @@ class Keys:
 
     def quota_bucket(self, provider: str, scope: str, key: str) -> str:
         return f"{self.prefix}:quota:{{{provider}:{scope}:{key}}}"
+
+    def announced_rules(self, provider: str, scope: str, key: str) -> str:
+        return f"{self.prefix}:ann:{{{provider}:{scope}:{key}}}"
+
+    def concurrency(self, provider: str, key: str) -> str:
+        return f"{self.prefix}:conc:{{{provider}:account:{key}}}"
+
+    def spend_day(self, provider: str, day: str) -> str:
+        return f"{self.prefix}:spend:{{{provider}:{day}}}"
 
     def delayed(self) -> DelayedKeys:
         return DelayedKeys(self.prefix)

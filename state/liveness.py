@@ -10,7 +10,7 @@ The scheduler (``sync.lost_workers``) takes over the holds of a process whose
 beat expired and sends those pages again at once.
 
 Keys (one hash tag, so ``state/lua/take_over.lua`` stays in one Redis Cluster
-slot; names in ``state.keys.LiveKeys``)::
+slot; the lease is ``state/lua/leader.lua``; names in ``state.keys.LiveKeys``)::
 
     <prefix>:{live}:holders        ZSET  holder id -> when it first beat
     <prefix>:{live}:beat:<holder>  STR   JSON about the process; expires after lost_s
@@ -40,7 +40,7 @@ class Liveness:
         self.clock = clock
         self.keys = Keys(key_prefix).live()
         self._take_over = LuaScript(redis_client, "take_over")
-        self._lease = LuaScript(redis_client, "lease")
+        self._lease = LuaScript(redis_client, "leader")
 
     # -- the worker side ----------------------------------------------------------------
     def beat(self, holder: str, info: dict, lost_s: float) -> None:

@@ -31,6 +31,17 @@ from psycopg_pool import ConnectionPool
 #: the advisory lock every change-feed writer holds from its first insert to commit
 FEED_LOCK = 0x6E657473  # "nets"
 
+#: libpq options of every pooled connection. TCP keepalives: an idle connection's
+#: NAT mapping stays open, and a peer that vanished without a word (no FIN, no RST) is
+#: noticed in about a minute instead of the kernel's two hours
+CONNECTION_OPTIONS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
 _FEED_COLUMNS = (
     "cursor, at, kind, user_id, provider, relation, sync_id, connection_id, "
     "connection_handle, member_user_id, initial, counts"
@@ -72,7 +83,12 @@ class NetworkStore:
                         self.database_url,
                         min_size=1,
                         max_size=self.max_connections,
-                        kwargs={"connect_timeout": 10},
+                        kwargs=CONNECTION_OPTIONS,
+                        # a pooled connection may have been closed while it sat idle
+                        # (a pooler's or a NAT's idle timeout, a server restart): each
+                        # is checked (one empty query) before it is handed out, and a
+                        # dead one is replaced instead of failing its caller
+                        check=ConnectionPool.check_connection,
                         open=True,
                         name="netsync",
                     )
@@ -87,6 +103,15 @@ class NetworkStore:
     def ping(self) -> bool:
         with self.pool.connection(timeout=3) as conn:
             return conn.execute("SELECT 1").fetchone() == (1,)
+
+    def schema_revisions(self) -> set[str] | None:
+        """The Alembic revisions the database is at; None when it was never migrated
+        (the readiness probe's question, and its ping)."""
+        with self.pool.connection(timeout=3) as conn:
+            if conn.execute("SELECT to_regclass('alembic_version')").fetchone()[0] is None:
+                return None
+            rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        return {row[0] for row in rows}
 
     # -- finalization -----------------------------------------------------------
     def finalize(

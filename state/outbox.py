@@ -1,7 +1,7 @@
 """The callback outbox: every completion event, kept in Redis until it is delivered.
 
 An event is written here *before* anything tries to send it, frozen (the
-body the receiver gets is the one of the moment the sync ended), under an
+body the receiver gets is the one of the moment the sync finished), under an
 id made of the sync and the event, so the same event queued twice is one
 delivery, and every retry carries the same id (``webhook-id``). A
 delivery is ``pending`` until the receiver answers 2xx (``delivered``) or

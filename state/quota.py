@@ -89,8 +89,10 @@ SHARED_SCOPES = frozenset({"app", "ip"})
 CLASS_POLICY = {"normal": "R", "whale": "B", "trickle": "C"}
 CLASS_LETTER = {"normal": "n", "whale": "w", "trickle": "t"}
 DEFAULT_SHARES = {"normal": 0.5, "whale": 0.4, "trickle": 0.1}
-DEFAULT_APP_KEY = "all"
-DEFAULT_IP_KEY = "default-egress"  # workers behind one NAT share one budget
+#: the key of a shared scope's one bucket per provider: workers take under it, the
+#: dashboard and ``/metrics`` read it (``state.quota_view``). ``app``: every token of
+#: the provider; ``ip``: this deployment's egress (workers behind one NAT share one budget)
+SHARED_KEYS = {"app": "app", "ip": "egress"}
 
 #: sub-window counters per window: more is finer (less idle) but bigger hashes
 WINDOW_SLOTS = 60
@@ -120,6 +122,13 @@ ADAPTIVE_MEMORY_S = 7 * 86400
 
 _TOKEN_KEY = re.compile(r"[0-9a-f]{16,128}")
 _OTHER_KEY = re.compile(r"[A-Za-z0-9._:\-]{1,100}")
+
+
+def scope_keys(scopes, token_key: str) -> dict[str, str]:
+    """The bucket key of each of a call's ``scopes``: its token's (``Credential.fingerprint``)
+    or the shared one."""
+    keys = {"token": token_key, **SHARED_KEYS}
+    return {scope: keys[scope] for scope in scopes}
 
 
 def parse_shares(text: str) -> dict[str, float]:
@@ -260,16 +269,14 @@ class QuotaGate:
     ) -> list[QuotaBucket]:
         """The provider's buckets for these scope keys, in taking order.
 
-        ``app`` and ``ip`` have default keys; a ``token`` limit needs its key.
+        ``app`` and ``ip`` have their ``SHARED_KEYS``; a ``token`` limit needs its key.
         With ``named_only``, only the scopes present in ``scopes``.
         """
         found = []
         for limit in sorted(self.limits(provider), key=lambda lim: SCOPES.index(lim.scope)):
             if named_only and limit.scope not in scopes:
                 continue
-            key = scopes.get(limit.scope) or {"app": DEFAULT_APP_KEY, "ip": DEFAULT_IP_KEY}.get(
-                limit.scope
-            )
+            key = scopes.get(limit.scope) or SHARED_KEYS.get(limit.scope)
             if key is None:
                 raise ValueError(f"{provider} is limited per token: pass scopes['token']")
             pattern = _TOKEN_KEY if limit.scope == "token" else _OTHER_KEY

@@ -10,7 +10,7 @@ scripts are ``state/lua/{begin,add_pending,mark_running,complete_page,
 finish,fail}.lua``, each with its keys and arguments in its header (the page
 guard's part of add_pending and complete_page is ``guard_prelude.lua``).
 
-When the last page is stored the record gets ``finalizing`` (its status stays
+When the last page completes the record gets ``finalizing`` (its status stays
 ``running``: "is it done?" stays exact); the engine finalizes in PostgreSQL
 (``sync.finalize``) and ``finish`` makes the record final and drops the staging.
 
@@ -409,7 +409,7 @@ class SyncStore:
         guard: dict | None = None,
         batch: Batch | None = None,
     ) -> str:
-        """Store one page's connections in the staging; the last page asks for finalization.
+        """Complete one page: its connections into the staging; the last page asks for finalization.
 
         With ``count_call`` it also counts the page's call and keeps
         ``rate_fields`` (what the answer's rate-limit headers said), so the
@@ -418,9 +418,9 @@ class SyncStore:
         the page guard records the page in the same script. ``batch``: the
         other steps to send in the same round trip (the script is added to it
         and the batch executed).
-        Returns ``stored``, ``duplicate`` (already stored: a redelivery),
-        ``inactive`` (the sync ended meanwhile), or ``finalize`` (this was the
-        last page: the caller finalizes, see ``sync.finalize`` and ``finish``).
+        Returns ``completed``, ``duplicate`` (already complete: a redelivery),
+        ``inactive`` (the sync finished meanwhile), or ``finalize`` (this was the
+        last page: the caller finalizes; the words: ``sync.finish``).
         """
         batch = Batch(self.redis) if batch is None else batch
         reply = self._complete.queue(
@@ -488,7 +488,7 @@ class SyncStore:
         return done
 
     def fail(self, sync_id: str, status: str, kind: str, message: str) -> bool:
-        """End an active sync as failed / needs_reauth / cancelled; the old network stays."""
+        """Fail an active sync: it finishes failed / needs_reauth / cancelled; the old network stays."""
         assert status in FINAL and status not in ("succeeded", "partial")
         keys = self._sync_keys(sync_id)
         _, net = self._relation_keys(keys, sync_id)

@@ -66,7 +66,7 @@ def event_body(svc, record: dict) -> dict | None:
 
 
 def notify(celery_app, sync_id: str, provider: str | None = None) -> str | None:
-    """Put the completion event of a sync that just ended in the outbox; its delivery id."""
+    """Put the completion event of a sync that just finished in the outbox; its delivery id."""
     svc = celery_app.netsync_services
     if not svc.settings.callback_url:
         return None

@@ -1,4 +1,4 @@
-"""The end of a successful sync: the network into PostgreSQL, then the record final.
+"""Finalize a sync: the network into PostgreSQL, then the record final (words: ``sync.finish``).
 
 The last page's completion (``SyncStore.complete_page``) marks the record
 ``finalizing`` with the status it will have; its status stays ``running``.

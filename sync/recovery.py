@@ -17,12 +17,18 @@ A sync counts as *stalled* when, for ``stall_seconds``:
 - and no recovery re-sent its pages within that time.
 
 After ``max_recoveries`` recoveries without progress, or when no credential
-is left, the sync ends ``failed`` (kind ``stalled`` / ``no_credentials``) and
+is left, the sync fails (kind ``stalled`` / ``no_credentials``) and
 the previous network stays as it was.
 
 The scheduler process runs a sweep every ``sweep_interval`` seconds
 (``sync.scheduler``); ``flask --app service syncs sweep`` runs one (cron).
 A lock in Redis lets one sweep run at a time.
+
+While the broker is unreachable nothing can move and nothing sent would
+arrive: a sweep that finds it so (one connection attempt before any
+re-send) skips its round and says so. It counts no recovery, so no sync is
+failed for the broker's outage, and no delivery, so no page is taken for a
+poison page; once the broker is back, the next sweep re-sends what stalled.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ log = logging.getLogger("netsync.recovery")
 
 #: send_task(name, args, queue, priority)
 Send = Callable[[str, list, str, int], None]
+#: raises when the broker cannot be reached (connects once, briefly)
+BrokerCheck = Callable[[], None]
 
 
 @dataclass
@@ -50,10 +58,17 @@ class SweepReport:
     pages_resent: int = 0
     failed: list = field(default_factory=list)
     skipped: bool = False
+    #: the round was skipped: the broker did not answer (why, in a word)
+    broker_unreachable: str = ""
 
     def summary(self) -> str:
         if self.skipped:
             return "another sweep is running"
+        if self.broker_unreachable:
+            return (
+                f"skipped: the broker is unreachable ({self.broker_unreachable}); "
+                f"nothing re-sent, {self.watched} active syncs left as they were"
+            )
         return (
             f"watched={self.watched} recovered={len(self.recovered)} "
             f"pages_resent={self.pages_resent} failed={len(self.failed)}"
@@ -68,9 +83,11 @@ class StallSweeper:
         broker_url: str,
         notify: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        broker_check: BrokerCheck | None = None,
     ):
         self.svc = svc
         self.notify = notify
+        self.broker_check = broker_check
         self.progress: SyncProgress = svc.progress
         self.send = send
         self.broker_url = broker_url
@@ -84,8 +101,16 @@ class StallSweeper:
         if use_lock and not self.progress.try_lock(max(1.0, self.svc.settings.sweep_interval / 2)):
             report.skipped = True
             return report
-        for sync_id in self.progress.active():
-            report.watched += 1
+        active = self.progress.active()
+        report.watched = len(active)
+        if active and self.broker_check is not None:
+            try:
+                self.broker_check()
+            except Exception as exc:  # noqa: BLE001 - kombu raises transport-specific errors
+                report.broker_unreachable = type(exc).__name__
+                log.warning("stall sweep: %s", report.summary())
+                return report
+        for sync_id in active:
             self.check(sync_id, report)
         if report.recovered or report.failed:
             log.warning("stall sweep: %s", report.summary())
@@ -137,7 +162,7 @@ class StallSweeper:
         priority = queues.priority_for(record.get("trigger", "api"), self.broker_url)
         cursors = self.svc.store.pending_cursors(sync_id)
         if record.get("finalizing"):
-            # every page is stored but the finalization never ended (its worker died and
+            # every page is complete but the finalization never got through (its worker died and
             # the message is gone): any page task of the sync finalizes it (exactly once)
             messages = [(f"{provider}.page", [sync_id, ""], "")]
         elif not cursors and not self.svc.store.pages_done(sync_id):
@@ -146,7 +171,7 @@ class StallSweeper:
             messages = [(f"{provider}.page", [sync_id, cursor], cursor) for cursor in cursors]
         for name, args, cursor in messages:
             # a re-send is a delivery again: a page that kills its worker every
-            # time is dead-lettered after MAX_DELIVERIES (``ProviderTask.poisoned``)
+            # time is dead-lettered after MAX_DELIVERIES (``sync.outcomes.dead_lettered``)
             self.progress.delivered_again(sync_id, cursor)
             self.send(name, args, queue, priority)
         sent = len(messages)
@@ -173,10 +198,24 @@ def celery_send(celery_app) -> Send:
     return send
 
 
+def celery_broker_check(celery_app, timeout_s: float = 3.0) -> BrokerCheck:
+    """One connection to ``celery_app``'s broker, without Celery's retries (a sweep
+    waits for no broker: the next one looks again)."""
+
+    def check() -> None:
+        with celery_app.connection_for_write(connect_timeout=timeout_s) as connection:
+            connection.ensure_connection(
+                max_retries=1, interval_start=0, interval_step=0.2, timeout=timeout_s
+            )
+
+    return check
+
+
 def sweeper_for(celery_app) -> StallSweeper:
     return StallSweeper(
         celery_app.netsync_services,
         celery_send(celery_app),
         celery_app.conf.broker_url,
         notify=lambda sync_id, provider: callbacks.notify(celery_app, sync_id, provider),
+        broker_check=celery_broker_check(celery_app),
     )

@@ -8,7 +8,7 @@ task never imports the layer above it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task
@@ -24,6 +24,7 @@ from state.progress import SyncProgress
 from state.quota import QuotaGate
 from state.store import SyncStore
 from sync import telemetry
+from sync.memory import WorkerMemory
 
 
 @dataclass
@@ -48,6 +49,8 @@ class Services:
     #: the networks, linked accounts and change feed (PostgreSQL)
     networks: NetworkStore
     database_url: str = ""
+    #: what this process' tasks remember from one run to the next (bounded)
+    memory: WorkerMemory = field(default_factory=WorkerMemory)
 
 
 class NetsyncTask(Task):
@@ -57,7 +60,6 @@ class NetsyncTask(Task):
     acks_late = True
     reject_on_worker_lost = True
     ignore_result = True
-    typing = False
 
     @property
     def services(self) -> Services:

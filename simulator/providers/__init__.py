@@ -67,10 +67,12 @@ def check_class(cls, where: str) -> None:
         bad("PAGE_SIZE", f"must be 1..MAX_PAGE_SIZE, got {cls.PAGE_SIZE}/{cls.MAX_PAGE_SIZE}")
     if not set(cls.PAGE_FAULTS) <= set(PAGE_KINDS):
         bad("PAGE_FAULTS", f"must be page fault kinds {PAGE_KINDS}, got {cls.PAGE_FAULTS!r}")
-    if cls.DEFAULT_RATE_LIMIT is not None and not {"limit", "window_s"} <= set(
-        cls.DEFAULT_RATE_LIMIT
+    if not isinstance(cls.RATE_LIMITS, tuple) or not all(
+        isinstance(rule, dict) and {"limit", "window_s"} <= set(rule) for rule in cls.RATE_LIMITS
     ):
-        bad("DEFAULT_RATE_LIMIT", "must be a scenario rule ({'limit', 'window_s', ...}) or None")
+        bad("RATE_LIMITS", "must be a tuple of scenario rules ({'limit', 'window_s', ...})")
+    if cls.PRICE_USD < 0:
+        bad("PRICE_USD", f"must be a price in USD, got {cls.PRICE_USD!r}")
     if set(cls.SAMPLE_PATHS) != {"profile", "page"}:
         bad("SAMPLE_PATHS", f"must give the 'profile' and 'page' paths, got {cls.SAMPLE_PATHS!r}")
     if not cls.ROUTES:

@@ -3,7 +3,7 @@
 A provider module is one ``ProviderSim`` subclass, mostly data: its routes
 and error table (``ROUTES``, ``ERROR_ROWS``, the ``ROW_*`` names), and every
 fact the shared modules read instead of keeping a table per provider
-(``RELATIONS``, ``NATIVE_IDS``, ``DEFAULT_RATE_LIMIT``, ``PAGE_FAULTS``,
+(``RELATIONS``, ``NATIVE_IDS``, ``RATE_LIMITS``, ``PAGE_FAULTS``,
 ``TOKEN_TTL_S``, ...: see the class). Then a few small hooks: read the
 credentials, render an error row, render the rate-limit headers, and one
 handler per route. The request pipeline (auth, faults, quotas, latency,
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,6 +124,12 @@ def fault_reset(quota, params: Mapping[str, Any], now: float, default_s: float) 
     return now + default_s
 
 
+def endpoint_name(path: str) -> str:
+    """A route path as the providers' docs name endpoints: ``/2/users/{id}`` and
+    ``/user/{uid:\\d+}`` become ``/2/users/:id`` and ``/user/:uid``."""
+    return re.sub(r"\{(\w+)(?::[^}]*)?\}", r":\1", path)
+
+
 def int_param(query: Mapping[str, str], name: str, default: int) -> int:
     try:
         return int(query.get(name, default))
@@ -170,12 +177,33 @@ class ProviderSim:
     #: (``connections_include``): pages render a connection from its native id, and an
     #: included account's is ``included_native`` (by default its id, so it must be numeric)
     INCLUDABLE = False
-    #: the rule announced and enforced when the scenario names none (the real API always
-    #: sends rate-limit headers); a scenario rule's fields. None: nothing enforced
-    DEFAULT_RATE_LIMIT: Mapping[str, Any] | None = None
+    #: the provider's real, documented limits, as scenario rules (each with its source in
+    #: a comment): announced and enforced when the scenario names no rule for it. Empty:
+    #: none published, nothing enforced
+    RATE_LIMITS: tuple[Mapping[str, Any], ...] = ()
     #: rate-limit windows start at wall-clock multiples of the window (Mastodon resets at
     #: e.g. 13:50:00); otherwise at the first call. A scenario rule's ``align`` overrides
     ALIGNED_WINDOWS = False
+    #: every endpoint has its own windows (X: "Each endpoint has its own limits")
+    PER_ENDPOINT_WINDOWS = False
+    #: windows roll (the calls of the last ``window_s``), they do not reset (Facebook)
+    ROLLING_WINDOWS = False
+    #: a 429 of an announced limit says ``Retry-After`` (seconds until the reset) too
+    RETRY_AFTER_ON_LIMIT = False
+    #: query parameters that make a call a paging one (a rule's ``applies_to: "paging"``)
+    PAGING_PARAMS: tuple[str, ...] = ()
+    #: federated: accounts live on instances (rules and usage may name one)
+    FEDERATED = False
+    #: its lists are newest first (connections added at run time come first); otherwise
+    #: oldest first (they come last)
+    NEWEST_FIRST = True
+    #: successful GETs carry an ``ETag`` (of the token and the body) and ``If-None-Match``
+    #: with it answers ``304 Not Modified``
+    ETAGS = False
+    #: such a 304 uses no quota when the call was authorized (GitHub's documented rule)
+    FREE_NOT_MODIFIED = False
+    #: USD per billed resource (``call.resources``: X's users returned); 0: free
+    PRICE_USD = 0.0
     #: the page faults (``PAGE_KINDS``) its page handler renders
     PAGE_FAULTS: frozenset[str] = frozenset()
     #: lifetime of tokens its refresh endpoint issues (the scenario's ``token_ttl_s`` overrides)
@@ -281,6 +309,26 @@ class ProviderSim:
         """``SAMPLE_PATHS[kind]`` ("profile" or "page") for ``account_id``."""
         return self.SAMPLE_PATHS[kind].format(account=account_id)
 
+    def endpoints(self) -> set[str]:
+        """Its endpoints' names as rules give them (``endpoint_name`` of each route)."""
+        return {endpoint_name(route.path) for route in self.ROUTES if route.authenticated}
+
+    def is_paging(self, request: web.Request) -> bool:
+        """Whether a call pages (one of ``PAGING_PARAMS`` present and not empty)."""
+        query = request.query
+        return any(query.get(name) for name in self.PAGING_PARAMS)
+
+    def announces(self, rule) -> bool:
+        """Whether its rate-limit headers speak of this kind of rule (all, by default)."""
+        return True
+
+    def native_of(self, connection_id: str) -> int | None:
+        """The native id of a connection id in the provider's form (``stored_form``'s
+        inverse); None when the id is not of that form."""
+        if not re.fullmatch(self.ID_FORM, connection_id):
+            return None
+        return int(connection_id)
+
     def normalize_id(self, account_id: str) -> str:
         """The lookup form of an account id (``CASE_INSENSITIVE_IDS``: lower case)."""
         return account_id.lower() if self.CASE_INSENSITIVE_IDS else account_id
@@ -310,8 +358,8 @@ class ProviderSim:
         raise NotImplementedError
 
     def connections(self, space, lo: int, hi: int) -> list[tuple[str, str | None]]:
-        """The stored forms of indices ``lo .. hi-1``: what ``/_sim/truth`` serves."""
-        return [self.stored_form(n) for n in space.natives(lo, hi)]
+        """The stored forms of list positions ``lo .. hi-1``: what ``/_sim/truth`` serves."""
+        return [self.stored_form(n) for n in space.slice(lo, hi)[1]]
 
     def authorize(self, sim, call) -> str | None:
         """A row name when the token may not read this account (default: it may)."""

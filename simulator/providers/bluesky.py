@@ -35,11 +35,12 @@ Quirks reproduced (from the AppView and PDS source, bluesky-social/atproto):
   token 401 ``AuthMissing``; an unknown actor 400 ``InvalidRequest``
   ("Profile not found" / "Actor not found: <actor>"). Row ``gateway_html``:
   the load balancer's HTML error page, which is not JSON at all.
-- ``ratelimit-limit``, ``-remaining``, ``-reset`` (epoch seconds, floored)
-  and ``ratelimit-policy`` (``3000;w=300``) on every answer of a rule. With
-  no rule in the scenario the implicit default applies (per IP, 5-minute
-  windows as the real PDS's 3000 per 5 minutes, with a roomier limit:
-  ``Bluesky.DEFAULT_RATE_LIMIT``).
+- ``RateLimit-Limit``, ``-Remaining``, ``-Reset`` (epoch seconds, floored)
+  and ``RateLimit-Policy`` (``3000;w=300``) on every answer of a rule, and
+  ``Retry-After`` on a 429. With no rule in the scenario the PDS's real limit
+  applies: 3000 per 5 minutes per IP (``Bluesky.RATE_LIMITS``).
+- Lists are newest first (the AppView sorts by ``sortAt`` descending); the
+  cursor is a keyset, so follows added while a client pages do not shift it.
 - ``refreshSession`` rotates the refresh token: the old one then answers 400
   ``ExpiredToken`` "Token has been revoked". Tokens it issues are JWT-shaped
   (``exp`` is the real expiry); the simulator's own token name is in ``jti``.
@@ -51,6 +52,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 import time
 import weakref
 
@@ -85,6 +87,8 @@ _LABELERS = "did:plc:ar7c4by46qjdydhdevvrndac;redact"
 #: Refresh tokens live 90 days (assumed: the docs say only that access tokens are short-lived).
 _REFRESH_TTL_S = 90 * 86400
 _ISSUER = "did:web:pds.simulator.invalid"
+#: a well-formed cursor that names no follow of the list (it lists nothing)
+_STRANGER = object()
 
 
 def _b32(value: int, nbytes: int) -> str:
@@ -152,8 +156,16 @@ class Bluesky(ProviderSim):
     RELATIONS = ("followers", "following")
     NATIVE_IDS = PermutedIds(60, 0)  # the unique half of a did:plc
     ID_FORM = r"did:plc:[a-z2-7]{24}"
-    # the real window and scope (3000 per 5 min per IP, the PDS's), the limit raised 100x
-    DEFAULT_RATE_LIMIT = {"limit": 300000, "window_s": 300, "scope": "ip"}
+    # The PDS's real limit (bluesky-social/bsky-docs docs/advanced-guides/rate-limits.md):
+    # "Overall API Requests (all endpoints) — Rate limited by IP — 3000 per 5 minutes".
+    # (The AppView's own limits are "generous" and unpublished; createSession's and the
+    # write points are for calls the simulator does not serve.)
+    RATE_LIMITS = ({"limit": 3000, "window_s": 300, "scope": "ip"},)
+    # a 429 carries Retry-After = ceil(msBeforeNext / 1000) (bluesky-social/atproto
+    # packages/xrpc-server/src/rate-limiter-http.ts)
+    RETRY_AFTER_ON_LIMIT = True
+    PAGING_PARAMS = ("cursor",)
+    FEDERATED = True
     PAGE_FAULTS = frozenset({"short_page"})
     TOKEN_TTL_S = 7200  # access tokens: 2 h
     ROTATES_REFRESH = True
@@ -287,6 +299,14 @@ class Bluesky(ProviderSim):
     def stored_form(self, n: int) -> tuple[str, str]:
         return did_of(n), handle_of(n)
 
+    def native_of(self, connection_id: str) -> int | None:
+        # only a DID this simulator makes (did_of) names a person it can render
+        if not re.fullmatch(self.ID_FORM, connection_id):
+            return None
+        value = int.from_bytes(base64.b32decode(connection_id[8:].upper()), "big")
+        n = value & ((1 << 60) - 1)
+        return n if did_of(n) == connection_id else None
+
     def lookup_account(self, sim, route, raw_id: str, call):
         """``actor`` is the scenario id, the account's DID or its handle."""
         account = sim.accounts.get((self.NAME, raw_id))
@@ -322,10 +342,10 @@ class Bluesky(ProviderSim):
     def limit_headers(self, quota) -> dict[str, str]:
         # floored, as the XRPC server does (the window really ends up to 1 s later)
         return {
-            "ratelimit-limit": str(quota.limit),
-            "ratelimit-remaining": str(quota.remaining),
-            "ratelimit-reset": str(math.floor(quota.reset)),
-            "ratelimit-policy": f"{quota.limit};w={round(quota.rule.window_s)}",
+            "RateLimit-Limit": str(quota.limit),
+            "RateLimit-Remaining": str(quota.remaining),
+            "RateLimit-Reset": str(math.floor(quota.reset)),
+            "RateLimit-Policy": f"{quota.limit};w={round(quota.rule.window_s)}",
         }
 
     def render_rate_limited(self, sim, quota, call) -> web.Response:
@@ -356,14 +376,16 @@ class Bluesky(ProviderSim):
             )
         headers = {}
         if row.status == 429:
-            quota = sim.limiter.quota_for(self.NAME, call.token, call.remote, call.t)
+            quota = sim.quota_for(call)
             limit = quota.limit if quota is not None else 3000
             window = round(quota.rule.window_s) if quota is not None else 300
+            reset = fault_reset(quota, params, call.t, 300)
             headers = {
-                "ratelimit-limit": str(limit),
-                "ratelimit-remaining": "0",
-                "ratelimit-reset": str(math.floor(fault_reset(quota, params, call.t, 300))),
-                "ratelimit-policy": f"{limit};w={window}",
+                "RateLimit-Limit": str(limit),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": str(math.floor(reset)),
+                "RateLimit-Policy": f"{limit};w={window}",
+                "Retry-After": str(max(1, math.ceil(reset - call.t))),
             }
         return self.respond({"error": row.extra["error"], "message": message}, row.status, headers)
 
@@ -420,27 +442,28 @@ class Bluesky(ProviderSim):
         if limit < 1:
             return self._error(sim, call, "invalid_request", "Params/limit can not be less than 1")
         space = call.account.space(call.relation)
-        lo, known = space.start, True
+        lo, hi = space.window(limit)
         if query.get("cursor"):
             decoded = self._decode_cursor(space, query["cursor"])
             if decoded is None:
                 return self._error(sim, call, "invalid_request", "Malformed cursor")
-            if decoded < 0:  # well-formed, but not one of ours: nothing older to list
-                known = False
-            lo = space.clamp(decoded + 1)
-        hi = min(space.end, lo + limit) if known else lo
+            if decoded is _STRANGER:  # well-formed, but not one of ours: nothing older to list
+                lo = hi = space.size
+            else:  # a keyset: what follows that item, whatever changed since
+                lo, hi = space.window(limit, after=decoded)
         more = hi - lo == limit  # a full page always names its last item's keyset
         short = mods.get("short_page")
         if short is not None and hi > lo:
             # accounts filtered out server-side (takedowns, blocks): short, but the list goes on
             self.applied(call, short)
             hi = min(hi, lo + int(short.get("items", max(1, limit // 2))))
-            more = more or hi < space.end
-        items = "[" + ",".join(map(_profile_item, space.natives(lo, hi))) + "]"
+            more = more or hi < space.size
+        ranks, natives = space.slice(lo, hi)
+        items = "[" + ",".join(map(_profile_item, natives)) + "]"
         key = "followers" if call.relation == "followers" else "follows"
         members = [(key, items), ("subject", _subject(call.account))]
-        if more and hi > lo:
-            members.append(("cursor", dumps(self._encode_cursor(space, hi - 1))))
+        if more and ranks:
+            members.append(("cursor", dumps(self._encode_cursor(space, ranks[-1]))))
         return self.respond(json_object(*members), 200, {"atproto-content-labelers": _LABELERS})
 
     def refresh(self, sim, call, mods) -> web.Response:
@@ -494,27 +517,31 @@ class Bluesky(ProviderSim):
 
     # --- cursors: ``<sortAt ms>::<cid>`` of the last item listed ------------------------
 
+    # (a follow's rank r has sortAt ``_NEWEST_MS - r s``: follows added at run time
+    # have negative ranks, later sortAt, and come first)
+
     @staticmethod
-    def _cid(space, index: int) -> str:
-        digest = hashlib.blake2b(f"{space.key}:{index}".encode(), digest_size=32).digest()
+    def _cid(space, rank: int) -> str:
+        digest = hashlib.blake2b(f"{space.key}:{rank}".encode(), digest_size=32).digest()
         return "bafyrei" + base64.b32encode(digest).decode().lower().rstrip("=")
 
-    def _encode_cursor(self, space, index: int) -> str:
-        return f"{_NEWEST_MS - _STEP_MS * index}::{self._cid(space, index)}"
+    def _encode_cursor(self, space, rank: int) -> str:
+        return f"{_NEWEST_MS - _STEP_MS * rank}::{self._cid(space, rank)}"
 
-    def _decode_cursor(self, space, cursor: str) -> int | None:
-        """The index the cursor names; -1 for a well-formed stranger; None: malformed."""
+    def _decode_cursor(self, space, cursor: str):
+        """The rank the cursor names; ``_STRANGER`` for a well-formed one of no follow
+        here; None: malformed."""
         parts = cursor.split("::")
         if len(parts) != 2 or not parts[0] or not parts[1]:
             return None
         try:
             offset = _NEWEST_MS - int(parts[0])
         except ValueError:
-            return -1
-        index, rest = divmod(offset, _STEP_MS)
-        if rest or index < 0 or parts[1] != self._cid(space, index):
-            return -1
-        return index
+            return _STRANGER
+        rank, rest = divmod(offset, _STEP_MS)
+        if rest or parts[1] != self._cid(space, rank):
+            return _STRANGER
+        return rank
 
 
 def _subject(account) -> str:

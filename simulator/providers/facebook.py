@@ -14,6 +14,9 @@ Quirks reproduced:
 - One bad-token condition, many messages: the "bad_token" family (190 with
   and without subcodes, 102) gives 14 messages, one picked per firing.
 - Faults: ``empty_page_with_next``, ``cursor_expired`` (code 100), ``short_page``.
+- One app-wide rolling hour of 200 calls per user of the app, as ``x-app-usage``
+  percentages; a user's own limit (a scenario's) answers code 17, unannounced.
+- Cursors point at items (keysets): they survive changes to the list.
 """
 
 from __future__ import annotations
@@ -55,6 +58,17 @@ class Facebook(ProviderSim):
     ID_FORM = r"[1-9]\d{14,15}"
     INCLUDABLE = True
     PAGE_FAULTS = frozenset({"empty_page_with_next", "cursor_expired", "short_page"})
+    # The app's platform limit (developers.facebook.com/docs/graph-api/overview/rate-limiting):
+    # "Calls within one hour = 200 * Number of Users" (daily active users: here the app's
+    # scenario accounts), one rolling hour for the whole app, reported as percentages in
+    # X-App-Usage. A user token's own rolling-hour count is not published ("we do not
+    # reveal actual call count values for users"): a scenario may add a "user" rule,
+    # which is then enforced (code 17) but, as the real one, never announced.
+    RATE_LIMITS = ({"limit": 200, "window_s": 3600, "scope": "app", "scale": "app_users"},)
+    ROLLING_WINDOWS = True
+    PAGING_PARAMS = ("after", "before")
+    # The friends order is not documented (NOT FOUND): listed newest first, unverified.
+    NEWEST_FIRST = True
     PAGE_SIZE = 25
     MAX_PAGE_SIZE = 5000
     BASE_HEADERS = {
@@ -242,6 +256,10 @@ class Facebook(ProviderSim):
     def stored_form(self, n: int) -> tuple[str, str]:
         return str(n), _name_of(n)
 
+    def announces(self, rule) -> bool:
+        # x-app-usage is the app's share; a user's count is never revealed
+        return rule.scope in ("app", "ip")
+
     def limit_headers(self, quota) -> dict[str, str]:
         percent = min(100, quota.used * 100 // max(quota.limit, 1))
         return {
@@ -285,8 +303,9 @@ class Facebook(ProviderSim):
         return self.respond({"error": error}, row.status, headers)
 
     def render_rate_limited(self, sim, quota, call) -> web.Response:
-        # the app-wide budget answers code 4, a per-user budget code 17
-        row = self.row("user_rate_limit" if quota.rule.scope == "token" else "app_rate_limit")
+        # the app-wide budget answers code 4, a per-user (or per-token) budget code 17
+        user = quota.rule.scope in ("token", "user")
+        row = self.row("user_rate_limit" if user else "app_rate_limit")
         response = self.render_error(sim, row, call, {})
         response.headers["x-app-usage"] = self.limit_headers(quota)["x-app-usage"]
         return response
@@ -311,29 +330,34 @@ class Facebook(ProviderSim):
         space = call.account.space()
         limit = min(max(int_param(query, "limit", self.PAGE_SIZE), 0), self.MAX_PAGE_SIZE)
         cursor_name = "after" if "after" in query else "before" if "before" in query else None
-        lo = space.start
+        lo, hi = space.window(limit)
+        boundary = 0  # an empty page's place: the rank the list was asked to go on from
         if cursor_name:
             decoded = _decode_cursor(space, query[cursor_name])
             if decoded is None:
                 return self.render_error(sim, self.row("bad_parameter"), call, {})
-            index, issued = decoded
+            rank, issued = decoded
             expiry = mods.get("cursor_expired")
             if expiry is not None and call.t - issued >= float(expiry.get("max_age_s", 0)):
                 self.applied(call, expiry)
                 return self.render_error(sim, self.row("cursor_expired"), call, {})
-            lo = index - limit if cursor_name == "before" else index
-        lo = space.clamp(lo)
-        hi = min(space.end, lo + limit)
+            if cursor_name == "after":
+                lo, hi = space.window(limit, after=rank)
+                boundary = rank + 1
+            else:
+                lo, hi = space.window(limit, before=rank, nearest=True)
+                boundary = rank
         short = mods.get("short_page")
         if short is not None and hi > lo:
             self.applied(call, short)
             hi = min(hi, lo + int(short.get("items", max(1, limit // 2))))
+        ranks, natives = space.slice(lo, hi)
         members = [("data", "[]")]
         empty = mods.get("empty_page_with_next")
-        if empty is not None and hi > lo:
+        if empty is not None and ranks:
             # "A page can be empty and still have next": next resumes at the same spot
             self.applied(call, empty)
-            here = _encode_cursor(space, lo, call.t)
+            here = _encode_cursor(space, ranks[0] - 1, call.t)
             members.append(
                 (
                     "paging",
@@ -345,14 +369,16 @@ class Facebook(ProviderSim):
                     ),
                 )
             )
-        elif hi > lo or lo > space.start:
-            members[0] = ("data", "[" + ",".join(map(_friend_item, space.natives(lo, hi))) + "]")
-            after = _encode_cursor(space, hi, call.t)
-            before = _encode_cursor(space, lo, call.t)
+        elif ranks or lo > 0:
+            # cursors point at items (Graph: "a cursor … marks a specific item"): after
+            # the page's last one, before its first; they survive changes to the list
+            members[0] = ("data", "[" + ",".join(map(_friend_item, natives)) + "]")
+            after = _encode_cursor(space, ranks[-1] if ranks else boundary - 1, call.t)
+            before = _encode_cursor(space, ranks[0] if ranks else boundary, call.t)
             paging: dict = {"cursors": {"before": before, "after": after}}
-            if lo > space.start:
+            if lo > 0:
                 paging["previous"] = self._url(call, limit, "before", before)
-            if hi < space.end:
+            if hi < space.size:
                 paging["next"] = self._url(call, limit, "after", after)
             members.append(("paging", dumps(paging)))
         if query.get("summary") in ("total_count", "true", "1"):
@@ -392,20 +418,21 @@ def _fb_time(t: float) -> str:
     return time.strftime("%A, %d-%b-%y %H:%M:%S PST", time.gmtime(t - 8 * 3600))
 
 
-# --- cursors: base64 of b"AQH" + check + index + issue time ("QVFI…" like real ones)
+# --- cursors: base64 of b"AQH" + check + rank + issue time ("QVFI…" like real ones)
 
 
-def _encode_cursor(space, index: int, now: float) -> str:
-    raw = b"AQH" + struct.pack(">IQI", space.key & 0xFFFFFFFF, index, int(now))
+def _encode_cursor(space, rank: int, now: float) -> str:
+    raw = b"AQH" + struct.pack(">IqI", space.key & 0xFFFFFFFF, rank, int(now))
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _decode_cursor(space, cursor: str) -> tuple[int, int] | None:
+    """(rank, issue time) of a cursor of this list; None: not one."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        check, index, issued = struct.unpack(">IQI", raw[3:])
+        check, rank, issued = struct.unpack(">IqI", raw[3:])
     except (ValueError, struct.error):
         return None
     if raw[:3] != b"AQH" or check != space.key & 0xFFFFFFFF:
         return None
-    return index, issued
+    return rank, issued

@@ -12,6 +12,10 @@ Quirks reproduced:
   names its own host (``base_url``).
 - Primary limit: 403/429 with ``x-ratelimit-remaining: 0``; secondary limit:
   403 with or without ``Retry-After`` and no ``X-RateLimit-*`` headers at all.
+  The 5,000 an hour count per user, whatever token; 60 per address without one.
+- Conditional requests: a weak ``ETag`` of the token and the body; a matching
+  ``If-None-Match`` is a 304 (strong tag, no body) that, authorized, uses no quota.
+- Lists oldest first (observed, unverified): new followers land on the last page.
 """
 
 from __future__ import annotations
@@ -66,8 +70,27 @@ class GitHub(ProviderSim):
     ID_FORM = r"[1-9]\d*"
     CASE_INSENSITIVE_IDS = True  # logins
     INCLUDABLE = True
-    # the real 5,000/h per token (anonymous: per client address)
-    DEFAULT_RATE_LIMIT = {"limit": 5000, "window_s": 3600, "scope": "token"}
+    # The real primary limits (docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api;
+    # github/docs content/rest/using-the-rest-api/rate-limits-for-the-rest-api.md @21143d5):
+    # 5,000 requests an hour for a user, "All of these requests count towards your
+    # personal rate limit of 5,000 requests per hour" whatever token or app makes them
+    # (personal tokens and every app's user tokens share it); 60 an hour per
+    # originating IP address without one. Windows start at the first call.
+    RATE_LIMITS = (
+        {"limit": 5000, "window_s": 3600, "scope": "user", "auth": "token"},
+        {"limit": 60, "window_s": 3600, "scope": "ip", "auth": "none"},
+    )
+    PAGING_PARAMS = ("page",)
+    # The order is not documented (github/docs#20595 declined a follow date); one user
+    # observed oldest first (k0shk0sh/FastHub#75), unverified: new followers come last.
+    NEWEST_FIRST = False
+    # "Most endpoints return an etag header … Making a conditional request does not
+    # count against your primary rate limit if a 304 response is returned and the
+    # request was made while correctly authorized with an Authorization header"
+    # (best-practices-for-using-the-rest-api.md); ETags are tied to the token
+    # (GitHub Support in eclipse-csi/otterdog#201).
+    ETAGS = True
+    FREE_NOT_MODIFIED = True
     PAGE_SIZE = 30
     MAX_PAGE_SIZE = 100
     ANONYMOUS_OK = True
@@ -186,7 +209,7 @@ class GitHub(ProviderSim):
             "status": str(row.status),
         }
         if row.extra.get("primary"):
-            quota = sim.limiter.quota_for(self.NAME, call.token, call.remote, call.t)
+            quota = sim.quota_for(call)
             limit = quota.limit if quota else 5000
             reset = fault_reset(quota, params, call.t, 60)
             headers.update(
@@ -204,9 +227,18 @@ class GitHub(ProviderSim):
         return self.respond(body, row.status, headers)
 
     def render_rate_limited(self, sim, quota, call) -> web.Response:
-        user_id = sim.numeric_id(call.account) if call.account else 0
+        if call.authenticated and call.owner is not None:
+            owner = sim.accounts.get((self.NAME, call.owner))
+            user_id = sim.numeric_id(owner) if owner else 0
+            message = f"API rate limit exceeded for user ID {user_id}."
+        else:  # counted by address: GitHub's anonymous wording
+            message = (
+                f"API rate limit exceeded for {call.remote}. (But here's the good news: "
+                "Authenticated requests get a higher rate limit. Check out the documentation "
+                "for more details.)"
+            )
         body = {
-            "message": f"API rate limit exceeded for user ID {user_id}.",
+            "message": message,
             "documentation_url": _RATE_DOCS,
             "status": str(quota.rule.status or 429),
         }
@@ -256,9 +288,9 @@ class GitHub(ProviderSim):
         space = call.account.space(call.relation)
         per_page = min(max(int_param(query, "per_page", self.PAGE_SIZE), 1), self.MAX_PAGE_SIZE)
         page = max(int_param(query, "page", 1), 1)
-        lo = space.start + (page - 1) * per_page
-        hi = min(space.end, lo + per_page)
-        body = _user_items(space.natives(lo, hi), self.base_url(call.request))
+        lo = (page - 1) * per_page
+        _, natives = space.slice(lo, lo + per_page)
+        body = _user_items(natives, self.base_url(call.request))
         headers = {}
         last = max(1, math.ceil(space.size / per_page))
         if last > 1 or page > 1:

@@ -17,6 +17,8 @@ Quirks reproduced:
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from ..identities import PermutedIds, base62_fixed
@@ -33,6 +35,7 @@ from .base import (
 )
 
 _URN = "urn:li:person:"
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 class LinkedIn(ProviderSim):
@@ -41,6 +44,14 @@ class LinkedIn(ProviderSim):
     NATIVE_IDS = PermutedIds(59, 0)  # 10 base62 characters
     ID_FORM = r"urn:li:person:[0-9A-Za-z]{10}"
     PAGE_FAULTS = frozenset({"off_by_one"})
+    # "Standard rate limits are not published in documentation" (learn.microsoft.com/
+    # linkedin/shared/api-guide/concepts/rate-limits): no default rule. Its limits are
+    # per day, application and member, and "reset at midnight UTC every day": a
+    # scenario's rules are windows aligned to wall-clock multiples (86400 s: midnight).
+    ALIGNED_WINDOWS = True
+    PAGING_PARAMS = ("start",)
+    # The connections order is not documented: listed newest first, unverified.
+    NEWEST_FIRST = True
     TOKEN_TTL_S = 5_184_000  # 60 days; the refresh token is handed back unchanged
     PAGE_SIZE = 50
     MAX_PAGE_SIZE = 500
@@ -131,6 +142,14 @@ class LinkedIn(ProviderSim):
             return "profile"
         return route.kind
 
+    def native_of(self, connection_id: str) -> int | None:
+        if not re.fullmatch(self.ID_FORM, connection_id):
+            return None
+        n = 0
+        for char in connection_id[len(_URN) :]:
+            n = n * 62 + _BASE62.index(char)
+        return n
+
     def stored_form(self, n: int) -> tuple[str, None]:
         # v2 connections expose only the member URN: there is no handle to store
         return _URN + base62_fixed(n, 10), None
@@ -174,11 +193,10 @@ class LinkedIn(ProviderSim):
         bug = mods.get("off_by_one")
         if bug is not None and space.size:
             self.applied(call, bug)
-            shifted = space.start + (start + 1) % space.size
-            natives = [space.native(shifted)]
+            shifted = (start + 1) % space.size
+            _, natives = space.slice(shifted, shifted + 1)
         else:
-            lo = min(space.start + start, space.end)
-            natives = space.natives(lo, min(space.end, lo + count))
+            _, natives = space.slice(start, start + count)
         elements = ",".join(f'{{"to":"{_URN}{base62_fixed(n, 10)}"}}' for n in natives)
         return self.respond(json_object(("elements", f"[{elements}]"), ("paging", dumps(paging))))
 

@@ -12,6 +12,11 @@ Quirks reproduced:
 - Hidden networks (account ``"hidden": true``) answer ``[]``.
 - ``X-RateLimit-Reset`` is an ISO-8601 timestamp; 401s carry
   ``WWW-Authenticate: Bearer … error="invalid_token"``.
+- Rack::Attack's throttles (``RATE_LIMITS``): per token, per user, per address
+  without a token, and the paging throttle; the headers speak for the one
+  closest to exceeding; a 429 has no ``Retry-After``.
+- Newest first; follows added at run time get larger follow ids, so
+  ``since_id``/``min_id`` read exactly the new followers.
 """
 
 from __future__ import annotations
@@ -50,9 +55,23 @@ class Mastodon(ProviderSim):
     NATIVE_IDS = PermutedIds(56, 100_000_000_000_000_000)  # 18-digit snowflake-like
     ID_FORM = r"[1-9]\d{17}"
     INCLUDABLE = True
-    # the real window and scope (300 per 5 min per token), the limit raised 100x
-    DEFAULT_RATE_LIMIT = {"limit": 30000, "window_s": 300, "scope": "token"}
+    # The real throttles: mastodon/mastodon config/initializers/rack_attack.rb
+    # (@020228d; the docs, content/en/api/rate-limits.md, give only the first and the
+    # address one): per token 300 / 5 min, per user 1,500 / 5 min, without a user per
+    # address 300 / 5 min; and any call with page/max_id/min_id/since_id also 300 /
+    # 15 min per user (per address without one). Rack::Attack windows are wall-clock
+    # multiples of the period. The headers speak for "the one you are closest to
+    # exceeding" (app/controllers/concerns/api/rate_limit_headers.rb: min_by limit - count).
+    RATE_LIMITS = (
+        {"limit": 300, "window_s": 300, "scope": "token", "auth": "token"},
+        {"limit": 1500, "window_s": 300, "scope": "user", "auth": "token"},
+        {"limit": 300, "window_s": 300, "scope": "ip", "auth": "none"},
+        {"limit": 300, "window_s": 900, "scope": "user", "auth": "token", "applies_to": "paging"},
+        {"limit": 300, "window_s": 900, "scope": "ip", "auth": "none", "applies_to": "paging"},
+    )
     ALIGNED_WINDOWS = True  # resets at wall-clock multiples (13:50:00)
+    PAGING_PARAMS = ("page", "max_id", "min_id", "since_id")  # rack_attack's paging_request?
+    FEDERATED = True
     PAGE_FAULTS = frozenset({"short_page"})
     PAGE_SIZE = 40
     MAX_PAGE_SIZE = 80
@@ -102,7 +121,7 @@ class Mastodon(ProviderSim):
         return {
             "X-RateLimit-Limit": str(quota.limit),
             "X-RateLimit-Remaining": str(quota.remaining),
-            "X-RateLimit-Reset": iso8601(quota.reset),
+            "X-RateLimit-Reset": iso8601(_reset(quota)),
         }
 
     def render_error(self, sim, row: ErrorRow, call, params) -> web.Response:
@@ -113,7 +132,7 @@ class Mastodon(ProviderSim):
                 f'Bearer realm="Doorkeeper", error="invalid_token", error_description="{message}"'
             )
         if row.status == 429:
-            quota = sim.limiter.quota_for(self.NAME, call.token, call.remote, call.t)
+            quota = sim.quota_for(call)
             reset = fault_reset(quota, params, call.t, 300)
             headers.update(
                 {
@@ -168,16 +187,20 @@ class Mastodon(ProviderSim):
         space = call.account.space(call.relation)
         limit = min(max(int_param(query, "limit", self.PAGE_SIZE), 1), self.MAX_PAGE_SIZE)
         newest = _newest_follow_id(space)
-        lo, hi = space.start, space.end
-        if "max_id" in query:  # older than max_id: a larger index
-            lo = space.clamp((newest - int_param(query, "max_id", newest + 1)) // _FOLLOW_STEP + 1)
-        for name in ("since_id", "min_id"):  # newer than the cursor: a smaller index
-            if name in query:
-                distance = newest - int_param(query, name, newest + 1)
-                hi = min(hi, space.clamp(-(-distance // _FOLLOW_STEP)))
-        if "min_id" in query and "max_id" not in query:
-            lo = max(lo, hi - limit)  # min_id: the page just above the cursor
-        hi = min(hi, lo + limit) if hi > lo else lo
+        # a follow id is a rank (newest - 3 × rank), so the cursors are keysets: a page
+        # asked for by max_id/since_id/min_id is the same whatever was added since
+        after = before = None
+        max_id = _id_param(query, "max_id")
+        if max_id is not None:  # older than max_id: a larger rank
+            after = (newest - max_id) // _FOLLOW_STEP
+        for name in ("since_id", "min_id"):  # newer than the cursor: a smaller rank
+            cursor = _id_param(query, name)
+            if cursor is not None:
+                bound = -(-(newest - cursor) // _FOLLOW_STEP)
+                before = bound if before is None else min(before, bound)
+        # min_id alone: the page just above the cursor; since_id: the newest ones
+        nearest = "min_id" in query and max_id is None
+        lo, hi = space.window(limit, after, before, nearest)
         if call.account.hidden:
             hi = lo
         short = mods.get("short_page")
@@ -186,25 +209,44 @@ class Mastodon(ProviderSim):
             # a short page (accounts filtered out server-side) still links on
             self.applied(call, short)
             hi = min(hi, lo + int(short.get("items", max(1, limit // 2))))
-            full = full or hi < space.end
-        body = RawJSON("[" + ",".join(map(_account_item, space.natives(lo, hi))) + "]")
+            full = full or hi < space.size
+        ranks, natives = space.slice(lo, hi)
+        body = RawJSON("[" + ",".join(map(_account_item, natives)) + "]")
         headers = {}
-        if hi > lo:
+        if ranks:
             base = (
                 f"{origin(call.request)}/mastodon/api/v1/accounts/{call.account.id}/"
                 f"{call.relation}?" + (f"limit={query['limit']}&" if "limit" in query else "")
             )
             links = []
             if full:
-                links.append(f'<{base}max_id={newest - _FOLLOW_STEP * (hi - 1)}>; rel="next"')
-            links.append(f'<{base}since_id={newest - _FOLLOW_STEP * lo}>; rel="prev"')
+                links.append(f'<{base}max_id={newest - _FOLLOW_STEP * ranks[-1]}>; rel="next"')
+            links.append(f'<{base}since_id={newest - _FOLLOW_STEP * ranks[0]}>; rel="prev"')
             headers["Link"] = ", ".join(links)
         return self.respond(body, 200, headers)
 
 
+def _reset(quota) -> float:
+    """Rack::Attack's reset: the request time plus the whole seconds to the period's end
+    (``now + (period - now.to_i % period)``), so it keeps the request's fraction
+    (``13:50:00.582400Z``)."""
+    if quota.rule.align and quota.now:
+        return quota.now + (quota.rule.window_s - int(quota.now) % quota.rule.window_s)
+    return quota.reset
+
+
 def _newest_follow_id(space) -> int:
-    """Follow id of index 0; index i has ``newest - 3 * i`` (ids stay positive)."""
+    """Follow id of rank 0; rank r has ``newest - 3 * r`` (connections added at run time
+    have negative ranks: larger ids, the newest follows)."""
     return 10**12 + space.key % 10**11
+
+
+def _id_param(query, name: str) -> int | None:
+    """An id cursor (``max_id`` …), None when absent or not a number (then ignored)."""
+    try:
+        return int(query[name])
+    except (KeyError, ValueError):
+        return None
 
 
 def _account_item(n: int) -> str:

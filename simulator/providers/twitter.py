@@ -12,6 +12,9 @@ Quirks reproduced:
 - OAuth 1.0a: the ``oauth_token`` of the ``Authorization: OAuth …`` header
   is the identity; the signature is not checked, the header shape is.
 - Refresh (``POST /2/oauth2/token``) rotates the refresh token.
+- Limits per user and per endpoint (``RATE_LIMITS``); every user returned by
+  followers/following or a lookup is billed (``PRICE_USD``). Newest first; pagination
+  tokens are keysets, good across changes to the list.
 """
 
 from __future__ import annotations
@@ -61,8 +64,34 @@ class Twitter(ProviderSim):
     NATIVE_IDS = TwitterIds()
     ID_FORM = r"[1-9]\d*"
     INCLUDABLE = True
-    # the real window and scope (15 per 15 min per user token), the limit raised 1,000x
-    DEFAULT_RATE_LIMIT = {"limit": 15000, "window_s": 900, "scope": "token"}
+    # The real limits (docs.x.com/x-api/fundamentals/rate-limits; xdevplatform/docs
+    # x-api/fundamentals/rate-limits.mdx, table unchanged since the pay-per-use commit
+    # b702cd8, 2026-01-16): "Each endpoint has its own limits", per user with a user
+    # token (OAuth 2.0 user context or OAuth 1.0a): follows lookup (followers,
+    # following) 300 / 15 min each, GET /2/users/:id 900 / 15 min, GET /2/users/me
+    # 75 / 15 min. (Per-app limits are for app-only Bearer tokens, which the simulator
+    # does not issue.)
+    RATE_LIMITS = (
+        {"limit": 300, "window_s": 900, "scope": "user", "auth": "token", "path_kind": "page"},
+        {
+            "limit": 900,
+            "window_s": 900,
+            "scope": "user",
+            "auth": "token",
+            "endpoint": "/2/users/:id",
+        },
+        {"limit": 75, "window_s": 900, "scope": "user", "auth": "token", "endpoint": "/2/users/me"},
+    )
+    PER_ENDPOINT_WINDOWS = True
+    PAGING_PARAMS = ("pagination_token",)
+    # "Following/Followers: Read" $0.010 per resource, pay-per-use since 2026-01-16
+    # (xdevplatform/docs x-api/getting-started/pricing.mdx); a resource is a user
+    # returned. The docs' cost estimator (xdevplatform/docs sliders.js) prices
+    # get-followers, get-following, get-user-by-id and get-my-user alike, as
+    # "User: Read" per resource: the profile call is billed too. Not modelled: the
+    # $0.001 "Owned Reads" of the app owner's own account, and the de-duplication of a
+    # resource within a UTC day (a "soft guarantee").
+    PRICE_USD = 0.010
     PAGE_FAULTS = frozenset({"short_page"})
     TOKEN_TTL_S = 7200  # 2 h
     ROTATES_REFRESH = True
@@ -211,7 +240,7 @@ class Twitter(ProviderSim):
                 body = {**page, "errors": body["errors"]}
             return self.respond(body, row.status)
         if row.status == 429:
-            quota = sim.limiter.quota_for(self.NAME, call.token, call.remote, call.t)
+            quota = sim.quota_for(call)
             reset = fault_reset(quota, params, call.t, 900)
             headers = {
                 "x-rate-limit-limit": str(quota.limit if quota else 15),
@@ -252,6 +281,7 @@ class Twitter(ProviderSim):
                 "listed_count": 0,
                 "like_count": 0,
             }
+        call.resources = 1  # billed: the user returned ("User: Read", as a follower is)
         return self.respond({"data": data})
 
     def page(self, sim, call, mods) -> web.Response:
@@ -263,29 +293,32 @@ class Twitter(ProviderSim):
                 "max_results", raw_max, f"is not between 1 and {self.MAX_PAGE_SIZE}"
             )
         max_results = int(raw_max)
-        lo = space.start
+        lo, hi = space.window(max_results)
         if "pagination_token" in query:
-            lo = self._decode_token(space, query["pagination_token"])
-            if lo is None:
+            decoded = self._decode_token(space, query["pagination_token"])
+            if decoded is None:
                 return self._invalid_param(
                     "pagination_token", query["pagination_token"], "is not valid"
                 )
-        lo = space.clamp(lo)
-        hi = min(space.end, lo + max_results)
+            forward, rank = decoded
+            if forward:
+                lo, hi = space.window(max_results, after=rank)
+            else:
+                lo, hi = space.window(max_results, before=rank, nearest=True)
         short = mods.get("short_page")
         if short is not None and hi > lo:
             self.applied(call, short)
             hi = min(hi, lo + int(short.get("items", max(1, max_results // 2))))
-        meta = {"result_count": hi - lo}
-        if hi < space.end:
-            meta["next_token"] = self._encode_token(space, hi)
-        if lo > space.start:
-            meta["previous_token"] = self._encode_token(space, max(space.start, lo - max_results))
+        ranks, natives = space.slice(lo, hi)
+        call.resources = len(natives)  # billed: each user returned
+        meta = {"result_count": len(natives)}
+        if ranks and hi < space.size:
+            meta["next_token"] = self._encode_token(space, True, ranks[-1])
+        if ranks and lo > 0:
+            meta["previous_token"] = self._encode_token(space, False, ranks[0])
         members = [("meta", dumps(meta))]
-        if hi > lo:  # an empty page has no "data" at all
-            members.insert(
-                0, ("data", "[" + ",".join(map(_user_item, space.natives(lo, hi))) + "]")
-            )
+        if natives:  # an empty page has no "data" at all
+            members.insert(0, ("data", "[" + ",".join(map(_user_item, natives)) + "]"))
         return self.respond(json_object(*members))
 
     def refresh(self, sim, call, mods) -> web.Response:
@@ -317,20 +350,25 @@ class Twitter(ProviderSim):
             }
         )
 
-    # --- pagination tokens: opaque 16-character strings holding an index --------
+    # --- pagination tokens: opaque 16-character strings holding a place in the list --
+    # (a keyset: the rank of the item the page ends or starts at, so a token stays
+    # good when followers come and go while a client pages)
 
     @staticmethod
-    def _encode_token(space, index: int) -> str:
-        raw = struct.pack(">HQ", space.key & 0xFFFF, index)
-        return base64.b32encode(raw).decode()
+    def _encode_token(space, forward: bool, rank: int) -> str:
+        check = (space.key & 0x7FFF) << 1 | forward
+        return base64.b32encode(struct.pack(">Hq", check, rank)).decode()
 
     @staticmethod
-    def _decode_token(space, token: str) -> int | None:
+    def _decode_token(space, token: str) -> tuple[bool, int] | None:
+        """(forward, rank): the items after ``rank``, or (backward) those before it."""
         try:
-            check, index = struct.unpack(">HQ", base64.b32decode(token))
+            check, rank = struct.unpack(">Hq", base64.b32decode(token))
         except (ValueError, struct.error):
             return None
-        return index if check == space.key & 0xFFFF else None
+        if check >> 1 != space.key & 0x7FFF:
+            return None
+        return bool(check & 1), rank
 
     def _invalid_param(self, name: str, value: str, why: str) -> web.Response:
         return self.respond(

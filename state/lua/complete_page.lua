@@ -1,6 +1,7 @@
--- complete_page: store one page's connections in the sync's staging; the
--- last page marks the sync for finalization (SyncStore.complete_page). A page
--- already stored is a no-op (a redelivery). The last page sets `finalizing`
+-- complete_page: complete one page (its connections into the sync's staging,
+-- its cursor from pending to done); the last page marks the sync for
+-- finalization (SyncStore.complete_page). A page already complete is a no-op
+-- (a redelivery). The last page sets `finalizing`
 -- to the status the sync will have (partial if a guard flagged it); the
 -- status itself stays as it is until the network is committed in PostgreSQL
 -- and finish.lua makes it final. With `guard` (a page that launched nothing)
@@ -20,8 +21,8 @@
 --   count_call: true to count the page's provider call
 --   rate_fields: what the call's rate-limit headers said (object: field → text)
 -- needs: guard_prelude
--- returns: 'stored', 'duplicate' (already stored), 'inactive' (the sync ended
---   meanwhile), or 'finalize' (the last page: the caller finalizes)
+-- returns: 'completed', 'duplicate' (already complete), 'inactive' (the sync
+--   finished meanwhile), or 'finalize' (the last page: the caller finalizes)
 local rec, pending, done, staging_h = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local cursor = args.cursor
 
@@ -54,4 +55,4 @@ if redis.call('HLEN', pending) == 0 then
   redis.call('HSET', rec, 'finalizing', status)
   return 'finalize'
 end
-return 'stored'
+return 'completed'

@@ -1,6 +1,6 @@
--- fail: end an active sync as failed / needs_reauth / cancelled; the network
+-- fail: finish an active sync as failed / needs_reauth / cancelled; the network
 -- in PostgreSQL stays as it was (SyncStore.fail). A sync whose last page is
--- stored (`finalizing`) can no longer fail: its network may be committing.
+-- complete (`finalizing`) can no longer fail: its network may be committing.
 --
 -- KEYS[1] record: the sync record (hash)
 -- KEYS[2] pending: the sync's launched cursors (hash), dropped
@@ -14,7 +14,7 @@
 --   now: epoch seconds as text (stored verbatim as finished_at)
 --   kind: the error kind
 --   message: the error message
--- returns: 1 if the sync was active (now ended), else 0
+-- returns: 1 if the sync was active (now finished), else 0
 local args = cjson.decode(ARGV[1])
 local rec, pending, done, staging_h, guard, inflight =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]

@@ -60,7 +60,11 @@ def test_a_worker_cut_off_for_20_s_then_healed_does_no_harm(network, tmp_path):
         diff = seed_previous_network(dev, user, stack.truth("github", account["id"]))
         (sync,) = stack.login(user, account).json()["syncs"]
         before = wait_pages(stack, sync["sync_id"], pages_of(SIZE) // 2)
-        (w1,) = [h for h, info in live.alive().items() if info["node"].startswith("w1@")]
+        (w1,) = [
+            h
+            for h, info in live.alive().items()
+            if info["node"].startswith(dev.node_names["w1"] + "@")
+        ]
         network.cut("w1")
         cut = time.monotonic()
         final_at = None

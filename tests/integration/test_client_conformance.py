@@ -262,15 +262,16 @@ def test_pygithub_follows_the_urls_the_simulator_gave_and_reads_its_rate_headers
     """``user.get_followers()`` pages from the body's ``url``: it works only because
     that URL names the simulator (GitHub Enterprise style), not api.github.com."""
     run = paged(sim, "github")
-    (rule,) = run["rules"]
-    assert rule["implicit"] and rule["limit"] == 5000  # no scenario rule: the default one
+    # no scenario rule: GitHub's real ones, 5,000 an hour per user (60 without a token)
+    (rule,) = [r for r in run["rules"] if r["scope"] == "user"]
+    assert rule["implicit"] and rule["limit"] == 5000
     for case_id, provider, account, _, _ in CASES:
         if provider != "github":
             continue
         got = value(run["results"][case_id])
         assert got["url"] == f"{sim.base_url}/github/users/{account['id']}"
         assert got["followers_url"] == got["url"] + "/followers"
-        seen = rule["by_key"][account["token"]]
+        seen = rule["by_key"][f"user:{account['id']}"]
         # the last answer's headers, as PyGithub parsed them, are the simulator's count
         assert got["rate_limiting"] == [5000 - seen["used"], 5000]
         assert got["resettime"] == seen["reset"]
@@ -278,7 +279,9 @@ def test_pygithub_follows_the_urls_the_simulator_gave_and_reads_its_rate_headers
 
 def test_mastodon_py_reads_the_iso_reset_and_remaining(sim):
     run = paged(sim, "mastodon")
-    (rule,) = run["rules"]
+    # Mastodon's real throttles; the per-token one (300 / 5 min) is the one each case's
+    # calls come closest to exceeding (its paging calls are one fewer), so it speaks
+    (rule,) = [r for r in run["rules"] if r["scope"] == "token"]
     assert rule["implicit"] and rule["align"]
     for case_id, provider, account, _, _ in CASES:
         if provider != "mastodon":
@@ -298,11 +301,16 @@ def test_tweepy_sees_the_rate_headers_of_the_default_rule(sim):
         {"op": "headers", "token": "twitter-conf-1", "id": _account_id("twitter", 1)},
     )
     headers = {k.lower(): v for k, v in value(results[0]).items()}
-    (rule,) = [r for r in sim.stats()["rate_limits"] if r["provider"] == "twitter"]
-    seen = rule["by_key"]["twitter-conf-1"]
+    # X's real limit for GET /2/users/:id: 900 / 15 min per user, counted per endpoint
+    (rule,) = [
+        r
+        for r in sim.stats()["rate_limits"]
+        if r["provider"] == "twitter" and r["endpoint"] == "/2/users/:id"
+    ]
+    seen = rule["by_key"][f"user:{_account_id('twitter', 1)} /2/users/:id"]
     assert headers == {
-        "x-rate-limit-limit": "15000",
-        "x-rate-limit-remaining": str(15000 - seen["used"]),
+        "x-rate-limit-limit": "900",
+        "x-rate-limit-remaining": str(900 - seen["used"]),
         "x-rate-limit-reset": str(seen["reset"]),
     }
 
@@ -319,7 +327,14 @@ def faults(sim):
 
 def test_pygithub_errors_and_rate_limits(sim, faults):
     faults(
-        {"kind": "rate_limit", "provider": "github", "limit": 1, "window_s": 2, "status": 403},
+        {
+            "kind": "rate_limit",
+            "provider": "github",
+            "limit": 1,
+            "window_s": 2,
+            "status": 403,
+            "auth": "token",  # calls without a valid token are not this rule's
+        },
         {
             "kind": "error",
             "provider": "github",
@@ -375,7 +390,9 @@ def test_pygithub_errors_and_rate_limits(sim, faults):
 
 
 def test_tweepy_errors_and_rate_limits(sim, faults):
-    faults({"kind": "rate_limit", "provider": "twitter", "limit": 1, "window_s": 2})
+    faults(
+        {"kind": "rate_limit", "provider": "twitter", "limit": 1, "window_s": 2, "auth": "token"}
+    )
     account = "7100001"
     bad, bad_oauth1, unknown_path, ghost, limited, waited = run_client(
         sim,
@@ -452,6 +469,7 @@ def test_facebook_sdk_errors_and_rate_limits(sim, faults):
             "limit": 1,
             "window_s": 3600,
             "scope": "token",
+            "auth": "token",  # calls without a valid token are not this rule's
         }
     )
     bad, missing, other, unknown_path, limited = run_client(

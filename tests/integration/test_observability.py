@@ -11,6 +11,7 @@ import json
 import requests
 
 from queues import is_redis_broker
+from service.config import DEV_API_TOKEN
 from tests.integration.conftest import new_user
 from tests.integration.test_operations import parked_of, wait_until
 
@@ -133,3 +134,30 @@ def test_metrics_move_while_a_sync_runs_across_processes(ops_stack):
     for gauge in gauges:
         assert any(name == gauge for name, _ in after), gauge
     assert after[("netsync_redis_up", ())] == 1
+
+
+def shared_quota_used(stack, provider: str, scope: str) -> tuple[int, float]:
+    """Calls in a shared quota bucket's window, as the dashboard and ``/metrics`` show them."""
+    state = requests.get(
+        f"{stack.web}/dashboard/state.json",
+        headers={"Authorization": f"Bearer {DEV_API_TOKEN}"},
+        timeout=10,
+    ).json()
+    (row,) = [q for q in state["quotas"] if (q["provider"], q["scope"]) == (provider, scope)]
+    return sum(row["used"].values()), total(
+        scrape(stack), "netsync_quota_used", provider=provider, scope=scope
+    )
+
+
+def test_a_workers_quota_takes_show_on_the_dashboard_and_in_metrics(ops_stack):
+    """The worker takes Facebook's app-wide bucket under the key the readers read
+    (``state.quota.SHARED_KEYS``): each call of the sync moves both figures."""
+    board_before, metrics_before = shared_quota_used(ops_stack, "facebook", "app")
+    user, account = new_user(), ops_stack.add_account("facebook", 120)
+    sync_id = ops_stack.login(user, account).json()["syncs"][0]["sync_id"]
+    record = ops_stack.wait_final(sync_id)
+    assert record["status"] == "succeeded" and record["calls"] >= 2, record
+    board_after, metrics_after = shared_quota_used(ops_stack, "facebook", "app")
+    # the bucket's window is an hour: no call of this test has left it
+    assert board_after - board_before >= record["calls"]
+    assert metrics_after - metrics_before >= record["calls"]

@@ -85,6 +85,39 @@ def test_bad_accounts_are_rejected(sim, body):
     assert response.status_code == 400 and "error" in response.json()
 
 
+def test_a_bad_request_changes_nothing_even_in_part(sim):
+    """Every control request is checked whole before any of it applies."""
+    sim.add_faults({"id": "keep", "kind": "outage", "provider": "twitter"})
+    bad_faults = [
+        {"clear": True, "add": [{"kind": "outage", "provider": "myspace"}]},
+        {"remove": ["keep"], "add": [{"kind": "no-such-kind"}]},
+        {"faults": [{"kind": "outage"}, {"kind": "error", "provider": "github", "code": 999}]},
+        {"remove": "keep"},
+        {"clear": "yes"},
+    ]
+    for body in bad_faults:
+        response = HTTP.post(f"{sim.base_url}/_sim/faults", json=body)
+        assert response.status_code == 400 and response.json()["error"], body
+    assert [f["id"] for f in sim.faults()] == ["keep"]
+    bad_accounts = {
+        "accounts": [{"provider": "github", "id": "newbie", "size": 1}],
+        "remove": [{"provider": "github", "id": "octocat"}, {"provider": "myspace", "id": "x"}],
+    }
+    response = HTTP.post(f"{sim.base_url}/_sim/accounts", json=bad_accounts)
+    assert response.status_code == 400 and "remove" in response.json()["error"]
+    listed = HTTP.get(f"{sim.base_url}/_sim/accounts", params={"provider": "github"}).json()
+    assert [a["id"] for a in listed["accounts"]] == ["octocat"]
+    for body in ({"accounts": "yes"}, {"everything": True}):
+        response = HTTP.post(f"{sim.base_url}/_sim/reset", json=body)
+        assert response.status_code == 400 and response.json()["error"]
+    assert [f["id"] for f in sim.faults()] == ["keep"]
+
+
+def test_truth_of_an_instance_is_not_served_yet(sim):
+    response = HTTP.get(f"{sim.base_url}/_sim/truth/github/octocat", params={"instance": "x"})
+    assert response.status_code == 400 and "instances" in response.json()["error"]
+
+
 def test_bad_json_is_a_400(sim):
     response = HTTP.post(
         f"{sim.base_url}/_sim/faults", data="{nope", headers={"Content-Type": "application/json"}

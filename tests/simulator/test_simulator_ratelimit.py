@@ -6,8 +6,7 @@ import pytest
 import requests
 
 from simulator.ratelimit import SlidingPeak
-from simulator.scenario import DEFAULT_RATE_LIMITS, parse_scenario
-from simulator.state import Simulator
+from simulator.scenario import DEFAULT_RATE_LIMITS
 from simulator.testing import FakeClock, run_simulator
 
 ACCOUNTS = [
@@ -126,14 +125,20 @@ def test_mastodon_429_with_aligned_iso_reset(sim):
 
 
 def test_facebook_token_scope_is_code_17_app_scope_code_4(sim):
+    """x-app-usage is the app's share; a user's own count is never revealed."""
     limits(sim, facebook={"limit": 2, "window_s": 3600, "scope": "token"})
-    assert json.loads(call(sim, "facebook").headers["x-app-usage"])["call_count"] == 50
+    assert "x-app-usage" not in call(sim, "facebook").headers
     call(sim, "facebook")
     error = call(sim, "facebook")
     assert error.status_code == 403 and error.json()["error"]["code"] == 17
     assert error.json()["error"]["is_transient"] is True
-    limits(sim, facebook={"limit": 0, "window_s": 3600, "scope": "app"})
-    assert call(sim, "facebook").json()["error"]["code"] == 4
+    assert "x-app-usage" not in error.headers and "Retry-After" not in error.headers
+    limits(sim, facebook={"limit": 2, "window_s": 3600, "scope": "app"})
+    assert json.loads(call(sim, "facebook").headers["x-app-usage"])["call_count"] == 50
+    call(sim, "facebook")
+    error = call(sim, "facebook")
+    assert error.json()["error"]["code"] == 4
+    assert json.loads(error.headers["x-app-usage"])["call_count"] == 100
 
 
 def test_linkedin_429_has_no_headers(sim):
@@ -148,9 +153,10 @@ def test_linkedin_429_has_no_headers(sim):
     assert not [h for h in response.headers if "ratelimit" in h.lower().replace("-", "")]
 
 
-def test_no_configured_limit_applies_the_providers_default_rule_and_announces_it(sim):
-    """The real GitHub, Twitter and Mastodon always send their headers: so does the
-    simulator, for the default rule it then enforces (DEFAULT_RATE_LIMITS)."""
+def test_no_configured_limit_applies_the_providers_real_rules_and_announces_them(sim):
+    """The real GitHub, X, Mastodon, Facebook and Bluesky always send their headers: so
+    does the simulator, for the real documented limits it then enforces
+    (``ProviderSim.RATE_LIMITS``)."""
     limits(sim)
     now = int(CLOCK.now)
     github = [call(sim, "github") for _ in range(2)][-1]
@@ -161,43 +167,34 @@ def test_no_configured_limit_applies_the_providers_default_rule_and_announces_it
     assert int(github.headers["X-RateLimit-Reset"]) == now + 3600
     twitter = call(sim, "twitter")
     assert (twitter.headers["x-rate-limit-limit"], twitter.headers["x-rate-limit-remaining"]) == (
-        "15000",
-        "14999",
+        "300",
+        "299",
     )
     assert int(twitter.headers["x-rate-limit-reset"]) == now + 900
     mastodon = call(sim, "mastodon")
     assert (mastodon.headers["X-RateLimit-Limit"], mastodon.headers["X-RateLimit-Remaining"]) == (
-        "30000",
-        "29999",
+        "300",
+        "299",
     )
-    assert mastodon.headers["X-RateLimit-Reset"].endswith(
-        ":00.000000Z"
-    )  # aligned, as configured ones
-    # Facebook and LinkedIn: no default rule, so nothing announced and nothing enforced
-    assert "x-app-usage" not in call(sim, "facebook").headers
+    assert mastodon.headers["X-RateLimit-Reset"].endswith(":00.000000Z")  # aligned
+    # Facebook: 200 calls an hour per user of the app (here 1 account), as a percentage
+    assert json.loads(call(sim, "facebook").headers["x-app-usage"])["call_count"] == 0
+    # LinkedIn publishes no limits: nothing announced, nothing enforced
     assert not [h for h in call(sim, "linkedin").headers if "rate" in h.lower()]
     # what the headers said is what the simulator counts
-    rules = {r["provider"]: r for r in sim.stats()["rate_limits"]}
-    assert set(rules) == set(DEFAULT_RATE_LIMITS) and all(r["implicit"] for r in rules.values())
-    assert rules["github"]["by_key"]["gh1"]["used"] == 2 and rules["github"]["limit"] == 5000
-
-
-def test_default_rule_is_enforced_like_a_configured_one():
-    sim = Simulator(parse_scenario({"accounts": ACCOUNTS}), clock=CLOCK)
-    spec = DEFAULT_RATE_LIMITS["github"]
-    for _ in range(spec["limit"]):
-        assert sim.limiter.admit("github", "page", "gh1", "127.0.0.1", CLOCK.now)[0]
-    admitted, quota = sim.limiter.admit("github", "page", "gh1", "127.0.0.1", CLOCK.now)
-    assert not admitted and quota.remaining == 0 and quota.rule.implicit
-    assert sim.limiter.admit("github", "page", "gh2", "127.0.0.1", CLOCK.now)[0]  # per token
-    later = CLOCK.now + spec["window_s"]
-    assert sim.limiter.admit("github", "page", "gh1", "127.0.0.1", later)[0]
+    rules = sim.stats()["rate_limits"]
+    assert {r["provider"] for r in rules} == set(DEFAULT_RATE_LIMITS)
+    assert all(r["implicit"] for r in rules)
+    (core,) = [r for r in rules if r["provider"] == "github" and r["scope"] == "user"]
+    assert core["by_key"] == {
+        "user:octocat": {"peak": 2, "used": 2, "rejected": 0, "reset": now + 3600}
+    }
 
 
 def test_default_rule_gives_way_to_a_configured_rule_or_an_explicit_none(sim):
     limits(sim, github={"limit": 7, "window_s": 60})
     assert call(sim, "github").headers["X-RateLimit-Limit"] == "7"
-    assert call(sim, "twitter").headers["x-rate-limit-limit"] == "15000"  # others keep theirs
+    assert call(sim, "twitter").headers["x-rate-limit-limit"] == "300"  # others keep theirs
     limits(sim, github=None, twitter=[])
     for provider in ("github", "twitter"):
         response = call(sim, provider)

@@ -59,8 +59,11 @@ def test_the_simulator_serves_every_relation_netsync_syncs(name):
 def test_the_shared_tables_are_the_classes_facts():
     for name, sim in PROVIDER_SIMS.items():
         assert scenario.RELATIONS[name] == sim.RELATIONS
-        assert scenario.DEFAULT_RATE_LIMITS.get(name) == sim.DEFAULT_RATE_LIMIT
+        assert scenario.DEFAULT_RATE_LIMITS.get(name, []) == list(sim.RATE_LIMITS)
         assert (name in scenario.ALIGNED_WINDOWS) is sim.ALIGNED_WINDOWS
+        assert (name in scenario.PER_ENDPOINT_WINDOWS) is sim.PER_ENDPOINT_WINDOWS
+        assert (name in scenario.ROLLING_WINDOWS) is sim.ROLLING_WINDOWS
+        assert (name in scenario.FEDERATED) is sim.FEDERATED
         assert (name in scenario.INCLUDABLE) is sim.INCLUDABLE
         for kind in sim.PAGE_FAULTS:
             assert name in faults.KINDS[kind]
@@ -82,7 +85,9 @@ def test_a_seventh_provider_is_its_class_and_one_registry_line():
         ("ID_FORM", "(unclosed"),
         ("PAGE_SIZE", 11),  # above MAX_PAGE_SIZE
         ("PAGE_FAULTS", frozenset({"short_pages"})),
-        ("DEFAULT_RATE_LIMIT", {"limit": 5}),
+        ("RATE_LIMITS", ({"limit": 5},)),  # no window
+        ("RATE_LIMITS", {"limit": 5, "window_s": 60}),  # one rule, not a tuple of them
+        ("PRICE_USD", -0.01),
         ("SAMPLE_PATHS", {"profile": "/users/{account}"}),
         ("ROUTES", ()),
         ("ROUTES", (Route("GET", "/x", "no_handler", "page"),)),

@@ -36,6 +36,7 @@ KEY_POSITIONS = {
     "ZCARD": (1, 1, 1),
     "ZREM": (1, 1, 1),
     "ZRANGEBYSCORE": (1, 1, 1),
+    "ZREMRANGEBYSCORE": (1, 1, 1),
     "ZDIFFSTORE": (1, 1, 1),
 }
 #: commands with more keys than COMMAND INFO's range: argument index of their numkeys

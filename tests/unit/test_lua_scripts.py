@@ -259,7 +259,7 @@ def drive_store(redis_client, prefix):
             rate_fields={"rate_remaining": "9"},
             count_call=True,
         )
-        == "stored"
+        == "completed"
     )
     assert store.complete_page(first.sync_id, "p0", []) == "duplicate"
     assert store.complete_page(first.sync_id, "p1", [("3", "c")], "page_limit") == "finalize"
@@ -290,7 +290,7 @@ def drive_store(redis_client, prefix):
             one.connections,
             guard=guard_args(GUARDED, "g0", one, [], 1, None),
         )
-        == "stored"
+        == "completed"
     )
     clock.now += 1000
     third = begin()
@@ -398,6 +398,51 @@ def drive_liveness(redis_client, prefix):
     liveness.give_up("sweep", "a")
 
 
+def drive_announced(redis_client, prefix):
+    """The announced rules (state.announced): probe, headers, retry-after, a refund."""
+    from providers.announced import Announcement, AnswerReport
+    from providers.github import GitHub
+    from state.announced import AnnouncedGate, Caller
+
+    clock = ManualClock()
+    gate = AnnouncedGate(redis_client, prefix, clock)
+    github = GitHub("https://api.github.com")
+    bound = gate.bind(github, github.profile_call("octocat"), Caller("octocat", "ab" * 8, "h"))
+    probe = gate.take(bound)
+    assert probe.granted and not gate.take(bound).granted  # one call until heard
+    gate.answer(bound, probe, AnswerReport((Announcement(10, 9, clock.now + 5),)))
+    gate.answer(bound, gate.take(bound), counted=False)  # a free 304
+    gate.answer(bound, None, AnswerReport((Announcement(10, 0, clock.now + 5),), retry_after=2.0))
+
+
+def drive_call_gate(redis_client, prefix):
+    """The concurrency lease and the spend budget, through state.admission.CallGate."""
+    from providers.github import GitHub
+    from providers.twitter import Twitter
+    from state.admission import CallGate
+    from state.announced import Caller
+    from state.spend_settings import SpendSettings
+
+    clock = ManualClock()
+    spend = SpendSettings.from_env({"BUDGET_TWITTER": "25/day"})
+    gate = CallGate(redis_client, prefix, spend, clock=clock)
+    github, twitter = GitHub("https://api.github.com"), Twitter("https://api.twitter.com")
+    caller = Caller("octocat", "ab" * 8, "api.github.com")
+    leased = gate.before(github, github.profile_call("octocat"), caller)
+    assert leased.granted and leased.lease is not None
+    gate.abandon(leased)  # not sent: lease, probe and count given back
+    page = twitter.page_call("42", "token:")
+    paid = gate.before(twitter, page, caller)  # $10 reserved of $25
+    assert paid.granted and paid.reservation.granted
+    told = {"x-rate-limit-limit": "300", "x-rate-limit-remaining": "299"}
+    gate.after(paid, {**told, "x-rate-limit-reset": str(int(clock.now) + 900)}, resources=1000)
+    second = gate.before(twitter, page, caller)
+    assert second.granted
+    assert gate.before(twitter, page, caller).reason == "spend_budget"  # held by the second
+    gate.after(second, resources=1000)
+    assert gate.before(twitter, page, caller).wait_s > 3600  # $20 spent: tomorrow
+
+
 def test_every_script_is_called_as_its_header_says_and_touches_only_its_keys(
     checked_scripts, redis_client, key_prefix
 ):
@@ -406,6 +451,8 @@ def test_every_script_is_called_as_its_header_says_and_touches_only_its_keys(
     drive_delayed(redis_client, key_prefix)
     drive_breaker(redis_client, key_prefix)
     drive_liveness(redis_client, key_prefix)
+    drive_announced(redis_client, key_prefix)
+    drive_call_gate(redis_client, key_prefix)
     assert sorted(checked_scripts) == SCRIPTS, "every script must be exercised here"
     for name, calls in checked_scripts.items():
         spec = script_spec(name)

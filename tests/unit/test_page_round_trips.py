@@ -1,4 +1,4 @@
-"""A page task's first round trip (``ProviderTask.load``) against a real Redis.
+"""A page task's first round trip (``sync.context.load``) against a real Redis.
 
 It sends the sync's snapshot, the breaker's verdict and, for a sync this
 process has called for before, the quota take of its first bucket, in one
@@ -19,6 +19,7 @@ from state.control import ProviderSwitches
 from state.credentials import Credential, CredentialStore
 from state.quota import QuotaConfig, QuotaGate
 from state.store import SyncStore
+from sync.memory import WorkerMemory
 from sync.tasks import PageTask
 
 KEY = "ZGV2LW9ubHktZmVybmV0LWtleS1kby1ub3QtdXNlLSE="
@@ -30,7 +31,7 @@ class GitHubPage(PageTask):
 
 
 @pytest.fixture
-def world(redis_client, key_prefix, monkeypatch):
+def world(redis_client, key_prefix):
     svc = SimpleNamespace(
         store=SyncStore(redis_client, key_prefix),
         breaker=CircuitBreaker(redis_client, key_prefix),
@@ -39,13 +40,12 @@ def world(redis_client, key_prefix, monkeypatch):
         credentials=CredentialStore(redis_client, key_prefix, (KEY,)),
         settings=SimpleNamespace(api_url=lambda name: "http://127.0.0.1:1"),
         redis=redis_client,
+        memory=WorkerMemory(),
     )
     app = Celery("test-page-round-trips")
     app.netsync_services = svc
     task = GitHubPage()
     task.bind(app)
-    monkeypatch.setattr(PageTask, "_quota_hints", {})
-    monkeypatch.setattr(PageTask, "_breaker_waiting", {})
     svc.credentials.save("github", "u", Credential("octo", "tok-secret"))
     sync_id = svc.store.begin_sync(
         user_id="u",
@@ -69,8 +69,8 @@ def quota_used(world) -> int:
 
 
 def hint(world) -> None:
-    """What a call of this sync in this process left behind (``ProviderTask.call``)."""
-    world.task._remember_quota(world.sync_id, world.scopes, "normal")
+    """What a call of this sync in this process left behind (``sync.outbound.take_quota``)."""
+    world.svc.memory.remember_quota(world.sync_id, world.scopes, "normal")
 
 
 def test_one_round_trip_before_the_call(world, monkeypatch):

@@ -237,7 +237,36 @@ def test_procfile_has_one_worker_per_queue_with_pool_and_concurrency():
         assert name == f"worker_{queue}"
         assert _option(argv, "-P") in ("prefork", "threads", "gevent", "eventlet", "solo")
         assert int(_option(argv, "-c")) >= 1
-        assert _option(argv, "-n").startswith(f"{queue}@")
+        # unique per process (the shell's pid, celery's own after exec, and a random part)
+        assert argv[0] == "exec"
+        assert _option(argv, "-n").startswith(f"{queue}-$$-")
         assert "service.make_celery" in argv
     assert "scheduler" in procs and "web" in procs
     assert not any("beat" in argv for argv in procs.values())  # cron, not Celery beat
+
+
+def test_procfile_worker_node_names_differ_per_process_on_one_host():
+    """What the shell makes of a worker line's ``-n``: ``<queue>-<pid>-<6 hex>@%h``, the pid
+    the process's own; two processes of one line on one host never share a name."""
+    import subprocess
+
+    from celery.bin.worker import HOSTNAME
+    from celery.utils.nodenames import gethostname
+
+    for role in ("worker_normal", "worker_whale", "worker_trickle"):
+        line = next(x for x in (ROOT / "Procfile").read_text().splitlines() if x.startswith(role))
+        raw = re.search(r' -n ("[^"]+")', line).group(1)
+        queue = role.split("_")[1]
+        names = []
+        for _ in range(2):
+            # exec, as the Procfile line does: $$ is then the pid of what it runs
+            shell = subprocess.Popen(
+                ["sh", "-c", f"exec echo {raw}"], stdout=subprocess.PIPE, text=True
+            )
+            name = shell.communicate()[0].strip()
+            match = re.fullmatch(rf"{queue}-([0-9]+)-[0-9a-f]{{6}}@%h", name)
+            assert match and int(match.group(1)) == shell.pid, (name, shell.pid)
+            names.append(name)
+        assert names[0] != names[1], names
+        # and Celery expands the host part as ever
+        assert HOSTNAME.convert(names[0], None, None) == names[0][:-2] + gethostname()

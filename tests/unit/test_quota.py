@@ -18,10 +18,13 @@ from state.quota import (
     DEFAULT_MAX_MARGIN_S,
     MARGIN_HALF_LIFE_S,
     RESET_SKEW_S,
+    SHARED_KEYS,
     WINDOW_SLOTS,
     QuotaConfig,
     QuotaGate,
+    scope_keys,
 )
+from state.quota_view import shared_levels
 from tests.conftest import redis_connect
 from tests.quota_helpers import acquire, fingerprint
 
@@ -401,9 +404,9 @@ def test_retry_after_blocks_the_bucket(r):
 def test_usage_percent_scales_the_remaining_budget(r):
     clock = FakeClock()
     g = gate(r, clock, QUOTA_FACEBOOK="100/3600/app")
-    g.observe("facebook", {"app": "all"}, RateLimitInfo(usage_percent=90))
+    g.observe("facebook", {"app": SHARED_KEYS["app"]}, RateLimitInfo(usage_percent=90))
     assert take_all(g, "facebook", {}, "normal") == 10
-    g.observe("facebook", {"app": "all"}, RateLimitInfo(usage_percent=100))
+    g.observe("facebook", {"app": SHARED_KEYS["app"]}, RateLimitInfo(usage_percent=100))
     wait = acquire(g, "facebook", {}, "normal")
     assert 0 < wait <= 3600 / 12 + 0.01  # blocked, then one call to read the headers again
 
@@ -459,6 +462,19 @@ def test_a_refused_scope_takes_nothing_from_the_others(r):
     assert not [f for f in r.hkeys(token_key) if f.startswith(b"s")]  # refunded
     clock.now = T0 + wait
     assert take_all(g, "facebook", {"token": FP}, "normal") == 2
+
+
+def test_the_shared_bucket_a_call_takes_is_the_one_the_views_read(r):
+    """A worker names its scopes with ``scope_keys``; the dashboard and ``/metrics``
+    read ``shared_levels``: both reach the same shared bucket (``SHARED_KEYS``)."""
+    g = gate(r, FakeClock(), QUOTA_FACEBOOK="100/3600/app,50/3600/token")
+    scopes = scope_keys(("token", "app"), FP)
+    assert scopes == {"token": FP, "app": SHARED_KEYS["app"]}
+    for _ in range(3):
+        assert g.decide("facebook", scopes, "whale").granted
+    (app,) = shared_levels(g, "facebook", now=T0)
+    assert (app.scope, app.key, app.used["whale"], app.used_total) == ("app", "app", 3, 3)
+    assert scope_keys(("ip",), FP) == {"ip": SHARED_KEYS["ip"]}
 
 
 # --- adaptive limits --------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import kombu.exceptions
 import pytest
 
 import queues
@@ -12,7 +13,7 @@ from state.metrics import Metrics
 from state.progress import SyncProgress
 from state.store import SyncStore
 from sync.recovery import StallSweeper
-from tests.conftest import ManualClock
+from tests.conftest import CLUSTER, ManualClock
 
 #: state against a real Redis: also run on a Redis Cluster (make integration-cluster)
 pytestmark = pytest.mark.cluster
@@ -161,3 +162,60 @@ def test_final_syncs_leave_the_index(world):
 def test_one_sweep_at_a_time(world):
     assert world.sweeper.sweep().skipped is False
     assert world.sweeper.sweep().skipped is True
+
+
+# -- the broker away ------------------------------------------------------------------
+def test_nothing_is_sent_again_while_the_broker_is_unreachable(world):
+    """A sweep that cannot reach the broker skips its round: no re-send, no recovery or
+    delivery counted (the sync is not failed, no page is made a poison page); the
+    first sweep after the broker is back re-sends the pages, once."""
+    broker = SimpleNamespace(up=True, checks=0)
+
+    def check():
+        broker.checks += 1
+        if not broker.up:
+            raise kombu.exceptions.OperationalError("[Errno 111] Connection refused")
+
+    world.sweeper.broker_check = check
+    sync_id = begin(world)
+    store, progress = world.svc.store, world.svc.progress
+    store.add_pending(sync_id, "", ["p1", "p2"])
+    sweep_after(world, 0)  # first sight
+    broker.up = False
+    for _ in range(3 * world.svc.settings.max_recoveries):
+        report = sweep_after(world, STALL_S + 1)
+        assert report.broker_unreachable == "OperationalError" and report.watched == 1
+        assert "broker is unreachable" in report.summary()
+    assert world.sent == [] and report.recovered == [] and report.failed == []
+    record = store.get_sync(sync_id)
+    assert record["status"] in ("queued", "running") and "recoveries" not in record
+    broker.up = True
+    report = sweep_after(world, STALL_S + 1)
+    assert report.recovered == [sync_id] and not report.broker_unreachable
+    assert sorted(world.sent) == [
+        ("github.page", [sync_id, c], "normal", PRIORITY) for c in ("p1", "p2")
+    ]
+    # the skipped rounds counted no delivery: this re-send is each page's first
+    assert progress.delivered_again(sync_id, "p1") == 2
+
+
+def test_no_active_sync_no_broker_check(world):
+    world.sweeper.broker_check = lambda: pytest.fail("the broker was checked for nothing")
+    assert sweep_after(world, STALL_S).watched == 0
+
+
+def test_the_celery_broker_check_fails_fast_on_a_refused_broker_and_passes_on_a_live_one(
+    redis_url,
+):
+    from celery import Celery
+
+    from sync.recovery import celery_broker_check
+
+    refused = Celery("sweep-refused", broker="redis://127.0.0.1:9/0")  # discard port
+    with pytest.raises(Exception) as raised:
+        celery_broker_check(refused, timeout_s=1)()
+    assert isinstance(raised.value, (OSError, kombu.exceptions.OperationalError))
+    if CLUSTER:  # kombu's Redis transport cannot use a cluster (the broker is RabbitMQ there)
+        return
+    live = Celery("sweep-live", broker=redis_url)
+    celery_broker_check(live, timeout_s=3)()  # no exception

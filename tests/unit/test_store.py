@@ -85,7 +85,7 @@ def test_concurrent_triggers_start_exactly_one(store):
 def test_last_page_asks_for_finalization_and_stays_running(store):
     ticket = begin(store)
     store.add_pending(ticket.sync_id, "", ["p0", "p1"])
-    assert store.complete_page(ticket.sync_id, "p0", conns(1, 2)) == "stored"
+    assert store.complete_page(ticket.sync_id, "p0", conns(1, 2)) == "completed"
     assert store.complete_page(ticket.sync_id, "p1", conns(3)) == "finalize"
     record = store.get_sync(ticket.sync_id)
     assert record["status"] == "queued" and record["finalizing"] == "succeeded"
@@ -109,7 +109,7 @@ def test_finish_is_final_once_and_drops_the_staging(store, redis_client):
 def test_redelivered_page_is_a_no_op(store):
     ticket = begin(store)
     store.add_pending(ticket.sync_id, "", ["p0", "p1"])
-    assert store.complete_page(ticket.sync_id, "p0", conns(1)) == "stored"
+    assert store.complete_page(ticket.sync_id, "p0", conns(1)) == "completed"
     assert store.complete_page(ticket.sync_id, "p0", conns(1, 99)) == "duplicate"
     assert store.get_sync(ticket.sync_id)["pages_fetched"] == "1"
 

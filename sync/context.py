@@ -1,0 +1,173 @@
+"""What one task run knows about its sync: a ``SyncContext``, made per run by ``load``.
+
+A Celery task object is shared by every run of its kind, so nothing about
+one sync lives on it: the run's record, provider, credential, the counters
+its message carried (``Tries``), and what its one call leaves for later
+(the rate fields, a quota take sent ahead, the lessons for Redis) live on
+the context, which lives as long as the run. What outlives a run in this
+process is in ``sync.memory.WorkerMemory``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import queues
+from providers.provider import Provider
+from state.batch import Batch
+from state.quota import scope_keys
+from state.store import ACTIVE
+from sync import telemetry
+
+
+@dataclass(frozen=True)
+class Tries:
+    """The counters a task's message carries (its kwargs): what this call went through."""
+
+    #: BACKOFF retries so far
+    attempt: int = 0
+    #: WAITs so far (a provider wait with no reset time doubles with each)
+    waits: int = 0
+    #: 1 once the token was refreshed for this call (a second refusal is REAUTH)
+    refreshed: int = 0
+    #: times the pagination restarted (a page task's; the cursor's generation rules)
+    restarts: int = 0
+    #: when this call started failing (BACKOFF or an open circuit); 0: it has not
+    failing_since: float = 0.0
+
+    @property
+    def first(self) -> bool:
+        """The call's first go (neither retried nor re-sent after a refresh)."""
+        return not self.attempt and not self.refreshed
+
+
+#: the counters of a message that went through nothing yet
+FIRST_TRY = Tries()
+
+
+class SyncContext:
+    """What one task run knows about its sync (made per run: no state on the task)."""
+
+    def __init__(
+        self,
+        svc,
+        record: dict,
+        provider: Provider,
+        credential_blob=None,
+        cursor: str | None = None,
+        tries: Tries = FIRST_TRY,
+    ):
+        self.svc = svc
+        self.record = record
+        self.provider = provider
+        self.sync_id = record["sync_id"]
+        self.user_id = record["user_id"]
+        self.account_id = record["account_id"]
+        #: the direction of the network this sync fetches (a sync is one relation)
+        self.relation = record.get("relation") or provider.RELATIONS[0]
+        #: the page this run fetches (None: round one, the profile)
+        self.cursor = cursor
+        #: the counters the run's message carried
+        self.tries = tries
+        self._credential = None
+        self._credential_blob = credential_blob
+        #: what the last answer's rate-limit headers said, for the sync record
+        self.rate_fields: dict = {}
+        #: the breaker's verdict, peeked in the first round trip (a ``state.batch.Reply``)
+        self.peeked_verdict = None
+        #: the quota take of the call's first bucket, sent in the first round trip
+        #: (``state.quota.Prefetched``): the call uses it, ``settle`` gives it back
+        self.prefetched = None
+        #: what the call left to tell Redis (counters, the quota's lessons): sent with
+        #: the page's storage (``state.batch.Batch``), or by ``settle``
+        self.deferred: Batch | None = None
+
+    @property
+    def credential(self):
+        if self._credential is None:
+            if self._credential_blob is not None:
+                self._credential = self.svc.credentials.decode(
+                    self.provider.NAME, self._credential_blob
+                )
+            else:
+                self._credential = self.svc.credentials.load(self.provider.NAME, self.user_id)
+        return self._credential
+
+    @property
+    def queue_class(self) -> str:
+        return self.record.get("queue") or "normal"
+
+    @property
+    def queue_name(self) -> str:
+        return queues.queue_name(
+            self.queue_class, self.provider.NAME, self.svc.settings.provider_regions
+        )
+
+    def priority(self, broker_url: str) -> int:
+        return queues.priority_for(self.record.get("trigger", "api"), broker_url)
+
+    def quota_scopes(self) -> dict:
+        """The bucket key of each scope the provider's quota counts this call under."""
+        return scope_keys(self.provider.quota_scopes(), self.credential.fingerprint())
+
+    def take_prefetched(self):
+        first, self.prefetched = self.prefetched, None
+        return first
+
+    def take_deferred(self) -> Batch | None:
+        batch, self.deferred = self.deferred, None
+        return batch
+
+    def settle(self) -> None:
+        """Give back a prefetched quota take no call used; send what the call deferred."""
+        first = self.take_prefetched()
+        if first is not None:
+            self.svc.quota.release(first)
+        batch = self.take_deferred()
+        if batch is not None:
+            batch.execute()
+
+
+def load(
+    svc, provider: Provider, sync_id: str, cursor: str | None = None, tries: Tries = FIRST_TRY
+) -> SyncContext | None:
+    """The sync's context, or None when there is nothing (more) to do.
+
+    One round trip (``state.batch``): the record (still active?), whether
+    ``cursor`` was already stored (a redelivery), the encrypted credential,
+    the provider's breaker verdict (peeked: a probe is claimed by the call)
+    and, for a sync whose last call in this process named its quota scopes
+    (``WorkerMemory.quota_hint``), the take of its first quota bucket: the
+    call uses it if the scopes and queue class still hold;
+    ``SyncContext.settle`` gives back what no call used. The quota buckets
+    have hash tags of their own (``state.keys``), so the take cannot join
+    the sync's keys in one script; a pipeline may mix slots.
+    """
+    batch = Batch(svc.redis)
+    snapshot = svc.store.queue_snapshot(batch, sync_id, cursor)
+    if snapshot is None:
+        return None
+    verdict = svc.breaker.queue_peek(batch, provider.NAME)
+    first = _queue_quota_take(svc, batch, provider.NAME, sync_id)
+    batch.execute()
+    record, done, blob = snapshot.value
+    if (
+        record is None
+        or record.get("status") not in ACTIVE
+        or (done and not record.get("finalizing"))
+    ):
+        if first is not None:
+            svc.quota.release(first)
+        return None
+    ctx = SyncContext(svc, record, provider, blob, cursor, tries)
+    ctx.peeked_verdict, ctx.prefetched = verdict, first
+    telemetry.bind_sync(sync_id, provider.NAME, record.get("relation"), ctx.queue_class)
+    return ctx
+
+
+def _queue_quota_take(svc, batch: Batch, provider: str, sync_id: str):
+    """The first bucket's take, queued in ``batch``, when this process may guess it."""
+    hint = svc.memory.quota_hint(sync_id)
+    if hint is None or svc.memory.breaker_said_wait(provider) or svc.switches.is_paused(provider):
+        return None
+    return svc.quota.queue_take_first(batch, provider, *hint)
