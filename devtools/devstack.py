@@ -429,7 +429,10 @@ class DevStack:
                     return
                 for name in self.processes:
                     if name in self.node_names and self.processes[name].poll() is not None:
-                        raise RuntimeError(f"worker {name} exited; see {self.var_dir}/{name}.log")
+                        raise RuntimeError(
+                            f"worker {name} exited ({self.processes[name].returncode}); "
+                            f"see {self.var_dir}/{name}.log"
+                        )
             raise RuntimeError(f"workers {sorted(names)} not ready within {timeout}s")
         finally:
             probe.close()

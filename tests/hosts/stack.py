@@ -150,7 +150,8 @@ class HostStack(DevStack):
     # -- processes on hosts ---------------------------------------------------------------
     def kill(self, name: str) -> None:
         """SIGKILL a process group (a host's processes, when the host is gone for good)."""
-        proc = self.processes.get(name)
+        proc = self.processes.pop(name, None)
+        self.node_names.pop(name, None)  # not a worker the stack waits for any more
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
