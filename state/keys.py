@@ -25,7 +25,7 @@
     P:spend:{p:YYYY-MM-DD}      hash: one provider's UTC day: reserved and spent USD, counters
 
     the delayed set, tag {delayed}                      (DelayedKeys)
-    P:{delayed}:due, :entries, :claims
+    P:{delayed}:due, :entries, :claims, :claimed_by
 
     no tag (only ever touched by single-key commands)
     P:syncs                     hash: sync id → its P:{p:u} (where its keys live)
@@ -114,15 +114,16 @@ class UserKeys:
 
 
 class DelayedKeys:
-    """The delayed set's three keys (one tag: its claim script touches all three)."""
+    """The delayed set's keys (one tag: its claim script touches them all)."""
 
-    __slots__ = ("due", "entries", "claims")
+    __slots__ = ("due", "entries", "claims", "claimed_by")
 
     def __init__(self, prefix: str):
         base = f"{prefix}:{{delayed}}"
         self.due = f"{base}:due"
         self.entries = f"{base}:entries"
         self.claims = f"{base}:claims"
+        self.claimed_by = f"{base}:claimed_by"
 
 
 class LiveKeys:

@@ -117,6 +117,18 @@ class Liveness:
             return None
         return {_text(raw[i]): json.loads(raw[i + 1]) for i in range(0, len(raw), 2)}
 
+    def give_back(self, holder: str, held: dict[str, dict]) -> None:
+        """Undo a ``take_over`` whose pages could not be sent (the broker went away):
+        the holder is lost again, with its pages, for the next sweep."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            if held:
+                pipe.hset(
+                    self.keys.held(holder),
+                    mapping={task_id: json.dumps(entry) for task_id, entry in held.items()},
+                )
+            pipe.zadd(self.keys.holders, {holder: self.clock()}, nx=True)
+            pipe.execute()
+
     # -- leases ------------------------------------------------------------------------
     def lease(self, name: str, holder: str, ttl_s: float) -> bool:
         """Take or renew the lease ``name`` for ``ttl_s``; False while another holds it."""

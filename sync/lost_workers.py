@@ -65,12 +65,15 @@ class Handover:
     forgotten: int = 0
     #: pages found missing from the broker and sent again
     found_missing: int = 0
+    #: parked entries a lost scheduler had claimed, made due again
+    parked_due: int = 0
     led: bool = True
 
     def summary(self) -> str:
         return (
             f"lost={len(self.lost)} pages_sent={self.pages_sent} "
-            f"unacked_dropped={self.forgotten} missing_resent={self.found_missing}"
+            f"unacked_dropped={self.forgotten} missing_resent={self.found_missing} "
+            f"parked_due_again={self.parked_due}"
         )
 
 
@@ -83,9 +86,12 @@ class LostWorkerSweep:
         holder: str,
         ledger=None,
         clock: Callable[[], float] = time.time,
+        broker_check: Callable[[], None] | None = None,
     ):
         self.svc = svc
         self.send = send
+        #: raises while the broker cannot be reached (``sync.recovery.celery_broker_check``)
+        self.broker_check = broker_check
         self.broker_url = broker_url
         self.holder = holder
         self.ledger = ledger
@@ -104,14 +110,30 @@ class LostWorkerSweep:
     def sweep(self) -> Handover:
         report = Handover()
         if not self.liveness.lease(LEASE, self.holder, self.lease_s):
+            # another scheduler sweeps; what this one saw is stale by the time it leads again
+            self._suspects, self._missing, self._orphans = {}, {}, {}
             report.led = False
             return report
-        for holder in self.liveness.lost():
+        lost = self.liveness.lost()
+        if lost and self.broker_check is not None:
+            try:
+                self.broker_check()
+            except Exception as exc:  # noqa: BLE001 - kombu raises transport-specific errors
+                # nothing sent would arrive: the holds stay, the next sweep hands them on
+                log.warning("lost workers: the broker is unreachable (%s)", type(exc).__name__)
+                return report
+        for holder in lost:
             held = self.liveness.take_over(holder)
             if held is None:
                 continue
+            # a lost scheduler's claimed parked entries: due now, not when their lease ends
+            report.parked_due += self.svc.delayed.due_again(holder)
+            try:
+                report.pages_sent += self.hand_on(list(held.values()))
+            except Exception:
+                self.liveness.give_back(holder, held)  # for the next sweep (a page twice: no harm)
+                raise
             report.lost.append(holder)
-            report.pages_sent += self.hand_on(list(held.values()))
             if self.ledger is not None:
                 report.forgotten += self.ledger.forget(entry.get("tag") for entry in held.values())
                 until = self.clock() + max(SUSPECT_S, 3 * self.lost_s)
@@ -121,7 +143,7 @@ class LostWorkerSweep:
             log.warning("worker %s lost: its %d page(s) handed on", holder, len(held))
         if self.ledger is not None:
             self.audit_broker(report)
-        if report.lost or report.forgotten or report.found_missing:
+        if report.lost or report.forgotten or report.found_missing or report.parked_due:
             log.warning("lost-worker sweep: %s", report.summary())
         return report
 
@@ -261,6 +283,26 @@ class LostWorkerSweep:
             c: {"task": f"{provider}.page", "args": [sync_id, c], "queue": queue} for c in pending
         }
 
+    def beat(self):
+        """This scheduler beats like a worker, under its lease id (the id its claims of
+        parked work name: ``SchedulerLoop.claimer``), so if its host is lost the other
+        scheduler makes its claims due again once the beat has expired."""
+        import os
+        import socket
+
+        from sync.heartbeat import WorkerBeat
+
+        settings = self.svc.settings
+        beat = WorkerBeat(
+            self.liveness,
+            self.holder,
+            settings.worker_beat_seconds,
+            settings.worker_lost_seconds,
+            {"role": "scheduler", "pid": os.getpid(), "host": socket.gethostname()},
+        )
+        beat.start()
+        return beat
+
 
 def every(jobs: list[tuple[Callable[[], object], float]], clock=time.monotonic):
     """One callable that runs each job when its own interval is due, each failure on its
@@ -286,7 +328,7 @@ def lost_worker_sweep_for(celery_app) -> LostWorkerSweep:
 
     from sync.broker_ledger import ledger_for
     from sync.heartbeat import holder_id
-    from sync.recovery import celery_send
+    from sync.recovery import celery_broker_check, celery_send
 
     svc = celery_app.netsync_services
     conf = celery_app.conf
@@ -301,4 +343,5 @@ def lost_worker_sweep_for(celery_app) -> LostWorkerSweep:
         conf.broker_url,
         holder_id(f"scheduler@{socket.gethostname()}"),
         ledger,
+        broker_check=celery_broker_check(celery_app),
     )

@@ -64,8 +64,13 @@ class SchedulerLoop:
         clock: Callable[[], float] = time.time,
         sweep: Callable[[], object] | None = None,
         sweep_every_s: float = 15.0,
+        claimer: str | None = None,
     ):
         self.delayed = delayed
+        #: this process' liveness holder id, named in its claims: if its host is lost
+        #: between a claim and the release, the other scheduler makes the claimed entries
+        #: due again in seconds (``sync.lost_workers``), not when their lease runs out
+        self.claimer = claimer
         #: the stall sweep (``sync.recovery``), run every ``sweep_every_s`` seconds
         self.sweep = sweep
         self.sweep_every_s = sweep_every_s
@@ -82,7 +87,10 @@ class SchedulerLoop:
     def run_once(self) -> tuple[int, int]:
         """One round: (sent, failed). An unsent entry stays claimed until its lease ends."""
         sent = failed = redelivered = 0
-        for parked in self.delayed.claim_due(limit=self.batch, lease_s=self.lease_s):
+        claimed = self.delayed.claim_due(
+            limit=self.batch, lease_s=self.lease_s, claimer=self.claimer
+        )
+        for parked in claimed:
             try:
                 self.send(parked)
             except Exception as exc:  # noqa: BLE001 - the broker is away: the lease brings it back
@@ -209,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             ),
             "sweep_every_s": settings.worker_beat_seconds,
+            # this process beats like a worker and names itself in its claims
+            "claimer": lost_workers.holder,
         }
+        beat = lost_workers.beat()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -225,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if lost_workers is not None:
         with contextlib.suppress(redis.RedisError):
             lost_workers.stop()  # the other scheduler, if any, sweeps at once
+        beat.stop()
     return 0
 
 

@@ -56,8 +56,13 @@ def host_stack(
     env: dict | None = None,
     front_web: bool = False,
     web_host: str | None = "web",
+    node_name: str | None = None,
 ) -> HostStack:
-    """Web, scheduler(s) and one threads worker per worker host, each on a host of its own."""
+    """Web, scheduler(s) and one threads worker per worker host, each on a host of its own.
+
+    ``node_name``: every worker gets this Celery node name (``whale@%h``, as a Procfile
+    of one name per line would give), so the hosts' workers share it: namespaces share
+    the machine's host name. Redis broker only (RabbitMQ refuses a second one)."""
     placement = {}
     for name in workers:
         network.add_host(name)
@@ -75,13 +80,29 @@ def host_stack(
         env={**HOSTS_ENV, **(env or {})},
         scenario=scenario or IN_FLIGHT,
         workers=[
-            WorkerSpec("normal,whale,trickle", pool="threads", concurrency=concurrency, name=name)
+            WorkerSpec(
+                "normal,whale,trickle",
+                pool="threads",
+                concurrency=concurrency,
+                name=name,
+                wrap=same_node_name(node_name) if node_name else None,
+            )
             for name in workers
         ],
         scheduler=False,
         scheduler_hosts=schedulers,
     )
     return dev
+
+
+def same_node_name(node: str):
+    """A WorkerSpec ``wrap`` that gives the worker the Celery node name ``node@%h``."""
+
+    def wrap(cmd: list) -> list:
+        at = cmd.index("-n")
+        return cmd[: at + 1] + [f"{node}@%h"] + cmd[at + 2 :]
+
+    return wrap
 
 
 def wait_pages(stack: Stack, sync_id: str, pages: int, timeout: float = 120) -> dict:

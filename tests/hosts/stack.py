@@ -46,6 +46,13 @@ class HostStack(DevStack):
         self.relays: dict[str, tuple[subprocess.Popen, str]] = {}
 
     # -- where things run --------------------------------------------------------------
+    def start_worker(self, spec, index: int = 0):
+        proc = super().start_worker(spec, index)
+        if spec.wrap is not None:  # a node name of the test's own (``same_node_name``)
+            cmd = spec.wrap(["-n", "x"])
+            self.node_names[spec.name] = cmd[1].split("@", 1)[0]
+        return proc
+
     def host_of(self, name: str) -> str | None:
         return self.placement.get(name)
 

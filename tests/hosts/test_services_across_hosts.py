@@ -147,12 +147,21 @@ def test_the_scheduler_host_lost_the_other_takes_over(network, tmp_path):
             + i * 0.5
             for i in range(33)
         }
+        # and a burst due at the cut: the schedulers are mid-batch (claimed, not yet
+        # sent) when the leader's host goes
+        due.update(
+            {
+                delayed.park("github.page", [f"s_burst_{i}", ""], {}, "normal", 4.0): parked_at
+                + 4.0
+                for i in range(150)
+            }
+        )
         released: dict = {}
         watching = threading.Event()
         watcher = threading.Thread(target=watch_releases, args=(delayed, due, released, watching))
         watcher.start()
         try:
-            time.sleep(4)  # some parked entries released before the leader's host goes
+            time.sleep(max(0.0, parked_at + 4.02 - time.time()))  # the burst is being sent
             network.cut(leader_host)
             cut = time.monotonic()
             dev.wait_until(

@@ -101,9 +101,15 @@ def test_a_worker_host_lost_for_good_its_pages_are_done_by_another(network, tmp_
     unreachable, as a lost host's would). Nothing closes a connection, so the broker
     keeps w1's unacked messages; the sync finishes exact through w2, because the
     scheduler saw w1's beat stop."""
-    dev = host_stack(network, tmp_path, broker=broker)
+    # on Redis both workers get one node name, ``whale@<host>``, as one Procfile line on
+    # two hosts of one host name would (RabbitMQ refuses the second one's control queue)
+    dev = host_stack(
+        network, tmp_path, broker=broker, node_name="whale" if broker == "redis" else None
+    )
     with dev:
         stack = Stack(dev)
+        live = Liveness(dev.redis_client(), "netsync")
+        assert len(live.alive()) == 2  # two holders, whatever their node names
         account = stack.add_account("github", SIZE)
         user = new_user()
         diff = seed_previous_network(dev, user, stack.truth("github", account["id"]))
@@ -116,7 +122,6 @@ def test_a_worker_host_lost_for_good_its_pages_are_done_by_another(network, tmp_
         done = time.monotonic()
         assert not record.get("recoveries"), record  # not the stall sweep
         assert int(record.get("handed_on") or 0) >= 1, record  # the heartbeat's work
-        live = Liveness(dev.redis_client(), "netsync")
         assert len(live.alive()) == 1  # w1 is gone from the registry, w2 beats
         # the time the rest of the work needed of w2 alone: its pace before the cut
         # (it did about half of the pages so far)

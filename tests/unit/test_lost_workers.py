@@ -16,6 +16,7 @@ from celery import Celery
 
 import queues
 from state.credentials import Credential, CredentialStore
+from state.delayed import DelayedSet
 from state.liveness import Liveness
 from state.progress import SyncProgress
 from state.store import SyncStore
@@ -55,6 +56,7 @@ def world(redis_client, key_prefix):
         store=SyncStore(redis_client, key_prefix),
         credentials=CredentialStore(redis_client, key_prefix, (KEY,)),
         progress=SyncProgress(redis_client, key_prefix),
+        delayed=DelayedSet(redis_client, key_prefix, clock=clock),
     )
     sent = []
 
@@ -358,3 +360,58 @@ def test_a_page_the_broker_lost_at_a_partition_is_found_and_sent_again(world, br
     for _ in range(3):
         world.clock.now += 1.0
         assert sweeper.sweep().found_missing == 0  # both are queued again: found once
+
+
+def test_while_the_broker_is_unreachable_the_holds_wait_for_the_next_sweep(world):
+    sync_id = begin(world)
+    world.svc.store.add_pending(sync_id, "", ["p1"])
+    live = world.liveness
+    live.beat("w1", {}, lost_s=60)
+    live.hold("w1", "t1", page(sync_id, "p1"))
+    lose(live, "w1")
+    down = LostWorkerSweep(
+        world.svc,
+        lambda *m: world.sent.append(m),
+        BROKER,
+        "sched-a",
+        clock=world.clock,
+        broker_check=lambda: (_ for _ in ()).throw(ConnectionError("broker away")),
+    )
+    assert down.sweep().pages_sent == 0 and live.lost() == ["w1"]
+
+    def failing_send(*message):
+        raise ConnectionError("the broker went away mid-sweep")
+
+    with pytest.raises(ConnectionError):
+        world.sweeper(send=failing_send).sweep()
+    assert live.lost() == ["w1"] and set(live.held("w1")) == {"t1"}  # given back
+    assert world.sweeper().sweep().pages_sent == 1  # the broker is back
+
+
+def test_a_lost_schedulers_claimed_entries_are_due_again_at_once(world):
+    """Its host went between claim and release: the other scheduler's sweep makes them
+    due again once its beat expired, not when the claim's 30 s lease runs out."""
+    delayed = world.svc.delayed
+    for i in (1, 2):
+        delayed.park("github.page", [f"s_{i}", "p1"], {}, "normal", 0)
+    (b_claimed,) = delayed.claim_due(limit=1, lease_s=30, claimer="sched-b")
+    (a_claimed,) = delayed.claim_due(limit=1, lease_s=30, claimer="sched-a")
+    world.liveness.beat("sched-b", {}, lost_s=60)
+    lose(world.liveness, "sched-b")
+    assert delayed.claim_due() == []  # both leased for 30 s
+    report = world.sweeper("sched-a").sweep()
+    assert report.parked_due == 1 and report.pages_sent == 0
+    assert [p.id for p in delayed.claim_due()] == [b_claimed.id]  # a's stays a's
+    delayed.release(b_claimed.id)
+    assert delayed.due_again("sched-b") == 0
+
+
+def test_the_scheduler_loop_names_itself_in_its_claims(world):
+    from sync.scheduler import SchedulerLoop
+
+    delayed = DelayedSet(world.svc.redis, world.prefix, clock=world.clock)
+    entry = delayed.park("github.page", ["s_1", "p1"], {}, "normal", 0)
+    sent = []
+    loop = SchedulerLoop(delayed, sent.append, claimer="sched-a", clock=world.clock)
+    assert loop.run_once() == (1, 0) and [p.id for p in sent] == [entry]
+    assert world.svc.redis.hlen(delayed.claimed_by_key) == 0  # released: forgotten

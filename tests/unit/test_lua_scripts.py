@@ -370,6 +370,8 @@ def drive_delayed(redis_client, prefix):
     delayed.park("t.task", [1], {}, "normal", 0)
     redis_client.zadd(delayed.due_key, {"gone": 0})  # released while the claim looked
     assert [t.task_name for t in delayed.claim_due()] == ["t.task"]
+    delayed.park("t.task", [2], {}, "normal", 0)
+    assert [t.args for t in delayed.claim_due(claimer="sched-a")] == [[2]]
 
 
 def drive_breaker(redis_client, prefix):
