@@ -86,6 +86,10 @@ class Liveness:
             infos = pipe.execute()
         return {h: json.loads(i) for h, i in zip(holders, infos) if i is not None}
 
+    def workers(self) -> dict[str, dict]:
+        """The live holders that are workers (schedulers beat too: ``role``)."""
+        return {h: info for h, info in self.alive().items() if info.get("role") == "worker"}
+
     def lost(self) -> list[str]:
         """Registered holders whose beat expired (their pages are up for ``take_over``)."""
         holders = self.holders()

@@ -143,7 +143,13 @@ def _on_worker_init(sender=None, **_):
         holder_id(node),
         settings.worker_beat_seconds,
         settings.worker_lost_seconds,
-        {"node": node, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()},
+        {
+            "role": "worker",
+            "node": node,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.time(),
+        },
     )
     _current.beat_once()
 

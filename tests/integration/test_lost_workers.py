@@ -55,7 +55,7 @@ def test_a_killed_workers_pages_are_handed_on_by_its_missing_beat(tmp_path, brok
             user = new_user()
             (sync,) = stack.login(user, account).json()["syncs"]
             wait_pages(stack, sync["sync_id"], 10)
-            assert len(live.alive()) == 2
+            assert len(live.workers()) == 2
             os.killpg(dev.processes["first"].pid, signal.SIGKILL)  # the worker and its pool
             dev.processes["first"].wait()
             record = stack.wait_final(sync["sync_id"], timeout=PATIENCE_S)
@@ -73,8 +73,8 @@ def test_a_killed_workers_pages_are_handed_on_by_its_missing_beat(tmp_path, brok
             assert not final.get("recoveries"), final  # not the stall sweep's
             # the killed worker is taken over and forgotten; the other beats on
             deadline = time.monotonic() + 30
-            while len(live.alive()) != 1 or live.lost():
-                assert time.monotonic() < deadline, (live.alive(), live.lost())
+            while len(live.workers()) != 1 or live.lost():
+                assert time.monotonic() < deadline, (live.workers(), live.lost())
                 time.sleep(0.2)
     finally:
         if broker == "amqp":
