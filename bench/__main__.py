@@ -18,6 +18,7 @@ import time
 import traceback
 
 from bench import (
+    announced,
     chain,
     cluster,
     hotpath,
@@ -50,6 +51,7 @@ def steps(quick: bool) -> dict:
         "scaling": lambda: pipeline.scaling(_api(), size=20_000 if quick else 100_000),
         "chain": lambda: chain.main(quick),
         "quota": lambda: quota.main(runs=1, quick=quick),
+        "announced": lambda: announced.main(quick),
         "isolation": lambda: isolation.main(iso_order, iso_normals, iso_arrival),
         "peer": lambda: peer.main(
             quick,

@@ -23,6 +23,65 @@ def _ok(value, goal) -> str:
     return "yes" if goal(value) else "**no**"
 
 
+def github_announced_rows(cases: list) -> list[tuple[str, str, str, str, str]]:
+    """GitHub whales against limits announced only in headers, and configured beside them."""
+    out = []
+    for case in cases:
+        out.append(
+            (
+                f"4 GitHub {case['limit']} per token, netsync {case['netsync']} "
+                f"({case['pages']} pages)",
+                f"sync ÷ bound {case['ratio']}, {case['http_429']} × 429, peak "
+                f"{case['peak_per_window']} per window",
+                "≤ 1.05, zero 429s",
+                _ok(case["ratio"], lambda v, c=case: v <= 1.05 and c["http_429"] == 0),
+                "announced only: each window waits for the whole-second reset + 1 s skew "
+                "(GitHub states no window length)"
+                if case["netsync"] != "configured"
+                else "the configured window ends each window one window after the answer "
+                "of the call that opened it",
+            )
+        )
+    return out
+
+
+def announced_rows(a: dict) -> list[tuple[str, str, str, str, str]]:
+    """Issue 17: limits announced only in the provider's headers, and spend (``bench.announced``)."""
+    out = github_announced_rows(a.get("github", []))
+    if m := a.get("mastodon"):
+        out.append(
+            (
+                f"4 Mastodon paging throttle announced only ({m['paging_calls']} paging calls, "
+                f"{m['rule']})",
+                f"{m['http_429']} × 429; paging calls per window {m['per_window']}; "
+                f"{_pct(m['paging_budget_used_when_held_back'])} of the budget used where it "
+                "held the sync back",
+                "zero 429s, ≥ 90 %",
+                _ok(
+                    m["paging_budget_used_when_held_back"],
+                    lambda v: v >= 0.9 and m["http_429"] == 0,
+                ),
+                "the header speaks for two rules of limit 300: the non-paging calls count in "
+                "the other's window too",
+            )
+        )
+    if s := a.get("spend"):
+        out.append(
+            (
+                f"4 spend: X {s['size']:,} followers at $0.010, ${s['budget_usd']:.2f}/day",
+                f"billed ${s['billed_usd']:.2f} ({s['billed_resources']} resources); sync "
+                f"{s['status']}, waiting for {s['waiting_for']} until {s['waiting_until']}",
+                "billed ≤ budget, the sync waits",
+                _ok(
+                    s["billed_usd"],
+                    lambda v: v <= s["budget_usd"] and s["waiting_for"] == "spend_budget",
+                ),
+                "the budget: a page asks for what it has left (499 after the profile's $0.01)",
+            )
+        )
+    return out
+
+
 def rows(b: dict) -> list[tuple[str, str, str, str, str]]:
     """(figure, measured, goal, met, largest remaining cost)."""
     out = []
@@ -121,6 +180,7 @@ def rows(b: dict) -> list[tuple[str, str, str, str, str]]:
                 "the ramp before the first rejection (cold) and the 0.9× cut after one",
             )
         )
+    out.extend(announced_rows(b.get("announced") or {}))
     if (i := b.get("isolation")) and i.get("cases"):
         cases, ratios = i["cases"], i["ratios"]
         text = "; ".join(f"({k}) p99 {v['median_of_runs']['p99']} s" for k, v in cases.items())

@@ -24,16 +24,29 @@ def quota_spec(limits) -> str:
     )
 
 
+def announced_spec(rules) -> str:
+    """The limits a provider announces, as documented (the gate's prior): ``limit/window``
+    per key, ``paging`` for a rule of paging calls only."""
+    if not rules:
+        return "none"
+    parts = [
+        f"{r.limit}/{r.window_s:g}" + (" paging" if r.applies_to == "paging" else "") for r in rules
+    ]
+    return f"{', '.join(parts)} per {rules[0].scope}"
+
+
 def provider_table() -> str:
     rows = [
-        "| provider | base URL setting (default) | relations | default `QUOTA_<PROVIDER>` "
-        "| auth | pagination | page size |",
-        "|---|---|---|---|---|---|---|",
+        "| provider | base URL setting (default) | relations | limits it announces "
+        "(documented) | default `QUOTA_<PROVIDER>` | `PRICE_<PROVIDER>` | auth | pagination "
+        "| page size |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, cls in providers.provider_classes().items():
         rows.append(
             f"| [{name}]({cls.DOCS}) | `{name.upper()}_API_URL` ({cls.API_URL}) "
-            f"| {', '.join(cls.RELATIONS)} | `{quota_spec(cls.QUOTAS)}` "
+            f"| {', '.join(cls.RELATIONS)} | {announced_spec(cls.ANNOUNCED_RULES)} "
+            f"| `{quota_spec(cls.QUOTAS)}` | {cls.PRICE_USD:g} "
             f"| {cls.AUTH.value} | {cls.PAGINATION.value} | {cls.PAGE_SIZE} |"
         )
     return "\n".join(rows)

@@ -270,6 +270,18 @@ class Provider:
         """The most resources one call of ``kind`` (``profile`` or ``page``) may be billed."""
         return self.PAGE_SIZE if kind == "page" else 1
 
+    def sized(self, call: HttpCall, most: int) -> HttpCall | None:
+        """``call`` asking for at most ``most`` resources, or None when it cannot ask for
+        fewer than its page size (the spend budget then reserves its whole worst case)."""
+        return None
+
+    def billed_resources(self, body, kind: str) -> int:
+        """How many resources the provider bills an answer of ``kind`` (``profile``,
+        ``page``) for, at ``PRICE_<NAME>``: by default a page's items, one profile."""
+        if kind == "profile":
+            return int(body is not None)
+        return len(body) if isinstance(body, list) else 0
+
     # -- shared behaviour -----------------------------------------------------
     def initial_cursors(
         self, account_id: str, size: int | None, relation: str | None = None

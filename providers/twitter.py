@@ -130,6 +130,23 @@ class Twitter(Provider):
         nxt = str(body.get("next_cursor_str") or body.get("next_cursor") or "0")
         return Page(connections, next_cursor=None if nxt == "0" else f"cursor:{nxt}")
 
+    def sized(self, call, most):
+        # max_results is 1-1000 (openapi.json), asked page by page: a page asked
+        # smaller costs less (the budget left buys a page, not none)
+        if "max_results" not in call.params:
+            return None
+        params = {**call.params, "max_results": max(1, min(most, self.PAGE_SIZE))}
+        return HttpCall(call.method, call.url, params, call.headers)
+
+    def billed_resources(self, body, kind):
+        # "$0.010 per resource": every user a follows lookup or a user lookup returns
+        if not isinstance(body, dict):
+            return 0
+        data = body.get("data")
+        if kind == "profile":
+            return int(isinstance(data, dict))
+        return len(data) if isinstance(data, list) else 0
+
     def endpoint(self, call):
         # /2/users/<id>/followers → users/:id/followers: one bucket per endpoint
         parts = urlsplit(call.url).path.rstrip("/").split("/")

@@ -19,6 +19,7 @@ from service.extensions import services
 from service.http_errors import ApiError
 from service.observability import count
 from service.syncs import SyncRequestError, start_sync, validate_target
+from state.admission import CallCost
 from state.control import PAUSED_REASON
 from state.store import SyncTicket
 
@@ -109,6 +110,7 @@ def sync_view(record: dict, provider_paused: bool = False) -> dict:
     error = None
     if record.get("error_kind") or record.get("error_message"):
         error = {"kind": record.get("error_kind"), "message": record.get("error_message")}
+    waiting = waiting_view(record, provider_paused)
     return {
         "sync_id": record.get("sync_id"),
         "user_id": record.get("user_id"),
@@ -128,7 +130,10 @@ def sync_view(record: dict, provider_paused: bool = False) -> dict:
         "error": error,
         "partial_reason": record.get("partial_reason"),
         "rate_limit": _rate_limit_view(record),
-        "waiting": waiting_view(record, provider_paused),
+        "waiting": waiting,
+        # CONTRACT: why a running sync is not moving (quota, concurrency, spend_budget, …)
+        "waiting_for": waiting["reason"] if waiting else None,
+        "cost": CallCost.from_record(record).as_view(),
     }
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import providers
 from providers.ratelimits import QuotaSpecError
 from state.quota import QuotaConfig
+from state.spend_settings import SpendSettings, SpendSettingsError
 
 #: every provider's name, from the registry (``providers.REGISTRY``)
 PROVIDERS = providers.names()
@@ -118,6 +119,14 @@ def _quota(var: str, env: Mapping[str, str]) -> QuotaConfig:
             "QUOTA_*",
         )
         raise ConfigError(f"{culprit}: {exc}") from None
+
+
+def _spend(var: str, env: Mapping[str, str]) -> SpendSettings:
+    """Every ``PRICE_*`` and ``BUDGET_*`` variable at once; a refusal names the one at fault."""
+    try:
+        return SpendSettings.from_env(env)
+    except SpendSettingsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _refused(name: str, env: Mapping[str, str]) -> bool:
@@ -330,6 +339,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "QUOTA_SHARES_<PROVIDER>", "one provider's per-class shares, instead of `QUOTA_SHARES`",
         SYNCS, shown="`QUOTA_SHARES`",
+    ),
+    Setting(
+        "PRICE_<PROVIDER>",
+        "USD per resource the provider bills (`PRICE_TWITTER=0.01`: per follower or user "
+        "returned); each sync's `cost.usd` and the day's spend are counted at it; see "
+        "[Spend](operations.md#spend)",
+        SYNCS, field="spend", read=_spend, default=SpendSettings.from_env({}),
+        shown="the provider class's `PRICE_USD` (X: 0.010), 0 where free",
+    ),
+    Setting(
+        "BUDGET_<PROVIDER>",
+        "`<usd>/day` (a UTC day; read with `PRICE_<PROVIDER>`): a call is reserved at its worst "
+        "case before it is sent (a page asks for fewer items when less is left); one that "
+        "does not fit parks, its sync `running` with `waiting_for: spend_budget`, until the "
+        "next UTC day",
+        SYNCS, shown="none",
     ),
     # -- calls, retries and recovery
     Setting(

@@ -79,6 +79,35 @@ def quota_section(svc: Services, now: float) -> list[dict]:
     return rows
 
 
+def spend_section(svc: Services) -> list[dict]:
+    """Each provider's UTC day so far: spent against its budget, and how its calls counted.
+
+    Providers with no price, no budget and no call today are left out.
+    """
+    rows = []
+    spend = svc.settings.spend
+    for day in svc.gate.days(PROVIDERS):
+        budget, price = spend.budget(day.provider), spend.price(day.provider)
+        if not (day.calls or budget is not None or price):
+            continue
+        rows.append(
+            {
+                "provider": day.provider,
+                "day": day.day,
+                "price": price,
+                "spent_usd": round(day.spent_usd, 6),
+                "reserved_usd": round(day.reserved_usd, 6),
+                "budget_usd": budget,
+                "level": round(day.spent_usd / budget, 4) if budget else None,
+                "calls": day.calls,
+                "counted_calls": day.counted_calls,
+                "not_modified": day.not_modified,
+                "resources": day.resources,
+            }
+        )
+    return rows
+
+
 def snapshot(app: Flask, svc: Services) -> dict:
     """The whole dashboard as data."""
     now = time.time()
@@ -106,6 +135,7 @@ def snapshot(app: Flask, svc: Services) -> dict:
         ],
         "queues_known": bool(depths),
         "quotas": quota_section(svc, now),
+        "spend": spend_section(svc),
         "parked": parked_section(svc, now),
         "callbacks": svc.outbox.counts(),
     }

@@ -12,6 +12,7 @@ import atexit
 from flask import Flask, current_app
 
 from service.config import Settings
+from state.admission import CallGate
 from state.breaker import BreakerConfig, CircuitBreaker
 from state.connection import connect
 from state.control import PAUSE_PROPAGATION_S, ProviderSwitches
@@ -22,6 +23,7 @@ from state.networks import NetworkStore
 from state.outbox import CallbackOutbox
 from state.progress import SyncProgress
 from state.quota import QuotaGate
+from state.spend import SpendLedger
 from state.store import SyncStore
 from sync.runtime import Services
 
@@ -60,6 +62,8 @@ def build_services(settings: Settings) -> Services:
         socket_connect_timeout=5,
         health_check_interval=30,
     )
+    networks = NetworkStore(database_url, settings.database_pool_size)
+    ledger = SpendLedger.of(networks)
     return Services(
         settings=settings,
         redis_url=url,
@@ -88,8 +92,23 @@ def build_services(settings: Settings) -> Services:
                 probe_lease_s=settings.http_connect_timeout + settings.http_read_timeout + 5,
             ),
         ),
-        networks=NetworkStore(database_url, settings.database_pool_size),
+        networks=networks,
+        gate=call_gate(client, settings, ledger),
+        ledger=ledger,
         database_url=database_url,
+    )
+
+
+def call_gate(client, settings: Settings, ledger: SpendLedger | None = None) -> CallGate:
+    """The gate every outbound call passes (``state.admission``), from the settings."""
+    return CallGate(
+        client,
+        settings.key_prefix,
+        settings.spend,
+        ledger=ledger,
+        shares=settings.quota.shares,
+        max_margin_s=settings.http_connect_timeout + settings.http_read_timeout,
+        windows=settings.quota.windows(),
     )
 
 

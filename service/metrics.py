@@ -43,6 +43,8 @@ COUNTER_HELP = {
     "webhook_deliveries": "Login webhook deliveries by outcome (accepted, replayed, "
     "bad_signature, invalid)",
     "api_auth_failures": "Requests to /v1 refused for a wrong bearer token",
+    "rate_headers_unreadable": "Provider rate-limit headers that did not parse (ignored for "
+    "that answer), by provider and header",
 }
 
 
@@ -149,6 +151,7 @@ def state_gauges(app: Flask, svc):
     yield from queue_gauges(app, svc)
     yield from parked_gauges(svc)
     yield from quota_gauges(svc)
+    yield from spend_gauges(svc)
     yield from paused_gauges(svc)
     yield from callback_gauges(svc)
 
@@ -231,6 +234,46 @@ def quota_gauges(svc):
             allowed.add_metric([provider, q.scope], q.capacity)
             level.add_metric([provider, q.scope], q.level)
     yield from (used, allowed, level)
+
+
+def spend_gauges(svc):
+    """Each provider's UTC day: USD spent and reserved, its budget, calls and billed items."""
+    spent = GaugeMetricFamily(
+        "netsync_spend_usd_today", "USD billed by the provider this UTC day", labels=["provider"]
+    )
+    reserved = GaugeMetricFamily(
+        "netsync_spend_reserved_usd",
+        "USD held for calls in flight (their worst case) this UTC day",
+        labels=["provider"],
+    )
+    budget = GaugeMetricFamily(
+        "netsync_spend_budget_usd", "BUDGET_<PROVIDER> per UTC day (where set)", labels=["provider"]
+    )
+    calls = GaugeMetricFamily(
+        "netsync_provider_calls_today",
+        "Provider calls this UTC day: sent, counted (used the provider's quota), "
+        "not_modified (conditional answers that did not)",
+        labels=["provider", "kind"],
+    )
+    items = GaugeMetricFamily(
+        "netsync_billed_resources_today",
+        "Items the provider bills for, this UTC day",
+        labels=["provider"],
+    )
+    for day in svc.gate.days(PROVIDERS):
+        name = day.provider
+        spent.add_metric([name], day.spent_usd)
+        reserved.add_metric([name], day.reserved_usd)
+        if svc.settings.spend.budget(name) is not None:
+            budget.add_metric([name], svc.settings.spend.budget(name))
+        for kind, n in (
+            ("sent", day.calls),
+            ("counted", day.counted_calls),
+            ("not_modified", day.not_modified),
+        ):
+            calls.add_metric([name, kind], n)
+        items.add_metric([name], day.resources)
+    yield from (spent, reserved, budget, calls, items)
 
 
 class NetsyncCollector:

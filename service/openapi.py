@@ -206,8 +206,8 @@ SCHEMAS = {
                         {
                             "reason": {
                                 "type": "string",
-                                "description": "provider_paused, quota, or the "
-                                "provider's rate-limit kind",
+                                "description": "provider_paused, quota, concurrency, "
+                                "spend_budget, or the provider's rate-limit kind",
                             },
                             "until": TIMESTAMP,
                         }
@@ -215,6 +215,37 @@ SCHEMAS = {
                 ],
                 "description": "why an active sync is parked right now",
             },
+            "waiting_for": nullable(
+                "string",
+                description="why an active sync is parked right now (waiting.reason): quota "
+                "(the provider's announced or the configured limit), concurrency (the "
+                "provider's cap on calls in flight), spend_budget (BUDGET_<PROVIDER> is spent "
+                "for the UTC day: until the next one), provider_paused, or the provider's "
+                "rate-limit kind; null while it is not parked",
+            ),
+            "cost": obj(
+                {
+                    "calls": {"type": "integer", "description": "provider calls sent"},
+                    "counted_calls": {
+                        "type": "integer",
+                        "description": "calls that used the provider's quota",
+                    },
+                    "not_modified": {
+                        "type": "integer",
+                        "description": "conditional answers (304) that did not",
+                    },
+                    "resources": {
+                        "type": "integer",
+                        "description": "items the provider bills for",
+                    },
+                    "usd": {
+                        "type": "number",
+                        "description": "resources at PRICE_<PROVIDER> (a call without an "
+                        "answer at its worst case)",
+                    },
+                },
+                ["calls", "counted_calls", "not_modified", "resources", "usd"],
+            ),
         },
         [
             "sync_id",
@@ -229,6 +260,8 @@ SCHEMAS = {
             "started_at",
             "finished_at",
             "error",
+            "waiting_for",
+            "cost",
         ],
     ),
     # One Server-Sent Event, modelled as the OpenAPI media type registry models SSE (an

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from state.admission import SPEND_BUDGET
 from state.control import PAUSED_REASON
 from state.store import FINAL
 from sync import callbacks, telemetry
@@ -64,12 +65,18 @@ def pause_provider(svc: Services, provider: str, reason: str = "") -> bool:
 
 
 def resume_provider(svc: Services, provider: str) -> tuple[bool, int]:
-    """Let calls to ``provider`` go again; (was paused, parked calls made due now)."""
+    """Let calls to ``provider`` go again; (was paused, parked calls made due now).
+
+    Calls parked for the day's spend budget are made due too: after a raised
+    ``BUDGET_<PROVIDER>`` (a restart), they go now; those that still do not fit
+    park again until the next UTC day.
+    """
     changed = svc.switches.resume(provider)
     waiting = [
         entry.id
         for entry in svc.delayed.entries()
-        if entry.reason == PAUSED_REASON and entry.task_name.startswith(f"{provider}.")
+        if entry.reason in (PAUSED_REASON, SPEND_BUDGET)
+        and entry.task_name.startswith(f"{provider}.")
     ]
     released = svc.delayed.make_due(waiting)
     log.warning("provider resumed provider=%s parked_released=%d", provider, released)

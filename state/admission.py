@@ -45,6 +45,15 @@ from state.spend_settings import SpendSettings
 #: why a call waits (the sync record's ``waiting_for``)
 QUOTA, SPEND_BUDGET, CONCURRENCY = "quota", "spend_budget", "concurrency"
 
+#: a sync record's cost fields, in ``CallCost``'s order (``SyncStore.add_cost`` adds to them)
+COST_FIELDS = (
+    "cost_calls",
+    "cost_counted_calls",
+    "cost_not_modified",
+    "cost_resources",
+    "cost_usd_micro",
+)
+
 
 @dataclass(frozen=True)
 class CallCost:
@@ -71,12 +80,39 @@ class CallCost:
 
     def as_increments(self) -> dict:
         """Integer fields to add to a sync record (``HINCRBY``)."""
+        return dict(
+            zip(
+                COST_FIELDS,
+                (
+                    self.calls,
+                    self.counted_calls,
+                    self.not_modified,
+                    self.resources,
+                    self.usd_micro,
+                ),
+            )
+        )
+
+    @classmethod
+    def from_record(cls, record: dict) -> CallCost:
+        """What a sync record's cost fields add up to (zeros where none were added)."""
+
+        def get(name: str) -> int:
+            try:
+                return int(record.get(name) or 0)
+            except (TypeError, ValueError):
+                return 0
+
+        return cls(*(get(name) for name in COST_FIELDS))
+
+    def as_view(self) -> dict:
+        """CONTRACT's ``cost``: ``calls``, ``counted_calls``, ``not_modified``, ``resources``, ``usd``."""
         return {
-            "cost_calls": self.calls,
-            "cost_counted_calls": self.counted_calls,
-            "cost_not_modified": self.not_modified,
-            "cost_resources": self.resources,
-            "cost_usd_micro": self.usd_micro,
+            "calls": self.calls,
+            "counted_calls": self.counted_calls,
+            "not_modified": self.not_modified,
+            "resources": self.resources,
+            "usd": round(self.usd, 6),
         }
 
 
@@ -95,10 +131,39 @@ class Admission:
     price: float = 0.0
     #: the spend budget can never allow this call (its worst case exceeds a day's budget)
     never: bool = False
+    #: the most resources the call may ask for (the spend budget held less than its
+    #: worst case: the task asks the provider for this many, ``Provider.sized``);
+    #: None: as many as it asks for
+    most_resources: int | None = None
 
     @property
     def granted(self) -> bool:
         return self.wait_s == 0.0
+
+
+@dataclass(frozen=True)
+class Prefetch:
+    """``CallGate.queue_before``'s steps, for the call they were sent for."""
+
+    provider: Provider
+    call: HttpCall
+    caller: Caller
+    queue_class: str
+    kind: str
+    #: the ``Reply`` of the concurrency lease (a ``Lease``), or None
+    lease: object
+    bound: BoundRules | None
+    #: the ``Reply`` of the announced take (an ``AnnouncedGrant``), or None
+    take: object
+
+    def fits(self, call: HttpCall, caller: Caller, queue_class: str, kind: str) -> bool:
+        """Whether it was sent for this very call, caller, class and kind."""
+        return (call, caller, queue_class, kind) == (
+            self.call,
+            self.caller,
+            self.queue_class,
+            self.kind,
+        )
 
 
 @dataclass(frozen=True)
@@ -127,6 +192,7 @@ class CallGate:
         shares: Mapping[str, Mapping[str, float]] | None = None,
         max_margin_s: float = DEFAULT_MAX_MARGIN_S,
         skew_s: float = RESET_SKEW_S,
+        windows: Mapping[str, Mapping[int, float]] | None = None,
     ):
         self.clock = clock
         self.settings = spend
@@ -137,6 +203,7 @@ class CallGate:
             shares=shares,
             max_margin_s=max_margin_s,
             skew_s=skew_s,
+            windows=windows,
         )
         self.leases = ConcurrencyCap(redis_client, key_prefix, clock, ttl_s=max_margin_s + 2)
         self.spend = SpendBook(redis_client, key_prefix, clock, ledger)
@@ -152,16 +219,20 @@ class CallGate:
         """May ``call`` go now? Granted, holding what ``after`` settles; else the wait and why.
 
         ``kind``: ``profile`` or ``page`` (how many resources it may be billed).
+        A call the provider lets ask for fewer resources (``Provider.sized``)
+        is granted what the day's budget has left when that is less than its
+        worst case: ``most_resources`` says how many to ask for.
         """
         name, price = provider.NAME, self.settings.price(provider.NAME)
         budget = self.settings.budget(name)
-        reservation = None
+        reservation, most = None, None
         if price > 0 and budget is not None:
-            reservation = self.spend.reserve(name, provider.worst_resources(kind) * price, budget)
+            reservation = self._reserve(provider, call, kind, price, budget)
             if not reservation.granted:
                 return Admission(
                     provider, reservation.wait_s, SPEND_BUDGET, never=reservation.never
                 )
+            most = _most_resources(provider, kind, reservation, price)
         lease = None
         if provider.CONCURRENCY_CAP is not None:
             key = scope_key("account", provider, call, caller)  # per provider account
@@ -176,7 +247,14 @@ class CallGate:
             if lease is not None:
                 self.leases.release(lease)
             return Admission(provider, grant.wait_s, QUOTA, bound)
-        return Admission(provider, 0.0, None, bound, grant, lease, reservation, price)
+        return Admission(provider, 0.0, None, bound, grant, lease, reservation, price, False, most)
+
+    def _reserve(self, provider: Provider, call: HttpCall, kind: str, price: float, budget):
+        worst = provider.worst_resources(kind)
+        least = 1 if worst > 1 and provider.sized(call, 1) is not None else worst
+        return self.spend.reserve(
+            provider.NAME, worst * price, budget, least_usd=least * price, unit_usd=price
+        )
 
     def after(
         self,
@@ -187,19 +265,19 @@ class CallGate:
         not_modified: bool = False,
         sent: bool = True,
         answered: bool = True,
+        ok: bool = False,
         batch=None,
     ) -> CallOutcome:
         """The granted call was answered (``headers``), or failed without one, or (``sent``
         False) was never sent: account it and give back what it held.
 
-        ``resources``: items billed (a page's items; 1 for a profile).
-        ``not_modified``: a conditional answer (304). ``answered=False`` (a timeout):
-        billed at its worst case. With ``batch``: queued there (send it soon).
+        ``resources``: items billed (a page's items; 1 for a profile). ``not_modified``:
+        a conditional answer (304). ``answered=False`` (a timeout): billed at its worst
+        case. ``ok``: a success (a probe's that announces nothing quiets its rules).
+        With ``batch``: queued there (send it soon).
         """
-        provider = admission.provider
-        report = (
-            provider.announced(headers, self.clock()) if headers is not None else AnswerReport()
-        )
+        provider, now = admission.provider, self.clock()
+        report = provider.announced(headers, now) if headers is not None else AnswerReport()
         counted = sent and not (not_modified and provider.NOT_MODIFIED_IS_FREE)
         billed = _billed(admission, resources, sent, answered)
         cost = CallCost(
@@ -208,7 +286,7 @@ class CallGate:
         applied: object = ()
         if admission.bound is not None:
             applied = self.announced.answer(
-                admission.bound, admission.grant, report, counted=counted, batch=batch
+                admission.bound, admission.grant, report, counted=counted, batch=batch, ok=ok
             )
         if admission.lease is not None:
             self.leases.release(admission.lease, batch=batch)
@@ -224,6 +302,59 @@ class CallGate:
         )
         return CallOutcome(cost, report, applied, day)
 
+    # -- sent ahead: the lease and the announced take in the task's first round trip ---------
+    def queue_before(
+        self,
+        batch,
+        provider: Provider,
+        call: HttpCall,
+        caller: Caller,
+        queue_class: str = "normal",
+        kind: str = "page",
+    ) -> Prefetch | None:
+        """``before``'s concurrency lease and announced take, as steps of ``batch``.
+
+        For a task that sends them with its other reads before it knows it will
+        call (``sync.context.load``): ``resolve`` makes the ``Admission`` (giving
+        back what a later step's refusal makes useless), ``release`` gives all
+        back. None when there is nothing to send ahead, or when the spend budget
+        must be asked first (a priced provider with a budget: its refusal touches
+        no quota).
+        """
+        if (
+            self.settings.price(provider.NAME) > 0
+            and self.settings.budget(provider.NAME) is not None
+        ):
+            return None
+        lease = None
+        if provider.CONCURRENCY_CAP is not None:
+            key = scope_key("account", provider, call, caller)
+            lease = self.leases.queue_acquire(batch, provider.NAME, key, provider.CONCURRENCY_CAP)
+        bound = self.announced.bind(provider, call, caller)
+        take = self.announced.queue_take(batch, bound, queue_class) if bound is not None else None
+        if lease is None and take is None:
+            return None
+        return Prefetch(provider, call, caller, queue_class, kind, lease, bound, take)
+
+    def resolve(self, ahead: Prefetch) -> Admission:
+        """The ``Admission`` of a ``queue_before`` whose batch was executed."""
+        lease = ahead.lease.value if ahead.lease is not None else None
+        grant = ahead.take.value if ahead.take is not None else None
+        provider, price = ahead.provider, self.settings.price(ahead.provider.NAME)
+        if lease is not None and not lease.granted:
+            if grant is not None and grant.granted:
+                self.announced.answer(ahead.bound, grant, counted=False)
+            return Admission(provider, lease.wait_s, CONCURRENCY)
+        if grant is not None and not grant.granted:
+            if lease is not None:
+                self.leases.release(lease)
+            return Admission(provider, grant.wait_s, QUOTA, ahead.bound)
+        return Admission(provider, 0.0, None, ahead.bound, grant, lease, None, price)
+
+    def release(self, ahead: Prefetch) -> None:
+        """Give back a ``queue_before`` no call used."""
+        self.abandon(self.resolve(ahead))
+
     def abandon(self, admission: Admission) -> None:
         """A granted call that will not be sent: give back all it held."""
         if admission.granted:
@@ -236,6 +367,18 @@ class CallGate:
     def day(self, provider: str, day: str | None = None) -> DayTotals:
         """A provider's spend and calls today (or ``day``), for the dashboard and ``/metrics``."""
         return self.spend.totals(provider, day)
+
+    def days(self, providers, day: str | None = None) -> list[DayTotals]:
+        """``day`` of several providers, in one round trip."""
+        return self.spend.totals_of(providers, day)
+
+
+def _most_resources(provider: Provider, kind: str, reservation: Reservation, price: float):
+    """How many resources the reservation pays for, when fewer than the call's worst case."""
+    if reservation.reservation_id is None:
+        return None
+    most = int(reservation.worst_micro // max(1, to_micro(price)))
+    return most if most < provider.worst_resources(kind) else None
 
 
 def _billed(admission: Admission, resources: int, sent: bool, answered: bool) -> float:

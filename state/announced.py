@@ -36,6 +36,13 @@ prove (``oth``); a call is granted while ``limit − oth − g`` covers it.
   Its end is the provider's next reset, or until told an upper bound: the
   next multiple of the window where windows are aligned (Mastodon), else
   one window after the latest arrival of a call granted now.
+* The whole-second reset plus the skew costs up to two seconds a window. A
+  window our own call opened (its answer says ``remaining = limit − 1``: the
+  provider counted that call alone) began between the call's grant and its
+  answer, so when the window's length is known (stated by a policy header, or
+  the documented or configured window of the announced limit:
+  ``QUOTA_<PROVIDER>``'s, passed as ``windows``) it ends within that length
+  of the answer on our own clock, and the next window opens then.
 * A report ``limit, remaining, reset``: the provider counted
   ``limit − remaining`` calls in its window; ours in it are at most ``g``,
   so the rest are someone else's: ``oth`` only grows. That never counts our
@@ -50,6 +57,10 @@ prove (``oth``); a call is granted while ``limit − oth − g`` covers it.
   provider changed: the fitting rule nearest to it takes it. A report applied
   to a rule it was not for only lowers that rule, never raises it.
 * ``retry-after`` (any status) blocks the key until it has passed.
+* A probe answered with a success that announces nothing for its rules (a
+  provider, or a proxy before it, that does not send the headers on this
+  route) makes the rules *quiet* for ``ttl_s``: no more one-at-a-time
+  probing; the prior (and the configured quota, where one is set) governs.
 * Shared rules (scopes ``ip`` and ``app``) keep the queue classes' shares of
   ``state.quota``: whales leave ``normal`` its part.
 
@@ -170,11 +181,15 @@ class AnnouncedGate:
         skew_s: float = RESET_SKEW_S,
         ttl_s: float = ANNOUNCED_TTL_S,
         probe_poll_s: float = PROBE_POLL_S,
+        windows: Mapping[str, Mapping[int, float]] | None = None,
     ):
         self.redis = redis_client
         self.keys = Keys(key_prefix)
         self.clock = clock
         self.shares = shares or {}
+        #: per provider, limit → window of limits configured (``QUOTA_<PROVIDER>``):
+        #: a window the headers do not state, known when the announced limit is one of these
+        self.windows = windows or {}
         self.max_margin_s = max_margin_s
         self.skew_s = skew_s
         self.ttl_s = ttl_s
@@ -197,6 +212,7 @@ class AnnouncedGate:
         if queue_class not in CLASS_POLICY:
             raise ValueError(f"queue_class must be one of {tuple(CLASS_POLICY)}")
         shared = bound.scope in SHARED_RULE_SCOPES
+        configured = self.windows.get(bound.provider, {})
         return {
             "now": round(now, 6),
             "rules": [
@@ -207,6 +223,10 @@ class AnnouncedGate:
                     "told": rule.told,
                     "aligned": rule.aligned,
                     "shared": shared,
+                    "known": {
+                        str(limit): window
+                        for limit, window in {**configured, rule.limit: rule.window_s}.items()
+                    },
                 }
                 for rule in bound.rules
             ],
@@ -218,17 +238,32 @@ class AnnouncedGate:
 
     def take(self, bound: BoundRules, queue_class: str = "normal", cost: int = 1) -> AnnouncedGrant:
         """Take ``cost`` calls from every rule of ``bound``, or nothing and the wait."""
-        shares = self.shares.get(bound.provider, DEFAULT_SHARES)
         reply = self._take(
-            keys={"rules": bound.redis_key},
-            args={
-                **self._args(bound, queue_class, self.clock()),
-                "cost": cost,
-                "probe_poll": self.probe_poll_s,
-                "shares": {CLASS_LETTER[c]: shares.get(c, 0.0) for c in CLASS_POLICY},
-                "kinds": {CLASS_LETTER[c]: kind for c, kind in CLASS_POLICY.items()},
-            },
+            keys={"rules": bound.redis_key}, args=self._take_args(bound, queue_class, cost)
         )
+        return self._grant(reply, bound, queue_class, cost)
+
+    def queue_take(self, batch, bound: BoundRules, queue_class: str = "normal", cost: int = 1):
+        """``take`` as a step of a ``state.batch.Batch``: its ``Reply`` holds the grant."""
+        return self._take.queue(
+            batch,
+            keys={"rules": bound.redis_key},
+            args=self._take_args(bound, queue_class, cost),
+            read=lambda reply: self._grant(reply, bound, queue_class, cost),
+        )
+
+    def _take_args(self, bound: BoundRules, queue_class: str, cost: int) -> dict:
+        shares = self.shares.get(bound.provider, DEFAULT_SHARES)
+        return {
+            **self._args(bound, queue_class, self.clock()),
+            "cost": cost,
+            "probe_poll": self.probe_poll_s,
+            "shares": {CLASS_LETTER[c]: shares.get(c, 0.0) for c in CLASS_POLICY},
+            "kinds": {CLASS_LETTER[c]: kind for c, kind in CLASS_POLICY.items()},
+        }
+
+    @staticmethod
+    def _grant(reply, bound: BoundRules, queue_class: str, cost: int) -> AnnouncedGrant:
         if not int(reply[0]):
             wait = float(_s(reply[1]))
             if wait < 0:  # cannot be granted as the rules stand: look again after a window
@@ -251,24 +286,32 @@ class AnnouncedGate:
         report: AnswerReport | None = None,
         counted: bool = True,
         batch=None,
+        ok: bool = False,
     ):
         """The call of ``grant`` was answered: account it, and apply ``report`` (its headers).
 
         ``counted=False``: the provider did not count it (a free ``304``), or
         it was never sent (its take is given back). Without ``grant``: only the
-        headers. Returns the ids of the rules the report was applied to (with
-        ``batch``: the queued step's ``Reply``).
+        headers. ``ok``: the answer was a success; a probe's success that
+        announces nothing for these rules makes them quiet (no more probing: the
+        provider, or a proxy before it, does not announce them here). Returns the
+        ids of the rules the report was applied to (with ``batch``: the queued
+        step's ``Reply``).
         """
         granted = grant is not None and grant.granted
         queue_class = grant.queue_class if granted else "normal"
+        announced = _for_rules(report, bound.rules)
+        probe = bool(granted and grant.probe)
         args = {
             **self._args(bound, queue_class, self.clock()),
             "ticket": json.loads(grant.ticket) if granted else None,
             "second": grant.second if granted else None,
             "cost": grant.cost if granted else 1,
             "counted": counted,
-            "probe": bool(granted and grant.probe),
-            "report": _report_arg(_for_rules(report, bound.rules)),
+            "probe": probe,
+            # a garbled header is no proof of silence: the next call probes again
+            "silent": probe and ok and announced is None and not (report and report.malformed),
+            "report": _report_arg(announced),
             "retry_after": report.retry_after if report is not None else None,
         }
         keys = {"rules": bound.redis_key}

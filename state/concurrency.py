@@ -64,6 +64,22 @@ class ConcurrencyCap:
         held, wait = self._run(redis_key, "acquire", lease_id, cap)
         return Lease(redis_key, lease_id, 0.0 if held else max(float(wait), 1e-3))
 
+    def queue_acquire(self, batch, provider: str, key: str, cap: int):
+        """``acquire`` as a step of a ``state.batch.Batch``: its ``Reply`` holds the ``Lease``."""
+        redis_key = self.keys.concurrency(provider, key)
+        lease_id = uuid.uuid4().hex
+
+        def read(reply) -> Lease:
+            held, wait = int(reply[0]), _text(reply[1])
+            return Lease(redis_key, lease_id, 0.0 if held else max(float(wait), 1e-3))
+
+        return self._lease.queue(
+            batch,
+            keys={"leases": redis_key},
+            args=self._args("acquire", lease_id, cap),
+            read=read,
+        )
+
     def release(self, lease: Lease, batch=None) -> None:
         """Give back a held place (the call was answered, or not sent)."""
         if not lease.granted:
@@ -75,8 +91,8 @@ class ConcurrencyCap:
         redis_key = self.keys.concurrency(provider, key)
         return self.redis.zcount(redis_key, f"({self.clock():.6f}", "+inf")
 
-    def _run(self, redis_key: str, mode: str, lease_id: str, cap: int, batch=None):
-        args = {
+    def _args(self, mode: str, lease_id: str, cap: int) -> dict:
+        return {
             "now": round(self.clock(), 6),
             "mode": mode,
             "lease": lease_id,
@@ -84,7 +100,14 @@ class ConcurrencyCap:
             "ttl": self.ttl_s,
             "poll": self.poll_s,
         }
+
+    def _run(self, redis_key: str, mode: str, lease_id: str, cap: int, batch=None):
+        args = self._args(mode, lease_id, cap)
         if batch is not None:
             return self._lease.queue(batch, keys={"leases": redis_key}, args=args)
         held, wait = self._lease(keys={"leases": redis_key}, args=args)
-        return int(held), wait.decode() if isinstance(wait, bytes) else wait
+        return int(held), _text(wait)
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value

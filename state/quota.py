@@ -171,6 +171,25 @@ class QuotaConfig:
             shares[provider] = parse_shares(own) if own else dict(base)
         return cls(limits=limits, shares=shares)
 
+    def configured(self, provider: str) -> bool:
+        """Whether ``QUOTA_<PROVIDER>`` replaced the provider's default quota.
+
+        For a provider that announces its limits (``ANNOUNCED_RULES``) the
+        announced limit governs; a quota configured there is an operator's own
+        cap on top of it (``sync.outbound``), and its windows are what the
+        headers do not say (``windows``).
+        """
+        default = providers.provider_classes().get(provider)
+        return default is None or tuple(self.limits.get(provider, ())) != tuple(default.QUOTAS)
+
+    def windows(self) -> dict[str, dict[int, float]]:
+        """Per configured provider, limit → window of its published (non-adaptive) limits."""
+        return {
+            provider: {q.limit: q.window_s for q in limits if not q.adaptive}
+            for provider, limits in self.limits.items()
+            if self.configured(provider)
+        }
+
 
 @dataclass(frozen=True)
 class QuotaTicket:

@@ -10,8 +10,11 @@ How. Before a call, ``reserve`` its worst case (the most resources one call
 may return × the price) in the provider's day hash in Redis
 (``P:spend:{provider:YYYY-MM-DD}``); one script checks ``spent + reserved +
 worst ≤ budget`` and adds the reservation, so two workers can never both
-take the last dollars. A refused call waits for the next UTC day (its sync
-stays running, ``waiting_for: spend_budget``). On the answer, ``settle``
+take the last dollars. A call that can ask for fewer resources (X's
+``max_results``) reserves what the budget has left when that is less than a
+full page, in whole resources, and asks for no more (so a $5 budget still
+reads 499 followers of X's 1,000-a-page, not none). A refused call waits for
+the next UTC day (its sync stays running, ``waiting_for: spend_budget``). On the answer, ``settle``
 releases the reservation and adds what was billed (never more than reserved
 for a provider that bills per resource returned: a page holds at most
 ``page size`` of them). A worker that dies mid-call leaves its reservation
@@ -118,6 +121,7 @@ class Reservation:
     day: str
     #: None when nothing needed reserving (a free provider, or no budget)
     reservation_id: str | None
+    #: micro-USD held (granted: at most the call's worst case; refused: what it needed)
     worst_micro: int = 0
     #: seconds until the budget may allow it (the next UTC day); 0 when granted
     wait_s: float = 0.0
@@ -140,16 +144,35 @@ class SpendBook:
         self._reserve = LuaScript(redis_client, "spend_reserve")
         self._settle = LuaScript(redis_client, "spend_settle")
 
-    def reserve(self, provider: str, worst_usd: float, budget_usd: float | None) -> Reservation:
-        """Hold ``worst_usd`` for one call, or say how long to wait (the next UTC day)."""
+    def reserve(
+        self,
+        provider: str,
+        worst_usd: float,
+        budget_usd: float | None,
+        *,
+        least_usd: float | None = None,
+        unit_usd: float | None = None,
+    ) -> Reservation:
+        """Hold ``worst_usd`` for one call, or say how long to wait (the next UTC day).
+
+        A call that can ask the provider for fewer resources (X's ``max_results``)
+        gives ``least_usd`` (one resource) and ``unit_usd`` (the price of one):
+        when the day's budget left holds less than the worst case, the
+        reservation is what it holds, in whole resources (``worst_micro`` says
+        how much), so a budget smaller than one full page still buys a page.
+        """
         now = self.clock()
         day = utc_day(now)
         worst = to_micro(worst_usd)
+        least = worst if least_usd is None else min(worst, to_micro(least_usd))
+        unit = max(1, to_micro(unit_usd)) if unit_usd else max(1, worst)
         budget = None if budget_usd is None else math.floor(round(budget_usd * MICRO, 6))
         reservation_id = uuid.uuid4().hex
         args = {
             "reservation": reservation_id,
             "worst": worst,
+            "least": least,
+            "unit": unit,
             "budget": budget,
             "seed": None,
             "ttl": DAY_TTL_S,
@@ -159,12 +182,12 @@ class SpendBook:
         if _s(reply[1]) == "unseeded":
             reply = self._reserve(keys=keys, args={**args, "seed": self._seed(provider, day)})
         if int(reply[0]):
-            return Reservation(provider, day, reservation_id, worst)
+            return Reservation(provider, day, reservation_id, int(_s(reply[1])))
         if _s(reply[1]) == "held":
-            return Reservation(provider, day, None, worst, wait_s=HELD_POLL_S)
+            return Reservation(provider, day, None, least, wait_s=HELD_POLL_S)
         wait = max(next_utc_midnight(now) - now, 1e-3)
-        never = budget is not None and worst > budget
-        return Reservation(provider, day, None, worst, wait_s=wait, never=never)
+        never = budget is not None and least > budget
+        return Reservation(provider, day, None, least, wait_s=wait, never=never)
 
     def _seed(self, provider: str, day: str) -> dict:
         """What the ledger holds for the day (zeros without a ledger or a row)."""
@@ -219,16 +242,25 @@ class SpendBook:
 
     def totals(self, provider: str, day: str | None = None) -> DayTotals:
         """A provider's day as Redis holds it (today by default)."""
+        return self.totals_of([provider], day)[0]
+
+    def totals_of(self, providers, day: str | None = None) -> list[DayTotals]:
+        """Several providers' day (today by default), in one round trip."""
         day = day or utc_day(self.clock())
-        return DayTotals.from_fields(
-            provider, day, _decoded(self.redis.hgetall(self.keys.spend_day(provider, day)))
-        )
+        with self.redis.pipeline(transaction=False) as pipe:
+            for provider in providers:
+                pipe.hgetall(self.keys.spend_day(provider, day))
+            found = pipe.execute()
+        return [
+            DayTotals.from_fields(provider, day, _decoded(raw))
+            for provider, raw in zip(providers, found)
+        ]
 
     def flush(self, providers, day: str | None = None) -> list[DayTotals]:
         """Write these providers' day (today by default) to the ledger; returns what was written."""
         if self.ledger is None:
             return []
-        written = [self.totals(provider, day) for provider in providers]
+        written = [totals for totals in self.totals_of(providers, day) if totals.calls]
         for totals in written:
             self.ledger.record(totals)
         return written
@@ -237,11 +269,22 @@ class SpendBook:
 class SpendLedger:
     """The ``spend_ledger`` table: one row per provider and UTC day, columns only grow.
 
-    ``pool``: a psycopg ``ConnectionPool`` (``state.networks.NetworkStore.pool``).
+    ``pool``: a psycopg ``ConnectionPool``; ``of(networks)`` follows a
+    ``state.networks.NetworkStore``'s pool, one per process (fork-safe).
     """
 
     def __init__(self, pool):
-        self.pool = pool
+        self._pool = lambda: pool
+
+    @classmethod
+    def of(cls, networks) -> SpendLedger:
+        ledger = cls(None)
+        ledger._pool = lambda: networks.pool
+        return ledger
+
+    @property
+    def pool(self):
+        return self._pool()
 
     def record(self, totals: DayTotals) -> None:
         """Upsert the larger of each figure (idempotent, order-free)."""

@@ -365,6 +365,32 @@ class SyncStore:
             batch.execute()
             reply.value  # noqa: B018 - raises what Redis answered
 
+    def add_cost(self, sync_id: str, cost, batch: Batch | None = None) -> None:
+        """Add one call's ``state.admission.CallCost`` to the sync's ``cost_*`` fields.
+
+        The one place a sync's cost grows (CONTRACT ``cost``: read back with
+        ``CallCost.from_record``). With ``batch``, only queued there.
+        """
+        self.add_counts(sync_id, cost.as_increments(), batch)
+
+    def add_counts(self, sync_id: str, counts: dict, batch: Batch | None = None) -> None:
+        """Add to integer fields of the sync record (``HINCRBY``); with ``batch``, queued."""
+        keys = self._sync_keys(sync_id)
+        increments = {k: int(v) for k, v in counts.items() if v}
+        if keys is None or not increments:
+            return
+
+        def queue(pipe):
+            for field, n in increments.items():
+                pipe.hincrby(keys.record, field, n)
+
+        own = batch is None
+        batch = Batch(self.redis) if own else batch
+        reply = batch.add(queue)
+        if own:
+            batch.execute()
+            reply.value  # noqa: B018 - raises what Redis answered
+
     def add_pending(self, sync_id: str, parent: str, cursors: list[str]) -> list[str]:
         """Mark cursors launched by ``parent`` before sending their tasks (see add_pending.lua)."""
         if not cursors:

@@ -11,9 +11,13 @@ process is in ``sync.memory.WorkerMemory``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import queues
-from providers.provider import Provider
+from providers import pagination
+from providers.provider import HttpCall, Provider
+from state.admission import Admission, Prefetch
+from state.announced import Caller
 from state.batch import Batch
 from state.quota import scope_keys
 from state.store import ACTIVE
@@ -78,6 +82,11 @@ class SyncContext:
         #: the quota take of the call's first bucket, sent in the first round trip
         #: (``state.quota.Prefetched``): the call uses it, ``settle`` gives it back
         self.prefetched = None
+        #: the gate's lease and announced take, sent in the first round trip
+        #: (``state.admission.Prefetch``): the call uses it, ``settle`` gives it back
+        self.admission_ahead: Prefetch | None = None
+        #: the call asked for fewer items than a page: the spend budget left paid for no more
+        self.sized_call = False
         #: what the call left to tell Redis (counters, the quota's lessons): sent with
         #: the page's storage (``state.batch.Batch``), or by ``settle``
         self.deferred: Batch | None = None
@@ -110,6 +119,24 @@ class SyncContext:
         """The bucket key of each scope the provider's quota counts this call under."""
         return scope_keys(self.provider.quota_scopes(), self.credential.fingerprint())
 
+    def caller(self) -> Caller:
+        """Who the call counts against, as the provider counts (``state.announced``)."""
+        return Caller(self.account_id, self.credential.fingerprint(), api_host(self.provider))
+
+    def take_admission(self, call: HttpCall, kind: str) -> Admission | None:
+        """The gate's admission sent ahead, if it was for this very call; else None
+        (and what was sent ahead is given back). Remembers the caller either way, so
+        this sync's next task in this process sends its admission ahead."""
+        ahead, self.admission_ahead = self.admission_ahead, None
+        caller = self.caller()
+        self.svc.memory.remember_caller(self.sync_id, caller, self.queue_class)
+        if ahead is None:
+            return None
+        if ahead.fits(call, caller, self.queue_class, kind):
+            return self.svc.gate.resolve(ahead)
+        self.svc.gate.release(ahead)
+        return None
+
     def take_prefetched(self):
         first, self.prefetched = self.prefetched, None
         return first
@@ -119,10 +146,14 @@ class SyncContext:
         return batch
 
     def settle(self) -> None:
-        """Give back a prefetched quota take no call used; send what the call deferred."""
+        """Give back a prefetched quota take or admission no call used; send what the
+        call deferred."""
         first = self.take_prefetched()
         if first is not None:
             self.svc.quota.release(first)
+        ahead, self.admission_ahead = self.admission_ahead, None
+        if ahead is not None:
+            self.svc.gate.release(ahead)
         batch = self.take_deferred()
         if batch is not None:
             batch.execute()
@@ -137,11 +168,14 @@ def load(
     ``cursor`` was already stored (a redelivery), the encrypted credential,
     the provider's breaker verdict (peeked: a probe is claimed by the call)
     and, for a sync whose last call in this process named its quota scopes
-    (``WorkerMemory.quota_hint``), the take of its first quota bucket: the
-    call uses it if the scopes and queue class still hold;
-    ``SyncContext.settle`` gives back what no call used. The quota buckets
-    have hash tags of their own (``state.keys``), so the take cannot join
-    the sync's keys in one script; a pipeline may mix slots.
+    (``WorkerMemory.quota_hint``), the take of its first quota bucket, and for
+    one whose last call named its caller (``WorkerMemory.caller_hint``), the
+    gate's concurrency lease and announced take for this page's call
+    (``CallGate.queue_before``): the call uses them if they were for it, its
+    caller and queue class; ``SyncContext.settle`` gives back what no call
+    used. The quota buckets and the gate's keys have hash tags of their own
+    (``state.keys``), so the takes cannot join the sync's keys in one script;
+    a pipeline may mix slots.
     """
     batch = Batch(svc.redis)
     snapshot = svc.store.queue_snapshot(batch, sync_id, cursor)
@@ -149,6 +183,7 @@ def load(
         return None
     verdict = svc.breaker.queue_peek(batch, provider.NAME)
     first = _queue_quota_take(svc, batch, provider.NAME, sync_id)
+    ahead = _queue_admission(svc, batch, provider, sync_id, cursor)
     batch.execute()
     record, done, blob = snapshot.value
     if (
@@ -158,9 +193,11 @@ def load(
     ):
         if first is not None:
             svc.quota.release(first)
+        if ahead is not None:
+            svc.gate.release(ahead)
         return None
     ctx = SyncContext(svc, record, provider, blob, cursor, tries)
-    ctx.peeked_verdict, ctx.prefetched = verdict, first
+    ctx.peeked_verdict, ctx.prefetched, ctx.admission_ahead = verdict, first, ahead
     telemetry.bind_sync(sync_id, provider.NAME, record.get("relation"), ctx.queue_class)
     return ctx
 
@@ -171,3 +208,25 @@ def _queue_quota_take(svc, batch: Batch, provider: str, sync_id: str):
     if hint is None or svc.memory.breaker_said_wait(provider) or svc.switches.is_paused(provider):
         return None
     return svc.quota.queue_take_first(batch, provider, *hint)
+
+
+def _queue_admission(svc, batch: Batch, provider: Provider, sync_id: str, cursor: str | None):
+    """The gate's lease and announced take for the page's call, queued in ``batch``,
+    when this process may guess its caller (a page of a sync it called for before)."""
+    hint = svc.memory.caller_hint(sync_id)
+    if (
+        hint is None
+        or cursor is None
+        or svc.memory.breaker_said_wait(provider.NAME)
+        or svc.switches.is_paused(provider.NAME)
+    ):
+        return None
+    call = provider.page_call(hint.caller.account, pagination.split_generation(cursor)[1])
+    return svc.gate.queue_before(batch, provider, call, hint.caller, hint.queue_class, "page")
+
+
+def api_host(provider: Provider) -> str:
+    """The API a provider object calls, as the announced rules key it: host and base
+    path (a Mastodon instance, a Bluesky PDS)."""
+    parts = urlsplit(provider.base_url)
+    return f"{parts.netloc}{parts.path}" or provider.NAME

@@ -8,6 +8,9 @@ here, each in a ``BoundedCache`` that evicts the least recently used entry:
 - the quota hint of a sync: the scopes and queue class of its last call in
   this process, so its next task here sends the take of the first quota
   bucket with its first round trip (``sync.context.load``);
+- the caller hint of a sync: who its last call here counted against
+  (``state.announced.Caller``) and its queue class, so its next task here
+  sends the gate's lease and announced take with its first round trip;
 - whether a provider's breaker said "wait" at this process' last look (no
   take is sent ahead while it does);
 - one ``Provider`` per class and base URL (it holds no per-request state).
@@ -77,12 +80,21 @@ class QuotaHint(NamedTuple):
     queue_class: str
 
 
+class CallerHint(NamedTuple):
+    """Who a sync's last call in this process counted against."""
+
+    caller: object  # state.announced.Caller
+    queue_class: str
+
+
 class WorkerMemory:
     """The per-process memory of the engine (see the module docstring)."""
 
     def __init__(self, max_syncs: int = MAX_SYNCS, max_providers: int = MAX_PROVIDERS):
         #: sync id → ``QuotaHint`` of its last call here
         self.quota_hints = BoundedCache(max_syncs)
+        #: sync id → ``CallerHint`` of its last call here
+        self.caller_hints = BoundedCache(max_syncs)
         #: provider name → whether its breaker said "wait" at the last look here
         self.breaker_waiting = BoundedCache(max_providers)
         #: (provider class, base URL) → its ``Provider``
@@ -102,15 +114,23 @@ class WorkerMemory:
     def remember_quota(self, sync_id: str, scopes: dict, queue_class: str) -> None:
         self.quota_hints.put(sync_id, QuotaHint(scopes, queue_class))
 
+    def caller_hint(self, sync_id: str) -> CallerHint | None:
+        return self.caller_hints.get(sync_id)
+
+    def remember_caller(self, sync_id: str, caller, queue_class: str) -> None:
+        self.caller_hints.put(sync_id, CallerHint(caller, queue_class))
+
     def requeue(self, sync_id: str, queue_class: str) -> None:
         """The sync moved to another queue class: its next take here is for that class."""
-        hint = self.quota_hints.get(sync_id)
-        if hint is not None:
-            self.quota_hints.put(sync_id, hint._replace(queue_class=queue_class))
+        for hints in (self.quota_hints, self.caller_hints):
+            hint = hints.get(sync_id)
+            if hint is not None:
+                hints.put(sync_id, hint._replace(queue_class=queue_class))
 
     def forget(self, sync_id: str) -> None:
         """The sync finished: nothing of it is worth keeping."""
         self.quota_hints.pop(sync_id)
+        self.caller_hints.pop(sync_id)
 
     def breaker_said_wait(self, provider: str) -> bool:
         return bool(self.breaker_waiting.get(provider))

@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Task
 
+from state.admission import CallGate
 from state.breaker import CircuitBreaker
 from state.control import ProviderSwitches
 from state.credentials import CredentialStore
@@ -22,6 +23,7 @@ from state.networks import NetworkStore
 from state.outbox import CallbackOutbox
 from state.progress import SyncProgress
 from state.quota import QuotaGate
+from state.spend import SpendLedger
 from state.store import SyncStore
 from sync import telemetry
 from sync.memory import WorkerMemory
@@ -48,6 +50,10 @@ class Services:
     breaker: CircuitBreaker
     #: the networks, linked accounts and change feed (PostgreSQL)
     networks: NetworkStore
+    #: spend, concurrency and announced limits before every call (``state.admission``)
+    gate: CallGate | None = None
+    #: the spend ledger in PostgreSQL (``state.spend``): the durable copy of each day
+    ledger: SpendLedger | None = None
     database_url: str = ""
     #: what this process' tasks remember from one run to the next (bounded)
     memory: WorkerMemory = field(default_factory=WorkerMemory)

@@ -6,7 +6,8 @@ sends them with ``send_task`` and releases them; when nothing is due it waits
 on an Event (until the next due time, at most ``--idle`` seconds), so a stop
 signal ends it at once. With the service's own app it also runs the stall
 sweep (``sync.recovery``) every ``SWEEP_INTERVAL_SECONDS``: syncs whose pages
-stopped moving get them sent again. Several schedulers may run: claims are atomic and
+stopped moving get them sent again; and copies each provider's spend day to
+the PostgreSQL ledger (``sync.ledger``). Several schedulers may run: claims are atomic and
 leased, so a killed scheduler's entries are sent by another after the lease.
 Logs carry counts and task names, never arguments (they may name accounts).
 """
@@ -186,6 +187,23 @@ def delayed_set_for(celery_app, redis_url: str | None, key_prefix: str | None) -
     return DelayedSet(redis.Redis.from_url(redis_url), key_prefix or "netsync")
 
 
+def service_sweep(celery_app) -> Callable[[], None]:
+    """The periodic work of the service's own scheduler: the stall sweep, then the spend
+    ledger's copy (``sync.ledger``), each whatever the other did."""
+    from sync import ledger
+    from sync.recovery import sweeper_for
+
+    sweeper, svc = sweeper_for(celery_app), celery_app.netsync_services
+
+    def sweep() -> None:
+        try:
+            sweeper.sweep()
+        finally:
+            ledger.flush_days(svc)
+
+    return sweep
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sync.scheduler", description=__doc__.split("\n")[0]
@@ -204,15 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     sweep_options, lost_workers = {}, None
     if getattr(celery_app, "netsync_services", None) is not None:
         from sync.lost_workers import every, lost_worker_sweep_for
-        from sync.recovery import sweeper_for
 
         settings = celery_app.netsync_services.settings
         lost_workers = lost_worker_sweep_for(celery_app)
-        # the stall sweep every SWEEP_INTERVAL_SECONDS; lost workers every beat
+        # the stall sweep and the spend ledger every SWEEP_INTERVAL_SECONDS; lost workers
+        # every beat
         sweep_options = {
             "sweep": every(
                 [
-                    (sweeper_for(celery_app).sweep, settings.sweep_interval),
+                    (service_sweep(celery_app), settings.sweep_interval),
                     (lost_workers.sweep, settings.worker_beat_seconds),
                 ]
             ),

@@ -308,7 +308,9 @@ class PageTask(ProviderTask):
             pagination.with_generation(generation, c)
             for c in pagination.followups(provider, bare, page, expected)
         ]
-        pages_done = int(ctx.record.get("pages_fetched", 0)) + 1
+        # pages the spend budget cut short are not pages of the page limit
+        sized = int(ctx.record.get("sized_pages") or 0) + ctx.sized_call
+        pages_done = int(ctx.record.get("pages_fetched", 0)) + 1 - sized
         guard = guard_args(provider, bare, page, launches, pages_done, expected)
         reason, marks = "", []
         if launches:

@@ -105,11 +105,16 @@ def observe_first_call(metrics, record: dict) -> None:
         )
 
 
-def count_answer(metrics, provider: str, queue: str, error, page: bool, batch=None) -> None:
-    """One provider answer by the action it led to, and a fetched page (one round trip,
-    or with ``batch`` none of its own: queued there)."""
+def count_answer(
+    metrics, provider: str, queue: str, error, page: bool, batch=None, unreadable=()
+) -> None:
+    """One provider answer by the action it led to, a fetched page, and each of its
+    rate-limit headers that did not parse (ignored for the call: ``unreadable``); one
+    round trip, or with ``batch`` none of its own: queued there."""
     action = error.action.name.lower() if error is not None else "ok"
     series = [("provider_answers", {"provider": provider, "action": action})]
     if page and error is None:
         series.append(("pages_fetched", {"provider": provider, "queue": queue}))
+    for header in unreadable:
+        series.append(("rate_headers_unreadable", {"provider": provider, "header": header}))
     metrics.count_many(series, batch=batch)

@@ -9,6 +9,8 @@
 --   cost: calls the take counted
 --   counted: false when the provider did not count the call (a free 304, or never sent)
 --   probe: true when the take was a rule's probe (its first call)
+--   silent: true when that probe's answer was a success that announced nothing
+--       for these rules (they turn `quiet`: no more probing, the prior governs)
 --   report?: one announced rule: {limit, remaining, reset?, window?}
 --   retry_after?: seconds the provider asked us to wait
 -- needs: announced_prelude
@@ -25,7 +27,7 @@ local function settle(rule, st, gen)
     if not args.counted then
       st.g = math.max(0, st.g - cost)
       st.by[cls] = math.max(0, (st.by[cls] or 0) - cost)
-    elseif st.reset ~= nil and now >= st.reset - skew then
+    elseif st.reset ~= nil and (now >= st.reset - skew or (st.olow ~= nil and now >= st.olow)) then
       st.carry = st.carry + cost  -- it may have reached the provider after its reset
     else
       kept[rule.id] = true
@@ -33,7 +35,10 @@ local function settle(rule, st, gen)
   elseif not args.counted and tonumber(args.second) + 1 > now - max_margin then
     st.g = math.max(0, st.g - cost)  -- carried into this window when it rolled: take it back
   end
-  if args.probe then st.probe = nil end
+  if args.probe then
+    st.probe = nil
+    if args.silent then st.quiet = now + args.ttl end
+  end
 end
 
 local function fits(rule, st, rep)
@@ -86,6 +91,7 @@ local function apply(rule, st, rep)
   if rep.window ~= nil then st.win = rep.window end
   if rep.reset ~= nil then
     if rep.reset + skew <= now then return end  -- a window that is surely over
+    if st.prev ~= nil and rep.reset <= st.prev + 1 then return end  -- the window before it
     if st.reset ~= nil and st.told and rep.reset > st.reset + 1 then
       -- the provider has begun a window we had not; this very call reached it
       open_window(rule, st)
@@ -99,6 +105,14 @@ local function apply(rule, st, rep)
   -- at most g, so at least the rest are someone else's (another app, a token
   -- of the same account)
   st.oth = math.max(st.oth, rep.limit - rep.remaining - st.g)
+  st.kw = rule.known[tostring(rep.limit)]
+  -- the provider counted this call alone: it opened the window, between its grant
+  -- and now; of known length, the window ends within that length of now on our own
+  -- clock (sooner than the reset's whole second plus the skew)
+  local w = st.win or st.kw
+  if w and kept[rule.id] and not rule.aligned and rep.remaining == rep.limit - 1 then
+    st.oend, st.olow = now + w, tonumber(args.second) + w
+  end
 end
 
 if args.ticket then

@@ -12,7 +12,9 @@
 --   rules: the rules of this key that apply to the call, a list of objects
 --       {id, limit: the prior (documented or configured), window: seconds,
 --       told: 'always' | 'tightest', aligned: windows start at multiples of
---       the window, shared: every sync takes from it (class shares apply)}
+--       the window, shared: every sync takes from it (class shares apply),
+--       known: {limit as text → window seconds}: the windows of the limits whose
+--       length is known (the documented rule's, the configured quota's)}
 --   class: the caller's queue class letter: n, w or t
 --   skew: seconds a provider's reset counts as passed later (its clock is not ours)
 --   max_margin: seconds a call may stay unanswered (the HTTP timeouts)
@@ -24,8 +26,12 @@
 -- fl (ours in flight: grant second → calls), carry (answered near the end:
 -- counted in the next window too), reset (the window's end: told by the
 -- provider, else our upper bound), told, lim and heard (the announced limit
--- and until when it holds), win (the window the provider stated), probe (until
--- when the first call of a rule not yet heard is out).
+-- and until when it holds), win (the window the provider stated), kw (the
+-- known window of the announced limit), oend and olow (a window our call
+-- opened: the latest and the earliest it ends, on our clock), prev (the last
+-- window's told reset), probe (until when the first call of a rule not yet
+-- heard is out), quiet (until when a rule whose probe was answered without an
+-- announcement stops probing: the provider does not announce it here).
 local args = cjson.decode(ARGV[1])
 local key = KEYS[1]
 local now, skew, max_margin, cls = args.now, args.skew, args.max_margin, args.class
@@ -41,6 +47,8 @@ end
 
 local function heard(st) return st.heard ~= nil and st.heard > now end
 
+local function quiet(st) return st.quiet ~= nil and st.quiet > now end
+
 local function limit_of(rule, st)
   if heard(st) then return st.lim end
   return rule.limit
@@ -48,7 +56,17 @@ end
 
 local function window_of(rule, st)
   if heard(st) and st.win then return st.win end
+  if heard(st) and st.kw then return st.kw end
   return rule.window
+end
+
+local function ends(st)
+  -- when the window has surely ended, on our clock: its reset plus the skew, or
+  -- sooner, one known window after the answer of the call that opened it
+  if st.reset == nil then return nil end
+  local e = st.reset + skew
+  if st.oend ~= nil and st.oend < e then e = st.oend end
+  return e
 end
 
 local function in_flight(st, since)
@@ -73,13 +91,16 @@ local function open_window(rule, st)
   -- a new provider window: it holds our calls still out (they may reach it)
   -- and those answered so near the old end that they may have
   local carried = in_flight(st, now - max_margin) + st.carry
+  if st.told then st.prev = st.reset end
   st.gen = st.gen + 1
   st.g, st.oth, st.carry, st.by, st.told, st.reset = carried, 0, 0, {}, nil, nil
+  st.oend, st.olow = nil, nil
   if carried > 0 then st.reset = window_end(rule, st, now) end
 end
 
 local function roll(rule, st)
-  if st.reset ~= nil and now >= st.reset + skew then open_window(rule, st) end
+  local e = ends(st)
+  if e ~= nil and now >= e then open_window(rule, st) end
 end
 
 local function save(rule, st)

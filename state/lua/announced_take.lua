@@ -12,7 +12,9 @@
 -- A rule allows a call when its limit (the announced one while it holds, else
 -- the prior) minus others' calls minus ours leaves room; a rule the provider
 -- always announces but has not yet been heard allows one call at a time (the
--- probe): its answer sets the rule before any fan-out.
+-- probe): its answer sets the rule before any fan-out. A probe answered
+-- without an announcement (the provider does not announce that rule here) ends
+-- the probing while the rule is `quiet`: its prior governs.
 -- returns: {1, ticket, second, probe} when taken (ticket: JSON {rule id:
 --   window number}, second: the grant second as text, probe: 1 if the call is
 --   a rule's probe); else {0, wait seconds as text ('-1' when the rules can
@@ -44,13 +46,13 @@ end
 
 local function judge(rule, st)
   -- 0 when the rule allows `cost` calls now, else seconds to wait (-1: never)
-  if rule.told == 'always' and not heard(st) and (st.probe or 0) > now then
+  if rule.told == 'always' and not heard(st) and not quiet(st) and (st.probe or 0) > now then
     return math.min(st.probe - now, args.probe_poll)
   end
   local cap = limit_of(rule, st) - st.oth
   local free = cap - st.g
   if free >= cost and (not rule.shared or class_ok(st, cap, free)) then return 0 end
-  if st.reset ~= nil then return math.max(st.reset + skew - now, 0.001) end
+  if st.reset ~= nil then return math.max(ends(st) - now, 0.001) end
   return -1
 end
 
@@ -75,7 +77,7 @@ for _, rule in ipairs(args.rules) do
   st.by[cls] = (st.by[cls] or 0) + cost
   st.fl[sec] = (st.fl[sec] or 0) + cost
   if st.reset == nil then st.reset = window_end(rule, st, now) end
-  if rule.told == 'always' and not heard(st) then
+  if rule.told == 'always' and not heard(st) and not quiet(st) then
     st.probe = now + max_margin
     probe = 1
   end

@@ -190,6 +190,16 @@ def test_a_pending_callback_survives_its_worker_being_killed(ops_stack):
     account = ops_stack.add_account("github", 3)
     sync_id = ops_stack.login(user, account).json()["syncs"][0]["sync_id"]
     ops_stack.receiver.wait_for(user, 1)
+    # The kill this test is about comes once the retry waits in the delayed set. Killed
+    # before the worker parked it (between the receiver's 503 and the worker reading it),
+    # the delivery's message is still unacked in the broker and comes back only with the
+    # broker's visibility timeout: another case, which this test used to meet by chance
+    # on a loaded machine.
+    delivery_id = f"{sync_id}.sync.succeeded"
+    wait_until(
+        lambda: parked_of(ops_stack, delivery_id),
+        what="the first attempt's retry parked in the delayed set",
+    )
     dev = ops_stack.dev
     worker = dev.processes["ops"]
     os.killpg(worker.pid, signal.SIGKILL)

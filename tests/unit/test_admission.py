@@ -112,12 +112,42 @@ def test_github_takes_a_lease_and_its_announced_rule(redis_client, key_prefix, c
 
 def test_the_budget_parks_a_call_before_it_touches_any_quota(redis_client, key_prefix, clock):
     gate = make_gate(redis_client, key_prefix, clock, BUDGET_TWITTER="5/day")
-    refused = gate.before(X, FIRST, ME)  # a page: 1,000 × $0.010 = $10 at worst
-    assert (refused.reason, refused.never) == (SPEND_BUDGET, True)
+    spend = gate.spend.reserve("twitter", 5.0, 5.0)  # another call holds the whole day
+    gate.spend.settle(spend, "twitter", 5.0, resources=500)
+    refused = gate.before(X, FIRST, ME)
+    assert (refused.reason, refused.never) == (SPEND_BUDGET, False)
+    assert refused.wait_s == pytest.approx(12 * 3600)  # until the next UTC day
     bound = gate.announced.bind(X, FIRST, ME)
     assert gate.announced.state(bound) == {"300-900-all": {}}  # no quota taken
-    profile = gate.before(X, X.profile_call("42"), ME, kind="profile")  # $0.01 fits
+    clock.now += 12 * 3600
+    profile = gate.before(X, X.profile_call("42"), ME, kind="profile")  # a new day: $0.01 fits
     assert profile.granted and profile.reservation.worst_micro == 10_000
+    assert profile.most_resources is None
+
+
+def test_a_budget_below_a_page_buys_a_smaller_page(redis_client, key_prefix, clock):
+    gate = make_gate(redis_client, key_prefix, clock, BUDGET_TWITTER="5/day")
+    profile = gate.before(X, X.profile_call("42"), ME, kind="profile")
+    gate.after(profile, x_headers(899, NOON + 900), resources=1)  # $0.01
+    page = gate.before(X, FIRST, ME)  # 1,000 × $0.010 = $10 at worst: $4.99 is left
+    assert page.granted and page.most_resources == 499
+    assert X.sized(FIRST, page.most_resources).params["max_results"] == 499
+    assert gate.day("twitter").reserved_micro == 4_990_000
+    outcome = gate.after(page, x_headers(299, NOON + 900), resources=499)
+    assert outcome.cost.usd == 4.99 and outcome.day.spent_usd == 5.0
+    assert gate.before(X, FIRST, ME).reason == SPEND_BUDGET  # not a cent more today
+
+
+def test_a_call_no_day_s_budget_can_pay_for_never_fits(redis_client, key_prefix, clock):
+    tiny = make_gate(redis_client, key_prefix, clock, BUDGET_TWITTER="0.005/day")
+    refused = tiny.before(X, X.profile_call("42"), ME, kind="profile")  # $0.01 for one user
+    assert (refused.reason, refused.never) == (SPEND_BUDGET, True)
+    # a provider whose page cannot ask for fewer items reserves its whole page
+    priced = make_gate(
+        redis_client, key_prefix + "p", clock, PRICE_GITHUB="0.01", BUDGET_GITHUB="0.50/day"
+    )
+    page = GH.page_call("octocat", GH.first_cursor("octocat"))
+    assert priced.before(GH, page, ME).never  # 100 × $0.01 = $1 > $0.50
 
 
 def test_a_refusal_by_concurrency_gives_the_reservation_back(redis_client, key_prefix, clock):
@@ -203,8 +233,9 @@ def test_workers_in_threads_never_pass_the_budget_through_the_gate(redis_url, ke
         gate = make_gate(redis_connect(redis_url), key_prefix, clock, BUDGET_TWITTER="95/day")
         for _ in range(10):
             granted = gate.before(X, FIRST, ME)
-            if granted.granted:
-                results.append(gate.after(granted, x_headers(200, NOON + 900), resources=1000))
+            if granted.granted:  # the last may be a smaller page: what the budget left pays for
+                items = granted.most_resources or 1000
+                results.append(gate.after(granted, x_headers(200, NOON + 900), resources=items))
 
     threads = [threading.Thread(target=worker) for _ in range(6)]
     for thread in threads:
@@ -212,5 +243,85 @@ def test_workers_in_threads_never_pass_the_budget_through_the_gate(redis_url, ke
     for thread in threads:
         thread.join()
     day = first.day("twitter")
-    assert len(results) == 8 and day.spent_usd == 90.0  # $95 allows 9 calls of $10 in all
+    # $95 allows 9 calls of $10 in all, and then one of 500 items for the last $5
+    assert len(results) == 9 and day.spent_usd == 95.0
+    assert sorted(r.cost.resources for r in results)[0] == 500
     assert day.reserved_micro == 0
+
+
+# -- the sync's cost, on its record ---------------------------------------------------------
+def test_a_sync_s_cost_adds_up_on_its_record_and_reads_back_as_the_contract_says(
+    redis_client, key_prefix
+):
+    from state.store import SyncStore
+
+    store = SyncStore(redis_client, key_prefix)
+    sync_id = store.begin_sync(
+        user_id="u",
+        provider="twitter",
+        relation="followers",
+        account_id="42",
+        queue="normal",
+        trigger="test",
+        force=True,
+        freshness_s=0,
+        stale_s=3600,
+    ).sync_id
+    store.add_cost(sync_id, CallCost(1, 1, 0, 1, 10_000))
+    batch = Batch(redis_client)
+    store.add_cost(sync_id, CallCost(1, 0, 1, 0, 0), batch=batch)  # a free 304
+    store.add_cost(sync_id, CallCost(1, 1, 0, 499, 4_990_000), batch=batch)
+    batch.execute()
+    cost = CallCost.from_record(store.get_sync(sync_id))
+    assert cost == CallCost(3, 2, 1, 500, 5_000_000)
+    assert cost.as_view() == {
+        "calls": 3,
+        "counted_calls": 2,
+        "not_modified": 1,
+        "resources": 500,
+        "usd": 5.0,
+    }
+    assert CallCost.from_record({}).as_view()["usd"] == 0.0
+
+
+# -- sent ahead: the lease and the announced take in the task's first round trip ---------------
+def test_an_admission_sent_ahead_is_the_one_before_would_give(redis_client, key_prefix, clock):
+    gate = make_gate(redis_client, key_prefix, clock)
+    batch = Batch(redis_client)
+    ahead = gate.queue_before(batch, GH, GH.profile_call("octocat"), ME)
+    batch.execute()
+    admission = gate.resolve(ahead)
+    assert admission.granted and admission.lease is not None and admission.grant.probe
+    batch = Batch(redis_client)
+    second = gate.queue_before(batch, GH, GH.profile_call("octocat"), ME)
+    batch.execute()
+    refused = gate.resolve(second)  # the probe is out: its lease was given back
+    assert refused.reason == QUOTA
+    assert gate.leases.held("github", "api.github.com|octocat") == 1
+    gate.abandon(admission)
+    assert gate.leases.held("github", "api.github.com|octocat") == 0
+
+
+def test_a_refused_lease_gives_the_take_sent_with_it_back(redis_client, key_prefix, clock):
+    class Capped(GitHub):
+        CONCURRENCY_CAP = 1
+
+    capped = Capped("https://api.github.com")
+    gate = make_gate(redis_client, key_prefix, clock)
+    probe = gate.before(capped, capped.profile_call("octocat"), ME)
+    gate.after(probe, gh_headers(10, 9, NOON + 5), ok=True)
+    held = gate.before(capped, capped.profile_call("octocat"), ME)
+    batch = Batch(redis_client)
+    ahead = gate.queue_before(batch, capped, capped.profile_call("octocat"), ME)
+    batch.execute()
+    assert gate.resolve(ahead).reason == CONCURRENCY
+    bound = gate.announced.bind(capped, capped.profile_call("octocat"), ME)
+    assert gate.announced.state(bound)["5000-3600-all"]["g"] == 2  # the probe and `held`
+    gate.abandon(held)
+
+
+def test_nothing_is_sent_ahead_of_a_spend_budget(redis_client, key_prefix, clock):
+    gate = make_gate(redis_client, key_prefix, clock, BUDGET_TWITTER="50/day")
+    assert gate.queue_before(Batch(redis_client), X, FIRST, ME) is None
+    free = make_gate(redis_client, key_prefix + "f", clock)  # priced, but no budget
+    assert free.queue_before(Batch(redis_client), X, FIRST, ME) is not None

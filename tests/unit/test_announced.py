@@ -423,3 +423,120 @@ def test_threads_never_take_more_than_the_announced_limit(redis_url, key_prefix,
     for thread in threads:
         thread.join()
     assert sum(counts) == 39
+
+
+# -- a window our own call opened, of known length, ends on our clock ------------------------
+def test_a_window_our_call_opened_ends_one_known_window_after_its_answer(
+    redis_client, key_prefix, clock
+):
+    """QUOTA_GITHUB=10/5/token: the configured window is what the headers do not say."""
+    gate = make_gate(redis_client, key_prefix, clock, skew_s=1.0, windows={"github": {10: 5.0}})
+    bound = gate.bind(GH, PROFILE, ME)
+    probe = gate.take(bound)
+    clock.now += 0.05  # answered 50 ms after its grant; the provider says reset at T0 + 6
+    gate.answer(bound, probe, told(10, 9, T0 + 6), ok=True)
+    assert len(take_all(gate, bound)) == 9
+    wait = gate.take(bound).wait_s
+    # one window after the opening answer (T0 + 5.05), not the reset's second + skew (T0 + 7)
+    assert clock.now + wait == pytest.approx(T0 + 5.05)
+    clock.now = T0 + 5.06
+    assert len(take_all(gate, bound)) == 10
+
+
+def test_without_a_known_window_the_reset_and_the_skew_bound_it(redis_client, key_prefix, clock):
+    """The documented 5,000 an hour says nothing of a 10 per 5 s window: the reset does."""
+    gate = make_gate(redis_client, key_prefix, clock, skew_s=1.0)
+    bound = gate.bind(GH, PROFILE, ME)
+    probe = gate.take(bound)
+    clock.now += 0.05
+    gate.answer(bound, probe, told(10, 9, T0 + 6), ok=True)
+    take_all(gate, bound)
+    assert clock.now + gate.take(bound).wait_s == pytest.approx(T0 + 7)
+
+
+def test_the_documented_window_is_known_while_the_documented_limit_is_announced(
+    redis_client, key_prefix, clock
+):
+    gate = make_gate(redis_client, key_prefix, clock, skew_s=1.0)
+    bound = gate.bind(GH, PROFILE, ME)
+    probe = gate.take(bound)
+    clock.now += 0.2
+    gate.answer(bound, probe, told(5000, 4999, T0 + 3601), ok=True)
+    state = gate.state(bound)["5000-3600-all"]
+    assert state["kw"] == 3600 and state["oend"] == pytest.approx(T0 + 3600.2)
+    assert state["olow"] == pytest.approx(math.floor(T0) + 3600)
+
+
+def test_a_report_that_our_call_did_not_open_sets_no_early_end(redis_client, key_prefix, clock):
+    gate = make_gate(redis_client, key_prefix, clock, windows={"github": {10: 5.0}})
+    bound = gate.bind(GH, PROFILE, ME)
+    probe = gate.take(bound)
+    gate.answer(bound, probe, told(10, 7, T0 + 5), ok=True)  # two calls of another app first
+    assert "oend" not in gate.state(bound)["5000-3600-all"]
+
+
+def test_a_late_report_of_the_window_before_changes_nothing(redis_client, key_prefix, clock):
+    gate = make_gate(redis_client, key_prefix, clock, skew_s=1.0, windows={"github": {10: 5.0}})
+    bound = gate.bind(GH, PROFILE, ME)
+    probe = gate.take(bound)
+    gate.answer(bound, probe, told(10, 9, T0 + 6), ok=True)
+    slow = take_all(gate, bound)  # 9 calls, answered long after (beyond max_margin)
+    clock.now = T0 + 5.01  # the window our probe opened has ended (not yet T0 + 6 + skew)
+    fresh = take_all(gate, bound)
+    assert len(fresh) == 10
+    before = gate.state(bound)["5000-3600-all"]
+    gate.answer(bound, slow[0], told(10, 0, T0 + 6))  # the old window's, answered late
+    after = gate.state(bound)["5000-3600-all"]
+    assert after["prev"] == T0 + 6 and after["reset"] == before["reset"] != T0 + 6
+    assert not gate.take(bound).granted
+
+
+# -- a provider that does not announce on this route: no endless probing --------------------
+def test_a_probe_answered_without_an_announcement_quiets_the_rule(gate, bound, clock):
+    probe = gate.take(bound)
+    gate.answer(bound, probe, AnswerReport(), ok=True)
+    grants = take_all(gate, bound, most=50)
+    assert len(grants) == 50 and not any(g.probe for g in grants)  # the prior governs
+
+
+def test_an_error_or_a_garbled_header_is_no_proof_of_silence(gate, bound, clock):
+    probe = gate.take(bound)
+    gate.answer(bound, probe, AnswerReport(), ok=False)  # a 502 from a proxy
+    again = gate.take(bound)
+    assert again.granted and again.probe
+    gate.answer(bound, again, AnswerReport(malformed=("x-ratelimit-reset",)), ok=True)
+    assert gate.take(bound).probe
+
+
+KNOWN_WINDOW_PLANS = st.lists(
+    st.tuples(
+        st.one_of(st.just(0.0), st.floats(0, 0.5), st.floats(0, 6)),
+        st.one_of(st.just(0.0), st.just(2.0), st.floats(0, 2.0)),
+    ),
+    min_size=30,
+    max_size=200,
+)
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=KNOWN_WINDOW_PLANS, limit=st.integers(1, 12), window=st.sampled_from([1.0, 3.0, 5.0]))
+def test_no_sequence_of_grants_passes_a_limit_whose_window_is_known(
+    redis_client, key_prefix, plan, limit, window
+):
+    """As the test above, with the window known (configured): windows our calls open end
+    on our clock, one window after the opening answer, and still nothing is refused."""
+    clock = ManualClock(T0 + 0.37)
+    gate = make_gate(
+        redis_client,
+        f"{key_prefix}:k:{limit}:{window}:{len(plan)}",
+        clock,
+        skew_s=1.0,
+        windows={"github": {limit: window}},
+    )
+    bound = gate.bind(GH, PROFILE, ME)
+    redis_client.delete(bound.redis_key)
+    provider = FixedWindows([(limit, window, False, False)])
+    granted = run_calls(gate, bound, provider, plan, clock)
+    assert provider.rejected == 0
+    assert granted >= 1
+    event(f"a window ended on our clock: {'oend' in gate.state(bound)['5000-3600-all']}")

@@ -215,3 +215,31 @@ def test_redis_cluster_refuses_a_redis_broker(broker):
 def test_redis_cluster_needs_a_redis_url():
     with pytest.raises(ConfigError, match="REDIS_CLUSTER needs REDIS_URL"):
         load_settings({"REDIS_CLUSTER": "1", "CELERY_BROKER_URL": "amqp://guest@mq//"})
+
+
+# -- spend: PRICE_<PROVIDER> and BUDGET_<PROVIDER> ----------------------------------------
+def test_prices_default_to_the_provider_classes_and_there_is_no_budget():
+    spend = load_settings({}).spend
+    assert spend.price("twitter") == 0.010 and spend.price("github") == 0.0
+    assert all(spend.budget(name) is None for name in PROVIDERS)
+
+
+def test_price_and_budget_are_read_per_provider():
+    spend = load_settings({"PRICE_TWITTER": "0.001", "BUDGET_TWITTER": "5.00/day"}).spend
+    assert (spend.price("twitter"), spend.budget("twitter")) == (0.001, 5.0)
+
+
+@pytest.mark.parametrize(
+    "name, raw",
+    [
+        ("BUDGET_TWITTER", "5"),
+        ("BUDGET_TWITTER", "5/week"),
+        ("BUDGET_GITHUB", "-1/day"),
+        ("PRICE_TWITTER", "one cent"),
+        ("PRICE_TWITTER", "-0.01"),
+        ("BUDGET_MYSPACE", "5/day"),
+    ],
+)
+def test_a_malformed_spend_setting_stops_start_up_naming_its_variable(name, raw):
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: raw})

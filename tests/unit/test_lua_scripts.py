@@ -440,9 +440,12 @@ def drive_call_gate(redis_client, prefix):
     gate.after(paid, {**told, "x-rate-limit-reset": str(int(clock.now) + 900)}, resources=1000)
     second = gate.before(twitter, page, caller)
     assert second.granted
-    assert gate.before(twitter, page, caller).reason == "spend_budget"  # held by the second
+    third = gate.before(twitter, page, caller)  # $5 left: a page of 500 items
+    assert third.granted and third.most_resources == 500
+    assert gate.before(twitter, page, caller).reason == "spend_budget"  # held by the others
     gate.after(second, resources=1000)
-    assert gate.before(twitter, page, caller).wait_s > 3600  # $20 spent: tomorrow
+    gate.after(third, resources=500)
+    assert gate.before(twitter, page, caller).wait_s > 3600  # $25 spent: tomorrow
 
 
 def test_every_script_is_called_as_its_header_says_and_touches_only_its_keys(

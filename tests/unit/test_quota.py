@@ -570,3 +570,13 @@ def test_bad_configuration_is_refused(env):
         QuotaConfig.from_env(env)
     with pytest.raises(ConfigError):  # and the service refuses to start on it
         load_settings(env)
+
+
+def test_a_configured_quota_is_known_and_gives_its_windows():
+    default = QuotaConfig.from_env({})
+    assert not default.configured("github") and default.windows() == {}
+    mine = QuotaConfig.from_env(
+        {"QUOTA_GITHUB": "10/5/token", "QUOTA_LINKEDIN": "40/2/token/adaptive"}
+    )
+    assert mine.configured("github") and mine.configured("linkedin")
+    assert mine.windows() == {"github": {10: 5.0}, "linkedin": {}}  # adaptive: no window known

@@ -158,3 +158,15 @@ def test_worker_memory_keeps_one_provider_per_base_url():
     assert not memory.breaker_said_wait("github")
     memory.note_breaker("github", waiting=True)
     assert memory.breaker_said_wait("github")
+
+
+def test_worker_memory_keeps_a_syncs_caller_until_it_finishes():
+    from state.announced import Caller
+
+    memory = WorkerMemory()
+    caller = Caller("octocat", "f" * 16, "api.github.com")
+    memory.remember_caller("s-1", caller, "normal")
+    memory.requeue("s-1", "whale")
+    assert memory.caller_hint("s-1") == (caller, "whale")
+    memory.forget("s-1")
+    assert memory.caller_hint("s-1") is None

@@ -263,3 +263,16 @@ def test_per_item_problems_beside_data_keep_the_page():
     page = twitter.parse_page(body, CaseInsensitiveDict(), "token:")
     assert page.connections == [("1", "a")]
     assert page.problems == ("not-authorized-for-resource",)
+
+
+def test_a_page_can_ask_for_fewer_followers_and_is_billed_per_user_returned():
+    x = Twitter("https://api.twitter.com")
+    call = x.page_call("2244994945", "token:abc")
+    assert x.sized(call, 499).params == {"max_results": 499, "pagination_token": "abc"}
+    assert x.sized(call, 5000).params["max_results"] == 1000
+    assert x.sized(x.profile_call("2244994945"), 1) is None  # a lookup has no page size
+    page = {"data": [{"id": "1"}, {"id": "2"}], "meta": {"result_count": 2}}
+    assert x.billed_resources(page, "page") == 2
+    assert x.billed_resources({"data": {"id": "1"}}, "profile") == 1
+    assert x.billed_resources({"errors": [{"title": "Not Found Error"}]}, "profile") == 0
+    assert x.billed_resources(None, "page") == 0  # a 304, an empty answer
