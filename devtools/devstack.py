@@ -153,6 +153,23 @@ class DevStack:
     def __exit__(self, *exc):
         self.stop()
 
+    # -- where each process runs (tests/hosts places them on hosts of their own) ------
+    def command_prefix(self, name: str) -> list[str]:
+        """What runs process ``name`` where it belongs (here: this machine, as is)."""
+        return []
+
+    def process_env(self, name: str) -> dict:
+        """The environment of process ``name``."""
+        return self.base_env
+
+    def bind_address(self, name: str) -> str:
+        """Where process ``name`` (redis, simulator, web) listens."""
+        return "127.0.0.1"
+
+    def reach_address(self, name: str) -> str:
+        """Where the others (and this process) reach process ``name``."""
+        return self.bind_address(name)
+
     # -- pieces ------------------------------------------------------------------
     def _start_redis(self) -> None:
         env = dict(os.environ)
@@ -183,7 +200,11 @@ class DevStack:
                     else f"{url}/{self.redis_db}"
                 )
             if not url:
-                self.redis = EmbeddedRedis(self.var_dir / "redis", persist=self.redis_persist)
+                self.redis = EmbeddedRedis(
+                    self.var_dir / "redis",
+                    persist=self.redis_persist,
+                    host=self.bind_address("redis"),
+                )
                 url = self.redis.start()
         env.update(
             {
@@ -289,11 +310,22 @@ class DevStack:
         scenario_file.write_text(json.dumps(self.scenario or {"accounts": []}))
         proc = self._spawn(
             "simulator",
-            [sys.executable, "-m", "simulator", "--port", "0", "--scenario", str(scenario_file)],
+            [
+                sys.executable,
+                "-m",
+                "simulator",
+                "--host",
+                self.bind_address("simulator"),
+                "--port",
+                "0",
+                "--scenario",
+                str(scenario_file),
+            ],
             capture=True,
         )
         line = _read_line(proc, "simulator listening on", timeout=STARTUP_TIMEOUT_S)
-        self.simulator_url = line.rsplit(" ", 1)[1].strip()
+        port = line.strip().rsplit(":", 1)[1]
+        self.simulator_url = f"http://{self.reach_address('simulator')}:{port}"
         _drain(proc, self.var_dir / "simulator.log")
         for provider in PROVIDERS:
             self.base_env.setdefault(
@@ -311,7 +343,7 @@ class DevStack:
                     "-m",
                     "gunicorn",
                     "--bind",
-                    f"127.0.0.1:{self.web_port}",
+                    f"{self.bind_address('web')}:{self.web_port}",
                     "--workers",
                     "2",
                     "--worker-class",
@@ -331,13 +363,15 @@ class DevStack:
                     "--app",
                     "service",
                     "run",
+                    "--host",
+                    self.bind_address("web"),
                     "--port",
                     str(self.web_port),
                     "--no-reload",
                     "--with-threads",
                 ],
             )
-        self.web_url = f"http://127.0.0.1:{self.web_port}"
+        self.web_url = f"http://{self.reach_address('web')}:{self.web_port}"
         wait_http(self.web_url + "/healthz", timeout=STARTUP_TIMEOUT_S)
 
     def start_worker(self, spec: WorkerSpec, index: int = 0) -> subprocess.Popen:
@@ -395,20 +429,23 @@ class DevStack:
                     return
                 for name in self.processes:
                     if name in self.node_names and self.processes[name].poll() is not None:
-                        raise RuntimeError(f"worker {name} exited; see {self.var_dir}/{name}.log")
+                        raise RuntimeError(
+                            f"worker {name} exited ({self.processes[name].returncode}); "
+                            f"see {self.var_dir}/{name}.log"
+                        )
             raise RuntimeError(f"workers {sorted(names)} not ready within {timeout}s")
         finally:
             probe.close()
 
-    def start_scheduler(self) -> subprocess.Popen:
-        return self._spawn("scheduler", [sys.executable, "-m", "sync.scheduler"])
+    def start_scheduler(self, name: str = "scheduler") -> subprocess.Popen:
+        return self._spawn(name, [sys.executable, "-m", "sync.scheduler"])
 
     def _spawn(self, name: str, cmd: list, capture: bool = False) -> subprocess.Popen:
         log = open(self.var_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child process writes to it after we return
         proc = subprocess.Popen(
-            cmd,
+            self.command_prefix(name) + cmd,
             cwd=ROOT,
-            env=self.base_env,
+            env=self.process_env(name),
             start_new_session=True,
             stdout=subprocess.PIPE if capture else log,
             stderr=log,

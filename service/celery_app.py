@@ -14,6 +14,7 @@ from flask import Flask
 
 import queues
 from sync import broker as redis_broker
+from sync import heartbeat
 from sync.runtime import NetsyncTask
 from sync.tasks import register_tasks
 
@@ -27,6 +28,9 @@ def celery_config(settings, redis_url: str) -> dict:
         # Plain redis:// only: rediss:// keeps kombu's own (its TLS set-up untested here)
         **({"broker_transport": redis_broker.TRANSPORT} if broker.startswith("redis://") else {}),
         "broker_connection_retry_on_startup": True,
+        # RabbitMQ drops a consumer whose host is lost after ~2 heartbeats and requeues
+        # its unacked messages (Celery's 120 s left them there for minutes)
+        "broker_heartbeat": settings.broker_heartbeat_seconds,
         "broker_transport_options": broker_transport_options(settings.broker_visibility_timeout),
         # RabbitMQ: every queue with x-max-priority, also those made on the fly
         "task_queues": queues.declare_queues(settings.provider_regions),
@@ -85,4 +89,6 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.netsync_services = services
     app.extensions["celery"] = celery_app
     register_tasks(celery_app)
+    # workers beat and say which pages they hold: a lost one is noticed in seconds
+    heartbeat.install(celery_app)
     return celery_app

@@ -413,6 +413,12 @@ SETTINGS: tuple[Setting, ...] = (
         CALLS, field="broker_visibility_timeout", parse=_integer, default=300,
     ),
     Setting(
+        "BROKER_HEARTBEAT_SECONDS",
+        "RabbitMQ: the AMQP heartbeat; a consumer whose host is lost is dropped after about "
+        "two of these, and its unacked messages requeued (Celery's default is 120)",
+        CALLS, field="broker_heartbeat_seconds", parse=_integer, default=10,
+    ),
+    Setting(
         "STALL_SECONDS",
         "a sync with no page stored, no call made and nothing parked for this long is "
         "stalled: the scheduler sends its pending pages again (see "
@@ -433,6 +439,25 @@ SETTINGS: tuple[Setting, ...] = (
         "MAX_RECOVERIES",
         "recoveries without progress before a stalled sync ends `failed` (`stalled`)",
         CALLS, field="max_recoveries", parse=_integer, default=3,
+    ),
+    Setting(
+        "WORKER_BEAT_SECONDS",
+        "how often each worker process renews its heartbeat in Redis (see "
+        "[Lost workers](operations.md#lost-workers))",
+        CALLS, field="worker_beat_seconds", parse=_number, default=1.0,
+    ),
+    Setting(
+        "WORKER_LOST_SECONDS",
+        "a worker whose heartbeat is this old is lost (host gone, cut off, killed): the "
+        "scheduler sends the pages it held again at once, without waiting for "
+        "`STALL_SECONDS` or the broker; at least twice `WORKER_BEAT_SECONDS`",
+        CALLS, field="worker_lost_seconds", parse=_number, default=5.0,
+    ),
+    Setting(
+        "SCHEDULER_LEASE_SECONDS",
+        "of two schedulers, the one holding this lease in Redis runs the lost-worker sweep; "
+        "the other takes it over this long after the first stops renewing it",
+        CALLS, field="scheduler_lease_seconds", parse=_number, default=5.0,
     ),
     # -- processes and observability
     Setting(
@@ -556,6 +581,8 @@ def _check_limits(settings: Settings) -> None:
         callback_secret_bytes(secret)
     if settings.log_format not in ("json", "text"):
         raise ConfigError(f"LOG_FORMAT must be json or text, got {settings.log_format!r}")
+    if settings.worker_lost_seconds < 2 * settings.worker_beat_seconds:
+        raise ConfigError("WORKER_LOST_SECONDS must be at least twice WORKER_BEAT_SECONDS")
     if settings.callback_max_attempts < 1 or settings.live_max_connections < 1:
         raise ConfigError("CALLBACK_MAX_ATTEMPTS and LIVE_MAX_CONNECTIONS must be at least 1")
 

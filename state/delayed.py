@@ -19,6 +19,12 @@ one Redis Cluster slot; names in ``state.keys``)::
     <prefix>:{delayed}:due      ZSET  entry id -> due time (or lease end), epoch s
     <prefix>:{delayed}:entries  HASH  entry id -> JSON of the task to send
     <prefix>:{delayed}:claims   HASH  entry id -> times claimed (1 = first send)
+    <prefix>:{delayed}:claimed_by HASH entry id -> the scheduler that claimed it, until released
+
+A scheduler whose host is lost between claim and release would leave its
+claims waiting for their lease; the claim names the claimer (its liveness
+holder id, ``state.liveness``), so the other scheduler, seeing its beat gone,
+makes them due at once (``due_again``).
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class DelayedSet:
         self.clock = clock
         keys = Keys(key_prefix).delayed()
         self.due_key, self.entries_key, self.claims_key = keys.due, keys.entries, keys.claims
+        self.claimed_by_key = keys.claimed_by
         self._claim = LuaScript(redis_client, "claim")
 
     def park(
@@ -105,12 +112,25 @@ class DelayedSet:
             pipe.execute()
         return entry_id
 
-    def claim_due(self, limit: int = 100, lease_s: float = 30.0) -> list[ParkedTask]:
-        """Take up to ``limit`` due entries, earliest first, leased for ``lease_s``."""
+    def claim_due(
+        self, limit: int = 100, lease_s: float = 30.0, claimer: str | None = None
+    ) -> list[ParkedTask]:
+        """Take up to ``limit`` due entries, earliest first, leased for ``lease_s`` (and
+        recorded as ``claimer``'s, if given, in the same step)."""
         now = self.clock()
         raw = self._claim(
-            keys={"due": self.due_key, "entries": self.entries_key, "claims": self.claims_key},
-            args={"now": now, "lease_until": now + lease_s, "limit": int(limit)},
+            keys={
+                "due": self.due_key,
+                "entries": self.entries_key,
+                "claims": self.claims_key,
+                "claimed_by": self.claimed_by_key if claimer else None,
+            },
+            args={
+                "now": now,
+                "lease_until": now + lease_s,
+                "limit": int(limit),
+                "claimer": claimer,
+            },
         )
         claimed = []
         for i in range(0, len(raw), 3):
@@ -124,8 +144,23 @@ class DelayedSet:
             pipe.zrem(self.due_key, entry_id)
             pipe.hdel(self.entries_key, entry_id)
             pipe.hdel(self.claims_key, entry_id)
-            removed, _, _ = pipe.execute()
+            pipe.hdel(self.claimed_by_key, entry_id)
+            removed, _, _, _ = pipe.execute()
         return bool(removed)
+
+    def due_again(self, claimer: str) -> int:
+        """Make the entries ``claimer`` claimed and never released due now (its host was
+        lost between the two); how many. One that was released meanwhile stays gone."""
+        mine = [
+            _text(entry_id)
+            for entry_id, who in self.redis.hscan_iter(self.claimed_by_key, count=500)
+            if _text(who) == claimer
+        ]
+        if not mine:
+            return 0
+        again = self.make_due(mine)
+        self.redis.hdel(self.claimed_by_key, *mine)
+        return again
 
     def size(self) -> int:
         """Entries parked or claimed and not yet released."""

@@ -69,15 +69,19 @@ def _alive(url: str) -> bool:
 class EmbeddedRedis:
     """One redis-server process owned by this object (or adopted from var/)."""
 
-    def __init__(self, directory: Path | str = DEFAULT_DIR, persist: bool = True):
+    def __init__(
+        self, directory: Path | str = DEFAULT_DIR, persist: bool = True, host: str = "127.0.0.1"
+    ):
         self.directory = Path(directory).resolve()
         self.persist = persist
+        #: the address it listens on (tests/hosts: a bridge's, for other network namespaces)
+        self.host = host
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     @property
     def state_file(self) -> Path:
@@ -92,7 +96,9 @@ class EmbeddedRedis:
             "--port",
             str(self.port),
             "--bind",
-            "127.0.0.1",
+            self.host,
+            "--protected-mode",
+            "no" if self.host != "127.0.0.1" else "yes",
             "--dir",
             str(self.directory),
             "--save",

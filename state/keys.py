@@ -25,7 +25,7 @@
     P:spend:{p:YYYY-MM-DD}      hash: one provider's UTC day: reserved and spent USD, counters
 
     the delayed set, tag {delayed}                      (DelayedKeys)
-    P:{delayed}:due, :entries, :claims
+    P:{delayed}:due, :entries, :claims, :claimed_by
 
     no tag (only ever touched by single-key commands)
     P:syncs                     hash: sync id → its P:{p:u} (where its keys live)
@@ -38,6 +38,11 @@ The networks themselves live in PostgreSQL (``state.networks``).
     P:paused                    hash: paused providers → why (state.control)
 
     the stall sweep, tag {sweep}: P:{sweep}:seen, :parked, :lock, :deliveries:<id>, :dead
+    worker liveness, tag {live} (state.liveness)         (LiveKeys)
+    P:{live}:holders            zset: holder id (one per worker process) → when it first beat
+    P:{live}:beat:<holder>      its heartbeat, expiring unless renewed
+    P:{live}:held:<holder>      hash: task id → the page it is working on (JSON)
+    P:{live}:lease:<name>       who holds a lease (the lost-worker sweep's leader), expiring
     the callback outbox, tag {outbox}: P:{outbox}:deliveries, :recent, :failed
     each provider's circuit breaker, tag {breaker:<p>}: P:{breaker:<p>} (state.breaker)
     P:delivery:<id>             a webhook delivery's first answer (service.webhooks)
@@ -109,15 +114,36 @@ class UserKeys:
 
 
 class DelayedKeys:
-    """The delayed set's three keys (one tag: its claim script touches all three)."""
+    """The delayed set's keys (one tag: its claim script touches them all)."""
 
-    __slots__ = ("due", "entries", "claims")
+    __slots__ = ("due", "entries", "claims", "claimed_by")
 
     def __init__(self, prefix: str):
         base = f"{prefix}:{{delayed}}"
         self.due = f"{base}:due"
         self.entries = f"{base}:entries"
         self.claims = f"{base}:claims"
+        self.claimed_by = f"{base}:claimed_by"
+
+
+class LiveKeys:
+    """The liveness keys (one tag: ``take_over.lua`` touches the holders, a beat and a
+    held hash together)."""
+
+    __slots__ = ("base", "holders")
+
+    def __init__(self, prefix: str):
+        self.base = f"{prefix}:{{live}}"
+        self.holders = f"{self.base}:holders"
+
+    def beat(self, holder: str) -> str:
+        return f"{self.base}:beat:{holder}"
+
+    def held(self, holder: str) -> str:
+        return f"{self.base}:held:{holder}"
+
+    def lease(self, name: str) -> str:
+        return f"{self.base}:lease:{name}"
 
 
 class Keys:
@@ -176,6 +202,9 @@ class Keys:
 
     def delayed(self) -> DelayedKeys:
         return DelayedKeys(self.prefix)
+
+    def live(self) -> LiveKeys:
+        return LiveKeys(self.prefix)
 
     def delivery(self, delivery_id: str) -> str:
         return f"{self.prefix}:delivery:{delivery_id}"

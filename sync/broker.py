@@ -14,8 +14,9 @@ worker that "never resumed" after a Redis restart in the fault tests.
 
 Nothing is lost by not giving them back there: they are still in the
 broker's unacked hash, from which kombu restores them after the visibility
-timeout, and the stall sweep (``sync.recovery``) re-sends their pages
-sooner (pages are idempotent; an acked page delivered again is a no-op). So
+timeout, and the scheduler hands their pages on sooner (``sync.lost_workers``:
+an unacked message no live worker holds; the stall sweep, ``sync.recovery``,
+behind it) (pages are idempotent; an acked page delivered again is a no-op). So
 on a closed channel a failed give-back, ack or reject is logged and the
 worker goes on reconnecting; on an open one every error is raised as before.
 
@@ -40,8 +41,8 @@ class QoS(kombu_redis.QoS):
             raise exc
         log.warning(
             "could not %s %d message(s) on a broken broker connection (%s): they wait "
-            "in the broker's unacked set (visibility timeout) and the stall sweep "
-            "re-sends their pages",
+            "in the broker's unacked set, where the scheduler finds them unheld and "
+            "hands their pages on",
             what,
             count,
             type(exc).__name__,

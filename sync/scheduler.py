@@ -15,6 +15,7 @@ Logs carry counts and task names, never arguments (they may name accounts).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import signal
@@ -64,8 +65,13 @@ class SchedulerLoop:
         clock: Callable[[], float] = time.time,
         sweep: Callable[[], object] | None = None,
         sweep_every_s: float = 15.0,
+        claimer: str | None = None,
     ):
         self.delayed = delayed
+        #: this process' liveness holder id, named in its claims: if its host is lost
+        #: between a claim and the release, the other scheduler makes the claimed entries
+        #: due again in seconds (``sync.lost_workers``), not when their lease runs out
+        self.claimer = claimer
         #: the stall sweep (``sync.recovery``), run every ``sweep_every_s`` seconds
         self.sweep = sweep
         self.sweep_every_s = sweep_every_s
@@ -82,7 +88,10 @@ class SchedulerLoop:
     def run_once(self) -> tuple[int, int]:
         """One round: (sent, failed). An unsent entry stays claimed until its lease ends."""
         sent = failed = redelivered = 0
-        for parked in self.delayed.claim_due(limit=self.batch, lease_s=self.lease_s):
+        claimed = self.delayed.claim_due(
+            limit=self.batch, lease_s=self.lease_s, claimer=self.claimer
+        )
+        for parked in claimed:
             try:
                 self.send(parked)
             except Exception as exc:  # noqa: BLE001 - the broker is away: the lease brings it back
@@ -210,12 +219,26 @@ def main(argv: list[str] | None = None) -> int:
 
     celery_app = load_app(args.app)
     delayed = delayed_set_for(celery_app, args.redis_url, args.key_prefix)
-    sweep_options = {}
+    sweep_options, lost_workers = {}, None
     if getattr(celery_app, "netsync_services", None) is not None:
+        from sync.lost_workers import every, lost_worker_sweep_for
+
+        settings = celery_app.netsync_services.settings
+        lost_workers = lost_worker_sweep_for(celery_app)
+        # the stall sweep and the spend ledger every SWEEP_INTERVAL_SECONDS; lost workers
+        # every beat
         sweep_options = {
-            "sweep": service_sweep(celery_app),
-            "sweep_every_s": celery_app.netsync_services.settings.sweep_interval,
+            "sweep": every(
+                [
+                    (service_sweep(celery_app), settings.sweep_interval),
+                    (lost_workers.sweep, settings.worker_beat_seconds),
+                ]
+            ),
+            "sweep_every_s": settings.worker_beat_seconds,
+            # this process beats like a worker and names itself in its claims
+            "claimer": lost_workers.holder,
         }
+        beat = lost_workers.beat()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -228,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         max_idle_s=args.idle,
         **sweep_options,
     )
+    if lost_workers is not None:
+        with contextlib.suppress(redis.RedisError):
+            lost_workers.stop()  # the other scheduler, if any, sweeps at once
+        beat.stop()
     return 0
 
 

@@ -20,6 +20,7 @@ KEY_POSITIONS = {
     "GET": (1, 1, 1),
     "SET": (1, 1, 1),
     "DEL": (1, -1, 1),
+    "EXISTS": (1, -1, 1),
     "RENAME": (1, 2, 1),
     "PEXPIRE": (1, 1, 1),
     "HGET": (1, 1, 1),

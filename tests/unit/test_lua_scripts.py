@@ -41,6 +41,7 @@ from state.batch import Batch
 from state.breaker import BreakerConfig, CircuitBreaker
 from state.delayed import DelayedSet
 from state.keys import Keys
+from state.liveness import Liveness
 from state.lua import LUA_DIR, LuaScript, ScriptCallError, parse_header, script_spec
 from state.page_guard import guard_args
 from state.quota import QuotaConfig, QuotaGate
@@ -369,6 +370,8 @@ def drive_delayed(redis_client, prefix):
     delayed.park("t.task", [1], {}, "normal", 0)
     redis_client.zadd(delayed.due_key, {"gone": 0})  # released while the claim looked
     assert [t.task_name for t in delayed.claim_due()] == ["t.task"]
+    delayed.park("t.task", [2], {}, "normal", 0)
+    assert [t.args for t in delayed.claim_due(claimer="sched-a")] == [[2]]
 
 
 def drive_breaker(redis_client, prefix):
@@ -384,6 +387,17 @@ def drive_breaker(redis_client, prefix):
     assert look.value.verdict == "probe_due"  # a look claims nothing
     breaker.allow("github")  # the probe
     breaker.record("github", ok=True)
+
+
+def drive_liveness(redis_client, prefix):
+    liveness = Liveness(redis_client, prefix)
+    liveness.beat("w1", {}, lost_s=60)
+    liveness.hold("w1", "task-1", {"task": "github.page", "args": ["s_1", "p2"]})
+    assert liveness.take_over("w1") is None  # it beats
+    redis_client.delete(liveness.keys.beat("w1"))
+    assert liveness.take_over("w1") == {"task-1": {"task": "github.page", "args": ["s_1", "p2"]}}
+    assert liveness.lease("sweep", "a", 60) and not liveness.lease("sweep", "b", 60)
+    liveness.give_up("sweep", "a")
 
 
 def drive_announced(redis_client, prefix):
@@ -441,6 +455,7 @@ def test_every_script_is_called_as_its_header_says_and_touches_only_its_keys(
     drive_quota(redis_client, key_prefix)
     drive_delayed(redis_client, key_prefix)
     drive_breaker(redis_client, key_prefix)
+    drive_liveness(redis_client, key_prefix)
     drive_announced(redis_client, key_prefix)
     drive_call_gate(redis_client, key_prefix)
     assert sorted(checked_scripts) == SCRIPTS, "every script must be exercised here"
