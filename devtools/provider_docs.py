@@ -8,10 +8,10 @@ registry, so a new provider cannot be forgotten in the docs.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import providers
+from devtools.generated_section import replaced, rewrite
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- providers:start -->", "<!-- providers:end -->"
@@ -53,19 +53,12 @@ def provider_table() -> str:
 
 
 def rendered(readme: str) -> str:
-    """``readme`` with its provider table brought up to date."""
-    head, _, rest = readme.partition(START)
-    _, _, tail = rest.partition(END)
-    return f"{head}{START}\n{provider_table()}\n{END}{tail}"
+    """``readme`` with its generated section brought up to date."""
+    return replaced(readme, START, END, provider_table())
 
 
 def main() -> int:
-    text = README.read_text()
-    if START not in text or END not in text:
-        print(f"{README}: no {START} … {END} markers", file=sys.stderr)
-        return 2
-    README.write_text(rendered(text))
-    return 0
+    return rewrite(README, START, END, provider_table())
 
 
 if __name__ == "__main__":

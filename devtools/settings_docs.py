@@ -9,9 +9,9 @@ without its documentation following.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from devtools.generated_section import replaced, rewrite
 from service.config import FIXED, PER_PROVIDER, SETTINGS, Setting
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
@@ -66,19 +66,12 @@ def settings_tables() -> str:
 
 
 def rendered(page: str) -> str:
-    """``page`` with its settings tables brought up to date."""
-    head, _, rest = page.partition(START)
-    _, _, tail = rest.partition(END)
-    return f"{head}{START}\n{settings_tables()}\n{END}{tail}"
+    """``page`` with its generated section brought up to date."""
+    return replaced(page, START, END, settings_tables())
 
 
 def main() -> int:
-    text = PAGE.read_text()
-    if START not in text or END not in text:
-        print(f"{PAGE}: no {START} … {END} markers", file=sys.stderr)
-        return 2
-    PAGE.write_text(rendered(text))
-    return 0
+    return rewrite(PAGE, START, END, settings_tables())
 
 
 if __name__ == "__main__":
