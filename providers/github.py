@@ -41,6 +41,9 @@ class GitHub(Provider):
     # if a 304 response is returned and the request was made while correctly
     # authorized with an Authorization header" (best-practices-for-using-the-rest-api)
     NOT_MODIFIED_IS_FREE = True
+    # "Most endpoints return an etag header": a re-sync asks each page with
+    # If-None-Match, and an unchanged page costs nothing (sync.etag_cache)
+    INCREMENTAL = "conditional"
 
     #: key: (HTTP status, kind of 403/429) or status → what to do
     ERRORS = {

@@ -31,6 +31,10 @@ class Twitter(Provider):
     QUOTAS = (QuotaLimit("token", 15, 900),)  # followers/following, user context
     DOCS = "https://developer.x.com/en/docs/x-api/users/follows"
     PAGE_SIZE = 1000  # max_results: 1-1000
+    # Newest first (documented for v1.1's followers/ids, not promised for v2): a
+    # re-sync reads from the top until someone known, its first page sized to the
+    # growth (X bills every user returned)
+    INCREMENTAL = "head"
     PAGINATION = Pagination.CURSOR
     RATE_LIMIT_HEADERS = ("x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset")
     # X counts per endpoint and per user (user context) in 15-minute windows; the

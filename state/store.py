@@ -341,6 +341,18 @@ class SyncStore:
         if keys and fields:
             self.redis.hset(keys.record, mapping={k: str(v) for k, v in fields.items()})
 
+    def etag_keys(self, sync_id: str, relation: str) -> tuple[str, str]:
+        """(the sync's own conditional cache, its network's): ``state.etag_cache``."""
+        keys = self._sync_keys(sync_id)
+        return keys.etags, keys.user.relation(relation).etags
+
+    def update_in(self, batch: Batch, sync_id: str, fields: dict) -> None:
+        """``update``, queued in ``batch`` (sent with the caller's other steps)."""
+        keys = self._sync_keys(sync_id)
+        if keys and fields:
+            mapping = {k: str(v) for k, v in fields.items()}
+            batch.add(lambda pipe: pipe.hset(keys.record, mapping=mapping))
+
     def mark_running(self, sync_id: str) -> bool:
         keys = self._sync_keys(sync_id)
         return bool(
