@@ -204,6 +204,11 @@ class Provider:
     def page_call(self, account_id: str, cursor: str) -> HttpCall:
         raise NotImplementedError
 
+    def replayed_page(self, page: Page, cursor: str, expected_total: int | None) -> Page:
+        """A page kept from the last sync, reused on a ``304``: where it points may have
+        moved even though its body did not (a fan-out sized by the total)."""
+        return page
+
     def head_cursor(self, account_id: str, relation: str | None, head: str | None) -> str:
         """Where an incremental head starts: the newest page (``head``), or the page just
         newer than the stored marker ``head`` (``since``)."""

@@ -273,9 +273,7 @@ def resync_command(
         validate_target(user_id, provider or PROVIDERS[0])
     except SyncRequestError as exc:
         raise click.UsageError(str(exc)) from None
-    ctx.exit(
-        resync_user(user_id, provider, force, wait, timeout, poll_interval, relation, mode)
-    )
+    ctx.exit(resync_user(user_id, provider, force, wait, timeout, poll_interval, relation, mode))
 
 
 # -- syncs show / list --------------------------------------------------------------------

@@ -25,25 +25,69 @@ from sync.context import SyncContext
 log = logging.getLogger("netsync.incremental")
 
 
-def plan(ctx: SyncContext, size: int | None) -> list[str] | None:
+#: the conditional cache's field for the profile call (page URLs start with "/" or a letter)
+PROFILE_FIELD = "~profile"
+
+
+def stored_network(ctx: SyncContext) -> modes.NetworkFreshness | None:
+    stored = ctx.svc.networks.freshness(ctx.user_id, ctx.provider.NAME, ctx.relation)
+    if stored is None:
+        return None
+    return modes.NetworkFreshness(
+        stored["count"], stored["verified_at"], stored["head"], stored["needs_full"]
+    )
+
+
+def _choose(ctx: SyncContext, network, size: int | None) -> modes.ModeChoice:
+    return modes.resolve_mode(
+        ctx.record.get("mode_requested") or modes.AUTO,
+        ctx.provider.INCREMENTAL,
+        network,
+        size,
+        time.time(),
+        ctx.svc.settings.full_sync_every_seconds,
+    )
+
+
+def conditional_profile(ctx: SyncContext, network) -> CachedPage | None:
+    """The profile call's cached answer, when the sync will be incremental whatever the
+    size says (then an unchanged profile is a free 304 too)."""
+    if ctx.provider.INCREMENTAL != "conditional":
+        return None
+    if _choose(ctx, network, None).mode != modes.INCREMENTAL:
+        return None
+    _, network_key = _cache_keys(ctx)
+    cached = EtagCache(ctx.svc.redis).lookup(
+        network_key, ctx.credential.fingerprint(), PROFILE_FIELD
+    )
+    if cached is None or cached.page.total is None or len(cached.page.connections) != 1:
+        return None
+    return cached
+
+
+def keep_profile(ctx: SyncContext, answer, cached, size: int | None, uid: str | None) -> None:
+    """Keep the profile's ETag with what it said (size, stable id), as a page of one."""
+    if size is None:
+        return
+    keep_conditional(ctx, PROFILE_FIELD, answer, Page([(uid or "-", "")], total=size), cached)
+
+
+def profile_from_cache(cached: CachedPage) -> tuple[int, str | None]:
+    """(size, stable id) a 304 to the profile call stands for."""
+    uid = cached.page.connections[0][0]
+    return cached.page.total, (None if uid == "-" else uid)
+
+
+def plan(
+    ctx: SyncContext, size: int | None, network: modes.NetworkFreshness | None = None
+) -> list[str] | None:
     """Resolve the sync's mode; the head cursors of a ``head``/``since`` read, or None
     (round two starts with the provider's own first pages)."""
     svc, provider = ctx.svc, ctx.provider
     requested = ctx.record.get("mode_requested") or modes.AUTO
-    stored = svc.networks.freshness(ctx.user_id, provider.NAME, ctx.relation)
-    network = None
-    if stored is not None:
-        network = modes.NetworkFreshness(
-            stored["count"], stored["verified_at"], stored["head"], stored["needs_full"]
-        )
-    choice = modes.resolve_mode(
-        requested,
-        provider.INCREMENTAL,
-        network,
-        size,
-        time.time(),
-        svc.settings.full_sync_every_seconds,
-    )
+    if network is None:
+        network = stored_network(ctx)
+    choice = _choose(ctx, network, size)
     fields = {"mode": choice.mode, "mode_reason": choice.reason}
     if network is not None:
         fields["known_count"] = network.count

@@ -204,13 +204,24 @@ class ProfileTask(ProviderTask):
     def _profile(self, ctx: SyncContext) -> str:
         provider, svc = ctx.provider, ctx.svc
         svc.store.mark_running(ctx.sync_id)
-        answer = outbound.call(ctx, provider.profile_call(ctx.account_id), starts_sync=True)
+        network = incremental.stored_network(ctx)
+        call = provider.profile_call(ctx.account_id)
+        cached = incremental.conditional_profile(ctx, network)
+        if cached is not None:
+            call = incremental.with_condition(call, cached)
+        answer = outbound.call(ctx, call, starts_sync=True)
         batch = ctx.take_deferred() or Batch(svc.redis)
         svc.store.note_call(ctx.sync_id, ctx.rate_fields, batch=batch)
         batch.execute()
-        with parsing("profile answer"):
-            size = provider.parse_size(answer.body, ctx.relation)
-            uid = provider.account_uid(answer.body, ctx.account_id)
+        if answer.status == 304:
+            if cached is None:
+                raise UnparseableAnswer("304 Not Modified to a request without a condition")
+            size, uid = incremental.profile_from_cache(cached)
+        else:
+            with parsing("profile answer"):
+                size = provider.parse_size(answer.body, ctx.relation)
+                uid = provider.account_uid(answer.body, ctx.account_id)
+        incremental.keep_profile(ctx, answer, cached, size, uid)
         if uid:
             # who this account is, by its stable id: "which of my connections are here"
             svc.networks.link_account(
@@ -219,10 +230,10 @@ class ProfileTask(ProviderTask):
                 account_id=ctx.account_id,
                 provider_uid=str(uid),
             )
-        self._plan_pages(ctx, size)
+        self._plan_pages(ctx, size, network)
         return "planned"
 
-    def _plan_pages(self, ctx: SyncContext, size: int | None) -> None:
+    def _plan_pages(self, ctx: SyncContext, size: int | None, network=None) -> None:
         """The size picks the queue class; the pagination style, round two's first pages."""
         svc = ctx.svc
         queue_class = queues.queue_class_for(
@@ -235,7 +246,7 @@ class ProfileTask(ProviderTask):
         ctx.record.update(fields)
         svc.memory.requeue(ctx.sync_id, queue_class)
         # the mode (``sync.modes``): a head read starts at its head, the rest at the start
-        cursors = incremental.plan(ctx, size) or ctx.provider.initial_cursors(
+        cursors = incremental.plan(ctx, size, network) or ctx.provider.initial_cursors(
             ctx.account_id, size, ctx.relation
         )
         marks = svc.store.add_pending(ctx.sync_id, "", cursors)
@@ -290,7 +301,10 @@ class PageTask(ProviderTask):
         if answer.status == 304:
             if cached is None:
                 raise UnparseableAnswer("304 Not Modified to a request without a condition")
-            page = cached.page  # unchanged since the last sync: what it held then
+            # unchanged since the last sync: what it held then
+            expected = ctx.record.get("expected_total")
+            expected = int(expected) if expected not in (None, "") else None
+            page = provider.replayed_page(cached.page, bare, expected)
         else:
             with parsing("page answer"):
                 page = provider.parse_page(answer.body, answer.headers, bare)
