@@ -275,3 +275,24 @@ def test_linkedin_falls_back_to_full(stack, mode):
     assert record["mode"] == "full", record
     assert record["mode_reason"] == "provider_offers_nothing_cheaper"
     assert network(stack, user, provider) == stack.truth(provider, account["id"])
+
+
+# -- costs visible ---------------------------------------------------------------------------------
+def test_the_savings_are_in_metrics_and_on_the_dashboard(stack):
+    provider = "twitter"
+    user, account, _ = first_sync(stack, provider, 2500)
+    change(stack, account, add=10)
+    record = resync(stack, user, provider)
+    assert record["mode"] == "incremental", record
+    text = requests.get(f"{stack.web}/metrics", timeout=10).text
+    saved = [
+        line
+        for line in text.splitlines()
+        if line.startswith('netsync_sync_mode_usd_saved_micro_total{provider="twitter"}')
+    ]
+    assert saved and float(saved[0].split()[-1]) > 0, saved
+    state = stack.http.get(f"{stack.web}/dashboard/state.json", timeout=10).json()
+    (row,) = [m for m in state["modes"] if m["provider"] == provider]
+    # a full re-read of 2,510: the profile and 2,510 users at $0.01; this one, far less
+    assert row["incremental_syncs"] >= 1 and row["calls_saved"] >= 2
+    assert row["usd_saved"] >= 25.10 - record["cost"]["usd"] - 0.0001
