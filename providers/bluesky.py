@@ -186,7 +186,8 @@ class Bluesky(Provider):
         # limit is 1-100 (app.bsky.graph.getFollowers lexicon)
         if "limit" not in call.params:
             return None
-        params = {**call.params, "limit": max(1, min(most, self.PAGE_SIZE))}
+        asked = int(call.params["limit"])  # never more than the call asked
+        params = {**call.params, "limit": max(1, min(most, asked, self.PAGE_SIZE))}
         return HttpCall(call.method, call.url, params, call.headers)
 
     def parse_page(self, body, headers, cursor):

@@ -139,7 +139,9 @@ class Twitter(Provider):
         # smaller costs less (the budget left buys a page, not none)
         if "max_results" not in call.params:
             return None
-        params = {**call.params, "max_results": max(1, min(most, self.PAGE_SIZE))}
+        # never more than the call asked (a head's first page is sized to the growth)
+        asked = int(call.params["max_results"])
+        params = {**call.params, "max_results": max(1, min(most, asked, self.PAGE_SIZE))}
         return HttpCall(call.method, call.url, params, call.headers)
 
     def billed_resources(self, body, kind):

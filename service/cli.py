@@ -196,10 +196,24 @@ def _wait_for(sync_id: str, timeout_s: int, poll_s: float) -> int:
     return 1 if view["status"] in FAILED else 0
 
 
+def stale_targets(svc, verified_before: float, provider: str | None, limit: int) -> list:
+    """The ``limit`` networks verified longest ago whose user still has a credential: one
+    without (unlinked) could never be synced, and stalest first it would starve the rest."""
+    targets, scanned, batch = [], 0, max(limit * 4, 100)
+    while len(targets) < limit:
+        found = svc.networks.stale_networks(verified_before, provider, scanned + batch)
+        fresh = found[scanned:]
+        targets += [t for t in fresh if svc.credentials.exists(t[0], t[1])]
+        scanned = len(found)
+        if len(fresh) < batch:
+            break
+    return targets[:limit]
+
+
 def resync_stale(older_than_s: int, provider: str | None, limit: int, force: bool) -> int:
     """Verify the networks verified longest ago: full syncs (trigger ``stale``: the
     trickle queue), picked by ``verified_at`` (never verified first)."""
-    targets = services().networks.stale_networks(time.time() - older_than_s, provider, limit)
+    targets = stale_targets(services(), time.time() - older_than_s, provider, limit)
     if not targets:
         click.echo(f"no network was last verified more than {older_than_s}s ago")
         return 0

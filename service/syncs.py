@@ -116,7 +116,9 @@ def start_syncs(
     modes = {id(t): r.mode for t, r in zip(tickets, requests) if t is not None}
     for ticket, _ in created:
         # the mode asked for; the profile task resolves it (``sync.modes``) into ``mode``
-        svc.store.update_in(after, ticket.sync_id, {"mode_requested": modes[id(ticket)]})
+        svc.store.update_in(
+            after, ticket.sync_id, ticket.provider, user_id, {"mode_requested": modes[id(ticket)]}
+        )
     track_started(svc, after, created, trigger)
     after.execute()
     send_profile_tasks(svc, created, trigger)

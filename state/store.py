@@ -346,12 +346,15 @@ class SyncStore:
         keys = self._sync_keys(sync_id)
         return keys.etags, keys.user.relation(relation).etags
 
-    def update_in(self, batch: Batch, sync_id: str, fields: dict) -> None:
-        """``update``, queued in ``batch`` (sent with the caller's other steps)."""
-        keys = self._sync_keys(sync_id)
-        if keys and fields:
+    def update_in(
+        self, batch: Batch, sync_id: str, provider: str, user_id: str, fields: dict
+    ) -> None:
+        """``update`` of a sync just created by this process, queued in ``batch`` (sent
+        with the caller's other steps; its keys are known without the index's read)."""
+        record = self.keys.user(provider, user_id).sync(sync_id).record
+        if fields:
             mapping = {k: str(v) for k, v in fields.items()}
-            batch.add(lambda pipe: pipe.hset(keys.record, mapping=mapping))
+            batch.add(lambda pipe: pipe.hset(record, mapping=mapping))
 
     def mark_running(self, sync_id: str) -> bool:
         keys = self._sync_keys(sync_id)
