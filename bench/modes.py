@@ -135,9 +135,24 @@ def run_provider(dev: DevStack, provider: str, size: int) -> dict:
     result = {"page_size": page_size, "size": size, "phases": phases}
     for name, changed in (("unchanged", 0), ("added_1pct", added)):
         phase = phases[name]
-        minimum = math.ceil(changed / page_size) + 1
-        phase["physical_minimum_calls"] = minimum
-        phase["calls_vs_minimum"] = round(phase["calls"] / minimum, 2)
+        if provider == "github":
+            # every page is asked again; the minimum is in counted calls: the pages the
+            # change moved and the profile (whose count changed), none when unchanged
+            minimum = math.ceil(changed / page_size) + 1 if changed else 0
+            phase["physical_minimum_counted_calls"] = minimum
+            phase["counted_vs_minimum"] = (
+                round(phase["counted_calls"] / minimum, 2) if minimum else None
+            )
+        else:
+            # the formula; a head also needs to meet one known connection, so
+            # nothing changed is the profile and one page, and a growth that fills its
+            # pages exactly takes one page more
+            minimum = math.ceil(changed / page_size) + 1
+            phase["physical_minimum_calls"] = minimum
+            phase["calls_vs_minimum"] = round(phase["calls"] / minimum, 2)
+            proof = math.ceil((changed + 1) / page_size) + 1
+            phase["minimum_with_a_known_connection"] = proof
+            phase["calls_vs_minimum_with_a_known_connection"] = round(phase["calls"] / proof, 2)
         phase["counted_share_of_full"] = round(phase["counted_calls"] / full["counted_calls"], 4)
         if full["usd"]:
             phase["usd_share_of_full"] = round(phase["usd"] / full["usd"], 4)

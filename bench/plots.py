@@ -142,12 +142,13 @@ def modes(b: dict, path: Path) -> bool:
     for i, (phase, label) in enumerate(zip(phases, labels)):
         xs = [n + (i - (len(phases) - 1) / 2) * width for n in range(len(names))]
         counted = [max(data[p]["phases"][phase]["counted_calls"], 0.5) for p in names]
-        usd = [data[p]["phases"][phase]["usd"] for p in names]
+        usd = [max(data[p]["phases"][phase]["usd"], 0.005) for p in names]
         calls_ax.bar(xs, counted, width, label=label)
         usd_ax.bar(xs, usd, width, label=label)
     calls_ax.set_yscale("log")
     calls_ax.set_ylabel("counted calls (log; 0 drawn at 0.5)")
-    usd_ax.set_ylabel("USD billed")
+    usd_ax.set_yscale("log")
+    usd_ax.set_ylabel("USD billed (log; free drawn at $0.005)")
     for ax in (calls_ax, usd_ax):
         ax.set_xticks(range(len(names)), names)
         ax.grid(True, axis="y", alpha=0.3)
