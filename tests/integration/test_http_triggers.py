@@ -667,6 +667,18 @@ def test_cli_resync_starts_every_linked_provider(http_runner, svc):
     assert json.loads(as_json.output)["user_id"] == user
 
 
+def test_cli_resync_takes_a_mode(http_runner, svc):
+    user = new_user()
+    link(svc, user, "github")
+    refused = http_runner.invoke(args=["resync", user, "--mode", "sometimes"])
+    assert refused.exit_code == 2 and "--mode" in refused.output
+    assert recent_sync_ids(svc) == []
+    result = http_runner.invoke(args=["resync", user, "--relation", "followers", "--mode", "full"])
+    assert result.exit_code == 0, result.output
+    (record,) = [svc.store.get_sync(sync_id) for sync_id in recent_sync_ids(svc)]
+    assert record["mode_requested"] == "full"
+
+
 def test_cli_resync_wait_exits_0_when_the_sync_succeeds(http_runner, svc):
     user = new_user()
     link(svc, user)
