@@ -79,14 +79,13 @@ def profile_from_cache(cached: CachedPage) -> tuple[int, str | None]:
 
 
 def plan(
-    ctx: SyncContext, size: int | None, network: modes.NetworkFreshness | None = None
+    ctx: SyncContext, size: int | None, network: modes.NetworkFreshness | None
 ) -> list[str] | None:
-    """Resolve the sync's mode; the head cursors of a ``head``/``since`` read, or None
-    (round two starts with the provider's own first pages)."""
+    """Resolve the sync's mode against the stored ``network`` (``stored_network``); the
+    head cursors of a ``head``/``since`` read, or None (round two starts with the
+    provider's own first pages)."""
     svc, provider = ctx.svc, ctx.provider
     requested = ctx.record.get("mode_requested") or modes.AUTO
-    if network is None:
-        network = stored_network(ctx)
     choice = _choose(ctx, network, size)
     fields = {"mode": choice.mode, "mode_reason": choice.reason}
     if network is not None:
@@ -142,7 +141,10 @@ def keep_conditional(ctx: SyncContext, page_url: str, answer, page: Page, cached
     if not etag or "\0" in etag:
         return
     sync_key, _ = _cache_keys(ctx)
-    EtagCache(ctx.svc.redis).keep(sync_key, ctx.credential.fingerprint(), page_url, etag, page)
+    # with the page's storage when the call left its lessons to send (one round trip)
+    EtagCache(ctx.svc.redis).keep(
+        sync_key, ctx.credential.fingerprint(), page_url, etag, page, batch=ctx.deferred
+    )
 
 
 def replace_cache(svc, record: dict) -> None:

@@ -233,7 +233,7 @@ class ProfileTask(ProviderTask):
         self._plan_pages(ctx, size, network)
         return "planned"
 
-    def _plan_pages(self, ctx: SyncContext, size: int | None, network=None) -> None:
+    def _plan_pages(self, ctx: SyncContext, size: int | None, network) -> None:
         """The size picks the queue class; the pagination style, round two's first pages."""
         svc = ctx.svc
         queue_class = queues.queue_class_for(

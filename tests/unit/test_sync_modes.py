@@ -85,18 +85,18 @@ def test_head_bound_is_a_tenth_of_the_network_at_least_a_page():
 
 
 def step(**changes):
-    args = dict(
-        kind="head",
-        met_known=True,
-        page_full=True,
-        has_next=True,
-        read_so_far=105,
-        bound=1000,
-        new_so_far=100,
-        known_count=10_000,
-        stated_count=10_100,
-        check_count=True,
-    )
+    args = {
+        "kind": "head",
+        "met_known": True,
+        "page_full": True,
+        "has_next": True,
+        "read_so_far": 105,
+        "bound": 1000,
+        "new_so_far": 100,
+        "known_count": 10_000,
+        "stated_count": 10_100,
+        "check_count": True,
+    }
     args.update(changes)
     return head_step(**args)
 
@@ -125,7 +125,7 @@ def test_the_count_check_rejects_a_head_that_does_not_add_up():
 
 
 def test_a_since_read_ends_at_its_first_short_page():
-    since = dict(kind="since", met_known=False)
+    since = {"kind": "since", "met_known": False}
     assert step(**since, page_full=False) == modes.HeadStep("done")
     assert step(**since, page_full=True) == modes.HeadStep("go_on")
     assert step(**since, page_full=True, has_next=False) == modes.HeadStep("done")
