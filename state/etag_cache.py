@@ -120,15 +120,15 @@ class EtagCache:
     def replace(self, sync_key: str, network_key: str) -> bool:
         """The sync's cache becomes the network's (atomic); False when the sync kept none
         (a sync that read no page conditionally-capable: the old cache stays)."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.rename(sync_key, network_key)
-        pipe.expire(network_key, NETWORK_CACHE_TTL_S)
+        # RENAME is atomic on its own (both keys share the user's hash tag, so it works on
+        # a Redis Cluster too); the TTL follows it (a key left without one is harmless)
         try:
-            pipe.execute()
+            self.redis.rename(sync_key, network_key)
         except redis.exceptions.ResponseError as exc:
             if "no such key" in str(exc).lower():  # this sync kept no page (or replaced already)
                 return False
             raise
+        self.redis.expire(network_key, NETWORK_CACHE_TTL_S)
         return True
 
     def size_bytes(self, network_key: str) -> int:

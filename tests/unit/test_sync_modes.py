@@ -185,3 +185,21 @@ def test_a_cache_entry_round_trips():
 )
 def test_a_garbled_cache_entry_is_not_used(raw):
     assert decode_entry(raw) is None
+
+
+def test_github_page_one_replayed_reaches_every_page_of_the_new_count():
+    from providers.github import GitHub
+
+    provider = GitHub("https://api.github.com")
+    first = "/users/ann/followers?per_page=100&page=1"
+    kept = Page(
+        [("1", "a")], fan_out=tuple(f"/user/7/followers?per_page=100&page={n}" for n in (2, 3))
+    )
+    grown = provider.replayed_page(kept, first, 350)
+    assert grown.fan_out[-1] == "/user/7/followers?per_page=100&page=4"
+    assert len(grown.fan_out) == 3 and grown.connections == kept.connections
+    assert provider.replayed_page(kept, first, 250) is kept  # nothing more to reach
+    alone = provider.replayed_page(Page([("1", "a")]), first, 150)  # one page grew to two
+    assert alone.fan_out == ("/users/ann/followers?per_page=100&page=2",)
+    later = "/user/7/followers?per_page=100&page=2"
+    assert provider.replayed_page(kept, later, 999) is kept
