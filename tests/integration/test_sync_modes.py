@@ -114,6 +114,7 @@ def test_a_mode_that_is_not_one_of_the_three_is_a_422_and_writes_nothing(stack, 
 
 
 # -- GitHub: conditional re-syncs -------------------------------------------------------------
+@pytest.mark.cluster  # also on a Redis Cluster + RabbitMQ (make integration-cluster)
 def test_github_modes_conditional_requests(stack, session_database):
     provider = "github"
     user, account, first = first_sync(stack, provider, 450)  # 5 pages of 100
@@ -189,6 +190,7 @@ def test_github_garbled_cache_entry_or_another_token_reads_that_page_in_full(sta
 HEADS = {"twitter": 1000, "bluesky": 100, "mastodon": 80}
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("provider", list(HEADS))
 def test_head_modes(stack, session_database, provider):
     page = HEADS[provider]
