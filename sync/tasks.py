@@ -288,27 +288,10 @@ class PageTask(ProviderTask):
             ctx.settle()
 
     def _page(self, ctx: SyncContext) -> str:
-        provider, store = ctx.provider, ctx.svc.store
+        store = ctx.svc.store
         generation, bare = pagination.split_generation(ctx.cursor)
         head_size, bare = modes.split_head(bare)
-        call = provider.page_call(ctx.account_id, bare)
-        if head_size:  # a head's first page, sized to the count's growth
-            call = provider.sized(call, head_size) or call
-        cached = incremental.conditional_entry(ctx, bare)
-        if cached is not None:
-            call = incremental.with_condition(call, cached)
-        answer = outbound.call(ctx, call)
-        if answer.status == 304:
-            if cached is None:
-                raise UnparseableAnswer("304 Not Modified to a request without a condition")
-            # unchanged since the last sync: what it held then
-            expected = ctx.record.get("expected_total")
-            expected = int(expected) if expected not in (None, "") else None
-            page = provider.replayed_page(cached.page, bare, expected)
-        else:
-            with parsing("page answer"):
-                page = provider.parse_page(answer.body, answer.headers, bare)
-        incremental.keep_conditional(ctx, bare, answer, page, cached)
+        page = self._read(ctx, bare, head_size)
         if page.problems:
             # Per-item problems beside the data (Twitter errors[] in a 200): those
             # people are hidden from us; the page itself is good.
@@ -333,6 +316,30 @@ class PageTask(ProviderTask):
             batch=ctx.take_deferred(),
         )
         return after_complete(self.app, ctx, result)
+
+    def _read(self, ctx: SyncContext, bare: str, head_size: int | None):
+        """The page's one call and what it holds: parsed, or (a ``304`` to a conditional
+        call) what the last sync kept for it (``sync.incremental``)."""
+        provider = ctx.provider
+        call = provider.page_call(ctx.account_id, bare)
+        if head_size:  # a head's first page, sized to the count's growth
+            call = provider.sized(call, head_size) or call
+        cached = incremental.conditional_entry(ctx, bare)
+        if cached is not None:
+            call = incremental.with_condition(call, cached)
+        answer = outbound.call(ctx, call)
+        if answer.status == 304:
+            if cached is None:
+                raise UnparseableAnswer("304 Not Modified to a request without a condition")
+            # unchanged since the last sync: what it held then
+            expected = ctx.record.get("expected_total")
+            expected = int(expected) if expected not in (None, "") else None
+            page = provider.replayed_page(cached.page, bare, expected)
+        else:
+            with parsing("page answer"):
+                page = provider.parse_page(answer.body, answer.headers, bare)
+        incremental.keep_conditional(ctx, bare, answer, page, cached)
+        return page
 
     def _launch_next(
         self, ctx: SyncContext, page, generation: int, bare: str, followups: list | None = None
