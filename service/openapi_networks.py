@@ -138,6 +138,12 @@ def change(s: Style) -> dict:
             "description": "of a network's first sync (no added entries are written for it)",
         },
         "counts": {"oneOf": [{"type": "null"}, sync_counts(s)]},
+        "source": {
+            "type": "string",
+            "enum": ["sync", "stream"],
+            "description": "a sync's, or a change a provider pushed (`streams` role; "
+            "`added`/`removed` with no sync id)",
+        },
     }
     return s.obj(fields, list(fields))
 

@@ -5,7 +5,6 @@ on the provider's channel in the real channel's format (the parsers of
 from __future__ import annotations
 
 import asyncio
-import json
 
 import aiohttp
 import pytest
