@@ -67,7 +67,11 @@ class JetstreamChannel:
         params = [("wantedCollections", push.FOLLOW_COLLECTION)]
         cursor = await asyncio.to_thread(self.state.jetstream_cursor)
         if cursor is None:
-            return params  # the first start: live (the syncs read what came before)
+            # the first start: from now on (the syncs read what came before); saved at
+            # once, so a process killed before its first batch resumes from here too
+            cursor = int(time.time() * 1_000_000)
+            await asyncio.to_thread(self.state.save_jetstream_cursor, cursor)
+            return params + [("cursor", str(cursor))]
         age = time.time() - cursor / 1e6
         if age > self.settings.jetstream_replay_seconds:
             marked = await asyncio.to_thread(self.role.svc.networks.mark_needs_full, "bluesky")

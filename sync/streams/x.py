@@ -140,7 +140,9 @@ class XChannel:
             raise StreamCut("budget")
         params = {"backfill_minutes": "0"}
         last = await asyncio.to_thread(self.state.x_last)
-        if last is not None:
+        if last is None:  # the first start: a restart backfills from here
+            await asyncio.to_thread(self.state.save_x_last, time.time())
+        else:
             gap = time.time() - last
             if gap > BACKFILL_S:
                 marked = await asyncio.to_thread(self.role.svc.networks.mark_needs_full, "twitter")
