@@ -157,6 +157,33 @@ class LiveKeys:
         return f"{self.base}:lease:{name}"
 
 
+class StreamKeys:
+    """The push channels' keys (``state.streams``; single-key commands, no tag)."""
+
+    __slots__ = (
+        "base",
+        "jetstream_cursor",
+        "mastodon_since",
+        "x_last",
+        "x_subscriptions",
+        "members",
+        "changed",
+    )
+
+    def __init__(self, prefix: str):
+        self.base = f"{prefix}:streams"
+        self.jetstream_cursor = f"{self.base}:jetstream:cursor"
+        self.mastodon_since = f"{self.base}:mastodon:since"
+        self.x_last = f"{self.base}:x:last"
+        self.x_subscriptions = f"{self.base}:x:subs"
+        self.members = f"{self.base}:members"
+        self.changed = f"{self.base}:changed"
+
+    def follow_records(self, did: str) -> str:
+        """rkey → subject of the follow records of one Bluesky repository."""
+        return f"{self.base}:bsky:rkey:{did}"
+
+
 class Keys:
     """The key names of one deployment (``prefix``)."""
 
@@ -220,7 +247,5 @@ class Keys:
     def delivery(self, delivery_id: str) -> str:
         return f"{self.prefix}:delivery:{delivery_id}"
 
-    def streams(self, part: str) -> str:
-        """The push channels' keys (``jetstream:cursor``, ``mastodon:since``, ``x:last``,
-        ``x:subs``, ``bsky:rkey:<did>``, ``members``, ``changed``)."""
-        return f"{self.prefix}:streams:{part}"
+    def streams(self) -> StreamKeys:
+        return StreamKeys(self.prefix)

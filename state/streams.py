@@ -24,56 +24,56 @@ def _text(value) -> str | None:
 class StreamState:
     def __init__(self, redis_client, key_prefix: str, clock: Callable[[], float] = time.time):
         self.redis = redis_client
-        self.keys = Keys(key_prefix)
+        self.keys = Keys(key_prefix).streams()
         self.clock = clock
 
     # -- Jetstream --------------------------------------------------------------------
     def jetstream_cursor(self) -> int | None:
-        raw = _text(self.redis.get(self.keys.streams("jetstream:cursor")))
+        raw = _text(self.redis.get(self.keys.jetstream_cursor))
         return int(raw) if raw and raw.isdigit() else None
 
     def save_jetstream_cursor(self, time_us: int) -> None:
-        self.redis.set(self.keys.streams("jetstream:cursor"), str(int(time_us)))
+        self.redis.set(self.keys.jetstream_cursor, str(int(time_us)))
 
     def remember_follow(self, follower: str, rkey: str, subject: str) -> None:
         """The follow record ``rkey`` of ``follower`` names ``subject`` (a delete won't)."""
-        self.redis.hset(self.keys.streams(f"bsky:rkey:{follower}"), rkey, subject)
+        self.redis.hset(self.keys.follow_records(follower), rkey, subject)
 
     def follow_subject(self, follower: str, rkey: str) -> str | None:
-        return _text(self.redis.hget(self.keys.streams(f"bsky:rkey:{follower}"), rkey))
+        return _text(self.redis.hget(self.keys.follow_records(follower), rkey))
 
     def forget_follow(self, follower: str, rkey: str) -> None:
-        self.redis.hdel(self.keys.streams(f"bsky:rkey:{follower}"), rkey)
+        self.redis.hdel(self.keys.follow_records(follower), rkey)
 
     # -- Mastodon ------------------------------------------------------------------------
     def mastodon_since(self, account: str) -> str | None:
-        return _text(self.redis.hget(self.keys.streams("mastodon:since"), account))
+        return _text(self.redis.hget(self.keys.mastodon_since, account))
 
     def save_mastodon_since(self, account: str, notification_id: str) -> None:
-        self.redis.hset(self.keys.streams("mastodon:since"), account, notification_id)
+        self.redis.hset(self.keys.mastodon_since, account, notification_id)
 
     # -- X --------------------------------------------------------------------------------
     def x_last(self) -> float | None:
-        raw = _text(self.redis.get(self.keys.streams("x:last")))
+        raw = _text(self.redis.get(self.keys.x_last))
         return float(raw) if raw else None
 
     def save_x_last(self, moment: float) -> None:
-        self.redis.set(self.keys.streams("x:last"), repr(moment))
+        self.redis.set(self.keys.x_last, repr(moment))
 
     def x_subscriptions(self) -> dict[str, dict]:
-        raw = self.redis.hgetall(self.keys.streams("x:subs"))
+        raw = self.redis.hgetall(self.keys.x_subscriptions)
         return {_text(k): json.loads(v) for k, v in raw.items()}
 
     def save_x_subscription(self, uid: str, entry: dict) -> None:
-        self.redis.hset(self.keys.streams("x:subs"), uid, json.dumps(entry))
+        self.redis.hset(self.keys.x_subscriptions, uid, json.dumps(entry))
 
     def drop_x_subscription(self, uid: str) -> None:
-        self.redis.hdel(self.keys.streams("x:subs"), uid)
+        self.redis.hdel(self.keys.x_subscriptions, uid)
 
     # -- membership (how many streams processes share the accounts) ---------------------
     def join(self, member: str, ttl_s: float) -> int:
         """Renew ``member`` for ``ttl_s``; how many members are alive now."""
-        key, now = self.keys.streams("members"), self.clock()
+        key, now = self.keys.members, self.clock()
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(key, {member: now + ttl_s})
             pipe.zremrangebyscore(key, "-inf", now)
@@ -81,11 +81,11 @@ class StreamState:
             return int(pipe.execute()[-1])
 
     def leave(self, member: str) -> None:
-        self.redis.zrem(self.keys.streams("members"), member)
+        self.redis.zrem(self.keys.members, member)
 
     # -- the debounced network.changed callback ---------------------------------------------
     def note_changed(self, network: str, added: int, removed: int) -> None:
-        key = self.keys.streams("changed")
+        key = self.keys.changed
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hincrby(key, f"{network}#added", added)
             pipe.hincrby(key, f"{network}#removed", removed)
@@ -93,7 +93,7 @@ class StreamState:
 
     def take_changed(self, network: str) -> tuple[int, int]:
         """The counts noted for ``network`` since the last take, and zero them."""
-        key = self.keys.streams("changed")
+        key = self.keys.changed
         fields = (f"{network}#added", f"{network}#removed")
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hmget(key, *fields)
@@ -103,5 +103,5 @@ class StreamState:
 
     def pending_changed(self) -> list[str]:
         """Networks with counts not yet called back (a process died before its debounce)."""
-        fields = self.redis.hkeys(self.keys.streams("changed"))
+        fields = self.redis.hkeys(self.keys.changed)
         return sorted({_text(f).rsplit("#", 1)[0] for f in fields})
