@@ -104,10 +104,10 @@ class Applier:
                 self.debounce_s, lambda: asyncio.ensure_future(self._fire(network))
             )
 
-    def resume_pending(self) -> None:
+    async def resume_pending(self) -> None:
         """Counts a killed process noted but never called back: send them after a debounce."""
         if self.svc.settings.callback_url:
-            for network in self.state.pending_changed():
+            for network in await asyncio.to_thread(self.state.pending_changed):
                 self._arm(network)
 
     async def _fire(self, network: str) -> None:

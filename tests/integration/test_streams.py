@@ -20,7 +20,10 @@ import pytest
 import requests
 
 from devtools.devstack import DevStack, WorkerSpec, stop_process
+from service.config import DEV_WEBHOOK_SECRET
+from sync.signatures import verify
 from tests.integration.conftest import TEST_ENV, Stack, new_user, stack_options
+from tests.integration.receiver import CallbackReceiver
 
 PATIENCE_S = 60.0
 #: the Redis database of this module's stack (the others use 8 to 15)
@@ -28,12 +31,19 @@ STREAMS_DB = 7
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def receiver():
+    with CallbackReceiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, receiver):
+    env = {**TEST_ENV, "STREAMS_DEBOUNCE_SECONDS": "0.5", "CALLBACK_URL": receiver.url}
     dev = DevStack(
         var_dir=tmp_path_factory.mktemp("streams"),
         workers=[WorkerSpec("normal,whale,trickle", pool="threads", concurrency=4, name="main")],
         redis_db=STREAMS_DB,
-        **stack_options({**TEST_ENV, "STREAMS_DEBOUNCE_SECONDS": "0.2"}),
+        **stack_options(env),
     )
     with dev:
         yield Stack(dev)
@@ -239,6 +249,28 @@ def test_two_streams_processes_apply_each_event_once(stack, streams):
     exactly_once(stack, bluesky_user, "bluesky", bluesky["id"], expected[bluesky_user])
     for user_id, account in mastodon_users:
         exactly_once(stack, user_id, "mastodon", account["id"], expected[user_id])
+
+
+def test_a_burst_of_pushed_changes_is_one_signed_network_changed_callback(stack, streams, receiver):
+    user_id, account = linked(stack, "bluesky")
+    streams()
+    channels_open(stack, "bluesky")
+    added = sim_change(stack, "bluesky", account["id"], add=4)["added"]
+    sim_change(stack, "bluesky", account["id"], remove=added[:1])
+    wait_entries(stack, user_id, [("added", a) for a in added] + [("removed", added[0])])
+
+    def changed():
+        return [r for r in receiver.for_user(user_id) if r.json["event"] == "network.changed"]
+
+    wait_for(lambda: sum(r.json["added"] for r in changed()) == 4, "network.changed callbacks")
+    calls = changed()
+    assert sum(r.json["removed"] for r in calls) == 1
+    assert {(r.json["provider"], r.json["relation"], r.json["source"]) for r in calls} == {
+        ("bluesky", "followers", "stream")
+    }
+    for call in calls:  # signed as every callback is
+        assert verify(call.headers["X-Netsync-Signature"], call.body, [DEV_WEBHOOK_SECRET])
+        assert call.headers["webhook-signature"].startswith("v1,")
 
 
 def needs_full(stack, user_id: str, provider: str) -> bool:
