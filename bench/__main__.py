@@ -31,6 +31,7 @@ from bench import (
     quota,
     report,
     simulator_rps,
+    streams,
 )
 from bench.peer import run as peer
 
@@ -61,6 +62,7 @@ def steps(quick: bool) -> dict:
         "ingest": lambda: ingest.main(quick),
         "memory": lambda: memory.main(quick),
         "networks": lambda: _networks(quick),
+        "streams": lambda: streams.main(quick),
     }
 
 
