@@ -10,14 +10,17 @@ have been applied before it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
+import threading
 import time
 
 import psycopg
 import pytest
 import requests
+from aiohttp import web
 
 from devtools.devstack import DevStack, WorkerSpec, stop_process
 from service.config import DEV_WEBHOOK_SECRET
@@ -271,6 +274,51 @@ def test_a_burst_of_pushed_changes_is_one_signed_network_changed_callback(stack,
     for call in calls:  # signed as every callback is
         assert verify(call.headers["X-Netsync-Signature"], call.body, [DEV_WEBHOOK_SECRET])
         assert call.headers["webhook-signature"].startswith("v1,")
+
+
+class RogueJetstream:
+    """A Jetstream that speaks nonsense: every connection gets malformed frames, then stays."""
+
+    def __init__(self):
+        self.connections = 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    async def handle(self, request):
+        self.connections += 1
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        for i in range(50):
+            await ws.send_str("{not json" if i % 2 else '{"did": "did:plc:x", "kind": "commit"}')
+        async for _ in ws:
+            pass
+        return ws
+
+    def __enter__(self):
+        self.thread.start()
+        app = web.Application()
+        app.router.add_get("/subscribe", self.handle)
+        self.runner = web.AppRunner(app)
+        asyncio.run_coroutine_threadsafe(self.runner.setup(), self.loop).result()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        asyncio.run_coroutine_threadsafe(site.start(), self.loop).result()
+        port = site._server.sockets[0].getsockname()[1]
+        self.url = f"ws://127.0.0.1:{port}/subscribe"
+        return self
+
+    def __exit__(self, *exc):
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def test_a_misbehaving_stream_is_cut_counted_and_reconnected_never_a_crash(stack, streams):
+    linked(stack, "bluesky")
+    with RogueJetstream() as rogue:
+        proc = streams(BLUESKY_JETSTREAM_URL=rogue.url, STREAMS="bluesky")
+        wait_for(lambda: rogue.connections >= 2, "a cut, then a reconnect")
+        assert proc.poll() is None  # still running
+    metrics = stack.http.get(f"{stack.web}/metrics", timeout=10).text
+    assert 'netsync_stream_disconnects_total{provider="bluesky",reason="malformed"}' in metrics
 
 
 def needs_full(stack, user_id: str, provider: str) -> bool:
