@@ -49,6 +49,9 @@ X_BACKFILL_S = 5 * 60.0
 #: Mastodon's streaming server beats every 15 s (``:thump``); X sends a newline every 20 s
 MASTODON_HEARTBEAT_S = 15.0
 X_KEEPALIVE_S = 20.0
+#: how often an idle stream looks whether its client has gone (so ``/_sim/push`` counts
+#: only the streams still open)
+GONE_CHECK_S = 0.5
 #: a live connection's queue is bounded; a consumer this far behind is cut, as a
 #: real server drops a slow consumer
 QUEUE_LIMIT = 100_000
@@ -341,6 +344,10 @@ async def _drain_ws(ws: web.WebSocketResponse) -> None:
             break
 
 
+def _gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
 def _mastodon_owner(hub: PushHub, request: web.Request):
     """The account a Mastodon token belongs to, or the 401 Mastodon answers."""
     header = request.headers.get("Authorization", "")
@@ -367,11 +374,17 @@ def _mastodon_stream(hub: PushHub):
         hub.listeners.add(listener)
         try:
             await response.write(b":)\n")
+            beat_at = hub.sim.clock() + MASTODON_HEARTBEAT_S
             while True:
                 try:
-                    item = await asyncio.wait_for(listener.queue.get(), MASTODON_HEARTBEAT_S)
+                    item = await asyncio.wait_for(listener.queue.get(), GONE_CHECK_S)
                 except TimeoutError:
+                    if _gone(request):
+                        break
+                    if hub.sim.clock() < beat_at:
+                        continue
                     item = ":thump\n"
+                    beat_at = hub.sim.clock() + MASTODON_HEARTBEAT_S
                 if item is _CUT:
                     if request.transport is not None:
                         request.transport.abort()
@@ -538,11 +551,16 @@ def _x_stream(hub: PushHub):
             for line in replay:
                 usage.resources += 1  # billed per event delivered, backfill too
                 await response.write(line.encode() + b"\r\n")
+            keepalive_at = hub.sim.clock() + X_KEEPALIVE_S
             while True:
                 try:
-                    item = await asyncio.wait_for(listener.queue.get(), X_KEEPALIVE_S)
+                    item = await asyncio.wait_for(listener.queue.get(), GONE_CHECK_S)
                 except TimeoutError:
-                    await response.write(b"\r\n")
+                    if _gone(request):
+                        break
+                    if hub.sim.clock() >= keepalive_at:
+                        await response.write(b"\r\n")
+                        keepalive_at = hub.sim.clock() + X_KEEPALIVE_S
                     continue
                 if item is _CUT:
                     if request.transport is not None:

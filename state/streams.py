@@ -42,9 +42,6 @@ class StreamState:
     def follow_subject(self, follower: str, rkey: str) -> str | None:
         return _text(self.redis.hget(self.keys.follow_records(follower), rkey))
 
-    def forget_follow(self, follower: str, rkey: str) -> None:
-        self.redis.hdel(self.keys.follow_records(follower), rkey)
-
     # -- Mastodon ------------------------------------------------------------------------
     def mastodon_since(self, account: str) -> str | None:
         return _text(self.redis.hget(self.keys.mastodon_since, account))

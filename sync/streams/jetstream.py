@@ -98,7 +98,6 @@ class JetstreamChannel:
             self.connected.set()
             backoff.reset()
             batch: list[StreamChange] = []
-            unmap: list[tuple[str, str]] = []
             newest = 0
             first_at = saved_at = time.monotonic()
             while True:
@@ -116,7 +115,7 @@ class JetstreamChannel:
                         aiohttp.WSMsgType.ERROR,
                         aiohttp.WSMsgType.CLOSING,
                     ):
-                        await self._flush(batch, unmap, newest)
+                        await self._flush(batch, newest)
                         return
                     guard.frame()
                     if message.type != aiohttp.WSMsgType.TEXT:
@@ -132,7 +131,7 @@ class JetstreamChannel:
                         first_at = time.monotonic()
                     newest = max(newest, frame.time_us)
                     if frame.event is not None:
-                        batch += await self._changes(frame.event, unmap)
+                        batch += await self._changes(frame.event)
                 due = time.monotonic() - first_at >= FLUSH_AFTER_S
                 if (
                     len(batch) >= FLUSH_CHANGES
@@ -140,24 +139,22 @@ class JetstreamChannel:
                     or (newest and time.monotonic() - saved_at >= CURSOR_EVERY_S)
                     or (newest and not batch and due)
                 ):
-                    await self._flush(batch, unmap, newest)
-                    batch, unmap, newest = [], [], 0
+                    await self._flush(batch, newest)
+                    batch, newest = [], 0
                     saved_at = time.monotonic()
 
-    async def _flush(self, batch, unmap, newest: int) -> None:
+    async def _flush(self, batch, newest: int) -> None:
         if not batch and not newest:
             return
         state = self.state
 
         def done() -> None:
-            for follower, rkey in unmap:
-                state.forget_follow(follower, rkey)
             if newest:
                 state.save_jetstream_cursor(newest)
 
         await self.role.applier.submit(batch, done)
 
-    async def _changes(self, event: push.FollowEvent, unmap: list) -> list[StreamChange]:
+    async def _changes(self, event: push.FollowEvent) -> list[StreamChange]:
         """The network changes one follow event makes for our users (often none)."""
         ours = self.role.users_of("bluesky")
         follower_user = ours.get(event.follower)
@@ -176,7 +173,8 @@ class JetstreamChannel:
                     )
                     self.role.count("stream_unnamed_deletes", provider=self.provider)
                 return []
-            unmap.append((event.follower, event.rkey))
+            # the map entry stays: a replayed delete (a rewound cursor) must still be
+            # named, or it would look like an unfollow nobody can name
             kind = "removed"
         changes = []
         subject_user = ours.get(subject)

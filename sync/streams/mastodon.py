@@ -120,12 +120,14 @@ class MastodonStream:
             # the first stream of this account: what came before is the syncs' to read;
             # remember the newest so a later gap is measured from here
             items, _ = await self._get(url, {"types[]": "follow", "limit": "1"}, headers)
-            if items:
-                newest = str(items[0].get("id", ""))
-                if newest.isdigit():
-                    await asyncio.to_thread(
-                        self.role.state.save_mastodon_since, self.account_key, newest
-                    )
+            newest = str(items[0].get("id", "")) if items else ""
+            # none yet: "0", so the next fill reads every follow notification there will be
+            # (another process may hold this stream next, and must not baseline again)
+            await asyncio.to_thread(
+                self.role.state.save_mastodon_since,
+                self.account_key,
+                newest if newest.isdigit() else "0",
+            )
             return
         params: dict | None = {"types[]": "follow", "min_id": since, "limit": str(PAGE)}
         while url:

@@ -147,13 +147,23 @@ def exactly_once(stack, user_id, provider, account_id, expected):
 
 
 def test_bluesky_follows_and_unfollows_reach_network_and_feed_once(stack, streams):
-    user_id, account = linked(stack, "bluesky")
+    user_id, account = linked(stack, "bluesky", relations=["followers", "following"])
     streams()
     channels_open(stack, "bluesky")
     added = sim_change(stack, "bluesky", account["id"], add=3)["added"]
     sim_change(stack, "bluesky", account["id"], remove=added[:1])
-    expected = [("added", a) for a in added] + [("removed", added[0])]
+    # the user's own follows: records in the user's repository
+    follows = sim_change(stack, "bluesky", account["id"], relation="following", add=2)["added"]
+    sim_change(stack, "bluesky", account["id"], relation="following", remove=follows[:1])
+    expected = [("added", a) for a in added + follows]
+    expected += [("removed", added[0]), ("removed", follows[0])]
     wait_entries(stack, user_id, expected)
+    following = stack.http.get(
+        f"{stack.web}/v1/users/{user_id}/networks/bluesky/following", timeout=10
+    ).json()
+    assert {c["id"] for c in following["connections"]} == set(
+        stack.truth_list("bluesky", account["id"], "following")
+    )
     exactly_once(stack, user_id, "bluesky", account["id"], expected)
 
 
