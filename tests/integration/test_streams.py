@@ -19,11 +19,13 @@ import time
 
 import psycopg
 import pytest
+import redis
 import requests
 from aiohttp import web
 
 from devtools.devstack import DevStack, WorkerSpec, stop_process
 from service.config import DEV_WEBHOOK_SECRET
+from state.spend import SpendBook
 from sync.signatures import verify
 from tests.integration.conftest import TEST_ENV, Stack, new_user, stack_options
 from tests.integration.receiver import CallbackReceiver
@@ -197,6 +199,23 @@ def test_x_subscriptions_and_events_reach_network_and_feed_once(stack, streams):
     expected = [("added", a) for a in added] + [("removed", added[0])]
     wait_entries(stack, user_id, expected)
     exactly_once(stack, user_id, "twitter", account["id"], expected)
+
+
+def test_x_events_count_against_the_budget_and_a_spent_one_closes_the_stream(stack, streams):
+    user_id, account = linked(stack, "twitter", id=str(10**17 + secrets.randbelow(10**17)))
+    book = SpendBook(redis.Redis.from_url(stack.dev.redis_url), "netsync")
+    budget = book.totals("twitter").spent_usd + 0.025  # two events and a half
+    streams(BUDGET_TWITTER=f"{budget:.3f}/day")
+    channels_open(stack, "twitter")
+    delivered = []
+    for _ in range(3):
+        delivered += sim_change(stack, "twitter", account["id"], add=1)["added"]
+        wait_entries(stack, user_id, [("added", a) for a in delivered])
+    # the third event spent the budget: the stream is closed until the next UTC day
+    wait_for(lambda: needs_full(stack, user_id, "twitter"), "the X network marked needs_full")
+    open_now = lambda: requests.get(f"{stack.sim}/_sim/push", timeout=10).json()["open"]  # noqa: E731
+    wait_for(lambda: open_now().get("twitter", 0) == 0, "the X stream closed")
+    assert book.totals("twitter").spent_usd >= budget
 
 
 def test_sigkill_mid_burst_loses_and_doubles_nothing(stack, streams):
