@@ -15,7 +15,7 @@
   lists the notifications, newest first, paged by ``Link``.
 - X Activity API: ``/twitter/2/activity/subscriptions`` (create, list, delete;
   an app bearer token), ``GET /twitter/2/activity/stream`` (one JSON event per
-  line, ``\\r\\n`` keep-alives, ``backfill_minutes`` 0–5): ``follow.follow`` and
+  line, ``\\r\\n`` keep-alives, ``backfill_minutes`` 0–5 or ``start_time`` within them): ``follow.follow`` and
   ``follow.unfollow`` for subscribed users, each delivery billed (stats
   ``usage.twitter.resources``).
 
@@ -252,6 +252,14 @@ class PushHub:
             "jetstream_buffered": len(self.jetstream),
             "x_subscriptions": len(self.subscriptions),
         }
+
+
+def _parse_iso(value: str) -> float:
+    """``2026-12-07T15:22:05.000Z`` (X's time format) as epoch seconds."""
+    moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
 
 
 def _old_rkey(follower: str, subject: str) -> str:
@@ -534,16 +542,24 @@ def _x_stream(hub: PushHub):
         refusal = _x_bearer(request)
         if refusal is not None:
             return refusal
+        now = hub.sim.clock()
         try:
             backfill = int(request.query.get("backfill_minutes", "0"))
+            start = request.query.get("start_time")
+            since = _parse_iso(start) if start else now - backfill * 60
         except ValueError:
-            backfill = -1
-        if not 0 <= backfill <= 5:
-            return _json({"title": "Invalid Request", "detail": "backfill_minutes: 0 to 5"}, 400)
+            backfill, since = -1, now
+        if not 0 <= backfill <= 5 or not now - X_BACKFILL_S <= since <= now + 1:
+            return _json(
+                {
+                    "title": "Invalid Request",
+                    "detail": "backfill_minutes: 0 to 5; start_time: within the last 5 minutes",
+                },
+                400,
+            )
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
-        since = hub.sim.clock() - backfill * 60
-        replay = [line for t, line in hub.x_events if backfill and t >= since]
+        replay = [line for t, line in hub.x_events if (backfill or start) and t >= since]
         listener = Listener("twitter")
         hub.listeners.add(listener)
         usage = hub.sim.stats.usage["twitter"]

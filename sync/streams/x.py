@@ -13,15 +13,16 @@ the day's ``BUDGET_TWITTER`` as it arrives; a spent budget closes the stream
 until the next UTC day and marks the X networks for a full sync (what was
 not delivered is not seen).
 
-Resuming: the stream replays ``backfill_minutes`` (0–5) of events; after a
+Resuming: the stream replays from ``start_time`` (at most 5 minutes back, X's
+``backfill_minutes`` reach), just before the last event applied; after a
 longer outage the X networks are marked for a full sync.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
-import math
 import time
 
 import aiohttp
@@ -39,6 +40,13 @@ BACKFILL_S = 5 * 60.0
 #: X sends a keep-alive every 20 s
 READ_TIMEOUT_S = 60.0
 SUBSCRIPTIONS_EVERY_S = 5.0
+#: the backfill starts this long before the last delivery applied (clock skew)
+REPLAY_MARGIN_S = 2.0
+
+
+def _iso(moment: float) -> str:
+    stamp = datetime.datetime.fromtimestamp(moment, datetime.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
 class XChannel:
@@ -151,7 +159,10 @@ class XChannel:
                     "x: %.0fs beyond backfill; %d X networks marked for a full sync", gap, marked
                 )
             else:
-                params["backfill_minutes"] = str(max(1, math.ceil(gap / 60)))
+                # from just before the last delivery, not whole minutes: X bills every
+                # event it delivers again
+                since = max(last - REPLAY_MARGIN_S, time.time() - BACKFILL_S + 1)
+                params = {"start_time": _iso(since)}
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=READ_TIMEOUT_S)
         async with self.role.session.get(
             self.base + "/2/activity/stream", params=params, headers=self.headers, timeout=timeout
