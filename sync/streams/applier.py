@@ -22,6 +22,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+import psycopg
+
 from state.networks import StreamChange
 from state.outbox import Delivery
 from sync.streams.guard import Backoff
@@ -77,7 +79,19 @@ class Applier:
             self._debounce(applied)
 
     def _commit(self, changes: list[StreamChange], items) -> list[StreamChange]:
-        applied = self.svc.networks.apply_stream_changes(changes) if changes else []
+        try:
+            applied = self.svc.networks.apply_stream_changes(changes) if changes else []
+        except psycopg.DataError:
+            # a value PostgreSQL refuses (a NUL byte in a handle an instance sent): the
+            # batch again one change at a time, without the ones it refuses, rather
+            # than retrying it for ever behind every other stream
+            applied = []
+            for change in changes:
+                try:
+                    applied += self.svc.networks.apply_stream_changes([change])
+                except psycopg.DataError:
+                    self.svc.metrics.count("stream_refused_changes", provider=change.provider)
+                    log.warning("streams: a %s change refused by the database", change.provider)
         if applied:
             self.svc.metrics.count_many(
                 [("stream_changes", {"provider": c.provider, "kind": c.kind}) for c in applied]

@@ -174,6 +174,11 @@ class StreamsRole:
                 self.liveness.give_up(lease, self.member)
         accounts = roster.get("mastodon", {}) if "mastodon" in streams else {}
         shards = self.settings.streams_shards
+        if not accounts:  # nothing to shard: hold no shard leases
+            for lease in [h for h in self.held if h.startswith("streams:mastodon:")]:
+                self.liveness.give_up(lease, self.member)
+                self.held.discard(lease)
+            return wanted
         fair = math.ceil(shards / max(1, members))
         mine = sorted(s for s in range(shards) if f"streams:mastodon:{s}" in self.held)
         for shard in mine[fair:]:  # more than a fair share: hand the rest over
