@@ -25,6 +25,7 @@ from bench import (
     ingest,
     isolation,
     memory,
+    modes,
     networks,
     pipeline,
     plots,
@@ -62,6 +63,7 @@ def steps(quick: bool) -> dict:
         "ingest": lambda: ingest.main(quick),
         "memory": lambda: memory.main(quick),
         "networks": lambda: _networks(quick),
+        "modes": lambda: modes.main(quick),
         "streams": lambda: streams.main(quick),
     }
 

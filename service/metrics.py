@@ -49,6 +49,15 @@ COUNTER_HELP = {
     "stream_gaps": "Push channel outages longer than the channel replays (networks marked "
     "for a full sync), by provider",
     "stream_bad_frames": "Push channel frames that did not parse, by provider",
+    "sync_mode_syncs": "Finalized syncs by provider and mode (full, incremental)",
+    "sync_mode_calls": "Provider calls of finalized syncs, by provider and mode",
+    "sync_mode_counted_calls": "Calls that used the provider's quota, by provider and mode "
+    "(a free 304 does not)",
+    "sync_mode_usd_micro": "Micro-USD billed for finalized syncs, by provider and mode",
+    "sync_mode_calls_saved": "Counted calls incremental syncs saved against reading the same "
+    "network in full (the profile and every page), by provider",
+    "sync_mode_usd_saved_micro": "Micro-USD incremental syncs saved against reading the same "
+    "network in full, by provider",
     "rate_headers_unreadable": "Provider rate-limit headers that did not parse (ignored for "
     "that answer), by provider and header",
 }
