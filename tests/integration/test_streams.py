@@ -280,6 +280,13 @@ def test_a_gap_beyond_replay_marks_the_networks_for_a_full_sync(stack, streams):
     assert not needs_full(stack, user_id, "bluesky")
     streams(JETSTREAM_REPLAY_SECONDS="2")
     wait_for(lambda: needs_full(stack, user_id, "bluesky"), "the network marked needs_full")
+    # the next sync (auto) reads it in full, which finds what the stream lost, and clears it
+    record = stack.wait_final(stack.resync(user_id, "bluesky")["sync_id"])
+    assert (record["status"], record["mode"]) == ("succeeded", "full")
+    assert not needs_full(stack, user_id, "bluesky")
+    assert sorted(stack.network_ids(user_id, "bluesky")) == sorted(
+        stack.truth("bluesky", account["id"])
+    )
 
 
 def test_two_streams_processes_apply_each_event_once(stack, streams):
