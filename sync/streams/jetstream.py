@@ -81,7 +81,10 @@ class JetstreamChannel:
                 age,
                 marked,
             )
-            return params
+            # from now on, and said so at once (a restart must not find the same gap again)
+            now = int(time.time() * 1_000_000)
+            await asyncio.to_thread(self.state.save_jetstream_cursor, now)
+            return params + [("cursor", str(now))]
         rewound = cursor - int(self.settings.streams_rewind_seconds * 1_000_000)
         return params + [("cursor", str(max(1, rewound)))]
 
