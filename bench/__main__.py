@@ -21,6 +21,7 @@ from bench import (
     announced,
     chain,
     cluster,
+    freshness,
     hotpath,
     ingest,
     isolation,
@@ -65,6 +66,7 @@ def steps(quick: bool) -> dict:
         "networks": lambda: _networks(quick),
         "modes": lambda: modes.main(quick),
         "streams": lambda: streams.main(quick),
+        "freshness": lambda: freshness.main(quick),
     }
 
 

@@ -309,6 +309,21 @@ def rows(b: dict) -> list[tuple[str, str, str, str, str]]:
                     "heartbeats of every stream (Mastodon beats each 15 s)",
                 )
             )
+    if (fr := b.get("freshness")) and fr.get("streams"):
+        out.append(
+            (
+                f"11 cost of freshness, a simulated day ({fr['users']} X users of "
+                f"{fr['followers']:,})",
+                f"full hourly ${fr['full_hourly']['usd']:,}; incremental hourly "
+                f"${fr['incremental_hourly']['usd']:,} (networks = truth "
+                f"{fr['incremental_hourly']['networks_equal_truth']}); streams + a daily full "
+                f"${fr['streams']['usd']:,} (events ${fr['streams']['usd_events_only']}), "
+                f"= truth {fr['streams']['networks_equal_truth']}",
+                "–",
+                "–",
+                "the daily verifying full sync",
+            )
+        )
     if (m := b.get("modes")) and m.get("providers"):
         out += modes_rows(m)
     return out

@@ -18,9 +18,8 @@ sync.streams``). Two parts:
    as Mastodon does). The projection to 100,000 accounts is linear in the
    per-stream figures (memory and heartbeat CPU grow with the streams held).
 
-Not measured here: the cost of freshness over a simulated day (calls and
-dollars with streams vs incremental-only vs full-only syncs) needs the sync
-modes (issue 19), built separately.
+The cost of freshness over a simulated day (streams against incremental-only and
+full-only syncing) is ``bench/freshness.py``.
 """
 
 from __future__ import annotations
@@ -240,11 +239,7 @@ def main(quick: bool = False) -> dict:
             for rate, seconds in (QUICK_RATES if quick else RATES)
         ]
         held = holding(stack, 200 if quick else MASTODON_STREAMS, 5.0 if quick else IDLE_S)
-    figures = {
-        "latency": latency,
-        "holding": held,
-        "cost_of_freshness": "not measured (needs issue 19's sync modes)",
-    }
+    figures = {"latency": latency, "holding": held}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
