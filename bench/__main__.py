@@ -21,6 +21,7 @@ from bench import (
     announced,
     chain,
     cluster,
+    freshness,
     hotpath,
     ingest,
     isolation,
@@ -32,6 +33,7 @@ from bench import (
     quota,
     report,
     simulator_rps,
+    streams,
 )
 from bench.peer import run as peer
 
@@ -63,6 +65,8 @@ def steps(quick: bool) -> dict:
         "memory": lambda: memory.main(quick),
         "networks": lambda: _networks(quick),
         "modes": lambda: modes.main(quick),
+        "streams": lambda: streams.main(quick),
+        "freshness": lambda: freshness.main(quick),
     }
 
 

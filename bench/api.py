@@ -56,3 +56,9 @@ def seconds(start_iso: str, end_iso: str) -> float:
 
 def epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def add_account_many(stack, accounts: list[dict]) -> None:
+    requests.post(
+        f"{stack.simulator_url}/_sim/accounts", json={"accounts": accounts}, timeout=60
+    ).raise_for_status()

@@ -278,6 +278,52 @@ def rows(b: dict) -> list[tuple[str, str, str, str, str]]:
                 "–",
             )
         )
+    if (st := b.get("streams")) and st.get("latency"):
+        lat = "; ".join(
+            f"{r['rate_asked']}/s: p50 {r['p50_s']} s, p99 {r['p99_s']} s "
+            f"({r['arrived']}/{r['events']} arrived)"
+            for r in st["latency"]
+        )
+        worst = max(r["p99_s"] or 99 for r in st["latency"])
+        out.append(
+            (
+                "11 streams: pushed change → feed entry (Jetstream)",
+                lat,
+                "p99 < 2 s",
+                _ok(worst, lambda v: v < 2),
+                "the feed poll (20 ms) and the 50 ms batch window",
+            )
+        )
+        h = st.get("holding", {})
+        if h:
+            out.append(
+                (
+                    "11 streams: one process holding Mastodon streams + Jetstream + X",
+                    f"{h['mastodon_streams']:,} streams: RSS {h['rss_mib']} MiB "
+                    f"({h['per_stream_kib']} KiB a stream over {h['baseline_rss_mib']} MiB), "
+                    f"idle CPU {h['idle_cpu_percent']} %; 100,000 → "
+                    f"{h['projection_100k']['rss_gib']} GiB, "
+                    f"{h['projection_100k']['idle_cpu_cores']} cores",
+                    "–",
+                    "–",
+                    "heartbeats of every stream (Mastodon beats each 15 s)",
+                )
+            )
+    if (fr := b.get("freshness")) and fr.get("streams"):
+        out.append(
+            (
+                f"11 cost of freshness, a simulated day ({fr['users']} X users of "
+                f"{fr['followers']:,})",
+                f"full hourly ${fr['full_hourly']['usd']:,}; incremental hourly "
+                f"${fr['incremental_hourly']['usd']:,} (networks = truth "
+                f"{fr['incremental_hourly']['networks_equal_truth']}); streams + a daily full "
+                f"${fr['streams']['usd']:,} (events ${fr['streams']['usd_events_only']}), "
+                f"= truth {fr['streams']['networks_equal_truth']}",
+                "–",
+                "–",
+                "the daily verifying full sync",
+            )
+        )
     if (m := b.get("modes")) and m.get("providers"):
         out += modes_rows(m)
     return out

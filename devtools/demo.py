@@ -111,7 +111,9 @@ def main() -> int:
         if sim_account["id"] == "grace-github":
             sim_account["connections_include"] = {"followers": ["ada-github"]}
     var_dir = temp_var_dir("netsync-demo-")
-    print(f"starting Redis, simulator, web, 3 workers and the scheduler (logs in {var_dir}) ...")
+    print(
+        f"starting Redis, simulator, web, 3 workers, the scheduler and streams (logs in {var_dir}) ..."
+    )
     stack = DevStack(
         var_dir=var_dir,
         scenario=scenario,
@@ -120,6 +122,7 @@ def main() -> int:
             WorkerSpec("whale", pool="threads", concurrency=8, name="whale"),
             WorkerSpec("trickle", pool="threads", concurrency=2, name="trickle"),
         ],
+        streams=True,  # the push channels, as `make run` starts them
     )
     with stack:
         started, syncs = {}, {}

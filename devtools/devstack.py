@@ -85,6 +85,8 @@ class DevStack:
     #: the broker is the stack's Redis even where ``DEVSTACK_BROKER_URL`` names a shared
     #: one (tests that watch the Redis broker's lists)
     redis_broker: bool = False
+    #: start the ``streams`` role (the providers' push channels, ``python -m sync.streams``)
+    streams: bool = False
     #: "flask" (``flask run --with-threads``) or "gunicorn": the Procfile's web line
     #: (two gevent worker processes), for tests of what concurrent requests share
     web_server: str = "flask"
@@ -119,6 +121,8 @@ class DevStack:
                 self.start_worker(spec, index)
             if self.scheduler:
                 self.start_scheduler()
+            if self.streams:
+                self.start_streams()
             self.wait_workers_ready()
         except BaseException:
             self.stop()
@@ -331,6 +335,12 @@ class DevStack:
             self.base_env.setdefault(
                 f"{provider.upper()}_API_URL", f"{self.simulator_url}/{provider}"
             )
+        # the push channels too (the simulator takes any bearer for X's Activity API)
+        self.base_env.setdefault(
+            "BLUESKY_JETSTREAM_URL",
+            f"ws://{self.simulator_url.split('://', 1)[1]}/bluesky/jetstream/subscribe",
+        )
+        self.base_env.setdefault("TWITTER_ACTIVITY_TOKEN", "simulator-activity-token")
         allow_plain_http_oauth(self.base_env)
 
     def _start_web(self) -> None:
@@ -440,12 +450,18 @@ class DevStack:
     def start_scheduler(self, name: str = "scheduler") -> subprocess.Popen:
         return self._spawn(name, [sys.executable, "-m", "sync.scheduler"])
 
-    def _spawn(self, name: str, cmd: list, capture: bool = False) -> subprocess.Popen:
+    def start_streams(self, name: str = "streams", env: dict | None = None) -> subprocess.Popen:
+        """A ``streams`` process (``env``: variables of its own on top of the stack's)."""
+        return self._spawn(name, [sys.executable, "-m", "sync.streams"], env=env)
+
+    def _spawn(
+        self, name: str, cmd: list, capture: bool = False, env: dict | None = None
+    ) -> subprocess.Popen:
         log = open(self.var_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child process writes to it after we return
         proc = subprocess.Popen(
             self.command_prefix(name) + cmd,
             cwd=ROOT,
-            env=self.process_env(name),
+            env={**self.process_env(name), **(env or {})},
             start_new_session=True,
             stdout=subprocess.PIPE if capture else log,
             stderr=log,

@@ -150,6 +150,21 @@ def _refused(name: str, env: Mapping[str, str]) -> bool:
     return False
 
 
+#: the providers that have a push channel (``sync.streams``), the default of ``STREAMS``
+STREAM_PROVIDERS = ("bluesky", "mastodon", "twitter")
+
+
+def _streams(var: str, env: Mapping[str, str]) -> tuple[str, ...]:
+    """``STREAMS``: unset is every channel; set but empty is none."""
+    if var not in env:
+        return STREAM_PROVIDERS
+    chosen = _csv(var, env[var].lower())
+    unknown = sorted(set(chosen) - set(STREAM_PROVIDERS))
+    if unknown:
+        raise ConfigError(f"{var}: no push channel for {unknown} (known: {STREAM_PROVIDERS})")
+    return chosen
+
+
 #: a default that differs in production (``Setting.production_default``)
 _SAME = object()
 
@@ -215,6 +230,7 @@ CALLBACKS = "Callbacks"
 SYNCS = "Syncs, queues and providers"
 CALLS = "Calls, retries and recovery"
 PROCESSES = "Processes and observability"
+PUSH = "Push channels (the streams role)"
 FIXED = "Fixed values"
 
 #: every setting, once: ``Settings``, ``load_settings`` and ``docs/settings.md`` follow
@@ -517,6 +533,52 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         None, "seconds a webhook delivery id is remembered (replay protection)", FIXED,
         field="delivery_ttl", default=24 * 3600,
+    ),
+    # -- push channels
+    Setting(
+        "STREAMS",
+        "comma-separated providers whose push channels the `streams` role holds "
+        "(`bluesky`, `mastodon`, `twitter`); set but empty: none",
+        PUSH, field="streams", read=_streams, default=STREAM_PROVIDERS,
+        shown="every provider that has one (`bluesky,mastodon,twitter`)",
+    ),
+    Setting(
+        "BLUESKY_JETSTREAM_URL", "Jetstream `subscribe` endpoint the `streams` role reads",
+        PUSH, field="jetstream_url", default="wss://jetstream2.us-east.bsky.network/subscribe",
+    ),
+    Setting(
+        "JETSTREAM_REPLAY_SECONDS",
+        "how far back Jetstream replays from a cursor; a `streams` role stopped longer marks "
+        "every Bluesky network for a full sync (v2 keeps 36 h; a public v1 host less)",
+        PUSH, field="jetstream_replay_seconds", parse=_number, default=24 * 3600.0,
+    ),
+    Setting(
+        "STREAMS_REWIND_SECONDS",
+        "a Jetstream reconnect resumes this far before the last applied cursor (its time "
+        "stamps are not ordered; the events' identities make the overlap harmless)",
+        PUSH, field="streams_rewind_seconds", parse=_number, default=5.0,
+    ),
+    Setting(
+        "TWITTER_ACTIVITY_TOKEN",
+        "app bearer token for X's Activity API (subscriptions, stream); without it the "
+        "`streams` role holds no X channel",
+        PUSH, field="twitter_activity_token",
+    ),
+    Setting(
+        "STREAMS_DEBOUNCE_SECONDS",
+        "a user's `network.changed` callback waits this long after a pushed change, so a "
+        "burst is one callback",
+        PUSH, field="streams_debounce_seconds", parse=_number, default=2.0,
+    ),
+    Setting(
+        "STREAMS_MAX_EVENTS_PER_SECOND",
+        "a push connection that sends more frames than this per second (or malformed ones) "
+        "is cut, logged and counted, and reconnected after a backoff",
+        PUSH, field="streams_max_events_per_second", parse=_integer, default=5000,
+    ),
+    Setting(
+        None, "how many shards the Mastodon streams are leased in (several `streams` processes)",
+        FIXED, field="streams_shards", default=64,
     ),
     Setting(
         None, "an in-flight sync older than this (seconds) is considered abandoned", FIXED,

@@ -43,6 +43,12 @@ COUNTER_HELP = {
     "webhook_deliveries": "Login webhook deliveries by outcome (accepted, replayed, "
     "bad_signature, invalid)",
     "api_auth_failures": "Requests to /v1 refused for a wrong bearer token",
+    "stream_changes": "Changes the push channels applied to networks, by provider and kind",
+    "stream_disconnects": "Push channel connections closed, by provider and reason "
+    "(flood, malformed, token_refused_401, closed, a network error)",
+    "stream_gaps": "Push channel outages longer than the channel replays (networks marked "
+    "for a full sync), by provider",
+    "stream_bad_frames": "Push channel frames that did not parse, by provider",
     "sync_mode_syncs": "Finalized syncs by provider and mode (full, incremental)",
     "sync_mode_calls": "Provider calls of finalized syncs, by provider and mode",
     "sync_mode_counted_calls": "Calls that used the provider's quota, by provider and mode "

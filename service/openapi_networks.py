@@ -156,7 +156,9 @@ def change(s: Style) -> dict:
         "counts": {"oneOf": [{"type": "null"}, sync_counts(s)]},
         "source": {
             "type": "string",
-            "description": "where the change came from: sync (a sync's finalization)",
+            "enum": ["sync", "stream"],
+            "description": "a sync's, or a change a provider pushed (`streams` role; "
+            "`added`/`removed` with no sync id)",
         },
     }
     return s.obj(fields, list(fields))

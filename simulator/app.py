@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import control
+from . import control, push
 from .calls import Call
 from .faults import PAGE_KINDS, TERMINAL_KINDS
 from .providers import PROVIDER_SIMS
@@ -59,6 +59,7 @@ def make_app(
     sim = Simulator(parsed, clock, log_limit)
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app[SIM] = sim
+    push.add_routes(app, sim)  # the push channels, before the providers' catch-all paths
     for provider in PROVIDER_SIMS.values():
         for route in provider.ROUTES:
             app.router.add_route(

@@ -228,9 +228,13 @@ class ControlHandlers:
         """``{"provider", "account_id", "relation", "add": <n> | [ids], "remove": [ids]}``
         → ``{"added": [ids], "removed": [ids], "count"}`` (``simulator.changes``)."""
         try:
-            return web.json_response(apply_change(self.sim, await _json_body(request)))
+            change = apply_change(self.sim, await _json_body(request))
         except ScenarioError as exc:
             return _bad_request(str(exc))
+        push = getattr(self.sim, "push", None)
+        if push is not None:  # each change also goes out on the provider's channel
+            push.publish(change)
+        return web.json_response(change)
 
     async def tokens(self, request: web.Request) -> web.Response:
         q = request.query

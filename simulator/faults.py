@@ -32,6 +32,7 @@ GENERAL_KINDS = (
     "revoke_token",  # the token (default: the caller's) is revoked for good
     "expire_token",  # the token (default: the caller's) expires now
     "rate_limit",  # replace the provider's rate limits when added
+    "stream_disconnect",  # cut the provider's push channel when added ("forget": its replay)
 )
 #: Fault kinds -> providers they apply to (None: all).
 KINDS: dict[str, tuple[str, ...] | None] = {

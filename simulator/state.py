@@ -18,7 +18,14 @@ from .faults import FaultBook
 from .identities import own_numeric_id
 from .providers import PROVIDER_SIMS
 from .ratelimit import Quota, RateLimiter, tightest
-from .scenario import Account, Latency, Scenario, normalize_account_id, parse_rate_limits
+from .scenario import (
+    Account,
+    Latency,
+    Scenario,
+    ScenarioError,
+    normalize_account_id,
+    parse_rate_limits,
+)
 from .stats import CallStats
 from .tokens import TokenRegistry
 
@@ -65,6 +72,10 @@ def validate_fault(raw: dict) -> None:
             parse_rate_limits({provider: limits}, "fault rate_limit")
     elif kind == "latency":
         Latency.parse(raw, "fault latency")
+    elif kind == "stream_disconnect" and provider not in ("bluesky", "mastodon", "twitter"):
+        raise ScenarioError(
+            "fault stream_disconnect: 'provider' must be bluesky, mastodon or twitter"
+        )
 
 
 class Simulator:
@@ -147,6 +158,8 @@ class Simulator:
         for fault in added:
             if fault.kind == "rate_limit":
                 self.apply_rate_limit_fault(fault)
+            elif fault.kind == "stream_disconnect" and getattr(self, "push", None):
+                self.push.disconnect(fault.provider, bool(fault.get("forget", False)))
         return added
 
     def replace_faults(self, raws: list) -> list:

@@ -51,6 +51,17 @@ The networks themselves live in PostgreSQL (``state.networks``).
     each provider's circuit breaker, tag {breaker:<p>}: P:{breaker:<p>} (state.breaker)
     P:delivery:<id>             a webhook delivery's first answer (service.webhooks)
 
+    the push channels (state.streams; single-key commands only, no tag)
+    P:streams:jetstream:cursor  the largest Jetstream time_us applied (microseconds)
+    P:streams:mastodon:since    hash "<user>:<account>" → the last follow notification id applied
+    P:streams:x:last            when the X stream last delivered (epoch seconds)
+    P:streams:x:subs            hash "<provider uid>" → JSON {user, ids: [subscription ids]}
+    P:streams:bsky:rkey:<did>   hash rkey → subject DID of that follower's follow records
+    P:streams:members           zset: streams processes → when their membership lapses
+    P:streams:changed           hash "<user>:<provider>:<relation>" → added,removed not yet
+                                called back (the debounced network.changed callback)
+    leases of the channels: P:{live}:lease:streams:<jetstream | x | mastodon:<shard>>
+
 The hash-tag rule: Redis Cluster puts a key in the slot of the part between
 its first ``{`` and ``}``, and a Lua script or a MULTI may only touch keys of
 one slot. So **keys that one script or transaction touches share one tag**:
@@ -152,6 +163,33 @@ class LiveKeys:
         return f"{self.base}:lease:{name}"
 
 
+class StreamKeys:
+    """The push channels' keys (``state.streams``; single-key commands, no tag)."""
+
+    __slots__ = (
+        "base",
+        "jetstream_cursor",
+        "mastodon_since",
+        "x_last",
+        "x_subscriptions",
+        "members",
+        "changed",
+    )
+
+    def __init__(self, prefix: str):
+        self.base = f"{prefix}:streams"
+        self.jetstream_cursor = f"{self.base}:jetstream:cursor"
+        self.mastodon_since = f"{self.base}:mastodon:since"
+        self.x_last = f"{self.base}:x:last"
+        self.x_subscriptions = f"{self.base}:x:subs"
+        self.members = f"{self.base}:members"
+        self.changed = f"{self.base}:changed"
+
+    def follow_records(self, did: str) -> str:
+        """rkey → subject of the follow records of one Bluesky repository."""
+        return f"{self.base}:bsky:rkey:{did}"
+
+
 class Keys:
     """The key names of one deployment (``prefix``)."""
 
@@ -214,3 +252,6 @@ class Keys:
 
     def delivery(self, delivery_id: str) -> str:
         return f"{self.prefix}:delivery:{delivery_id}"
+
+    def streams(self) -> StreamKeys:
+        return StreamKeys(self.prefix)

@@ -49,6 +49,20 @@ _FEED_COLUMNS = (
 
 
 @dataclass(frozen=True)
+class StreamChange:
+    """One connection a provider pushed: added to or removed from one network."""
+
+    user_id: str
+    provider: str
+    relation: str
+    kind: str  # "added" | "removed"
+    connection_id: str
+    handle: str
+    #: the event's identity on its channel (``stream_events``): applied at most once
+    event_key: str
+
+
+@dataclass(frozen=True)
 class Finalized:
     """What a finalization did (or, ``already``, what the first one did)."""
 
@@ -347,10 +361,56 @@ class NetworkStore:
 
     def prune_changes(self, retention_days: float) -> int:
         with self.pool.connection() as conn:
+            conn.execute(
+                "DELETE FROM stream_events WHERE applied_at < now() - make_interval(secs => %s)",
+                (retention_days * 86400,),
+            )
             return conn.execute(
                 "DELETE FROM changes WHERE at < now() - make_interval(secs => %s)",
                 (retention_days * 86400,),
             ).rowcount
+
+    # -- push channels (the ``streams`` role) -----------------------------------------------
+    def apply_stream_changes(self, changes: Iterable[StreamChange]) -> list[StreamChange]:
+        """Apply pushed changes in one transaction; returns those that changed a network.
+
+        Each is applied at most once (its ``event_key``), and only to a network a
+        sync has already read (before that, the first sync reads it). A connection
+        already there (added) or already gone (removed) changes nothing and writes
+        nothing. A change that does write updates the network's count and
+        ``updated_at`` and appends its ``added``/``removed`` entry, ``source`` 'stream'
+        and no sync id, under the feed lock (module doc), as a finalization does.
+        """
+        changes = list(changes)
+        if not changes:
+            return []
+        with self.pool.connection() as conn, conn.transaction():
+            return _apply_stream_changes(conn, changes)
+
+    def mark_needs_full(self, provider: str, user_ids: Iterable[str] | None = None) -> int:
+        """A push channel lost events it cannot replay: these networks' next sync is full
+        (every network of ``provider`` when ``user_ids`` is None)."""
+        with self.pool.connection() as conn:
+            if user_ids is None:
+                return conn.execute(
+                    "UPDATE networks SET needs_full = true WHERE provider = %s"
+                    " AND sync_id IS NOT NULL AND NOT needs_full",
+                    (provider,),
+                ).rowcount
+            return conn.execute(
+                "UPDATE networks SET needs_full = true WHERE provider = %s"
+                " AND user_id = ANY(%s) AND sync_id IS NOT NULL AND NOT needs_full",
+                (provider, list(user_ids)),
+            ).rowcount
+
+    def linked_accounts(self, providers: Iterable[str]) -> list[tuple[str, str, str, str]]:
+        """Every linked account of ``providers``: (provider, stable id, user, account id)."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT provider, provider_uid, user_id, account_id FROM linked_accounts"
+                " WHERE provider = ANY(%s) ORDER BY provider, provider_uid",
+                (list(providers),),
+            ).fetchall()
 
 
 # -- the steps of a finalization (one transaction, on ``conn``) --------------------------
@@ -513,6 +573,83 @@ def _apply_diff(conn, network_id: int, removals: bool = True) -> tuple[int, int]
     return added, removed
 
 
+def _apply_stream_changes(conn, changes: list[StreamChange]) -> list[StreamChange]:
+    """Pushed changes inside the caller's transaction; those that wrote an entry.
+
+    Locks in the order a finalization takes them (network rows, then the feed
+    lock), and rows in network id order, so neither a finalization nor another
+    ``streams`` process can deadlock with this one.
+    """
+    new_keys = set()
+    # keys in sorted order (two processes inserting the same keys wait, never deadlock);
+    # the changes themselves in the order the channel sent them (a follow, then its undo)
+    for key in sorted({c.event_key for c in changes}):
+        seen = conn.execute(
+            "INSERT INTO stream_events (event_key) VALUES (%s) ON CONFLICT DO NOTHING RETURNING 1",
+            (key,),
+        ).fetchone()
+        if seen is not None:  # not applied before (a replay, another process)
+            new_keys.add(key)
+    fresh = []
+    for change in changes:
+        if change.event_key in new_keys:
+            new_keys.discard(change.event_key)  # a key twice in one batch: once
+            fresh.append(change)
+    if not fresh:
+        return []
+    wanted = sorted({(c.user_id, c.provider, c.relation) for c in fresh})
+    rows = conn.execute(
+        "SELECT n.network_id, n.user_id, n.provider, n.relation FROM networks n"
+        " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS w(user_id, provider, relation)"
+        " USING (user_id, provider, relation) WHERE n.sync_id IS NOT NULL"
+        " ORDER BY n.network_id FOR UPDATE OF n",
+        ([w[0] for w in wanted], [w[1] for w in wanted], [w[2] for w in wanted]),
+    ).fetchall()
+    # a network never synced is left alone: its first sync reads all of it
+    network_ids = {(r[1], r[2], r[3]): r[0] for r in rows}
+    applied: list[tuple[StreamChange, str]] = []
+    deltas: dict[int, int] = {}
+    for change in fresh:
+        network_id = network_ids.get((change.user_id, change.provider, change.relation))
+        if network_id is None:
+            continue
+        if change.kind == "added":
+            done = conn.execute(
+                "INSERT INTO connections (network_id, connection_id, handle)"
+                " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING handle",
+                (network_id, change.connection_id, change.handle or ""),
+            ).fetchone()
+        else:
+            done = conn.execute(
+                "DELETE FROM connections WHERE network_id = %s AND connection_id = %s"
+                " RETURNING handle",
+                (network_id, change.connection_id),
+            ).fetchone()
+        if done is None:  # already there, already gone: nothing to say
+            continue
+        deltas[network_id] = deltas.get(network_id, 0) + (1 if change.kind == "added" else -1)
+        applied.append((change, done[0] or change.handle or ""))
+    for network_id, delta in deltas.items():
+        conn.execute(
+            "UPDATE networks SET count = greatest(count + %s, 0), updated_at = now()"
+            " WHERE network_id = %s",
+            (delta, network_id),
+        )
+    if applied:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK,))
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO changes (kind, user_id, provider, relation, sync_id,"
+                " connection_id, connection_handle, source)"
+                " VALUES (%s, %s, %s, %s, NULL, %s, %s, 'stream')",
+                [
+                    (c.kind, c.user_id, c.provider, c.relation, c.connection_id, handle)
+                    for c, handle in applied
+                ],
+            )
+    return [change for change, _ in applied]
+
+
 def _paged(items: list[dict], limit: int, key: str):
     more = len(items) > limit
     items = items[:limit]
@@ -536,6 +673,6 @@ def _entry(row: dict) -> dict:
         "member_user_id": row["member_user_id"],
         "initial": row["initial"],
         "counts": row["counts"],
-        # "sync" (a sync's finalization) or a push channel's name
+        # "sync" (a sync's finalization) or "stream" (a push channel, sync_id NULL)
         "source": row["source"],
     }

@@ -1,0 +1,195 @@
+"""Mastodon: one user notification stream per linked account, on its instance.
+
+The stream's URL is the one the instance announces (``GET /api/v2/instance``,
+``configuration.urls.streaming``; often another host or port), with the
+user's token in the ``Authorization`` header (never in a URL, never logged).
+``follow`` notifications are adds to the account's followers; Mastodon pushes
+no unfollows (full syncs find those).
+
+After every (re)connect the gap is filled from the REST list,
+``GET /api/v1/notifications?types[]=follow&min_id=<last applied>``, paging
+forward by ``rel="prev"`` (``min_id``: the notifications right after it, so
+a gap of any length is read whole). The stream is opened first, so nothing
+falls between the fill and the stream; what both deliver is applied once (the
+notification id is the event's identity).
+
+``base_url`` is the account's instance: ``MASTODON_API_URL`` today; an
+account's own instance URL plugs in here (``MastodonStream.base_url``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import aiohttp
+
+from providers import push
+from providers.pagination import parse_link_header
+from state.credentials import CredentialError
+from state.networks import StreamChange
+from sync.streams.guard import Backoff, FrameGuard, StreamCut
+
+log = logging.getLogger("netsync.streams.mastodon")
+
+#: Mastodon beats every 15 s: a stream silent four times that long is dead
+READ_TIMEOUT_S = 60.0
+#: a refused token: look again this much later (the user may log in again)
+REFUSED_RETRY_S = 300.0
+PAGE = 80
+
+
+class MastodonStream:
+    provider = "mastodon"
+
+    def __init__(self, role, uid: str, user_id: str, base_url: str):
+        self.role = role
+        self.uid = uid
+        self.user_id = user_id
+        self.base_url = base_url.rstrip("/")
+        #: the account's key in the cursor hash, unique across instances
+        self.account_key = f"{self.base_url}|{uid}"
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        while True:
+            delay = None
+            try:
+                await self._stream(backoff)
+                reason = "closed"
+            except _Refused as refused:
+                reason = refused.reason
+                delay = REFUSED_RETRY_S * (0.5 + random.random())
+            except StreamCut as cut:
+                reason = cut.reason
+            except (aiohttp.ClientError, TimeoutError, OSError, push.FrameError, ValueError) as exc:
+                reason = type(exc).__name__
+            self.connected.clear()
+            delay = delay if delay is not None else backoff.next_delay()
+            self.role.count("stream_disconnects", provider=self.provider, reason=reason)
+            log.info("mastodon stream of user %s: %s; again in %.1fs", self.user_id, reason, delay)
+            await asyncio.sleep(delay)
+
+    async def _token(self) -> str:
+        try:
+            credential = await asyncio.to_thread(
+                self.role.svc.credentials.load, "mastodon", self.user_id
+            )
+        except CredentialError:
+            raise _Refused("no_credential") from None
+        return credential.access_token
+
+    async def _stream(self, backoff: Backoff) -> None:
+        headers = {"Authorization": f"Bearer {await self._token()}"}
+        url = await self.role.mastodon_streaming_url(self.base_url)
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=READ_TIMEOUT_S)
+        async with self.role.session.get(url, headers=headers, timeout=timeout) as response:
+            if response.status in (401, 403):
+                raise _Refused(f"token_refused_{response.status}")
+            if response.status != 200:
+                raise StreamCut(f"http_{response.status}")
+            backoff.reset()
+            self.connected.set()
+            await self._fill_gap(headers)
+            parser = push.SseParser()
+            guard = FrameGuard(self.role.settings.streams_max_events_per_second)
+            async for raw in response.content:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                ended = parser.feed_line(line)
+                if ended is None:
+                    continue
+                guard.frame()
+                name, data = ended
+                if name != "notification":
+                    continue
+                try:
+                    follow = push.parse_mastodon_notification(data)
+                except push.FrameError:
+                    self.role.count("stream_bad_frames", provider=self.provider)
+                    guard.bad_frame()
+                    continue
+                if follow is not None:
+                    await self._apply([follow])
+
+    async def _fill_gap(self, headers: dict) -> None:
+        since = await asyncio.to_thread(self.role.state.mastodon_since, self.account_key)
+        url = f"{self.base_url}/api/v1/notifications"
+        if since is None:
+            # the first stream of this account: what came before is the syncs' to read;
+            # remember the newest so a later gap is measured from here
+            items, _ = await self._get(url, {"types[]": "follow", "limit": "1"}, headers)
+            newest = str(items[0].get("id", "")) if items else ""
+            # none yet: "0", so the next fill reads every follow notification there will be
+            # (another process may hold this stream next, and must not baseline again)
+            await asyncio.to_thread(
+                self.role.state.save_mastodon_since,
+                self.account_key,
+                newest if newest.isdigit() else "0",
+            )
+            return
+        params: dict | None = {"types[]": "follow", "min_id": since, "limit": str(PAGE)}
+        while url:
+            items, links = await self._get(url, params, headers)
+            if not items:
+                return
+            follows = [push.parse_mastodon_notification(item) for item in items]
+            # newest first on the page: apply oldest first, so the cursor only climbs
+            found = [f for f in reversed(follows) if f is not None]
+            newest = max((str(item.get("id")) for item in items), key=push.notification_id_order)
+            await self._apply(found, newest)
+            self.role.count("stream_gap_fills", provider=self.provider)
+            url, params = links.get("prev"), None
+            if url and not url.startswith(self.base_url):
+                return  # a link off the instance's origin is not followed
+
+    async def _get(self, url: str, params, headers: dict):
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with self.role.session.get(
+            url, params=params, headers=headers, timeout=timeout
+        ) as response:
+            if response.status in (401, 403):
+                raise _Refused(f"token_refused_{response.status}")
+            if response.status != 200:
+                raise StreamCut(f"notifications_http_{response.status}")
+            body = await response.json(content_type=None)
+            if not isinstance(body, list):
+                raise push.FrameError("notifications: not a list")
+            return body, parse_link_header(response.headers.get("Link", ""))
+
+    async def _apply(self, follows: list[push.MastodonFollow], newest: str | None = None):
+        changes = [
+            StreamChange(
+                self.user_id,
+                "mastodon",
+                "followers",
+                "added",
+                follow.follower,
+                follow.follower_acct,
+                f"mastodon:{self.account_key}:{follow.notification_id}",
+            )
+            for follow in follows
+        ]
+        ids = [f.notification_id for f in follows] + ([newest] if newest else [])
+        if not ids:
+            return
+        last = max(ids, key=push.notification_id_order)
+        state, key = self.role.state, self.account_key
+
+        def done() -> None:
+            current = state.mastodon_since(key)
+            if current is None or push.notification_id_order(last) > push.notification_id_order(
+                current
+            ):
+                state.save_mastodon_since(key, last)
+
+        await self.role.applier.submit(changes, done)
+
+
+class _Refused(Exception):
+    """The instance refused the token (or none is stored): wait long, not in a tight loop."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
