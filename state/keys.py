@@ -44,7 +44,9 @@ The networks themselves live in PostgreSQL (``state.networks``).
     P:{live}:held:<holder>      hash: task id → the page it is working on (JSON)
     P:{live}:lease:<name>       who holds a lease (the lost-worker sweep's leader), expiring
     the callback outbox, tag {outbox}: P:{outbox}:deliveries, :recent, :failed
-    each provider's circuit breaker, tag {breaker:<p>}: P:{breaker:<p>} (state.breaker)
+    each provider's circuit breaker, tag {breaker:<p>}: P:{breaker:<p>} (state.breaker);
+    a federated provider's are per instance: P:{breaker:<p>@<instance>}
+    P:pds:<did or handle>       a Bluesky account's PDS, resolved from its DID document (expiring)
     P:delivery:<id>             a webhook delivery's first answer (service.webhooks)
 
 The hash-tag rule: Redis Cluster puts a key in the slot of the part between
@@ -205,6 +207,10 @@ class Keys:
 
     def live(self) -> LiveKeys:
         return LiveKeys(self.prefix)
+
+    def pds(self, account: str) -> str:
+        """A Bluesky account's resolved PDS (``sync.instances``), expiring."""
+        return f"{self.prefix}:pds:{account}"
 
     def delivery(self, delivery_id: str) -> str:
         return f"{self.prefix}:delivery:{delivery_id}"
