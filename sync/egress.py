@@ -38,6 +38,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -135,7 +136,12 @@ def check_instance_url(
         raise InstanceNotAllowed(f"{what} must be a URL")
     if not url.isascii() or any(c.isspace() or ord(c) < 32 or c == "\\" for c in url):
         raise InstanceNotAllowed(f"{what} must be a plain ASCII URL")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a bad port raises here)
+        hostname = parts.hostname
+    except ValueError:
+        raise InstanceNotAllowed(f"{what} is not a valid URL") from None
     scheme = parts.scheme.lower()
     if scheme not in ("https", "http"):
         raise InstanceNotAllowed(f"{what} must be an https URL")
@@ -143,11 +149,11 @@ def check_instance_url(
         raise InstanceNotAllowed(f"{what} must not carry user info")
     if parts.query or parts.fragment or url.endswith(("?", "#")):
         raise InstanceNotAllowed(f"{what} must be a base URL (no query or fragment)")
-    try:
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError:
-        raise InstanceNotAllowed(f"{what} has no valid port") from None
-    host = (parts.hostname or "").lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    host = (hostname or "").lower()
+    path = parts.path.rstrip("/")
+    if any(segment in (".", "..") for segment in path.split("/")) or "%2f" in path.lower():
+        raise InstanceNotAllowed(f"{what} path must be plain")
     literal = _ip_literal(host, parts.netloc)
     if literal is None:
         _check_host_name(host, what)
@@ -164,9 +170,6 @@ def check_instance_url(
         for address in addresses:
             if not is_public_address(address):
                 raise InstanceNotAllowed(f"{what} host resolves to a non-public address")
-    path = parts.path.rstrip("/")
-    if any(segment in (".", "..") for segment in path.split("/")) or "%2f" in path.lower():
-        raise InstanceNotAllowed(f"{what} path must be plain")
     netloc = parts.netloc.lower()
     return InstanceURL(f"{scheme}://{netloc}{path}", host, port, private_ok)
 
@@ -274,7 +277,7 @@ class GuardedAdapter(HTTPAdapter):
 
     def proxy_manager_for(self, proxy, **proxy_kwargs):
         # through a proxy, the peer would be the proxy: user-supplied URLs go direct
-        raise AddressRefused(None, "guarded calls do not go through a proxy")
+        raise requests.ConnectionError(AddressRefused(None, "guarded calls take no proxy"))
 
     def __getstate__(self):
         state = super().__getstate__()
