@@ -27,6 +27,7 @@ from flask import (
     url_for,
 )
 
+import providers
 from service import dashboard_data, operations
 from service.api import _token_matches
 from service.config import PROVIDERS
@@ -164,9 +165,23 @@ def cancel(sync_id: str):
     return redirect(url_for("dashboard.page"), code=303)
 
 
-@bp.post("/providers/<provider>/<action>")
+def _switch(name: str) -> bool:
+    """A provider's switch, or one instance's (``mastodon@fosstodon.org``)."""
+    provider, at, instance = name.partition("@")
+    if not at:
+        return provider in PROVIDERS
+    return (
+        provider in PROVIDERS
+        and providers.provider_class(provider).FEDERATED
+        and 0 < len(instance) <= 300
+        and instance.isprintable()
+        and not any(c.isspace() for c in instance)
+    )
+
+
+@bp.post("/providers/<path:provider>/<action>")
 def provider_switch(provider: str, action: str):
-    if provider not in PROVIDERS or action not in ("pause", "resume"):
+    if not _switch(provider) or action not in ("pause", "resume"):
         return jsonify(error={"code": "not_found", "message": "no such provider or action"}), 404
     if action == "pause":
         operations.pause_provider(services(), provider, "from the dashboard")

@@ -108,6 +108,17 @@ def spend_section(svc: Services) -> list[dict]:
     return rows
 
 
+def provider_rows(svc: Services, paused: dict) -> list[dict]:
+    """Each provider's switch, then the instances of federated ones worth a row of their
+    own: the busiest (``Metrics.busiest_instances``) and every paused one."""
+    rows = [{"provider": name, "paused": name in paused} for name in PROVIDERS]
+    named = {n for n in paused if "@" in n}
+    for provider, instances in svc.metrics.busiest_instances().items():
+        named.update(f"{provider}@{instance}" for instance in instances)
+    rows += [{"provider": name, "paused": name in paused} for name in sorted(named)]
+    return rows
+
+
 def snapshot(app: Flask, svc: Services) -> dict:
     """The whole dashboard as data."""
     now = time.time()
@@ -121,7 +132,7 @@ def snapshot(app: Flask, svc: Services) -> dict:
             {"provider": name, "since": iso(info.get("at")), "reason": info.get("reason")}
             for name, info in sorted(paused.items())
         ],
-        "providers": [{"provider": name, "paused": name in paused} for name in PROVIDERS],
+        "providers": provider_rows(svc, paused),
         "in_flight": in_flight,
         "in_flight_counts": dict(by_status),
         "failures": failures,

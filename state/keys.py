@@ -34,6 +34,7 @@
 The networks themselves live in PostgreSQL (``state.networks``).
     P:recent                    zset of sync ids by creation time (listing)
     P:metrics, P:metrics:hist   hashes: the shared counters and histograms (state.metrics)
+    P:metrics:instances         zset "provider@instance" -> answers: the busiest instances
     P:active                    zset: syncs in flight, for the stall sweep (state.progress)
     P:paused                    hash: paused providers → why (state.control)
 
@@ -158,6 +159,7 @@ class Keys:
         "recent",
         "metrics",
         "metrics_histograms",
+        "metrics_instances",
         "active",
         "paused",
     )
@@ -169,6 +171,7 @@ class Keys:
         self.recent = f"{prefix}:recent"
         self.metrics = f"{prefix}:metrics"
         self.metrics_histograms = f"{prefix}:metrics:hist"
+        self.metrics_instances = f"{prefix}:metrics:instances"
         self.active = f"{prefix}:active"
         self.paused = f"{prefix}:paused"
 

@@ -274,6 +274,7 @@ def learn(ctx: SyncContext, admitted: Admitted, answer, info, error) -> Batch:
         page=admitted.kind == "page",
         batch=lessons,
         unreadable=outcome.report.malformed,
+        instance=provider.instance,
     )
     return lessons
 

@@ -361,3 +361,20 @@ def test_the_simulator_port_alone_is_allowed(stack, listener):
         "instance_not_allowed",
     )
     assert listener.accepted == 0
+
+
+def test_metrics_and_the_dashboard_show_instances(stack):
+    name = instance_name()
+    account = mastodon_account(stack, name, 90)
+    user = new_user()
+    assert_exact(stack, user, account, stack.wait_final(login(stack, user, account)["sync_id"]))
+    label = instance_key(stack, "mastodon", name).replace("/", "_")
+    text = stack.http.get(f"{stack.web}/metrics", timeout=30).text
+    series = [line for line in text.splitlines() if line.startswith("netsync_instance_answers")]
+    assert any(f'instance="{label}"' in line for line in series) or any(
+        'instance="other"' in line for line in series
+    ), series
+    rows = stack.http.get(f"{stack.web}/dashboard/state.json", timeout=30).json()["providers"]
+    names = [row["provider"] for row in rows]
+    assert names[:6] == ["github", "twitter", "facebook", "linkedin", "mastodon", "bluesky"]
+    assert all(n.partition("@")[0] in ("mastodon", "bluesky") for n in names[6:])
