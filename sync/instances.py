@@ -159,18 +159,34 @@ def _get_json(svc, url: str, params=None, guard: frozenset | None = None):
     return answer.body
 
 
-#: what a PDS answers for an account it does not hold (it moved elsewhere)
-MOVED_KINDS = frozenset({"account_not_found", "not_found", "repo_not_found"})
+#: what a PDS answers for an account it no longer holds (it moved to another PDS):
+#: its reads find no such actor, its own token checks fail or say deactivated
+MOVED_KINDS = frozenset(
+    {"not_found", "account_not_found", "account_deactivated", "invalid_token", "unauthorized"}
+)
+#: the account lives on another PDS now: the call goes again there, at once
+ACCOUNT_MOVED = ErrorRule(Action.WAIT, "account_moved")
 
 
-def after_error(ctx, error: ProviderError) -> None:
-    """A resolved PDS that says the account is not there: resolve it again next time."""
+def after_error(ctx, error: ProviderError) -> ProviderError | None:
+    """A PDS found through the DID document that answers as if the account were not
+    there: read the document again; if it names another PDS now, the account moved,
+    and the call is made again there (``ACCOUNT_MOVED``). Else None: the error stands."""
     provider = ctx.provider
     if provider.NAME != "bluesky" or error.rule.kind not in MOVED_KINDS:
-        return
+        return None
     try:
-        given = ctx.credential.instance
+        credential = ctx.credential
     except CredentialError:
-        return
-    if given is None:
-        forget_pds(ctx.svc, ctx.credential.account_id)
+        return None
+    if credential.instance is not None:
+        return None  # the login named the PDS: only a new login moves it
+    forget_pds(ctx.svc, credential.account_id)
+    try:
+        pds = resolve_pds(ctx.svc, credential.account_id)
+    except ResolutionError:
+        return None
+    if pds == provider.base_url:
+        return None
+    log.info("bluesky account moved sync=%s to another PDS", ctx.sync_id)
+    return ProviderError(ACCOUNT_MOVED, error.status, "the account moved to another PDS", 0.0)

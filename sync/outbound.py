@@ -116,9 +116,10 @@ def call(ctx: SyncContext, http_call, starts_sync: bool = False):
     answer = send(ctx, admitted)
     info, error = read_answer(ctx, answer)
     lessons = learn(ctx, admitted, answer, info, error)
+    if error is not None:  # a Bluesky account that moved PDS goes again at its new one
+        error = instances.after_error(ctx, error) or error
     record_breaker(ctx, verdict, error)
     if error is not None:
-        instances.after_error(ctx, error)
         # A successful page counts its call when it is stored (one round trip).
         ctx.svc.store.note_call(ctx.sync_id, ctx.rate_fields, batch=lessons)
         lessons.execute()

@@ -220,6 +220,26 @@ def test_bluesky_pds_from_the_plc_did_document(stack):
     assert cached.decode() == f"{stack.sim}/bluesky/{pds}"
 
 
+def test_a_bluesky_account_that_moved_pds_is_found_again(stack):
+    """The cached PDS answers as if the account were not there: the DID document is read
+    again, names the new PDS, and the sync goes on there."""
+    old, new = instance_name(), instance_name()
+    account = bluesky_account(stack, old, 120)
+    user = new_user()
+    assert_exact(stack, user, account, stack.wait_final(login(stack, user, account)["sync_id"]))
+    moved = stack.add_account(
+        "bluesky", 140, id=account["id"], token=account["token"], instance=new
+    )
+    record = stack.wait_final(stack.resync(user, "bluesky")["sync_id"], timeout=60)
+    assert_exact(stack, user, moved, record)
+    cached = client(stack).get(f"{PREFIX}:pds:{account['id']}")
+    assert cached.decode() == f"{stack.sim}/bluesky/{new}"
+    made = calls(stack, "bluesky", token=account["token"])
+    at_old = [c for c in made if c["path"].startswith(f"/bluesky/{old}/")]
+    at_new = [c for c in made if c["path"].startswith(f"/bluesky/{new}/")]
+    assert at_new and len(at_old) + len(at_new) == len(made)
+
+
 # -- no way to point netsync at an internal address -------------------------------------
 class Listener:
     """A TCP listener that counts the connections it is offered."""
