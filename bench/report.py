@@ -94,7 +94,7 @@ def federation_rows(f: dict) -> list[tuple[str, str, str, str, str]]:
                 f"users alone (runs {o['makespan_ratios']}), "
                 f"×{o.get('makespan_ratio_vs_both_healthy_median')} of both instances healthy; "
                 f"{o['calls_into_dead_instance_median']} calls "
-                f"into the dead instance while {o['pages_waiting_on_dead_instance']} pages waited",
+                f"into the dead instance while {o['syncs_waiting_on_dead_instance']} of its syncs waited",
                 "ratio ≤ 1.1, calls bounded by the breaker",
                 _ok(o["makespan_ratio_median"], lambda v: v <= 1.1),
                 "the dead instance's syncs park (no worker held): the healthy ones get the workers",

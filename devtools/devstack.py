@@ -334,9 +334,9 @@ class DevStack:
         # the simulator serves federated instances (/mastodon/<name>/…) and Bluesky's PLC
         # directory on a loopback address: the one private host:port a login may name
         self.base_env.setdefault("BLUESKY_PLC_URL", f"{self.simulator_url}/bluesky/plc")
-        self.base_env.setdefault(
-            "OUTBOUND_ALLOW_PRIVATE", self.simulator_url.removeprefix("http://")
-        )
+        simulator = self.simulator_url.removeprefix("http://")
+        allowed = self.base_env.get("OUTBOUND_ALLOW_PRIVATE")
+        self.base_env["OUTBOUND_ALLOW_PRIVATE"] = f"{allowed},{simulator}" if allowed else simulator
         allow_plain_http_oauth(self.base_env)
 
     def _start_web(self) -> None:

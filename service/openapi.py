@@ -418,7 +418,8 @@ DASHBOARD_PATHS = {
     },
     "/dashboard/providers/{provider}/{action}": {
         "post": {
-            "summary": "The page's Pause / Resume buttons (form field `csrf` with a session)",
+            "summary": "The page's Pause / Resume buttons (form field `csrf` with a session; "
+            "`instance`: one instance of a federated provider)",
             "operationId": "dashboardProviderSwitch",
             "security": DASHBOARD_SECURITY,
             "parameters": [

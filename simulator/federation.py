@@ -11,15 +11,14 @@
   an unknown handle: 400 ``{"error": "InvalidRequest", "message": "Unable to
   resolve handle"}``.
 
-Neither counts against an instance's limits (the directory is its own
-service); both are logged and counted in the stats as ``bluesky`` calls.
+Neither counts against an instance's limits nor appears in ``/_sim/calls`` or
+``/_sim/stats`` (the directory is its own service, not the Bluesky API).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from .calls import Call
 from .providers.base import origin
 from .providers.bluesky import account_did, account_handle
 
@@ -36,21 +35,12 @@ def _bluesky_accounts(sim):
     return [a for (provider, _), a in sim.accounts.items() if provider == "bluesky"]
 
 
-def _logged(sim, request: web.Request, response: web.Response, kind: str) -> web.Response:
-    call = Call(sim.clock(), "bluesky", kind, request.path, request.remote or "unknown", request)
-    call.status = response.status
-    sim.log.append(call)
-    sim.stats.record(call)
-    return response
-
-
 def _did_document(sim):
     async def handle(request: web.Request) -> web.Response:
         did = request.match_info["did"]
         account = next((a for a in _bluesky_accounts(sim) if account_did(a) == did), None)
         if account is None:
-            response = web.json_response({"message": f"DID not registered: {did}"}, status=404)
-            return _logged(sim, request, response, "other")
+            return web.json_response({"message": f"DID not registered: {did}"}, status=404)
         pds = origin(request) + "/bluesky" + (f"/{account.instance}" if account.instance else "")
         document = {
             "@context": [
@@ -76,7 +66,7 @@ def _did_document(sim):
                 }
             ],
         }
-        return _logged(sim, request, web.json_response(document), "other")
+        return web.json_response(document)
 
     return handle
 
@@ -89,7 +79,7 @@ def _resolve_handle(sim):
         )
         if account is None:
             body = {"error": "InvalidRequest", "message": "Unable to resolve handle"}
-            return _logged(sim, request, web.json_response(body, status=400), "other")
-        return _logged(sim, request, web.json_response({"did": account_did(account)}), "other")
+            return web.json_response(body, status=400)
+        return web.json_response({"did": account_did(account)})
 
     return handle
