@@ -91,12 +91,19 @@ integration-hosts: install
 # and worker names of its own there, and deletes its queues when it stops
 # (devtools/devstack.py). Stacks with a Redis of their own (the fault tests, the
 # secrets scan) stay on it as their broker. Fails if no RabbitMQ answers.
+# Left out, because the run above already ran them exactly as they would run here: the
+# files whose every stack has a Redis of its own as its broker (test_faults and
+# test_login_storm: their RabbitMQ cases name the broker themselves; test_secrets_scan)
+# and those that start no broker at all (the client-library conformance tests, the
+# network store and spend ledger against PostgreSQL alone).
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
+AMQP_SAME_AS_REDIS_RUN = test_faults.py test_login_storm.py test_secrets_scan.py \
+	test_client_conformance.py test_network_store.py test_spend_ledger.py
 integration-amqp: install clients browser
 	@$(PY) -c "from kombu import Connection; Connection('$(AMQP_URL)', connect_timeout=3).ensure_connection(max_retries=1)" \
 	  || { echo "make integration-amqp: no RabbitMQ answers at $(AMQP_URL) (set AMQP_URL)" >&2; exit 1; }
 	DEVSTACK_BROKER_URL='$(AMQP_URL)' TEST_AMQP_URL='$(AMQP_URL)' NETSYNC_TEST_AMQP_URL='$(AMQP_URL)' \
-	  $(PY) -m pytest tests/integration
+	  $(PY) -m pytest tests/integration $(addprefix --ignore=tests/integration/,$(AMQP_SAME_AS_REDIS_RUN))
 
 # schemathesis over every endpoint of /openapi.json; FUZZ_EXAMPLES cases per operation and mode
 fuzz: install

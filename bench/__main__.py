@@ -26,6 +26,7 @@ from bench import (
     ingest,
     isolation,
     memory,
+    modes,
     networks,
     pipeline,
     plots,
@@ -63,6 +64,7 @@ def steps(quick: bool) -> dict:
         "ingest": lambda: ingest.main(quick),
         "memory": lambda: memory.main(quick),
         "networks": lambda: _networks(quick),
+        "modes": lambda: modes.main(quick),
     }
 
 

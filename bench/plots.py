@@ -128,6 +128,40 @@ def scaling(b: dict, path: Path) -> bool:
     return True
 
 
+def modes(b: dict, path: Path) -> bool:
+    """Counted calls and dollars per phase (mode) per provider (``bench/modes.py``)."""
+    data = b.get("modes", {}).get("providers")
+    if not data:
+        return False
+    phases = ("first", "unchanged", "added_1pct", "removed_0_1pct_full")
+    labels = ("first (full)", "unchanged (incr.)", "+1 % (incr.)", "-0.1 % (full)")
+    names = list(data)
+    plt = _plt()
+    fig, (calls_ax, usd_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    width = 0.8 / len(phases)
+    for i, (phase, label) in enumerate(zip(phases, labels)):
+        xs = [n + (i - (len(phases) - 1) / 2) * width for n in range(len(names))]
+        counted = [max(data[p]["phases"][phase]["counted_calls"], 0.5) for p in names]
+        usd = [max(data[p]["phases"][phase]["usd"], 0.005) for p in names]
+        calls_ax.bar(xs, counted, width, label=label)
+        usd_ax.bar(xs, usd, width, label=label)
+    calls_ax.set_yscale("log")
+    calls_ax.set_ylabel("counted calls (log; 0 drawn at 0.5)")
+    usd_ax.set_yscale("log")
+    usd_ax.set_ylabel("USD billed (log; free drawn at $0.005)")
+    for ax in (calls_ax, usd_ax):
+        ax.set_xticks(range(len(names)), names)
+        ax.grid(True, axis="y", alpha=0.3)
+    size = b["modes"].get("size")
+    calls_ax.set_title(f"Counted calls per sync, {size:,}-connection network")
+    usd_ax.set_title("Dollars per sync (X bills $0.010 per user read)")
+    usd_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_all(benchmarks: dict, results: Path) -> list[str]:
     written = []
     for name, draw in (
@@ -135,6 +169,7 @@ def write_all(benchmarks: dict, results: Path) -> list[str]:
         ("quota_use.png", quota_use),
         ("rss.png", rss),
         ("scaling.png", scaling),
+        ("modes.png", modes),
     ):
         try:
             if draw(benchmarks, results / name):

@@ -313,6 +313,67 @@ def rows(b: dict) -> list[tuple[str, str, str, str, str]]:
                 "–",
             )
         )
+    if (m := b.get("modes")) and m.get("providers"):
+        out += modes_rows(m)
+    return out
+
+
+def modes_rows(m: dict) -> list[tuple]:
+    """Issue 19's goals: GitHub unchanged at 0 counted calls, heads ≤ 1.2 × the physical
+    minimum, X +1 % ≤ 2 % of a full re-read's dollars; and the cache's bytes."""
+    out, p = [], m["providers"]
+    if gh := p.get("github"):
+        unchanged, full = gh["phases"]["unchanged"], gh["phases"]["removed_0_1pct_full"]
+        added = gh["phases"]["added_1pct"]
+        cache = gh.get("conditional_cache", {})
+        out.append(
+            (
+                f"19 GitHub re-sync, nothing changed ({m['size']:,})",
+                f"{unchanged['counted_calls']} counted calls of {unchanged['calls']} "
+                f"({unchanged['not_modified']} × 304; full re-read {full['counted_calls']}); "
+                f"cache {cache.get('bytes_per_connection')} B/connection in Redis",
+                "0 counted calls",
+                _ok(unchanged["counted_calls"], lambda v: v == 0),
+                "–",
+            )
+        )
+        out.append(
+            (
+                "19 GitHub re-sync, +1 %",
+                f"{added['counted_calls']} counted calls of {added['calls']} (minimum "
+                f"{added.get('physical_minimum_counted_calls')}: the moved page and the profile)",
+                "≤ 1.2 × the pages changed + 1",
+                _ok(added.get("counted_vs_minimum"), lambda v: v <= 1.2),
+                "–",
+            )
+        )
+    for name in ("twitter", "bluesky", "mastodon"):
+        if name not in p:
+            continue
+        added = p[name]["phases"]["added_1pct"]
+        out.append(
+            (
+                f"19 {name} head re-sync, +1 %",
+                f"{added['calls']} calls (minimum {added['physical_minimum_calls']}: "
+                f"{added['calls_vs_minimum']}×; with the known connection a head must "
+                f"meet: {added.get('minimum_with_a_known_connection')}, "
+                f"{added.get('calls_vs_minimum_with_a_known_connection')}×)",
+                "≤ 1.2 × ⌈changed ÷ page⌉ + 1",
+                _ok(added["calls_vs_minimum"], lambda v: v <= 1.2),
+                "–",
+            )
+        )
+    if tw := p.get("twitter"):
+        added, full = tw["phases"]["added_1pct"], tw["phases"]["removed_0_1pct_full"]
+        out.append(
+            (
+                "19 X re-sync +1 %: dollars against a full re-read",
+                f"${added['usd']:.2f} of ${full['usd']:.2f} ({added.get('usd_share_of_full', 0):.2%})",
+                "≤ 2 %",
+                _ok(added.get("usd_share_of_full"), lambda v: v <= 0.02),
+                "–",
+            )
+        )
     return out
 
 

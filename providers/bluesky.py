@@ -71,6 +71,9 @@ class Bluesky(Provider):
     # (PDS limits): every user's calls share our egress address's budget.
     QUOTAS = (QuotaLimit("ip", 3000, 300),)
     PAGE_SIZE = 100  # limit: 1-100, default 50
+    # the AppView lists followers newest first (by follow time): a re-sync reads from
+    # the top until someone known, its first page sized to the growth
+    INCREMENTAL = "head"
     # an actor: a handle (a domain name) or a DID (did:plc:…, did:web:…); it travels
     # as the ``actor`` query parameter, never in the path
     # A handle is a domain name (two or more labels of 1-63 characters, 253 at
@@ -181,6 +184,14 @@ class Bluesky(Provider):
         if token:
             params["cursor"] = token
         return HttpCall("GET", self.xrpc(method), params)
+
+    def sized(self, call, most):
+        # limit is 1-100 (app.bsky.graph.getFollowers lexicon)
+        if "limit" not in call.params:
+            return None
+        asked = int(call.params["limit"])  # never more than the call asked
+        params = {**call.params, "limit": max(1, min(most, asked, self.PAGE_SIZE))}
+        return HttpCall(call.method, call.url, params, call.headers)
 
     def parse_page(self, body, headers, cursor):
         relation, _, token = cursor.partition(":")

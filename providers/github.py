@@ -41,6 +41,9 @@ class GitHub(Provider):
     # if a 304 response is returned and the request was made while correctly
     # authorized with an Authorization header" (best-practices-for-using-the-rest-api)
     NOT_MODIFIED_IS_FREE = True
+    # "Most endpoints return an etag header": a re-sync asks each page with
+    # If-None-Match, and an unchanged page costs nothing (sync.etag_cache)
+    INCREMENTAL = "conditional"
 
     #: key: (HTTP status, kind of 403/429) or status → what to do
     ERRORS = {
@@ -84,6 +87,19 @@ class GitHub(Provider):
             return Page(connections)
         nxt = self.relative(links["next"]) if "next" in links else None
         return Page(connections, next_cursor=nxt)
+
+    def replayed_page(self, page, cursor, expected_total):
+        # The ETag covers the body, not the Link header: page one of a network that
+        # grew by a page is still a 304, but its rel="last" moved. Its fan-out then
+        # reaches every page the profile's count says there are now.
+        if self.query_param(cursor, "page") not in (None, "1") or expected_total is None:
+            return page
+        pages = -(-expected_total // self.PAGE_SIZE)
+        template = page.fan_out[-1] if page.fan_out else cursor
+        fan_out = tuple(self.with_query(template, page=n) for n in range(2, pages + 1))
+        if len(fan_out) <= len(page.fan_out):
+            return page
+        return Page(page.connections, fan_out=fan_out, total=page.total)
 
     def auth_headers(self, credential):
         return {

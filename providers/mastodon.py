@@ -12,7 +12,7 @@ https://docs.joinmastodon.org/entities/Error/
 from __future__ import annotations
 
 import datetime
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from providers.announced import AnnouncedRule
 from providers.announced import parse_iso8601 as read_iso8601
@@ -45,6 +45,8 @@ class Mastodon(Provider):
     QUOTAS = (QuotaLimit("token", 300, 300),)  # 300 requests / 5 min per token
     DOCS = "https://docs.joinmastodon.org/methods/accounts/#followers"
     PAGE_SIZE = 80  # limit: default 40, max 80
+    # newest first by follow id; rel="prev" (since_id) reads only newer followers
+    INCREMENTAL = "since"
     # Quirk: only the Link header pages (rel="next" carries max_id, a follow
     # id, not an account id): follow it exactly as given, on our origin only.
     PAGINATION = Pagination.LINK
@@ -103,12 +105,28 @@ class Mastodon(Provider):
         links = parse_link_header(headers.get("link", ""))
         # An empty page has no Link at all; a single page only rel="prev".
         nxt = self.relative(links["next"]) if "next" in links else None
-        return Page(connections, next_cursor=nxt)
+        # rel="prev" carries since_id: the followers newer than this page's newest. Read
+        # on with min_id (the page just above it, not the newest ones) so a head of
+        # several pages leaves no gap; the marker is what the next sync starts above.
+        prev = self.relative(links["prev"]) if "prev" in links else None
+        marker = None
+        if prev is not None:
+            marker = self.query_param(prev, "since_id") or self.query_param(prev, "min_id")
+        newer = None
+        if marker is not None:
+            path, _, query = prev.partition("?")
+            params = [(k, v) for k, v in parse_qsl(query) if k not in ("since_id", "min_id")]
+            newer = f"{path}?{urlencode([*params, ('min_id', marker)])}"
+        return Page(connections, next_cursor=nxt, newer_cursor=newer, head_marker=marker)
+
+    def head_cursor(self, account_id, relation, head):
+        # only the followers newer than the newest one the last sync saw
+        return self.with_query(self.first_cursor(account_id, relation), min_id=head)
 
     def page_anomaly(self, page, cursor, expected_total):
         # Quirk: hidden networks answer [] rather than an error. An empty first
         # page of an account that has followers is hidden, not empty.
-        first = "max_id=" not in cursor
+        first = not any(f"{name}=" in cursor for name in ("max_id", "min_id", "since_id"))
         if first and not page.connections and not page.followups and expected_total:
             return "hidden_network"
         return ""

@@ -65,6 +65,12 @@ class Page:
     items: int | None = None
     #: per-item problems the provider reported beside the data (Twitter ``errors[]``)
     problems: tuple = ()
+    #: the cursor of the connections newer than this page's, if the provider links one
+    #: (Mastodon's ``prev``, as ``min_id``: a ``since`` head reads on with it)
+    newer_cursor: str | None = None
+    #: the provider's "newer than this" marker of this page's newest connection
+    #: (Mastodon's follow id), stored as ``networks.head`` for the next ``since`` read
+    head_marker: str | None = None
 
     @property
     def item_count(self) -> int:
@@ -154,6 +160,10 @@ class Provider:
     #: an account id is unique only on its instance (Mastodon's are a server's row ids;
     #: Bluesky's DIDs are global): linked accounts are keyed by instance too
     ACCOUNT_IDS_PER_INSTANCE: bool = False
+    #: what an incremental sync may read instead of everything (``sync.modes``):
+    #: "conditional" (ETags and 304s), "head" (newest first until a known one),
+    #: "since" (only what is newer than a stored marker), None (nothing cheaper)
+    INCREMENTAL: str | None = None
 
     def __init__(self, base_url: str, user_supplied: bool = False):
         self.base_url = base_url.rstrip("/")
@@ -211,6 +221,16 @@ class Provider:
 
     def page_call(self, account_id: str, cursor: str) -> HttpCall:
         raise NotImplementedError
+
+    def replayed_page(self, page: Page, cursor: str, expected_total: int | None) -> Page:
+        """A page kept from the last sync, reused on a ``304``: where it points may have
+        moved even though its body did not (a fan-out sized by the total)."""
+        return page
+
+    def head_cursor(self, account_id: str, relation: str | None, head: str | None) -> str:
+        """Where an incremental head starts: the newest page (``head``), or the page just
+        newer than the stored marker ``head`` (``since``)."""
+        return self.first_cursor(account_id, relation)
 
     def parse_page(self, body, headers, cursor: str) -> Page:
         raise NotImplementedError
@@ -343,6 +363,10 @@ class Provider:
     ) -> ProviderError | None:
         """None for a good answer; else the first rule for it in ``tables``, then ``ERRORS``."""
         if 200 <= status < 300 and not self.is_error_body(body):
+            return None
+        if status == 304:
+            # only ever the answer to a conditional request we sent (RFC 9110 15.4.5):
+            # the page is what we hold for it (``sync.etag_cache``)
             return None
         keys = self.error_keys(status, body, headers)
         rule = next(

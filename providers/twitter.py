@@ -31,6 +31,10 @@ class Twitter(Provider):
     QUOTAS = (QuotaLimit("token", 15, 900),)  # followers/following, user context
     DOCS = "https://developer.x.com/en/docs/x-api/users/follows"
     PAGE_SIZE = 1000  # max_results: 1-1000
+    # Newest first (documented for v1.1's followers/ids, not promised for v2): a
+    # re-sync reads from the top until someone known, its first page sized to the
+    # growth (X bills every user returned)
+    INCREMENTAL = "head"
     PAGINATION = Pagination.CURSOR
     RATE_LIMIT_HEADERS = ("x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset")
     # X counts per endpoint and per user (user context) in 15-minute windows; the
@@ -135,7 +139,9 @@ class Twitter(Provider):
         # smaller costs less (the budget left buys a page, not none)
         if "max_results" not in call.params:
             return None
-        params = {**call.params, "max_results": max(1, min(most, self.PAGE_SIZE))}
+        # never more than the call asked (a head's first page is sized to the growth)
+        asked = int(call.params["max_results"])
+        params = {**call.params, "max_results": max(1, min(most, asked, self.PAGE_SIZE))}
         return HttpCall(call.method, call.url, params, call.headers)
 
     def billed_resources(self, body, kind):

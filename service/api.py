@@ -22,6 +22,7 @@ from service.syncs import SyncRequestError, start_sync, validate_target
 from state.admission import CallCost
 from state.control import PAUSED_REASON
 from state.store import SyncTicket
+from sync.modes import AUTO, MODES
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
@@ -129,6 +130,9 @@ def sync_view(record: dict, provider_paused: bool = False) -> dict:
         "finished_at": iso(record.get("finished_at")),
         "error": error,
         "partial_reason": record.get("partial_reason"),
+        # CONTRACT: how it reads the network, once its first call decided ("auto" resolved)
+        "mode": record.get("mode") or None,
+        "mode_reason": record.get("mode_reason") or None,
         "rate_limit": _rate_limit_view(record),
         "waiting": waiting,
         # CONTRACT: why a running sync is not moving (quota, concurrency, spend_budget, …)
@@ -165,13 +169,16 @@ def require_bearer_token():
 
 
 # -- routes -----------------------------------------------------------------------
-def _sync_request(document: dict) -> tuple[str, str, bool, str]:
+def _sync_request(document: dict) -> tuple[str, str, bool, str, str]:
     missing = [name for name in ("user_id", "provider") if name not in document]
     if missing:
         raise ApiError(422, f"missing field(s): {', '.join(missing)}", code="missing_field")
     force = document.get("force", False)
     if not isinstance(force, bool):
         raise ApiError(422, "force must be true or false")
+    mode = document.get("mode", AUTO)
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ApiError(422, f"mode must be one of {', '.join(MODES)}", code="invalid_mode")
     relation = document.get("relation")
     if relation is not None and not isinstance(relation, str):
         raise ApiError(422, "relation must be a string")
@@ -179,14 +186,14 @@ def _sync_request(document: dict) -> tuple[str, str, bool, str]:
         relation = validate_target(document["user_id"], document["provider"], relation)
     except SyncRequestError as exc:
         raise ApiError(422, str(exc)) from None
-    return document["user_id"], document["provider"], force, relation
+    return document["user_id"], document["provider"], force, relation, mode
 
 
 @bp.post("/syncs")
 def create_sync():
     """Start (or find) the sync of one user's network on one provider."""
     document = http_errors.read_json_object(http_errors.read_body(), request.is_json)
-    user_id, provider, force, relation = _sync_request(document)
+    user_id, provider, force, relation, mode = _sync_request(document)
     try:
         ticket = start_sync(
             services(),
@@ -195,6 +202,7 @@ def create_sync():
             trigger="api",
             force=force,
             relation=relation,
+            mode=mode,
         )
     except SyncRequestError as exc:
         count("triggers", kind="api", outcome=exc.code)

@@ -1,7 +1,8 @@
 """The ops CLI (``flask --app service …``): re-sync networks and look at syncs.
 
     resync USER_ID [--provider P] [--relation R] [--force] [--wait]
-    resync --stale-after 24h [--limit N] [--provider P]     # cron: trickle queue
+    resync USER_ID --mode full|incremental|auto
+    resync --stale-after 24h [--limit N] [--provider P]     # cron: full syncs, trickle queue
     syncs show SYNC_ID
     syncs list [--status S] [--queue Q]
     syncs sweep                                             # cron: recover stalled syncs
@@ -32,6 +33,7 @@ from service.http_errors import UNAVAILABLE
 from service.observability import count
 from service.syncs import SyncRequestError, relations_of, start_sync, validate_target
 from state.store import ACTIVE, FINAL
+from sync.modes import AUTO, FULL, MODES
 
 #: final statuses that make the command fail
 FAILED = ("failed", "needs_reauth", "cancelled")
@@ -114,7 +116,12 @@ def watch_sync(sync_id: str, timeout_s: int, poll_s: float) -> dict | None:
 
 # -- resync ----------------------------------------------------------------------------
 def _start(
-    user_id: str, provider: str, trigger: str, force: bool, relation: str | None = None
+    user_id: str,
+    provider: str,
+    trigger: str,
+    force: bool,
+    relation: str | None = None,
+    mode: str = AUTO,
 ) -> tuple[str, object]:
     """(outcome, ticket or the refusal): one trigger, counted."""
     try:
@@ -125,6 +132,7 @@ def _start(
             trigger=trigger,
             force=force,
             relation=relation,
+            mode=mode,
         )
     except SyncRequestError as exc:
         count("triggers", kind=trigger, outcome=exc.code)
@@ -142,6 +150,7 @@ def resync_user(
     timeout_s: int,
     poll_s: float,
     relation: str | None = None,
+    mode: str = AUTO,
 ) -> int:
     """Start (or find) a user's syncs; with ``wait``, follow each until it is final."""
     svc = services()
@@ -157,7 +166,7 @@ def resync_user(
     exit_code, tickets = 0, []
     targets = [(p, r) for p in providers for r in relations_of(p) if relation in (None, r)]
     for name, relation_name in targets:
-        outcome, result = _start(user_id, name, "cli", force, relation_name)
+        outcome, result = _start(user_id, name, "cli", force, relation_name, mode)
         if isinstance(result, SyncRequestError):
             click.echo(f"{name} {relation_name}: not started: {result}", err=True)
             exit_code = 1
@@ -187,11 +196,26 @@ def _wait_for(sync_id: str, timeout_s: int, poll_s: float) -> int:
     return 1 if view["status"] in FAILED else 0
 
 
+def stale_targets(svc, verified_before: float, provider: str | None, limit: int) -> list:
+    """The ``limit`` networks verified longest ago whose user still has a credential: one
+    without (unlinked) could never be synced, and stalest first it would starve the rest."""
+    targets, scanned, batch = [], 0, max(limit * 4, 100)
+    while len(targets) < limit:
+        found = svc.networks.stale_networks(verified_before, provider, scanned + batch)
+        fresh = found[scanned:]
+        targets += [t for t in fresh if svc.credentials.exists(t[0], t[1])]
+        scanned = len(found)
+        if len(fresh) < batch:
+            break
+    return targets[:limit]
+
+
 def resync_stale(older_than_s: int, provider: str | None, limit: int, force: bool) -> int:
-    """Re-sync the networks synced longest ago (trigger ``stale``: the trickle queue)."""
-    targets = services().store.stale_networks(time.time() - older_than_s, provider, limit)
+    """Verify the networks verified longest ago: full syncs (trigger ``stale``: the
+    trickle queue), picked by ``verified_at`` (never verified first)."""
+    targets = stale_targets(services(), time.time() - older_than_s, provider, limit)
     if not targets:
-        click.echo(f"no network was last synced more than {older_than_s}s ago")
+        click.echo(f"no network was last verified more than {older_than_s}s ago")
         return 0
     outcomes = Counter()
     with click.progressbar(
@@ -200,7 +224,9 @@ def resync_stale(older_than_s: int, provider: str | None, limit: int, force: boo
         file=click.get_text_stream("stderr"),
     ) as bar:
         for target_provider, user_id, relation in bar:
-            outcome, _ = _start(user_id, target_provider, "stale", force, relation or None)
+            outcome, _ = _start(
+                user_id, target_provider, "stale", force, relation or None, mode=FULL
+            )
             outcomes[outcome] += 1
     click.echo(" ".join(f"{outcome}={n}" for outcome, n in sorted(outcomes.items())))
     return 0
@@ -220,7 +246,14 @@ def resync_stale(older_than_s: int, provider: str | None, limit: int, force: boo
     "--stale-after",
     type=Duration(),
     metavar="DURATION",
-    help="re-sync networks last synced longer ago than this (30m, 24h, 7d)",
+    help="verify (full syncs) the networks last verified longer ago than this (30m, 24h, 7d)",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default=AUTO,
+    show_default=True,
+    help="full: read and verify everything; incremental: only what changed; auto: picks",
 )
 @click.option(
     "--limit",
@@ -240,7 +273,7 @@ def resync_stale(older_than_s: int, provider: str | None, limit: int, force: boo
 @with_appcontext
 @reports_outages
 def resync_command(
-    user_id, provider, relation, force, wait, stale_after, limit, timeout, poll_interval
+    user_id, provider, relation, force, wait, stale_after, mode, limit, timeout, poll_interval
 ):
     """Re-sync USER_ID's networks now, or (--stale-after) the stalest networks."""
     if (user_id is None) == (stale_after is None):
@@ -254,7 +287,7 @@ def resync_command(
         validate_target(user_id, provider or PROVIDERS[0])
     except SyncRequestError as exc:
         raise click.UsageError(str(exc)) from None
-    ctx.exit(resync_user(user_id, provider, force, wait, timeout, poll_interval, relation))
+    ctx.exit(resync_user(user_id, provider, force, wait, timeout, poll_interval, relation, mode))
 
 
 # -- syncs show / list --------------------------------------------------------------------

@@ -18,6 +18,7 @@ import binascii
 import copy
 import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
@@ -72,6 +73,18 @@ def _integer(var: str, raw: str) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{var} must be an integer, got {raw!r}") from None
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(var: str, raw: str) -> int:
+    """Seconds from ``30m``, ``24h``, ``7d``, ``90s`` or ``3600``."""
+    match = _DURATION.match(raw or "")
+    if not match:
+        raise ConfigError(f"{var} must be a duration like 30m, 24h, 7d or 3600, got {raw!r}")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def _number(var: str, raw: str) -> float:
@@ -307,6 +320,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "FRESHNESS_SECONDS", "a login within this of the last sync does not re-sync", SYNCS,
         field="freshness_seconds", parse=_integer, default=900,
+    ),
+    Setting(
+        "FULL_SYNC_EVERY",
+        "`auto` syncs a network in full (verifying it, removals included) when its last "
+        "full sync is older than this (`24h`, `30m`, seconds); else incrementally",
+        SYNCS, field="full_sync_every_seconds", parse=_duration, default=86400,
     ),
     Setting(
         "PROVIDER_REGIONS",

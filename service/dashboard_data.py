@@ -14,7 +14,8 @@ from flask import Flask
 
 from service.api import iso, sync_view
 from service.config import PROVIDERS
-from service.metrics import queue_depths
+from service.metrics import _FIELD as _COUNTER
+from service.metrics import _LABEL, queue_depths
 from state.quota_view import shared_levels
 from sync.runtime import Services
 
@@ -119,6 +120,26 @@ def provider_rows(svc: Services, paused: dict) -> list[dict]:
     return rows
 
 
+def modes_section(svc: Services) -> list[dict]:
+    """Per provider: syncs, calls and dollars by mode, and what the incremental ones saved
+    against a full re-read (the ``sync_mode_*`` counters, ``sync.telemetry.count_mode``)."""
+    rows: dict[str, dict] = {}
+    for field, value in svc.metrics.raw().items():
+        match = _COUNTER.match(field.decode())
+        if not match or not match.group(1).startswith("sync_mode_"):
+            continue
+        labels = dict(_LABEL.findall(match.group(2)))
+        row = rows.setdefault(labels.get("provider", "-"), {"provider": labels.get("provider")})
+        name = match.group(1).removeprefix("sync_mode_")
+        key = f"{labels['mode']}_{name}" if "mode" in labels else name
+        row[key] = int(value)
+    for row in rows.values():
+        for key in [k for k in row if k.endswith("usd_micro")]:
+            row[key.removesuffix("_micro")] = round(row.pop(key) / 1e6, 6)
+        row["usd_saved"] = round(row.pop("usd_saved_micro", 0) / 1e6, 6)
+    return [rows[name] for name in sorted(rows)]
+
+
 def snapshot(app: Flask, svc: Services) -> dict:
     """The whole dashboard as data."""
     now = time.time()
@@ -147,6 +168,7 @@ def snapshot(app: Flask, svc: Services) -> dict:
         "queues_known": bool(depths),
         "quotas": quota_section(svc, now),
         "spend": spend_section(svc),
+        "modes": modes_section(svc),
         "parked": parked_section(svc, now),
         "callbacks": svc.outbox.counts(),
     }

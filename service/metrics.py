@@ -44,6 +44,15 @@ COUNTER_HELP = {
     "webhook_deliveries": "Login webhook deliveries by outcome (accepted, replayed, "
     "bad_signature, invalid)",
     "api_auth_failures": "Requests to /v1 refused for a wrong bearer token",
+    "sync_mode_syncs": "Finalized syncs by provider and mode (full, incremental)",
+    "sync_mode_calls": "Provider calls of finalized syncs, by provider and mode",
+    "sync_mode_counted_calls": "Calls that used the provider's quota, by provider and mode "
+    "(a free 304 does not)",
+    "sync_mode_usd_micro": "Micro-USD billed for finalized syncs, by provider and mode",
+    "sync_mode_calls_saved": "Counted calls incremental syncs saved against reading the same "
+    "network in full (the profile and every page), by provider",
+    "sync_mode_usd_saved_micro": "Micro-USD incremental syncs saved against reading the same "
+    "network in full, by provider",
     "rate_headers_unreadable": "Provider rate-limit headers that did not parse (ignored for "
     "that answer), by provider and header",
     "instance_answers": "Answers from each instance of a federated provider (Mastodon, "

@@ -77,6 +77,8 @@ def get_network(user_id: str, provider: str, relation: str | None = None):
     return jsonify(
         count=meta["count"],
         synced_at=_iso(meta["synced_at"]),
+        verified_at=_iso(meta["verified_at"]) if meta["verified_at"] is not None else None,
+        updated_at=_iso(meta["updated_at"]) if meta["updated_at"] is not None else None,
         sync_id=meta["sync_id"],
         relation=relation,
         connections=connections,

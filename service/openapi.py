@@ -143,6 +143,16 @@ SCHEMAS = {
                         enum=[*cls.RELATIONS, None],
                         description="default (or null): the provider's first",
                     ),
+                    "mode": {
+                        "type": "string",
+                        "enum": ["auto", "full", "incremental"],
+                        "default": "auto",
+                        "description": "full: read and verify the whole network (removals "
+                        "included); incremental: pay only for what changed, record no "
+                        "removal; auto: incremental unless the last full sync is older "
+                        "than FULL_SYNC_EVERY, there is none, or the provider offers "
+                        "nothing cheaper",
+                    },
                 },
                 ["user_id", "provider"],
             )
@@ -194,6 +204,15 @@ SCHEMAS = {
                 ]
             },
             "partial_reason": nullable("string", description="why a partial sync stopped early"),
+            "mode": nullable(
+                "string",
+                enum=["full", "incremental", None],
+                description="how the sync reads the network (null until its first call "
+                "decided: auto resolves to one of the two)",
+            ),
+            "mode_reason": nullable(
+                "string", description="why that mode (requested, verification_due, …)"
+            ),
             "rate_limit": {
                 "oneOf": [
                     {"type": "null"},

@@ -75,12 +75,28 @@ def network_page(s: Style) -> dict:
         {
             "count": {"type": "integer", "description": "size of the whole network"},
             "synced_at": s.timestamp,
+            "verified_at": {
+                **s.timestamp,
+                "description": "the last full (verifying) sync; null: never verified",
+            },
+            "updated_at": {
+                **s.timestamp,
+                "description": "the last change from a sync (or a stream)",
+            },
             "sync_id": {"type": "string"},
             "relation": RELATION,
             "connections": {"type": "array", "items": s.ref("Connection")},
             "next_cursor": s.nullable("string", description="pass as ?cursor= for the next page"),
         },
-        ["count", "synced_at", "sync_id", "connections", "next_cursor"],
+        [
+            "count",
+            "synced_at",
+            "verified_at",
+            "updated_at",
+            "sync_id",
+            "connections",
+            "next_cursor",
+        ],
     )
 
 
@@ -138,6 +154,10 @@ def change(s: Style) -> dict:
             "description": "of a network's first sync (no added entries are written for it)",
         },
         "counts": {"oneOf": [{"type": "null"}, sync_counts(s)]},
+        "source": {
+            "type": "string",
+            "description": "where the change came from: sync (a sync's finalization)",
+        },
     }
     return s.obj(fields, list(fields))
 
@@ -149,6 +169,16 @@ def sync_counts(s: Style) -> dict:
             "count": {"type": "integer"},
             "added": {"type": "integer"},
             "removed": {"type": "integer"},
+            "mode": {"type": "string", "enum": ["full", "incremental"]},
+            "cost": s.obj(
+                {
+                    "calls": {"type": "integer"},
+                    "counted_calls": {"type": "integer"},
+                    "not_modified": {"type": "integer"},
+                    "resources": {"type": "integer"},
+                    "usd": {"type": "number"},
+                }
+            ),
         }
     )
 

@@ -17,6 +17,7 @@ from service.config import PROVIDERS
 from state.batch import Batch
 from state.credentials import Credential
 from state.store import USER_ID_RE, BeginStep, SyncTicket
+from sync.modes import AUTO, MODES
 from sync.runtime import Services
 from sync.tasks import profile_task_name
 
@@ -61,6 +62,8 @@ class SyncRequest:
     provider: str
     relation: str | None = None
     credential: Credential | None = None
+    #: ``auto``, ``full`` or ``incremental`` (``sync.modes``)
+    mode: str = AUTO
 
 
 def start_sync(
@@ -72,6 +75,7 @@ def start_sync(
     force: bool = False,
     credential: Credential | None = None,
     relation: str | None = None,
+    mode: str = AUTO,
 ) -> SyncTicket:
     """Start (or find) the sync for one user's network on one provider and relation.
 
@@ -83,7 +87,7 @@ def start_sync(
         user_id=user_id,
         trigger=trigger,
         force=force,
-        requests=[SyncRequest(provider, relation, credential)],
+        requests=[SyncRequest(provider, relation, credential, mode)],
     )[0]
 
 
@@ -99,6 +103,9 @@ def start_syncs(
     stall sweep before their tasks are sent). Then the profile tasks are sent.
     """
     assert trigger in TRIGGERS, trigger
+    for r in requests:
+        if r.mode not in MODES:
+            raise SyncRequestError(f"mode must be one of {', '.join(MODES)}")
     relations = [validate_target(user_id, r.provider, r.relation) for r in requests]
     account_ids = linked_account_ids(svc, user_id, requests)
     steps = prepare_begins(svc, user_id, requests, relations)
@@ -106,6 +113,12 @@ def start_syncs(
     after = Batch(svc.redis)
     tickets, error = settle_begins(svc, after, steps)
     created = [(t, q) for t, q in zip(tickets, classes) if t is not None and t.created]
+    modes = {id(t): r.mode for t, r in zip(tickets, requests) if t is not None}
+    for ticket, _ in created:
+        # the mode asked for; the profile task resolves it (``sync.modes``) into ``mode``
+        svc.store.update_in(
+            after, ticket.sync_id, ticket.provider, user_id, {"mode_requested": modes[id(ticket)]}
+        )
     track_started(svc, after, created, trigger)
     after.execute()
     send_profile_tasks(svc, created, trigger)

@@ -6,6 +6,8 @@
     per user and provider, tag {provider:user_id}       (UserKeys)
     P:{p:u}:<relation>:inflight sync id of the sync in flight (one per network)   (RelationKeys)
     P:{p:u}:<relation>:last     hash: the last final sync's id, time, count, size (freshness)
+    P:{p:u}:<relation>:etags    hash: the conditional cache, page URL → ETag and what the
+                                page held, and "~token" (state.etag_cache)
     P:{p:u}:cred                the encrypted credential (state.credentials)
     P:{p:u}:refresh:<fp>        lock: one refresh of the token with fingerprint <fp> (sync.oauth)
 
@@ -15,6 +17,8 @@
     P:{p:u}:sync:<id>:done      hash: page cursor stored → its parent (redelivery: no-op)
     P:{p:u}:sync:<id>:staging_h hash id → handle of the connections fetched so far
     P:{p:u}:sync:<id>:guard     hash: the page guard's memory (state.page_guard)
+    P:{p:u}:sync:<id>:etags     hash: the conditional cache this sync writes, renamed over
+                                the network's when it finalizes
 
     per quota bucket, tag {provider:scope:key}
     P:quota:{p:scope:key}       hash: one bucket's sub-window counters and provider reports
@@ -70,7 +74,7 @@ from __future__ import annotations
 class SyncKeys:
     """The keys of one sync, under its user's tag (``user``)."""
 
-    __slots__ = ("user", "sync_id", "record", "pending", "done", "staging_h", "guard")
+    __slots__ = ("user", "sync_id", "record", "pending", "done", "staging_h", "guard", "etags")
 
     def __init__(self, user: UserKeys, sync_id: str):
         self.user = user
@@ -80,16 +84,18 @@ class SyncKeys:
         self.done = f"{self.record}:done"
         self.staging_h = f"{self.record}:staging_h"
         self.guard = f"{self.record}:guard"
+        self.etags = f"{self.record}:etags"
 
 
 class RelationKeys:
     """The keys of one network (user, provider, relation), under the user's tag."""
 
-    __slots__ = ("inflight", "last")
+    __slots__ = ("inflight", "last", "etags")
 
     def __init__(self, user: UserKeys, relation: str):
         self.inflight = f"{user.base}:{relation}:inflight"
         self.last = f"{user.base}:{relation}:last"
+        self.etags = f"{user.base}:{relation}:etags"
 
 
 class UserKeys:

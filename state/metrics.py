@@ -114,6 +114,21 @@ class Metrics:
                 extra={"counter": series[0][0], "error_type": type(exc).__name__},
             )
 
+    def add_many(self, series: list[tuple[str, dict, int]]) -> None:
+        """Add ``amount`` to each (name, labels, amount) counter series, in one round trip
+        (best effort, as ``count_many``)."""
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for name, labels, amount in series:
+                    if amount:
+                        pipe.hincrby(self.key, counter_field(name, labels), int(amount))
+                pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            log.debug(
+                "counter not counted",
+                extra={"counter": series[0][0] if series else "", "error_type": type(exc).__name__},
+            )
+
     def observe(self, name: str, value: float, buckets: tuple, **labels) -> None:
         """One observation of a histogram (bucket bounds are fixed per name)."""
         series = counter_field(name, labels)

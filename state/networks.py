@@ -44,7 +44,7 @@ CONNECTION_OPTIONS = {
 
 _FEED_COLUMNS = (
     "cursor, at, kind, user_id, provider, relation, sync_id, connection_id, "
-    "connection_handle, member_user_id, initial, counts"
+    "connection_handle, member_user_id, initial, counts, source"
 )
 
 
@@ -59,6 +59,8 @@ class Finalized:
     removed: int
     initial: bool
     already: bool = False
+    #: how the sync read the network: "full" or "incremental"
+    mode: str = "full"
 
 
 #: the instance of network ``n``'s owner (their newest linked account of that provider;
@@ -132,8 +134,16 @@ class NetworkStore:
         status: str,
         finished_at: float,
         connections: Iterable[tuple[str, str]],
+        mode: str = "full",
+        stated_count: int | None = None,
+        head: str | None = None,
+        cost: dict | None = None,
     ) -> Finalized:
-        """Replace the network with ``connections`` and log the diff: all or nothing, once."""
+        """Apply ``connections`` to the network and log the diff: all or nothing, once.
+
+        ``mode`` ``full``: they replace the network (removals recorded) and verify
+        it (``verified_at``, ``needs_full`` cleared); ``incremental``: they are added,
+        nothing is removed (an incremental read cannot see removals)."""
         network = (user_id, provider, relation)
         with self.pool.connection() as conn, conn.transaction():
             done = _finalized(conn, sync_id)
@@ -145,12 +155,63 @@ class NetworkStore:
             done = _finalized(conn, sync_id)
             if done:
                 return done
-            count = _stage(conn, connections)
-            added, removed = _apply_diff(conn, network_id)
-            result = Finalized(sync_id, status, count, added, removed, initial=last_sync is None)
-            _record_finalized(conn, network_id, result, finished_at)
-            _append_sync_entries(conn, network, result)
+            _stage(conn, connections)
+            added, removed = _apply_diff(conn, network_id, removals=mode == "full")
+            count = conn.execute(
+                "SELECT count(*) FROM connections WHERE network_id = %s", (network_id,)
+            ).fetchone()[0]
+            result = Finalized(
+                sync_id, status, count, added, removed, initial=last_sync is None, mode=mode
+            )
+            _record_finalized(conn, network_id, result, finished_at, stated_count, head)
+            _append_sync_entries(conn, network, result, cost)
         return result
+
+    def freshness(self, user_id: str, provider: str, relation: str) -> dict | None:
+        """What the stored network says about how to re-read it (``sync.modes``), or None
+        when it was never synced: count, verified_at (epoch s), head, needs_full."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT count, extract(epoch FROM verified_at), head, needs_full,"
+                " stated_count FROM networks WHERE user_id = %s AND provider = %s"
+                " AND relation = %s AND sync_id IS NOT NULL",
+                (user_id, provider, relation),
+            ).fetchone()
+        if row is None:
+            return None
+        return {
+            "count": row[0] or 0,
+            "verified_at": float(row[1]) if row[1] is not None else None,
+            "head": row[2],
+            "needs_full": bool(row[3]),
+            "stated_count": row[4],
+        }
+
+    def stale_networks(self, verified_before: float, provider: str | None, limit: int):
+        """(provider, user_id, relation) of networks last verified (full sync) before
+        ``verified_before``, never verified first, then stalest first."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT provider, user_id, relation FROM networks WHERE sync_id IS NOT NULL"
+                " AND (verified_at IS NULL OR verified_at < to_timestamp(%s))"
+                " AND (%s::text IS NULL OR provider = %s)"
+                " ORDER BY verified_at NULLS FIRST, network_id LIMIT %s",
+                (verified_before, provider, provider, limit),
+            ).fetchall()
+        return [tuple(row) for row in rows]
+
+    def known_ids(self, user_id: str, provider: str, relation: str, ids: list[str]) -> set[str]:
+        """Which of ``ids`` the stored network holds (a head stops at the first one)."""
+        if not ids:
+            return set()
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT c.connection_id FROM networks n JOIN connections c USING (network_id)"
+                " WHERE n.user_id = %s AND n.provider = %s AND n.relation = %s"
+                " AND c.connection_id = ANY(%s)",
+                (user_id, provider, relation, list(ids)),
+            ).fetchall()
+        return {row[0] for row in rows}
 
     def finalized(self, sync_id: str) -> Finalized | None:
         with self.pool.connection() as conn:
@@ -228,7 +289,8 @@ class NetworkStore:
         with self.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT n.sync_id, extract(epoch FROM n.synced_at), n.count, c.connection_id,"
-                " c.handle FROM networks n LEFT JOIN LATERAL (SELECT connection_id, handle"
+                " c.handle, extract(epoch FROM n.verified_at), extract(epoch FROM n.updated_at)"
+                " FROM networks n LEFT JOIN LATERAL (SELECT connection_id, handle"
                 "   FROM connections c WHERE c.network_id = n.network_id AND c.connection_id > %s"
                 "   ORDER BY connection_id LIMIT %s) AS c ON true"
                 " WHERE n.user_id = %s AND n.provider = %s AND n.relation = %s"
@@ -237,7 +299,14 @@ class NetworkStore:
             ).fetchall()
         if not rows:
             return None
-        meta = {"sync_id": rows[0][0], "synced_at": float(rows[0][1]), "count": rows[0][2]}
+        first = rows[0]
+        meta = {
+            "sync_id": first[0],
+            "synced_at": float(first[1]),
+            "count": first[2],
+            "verified_at": float(first[5]) if first[5] is not None else None,
+            "updated_at": float(first[6]) if first[6] is not None else None,
+        }
         conns = [{"id": r[3], "handle": r[4]} for r in rows if r[3] is not None]
         page, next_cursor = _paged(conns, limit, "id")
         return meta, page, next_cursor
@@ -307,10 +376,11 @@ class NetworkStore:
 # -- the steps of a finalization (one transaction, on ``conn``) --------------------------
 def _finalized(conn, sync_id: str) -> Finalized | None:
     row = conn.execute(
-        "SELECT status, count, added, removed, initial FROM finalized_syncs WHERE sync_id = %s",
+        "SELECT status, count, added, removed, initial, mode FROM finalized_syncs"
+        " WHERE sync_id = %s",
         (sync_id,),
     ).fetchone()
-    return Finalized(sync_id, *row, already=True) if row else None
+    return Finalized(sync_id, *row[:5], already=True, mode=row[5]) if row else None
 
 
 def _lock_network(conn, network: tuple[str, str, str]) -> tuple[int, str | None]:
@@ -328,16 +398,42 @@ def _lock_network(conn, network: tuple[str, str, str]) -> tuple[int, str | None]
     ).fetchone()
 
 
-def _record_finalized(conn, network_id: int, result: Finalized, finished_at: float) -> None:
-    """The network now holds this sync; the sync id, finalized (the idempotency key)."""
+def _record_finalized(
+    conn,
+    network_id: int,
+    result: Finalized,
+    finished_at: float,
+    stated_count: int | None,
+    head: str | None,
+) -> None:
+    """The network now holds this sync; the sync id, finalized (the idempotency key).
+
+    ``updated_at`` moves when the sync changed something; ``verified_at`` only with
+    a full sync (which also clears ``needs_full``); ``head`` where the sync read one."""
+    full = result.mode == "full"
+    changed = result.initial or result.added > 0 or result.removed > 0
     conn.execute(
-        "UPDATE networks SET sync_id = %s, synced_at = to_timestamp(%s),"
-        " count = %s WHERE network_id = %s",
-        (result.sync_id, finished_at, result.count, network_id),
+        "UPDATE networks SET sync_id = %(sync)s, synced_at = to_timestamp(%(at)s),"
+        " count = %(count)s, stated_count = coalesce(%(stated)s, stated_count),"
+        " head = coalesce(%(head)s, head),"
+        " verified_at = CASE WHEN %(full)s THEN to_timestamp(%(at)s) ELSE verified_at END,"
+        " needs_full = CASE WHEN %(full)s THEN false ELSE needs_full END,"
+        " updated_at = CASE WHEN %(changed)s THEN to_timestamp(%(at)s) ELSE updated_at END"
+        " WHERE network_id = %(network)s",
+        {
+            "sync": result.sync_id,
+            "at": finished_at,
+            "count": result.count,
+            "stated": stated_count,
+            "head": head,
+            "full": full,
+            "changed": changed,
+            "network": network_id,
+        },
     )
     conn.execute(
         "INSERT INTO finalized_syncs (sync_id, network_id, status, count, added,"
-        " removed, initial) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        " removed, initial, mode) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
         (
             result.sync_id,
             network_id,
@@ -346,15 +442,26 @@ def _record_finalized(conn, network_id: int, result: Finalized, finished_at: flo
             result.added,
             result.removed,
             result.initial,
+            result.mode,
         ),
     )
 
 
-def _append_sync_entries(conn, network: tuple[str, str, str], result: Finalized) -> None:
-    """The sync's change-feed entries: ``synced`` with its counts, then (after a first
-    sync) one per connection added or removed. Takes the feed lock (module doc)."""
+def _append_sync_entries(
+    conn, network: tuple[str, str, str], result: Finalized, cost: dict | None = None
+) -> None:
+    """The sync's change-feed entries: ``synced`` with its counts (and how it read:
+    ``mode``, ``cost``), then (after a first sync) one per connection added or
+    removed. Takes the feed lock (module doc)."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK,))
-    counts = {"count": result.count, "added": result.added, "removed": result.removed}
+    counts = {
+        "count": result.count,
+        "added": result.added,
+        "removed": result.removed,
+        "mode": result.mode,
+    }
+    if cost is not None:
+        counts["cost"] = cost
     conn.execute(
         "INSERT INTO changes (kind, user_id, provider, relation, sync_id, initial,"
         " counts) VALUES ('synced', %s, %s, %s, %s, %s, %s)",
@@ -389,14 +496,17 @@ def _stage(conn, connections) -> int:
     return conn.execute("SELECT count(*) FROM incoming").fetchone()[0]
 
 
-def _apply_diff(conn, network_id: int) -> tuple[int, int]:
-    """Let the database compute added (``fresh``) and removed (``gone``), then apply them."""
+def _apply_diff(conn, network_id: int, removals: bool = True) -> tuple[int, int]:
+    """Let the database compute added (``fresh``) and removed (``gone``), then apply them.
+
+    ``removals`` False (an incremental sync): ``incoming`` is only part of the network,
+    so nothing is found removed."""
     conn.execute("ANALYZE incoming")
     conn.execute(
         "CREATE TEMP TABLE gone ON COMMIT DROP AS SELECT c.connection_id, c.handle"
-        " FROM connections c WHERE c.network_id = %s AND NOT EXISTS"
+        " FROM connections c WHERE %s AND c.network_id = %s AND NOT EXISTS"
         " (SELECT 1 FROM incoming i WHERE i.connection_id = c.connection_id)",
-        (network_id,),
+        (removals, network_id),
     )
     conn.execute(
         "CREATE TEMP TABLE fresh ON COMMIT DROP AS SELECT i.connection_id, i.handle"
@@ -446,4 +556,6 @@ def _entry(row: dict) -> dict:
         "member_user_id": row["member_user_id"],
         "initial": row["initial"],
         "counts": row["counts"],
+        # "sync" (a sync's finalization) or a push channel's name
+        "source": row["source"],
     }

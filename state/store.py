@@ -341,6 +341,21 @@ class SyncStore:
         if keys and fields:
             self.redis.hset(keys.record, mapping={k: str(v) for k, v in fields.items()})
 
+    def etag_keys(self, sync_id: str, relation: str) -> tuple[str, str]:
+        """(the sync's own conditional cache, its network's): ``state.etag_cache``."""
+        keys = self._sync_keys(sync_id)
+        return keys.etags, keys.user.relation(relation).etags
+
+    def update_in(
+        self, batch: Batch, sync_id: str, provider: str, user_id: str, fields: dict
+    ) -> None:
+        """``update`` of a sync just created by this process, queued in ``batch`` (sent
+        with the caller's other steps; its keys are known without the index's read)."""
+        record = self.keys.user(provider, user_id).sync(sync_id).record
+        if fields:
+            mapping = {k: str(v) for k, v in fields.items()}
+            batch.add(lambda pipe: pipe.hset(record, mapping=mapping))
+
     def mark_running(self, sync_id: str) -> bool:
         keys = self._sync_keys(sync_id)
         return bool(

@@ -25,6 +25,7 @@ import time
 import requests
 
 import queues
+from state.admission import CallCost
 from state.outbox import DELIVERED, FAILED, PENDING, Delivery
 from sync import telemetry
 from sync.retry import backoff_delay
@@ -62,6 +63,9 @@ def event_body(svc, record: dict) -> dict | None:
         "count": int(record.get("connections_fetched", 0)),
         "added": added,
         "removed": removed,
+        # how the sync read the network (CONTRACT): "full" or "incremental", and its cost
+        "mode": record.get("mode") or None,
+        "cost": CallCost.from_record(record).as_view(),
     }
 
 

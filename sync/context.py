@@ -22,6 +22,7 @@ from state.batch import Batch
 from state.quota import scope_keys
 from state.store import ACTIVE
 from sync import instances, telemetry
+from sync.modes import split_head
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,9 @@ def _queue_admission(svc, batch: Batch, provider: Provider, sync_id: str, cursor
         or svc.switches.is_paused(provider.NAME, provider.instance)
     ):
         return None
-    call = provider.page_call(hint.caller.account, pagination.split_generation(cursor)[1])
+    # the provider's own cursor: without the restart generation and the head's size
+    bare = split_head(pagination.split_generation(cursor)[1])[1]
+    call = provider.page_call(hint.caller.account, bare)
     return svc.gate.queue_before(batch, provider, call, hint.caller, hint.queue_class, "page")
 
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 import logging
 import time
 
+from state.admission import CallCost
 from state.networks import Finalized
+from sync.incremental import replace_cache
+from sync.modes import FULL
 
 log = logging.getLogger("netsync.finalize")
 
@@ -27,6 +30,7 @@ def finalize_sync(svc, record: dict) -> tuple[Finalized, bool]:
     sync_id = record["sync_id"]
     status = record.get("finalizing") or "succeeded"
     started = time.perf_counter()
+    stated = record.get("expected_total")
     result = svc.networks.finalize(
         sync_id=sync_id,
         user_id=record["user_id"],
@@ -35,13 +39,22 @@ def finalize_sync(svc, record: dict) -> tuple[Finalized, bool]:
         status=status,
         finished_at=time.time(),
         connections=svc.store.staged_connections(sync_id),
+        # how the pages read it (``sync.modes``); a record from before modes read in full
+        mode=record.get("mode") or FULL,
+        stated_count=int(stated) if stated not in (None, "") else None,
+        head=record.get("new_head") or None,
+        cost=CallCost.from_record(record).as_view(),
     )
+    # the conditional cache this sync kept now describes the network (after the commit:
+    # a finalization run again replaces it again, harmlessly)
+    replace_cache(svc, record)
     first = svc.store.finish(
         sync_id, result.status, result.count, result.added, result.removed, result.initial
     )
     log.info(
-        "sync finalized sync=%s count=%d added=%d removed=%d initial=%s again=%s in %.3fs",
+        "sync finalized sync=%s mode=%s count=%d added=%d removed=%d initial=%s again=%s in %.3fs",
         sync_id,
+        result.mode,
         result.count,
         result.added,
         result.removed,

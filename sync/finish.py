@@ -50,6 +50,15 @@ def finalize(app, ctx: SyncContext) -> str:
         return record.get("status", "inactive")
     result, first = finalize_sync(ctx.svc, record)
     if first:
+        svc = ctx.svc
+        telemetry.count_mode(
+            svc.metrics,
+            record,
+            result.count,
+            result.mode,
+            ctx.provider.PAGE_SIZE,
+            svc.settings.spend.price(ctx.provider.NAME),
+        )
         after_finish(app, ctx, result.status)
     return result.status
 

@@ -254,6 +254,7 @@ def send(ctx, call, headers: dict, timeout: tuple[float, float]) -> http.Answer:
     """Send one call with the user's credential; oauthlib's refusals become taxonomy errors."""
     check_instance(ctx)
     session = session_for(ctx)
+    headers = {**headers, **call.headers}  # the call's own (a conditional's If-None-Match)
     if session is None:
         headers = {**headers, **ctx.provider.auth_headers(ctx.credential)}
         guard = egress_guard(ctx)

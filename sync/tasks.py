@@ -41,7 +41,7 @@ from providers.provider import Provider
 from state.batch import Batch
 from state.credentials import CredentialError
 from state.page_guard import guard_args
-from sync import callbacks, context, outbound, outcomes
+from sync import callbacks, context, incremental, modes, outbound, outcomes
 from sync.context import FIRST_TRY, SyncContext, Tries
 from sync.finish import after_complete, fail, finalize
 from sync.http import UnparseableAnswer, parsing
@@ -204,13 +204,24 @@ class ProfileTask(ProviderTask):
     def _profile(self, ctx: SyncContext) -> str:
         provider, svc = ctx.provider, ctx.svc
         svc.store.mark_running(ctx.sync_id)
-        answer = outbound.call(ctx, provider.profile_call(ctx.account_id), starts_sync=True)
+        network = incremental.stored_network(ctx)
+        call = provider.profile_call(ctx.account_id)
+        cached = incremental.conditional_profile(ctx, network)
+        if cached is not None:
+            call = incremental.with_condition(call, cached)
+        answer = outbound.call(ctx, call, starts_sync=True)
         batch = ctx.take_deferred() or Batch(svc.redis)
         svc.store.note_call(ctx.sync_id, ctx.rate_fields, batch=batch)
         batch.execute()
-        with parsing("profile answer"):
-            size = provider.parse_size(answer.body, ctx.relation)
-            uid = provider.account_uid(answer.body, ctx.account_id)
+        if answer.status == 304:
+            if cached is None:
+                raise UnparseableAnswer("304 Not Modified to a request without a condition")
+            size, uid = incremental.profile_from_cache(cached)
+        else:
+            with parsing("profile answer"):
+                size = provider.parse_size(answer.body, ctx.relation)
+                uid = provider.account_uid(answer.body, ctx.account_id)
+        incremental.keep_profile(ctx, answer, cached, size, uid)
         if uid:
             # who this account is, by its stable id: "which of my connections are here"
             svc.networks.link_account(
@@ -220,10 +231,10 @@ class ProfileTask(ProviderTask):
                 provider_uid=str(uid),
                 instance=provider.instance if provider.ACCOUNT_IDS_PER_INSTANCE else "",
             )
-        self._plan_pages(ctx, size)
+        self._plan_pages(ctx, size, network)
         return "planned"
 
-    def _plan_pages(self, ctx: SyncContext, size: int | None) -> None:
+    def _plan_pages(self, ctx: SyncContext, size: int | None, network) -> None:
         """The size picks the queue class; the pagination style, round two's first pages."""
         svc = ctx.svc
         queue_class = queues.queue_class_for(
@@ -235,7 +246,10 @@ class ProfileTask(ProviderTask):
         svc.store.update(ctx.sync_id, **fields)
         ctx.record.update(fields)
         svc.memory.requeue(ctx.sync_id, queue_class)
-        cursors = ctx.provider.initial_cursors(ctx.account_id, size, ctx.relation)
+        # the mode (``sync.modes``): a head read starts at its head, the rest at the start
+        cursors = incremental.plan(ctx, size, network) or ctx.provider.initial_cursors(
+            ctx.account_id, size, ctx.relation
+        )
         marks = svc.store.add_pending(ctx.sync_id, "", cursors)
         self.send_pages(ctx, self.page_task_name, cursors, marks)
 
@@ -275,17 +289,21 @@ class PageTask(ProviderTask):
             ctx.settle()
 
     def _page(self, ctx: SyncContext) -> str:
-        provider, store = ctx.provider, ctx.svc.store
+        store = ctx.svc.store
         generation, bare = pagination.split_generation(ctx.cursor)
-        answer = outbound.call(ctx, provider.page_call(ctx.account_id, bare))
-        with parsing("page answer"):
-            page = provider.parse_page(answer.body, answer.headers, bare)
+        head_size, bare = modes.split_head(bare)
+        page = self._read(ctx, bare, head_size)
         if page.problems:
             # Per-item problems beside the data (Twitter errors[] in a 200): those
             # people are hidden from us; the page itself is good.
             store.update(ctx.sync_id, item_problems=",".join(sorted(set(page.problems))))
         self.reclassify_if_large(ctx, page)
-        launched, reason, guard = self._launch_next(ctx, page, generation, bare)
+        followups = None
+        if head_size is not None:
+            followups = incremental.head_followups(ctx, page, head_size)
+        else:
+            incremental.note_full_head(ctx, bare, page)
+        launched, reason, guard = self._launch_next(ctx, page, generation, bare, followups)
         # one round trip: the page (with the guard's memory of a page that launched
         # nothing) and what the call deferred (counters, the quota's lessons)
         result = store.complete_page(
@@ -300,15 +318,43 @@ class PageTask(ProviderTask):
         )
         return after_complete(self.app, ctx, result)
 
-    def _launch_next(self, ctx: SyncContext, page, generation: int, bare: str):
-        """Launch the pages this one points to: (launched?, why the paging stops, the guard)."""
+    def _read(self, ctx: SyncContext, bare: str, head_size: int | None):
+        """The page's one call and what it holds: parsed, or (a ``304`` to a conditional
+        call) what the last sync kept for it (``sync.incremental``)."""
+        provider = ctx.provider
+        call = provider.page_call(ctx.account_id, bare)
+        if head_size:  # a head's first page, sized to the count's growth
+            call = provider.sized(call, head_size) or call
+        cached = incremental.conditional_entry(ctx, bare)
+        if cached is not None:
+            call = incremental.with_condition(call, cached)
+        answer = outbound.call(ctx, call)
+        if answer.status == 304:
+            if cached is None:
+                raise UnparseableAnswer("304 Not Modified to a request without a condition")
+            # unchanged since the last sync: what it held then
+            expected = ctx.record.get("expected_total")
+            expected = int(expected) if expected not in (None, "") else None
+            page = provider.replayed_page(cached.page, bare, expected)
+        else:
+            with parsing("page answer"):
+                page = provider.parse_page(answer.body, answer.headers, bare)
+        incremental.keep_conditional(ctx, bare, answer, page, cached)
+        return page
+
+    def _launch_next(
+        self, ctx: SyncContext, page, generation: int, bare: str, followups: list | None = None
+    ):
+        """Launch the pages this one points to: (launched?, why the paging stops, the guard).
+
+        ``followups``: what a head page decided (``sync.incremental``); None: where the
+        page points."""
         provider, store = ctx.provider, ctx.svc.store
         expected = ctx.record.get("expected_total")
         expected = int(expected) if expected not in (None, "") else None
-        launches = [
-            pagination.with_generation(generation, c)
-            for c in pagination.followups(provider, bare, page, expected)
-        ]
+        if followups is None:
+            followups = pagination.followups(provider, bare, page, expected)
+        launches = [pagination.with_generation(generation, c) for c in followups]
         # pages the spend budget cut short are not pages of the page limit
         sized = int(ctx.record.get("sized_pages") or 0) + ctx.sized_call
         pages_done = int(ctx.record.get("pages_fetched", 0)) + 1 - sized

@@ -93,6 +93,40 @@ def count_finished(metrics, record: dict, status: str) -> None:
         )
 
 
+def full_reread(count: int, page_size: int, price_micro: int) -> tuple[int, int]:
+    """What reading a network of ``count`` in full costs: (counted calls, micro-USD):
+    the profile and every page, every connection and the profile billed."""
+    calls = 1 + max(1, -(-count // page_size))
+    return calls, (count + 1) * price_micro
+
+
+def count_mode(metrics, record: dict, count: int, mode: str, page_size: int, price_usd: float):
+    """A finalized sync's mode and cost, and (incremental) what it saved against reading
+    the same network in full (``/metrics``, the dashboard's Sync modes panel)."""
+    from state.admission import MICRO, CallCost
+
+    provider = record.get("provider") or "-"
+    cost = CallCost.from_record(record)
+    labels = {"provider": provider, "mode": mode}
+    series = [
+        ("sync_mode_syncs", labels, 1),
+        ("sync_mode_calls", labels, cost.calls),
+        ("sync_mode_counted_calls", labels, cost.counted_calls),
+        ("sync_mode_usd_micro", labels, cost.usd_micro),
+    ]
+    if mode == "incremental":
+        calls, usd_micro = full_reread(count, page_size, round(price_usd * MICRO))
+        series += [
+            ("sync_mode_calls_saved", {"provider": provider}, max(0, calls - cost.counted_calls)),
+            (
+                "sync_mode_usd_saved_micro",
+                {"provider": provider},
+                max(0, usd_micro - cost.usd_micro),
+            ),
+        ]
+    metrics.add_many(series)
+
+
 def observe_first_call(metrics, record: dict) -> None:
     elapsed = _since_created(record)
     if elapsed is not None:

@@ -107,12 +107,15 @@ class Stack:
     ) -> requests.Response:
         return send_login(self.web, user_id, list(accounts), delivery)
 
-    def resync(self, user_id: str, provider: str, force: bool = True) -> dict:
-        response = self.http.post(
-            f"{self.web}/v1/syncs",
-            timeout=30,
-            json={"user_id": user_id, "provider": provider, "force": force},
-        )
+    def resync(
+        self, user_id: str, provider: str, force: bool = True, mode: str | None = None
+    ) -> dict:
+        """``POST /v1/syncs``; ``mode`` None: the default (``auto``: incremental within
+        FULL_SYNC_EVERY of a full sync, so a test that needs removals asks for ``full``)."""
+        body = {"user_id": user_id, "provider": provider, "force": force}
+        if mode is not None:
+            body["mode"] = mode
+        response = self.http.post(f"{self.web}/v1/syncs", timeout=30, json=body)
         assert response.status_code == 202, response.text
         return response.json()
 

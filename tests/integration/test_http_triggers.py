@@ -667,6 +667,18 @@ def test_cli_resync_starts_every_linked_provider(http_runner, svc):
     assert json.loads(as_json.output)["user_id"] == user
 
 
+def test_cli_resync_takes_a_mode(http_runner, svc):
+    user = new_user()
+    link(svc, user, "github")
+    refused = http_runner.invoke(args=["resync", user, "--mode", "sometimes"])
+    assert refused.exit_code == 2 and "--mode" in refused.output
+    assert recent_sync_ids(svc) == []
+    result = http_runner.invoke(args=["resync", user, "--relation", "followers", "--mode", "full"])
+    assert result.exit_code == 0, result.output
+    (record,) = [svc.store.get_sync(sync_id) for sync_id in recent_sync_ids(svc)]
+    assert record["mode_requested"] == "full"
+
+
 def test_cli_resync_wait_exits_0_when_the_sync_succeeds(http_runner, svc):
     user = new_user()
     link(svc, user)
@@ -719,7 +731,17 @@ def test_cli_resync_stale_resyncs_the_stalest_on_the_trickle_queue(http_app, htt
             stale_s=3600,
         )
         finish_sync(svc, ticket.sync_id, [("1", "ada")])
-        time.sleep(0.01)
+    # every network of this session was verified minutes ago
+    nothing = http_runner.invoke(args=["resync", "--stale-after", "7d"])
+    assert nothing.exit_code == 0 and "no network" in nothing.output
+    # the session's database holds every test's networks: these three are made the
+    # stalest verified of all (1970), in the order they were synced
+    with svc.networks.pool.connection() as conn:
+        for n, user in enumerate(users):
+            conn.execute(
+                "UPDATE networks SET verified_at = to_timestamp(%s) WHERE user_id = %s",
+                (n, user),
+            )
     before = set(recent_sync_ids(svc))
     result = http_runner.invoke(
         args=["resync", "--stale-after", "0s", "--limit", "2", "--provider", "github", "--force"]
@@ -729,11 +751,10 @@ def test_cli_resync_stale_resyncs_the_stalest_on_the_trickle_queue(http_app, htt
     started = [svc.store.get_sync(s) for s in set(recent_sync_ids(svc)) - before]
     assert sorted(r["user_id"] for r in started) == sorted(users[:2])  # stalest first
     assert {(r["trigger"], r["queue"]) for r in started} == {("stale", "trickle")}
+    assert {r["mode_requested"] for r in started} == {"full"}  # verifying syncs
     # bulk work waits in a lower-priority list of the trickle queue; the gauge counts it
     metrics = http_app.test_client().get("/metrics").get_data(as_text=True)
     assert 'netsync_queue_length{queue="trickle"} 2.0' in metrics
-    nothing = http_runner.invoke(args=["resync", "--stale-after", "7d"])
-    assert nothing.exit_code == 0 and "no network" in nothing.output
 
 
 # -- secrets stay secret ----------------------------------------------------------------------------

@@ -25,15 +25,27 @@ def conns(*ids):
     return [(str(i), f"h{i}") for i in ids]
 
 
-def finalize(networks, user_id, ids, sync_id=None, relation="followers", provider="github"):
+def finalize(
+    networks,
+    user_id,
+    ids,
+    sync_id=None,
+    relation="followers",
+    provider="github",
+    mode="full",
+    at=1_700_000_000.0,
+    **extra,
+):
     return networks.finalize(
         sync_id=sync_id or "s_" + secrets.token_hex(8),
         user_id=user_id,
         provider=provider,
         relation=relation,
         status="succeeded",
-        finished_at=1_700_000_000.0,
+        finished_at=at,
         connections=conns(*ids),
+        mode=mode,
+        **extra,
     )
 
 
@@ -69,13 +81,64 @@ def test_first_sync_is_initial_and_a_resync_logs_its_diff(networks):
         ("added", second.sync_id, "5"),
         ("removed", second.sync_id, "1"),
     ]
-    assert entries[0]["initial"] and entries[0]["counts"] == {"count": 3, "added": 3, "removed": 0}
-    assert entries[1]["counts"] == {"count": 4, "added": 2, "removed": 1}
+    assert entries[0]["initial"]
+    assert entries[0]["counts"] == {"count": 3, "added": 3, "removed": 0, "mode": "full"}
+    assert entries[1]["counts"] == {"count": 4, "added": 2, "removed": 1, "mode": "full"}
+    assert {e["source"] for e in entries} == {"sync"}
     meta, page, cursor = networks.network_page(me, "github", "followers", None, 10)
     assert [c["id"] for c in page] == ["2", "3", "4", "5"] and cursor is None
     assert meta["sync_id"] == second.sync_id and meta["count"] == 4
     changes = networks.sync_changes_page(me, "github", "followers", None, 10)
     assert changes["added"] == ["4", "5"] and changes["removed"] == ["1"]
+
+
+def test_an_incremental_sync_adds_and_never_removes_nor_verifies(networks):
+    me, start = user(), feed_start(networks)
+    finalize(networks, me, [1, 2, 3], at=1_700_000_000.0, stated_count=3, head="h-3")
+    meta = networks.network_page(me, "github", "followers", None, 10)[0]
+    assert meta["verified_at"] == meta["updated_at"] == 1_700_000_000.0
+    # a head that read 4 and 3: 4 is added, 1 and 2 (not read) stay
+    cost = {"calls": 2, "counted_calls": 2, "not_modified": 0, "resources": 0, "usd": 0.0}
+    second = finalize(
+        networks, me, [4, 3], mode="incremental", at=1_700_000_100.0, stated_count=4, cost=cost
+    )
+    assert (second.count, second.added, second.removed, second.mode) == (4, 1, 0, "incremental")
+    meta = networks.network_page(me, "github", "followers", None, 10)[0]
+    assert meta["verified_at"] == 1_700_000_000.0 and meta["updated_at"] == 1_700_000_100.0
+    fresh = networks.freshness(me, "github", "followers")
+    assert fresh == {
+        "count": 4,
+        "verified_at": 1_700_000_000.0,
+        "head": "h-3",
+        "needs_full": False,
+        "stated_count": 4,
+    }
+    # nothing new: updated_at stays
+    finalize(networks, me, [4], mode="incremental", at=1_700_000_200.0)
+    meta = networks.network_page(me, "github", "followers", None, 10)[0]
+    assert meta["updated_at"] == 1_700_000_100.0
+    assert networks.known_ids(me, "github", "followers", ["1", "4", "9"]) == {"1", "4"}
+    entries = feed_of(networks, start, {me})
+    assert [(e["kind"], (e["connection"] or {}).get("id")) for e in entries] == [
+        ("synced", None),
+        ("synced", None),
+        ("added", "4"),
+        ("synced", None),
+    ]
+    assert entries[1]["counts"] == {
+        "count": 4,
+        "added": 1,
+        "removed": 0,
+        "mode": "incremental",
+        "cost": cost,
+    }
+    # a repeated finalization answers the first one's result, mode included
+    again = finalize(networks, me, [4, 3], sync_id=second.sync_id, mode="incremental")
+    assert again.already and again.mode == "incremental" and again.added == 1
+    # the stale re-sync picks by verified_at
+    stale = networks.stale_networks(1_700_000_050.0, "github", 100_000)
+    assert (("github", me, "followers")) in stale
+    assert ("github", me, "followers") not in networks.stale_networks(1_699_999_999.0, None, 10)
 
 
 def test_a_finalization_retried_does_nothing_twice(networks):

@@ -119,12 +119,20 @@ def test_a_resync_that_removes_and_adds_gives_the_right_feed_entries(stack):
     stack.add_account("github", 30, start=5, id=account["id"], token=account["token"])
     after = stack.truth("github", account["id"])
     start = feed_cursor(stack)
-    sync = stack.resync(user, "github")
+    sync = stack.resync(user, "github", mode="full")  # removals: a full sync
     record = stack.wait_final(sync["sync_id"])
     assert record["status"] == "succeeded" and record["relation"] == "followers"
     entries = feed_since(stack, start, {user})
     assert entries[0]["kind"] == "synced" and not entries[0]["initial"]
-    assert entries[0]["counts"] == {"count": 30, "added": 5, "removed": 5}
+    counts = entries[0]["counts"]
+    assert {k: counts[k] for k in ("count", "added", "removed", "mode")} == {
+        "count": 30,
+        "added": 5,
+        "removed": 5,
+        "mode": "full",
+    }
+    assert counts["cost"]["calls"] == record["cost"]["calls"]
+    assert {e["source"] for e in entries} == {"sync"}
     assert {e["connection"]["id"] for e in entries if e["kind"] == "added"} == after - before
     assert {e["connection"]["id"] for e in entries if e["kind"] == "removed"} == before - after
     assert {e["sync_id"] for e in entries} == {sync["sync_id"]}

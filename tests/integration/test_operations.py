@@ -70,6 +70,8 @@ def test_callback_retries_503_then_429_honouring_retry_after_then_delivers(ops_s
     assert {a.headers["webhook-id"] for a in attempts} == {f"{sync_id}.sync.succeeded"}
     assert bodies[0] == bodies[2]
     assert bodies[0]["event"] == "sync.succeeded" and bodies[0]["count"] == 30
+    # how it read the network, and what that cost (a first sync: full)
+    assert bodies[0]["mode"] == "full" and bodies[0]["cost"]["calls"] >= 2
     # the third attempt was not sent before the receiver's Retry-After had passed
     assert attempts[2].at - attempts[1].at >= 2 - 0.05
     wait_until(

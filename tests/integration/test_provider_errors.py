@@ -221,8 +221,10 @@ def prepare(stack, row: Row):
 
 
 def resync(stack, user, provider):
+    """A re-sync that pages the whole network (``auto`` would read a head of one or two
+    calls, and the faults here strike the third call)."""
     forget_quota(stack, provider)
-    return stack.resync(user, provider, force=True)["sync_id"]
+    return stack.resync(user, provider, force=True, mode="full")["sync_id"]
 
 
 def later_calls(stack, provider, token, after_seq):

@@ -47,7 +47,7 @@ def test_changed_truth_gives_added_and_removed(stack):
     # The account loses its 20 oldest followers and gains 35 new ones.
     stack.add_account("github", 315, start=20, id=account["id"], token=account["token"])
     after = stack.truth("github", account["id"])
-    sync = stack.resync(user, "github", force=True)
+    sync = stack.resync(user, "github", force=True, mode="full")  # removals: a full sync
     record = stack.wait_final(sync["sync_id"])
     assert record["status"] == "succeeded"
     changes = stack.changes(user, "github")
