@@ -21,6 +21,7 @@ from bench import (
     announced,
     chain,
     cluster,
+    federation,
     freshness,
     hotpath,
     ingest,
@@ -55,6 +56,7 @@ def steps(quick: bool) -> dict:
         "chain": lambda: chain.main(quick),
         "quota": lambda: quota.main(runs=1, quick=quick),
         "announced": lambda: announced.main(quick),
+        "federation": lambda: federation.main(quick),
         "isolation": lambda: isolation.main(iso_order, iso_normals, iso_arrival),
         "peer": lambda: peer.main(
             quick,

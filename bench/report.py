@@ -82,6 +82,40 @@ def announced_rows(a: dict) -> list[tuple[str, str, str, str, str]]:
     return out
 
 
+def federation_rows(f: dict) -> list[tuple[str, str, str, str, str]]:
+    """Issue 18: federated instances (``bench.federation``)."""
+    out = []
+    if o := f.get("outage"):
+        out.append(
+            (
+                f"18 one Mastodon instance down {o['outage_s']:g} s, {o['users_per_instance']} "
+                f"users of {o['size']:,} on each of two",
+                f"healthy instance's syncs: time ×{o['makespan_ratio_median']} of the same "
+                f"users alone (runs {o['makespan_ratios']}), "
+                f"×{o.get('makespan_ratio_vs_both_healthy_median')} of both instances healthy; "
+                f"{o['calls_into_dead_instance_median']} calls "
+                f"into the dead instance while {o['syncs_waiting_on_dead_instance']} of its syncs waited",
+                "ratio ≤ 1.1, calls bounded by the breaker",
+                _ok(o["makespan_ratio_median"], lambda v: v <= 1.1),
+                "the dead instance's syncs park (no worker held): the healthy ones get the workers",
+            )
+        )
+    if m := f.get("many"):
+        out.append(
+            (
+                f"18 {m['instances']} instances × {m['users_per_instance']} users, limits "
+                "announced per instance",
+                f"{m['http_429']} × 429; {m['exact']}/{m['syncs']} exact in {m['seconds']} s; "
+                f"quota+breaker state {m['state_bytes_per_instance_median']:g} B per instance "
+                f"({m['state_bytes_per_account_median']:g} B per account)",
+                "zero 429s, all exact",
+                _ok(m["http_429"], lambda v: v == 0 and m["exact"] == m["syncs"]),
+                "one announced-rules hash per account and instance",
+            )
+        )
+    return out
+
+
 def rows(b: dict) -> list[tuple[str, str, str, str, str]]:
     """(figure, measured, goal, met, largest remaining cost)."""
     out = []
@@ -181,6 +215,7 @@ def rows(b: dict) -> list[tuple[str, str, str, str, str]]:
             )
         )
     out.extend(announced_rows(b.get("announced") or {}))
+    out.extend(federation_rows(b.get("federation") or {}))
     if (i := b.get("isolation")) and i.get("cases"):
         cases, ratios = i["cases"], i["ratios"]
         text = "; ".join(f"({k}) p99 {v['median_of_runs']['p99']} s" for k, v in cases.items())

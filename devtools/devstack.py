@@ -341,6 +341,12 @@ class DevStack:
             f"ws://{self.simulator_url.split('://', 1)[1]}/bluesky/jetstream/subscribe",
         )
         self.base_env.setdefault("TWITTER_ACTIVITY_TOKEN", "simulator-activity-token")
+        # the simulator serves federated instances (/mastodon/<name>/…) and Bluesky's PLC
+        # directory on a loopback address: the one private host:port a login may name
+        self.base_env.setdefault("BLUESKY_PLC_URL", f"{self.simulator_url}/bluesky/plc")
+        simulator = self.simulator_url.removeprefix("http://")
+        allowed = self.base_env.get("OUTBOUND_ALLOW_PRIVATE")
+        self.base_env["OUTBOUND_ALLOW_PRIVATE"] = f"{allowed},{simulator}" if allowed else simulator
         allow_plain_http_oauth(self.base_env)
 
     def _start_web(self) -> None:
@@ -559,8 +565,9 @@ def signed_login_headers(
 
 def login_body(user_id: str, accounts: list[dict]) -> bytes:
     """A login webhook body from simulator-style accounts (provider, id, token and
-    optionally refresh_token / expires_at / token_secret / relations)."""
-    optional = ("refresh_token", "expires_at", "token_secret", "relations")
+    optionally refresh_token / expires_at / token_secret / relations, and
+    ``instance_url``: the login's ``instance``, a federated account's server URL)."""
+    optional = ("refresh_token", "expires_at", "token_secret", "relations", "instance_url")
     return json.dumps(
         {
             "user_id": user_id,
@@ -569,7 +576,11 @@ def login_body(user_id: str, accounts: list[dict]) -> bytes:
                     "provider": a["provider"],
                     "account_id": a["id"],
                     "access_token": a["token"],
-                    **{k: a[k] for k in optional if a.get(k) is not None},
+                    **{
+                        "instance" if k == "instance_url" else k: a[k]
+                        for k in optional
+                        if a.get(k) is not None
+                    },
                 }
                 for a in accounts
             ],

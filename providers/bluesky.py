@@ -103,6 +103,9 @@ class Bluesky(Provider):
     # A bearer session token, renewed with ``refresh_call`` / ``parse_refresh``
     # below when a call answers ExpiredToken (REFRESH rows).
     AUTH = Auth.SESSION
+    # accounts live on many PDSes (the login's ``instance``, else the DID document's
+    # ``#atproto_pds`` service: ``sync.pds``); DIDs are global ids
+    FEDERATED = True
 
     #: key: (HTTP status, XRPC ``error`` name), with a third part where one
     #: name covers two conditions (``error_keys``); then the status alone.

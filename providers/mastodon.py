@@ -5,7 +5,8 @@ https://docs.joinmastodon.org/api/guidelines/#pagination,
 https://docs.joinmastodon.org/api/rate-limits/ and
 https://docs.joinmastodon.org/entities/Error/
 
-``base_url`` is the user's instance (``MASTODON_API_URL``).
+``base_url`` is the account's instance: the login's ``instance``, else
+``MASTODON_API_URL`` (CONTRACT, "Federated providers").
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ class Mastodon(Provider):
     PAGINATION = Pagination.LINK
     RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
     AUTH = Auth.OAUTH2  # app tokens do not expire and have no refresh
+    # every instance is its own server: its own accounts, tokens, limits and outages
+    FEDERATED = True
+    # an account id is the instance's own row id ("109…" on one server is someone
+    # else on another): a linked account is known by (instance, id)
+    ACCOUNT_IDS_PER_INSTANCE = True
     # Overlapping limits (config/initializers/rack_attack.rb), windows aligned to
     # wall-clock multiples of their period, and one set of headers for "the one you
     # are closest to exceeding". Each instance may change them all (the headers say).

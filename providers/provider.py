@@ -154,16 +154,34 @@ class Provider:
     CONCURRENCY_CAP: int | None = None
     #: an authorized ``304 Not Modified`` does not count against the limit (GitHub)
     NOT_MODIFIED_IS_FREE: bool = False
+    #: accounts live on many servers (Mastodon instances, Bluesky PDSes): a login may
+    #: name its own (``instance``), and quotas, breakers, pauses and metrics are per server
+    FEDERATED: bool = False
+    #: an account id is unique only on its instance (Mastodon's are a server's row ids;
+    #: Bluesky's DIDs are global): linked accounts are keyed by instance too
+    ACCOUNT_IDS_PER_INSTANCE: bool = False
     #: what an incremental sync may read instead of everything (``sync.modes``):
     #: "conditional" (ETags and 304s), "head" (newest first until a known one),
     #: "since" (only what is newer than a stored marker), None (nothing cheaper)
     INCREMENTAL: str | None = None
 
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, user_supplied: bool = False):
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.base_path = parts.path
+        #: the server this object calls, for a federated provider (host[:port][/path],
+        #: the name in keys, metrics and ``providers pause --instance``); else None
+        self.instance = f"{parts.netloc.lower()}{parts.path}" if self.FEDERATED else None
+        #: the URL came from a user (a login, a DID document), not the operator: its
+        #: connections go through the public-address guard (``sync.egress``)
+        self.user_supplied = user_supplied
+
+    @property
+    def scope_name(self) -> str:
+        """What breakers, pauses and metrics are kept per: the provider, or for a
+        federated one, the provider at this instance (``mastodon@fosstodon.org``)."""
+        return self.NAME if self.instance is None else f"{self.NAME}@{self.instance}"
 
     @classmethod
     def valid_account_id(cls, account_id) -> bool:

@@ -355,6 +355,18 @@ SETTINGS: tuple[Setting, ...] = (
         shown="the real API (the provider class's `API_URL`)",
     ),
     Setting(
+        "OUTBOUND_ALLOW_PRIVATE",
+        "comma-separated `host:port`s (as an instance URL writes them) that a user-supplied "
+        "instance URL may name although they are loopback or private, `http` then too (tests, "
+        "the demo's simulator); see [Federated instances](operations.md#federated-instances)",
+        SYNCS, field="outbound_allow_private", parse=_csv, default=(),
+        shown="none: only public addresses, `https`",
+    ),
+    Setting(
+        "BLUESKY_PLC_URL", "PLC directory serving `did:plc` DID documents (a Bluesky account's PDS)",
+        SYNCS, field="bluesky_plc_url", default="https://plc.directory",
+    ),
+    Setting(
         "<PROVIDER>_OAUTH_CLIENT",
         "`client_id:client_secret` for token refresh (OAuth 2) or signing (Twitter OAuth 1.0a)",
         SYNCS, field="oauth_clients", default={},

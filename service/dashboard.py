@@ -27,11 +27,13 @@ from flask import (
     url_for,
 )
 
+import providers
 from service import dashboard_data, operations
 from service.api import _token_matches
 from service.config import PROVIDERS
 from service.extensions import services
 from service.observability import count
+from state.control import instance_switch
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
@@ -164,9 +166,27 @@ def cancel(sync_id: str):
     return redirect(url_for("dashboard.page"), code=303)
 
 
+def _switch(provider: str, instance: str | None) -> str | None:
+    """The switch to turn: a provider's, or (form field ``instance``) one instance's of a
+    federated provider (``mastodon@fosstodon.org``); None when there is no such switch."""
+    if provider not in PROVIDERS:
+        return None
+    if instance is None:
+        return provider
+    if (
+        not providers.provider_class(provider).FEDERATED
+        or not 0 < len(instance) <= 300
+        or not instance.isprintable()
+        or any(c.isspace() for c in instance)
+    ):
+        return None
+    return instance_switch(provider, instance)
+
+
 @bp.post("/providers/<provider>/<action>")
 def provider_switch(provider: str, action: str):
-    if provider not in PROVIDERS or action not in ("pause", "resume"):
+    provider = _switch(provider, request.form.get("instance"))
+    if provider is None or action not in ("pause", "resume"):
         return jsonify(error={"code": "not_found", "message": "no such provider or action"}), 404
     if action == "pause":
         operations.pause_provider(services(), provider, "from the dashboard")

@@ -109,6 +109,17 @@ def spend_section(svc: Services) -> list[dict]:
     return rows
 
 
+def provider_rows(svc: Services, paused: dict) -> list[dict]:
+    """Each provider's switch, then the instances of federated ones worth a row of their
+    own: the busiest (``Metrics.busiest_instances``) and every paused one."""
+    rows = [{"provider": name, "paused": name in paused} for name in PROVIDERS]
+    named = {n for n in paused if "@" in n}
+    for provider, instances in svc.metrics.busiest_instances().items():
+        named.update(f"{provider}@{instance}" for instance in instances)
+    rows += [{"provider": name, "paused": name in paused} for name in sorted(named)]
+    return rows
+
+
 def modes_section(svc: Services) -> list[dict]:
     """Per provider: syncs, calls and dollars by mode, and what the incremental ones saved
     against a full re-read (the ``sync_mode_*`` counters, ``sync.telemetry.count_mode``)."""
@@ -142,7 +153,7 @@ def snapshot(app: Flask, svc: Services) -> dict:
             {"provider": name, "since": iso(info.get("at")), "reason": info.get("reason")}
             for name, info in sorted(paused.items())
         ],
-        "providers": [{"provider": name, "paused": name in paused} for name in PROVIDERS],
+        "providers": provider_rows(svc, paused),
         "in_flight": in_flight,
         "in_flight_counts": dict(by_status),
         "failures": failures,

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from service.config import PROVIDERS
 from service.extensions import services
+from state.metrics import label_value
 from state.quota_view import shared_levels
 
 bp = Blueprint("metrics", __name__)
@@ -60,18 +61,38 @@ COUNTER_HELP = {
     "network in full, by provider",
     "rate_headers_unreadable": "Provider rate-limit headers that did not parse (ignored for "
     "that answer), by provider and header",
+    "instance_answers": "Answers from each instance of a federated provider (Mastodon, "
+    "Bluesky) by the action they led to: the busiest instances by name, the rest as other",
 }
 
 
-def counter_families(raw: dict) -> list[CounterMetricFamily]:
-    """Prometheus counters from the metrics hash (fields as written by ``count``)."""
-    series: dict[str, list[tuple[dict, float]]] = {}
+def counter_families(raw: dict, named_instances: dict | None = None) -> list[CounterMetricFamily]:
+    """Prometheus counters from the metrics hash (fields as written by ``count``).
+
+    An ``instance`` label keeps its value only for the instances ``named_instances``
+    lists for the series' provider (the busiest: ``Metrics.busiest_instances``); the
+    others are summed as ``other``, so the label's values stay bounded.
+    """
+    named = {
+        provider: {label_value(name) for name in names}
+        for provider, names in (named_instances or {}).items()
+    }
+    series: dict[str, dict[tuple, float]] = {}
     for field, value in raw.items():
         match = _FIELD.match(field.decode())
         if match:
             labels = dict(_LABEL.findall(match.group(2)))
-            series.setdefault(match.group(1), []).append((labels, float(value)))
+            if "instance" in labels and labels["instance"] not in named.get(
+                labels.get("provider", ""), ()
+            ):
+                labels["instance"] = "other"
+            points = series.setdefault(match.group(1), {})
+            key = tuple(sorted(labels.items()))
+            points[key] = points.get(key, 0.0) + float(value)
     families = []
+    series = {
+        name: [(dict(key), v) for key, v in points.items()] for name, points in series.items()
+    }
     for name, points in sorted(series.items()):
         label_names = sorted({key for labels, _ in points for key in labels})
         family = CounterMetricFamily(
@@ -215,6 +236,16 @@ def paused_gauges(svc):
     for provider in PROVIDERS:
         family.add_metric([provider], 1 if provider in paused else 0)
     yield family
+    # instances paused one by one (operators name them: as many as they paused)
+    instances = GaugeMetricFamily(
+        "netsync_instance_paused",
+        "1 while an operator has paused one instance of a federated provider",
+        labels=["provider", "instance"],
+    )
+    for name in sorted(n for n in paused if "@" in n):
+        provider, _, instance = name.partition("@")
+        instances.add_metric([provider, instance], 1)
+    yield instances
 
 
 def callback_gauges(svc):
@@ -307,7 +338,7 @@ class NetsyncCollector:
             return
         up.add_metric([], 1)
         yield up
-        yield from counter_families(raw)
+        yield from counter_families(raw, self.svc.metrics.busiest_instances())
         yield from histogram_families(hist)
         try:
             gauges = list(state_gauges(self.app, self.svc))

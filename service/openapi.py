@@ -69,6 +69,7 @@ SCHEMAS = {
                             "missing_field",
                             "no_credentials",
                             "not_found",
+                            "instance_not_allowed",
                         ],
                     },
                     "message": {"type": "string", "description": "for people; never holds a token"},
@@ -92,6 +93,15 @@ SCHEMAS = {
             "expires_at": nullable("number", minimum=0, description="epoch seconds"),
             "token_secret": nullable(
                 "string", maxLength=8192, writeOnly=True, description="OAuth 1.0a (Twitter)"
+            ),
+            "instance": nullable(
+                "string",
+                maxLength=512,
+                description="federated providers (mastodon, bluesky): the account's server, "
+                "a base URL (`https://fosstodon.org`, a Bluesky PDS). It must be https and "
+                "resolve only to public addresses (else 422 `instance_not_allowed`, nothing "
+                "written); without it Mastodon uses MASTODON_API_URL and Bluesky the PDS of "
+                "the account's DID document. Any other provider: 422.",
             ),
             "relations": {
                 "type": "array",
@@ -315,7 +325,10 @@ BAD_INPUT = {
     "400": error("malformed: not JSON, or a bad query parameter"),
     "413": error("the body is larger than the limit"),
     "415": error("the body is not declared as JSON"),
-    "422": error("valid JSON that breaks the schema (unknown provider, missing field)"),
+    "422": error(
+        "valid JSON that breaks the schema (unknown provider, missing field), or an "
+        "instance URL netsync may not call (`instance_not_allowed`)"
+    ),
 }
 UNAUTHORIZED = {"401": error("missing or wrong bearer token")}
 UNAVAILABLE = {"503": error("Redis or the broker is unreachable; retry later")}
@@ -424,7 +437,8 @@ DASHBOARD_PATHS = {
     },
     "/dashboard/providers/{provider}/{action}": {
         "post": {
-            "summary": "The page's Pause / Resume buttons (form field `csrf` with a session)",
+            "summary": "The page's Pause / Resume buttons (form field `csrf` with a session; "
+            "`instance`: one instance of a federated provider)",
             "operationId": "dashboardProviderSwitch",
             "security": DASHBOARD_SECURITY,
             "parameters": [

@@ -72,11 +72,14 @@ def resume_provider(svc: Services, provider: str) -> tuple[bool, int]:
     park again until the next UTC day.
     """
     changed = svc.switches.resume(provider)
+    # ``provider`` may be one instance's switch (``mastodon@fosstodon.org``): the parked
+    # calls of every instance go again, those of an instance still paused park again
+    provider_name = provider.partition("@")[0]
     waiting = [
         entry.id
         for entry in svc.delayed.entries()
         if entry.reason in (PAUSED_REASON, SPEND_BUDGET)
-        and entry.task_name.startswith(f"{provider}.")
+        and entry.task_name.startswith(f"{provider_name}.")
     ]
     released = svc.delayed.make_due(waiting)
     log.warning("provider resumed provider=%s parked_released=%d", provider, released)

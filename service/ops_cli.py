@@ -1,7 +1,7 @@
 """Ops CLI commands that act on running work (``flask --app service …``).
 
     syncs cancel SYNC_ID
-    providers list | pause P [--reason TEXT] | resume P
+    providers list | pause P [--instance I] [--reason TEXT] | resume P [--instance I]
     callbacks list [--failed] [--limit N] | redeliver DELIVERY_ID
 
 Exit codes: 0 done, 1 refused (unknown id, already final), 2 usage error.
@@ -15,12 +15,14 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+import providers
 from service import operations
 from service.cli import reports_outages, syncs_cli
 from service.config import PROVIDERS
 from service.extensions import services
 from service.observability import count
-from sync import callbacks
+from state.control import instance_switch
+from sync import callbacks, egress
 
 providers_cli = AppGroup("providers", help="Pause and resume calls to a provider.")
 callbacks_cli = AppGroup("callbacks", help="Look at and resend callback deliveries.")
@@ -51,30 +53,49 @@ def cancel_sync(sync_id, reason):
     click.echo(f"{sync_id}: cancelled")
 
 
+_INSTANCE_HELP = (
+    "one instance of a federated provider (mastodon, bluesky): its host[:port][/path], "
+    "e.g. fosstodon.org; the others go on"
+)
+
+
+def _switch_name(provider: str, instance: str | None) -> str:
+    if instance is None:
+        return provider
+    if not providers.provider_class(provider).FEDERATED:
+        raise click.UsageError(f"--instance is only for federated providers, not {provider}")
+    name = egress.instance_name(instance if "://" in instance else f"https://{instance}")
+    return instance_switch(provider, name)
+
+
 @providers_cli.command("pause")
 @click.argument("provider", type=click.Choice(PROVIDERS))
+@click.option("--instance", default=None, help=_INSTANCE_HELP)
 @click.option("--reason", default="", help="shown on the dashboard and in `providers list`")
 @reports_outages
-def pause(provider, reason):
-    """Stop every call to PROVIDER (calls park) until `providers resume`."""
-    changed = operations.pause_provider(services(), provider, reason)
-    click.echo(f"{provider}: paused" if changed else f"{provider}: was already paused")
+def pause(provider, instance, reason):
+    """Stop every call to PROVIDER (or one of its instances; calls park) until `providers resume`."""
+    name = _switch_name(provider, instance)
+    changed = operations.pause_provider(services(), name, reason)
+    click.echo(f"{name}: paused" if changed else f"{name}: was already paused")
 
 
 @providers_cli.command("resume")
 @click.argument("provider", type=click.Choice(PROVIDERS))
+@click.option("--instance", default=None, help=_INSTANCE_HELP)
 @reports_outages
-def resume(provider):
-    """Let calls to PROVIDER go again (its parked calls are sent at once)."""
-    changed, released = operations.resume_provider(services(), provider)
+def resume(provider, instance):
+    """Let calls to PROVIDER (or one of its instances) go again (parked calls are sent at once)."""
+    name = _switch_name(provider, instance)
+    changed, released = operations.resume_provider(services(), name)
     state = "resumed" if changed else "was not paused"
-    click.echo(f"{provider}: {state}; {released} parked calls released")
+    click.echo(f"{name}: {state}; {released} parked calls released")
 
 
 @providers_cli.command("list")
 @reports_outages
 def list_providers():
-    """Every provider and whether it is paused."""
+    """Every provider and whether it is paused, then each paused instance."""
     paused = services().switches.paused()
     for name in PROVIDERS:
         if name in paused:
@@ -82,6 +103,9 @@ def list_providers():
             click.echo(f"{name:<10} paused since {_when(paused[name].get('at'))} reason={why}")
         else:
             click.echo(f"{name:<10} active")
+    for name in sorted(n for n in paused if "@" in n):
+        why = paused[name].get("reason") or "-"
+        click.echo(f"{name} paused since {_when(paused[name].get('at'))} reason={why}")
 
 
 @callbacks_cli.command("list")

@@ -35,6 +35,7 @@ from state.batch import Batch
 from state.credentials import Credential
 from state.keys import Keys
 from state.store import USER_ID_RE
+from sync import egress
 from sync.signatures import DELIVERY_HEADER, SIGNATURE_HEADER, SignatureError, verify
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 MAX_ACCOUNTS = 20
 MAX_ID_LENGTH = 256
 MAX_TOKEN_LENGTH = 8192
+MAX_INSTANCE_LENGTH = 512
 MAX_DELIVERY_ID_LENGTH = 200
 #: an expiry beyond this is not a timestamp (it would overflow float/datetime)
 MAX_EXPIRES_AT = 2**40
@@ -195,8 +197,26 @@ def parse_account(account, index: int) -> tuple[str, Credential, tuple[str, ...]
         token_secret=_string(
             account, "token_secret", where, required=False, max_length=MAX_TOKEN_LENGTH, secret=True
         ),
+        instance=_instance(account, provider_class, where),
     )
     return provider, credential, _relations(account, provider, where)
+
+
+def _instance(account: dict, provider_class, where: str) -> str | None:
+    """A federated account's server, checked as ``sync.egress`` requires (a 422
+    ``instance_not_allowed`` otherwise, before anything is written)."""
+    raw = _string(account, "instance", where, required=False, max_length=MAX_INSTANCE_LENGTH)
+    if raw is None:
+        return None
+    if not provider_class.FEDERATED:
+        _invalid(f"{where}instance is only for federated providers (mastodon, bluesky)")
+    try:
+        checked = egress.check_instance_url(
+            raw, services().settings.outbound_allow_private, what=f"{where}instance"
+        )
+    except egress.InstanceNotAllowed as exc:
+        raise ApiError(422, str(exc), code=egress.NOT_ALLOWED) from None
+    return checked.base_url
 
 
 def parse_login(document: dict) -> tuple[str, list[tuple[str, Credential, tuple]]]:

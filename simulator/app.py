@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import control, push
+from . import control, federation, push
 from .calls import Call
 from .faults import PAGE_KINDS, TERMINAL_KINDS
 from .providers import PROVIDER_SIMS
@@ -60,11 +60,21 @@ def make_app(
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app[SIM] = sim
     push.add_routes(app, sim)  # the push channels, before the providers' catch-all paths
+    federation.add_routes(app, sim)
     for provider in PROVIDER_SIMS.values():
         for route in provider.ROUTES:
             app.router.add_route(
                 route.method, f"/{provider.NAME}{route.path}", _endpoint(sim, provider, route)
             )
+        if provider.FEDERATED:
+            # every instance under /<provider>/<instance>/… (after the default's paths, so
+            # those win: no instance is named like their first segment)
+            for route in provider.ROUTES:
+                app.router.add_route(
+                    route.method,
+                    f"/{provider.NAME}/{{instance}}{route.path}",
+                    _endpoint(sim, provider, route),
+                )
         app.router.add_route("*", f"/{provider.NAME}/{{tail:.*}}", _unknown_path(sim, provider))
     control.add_routes(app, sim)
     return app
@@ -92,6 +102,7 @@ def _endpoint(sim: Simulator, provider: ProviderSim, route: Route):
         )
         call.relation = route.relation
         call.endpoint = endpoint
+        call.instance = request.match_info.get("instance")
         call.paging = provider.is_paging(request)
         creds = None
         if route.authenticated:
@@ -123,6 +134,8 @@ def _identify_account(
             route.account_param, request.query.get(route.account_param, "")
         )
         call.account = provider.lookup_account(sim, route, raw, call)
+        if call.account is not None and call.account.instance != call.instance:
+            call.account = None  # an account lives on its own instance only
         call.account_id = (
             call.account.key[1] if call.account else normalize_account_id(provider.NAME, raw)
         )
@@ -134,6 +147,8 @@ def _identify_account(
     if owner is not None:
         call.account_id = owner.account_id
         call.account = sim.accounts.get((provider.NAME, owner.account_id))
+        if call.account is not None and call.account.instance != call.instance:
+            call.account = None
 
 
 def _serve(sim: Simulator, provider: ProviderSim, route: Route, call: Call, creds):
@@ -245,6 +260,8 @@ def _auth_problem(
             return None
         return provider.ROW_MISSING_AUTH
     problem = sim.tokens.problem(provider.NAME, call.token, call.t)
+    if problem is None and not _token_of_this_instance(sim, provider, call):
+        problem = "unknown"  # a token is an instance's own: another instance never issued it
     if problem == "unknown":
         return provider.unknown_token_row(call)
     if problem == "expired":
@@ -252,6 +269,14 @@ def _auth_problem(
     if problem == "revoked":
         return sim.tokens.get(provider.NAME, call.token).revoked_row
     return None
+
+
+def _token_of_this_instance(sim: Simulator, provider: ProviderSim, call: Call) -> bool:
+    if not provider.FEDERATED:
+        return True
+    owner = sim.tokens.get(provider.NAME, call.token)
+    account = sim.accounts.get((provider.NAME, owner.account_id)) if owner else None
+    return account is None or account.instance == call.instance
 
 
 def _apply_faults(sim: Simulator, provider: ProviderSim, call: Call):

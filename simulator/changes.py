@@ -34,16 +34,16 @@ def apply_change(sim, body: Any) -> dict:
     provider = PROVIDER_SIMS.get(name) if isinstance(name, str) else None
     if provider is None:
         raise ScenarioError(f"unknown provider {name!r} (known: {', '.join(PROVIDER_SIMS)})")
-    if body.get("instance") is not None:
-        if not provider.FEDERATED:
-            raise ScenarioError(f"{name} has no instances")
-        raise ScenarioError("instances are not served yet: leave 'instance' out")
+    instance = body.get("instance")
+    if instance is not None and not provider.FEDERATED:
+        raise ScenarioError(f"{name} has no instances")
     account_id = body.get("account_id")
     if not isinstance(account_id, str) or not account_id:
         raise ScenarioError("'account_id' is required (a scenario account's id)")
     account = sim.account(name, account_id)
-    if account is None:
-        raise ScenarioError(f"unknown account {name}/{account_id}")
+    if account is None or (instance is not None and account.instance != instance):
+        on = f" on instance {instance!r}" if instance is not None else ""
+        raise ScenarioError(f"unknown account {name}/{account_id}{on}")
     relation = body.get("relation") or provider.RELATIONS[0]
     if relation not in provider.RELATIONS:
         raise ScenarioError(f"'relation': {name} relations are {list(provider.RELATIONS)}")

@@ -80,13 +80,14 @@ class ControlHandlers:
         if provider is None:
             return _bad_request(f"unknown provider {provider_name!r}")
         account = self.sim.account(provider_name, request.match_info["account_id"])
-        if account is None:
+        instance = request.query.get("instance")
+        if instance and not provider.FEDERATED:
+            return _bad_request(f"{provider_name} has no instances")
+        if account is None or (instance and account.instance != instance):
             return web.json_response({"error": "unknown account"}, status=404)
         relation = request.query.get("relation") or provider.RELATIONS[0]
         if relation not in provider.RELATIONS:
             return _bad_request(f"{provider_name} relations: {provider.RELATIONS}")
-        if request.query.get("instance"):
-            return _bad_request("instances are not served yet: leave 'instance' out")
         space = account.space(relation)
         try:
             offset = int(request.query.get("offset", 0))

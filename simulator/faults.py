@@ -84,6 +84,8 @@ class Fault:
             else None
         )
         self.token: str | None = raw.get("token")
+        #: only this instance's calls (federated providers); None: every instance
+        self.instance: str | None = raw.get("instance")
         self.path_kind: str | None = raw.get("path_kind")
         self.at_call: int | None = raw.get("at_call")
         self.from_call: int | None = raw.get("from_call")
@@ -103,6 +105,7 @@ class Fault:
             (self.provider is None or self.provider == call.provider)
             and (self.path_kind is None or self.path_kind == call.kind)
             and (self.token is None or self.token == call.token)
+            and (self.instance is None or self.instance == call.instance)
             and (self.account is None or self.account == call.account_id)
             and (self.kind not in APPLIES or APPLIES[self.kind](call, self))
         )
@@ -152,6 +155,9 @@ class FaultBook:
             raise ScenarioError(f"fault {kind}: 'provider' must be one of {allowed}")
         if kind in ("error", "rate_limit") and provider is None:
             raise ScenarioError(f"fault {kind}: 'provider' is required")
+        instance = raw.get("instance")
+        if instance is not None and (not isinstance(instance, str) or not instance):
+            raise ScenarioError("fault: 'instance' must be an instance name")
         if raw.get("path_kind") is not None and raw["path_kind"] not in PATH_KINDS:
             raise ScenarioError(f"fault: 'path_kind' must be one of {PATH_KINDS}")
         for name in ("at_call", "from_call", "every_n", "times"):

@@ -224,8 +224,12 @@ class RateLimiter:
         self.windows.clear()
 
     def replace(self, provider: str, rules: list[RateLimitRule]) -> None:
-        """Swap one provider's rules at run time (its counters restart)."""
+        """Swap one provider's rules at run time (the counters of the rules swapped out
+        restart; a rule kept keeps its counters)."""
+        kept = {id(rule) for rule in rules}
         for rule in self.rules.get(provider, []):
+            if id(rule) in kept:
+                continue
             for key in [k for k in self.windows if k[0] == id(rule)]:
                 del self.windows[key]
         self.rules[provider] = list(rules)
@@ -243,7 +247,7 @@ class RateLimiter:
             and (rule.endpoint is None or rule.endpoint == call.endpoint)
             and (rule.applies_to == "all" or call.paging)
             and (rule.auth == "any" or (rule.auth == "token") == call.authenticated)
-            and rule.instance == call.instance
+            and rule.instance in (None, call.instance)
         )
 
     @staticmethod
@@ -260,6 +264,9 @@ class RateLimiter:
             key = f"ip:{call.remote}"
         if rule.per_endpoint:
             key = f"{key} {call.endpoint}"
+        if rule.instance is None and call.instance is not None:
+            # the provider's own rules hold on every instance, each counting its own calls
+            key = f"{call.instance}/{key}"
         return key
 
     def evaluate(self, call) -> Admission:
@@ -275,8 +282,11 @@ class RateLimiter:
 
     def _entries(self, call, keep: bool) -> list:
         entries = []
-        for rule in self.rules.get(call.provider, ()):
-            if not self.applies(rule, call):
+        rules = self.rules.get(call.provider, ())
+        # an instance with rules of its own announces those, not the provider's defaults
+        own = call.instance is not None and any(r.instance == call.instance for r in rules)
+        for rule in rules:
+            if not self.applies(rule, call) or (own and rule.instance is None):
                 continue
             key = self.scope_key(rule, call)
             window = self.windows.get((id(rule), key))

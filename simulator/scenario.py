@@ -99,6 +99,9 @@ class Account:
     following_size: int | None = None
     following_start: int | None = None
     hidden: bool = False
+    #: the instance the account lives on (federated providers): served under
+    #: ``/<provider>/<instance>/…`` only (None: the default instance, ``/<provider>/…``)
+    instance: str | None = None
     #: more access tokens of the same account (a personal token, other apps' tokens):
     #: they never expire; a "user" rule counts them all together
     tokens: list = field(default_factory=list)
@@ -169,6 +172,8 @@ class Account:
         if raw.get("expires_at") is not None:
             account.expires_at = _number(raw["expires_at"], f"{where}.expires_at")
         account.hidden = bool(raw.get("hidden", False))
+        if raw.get("instance") is not None:
+            account.instance = instance_name(raw["instance"], provider, where)
         tokens = raw.get("tokens") or []
         if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
             raise ScenarioError(f"{where}: 'tokens' must be a list of token strings")
@@ -176,6 +181,27 @@ class Account:
         if raw.get("connections_include") is not None:
             account.connections_include = _includes(raw["connections_include"], provider, where)
         return account
+
+
+#: path segments a federated provider already serves at its root: no instance name
+RESERVED_INSTANCE_NAMES = frozenset({"api", "xrpc", "jetstream", "plc", "oauth", "_sim"})
+
+
+def instance_name(raw, provider: str, where: str) -> str:
+    """A federated provider's instance name: one path segment (``a.example``)."""
+    if provider not in FEDERATED:
+        raise ScenarioError(f"{where}: 'instance' only for {sorted(FEDERATED)}")
+    if (
+        not isinstance(raw, str)
+        or not raw
+        or raw in RESERVED_INSTANCE_NAMES
+        or not all(c.isalnum() or c in "-._" for c in raw)
+    ):
+        raise ScenarioError(
+            f"{where}: 'instance' must be a name of letters, digits, '-', '.', '_' "
+            f"(not {sorted(RESERVED_INSTANCE_NAMES)})"
+        )
+    return raw
 
 
 @dataclass

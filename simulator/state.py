@@ -42,6 +42,7 @@ _FAULT_FIELDS = {
     "rate",
     "times",
     "seed",
+    "instance",
 }
 
 
@@ -178,13 +179,19 @@ class Simulator:
 
     def apply_rate_limit_fault(self, fault) -> None:
         """``{"kind": "rate_limit", "provider": P, "limit": ...}`` or ``"limits": [...]``;
-        ``"limit": null`` removes the provider's limits."""
+        ``"limit": null`` removes the provider's limits. With ``"instance"``, only that
+        instance's rules are replaced (the rules it gives hold for that instance)."""
         provider = fault.provider
         limits = fault_rules(fault.raw)
-        if limits is None:
-            self.limiter.replace(provider, [])
-            return
-        rules = parse_rate_limits({provider: limits}, "fault rate_limit")[provider]
+        rules = []
+        if limits is not None:
+            specs = limits if isinstance(limits, list) else [limits]
+            if fault.instance is not None:
+                specs = [{**spec, "instance": fault.instance} for spec in specs]
+            rules = parse_rate_limits({provider: specs}, "fault rate_limit")[provider]
+        if fault.instance is not None:
+            kept = [r for r in self.limiter.rules.get(provider, ()) if r.instance != fault.instance]
+            rules = kept + rules
         self.limiter.replace(provider, rules)
 
     # --- quotas -------------------------------------------------------------------

@@ -90,8 +90,16 @@ class RunningSimulator:
     def calls(self, **filters: Any) -> list[dict]:
         return self._control("GET", "/calls", params=filters)["calls"]
 
-    def truth(self, provider: str, account_id: str, relation: str | None = None) -> dict:
+    def truth(
+        self,
+        provider: str,
+        account_id: str,
+        relation: str | None = None,
+        instance: str | None = None,
+    ) -> dict:
         params = {"relation": relation} if relation else {}
+        if instance:
+            params["instance"] = instance
         return self._control("GET", f"/truth/{provider}/{account_id}", params=params)
 
     def tokens(self, **filters: Any) -> list[dict]:
@@ -104,10 +112,12 @@ class RunningSimulator:
         relation: str | None = None,
         add: int | list | None = None,
         remove: list | None = None,
+        instance: str | None = None,
     ) -> dict:
         """``POST /_sim/changes``: ``{"added": [ids], "removed": [ids], "count"}``."""
         body: dict = {"provider": provider, "account_id": account_id}
-        for name, value in (("relation", relation), ("add", add), ("remove", remove)):
+        changes = (("relation", relation), ("add", add), ("remove", remove), ("instance", instance))
+        for name, value in changes:
             if value is not None:
                 body[name] = value
         return self._control("POST", "/changes", json=body)

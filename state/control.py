@@ -7,7 +7,8 @@ parked calls due at once). Nothing is lost and no worker slot is held.
 
 Keys::
 
-    <prefix>:paused   HASH  provider -> JSON {"at": epoch s, "reason": text}
+    <prefix>:paused   HASH  provider, or provider@instance (one instance of a federated
+                            provider: ``instance_switch``) -> JSON {"at": epoch s, "reason": text}
 """
 
 from __future__ import annotations
@@ -54,21 +55,28 @@ class ProviderSwitches:
             name.decode(): json.loads(raw) for name, raw in self.redis.hgetall(self.key).items()
         }
 
-    def is_paused(self, provider: str) -> bool:
+    def is_paused(self, provider: str, instance: str | None = None) -> bool:
+        """Whether ``provider`` is paused, or (a federated one) its ``instance`` is."""
+        names = (provider,) if instance is None else (provider, instance_switch(provider, instance))
         if self.cache_s <= 0:
-            return bool(self.redis.hexists(self.key, provider))
+            return any(self.redis.hmget(self.key, names))
         now = time.monotonic()
         if self._cached is None or now - self._cached[0] >= self.cache_s:
-            names = frozenset(name.decode() for name in self.redis.hkeys(self.key))
-            self._cached = (now, names)
+            cached = frozenset(name.decode() for name in self.redis.hkeys(self.key))
+            self._cached = (now, cached)
         # paused per the cache: confirm, so a resume takes effect at once (rare: only while paused)
-        return provider in self._cached[1] and bool(self.redis.hexists(self.key, provider))
+        return any(n in self._cached[1] for n in names) and any(self.redis.hmget(self.key, names))
 
 
-def provider_gate(switches: ProviderSwitches, provider: str) -> float:
+def instance_switch(provider: str, instance: str) -> str:
+    """The switch of one instance of a federated provider (``mastodon@fosstodon.org``)."""
+    return f"{provider}@{instance}"
+
+
+def provider_gate(switches: ProviderSwitches, provider: str, instance: str | None = None) -> float:
     """Seconds a call to ``provider`` must wait before trying again; 0.0 to go on.
 
     The one check the outbound call path makes before it takes quota, so a
     paused provider costs no quota and no call.
     """
-    return PAUSE_RECHECK_S if switches.is_paused(provider) else 0.0
+    return PAUSE_RECHECK_S if switches.is_paused(provider, instance) else 0.0

@@ -26,13 +26,20 @@ class Credential:
     refresh_token: str | None = None
     expires_at: float | None = None
     token_secret: str | None = None
+    #: a federated account's server, the base URL the login named and
+    #: ``sync.egress`` checked (None: ``<PROVIDER>_API_URL``, or for Bluesky the PDS
+    #: its DID document names): the token is only ever sent there
+    instance: str | None = None
 
     def fingerprint(self) -> str:
         """A non-reversible name for the token: quota scope and log correlation."""
         return hashlib.sha256(self.access_token.encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:  # never print a token by accident
-        return f"Credential(account_id={self.account_id!r}, token=<{self.fingerprint()}>)"
+        return (
+            f"Credential(account_id={self.account_id!r}, instance={self.instance!r},"
+            f" token=<{self.fingerprint()}>)"
+        )
 
 
 class SecretsInUse:

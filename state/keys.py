@@ -38,6 +38,7 @@
 The networks themselves live in PostgreSQL (``state.networks``).
     P:recent                    zset of sync ids by creation time (listing)
     P:metrics, P:metrics:hist   hashes: the shared counters and histograms (state.metrics)
+    P:metrics:instances         zset "provider@instance" -> answers: the busiest instances
     P:active                    zset: syncs in flight, for the stall sweep (state.progress)
     P:paused                    hash: paused providers → why (state.control)
 
@@ -48,7 +49,9 @@ The networks themselves live in PostgreSQL (``state.networks``).
     P:{live}:held:<holder>      hash: task id → the page it is working on (JSON)
     P:{live}:lease:<name>       who holds a lease (the lost-worker sweep's leader), expiring
     the callback outbox, tag {outbox}: P:{outbox}:deliveries, :recent, :failed
-    each provider's circuit breaker, tag {breaker:<p>}: P:{breaker:<p>} (state.breaker)
+    each provider's circuit breaker, tag {breaker:<p>}: P:{breaker:<p>} (state.breaker);
+    a federated provider's are per instance: P:{breaker:<p>@<instance>}
+    P:pds:<did or handle>       a Bluesky account's PDS, resolved from its DID document (expiring)
     P:delivery:<id>             a webhook delivery's first answer (service.webhooks)
 
     the push channels (state.streams; single-key commands only, no tag)
@@ -200,6 +203,7 @@ class Keys:
         "recent",
         "metrics",
         "metrics_histograms",
+        "metrics_instances",
         "active",
         "paused",
     )
@@ -211,6 +215,7 @@ class Keys:
         self.recent = f"{prefix}:recent"
         self.metrics = f"{prefix}:metrics"
         self.metrics_histograms = f"{prefix}:metrics:hist"
+        self.metrics_instances = f"{prefix}:metrics:instances"
         self.active = f"{prefix}:active"
         self.paused = f"{prefix}:paused"
 
@@ -249,6 +254,10 @@ class Keys:
 
     def live(self) -> LiveKeys:
         return LiveKeys(self.prefix)
+
+    def pds(self, account: str) -> str:
+        """A Bluesky account's resolved PDS (``sync.instances``), expiring."""
+        return f"{self.prefix}:pds:{account}"
 
     def delivery(self, delivery_id: str) -> str:
         return f"{self.prefix}:delivery:{delivery_id}"

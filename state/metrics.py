@@ -13,6 +13,13 @@ Keys::
     <prefix>:metrics        HASH  'name{label="v",...}' -> count
     <prefix>:metrics:hist   HASH  'name{labels}|<le>' -> observations in that bucket (not cumulative),
                                   'name{labels}|sum' -> sum, 'name{labels}|count' -> count
+    <prefix>:metrics:instances ZSET 'provider@instance' -> answers from it: which
+                                  instances of a federated provider are the busiest
+
+Instances of a federated provider are many (every Mastodon server a user is
+on), so their series are written per instance but exposed with bounded
+cardinality (``service.metrics``): the ``INSTANCE_LABELS`` busiest by name,
+the rest summed as ``other``.
 """
 
 from __future__ import annotations
@@ -36,6 +43,15 @@ DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
 FIRST_CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
+#: instances of each federated provider named in metric labels; the rest are ``other``
+INSTANCE_LABELS = 20
+
+
+def label_value(value) -> str:
+    """A label value as the metrics hash writes it."""
+    return _LABEL_UNSAFE.sub("_", str(value))
+
+
 def counter_field(name: str, labels: dict) -> str:
     """The hash field of one counter series, in Prometheus' own notation."""
     pairs = ",".join(
@@ -51,6 +67,28 @@ class Metrics:
         self.redis = redis_client
         keys = Keys(key_prefix)
         self.key, self.hist_key = keys.metrics, keys.metrics_histograms
+        self.instances_key = keys.metrics_instances
+
+    def note_instance(self, provider: str, instance: str, batch=None) -> None:
+        """One answer from ``instance`` of a federated provider (its busyness rank)."""
+        member = f"{provider}@{instance}"
+        if batch is not None:
+            batch.add(lambda pipe: pipe.zincrby(self.instances_key, 1, member), best_effort=True)
+            return
+        try:
+            self.redis.zincrby(self.instances_key, 1, member)
+        except redis.RedisError as exc:
+            log.warning("instance rank not counted: %s", type(exc).__name__)
+
+    def busiest_instances(self, per_provider: int = INSTANCE_LABELS) -> dict[str, list[str]]:
+        """Provider → its busiest instances (most answers first), ``per_provider`` each."""
+        ranked: dict[str, list[str]] = {}
+        for member in self.redis.zrevrange(self.instances_key, 0, -1):
+            provider, _, instance = member.decode().partition("@")
+            names = ranked.setdefault(provider, [])
+            if len(names) < per_provider:
+                names.append(instance)
+        return ranked
 
     def count(self, name: str, **labels) -> None:
         self.count_many([(name, labels)])

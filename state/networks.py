@@ -77,6 +77,14 @@ class Finalized:
     mode: str = "full"
 
 
+#: the instance of network ``n``'s owner (their newest linked account of that provider;
+#: '' where the provider's ids are global): the id space of that network's connections
+OWNER_INSTANCE = (
+    "COALESCE((SELECT o.instance FROM linked_accounts o WHERE o.user_id = n.user_id"
+    " AND o.provider = n.provider ORDER BY o.linked_at DESC LIMIT 1), '')"
+)
+
+
 class NetworkStore:
     """The PostgreSQL side of netsync; one connection pool per process (fork-safe)."""
 
@@ -225,44 +233,56 @@ class NetworkStore:
 
     # -- linked accounts and members ------------------------------------------------
     def link_account(
-        self, *, user_id: str, provider: str, account_id: str, provider_uid: str
+        self,
+        *,
+        user_id: str,
+        provider: str,
+        account_id: str,
+        provider_uid: str,
+        instance: str = "",
     ) -> int:
-        """Record a linked account by its stable id; a new one tells the users whose
-        networks hold it (``member_joined``). Returns how many entries that wrote."""
+        """Record a linked account by its stable id (and, where ids are per instance, its
+        instance: ``0005_federation``); a new one tells the users whose networks hold it
+        (``member_joined``). Returns how many entries that wrote."""
         with self.pool.connection() as conn, conn.transaction():
             row = conn.execute(
-                "INSERT INTO linked_accounts (provider, provider_uid, user_id, account_id)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (provider, provider_uid) DO UPDATE"
+                "INSERT INTO linked_accounts (provider, instance, provider_uid, user_id,"
+                " account_id) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (provider, instance, provider_uid) DO UPDATE"
                 " SET user_id = EXCLUDED.user_id, account_id = EXCLUDED.account_id,"
                 " linked_at = now() WHERE linked_accounts.user_id <> EXCLUDED.user_id"
                 " RETURNING 1",
-                (provider, provider_uid, user_id, account_id),
+                (provider, instance, provider_uid, user_id, account_id),
             ).fetchone()
             if row is None:  # known already, same user: nothing joined
                 return 0
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK,))
-            # connections_by_connection_id: one index lookup finds every network holding it
+            # connections_by_connection_id: one index lookup finds every network holding
+            # it; an id of one instance means that account only in networks read there
             return conn.execute(
                 "INSERT INTO changes (kind, user_id, provider, relation, connection_id,"
                 " connection_handle, member_user_id)"
                 " SELECT 'member_joined', n.user_id, n.provider, n.relation, c.connection_id,"
                 " c.handle, %(user)s FROM connections c JOIN networks n USING (network_id)"
                 " WHERE c.connection_id = %(uid)s AND n.provider = %(provider)s"
-                " AND n.user_id <> %(user)s ORDER BY n.network_id",
-                {"user": user_id, "uid": provider_uid, "provider": provider},
+                " AND n.user_id <> %(user)s"
+                f" AND {OWNER_INSTANCE} = %(instance)s ORDER BY n.network_id",
+                {"user": user_id, "uid": provider_uid, "provider": provider, "instance": instance},
             ).rowcount
 
     def members_page(
         self, user_id: str, provider: str, relation: str, cursor: str | None, limit: int
     ):
-        """Connections of this network that are linked accounts of the main app's users,
-        or None when the network was never synced."""
+        """Connections of this network that are linked accounts of the main app's users
+        (on the network owner's instance, where ids are per instance), or None when the
+        network was never synced."""
         with self.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT n.network_id, m.connection_id, m.handle, m.user_id FROM networks n"
                 " LEFT JOIN LATERAL (SELECT c.connection_id, c.handle, la.user_id"
                 "   FROM connections c JOIN linked_accounts la"
                 "   ON la.provider = n.provider AND la.provider_uid = c.connection_id"
+                f"  AND la.instance = {OWNER_INSTANCE}"
                 "   WHERE c.network_id = n.network_id AND c.connection_id > %s"
                 "   ORDER BY c.connection_id LIMIT %s) AS m ON true"
                 " WHERE n.user_id = %s AND n.provider = %s AND n.relation = %s"

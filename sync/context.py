@@ -21,7 +21,7 @@ from state.announced import Caller
 from state.batch import Batch
 from state.quota import scope_keys
 from state.store import ACTIVE
-from sync import telemetry
+from sync import instances, telemetry
 from sync.modes import split_head
 
 
@@ -88,6 +88,9 @@ class SyncContext:
         self.admission_ahead: Prefetch | None = None
         #: the call asked for fewer items than a page: the spend budget left paid for no more
         self.sized_call = False
+        #: the account's instance could not be found (``sync.instances``): the call fails
+        #: with this instead of sending the token anywhere else
+        self.instance_error = None
         #: what the call left to tell Redis (counters, the quota's lessons): sent with
         #: the page's storage (``state.batch.Batch``), or by ``settle``
         self.deferred: Batch | None = None
@@ -178,13 +181,19 @@ def load(
     (``state.keys``), so the takes cannot join the sync's keys in one script;
     a pipeline may mix slots.
     """
+    # A federated account's instance is in its credential, read in this round trip:
+    # the breaker peek and the takes sent ahead use the instance this process saw
+    # the sync call last (none the first time; a mismatch is given back below).
+    called = svc.memory.sync_provider(sync_id) if provider.FEDERATED else provider
     batch = Batch(svc.redis)
     snapshot = svc.store.queue_snapshot(batch, sync_id, cursor)
     if snapshot is None:
         return None
-    verdict = svc.breaker.queue_peek(batch, provider.NAME)
-    first = _queue_quota_take(svc, batch, provider.NAME, sync_id)
-    ahead = _queue_admission(svc, batch, provider, sync_id, cursor)
+    verdict = first = ahead = None
+    if called is not None:
+        verdict = svc.breaker.queue_peek(batch, called.scope_name)
+        first = _queue_quota_take(svc, batch, called, sync_id)
+        ahead = _queue_admission(svc, batch, called, sync_id, cursor)
     batch.execute()
     record, done, blob = snapshot.value
     if (
@@ -192,23 +201,37 @@ def load(
         or record.get("status") not in ACTIVE
         or (done and not record.get("finalizing"))
     ):
-        if first is not None:
-            svc.quota.release(first)
-        if ahead is not None:
-            svc.gate.release(ahead)
+        _give_back(svc, first, ahead)
         return None
     ctx = SyncContext(svc, record, provider, blob, cursor, tries)
+    if provider.FEDERATED:
+        ctx.provider = instances.provider_for(svc, provider, ctx)
+        svc.memory.remember_sync_provider(sync_id, ctx.provider)
+        if called is None or called.base_url != ctx.provider.base_url:
+            _give_back(svc, first, ahead)
+            verdict = first = ahead = None
     ctx.peeked_verdict, ctx.prefetched, ctx.admission_ahead = verdict, first, ahead
     telemetry.bind_sync(sync_id, provider.NAME, record.get("relation"), ctx.queue_class)
     return ctx
 
 
-def _queue_quota_take(svc, batch: Batch, provider: str, sync_id: str):
+def _give_back(svc, first, ahead) -> None:
+    if first is not None:
+        svc.quota.release(first)
+    if ahead is not None:
+        svc.gate.release(ahead)
+
+
+def _queue_quota_take(svc, batch: Batch, provider: Provider, sync_id: str):
     """The first bucket's take, queued in ``batch``, when this process may guess it."""
     hint = svc.memory.quota_hint(sync_id)
-    if hint is None or svc.memory.breaker_said_wait(provider) or svc.switches.is_paused(provider):
+    if (
+        hint is None
+        or svc.memory.breaker_said_wait(provider.scope_name)
+        or svc.switches.is_paused(provider.NAME, provider.instance)
+    ):
         return None
-    return svc.quota.queue_take_first(batch, provider, *hint)
+    return svc.quota.queue_take_first(batch, provider.NAME, *hint)
 
 
 def _queue_admission(svc, batch: Batch, provider: Provider, sync_id: str, cursor: str | None):
@@ -218,8 +241,8 @@ def _queue_admission(svc, batch: Batch, provider: Provider, sync_id: str, cursor
     if (
         hint is None
         or cursor is None
-        or svc.memory.breaker_said_wait(provider.NAME)
-        or svc.switches.is_paused(provider.NAME)
+        or svc.memory.breaker_said_wait(provider.scope_name)
+        or svc.switches.is_paused(provider.NAME, provider.instance)
     ):
         return None
     # the provider's own cursor: without the restart generation and the head's size

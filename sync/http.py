@@ -17,7 +17,12 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
-from providers.errors import TRANSPORT_ERROR, ProviderCallError, ProviderError
+from providers.errors import TRANSPORT_ERROR, Action, ErrorRule, ProviderCallError, ProviderError
+from sync import egress
+
+#: a user-supplied instance that resolved to a non-public address when the call
+#: connected (DNS changed since it was checked): never called, the sync fails
+ADDRESS_REFUSED = ErrorRule(Action.FAIL, egress.NOT_ALLOWED)
 
 _local = threading.local()
 
@@ -28,7 +33,11 @@ def _environment_proxies() -> dict:
     return {k: v for k, v in getproxies().items() if k in ("http", "https")}
 
 
-def session() -> requests.Session:
+def session(guard: frozenset | None = None) -> requests.Session:
+    """This thread's pooled session; with ``guard`` (``OUTBOUND_ALLOW_PRIVATE``), the one
+    whose connections pass ``sync.egress``'s public-address check, for URLs a user gave."""
+    if guard is not None:
+        return guarded_session(guard)
     sess = getattr(_local, "session", None)
     if sess is None:
         sess = requests.Session()
@@ -42,6 +51,24 @@ def session() -> requests.Session:
         sess.trust_env = False
         sess.proxies.update(_environment_proxies())
         _local.session = sess
+    return sess
+
+
+def guarded_session(allow_private: frozenset) -> requests.Session:
+    sessions = getattr(_local, "guarded", None)
+    if sessions is None:
+        sessions = _local.guarded = {}
+    sess = sessions.get(allow_private)
+    if sess is None:
+        sess = requests.Session()
+        adapter = egress.GuardedAdapter(
+            allow_private, pool_connections=8, pool_maxsize=32, max_retries=0
+        )
+        sess.mount("http://", adapter)
+        sess.mount("https://", adapter)
+        sess.headers["User-Agent"] = "netsync/1.0"
+        sess.trust_env = False  # and no proxy: the guard checks the peer it reaches
+        sessions[allow_private] = sess
     return sess
 
 
@@ -67,6 +94,9 @@ def send(
             method, url, params=params, headers=headers, timeout=timeout, allow_redirects=False
         )
     except (requests.Timeout, requests.ConnectionError) as exc:
+        if egress.refused_by_guard(exc):
+            message = "the instance resolves to a non-public address: not called"
+            raise ProviderCallError(ProviderError(ADDRESS_REFUSED, 0, message)) from None
         raise ProviderCallError(ProviderError(TRANSPORT_ERROR, 0, type(exc).__name__)) from None
     return Answer(response.status_code, response.headers, decode_body(response.content))
 

@@ -97,14 +97,18 @@ class WorkerMemory:
         self.caller_hints = BoundedCache(max_syncs)
         #: provider name → whether its breaker said "wait" at the last look here
         self.breaker_waiting = BoundedCache(max_providers)
-        #: (provider class, base URL) → its ``Provider``
+        #: (provider class, base URL, user supplied) → its ``Provider``
         self.providers = BoundedCache(max_providers)
+        #: sync id → the ``Provider`` of its account's instance (federated providers)
+        self.sync_providers = BoundedCache(max_syncs)
 
-    def provider(self, provider_class: type[Provider], url: str) -> Provider:
-        key = (provider_class, url)
+    def provider(
+        self, provider_class: type[Provider], url: str, user_supplied: bool = False
+    ) -> Provider:
+        key = (provider_class, url, user_supplied)
         found = self.providers.get(key)
         if found is None:
-            found = provider_class(url)
+            found = provider_class(url, user_supplied)
             self.providers.put(key, found)
         return found
 
@@ -131,6 +135,14 @@ class WorkerMemory:
         """The sync finished: nothing of it is worth keeping."""
         self.quota_hints.pop(sync_id)
         self.caller_hints.pop(sync_id)
+        self.sync_providers.pop(sync_id)
+
+    def sync_provider(self, sync_id: str) -> Provider | None:
+        """The instance's provider a federated sync called last in this process."""
+        return self.sync_providers.get(sync_id)
+
+    def remember_sync_provider(self, sync_id: str, provider: Provider) -> None:
+        self.sync_providers.put(sync_id, provider)
 
     def breaker_said_wait(self, provider: str) -> bool:
         return bool(self.breaker_waiting.get(provider))

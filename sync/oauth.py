@@ -173,9 +173,10 @@ def _token_endpoint_status(response):
     return response
 
 
-def _shared_pool(session):
-    """Reuse this thread's connection pool (``sync.http``) instead of a new one per call."""
-    pooled = http.session()
+def _shared_pool(session, ctx=None):
+    """Reuse this thread's connection pool (``sync.http``) instead of a new one per call:
+    the guarded one where the provider's URL came from a user (``sync.egress``)."""
+    pooled = http.session(egress_guard(ctx))
     for prefix in ("https://", "http://"):
         session.mount(prefix, pooled.get_adapter(prefix + "x"))
     session.headers.update(pooled.headers)
@@ -202,7 +203,26 @@ def oauth2_session(ctx) -> NetsyncOAuth2Session:
         auto_refresh_kwargs=extra,
         token_updater=keeper.save,
     )
-    return _shared_pool(session)
+    return _shared_pool(session, ctx)
+
+
+def egress_guard(ctx) -> frozenset | None:
+    """``OUTBOUND_ALLOW_PRIVATE`` when this call's URL came from a user, else None."""
+    if ctx is None or not ctx.provider.user_supplied:
+        return None
+    return frozenset(ctx.svc.settings.outbound_allow_private)
+
+
+#: the credential names another instance than the call's (a re-link moved the account)
+INSTANCE_MISMATCH = ErrorRule(Action.FAIL, "instance_mismatch")
+
+
+def check_instance(ctx) -> None:
+    """A token given for an instance goes to that instance only, whatever else happened."""
+    given = ctx.credential.instance
+    if given is not None and given.rstrip("/") != ctx.provider.base_url:
+        message = "the credential belongs to another instance than this call's"
+        raise ProviderCallError(ProviderError(INSTANCE_MISMATCH, 0, message))
 
 
 def session_for(ctx):
@@ -224,17 +244,21 @@ def session_for(ctx):
                 client_secret=client[1],
                 resource_owner_key=credential.access_token,
                 resource_owner_secret=credential.token_secret,
-            )
+            ),
+            ctx,
         )
     return oauth2_session(ctx)
 
 
 def send(ctx, call, headers: dict, timeout: tuple[float, float]) -> http.Answer:
     """Send one call with the user's credential; oauthlib's refusals become taxonomy errors."""
+    check_instance(ctx)
     session = session_for(ctx)
     headers = {**headers, **call.headers}  # the call's own (a conditional's If-None-Match)
     if session is None:
         headers = {**headers, **ctx.provider.auth_headers(ctx.credential)}
+        guard = egress_guard(ctx)
+        session = http.session(guard) if guard is not None else None
     with oauth_errors():
         return http.send(
             call.method,
@@ -293,6 +317,7 @@ def refresh_session(ctx, timeout: tuple[float, float]) -> str:
             params=call.params,
             headers={**provider.request_headers(), **call.headers},
             timeout=timeout,
+            http=http.session(egress_guard(ctx)),
         )
         with http.parsing("refresh answer"):
             error = provider.classify_refresh(

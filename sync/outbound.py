@@ -54,7 +54,7 @@ from state.admission import QUOTA, Admission
 from state.batch import Batch
 from state.control import PAUSED_REASON, provider_gate
 from state.quota import QuotaDecision
-from sync import oauth, telemetry
+from sync import instances, oauth, telemetry
 from sync.context import SyncContext
 from sync.http import parsing
 from sync.retry import budget_spent
@@ -105,6 +105,8 @@ def call(ctx: SyncContext, http_call, starts_sync: bool = False):
     ``starts_sync``: the call is round one's (the trigger-to-first-call
     histogram, the answer is not a page).
     """
+    if ctx.instance_error is not None:  # no instance to send the token to (sync.instances)
+        raise ProviderCallError(ctx.instance_error)
     check_pause(ctx)
     verdict = pass_breaker(ctx)
     admitted = take_quota(ctx, http_call, "profile" if starts_sync else "page")
@@ -114,6 +116,8 @@ def call(ctx: SyncContext, http_call, starts_sync: bool = False):
     answer = send(ctx, admitted)
     info, error = read_answer(ctx, answer)
     lessons = learn(ctx, admitted, answer, info, error)
+    if error is not None:  # a Bluesky account that moved PDS goes again at its new one
+        error = instances.after_error(ctx, error) or error
     record_breaker(ctx, verdict, error)
     if error is not None:
         # A successful page counts its call when it is stored (one round trip).
@@ -125,14 +129,15 @@ def call(ctx: SyncContext, http_call, starts_sync: bool = False):
 
 
 def check_pause(ctx: SyncContext) -> None:
-    paused = provider_gate(ctx.svc.switches, ctx.provider.NAME)
+    paused = provider_gate(ctx.svc.switches, ctx.provider.NAME, ctx.provider.instance)
     if paused > 0:
         raise MustWait(paused, PAUSED_REASON)
 
 
 def pass_breaker(ctx: SyncContext):
     """The breaker's verdict when it lets the call go (else ``MustWait`` or the last failure)."""
-    svc, name = ctx.svc, ctx.provider.NAME
+    # one breaker per provider, or per instance of a federated one (``scope_name``)
+    svc, name = ctx.svc, ctx.provider.scope_name
     peeked, ctx.peeked_verdict = ctx.peeked_verdict, None
     verdict = peeked.value if peeked is not None else None
     if verdict is None or verdict.verdict == "probe_due":
@@ -149,7 +154,7 @@ def wait_for_circuit(ctx: SyncContext, verdict) -> None:
     since = ctx.tries.failing_since or now
     if budget_spent(since, now, ctx.svc.settings.retry_budget_seconds):
         rule = ErrorRule(Action.BACKOFF, verdict.last_kind) if verdict.last_kind else CIRCUIT_OPEN
-        message = f"{ctx.provider.NAME} kept failing for {now - since:.0f} s (circuit open)"
+        message = f"{ctx.provider.scope_name} kept failing for {now - since:.0f} s (circuit open)"
         raise ProviderCallError(ProviderError(rule, 0, message))
     # spread the parked pages so the breaker's next turn is not a stampede
     raise MustWait(verdict.wait_s + random.uniform(0, 0.5), "circuit_open", failing_since=since)
@@ -212,7 +217,7 @@ def send(ctx: SyncContext, admitted: Admitted):
         error = exc.error
         unanswered(ctx, admitted, sent=error.rule is TRANSPORT_ERROR)
         svc.breaker.record(
-            provider.NAME, ok=error.action is not Action.BACKOFF, kind=error.rule.kind
+            provider.scope_name, ok=error.action is not Action.BACKOFF, kind=error.rule.kind
         )
         raise
     except BaseException:  # the soft time limit mid-call: it may have landed
@@ -270,6 +275,7 @@ def learn(ctx: SyncContext, admitted: Admitted, answer, info, error) -> Batch:
         page=admitted.kind == "page",
         batch=lessons,
         unreadable=outcome.report.malformed,
+        instance=provider.instance,
     )
     return lessons
 
@@ -290,7 +296,7 @@ def record_breaker(ctx: SyncContext, verdict, error) -> None:
     failing = error is not None and error.action is Action.BACKOFF
     if failing or verdict.verdict != "closed":  # a clean breaker needs no news of success
         kind = error.rule.kind if failing else ""
-        ctx.svc.breaker.record(ctx.provider.NAME, ok=not failing, kind=kind)
+        ctx.svc.breaker.record(ctx.provider.scope_name, ok=not failing, kind=kind)
 
 
 def worth_observing(info) -> bool:

@@ -229,6 +229,7 @@ class ProfileTask(ProviderTask):
                 provider=provider.NAME,
                 account_id=ctx.account_id,
                 provider_uid=str(uid),
+                instance=provider.instance if provider.ACCOUNT_IDS_PER_INSTANCE else "",
             )
         self._plan_pages(ctx, size, network)
         return "planned"

@@ -140,13 +140,25 @@ def observe_first_call(metrics, record: dict) -> None:
 
 
 def count_answer(
-    metrics, provider: str, queue: str, error, page: bool, batch=None, unreadable=()
+    metrics,
+    provider: str,
+    queue: str,
+    error,
+    page: bool,
+    batch=None,
+    unreadable=(),
+    instance: str | None = None,
 ) -> None:
     """One provider answer by the action it led to, a fetched page, and each of its
     rate-limit headers that did not parse (ignored for the call: ``unreadable``); one
-    round trip, or with ``batch`` none of its own: queued there."""
+    round trip, or with ``batch`` none of its own: queued there. ``instance``: the
+    server of a federated provider that answered (``instance_answers``, its rank)."""
     action = error.action.name.lower() if error is not None else "ok"
     series = [("provider_answers", {"provider": provider, "action": action})]
+    if instance is not None:
+        labels = {"provider": provider, "instance": instance, "action": action}
+        series.append(("instance_answers", labels))
+        metrics.note_instance(provider, instance, batch=batch)
     if page and error is None:
         series.append(("pages_fetched", {"provider": provider, "queue": queue}))
     for header in unreadable:

@@ -347,6 +347,10 @@ class ProviderSim:
         ttl = sim.scenario.token_ttl_s.get(self.NAME, self.TOKEN_TTL_S)
         return sim.tokens.redeem(self.NAME, refresh_token, now, ttl, self.ROTATES_REFRESH)
 
+    def served_at(self, call) -> str:
+        """The path the call's instance is served under (``/mastodon/a.example``)."""
+        return f"/{self.NAME}/{call.instance}" if call.instance else f"/{self.NAME}"
+
     def lookup_account(self, sim, route: Route, raw_id: str, call):
         return sim.accounts.get((self.NAME, self.normalize_id(raw_id)))
 

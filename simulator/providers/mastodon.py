@@ -215,7 +215,7 @@ class Mastodon(ProviderSim):
         headers = {}
         if ranks:
             base = (
-                f"{origin(call.request)}/mastodon/api/v1/accounts/{call.account.id}/"
+                f"{origin(call.request)}{self.served_at(call)}/api/v1/accounts/{call.account.id}/"
                 f"{call.relation}?" + (f"limit={query['limit']}&" if "limit" in query else "")
             )
             links = []

@@ -58,7 +58,14 @@ def relay():
 
 @pytest.fixture(scope="module")
 def announced_stack(tmp_path_factory, relay):
-    env = {**TEST_ENV, "WHALE_THRESHOLD": "1000", "BLUESKY_API_URL": relay.url}
+    # the relay stands where the Bluesky account's PDS is: the login names it (a loopback
+    # address the stack allows), else netsync would find the PDS from the DID document
+    env = {
+        **TEST_ENV,
+        "WHALE_THRESHOLD": "1000",
+        "BLUESKY_API_URL": relay.url,
+        "OUTBOUND_ALLOW_PRIVATE": relay.url.removeprefix("http://").split("/")[0],
+    }
     dev = DevStack(
         var_dir=tmp_path_factory.mktemp("announced"),
         workers=WORKERS,
@@ -178,7 +185,7 @@ def test_rate_limit_headers_that_do_not_parse_are_ignored_and_counted(announced_
     stack = announced_stack
     before = scrape(stack)
     account = stack.add_account("bluesky", 1_000)  # the profile and 10 pages
-    user, record = sync_to_the_end(stack, account)
+    user, record = sync_to_the_end(stack, {**account, "instance_url": relay.url})
     assert_exact_network(stack, user, account, record)
     assert relay.garbled >= 5, relay.answers
     after = scrape(stack)

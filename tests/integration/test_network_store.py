@@ -245,3 +245,26 @@ def test_fifty_readers_during_a_finalization_see_old_or_new_never_a_mix(networks
     for sync_id, page, feed_entries, first_kind in seen:
         assert list(page) == first_page[sync_id]  # a whole network, old or new
         assert (feed_entries, first_kind) in ((0, None), (21, "synced"))  # none or all 21
+
+
+def test_a_mastodon_id_means_someone_only_on_its_instance(networks):
+    """Account id 4242 on a.example and on b.example are two people (``0005_federation``):
+    both stay linked, and a network read on a.example has a.example's 4242 as its member."""
+    alice, on_a, on_b, start = user(), user(), user(), feed_start(networks)
+    uid = "4" + secrets.token_hex(4)
+    for who, instance in ((alice, "a.example"), (on_a, "a.example"), (on_b, "b.example")):
+        own = uid if who != alice else "1" + secrets.token_hex(4)
+        networks.link_account(
+            user_id=who, provider="mastodon", account_id=own, provider_uid=own, instance=instance
+        )
+    finalize(networks, alice, [uid, "111"], provider="mastodon")
+    members, _ = networks.members_page(alice, "mastodon", "followers", None, 10)
+    assert members == [{"id": uid, "handle": f"h{uid}", "user_id": on_a}]
+    # a newly linked 4242 on a third instance joins no network read on a.example
+    newcomer = user()
+    joined = networks.link_account(
+        user_id=newcomer, provider="mastodon", account_id=uid, provider_uid=uid,
+        instance="c.example",
+    )  # fmt: skip
+    assert joined == 0
+    assert not [e for e in feed_of(networks, start, {alice}) if e["kind"] == "member_joined"]

@@ -303,7 +303,7 @@ def test_a_new_scenario_or_account_starts_the_network_again(sim):
          "5 is not in github/octocat followers"),
         ({"provider": "github", "account_id": "octocat", "colour": "red"}, "unknown field(s)"),
         ({"provider": "mastodon", "account_id": "7", "add": 1, "instance": "fosstodon.org"},
-         "instances are not served yet"),
+         "unknown account mastodon/7 on instance 'fosstodon.org'"),
         ({"provider": "github", "account_id": "octocat", "add": 1, "instance": "x"},
          "github has no instances"),
     ],

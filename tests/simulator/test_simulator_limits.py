@@ -320,8 +320,8 @@ def test_a_bad_rule_is_a_400_with_the_reason_and_changes_nothing(sim, rule, reas
 
 
 def test_a_rule_may_name_a_federated_providers_instance(sim):
-    """Instances are not served yet: such a rule is kept, and meets no call of the
-    default instance."""
+    """Such a rule is kept, and meets no call of the default instance (the instance's
+    own calls: ``test_simulator_instances.py``)."""
     rules(sim, mastodon=[{"limit": 0, "window_s": 300, "instance": "fosstodon.org"}])
     assert call(sim, "mastodon").status_code == 200
     (rule,) = [r for r in sim.stats()["rate_limits"] if r["provider"] == "mastodon"]

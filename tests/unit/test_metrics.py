@@ -61,3 +61,34 @@ def test_counters_in_one_round_trip_keep_their_labels(redis_client, key_prefix):
     got = samples(metrics)
     assert got[("netsync_provider_answers_total", (("action", "ok"), ("provider", "github")))] == 2
     assert got[("netsync_pages_fetched_total", (("provider", "github"), ("queue", "normal")))] == 1
+
+
+def test_instance_labels_name_the_busiest_instances_and_sum_the_rest(redis_client, key_prefix):
+    """Federated providers have unboundedly many instances: the metrics name the
+    ``per_provider`` busiest, and every other instance's answers add up in ``other``."""
+    from sync.telemetry import count_answer
+
+    metrics = Metrics(redis_client, key_prefix)
+    for n in range(6):  # instance n answers n + 1 times
+        for _ in range(n + 1):
+            count_answer(metrics, "mastodon", "normal", None, page=True, instance=f"i{n}.example")
+    count_answer(metrics, "bluesky", "normal", None, page=True, instance="pds.example/x")
+    busiest = metrics.busiest_instances(per_provider=3)
+    assert busiest == {
+        "mastodon": ["i5.example", "i4.example", "i3.example"],
+        "bluesky": ["pds.example/x"],
+    }
+
+    class Folded:
+        def collect(self):
+            yield from counter_families(metrics.raw(), busiest)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Folded())
+    got = {
+        s.labels["instance"]: s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+        if s.name == "netsync_instance_answers_total" and s.labels["provider"] == "mastodon"
+    }
+    assert got == {"i5.example": 6, "i4.example": 5, "i3.example": 4, "other": 1 + 2 + 3}
