@@ -183,11 +183,14 @@ class NetworkStore:
 
     def freshness(self, user_id: str, provider: str, relation: str) -> dict | None:
         """What the stored network says about how to re-read it (``sync.modes``), or None
-        when it was never synced: count, verified_at (epoch s), head, needs_full."""
+        when it was never synced: count, verified_at (epoch s), head, needs_full,
+        streamed."""
         with self.pool.connection() as conn:
             row = conn.execute(
                 "SELECT count, extract(epoch FROM verified_at), head, needs_full,"
-                " stated_count FROM networks WHERE user_id = %s AND provider = %s"
+                " stated_count, (SELECT count(*) FROM connections c"
+                " WHERE c.network_id = n.network_id AND c.streamed)"
+                " FROM networks n WHERE user_id = %s AND provider = %s"
                 " AND relation = %s AND sync_id IS NOT NULL",
                 (user_id, provider, relation),
             ).fetchone()
@@ -199,6 +202,8 @@ class NetworkStore:
             "head": row[2],
             "needs_full": bool(row[3]),
             "stated_count": row[4],
+            # connections a push channel added that no sync has read since
+            "streamed": row[5],
         }
 
     def stale_networks(self, verified_before: float, provider: str | None, limit: int):
@@ -215,17 +220,27 @@ class NetworkStore:
         return [tuple(row) for row in rows]
 
     def known_ids(self, user_id: str, provider: str, relation: str, ids: list[str]) -> set[str]:
-        """Which of ``ids`` the stored network holds (a head stops at the first one)."""
+        """Which of ``ids`` the stored network holds."""
+        read, streamed = self.known_ids_by_origin(user_id, provider, relation, ids)
+        return read | streamed
+
+    def known_ids_by_origin(
+        self, user_id: str, provider: str, relation: str, ids: list[str]
+    ) -> tuple[set[str], set[str]]:
+        """Which of ``ids`` the stored network holds: (those a sync read, those a push
+        channel added since). A head stops at the first of the former only: the
+        latter may be newer than a follow that was never pushed (``0006_streamed_connections``)."""
         if not ids:
-            return set()
+            return set(), set()
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT c.connection_id FROM networks n JOIN connections c USING (network_id)"
+                "SELECT c.connection_id, c.streamed FROM networks n"
+                " JOIN connections c USING (network_id)"
                 " WHERE n.user_id = %s AND n.provider = %s AND n.relation = %s"
                 " AND c.connection_id = ANY(%s)",
                 (user_id, provider, relation, list(ids)),
             ).fetchall()
-        return {row[0] for row in rows}
+        return {r[0] for r in rows if not r[1]}, {r[0] for r in rows if r[1]}
 
     def finalized(self, sync_id: str) -> Finalized | None:
         with self.pool.connection() as conn:
@@ -584,10 +599,11 @@ def _apply_diff(conn, network_id: int, removals: bool = True) -> tuple[int, int]
         " SELECT %s, connection_id, handle FROM fresh ORDER BY connection_id",
         (network_id,),
     ).rowcount
+    # a connection this sync read is no longer only the stream's word (``streamed``)
     conn.execute(
-        "UPDATE connections c SET handle = i.handle FROM incoming i"
+        "UPDATE connections c SET handle = i.handle, streamed = false FROM incoming i"
         " WHERE c.network_id = %s AND c.connection_id = i.connection_id"
-        " AND c.handle <> i.handle",
+        " AND (c.handle <> i.handle OR c.streamed)",
         (network_id,),
     )
     return added, removed
@@ -635,8 +651,8 @@ def _apply_stream_changes(conn, changes: list[StreamChange]) -> list[StreamChang
             continue
         if change.kind == "added":
             done = conn.execute(
-                "INSERT INTO connections (network_id, connection_id, handle)"
-                " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING handle",
+                "INSERT INTO connections (network_id, connection_id, handle, streamed)"
+                " VALUES (%s, %s, %s, true) ON CONFLICT DO NOTHING RETURNING handle",
                 (network_id, change.connection_id, change.handle or ""),
             ).fetchone()
         else:
