@@ -114,3 +114,26 @@ def test_needs_full_marks_the_providers_networks(networks):
     finalize(networks, me, [1], provider="bluesky")
     assert networks.mark_needs_full("bluesky", [me]) == 1
     assert networks.mark_needs_full("bluesky", [me]) == 0  # already marked
+
+
+def test_a_streamed_connection_is_marked_until_a_sync_reads_it(networks):
+    """A head stops at the first connection a sync read, never at one only a stream
+    added (``0006_streamed_connections``): the store says which is which."""
+    me = user()
+    finalize(networks, me, [1, 2, 3])
+    networks.apply_stream_changes([change(me, "added", 4), change(me, "added", 5)])
+    assert networks.known_ids_by_origin(me, "github", "followers", ["3", "4", "5", "9"]) == (
+        {"3"},
+        {"4", "5"},
+    )
+    assert networks.freshness(me, "github", "followers")["streamed"] == 2
+    # an incremental head that read 5 and 3 (not 4): 5 is the sync's now, 4 still the stream's
+    finalize(networks, me, [5, 3], mode="incremental")
+    assert networks.known_ids_by_origin(me, "github", "followers", ["3", "4", "5"]) == (
+        {"3", "5"},
+        {"4"},
+    )
+    assert networks.freshness(me, "github", "followers")["streamed"] == 1
+    # a full sync reads all: no mark is left
+    finalize(networks, me, [1, 2, 3, 4, 5])
+    assert networks.freshness(me, "github", "followers")["streamed"] == 0
