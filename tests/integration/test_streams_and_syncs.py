@@ -276,3 +276,35 @@ def test_a_streamed_removal_is_not_resurrected_and_full_writes_only_the_rest(
     added_entries = entries_once(stack, user, "added")
     assert added_entries == {**dict.fromkeys(added, "stream"), lost["added"][0]: "sync"}
     assert entries_once(stack, user, "removed") == dict.fromkeys(unfollowed, "stream")
+
+
+# -- c': a full sync reading while the stream pushes ------------------------------------------
+@pytest.mark.parametrize(("provider", "size"), [("bluesky", 300), ("twitter", 3000)])
+def test_a_full_sync_does_not_undo_what_the_stream_pushed_while_it_read(
+    stack, streams, provider, size
+):
+    """Three slow pages; after the first is read (it holds the newest follow), that
+    follow is undone and a new one made, both pushed. The pages are older than the
+    pushes: the sync must neither re-add the one nor remove the other."""
+    user, account = linked(stack, provider, size)
+    start_listening(stack, streams, provider)
+    undone = sim_change(stack, provider, account["id"], add=1)["added"]
+    streamed(stack, user, "added", undone)
+    slow = {"kind": "latency", "provider": provider, "account": account["id"]}
+    slow.update(path_kind="page", mean=1500, jitter=0, id=f"slow-{user}")
+    stack.add_faults(slow)
+    try:
+        sync_id = stack.resync(user, provider, mode="full")["sync_id"]
+        wait_for(lambda: stack.sync(sync_id)["pages_fetched"] >= 1, "the first page read")
+        sim_change(stack, provider, account["id"], remove=undone)
+        made = sim_change(stack, provider, account["id"], add=1)["added"]
+        streamed(stack, user, "removed", undone)
+        streamed(stack, user, "added", made)
+        assert stack.sync(sync_id)["status"] == "running"  # pages still to read
+        record = stack.wait_final(sync_id, timeout=90)
+    finally:
+        requests.post(f"{stack.sim}/_sim/faults", json={"remove": [slow["id"]]}, timeout=10)
+    assert (record["status"], record["mode"]) == ("succeeded", "full"), record
+    assert network(stack, user, provider) == stack.truth(provider, account["id"])
+    assert entries_once(stack, user, "added") == {undone[0]: "stream", made[0]: "stream"}
+    assert entries_once(stack, user, "removed") == {undone[0]: "stream"}
