@@ -152,12 +152,17 @@ class NetworkStore:
         stated_count: int | None = None,
         head: str | None = None,
         cost: dict | None = None,
+        started_at: float | None = None,
     ) -> Finalized:
         """Apply ``connections`` to the network and log the diff: all or nothing, once.
 
         ``mode`` ``full``: they replace the network (removals recorded) and verify
         it (``verified_at``, ``needs_full`` cleared); ``incremental``: they are added,
-        nothing is removed (an incremental read cannot see removals)."""
+        nothing is removed (an incremental read cannot see removals).
+
+        ``started_at`` (epoch s, the sync's start; default ``finished_at``): a change a
+        push channel applied since wins over what the pages read before it
+        (``stream_marks``): a connection it added stays, one it removed is not re-added."""
         network = (user_id, provider, relation)
         with self.pool.connection() as conn, conn.transaction():
             done = _finalized(conn, sync_id)
@@ -170,7 +175,12 @@ class NetworkStore:
             if done:
                 return done
             _stage(conn, connections)
-            added, removed = _apply_diff(conn, network_id, removals=mode == "full")
+            added, removed = _apply_diff(
+                conn,
+                network_id,
+                removals=mode == "full",
+                started_at=finished_at if started_at is None else started_at,
+            )
             count = conn.execute(
                 "SELECT count(*) FROM connections WHERE network_id = %s", (network_id,)
             ).fetchone()[0]
@@ -183,11 +193,14 @@ class NetworkStore:
 
     def freshness(self, user_id: str, provider: str, relation: str) -> dict | None:
         """What the stored network says about how to re-read it (``sync.modes``), or None
-        when it was never synced: count, verified_at (epoch s), head, needs_full."""
+        when it was never synced: count, verified_at (epoch s), head, needs_full,
+        streamed."""
         with self.pool.connection() as conn:
             row = conn.execute(
                 "SELECT count, extract(epoch FROM verified_at), head, needs_full,"
-                " stated_count FROM networks WHERE user_id = %s AND provider = %s"
+                " stated_count, (SELECT count(*) FROM stream_marks m"
+                " WHERE m.network_id = n.network_id AND m.kind = 'added')"
+                " FROM networks n WHERE user_id = %s AND provider = %s"
                 " AND relation = %s AND sync_id IS NOT NULL",
                 (user_id, provider, relation),
             ).fetchone()
@@ -199,6 +212,8 @@ class NetworkStore:
             "head": row[2],
             "needs_full": bool(row[3]),
             "stated_count": row[4],
+            # connections a push channel added that no sync has read since
+            "streamed": row[5],
         }
 
     def stale_networks(self, verified_before: float, provider: str | None, limit: int):
@@ -215,17 +230,29 @@ class NetworkStore:
         return [tuple(row) for row in rows]
 
     def known_ids(self, user_id: str, provider: str, relation: str, ids: list[str]) -> set[str]:
-        """Which of ``ids`` the stored network holds (a head stops at the first one)."""
+        """Which of ``ids`` the stored network holds."""
+        read, streamed = self.known_ids_by_origin(user_id, provider, relation, ids)
+        return read | streamed
+
+    def known_ids_by_origin(
+        self, user_id: str, provider: str, relation: str, ids: list[str]
+    ) -> tuple[set[str], set[str]]:
+        """Which of ``ids`` the stored network holds: (those a sync read, those a push
+        channel added since). A head stops at the first of the former only: the
+        latter may be newer than a follow that was never pushed (``0006_stream_marks``)."""
         if not ids:
-            return set()
+            return set(), set()
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT c.connection_id FROM networks n JOIN connections c USING (network_id)"
+                "SELECT c.connection_id, m.kind IS NOT NULL FROM networks n"
+                " JOIN connections c USING (network_id)"
+                " LEFT JOIN stream_marks m ON m.network_id = c.network_id"
+                " AND m.connection_id = c.connection_id AND m.kind = 'added'"
                 " WHERE n.user_id = %s AND n.provider = %s AND n.relation = %s"
                 " AND c.connection_id = ANY(%s)",
                 (user_id, provider, relation, list(ids)),
             ).fetchall()
-        return {row[0] for row in rows}
+        return {r[0] for r in rows if not r[1]}, {r[0] for r in rows if r[1]}
 
     def finalized(self, sync_id: str) -> Finalized | None:
         with self.pool.connection() as conn:
@@ -556,23 +583,34 @@ def _stage(conn, connections) -> int:
     return conn.execute("SELECT count(*) FROM incoming").fetchone()[0]
 
 
-def _apply_diff(conn, network_id: int, removals: bool = True) -> tuple[int, int]:
+def _apply_diff(
+    conn, network_id: int, removals: bool = True, started_at: float | None = None
+) -> tuple[int, int]:
     """Let the database compute added (``fresh``) and removed (``gone``), then apply them.
 
     ``removals`` False (an incremental sync): ``incoming`` is only part of the network,
-    so nothing is found removed."""
+    so nothing is found removed. A pushed change marked at or after ``started_at``
+    (``stream_marks``) is newer than the pages: its connection is neither removed
+    (added by the stream) nor added (removed by the stream) here."""
+    started = started_at if started_at is not None else float("inf")
     conn.execute("ANALYZE incoming")
     conn.execute(
         "CREATE TEMP TABLE gone ON COMMIT DROP AS SELECT c.connection_id, c.handle"
         " FROM connections c WHERE %s AND c.network_id = %s AND NOT EXISTS"
-        " (SELECT 1 FROM incoming i WHERE i.connection_id = c.connection_id)",
-        (removals, network_id),
+        " (SELECT 1 FROM incoming i WHERE i.connection_id = c.connection_id)"
+        " AND NOT EXISTS (SELECT 1 FROM stream_marks m WHERE m.network_id = c.network_id"
+        " AND m.connection_id = c.connection_id AND m.kind = 'added'"
+        " AND m.at >= to_timestamp(%s))",
+        (removals, network_id, started),
     )
     conn.execute(
         "CREATE TEMP TABLE fresh ON COMMIT DROP AS SELECT i.connection_id, i.handle"
         " FROM incoming i WHERE NOT EXISTS (SELECT 1 FROM connections c"
-        " WHERE c.network_id = %s AND c.connection_id = i.connection_id)",
-        (network_id,),
+        " WHERE c.network_id = %s AND c.connection_id = i.connection_id)"
+        " AND NOT EXISTS (SELECT 1 FROM stream_marks m WHERE m.network_id = %s"
+        " AND m.connection_id = i.connection_id AND m.kind = 'removed'"
+        " AND m.at >= to_timestamp(%s))",
+        (network_id, network_id, started),
     )
     removed = conn.execute(
         "DELETE FROM connections c USING gone g WHERE c.network_id = %s"
@@ -589,6 +627,16 @@ def _apply_diff(conn, network_id: int, removals: bool = True) -> tuple[int, int]
         " WHERE c.network_id = %s AND c.connection_id = i.connection_id"
         " AND c.handle <> i.handle",
         (network_id,),
+    )
+    # marks this sync settles: an addition it read (no longer only the stream's word);
+    # a full read after the mark (it saw the network as the change left it); a removal
+    # before the start of a sync that read the connection again (a follow since)
+    conn.execute(
+        "DELETE FROM stream_marks m WHERE m.network_id = %(network)s AND ("
+        " (%(full)s AND m.at < to_timestamp(%(started)s))"
+        " OR (EXISTS (SELECT 1 FROM incoming i WHERE i.connection_id = m.connection_id)"
+        " AND (m.kind = 'added' OR m.at < to_timestamp(%(started)s))))",
+        {"network": network_id, "full": removals, "started": started},
     )
     return added, removed
 
@@ -647,6 +695,13 @@ def _apply_stream_changes(conn, changes: list[StreamChange]) -> list[StreamChang
             ).fetchone()
         if done is None:  # already there, already gone: nothing to say
             continue
+        # newer than any sync reading now, and not a sync's word yet (``stream_marks``)
+        conn.execute(
+            "INSERT INTO stream_marks (network_id, connection_id, kind) VALUES (%s, %s, %s)"
+            " ON CONFLICT (network_id, connection_id)"
+            " DO UPDATE SET kind = excluded.kind, at = excluded.at",
+            (network_id, change.connection_id, change.kind),
+        )
         deltas[network_id] = deltas.get(network_id, 0) + (1 if change.kind == "added" else -1)
         applied.append((change, done[0] or change.handle or ""))
     for network_id, delta in deltas.items():

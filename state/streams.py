@@ -99,6 +99,7 @@ class StreamState:
         return tuple(int(_text(v) or 0) for v in values)
 
     def pending_changed(self) -> list[str]:
-        """Networks with counts not yet called back (a process died before its debounce)."""
+        """Networks with counts not yet called back (``user|provider|relation``): a user's
+        callback takes those of its networks; a new process those a dead one left."""
         fields = self.redis.hkeys(self.keys.changed)
         return sorted({_text(f).rsplit("#", 1)[0] for f in fields})

@@ -44,6 +44,8 @@ def finalize_sync(svc, record: dict) -> tuple[Finalized, bool]:
         stated_count=int(stated) if stated not in (None, "") else None,
         head=record.get("new_head") or None,
         cost=CallCost.from_record(record).as_view(),
+        # a change a stream applied after this is newer than what the pages read
+        started_at=_epoch(record.get("started_at")),
     )
     # the conditional cache this sync kept now describes the network (after the commit:
     # a finalization run again replaces it again, harmlessly)
@@ -63,3 +65,10 @@ def finalize_sync(svc, record: dict) -> tuple[Finalized, bool]:
         time.perf_counter() - started,
     )
     return result, first
+
+
+def _epoch(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

@@ -34,7 +34,11 @@ def stored_network(ctx: SyncContext) -> modes.NetworkFreshness | None:
     if stored is None:
         return None
     return modes.NetworkFreshness(
-        stored["count"], stored["verified_at"], stored["head"], stored["needs_full"]
+        stored["count"],
+        stored["verified_at"],
+        stored["head"],
+        stored["needs_full"],
+        stored["streamed"],
     )
 
 
@@ -105,7 +109,7 @@ def plan(
     if provider.INCREMENTAL == "since":
         cursor = provider.head_cursor(ctx.account_id, ctx.relation, network.head)
         return [modes.with_head(0, cursor)]
-    first = modes.head_first_size(size, network.count, provider.PAGE_SIZE)
+    first = modes.head_first_size(size, network.count, provider.PAGE_SIZE, network.streamed)
     return [modes.with_head(first, provider.head_cursor(ctx.account_id, ctx.relation, None))]
 
 
@@ -172,8 +176,10 @@ def head_followups(ctx: SyncContext, page: Page, head_size: int) -> list[str]:
     svc, provider, record = ctx.svc, ctx.provider, ctx.record
     kind = provider.INCREMENTAL
     ids = list(dict.fromkeys(cid for cid, _ in page.connections))
-    known = svc.networks.known_ids(ctx.user_id, provider.NAME, ctx.relation, ids)
-    new = len(ids) - len(known)
+    # a head stops at the first connection a sync read, not at one a stream added: a
+    # streamed follow may be newer than one that was never pushed (a channel's lost event)
+    read, streamed = svc.networks.known_ids_by_origin(ctx.user_id, provider.NAME, ctx.relation, ids)
+    new = len(ids) - len(read) - len(streamed)
     if new:
         # counted before the page is stored: a redelivered page counts twice, and the
         # count check then reads in full (the safe side)
@@ -183,7 +189,7 @@ def head_followups(ctx: SyncContext, page: Page, head_size: int) -> list[str]:
     newer = page.newer_cursor if kind == "since" else page.next_cursor
     step = modes.head_step(
         kind=kind,
-        met_known=bool(known),
+        met_known=bool(read),
         page_full=page.item_count >= asked,
         has_next=newer is not None,
         read_so_far=_int(record.get("connections_fetched")) + len(page.connections),

@@ -8,7 +8,8 @@ means depends on what the provider offers (``Provider.INCREMENTAL``):
 - ``conditional`` (GitHub): every page again, with ``If-None-Match``; a ``304``
   reuses what the page held (``sync.etag_cache``) without a counted call;
 - ``head`` (X, Bluesky): newest first, from the top until the first connection
-  already known, the first page sized to the count's growth;
+  a sync already read (one a push channel added is passed: a follow older than it
+  may never have been pushed), the first page sized to the count's growth;
 - ``since`` (Mastodon): only the followers newer than the stored head
   (``min_id``), page by page through ``prev`` links, until a short page;
 - None (Facebook, LinkedIn): nothing cheaper, every sync is full.
@@ -45,6 +46,8 @@ class NetworkFreshness:
     head: str | None = None
     #: something said the next sync must verify (a push channel's gap)
     needs_full: bool = False
+    #: connections a push channel added that no sync has read since (a head passes them)
+    streamed: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,14 @@ def resolve_mode(
 
 
 # -- heads ------------------------------------------------------------------------------
-def head_first_size(stated_count: int | None, known_count: int, page_size: int) -> int:
-    """The first head page's size: the count's growth and a margin that reaches one
-    known connection, at most a page (a page size the provider takes)."""
+def head_first_size(
+    stated_count: int | None, known_count: int, page_size: int, streamed: int = 0
+) -> int:
+    """The first head page's size: the count's growth, the ``streamed`` connections
+    among the newest (a head passes them: ``known_count`` includes them) and a margin
+    that reaches one connection a sync read, at most a page (a size the provider takes)."""
     growth = max(0, (stated_count or 0) - known_count)
-    return max(1, min(page_size, growth + HEAD_MARGIN))
+    return max(1, min(page_size, growth + streamed + HEAD_MARGIN))
 
 
 def head_bound(known_count: int, page_size: int) -> int:

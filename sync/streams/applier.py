@@ -7,10 +7,11 @@ it commits do the batch's ``done`` callbacks run, in submission order. A
 failed transaction committed nothing and is retried with backoff: nothing is
 applied twice (the events' identities) and no cursor passes an unapplied event.
 
-Each network a batch changed gets one ``network.changed`` callback after
-``STREAMS_DEBOUNCE_SECONDS`` (a burst is one callback); the counts wait in
-Redis (``StreamState.note_changed``), so a process killed inside the debounce
-leaves them for the next one to send (``resume_pending``).
+Each user whose networks a batch changed gets one ``network.changed`` callback
+after ``STREAMS_DEBOUNCE_SECONDS``, listing every network of theirs that changed
+with its counts (a burst, across networks, is one callback); the counts wait in
+Redis per network (``StreamState.note_changed``), so a process killed inside the
+debounce leaves them for the next one to send (``resume_pending``).
 """
 
 from __future__ import annotations
@@ -108,55 +109,66 @@ class Applier:
     def _debounce(self, applied: list[StreamChange]) -> None:
         if not self.svc.settings.callback_url:
             return
-        for network in _tally(applied):
-            self._arm(network)
+        for user_id in {_user_of(network) for network in _tally(applied)}:
+            self._arm(user_id)
 
-    def _arm(self, network: str) -> None:
-        if network not in self._timers:
+    def _arm(self, user_id: str) -> None:
+        if user_id not in self._timers:
             loop = asyncio.get_running_loop()
-            self._timers[network] = loop.call_later(
-                self.debounce_s, lambda: asyncio.ensure_future(self._fire(network))
+            self._timers[user_id] = loop.call_later(
+                self.debounce_s, lambda: asyncio.ensure_future(self._fire(user_id))
             )
 
     async def resume_pending(self) -> None:
         """Counts a killed process noted but never called back: send them after a debounce."""
         if self.svc.settings.callback_url:
             for network in await asyncio.to_thread(self.state.pending_changed):
-                self._arm(network)
+                self._arm(_user_of(network))
 
-    async def _fire(self, network: str) -> None:
-        self._timers.pop(network, None)
+    async def _fire(self, user_id: str) -> None:
+        self._timers.pop(user_id, None)
         try:
-            await asyncio.to_thread(self._send_changed, network)
+            await asyncio.to_thread(self._send_changed, user_id)
         except Exception as exc:  # noqa: BLE001 - Redis away: the counts stay for the next
             log.warning("streams: network.changed not queued (%s)", type(exc).__name__)
 
-    def _send_changed(self, network: str) -> None:
+    def _send_changed(self, user_id: str) -> None:
         from sync.callbacks import schedule
 
-        added, removed = self.state.take_changed(network)
-        if not added and not removed:
+        changed = []
+        for network in self.state.pending_changed():
+            if _user_of(network) != user_id:
+                continue
+            added, removed = self.state.take_changed(network)
+            if added or removed:
+                provider, relation = network.rsplit("|", 2)[1:]
+                changed.append(
+                    {"provider": provider, "relation": relation, "added": added, "removed": removed}
+                )
+        if not changed:
             return
-        user_id, provider, relation = network.split("|", 2)
         body = {
             "event": "network.changed",
             "user_id": user_id,
-            "provider": provider,
-            "relation": relation,
-            "added": added,
-            "removed": removed,
+            "networks": changed,
             "source": "stream",
         }
         delivery = Delivery(
             id=f"stream.{uuid.uuid4().hex}",
             event="network.changed",
             sync_id="",
-            provider=provider,
+            # the queue the delivery rides (its provider's region): the first network's
+            provider=changed[0]["provider"],
             created_at=time.time(),
             body=json.dumps(body, separators=(",", ":")),
         )
         if self.svc.outbox.add(delivery):
             schedule(self.svc, delivery, 0.0, self.broker_url)
+
+
+def _user_of(network: str) -> str:
+    """``user|provider|relation`` → user (a user id may hold "|": providers never do)."""
+    return network.rsplit("|", 2)[0]
 
 
 def _tally(changes: list[StreamChange]) -> dict[str, tuple[int, int]]:

@@ -112,6 +112,7 @@ def test_an_incremental_sync_adds_and_never_removes_nor_verifies(networks):
         "head": "h-3",
         "needs_full": False,
         "stated_count": 4,
+        "streamed": 0,
     }
     # nothing new: updated_at stays
     finalize(networks, me, [4], mode="incremental", at=1_700_000_200.0)

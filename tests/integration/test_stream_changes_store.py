@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 
 import pytest
 
@@ -114,3 +115,49 @@ def test_needs_full_marks_the_providers_networks(networks):
     finalize(networks, me, [1], provider="bluesky")
     assert networks.mark_needs_full("bluesky", [me]) == 1
     assert networks.mark_needs_full("bluesky", [me]) == 0  # already marked
+
+
+def test_a_streamed_connection_is_marked_until_a_sync_reads_it(networks):
+    """A head stops at the first connection a sync read, never at one only a stream
+    added (``0006_stream_marks``): the store says which is which."""
+    me = user()
+    finalize(networks, me, [1, 2, 3])
+    networks.apply_stream_changes([change(me, "added", 4), change(me, "added", 5)])
+    assert networks.known_ids_by_origin(me, "github", "followers", ["3", "4", "5", "9"]) == (
+        {"3"},
+        {"4", "5"},
+    )
+    assert networks.freshness(me, "github", "followers")["streamed"] == 2
+    # an incremental head that read 5 and 3 (not 4): 5 is the sync's now, 4 still the stream's
+    finalize(networks, me, [5, 3], mode="incremental", at=time.time())
+    assert networks.known_ids_by_origin(me, "github", "followers", ["3", "4", "5"]) == (
+        {"3", "5"},
+        {"4"},
+    )
+    assert networks.freshness(me, "github", "followers")["streamed"] == 1
+    # a full sync started after the change reads all: no mark is left
+    finalize(networks, me, [1, 2, 3, 4, 5], at=time.time())
+    assert networks.freshness(me, "github", "followers")["streamed"] == 0
+
+
+def test_a_full_sync_does_not_undo_a_change_pushed_while_it_read(networks):
+    """Pages read before a pushed change are older than it: the finalization keeps a
+    connection the stream added and does not re-add one it removed, and writes no
+    entry for either; the next full sync, started after, settles both."""
+    me = user()
+    finalize(networks, me, [1, 2, 3])
+    started = time.time() - 1  # the sync started (and read its pages) before the pushes
+    networks.apply_stream_changes([change(me, "added", 4), change(me, "removed", 3)])
+    start = feed_start(networks)
+    result = finalize(networks, me, [1, 2, 3], at=time.time(), started_at=started)
+    assert (result.added, result.removed, result.count) == (0, 0, 3)
+    assert sorted(networks.known_ids(me, "github", "followers", ["1", "2", "3", "4"])) == [
+        "1",
+        "2",
+        "4",
+    ]
+    assert [e["kind"] for e in feed_of(networks, start, {me})] == ["synced"]
+    # a full sync that started after the pushes is the truth: 3 is back (a follow since)
+    later = finalize(networks, me, [1, 2, 3], at=time.time(), started_at=time.time())
+    assert (later.added, later.removed) == (1, 1)
+    assert networks.freshness(me, "github", "followers")["streamed"] == 0

@@ -310,23 +310,38 @@ def test_two_streams_processes_apply_each_event_once(stack, streams):
         exactly_once(stack, user_id, "mastodon", account["id"], expected[user_id])
 
 
-def test_a_burst_of_pushed_changes_is_one_signed_network_changed_callback(stack, streams, receiver):
-    user_id, account = linked(stack, "bluesky")
+def test_a_burst_of_pushed_changes_is_one_signed_network_changed_callback_per_user(
+    stack, streams, receiver
+):
+    user_id, account = linked(stack, "bluesky", relations=["followers", "following"])
     streams()
     channels_open(stack, "bluesky")
     added = sim_change(stack, "bluesky", account["id"], add=4)["added"]
     sim_change(stack, "bluesky", account["id"], remove=added[:1])
-    wait_entries(stack, user_id, [("added", a) for a in added] + [("removed", added[0])])
+    follows = sim_change(stack, "bluesky", account["id"], relation="following", add=2)["added"]
+    expected = [("added", a) for a in added + follows] + [("removed", added[0])]
+    wait_entries(stack, user_id, expected)
 
     def changed():
         return [r for r in receiver.for_user(user_id) if r.json["event"] == "network.changed"]
 
-    wait_for(lambda: sum(r.json["added"] for r in changed()) == 4, "network.changed callbacks")
+    def totals():
+        sums: dict[tuple[str, str], list[int]] = {}
+        for call in changed():
+            for network in call.json["networks"]:
+                entry = sums.setdefault((network["provider"], network["relation"]), [0, 0])
+                entry[0] += network["added"]
+                entry[1] += network["removed"]
+        return sums
+
+    wanted = {("bluesky", "followers"): [4, 1], ("bluesky", "following"): [2, 0]}
+    wait_for(lambda: totals() == wanted, "network.changed callbacks")
     calls = changed()
-    assert sum(r.json["removed"] for r in calls) == 1
-    assert {(r.json["provider"], r.json["relation"], r.json["source"]) for r in calls} == {
-        ("bluesky", "followers", "stream")
-    }
+    assert {(r.json["user_id"], r.json["source"]) for r in calls} == {(user_id, "stream")}
+    for call in calls:  # one user per callback, each network listed once, never empty
+        listed = [(n["provider"], n["relation"]) for n in call.json["networks"]]
+        assert listed and len(listed) == len(set(listed))
+        assert all(n["added"] or n["removed"] for n in call.json["networks"])
     for call in calls:  # signed as every callback is
         assert verify(call.headers["X-Netsync-Signature"], call.body, [DEV_WEBHOOK_SECRET])
         assert call.headers["webhook-signature"].startswith("v1,")

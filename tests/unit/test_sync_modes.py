@@ -77,6 +77,9 @@ def test_head_first_page_is_the_growth_and_a_margin_within_a_page():
     assert head_first_size(9_000, 10_000, 1000) == modes.HEAD_MARGIN
     assert head_first_size(50_000, 10_000, 1000) == 1000
     assert head_first_size(None, 10_000, 100) == modes.HEAD_MARGIN
+    # connections a stream added sit among the newest: the first page reaches past them
+    assert head_first_size(10_003, 10_000, 1000, streamed=8) == 3 + 8 + modes.HEAD_MARGIN
+    assert head_first_size(10_000, 10_000, 100, streamed=500) == 100
 
 
 def test_head_bound_is_a_tenth_of_the_network_at_least_a_page():
