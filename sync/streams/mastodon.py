@@ -53,10 +53,14 @@ PAGE = 80
 class MastodonStream:
     provider = "mastodon"
 
-    def __init__(self, role, uid: str, user_id: str, default_url: str):
+    def __init__(
+        self, role, uid: str, user_id: str, default_url: str, linked_instance: str | None = None
+    ):
         self.role = role
         self.uid = uid
         self.user_id = user_id
+        #: the instance this account was linked on (``linked_accounts.instance``)
+        self.linked_instance = linked_instance
         #: the operator's instance (``MASTODON_API_URL``): an account without its own
         self.default_url = default_url.rstrip("/")
         #: the account's instance, as its credential says at each (re)connect
@@ -115,6 +119,10 @@ class MastodonStream:
             self.base_url, self.session = base.rstrip("/"), self.role.guarded_session
         else:
             self.base_url, self.session = self.default_url, self.role.session
+        if self.linked_instance and egress.instance_name(self.base_url) != self.linked_instance:
+            # the user logged in on another instance since: this account id is the old
+            # instance's, and its stream is the new row's (one stream per credential)
+            raise _Refused("instance_moved")
         return credential.access_token
 
     async def _stream(self, backoff: Backoff) -> None:

@@ -158,8 +158,10 @@ class StreamsRole:
     async def round(self) -> None:
         rows = await asyncio.to_thread(self.svc.networks.linked_accounts, self.settings.streams)
         roster: dict[str, dict[str, str]] = {}
-        for provider, uid, user_id, _account_id in rows:
-            roster.setdefault(provider, {})[uid] = user_id
+        for provider, uid, user_id, _account_id, instance in rows:
+            # a Mastodon id is unique on its instance only: keyed by both
+            key = f"{instance}|{uid}" if provider == "mastodon" and instance else uid
+            roster.setdefault(provider, {})[key] = user_id
         self.roster = roster
         wanted = await asyncio.to_thread(self._leases, roster)
         for name in set(self.tasks) - wanted:
@@ -175,9 +177,14 @@ class StreamsRole:
             return JetstreamChannel(self)
         if name == "x":
             return XChannel(self)
-        _, uid = name.split(":", 1)
+        _, key = name.split(":", 1)
+        instance, _, uid = key.rpartition("|")
         return MastodonStream(
-            self, uid, self.roster["mastodon"][uid], self.settings.api_url("mastodon")
+            self,
+            uid,
+            self.roster["mastodon"][key],
+            self.settings.api_url("mastodon"),
+            linked_instance=instance or None,
         )
 
     def _leases(self, roster) -> set[str]:

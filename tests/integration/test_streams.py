@@ -245,6 +245,34 @@ def test_a_mastodon_account_streams_from_its_own_instance_only(stack, streams):
     assert made and all(c["path"].startswith(f"/mastodon/{instance}/") for c in made)
 
 
+def test_an_account_that_moved_instance_streams_once_from_the_new_one(stack, streams):
+    """Two linked rows (the old instance's id, the new one's), one credential: one stream,
+    on the instance the credential names; nothing applied twice."""
+    old, new = f"i{secrets.token_hex(3)}.example", f"i{secrets.token_hex(3)}.example"
+    user_id, _ = linked_on_instance(stack, old)
+    moved = stack.add_account("mastodon", 5, id=str(10**9 + secrets.randbelow(10**9)), instance=new)
+    TOKENS.append(moved["token"])
+    response = stack.login(user_id, {**moved, "instance_url": f"{stack.sim}/mastodon/{new}"})
+    assert response.status_code == 202, response.text
+    record = stack.wait_final(stack.resync(user_id, "mastodon")["sync_id"])
+    assert record["status"] == "succeeded"
+    streams()
+    wait_for(
+        lambda: (new, "notifications") in push_requests(stack, moved["id"]),
+        "the moved account's stream opened on its new instance",
+    )
+    added = sim_change(stack, "mastodon", moved["id"], instance=new, add=2)["added"]
+    expected = [("added", a) for a in added]
+    wait_entries(stack, user_id, expected)
+    exactly_once(stack, user_id, "mastodon", moved["id"], expected)
+    assert {where for where, _ in push_requests(stack, moved["id"])} == {new}
+    # the old row's stream did not open a second one with the same token
+    metrics = stack.http.get(f"{stack.web}/metrics", timeout=10).text
+    assert (
+        'netsync_stream_disconnects_total{provider="mastodon",reason="instance_moved"}' in metrics
+    )
+
+
 def test_a_private_streaming_url_is_refused_counted_and_never_called(
     stack, streams, private_listener
 ):
