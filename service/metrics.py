@@ -50,6 +50,8 @@ COUNTER_HELP = {
     "stream_gaps": "Push channel outages longer than the channel replays (networks marked "
     "for a full sync), by provider",
     "stream_bad_frames": "Push channel frames that did not parse, by provider",
+    "stream_urls_refused": "Push channel URLs a user's instance led to that the public-address "
+    "guard refused (nothing sent there), by provider and at (instance, streaming_url, connect)",
     "sync_mode_syncs": "Finalized syncs by provider and mode (full, incremental)",
     "sync_mode_calls": "Provider calls of finalized syncs, by provider and mode",
     "sync_mode_counted_calls": "Calls that used the provider's quota, by provider and mode "

@@ -12,7 +12,12 @@
   ``:)`` comment and beats ``:thump`` comments. ``GET /mastodon/api/v2/instance``
   announces the streaming base URL (``configuration.urls.streaming``, ``ws://``);
   ``GET /mastodon/api/v1/notifications?types[]=follow&since_id=|min_id=|max_id=``
-  lists the notifications, newest first, paged by ``Link``.
+  lists the notifications, newest first, paged by ``Link``. Each instance
+  serves the three under ``/mastodon/<instance>/…`` too: its own streaming URL
+  (or the scenario's ``streaming_urls[<instance>]``), its own accounts' tokens
+  only (another instance's token: 401), its own accounts' notifications.
+  ``/_sim/push`` ``mastodon_requests`` counts who sent which token where:
+  (instance, endpoint, the token's account), the token never shown.
 - X Activity API: ``/twitter/2/activity/subscriptions`` (create, list, delete;
   an app bearer token), ``GET /twitter/2/activity/stream`` (one JSON event per
   line, ``\\r\\n`` keep-alives, ``backfill_minutes`` 0–5 or ``start_time`` within them): ``follow.follow`` and
@@ -120,6 +125,8 @@ class PushHub:
         self.subscriptions: dict[str, dict] = {}
         self.subscription_seq = 1976325569252868096
         self.x_events: deque[tuple[float, str]] = deque()
+        #: (instance or "", endpoint, the token's account or "") -> requests
+        self.mastodon_requests: dict[tuple[str, str, str], int] = {}
 
     # -- publishing ----------------------------------------------------------------
     def publish(self, change: dict) -> None:
@@ -251,6 +258,10 @@ class PushHub:
             "open": open_by,
             "jetstream_buffered": len(self.jetstream),
             "x_subscriptions": len(self.subscriptions),
+            "mastodon_requests": [
+                {"instance": instance, "endpoint": endpoint, "account_id": account, "n": n}
+                for (instance, endpoint, account), n in sorted(self.mastodon_requests.items())
+            ],
         }
 
 
@@ -277,9 +288,10 @@ def add_routes(app: web.Application, sim) -> None:
     hub = PushHub(sim)
     app[HUB] = sim.push = hub
     app.router.add_get("/bluesky/jetstream/subscribe", _jetstream(hub))
-    app.router.add_get("/mastodon/api/v1/streaming/user/notification", _mastodon_stream(hub))
-    app.router.add_get("/mastodon/api/v2/instance", _mastodon_instance(hub))
-    app.router.add_get("/mastodon/api/v1/notifications", _mastodon_notifications(hub))
+    for prefix in ("/mastodon", "/mastodon/{instance}"):
+        app.router.add_get(f"{prefix}/api/v1/streaming/user/notification", _mastodon_stream(hub))
+        app.router.add_get(f"{prefix}/api/v2/instance", _mastodon_instance(hub))
+        app.router.add_get(f"{prefix}/api/v1/notifications", _mastodon_notifications(hub))
     app.router.add_route("*", "/twitter/2/activity/subscriptions", _x_subscriptions(hub))
     app.router.add_delete(
         "/twitter/2/activity/subscriptions/{subscription_id}", _x_unsubscribe(hub)
@@ -356,22 +368,35 @@ def _gone(request: web.Request) -> bool:
     return request.transport is None or request.transport.is_closing()
 
 
-def _mastodon_owner(hub: PushHub, request: web.Request):
-    """The account a Mastodon token belongs to, or the 401 Mastodon answers."""
+def _mastodon_instance_of(request: web.Request) -> str:
+    """The instance a request was sent to ("" for the default one)."""
+    return request.match_info.get("instance", "")
+
+
+def _mastodon_owner(hub: PushHub, request: web.Request, endpoint: str):
+    """The account a Mastodon token belongs to on this instance, or the 401 Mastodon
+    answers (a token another instance issued means nothing here)."""
     header = request.headers.get("Authorization", "")
     word, _, token = header.partition(" ")
     if word.lower() != "bearer" or not token.strip():
         token = request.query.get("access_token", "")  # legacy, still accepted
     token = token.strip()
+    instance = _mastodon_instance_of(request)
+    owner = hub.sim.tokens.get("mastodon", token) if token else None
+    seen = (instance, endpoint, owner.account_id if owner else "")
+    hub.mastodon_requests[seen] = hub.mastodon_requests.get(seen, 0) + 1
     problem = hub.sim.tokens.problem("mastodon", token, hub.sim.clock()) if token else "missing"
+    account = hub.sim.account("mastodon", owner.account_id) if owner else None
+    if problem is None and account is not None and (account.instance or "") != instance:
+        problem = "unknown"
     if problem is not None:
         return None, _json({"error": "The access token is invalid"}, 401)
-    return hub.sim.tokens.get("mastodon", token).account_id, None
+    return owner.account_id, None
 
 
 def _mastodon_stream(hub: PushHub):
     async def handle(request: web.Request) -> web.StreamResponse:
-        account_id, refusal = _mastodon_owner(hub, request)
+        account_id, refusal = _mastodon_owner(hub, request, "streaming")
         if refusal is not None:
             return refusal
         response = web.StreamResponse(
@@ -409,10 +434,14 @@ def _mastodon_stream(hub: PushHub):
 
 def _mastodon_instance(hub: PushHub):
     async def handle(request: web.Request) -> web.Response:
-        base = f"ws://{request.host}/mastodon"
+        instance = _mastodon_instance_of(request)
+        seen = (instance, "instance", "")
+        hub.mastodon_requests[seen] = hub.mastodon_requests.get(seen, 0) + 1
+        own = f"ws://{request.host}/mastodon" + (f"/{instance}" if instance else "")
+        base = hub.sim.scenario.streaming_urls.get(instance, own)
         return _json(
             {
-                "domain": request.host,
+                "domain": instance or request.host,
                 "title": "Mastodon (simulator)",
                 "version": "4.6.4",
                 "api_versions": {"mastodon": 11},
@@ -425,7 +454,7 @@ def _mastodon_instance(hub: PushHub):
 
 def _mastodon_notifications(hub: PushHub):
     async def handle(request: web.Request) -> web.Response:
-        account_id, refusal = _mastodon_owner(hub, request)
+        account_id, refusal = _mastodon_owner(hub, request, "notifications")
         if refusal is not None:
             return refusal
         query = request.query

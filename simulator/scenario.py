@@ -365,6 +365,10 @@ class Scenario:
     faults: list[dict] = field(default_factory=list)
     seed: int = 0
     token_ttl_s: dict[str, int] = field(default_factory=dict)
+    #: Mastodon instance name ("" for the default) -> the streaming base URL its
+    #: ``/api/v2/instance`` announces instead of its own (as a real instance may name
+    #: ``wss://streaming.<domain>``): a test's hostile or other-host instance
+    streaming_urls: dict[str, str] = field(default_factory=dict)
 
     def latency_for(self, provider: str) -> Latency:
         return self.provider_latency.get(provider, self.latency)
@@ -382,6 +386,7 @@ def parse_scenario(raw: Any) -> Scenario:
         "faults",
         "seed",
         "token_ttl_s",
+        "streaming_urls",
         "description",
     }
     if unknown:
@@ -403,7 +408,26 @@ def parse_scenario(raw: Any) -> Scenario:
     for provider, ttl in (raw.get("token_ttl_s") or {}).items():
         _provider(provider, "token_ttl_s")
         scenario.token_ttl_s[provider] = int(ttl)
+    scenario.streaming_urls = parse_streaming_urls(raw.get("streaming_urls"))
     return scenario
+
+
+def parse_streaming_urls(raw: Any) -> dict[str, str]:
+    """``{"<instance>" | "": "wss://host[:port][/path]"}``: what each Mastodon instance
+    announces as its streaming base URL."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ScenarioError("streaming_urls: expected an object")
+    urls = {}
+    for name, url in raw.items():
+        where = f"streaming_urls.{name}"
+        if name:
+            instance_name(name, "mastodon", where)
+        if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
+            raise ScenarioError(f"{where}: expected a ws:// or wss:// URL")
+        urls[name] = url.rstrip("/")
+    return urls
 
 
 def parse_accounts(raw: Any, where: str = "accounts") -> list[Account]:

@@ -450,12 +450,14 @@ class NetworkStore:
                 (provider, list(user_ids)),
             ).rowcount
 
-    def linked_accounts(self, providers: Iterable[str]) -> list[tuple[str, str, str, str]]:
-        """Every linked account of ``providers``: (provider, stable id, user, account id)."""
+    def linked_accounts(self, providers: Iterable[str]) -> list[tuple[str, str, str, str, str]]:
+        """Every linked account of ``providers``: (provider, stable id, user, account id,
+        instance: ``''`` where ids are global)."""
         with self.pool.connection() as conn:
             return conn.execute(
-                "SELECT provider, provider_uid, user_id, account_id FROM linked_accounts"
-                " WHERE provider = ANY(%s) ORDER BY provider, provider_uid",
+                "SELECT provider, provider_uid, user_id, account_id, instance"
+                " FROM linked_accounts WHERE provider = ANY(%s)"
+                " ORDER BY provider, provider_uid, instance",
                 (list(providers),),
             ).fetchall()
 

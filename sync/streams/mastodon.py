@@ -13,8 +13,16 @@ a gap of any length is read whole). The stream is opened first, so nothing
 falls between the fill and the stream; what both deliver is applied once (the
 notification id is the event's identity).
 
-``base_url`` is the account's instance: ``MASTODON_API_URL`` today; an
-account's own instance URL plugs in here (``MastodonStream.base_url``).
+The account's instance is the one its credential names (``Credential.instance``,
+from the login), else ``MASTODON_API_URL``: the token is read with the instance
+from the same stored object, so it only ever goes to the instance it was given
+for. A user's instance is called through the guarded session
+(``sync.streams.guarded``: public addresses only, at every connection), and the
+streaming URL it announces must pass ``egress.check_instance_url`` (https,
+public, or an exact ``OUTBOUND_ALLOW_PRIVATE`` host:port; it may be another
+host, as ``wss://streaming.<domain>`` often is); a refused one is counted
+(``stream_urls_refused``) and nothing is sent to it. The operator's instance
+and what it announces are trusted.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from providers import push
 from providers.pagination import parse_link_header
 from state.credentials import CredentialError
 from state.networks import StreamChange
+from sync import egress
+from sync.streams import guarded
 from sync.streams.guard import Backoff, FrameGuard, StreamCut
 
 log = logging.getLogger("netsync.streams.mastodon")
@@ -43,14 +53,26 @@ PAGE = 80
 class MastodonStream:
     provider = "mastodon"
 
-    def __init__(self, role, uid: str, user_id: str, base_url: str):
+    def __init__(
+        self, role, uid: str, user_id: str, default_url: str, linked_instance: str | None = None
+    ):
         self.role = role
         self.uid = uid
         self.user_id = user_id
-        self.base_url = base_url.rstrip("/")
-        #: the account's key in the cursor hash, unique across instances
-        self.account_key = f"{self.base_url}|{uid}"
+        #: the instance this account was linked on (``linked_accounts.instance``)
+        self.linked_instance = linked_instance
+        #: the operator's instance (``MASTODON_API_URL``): an account without its own
+        self.default_url = default_url.rstrip("/")
+        #: the account's instance, as its credential says at each (re)connect
+        self.base_url = self.default_url
+        self.session = role.session
         self.connected = asyncio.Event()
+
+    @property
+    def account_key(self) -> str:
+        """The account's key in the cursor hash and its events' identities, unique
+        across instances (the operator's instance keeps the key it always had)."""
+        return f"{self.base_url}|{self.uid}"
 
     async def run(self) -> None:
         backoff = Backoff()
@@ -62,6 +84,14 @@ class MastodonStream:
             except _Refused as refused:
                 reason = refused.reason
                 delay = REFUSED_RETRY_S * (0.5 + random.random())
+            except egress.InstanceNotAllowed:
+                reason = egress.NOT_ALLOWED
+                delay = REFUSED_RETRY_S * (0.5 + random.random())
+            except aiohttp.ClientConnectionError as exc:
+                reason = egress.NOT_ALLOWED if guarded.refused_by_guard(exc) else type(exc).__name__
+                if reason == egress.NOT_ALLOWED:
+                    self.role.count("stream_urls_refused", provider=self.provider, at="connect")
+                    delay = REFUSED_RETRY_S * (0.5 + random.random())
             except StreamCut as cut:
                 reason = cut.reason
             except (aiohttp.ClientError, TimeoutError, OSError, push.FrameError, ValueError) as exc:
@@ -73,19 +103,40 @@ class MastodonStream:
             await asyncio.sleep(delay)
 
     async def _token(self) -> str:
+        """The account's token; ``base_url`` and ``session`` become its instance's."""
         try:
             credential = await asyncio.to_thread(
                 self.role.svc.credentials.load, "mastodon", self.user_id
             )
         except CredentialError:
             raise _Refused("no_credential") from None
+        if credential.instance:
+            try:
+                base = await self.role.check_user_url(credential.instance, "instance")
+            except egress.InstanceNotAllowed:
+                self.role.count("stream_urls_refused", provider=self.provider, at="instance")
+                raise
+            self.base_url, self.session = base.rstrip("/"), self.role.guarded_session
+        else:
+            self.base_url, self.session = self.default_url, self.role.session
+        if self.linked_instance and egress.instance_name(self.base_url) != self.linked_instance:
+            # the user logged in on another instance since: this account id is the old
+            # instance's, and its stream is the new row's (one stream per credential)
+            raise _Refused("instance_moved")
         return credential.access_token
 
     async def _stream(self, backoff: Backoff) -> None:
         headers = {"Authorization": f"Bearer {await self._token()}"}
-        url = await self.role.mastodon_streaming_url(self.base_url)
+        user_supplied = self.session is not self.role.session
+        try:
+            url = await self.role.mastodon_streaming_url(self.base_url, user_supplied)
+        except egress.InstanceNotAllowed:
+            self.role.count("stream_urls_refused", provider=self.provider, at="streaming_url")
+            raise
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=READ_TIMEOUT_S)
-        async with self.role.session.get(url, headers=headers, timeout=timeout) as response:
+        async with self.session.get(
+            url, headers=headers, timeout=timeout, allow_redirects=False
+        ) as response:
             if response.status in (401, 403):
                 raise _Refused(f"token_refused_{response.status}")
             if response.status != 200:
@@ -146,8 +197,8 @@ class MastodonStream:
 
     async def _get(self, url: str, params, headers: dict):
         timeout = aiohttp.ClientTimeout(total=30)
-        async with self.role.session.get(
-            url, params=params, headers=headers, timeout=timeout
+        async with self.session.get(
+            url, params=params, headers=headers, timeout=timeout, allow_redirects=False
         ) as response:
             if response.status in (401, 403):
                 raise _Refused(f"token_refused_{response.status}")

@@ -31,7 +31,9 @@ import aiohttp
 from providers import push
 from state.liveness import Liveness
 from state.streams import StreamState
+from sync import egress
 from sync.streams.applier import Applier
+from sync.streams.guarded import guarded_session
 from sync.streams.jetstream import JetstreamChannel
 from sync.streams.mastodon import MastodonStream
 from sync.streams.x import XChannel
@@ -58,6 +60,8 @@ class StreamsRole:
         self.channels: dict[str, object] = {}
         self.held: set[str] = set()
         self.session: aiohttp.ClientSession | None = None
+        #: for hosts users supplied (their instance, the streaming URL it announced)
+        self.guarded_session: aiohttp.ClientSession | None = None
         self._streaming_urls: dict[str, str] = {}
 
     # -- what the channels ask ---------------------------------------------------------
@@ -70,18 +74,38 @@ class StreamsRole:
         except Exception:  # noqa: BLE001 - metrics are best effort, never a reason to drop a stream
             log.debug("metric %s not counted", name)
 
-    async def mastodon_streaming_url(self, base_url: str) -> str:
-        """The instance's notification stream URL (``GET /api/v2/instance``), cached."""
+    async def mastodon_streaming_url(self, base_url: str, user_supplied: bool = False) -> str:
+        """The instance's notification stream URL (``GET /api/v2/instance``), cached.
+
+        The operator's instance (``MASTODON_API_URL``) is trusted, with what it
+        announces. A user's instance is asked through the guarded session, and
+        the URL it announces (often another host: ``wss://streaming.<domain>``)
+        must pass ``egress.check_instance_url`` as a login's instance does: https
+        and public addresses only, or an exact ``OUTBOUND_ALLOW_PRIVATE`` host:port.
+        Else ``egress.InstanceNotAllowed``: the token is not sent there.
+        """
         url = self._streaming_urls.get(base_url)
         if url is None:
-            async with self.session.get(
-                f"{base_url}/api/v2/instance", timeout=aiohttp.ClientTimeout(total=30)
+            session = self.guarded_session if user_supplied else self.session
+            async with session.get(
+                f"{base_url}/api/v2/instance",
+                timeout=aiohttp.ClientTimeout(total=30),
+                allow_redirects=False,
             ) as response:
                 if response.status != 200:
                     raise push.FrameError(f"instance answered {response.status}")
                 url = push.mastodon_streaming_url(await response.json(content_type=None))
+            if user_supplied:
+                await self.check_user_url(url, "the instance's streaming URL")
             self._streaming_urls[base_url] = url
         return url
+
+    async def check_user_url(self, url: str, what: str) -> str:
+        """``url`` checked by ``egress.check_instance_url`` (it resolves: in a thread)."""
+        checked = await asyncio.to_thread(
+            egress.check_instance_url, url, self.settings.outbound_allow_private, what=what
+        )
+        return checked.base_url
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -89,6 +113,7 @@ class StreamsRole:
             timeout=aiohttp.ClientTimeout(total=None, connect=10),
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
         )
+        self.guarded_session = guarded_session(self.settings.outbound_allow_private)
         applier = asyncio.ensure_future(self.applier.run())
         try:
             try:
@@ -118,6 +143,7 @@ class StreamsRole:
                 pass
             applier.cancel()
             await self.session.close()
+            await self.guarded_session.close()
             await asyncio.to_thread(self._leave)
 
     async def _drain(self) -> None:
@@ -132,8 +158,10 @@ class StreamsRole:
     async def round(self) -> None:
         rows = await asyncio.to_thread(self.svc.networks.linked_accounts, self.settings.streams)
         roster: dict[str, dict[str, str]] = {}
-        for provider, uid, user_id, _account_id in rows:
-            roster.setdefault(provider, {})[uid] = user_id
+        for provider, uid, user_id, _account_id, instance in rows:
+            # a Mastodon id is unique on its instance only: keyed by both
+            key = f"{instance}|{uid}" if provider == "mastodon" and instance else uid
+            roster.setdefault(provider, {})[key] = user_id
         self.roster = roster
         wanted = await asyncio.to_thread(self._leases, roster)
         for name in set(self.tasks) - wanted:
@@ -149,9 +177,14 @@ class StreamsRole:
             return JetstreamChannel(self)
         if name == "x":
             return XChannel(self)
-        _, uid = name.split(":", 1)
+        _, key = name.split(":", 1)
+        instance, _, uid = key.rpartition("|")
         return MastodonStream(
-            self, uid, self.roster["mastodon"][uid], self.settings.api_url("mastodon")
+            self,
+            uid,
+            self.roster["mastodon"][key],
+            self.settings.api_url("mastodon"),
+            linked_instance=instance or None,
         )
 
     def _leases(self, roster) -> set[str]:

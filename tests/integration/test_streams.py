@@ -28,7 +28,9 @@ from service.config import DEV_WEBHOOK_SECRET
 from state.spend import SpendBook
 from sync.signatures import verify
 from tests.integration.conftest import TEST_ENV, Stack, new_user, stack_options
+from tests.integration.provider_helpers import calls
 from tests.integration.receiver import CallbackReceiver
+from tests.unit.test_egress import Listener
 
 PATIENCE_S = 60.0
 #: the Redis database of this module's stack (the others use 8 to 15)
@@ -41,13 +43,27 @@ def receiver():
         yield running
 
 
+#: a Mastodon instance of the module's simulator that announces a private streaming URL
+HOSTILE_INSTANCE = "hostile-streaming.example"
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, receiver):
+def private_listener():
+    """A loopback port no allow-list names: where the hostile instance says it streams."""
+    running = Listener()
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, receiver, private_listener):
     env = {**TEST_ENV, "STREAMS_DEBOUNCE_SECONDS": "0.5", "CALLBACK_URL": receiver.url}
+    hostile_url = f"wss://127.0.0.1:{private_listener.port}/streaming"
     dev = DevStack(
         var_dir=tmp_path_factory.mktemp("streams"),
         workers=[WorkerSpec("normal,whale,trickle", pool="threads", concurrency=4, name="main")],
         redis_db=STREAMS_DB,
+        scenario={"accounts": [], "streaming_urls": {HOSTILE_INSTANCE: hostile_url}},
         **stack_options(env),
     )
     with dev:
@@ -188,6 +204,91 @@ def test_mastodon_follows_reach_the_network_once_and_a_gap_is_filled(stack, stre
     expected = [("added", a) for a in added + missed]
     wait_entries(stack, user_id, expected)
     exactly_once(stack, user_id, "mastodon", account["id"], expected)
+
+
+def linked_on_instance(stack, instance: str):
+    """A user whose Mastodon account lives on ``instance`` (its login names it)."""
+    user_id = new_user()
+    account = stack.add_account(
+        "mastodon", 5, id=str(10**9 + secrets.randbelow(10**9)), instance=instance
+    )
+    TOKENS.append(account["token"])
+    response = stack.login(user_id, {**account, "instance_url": f"{stack.sim}/mastodon/{instance}"})
+    assert response.status_code == 202, response.text
+    for sync in response.json()["syncs"]:
+        assert stack.wait_final(sync["sync_id"])["status"] == "succeeded"
+    return user_id, account
+
+
+def push_requests(stack, account_id: str) -> set[tuple[str, str]]:
+    """(instance, endpoint) of every push request that carried this account's token."""
+    seen = requests.get(f"{stack.sim}/_sim/push", timeout=10).json()["mastodon_requests"]
+    return {(r["instance"], r["endpoint"]) for r in seen if r["account_id"] == account_id}
+
+
+def test_a_mastodon_account_streams_from_its_own_instance_only(stack, streams):
+    instance = f"i{secrets.token_hex(3)}.example"
+    user_id, account = linked_on_instance(stack, instance)
+    streams()
+    # the gap fill follows the stream's opening: once it is asked, the stream listens
+    wait_for(
+        lambda: (instance, "notifications") in push_requests(stack, account["id"]),
+        "the account's stream opened on its instance",
+    )
+    added = sim_change(stack, "mastodon", account["id"], instance=instance, add=2)["added"]
+    expected = [("added", a) for a in added]
+    wait_entries(stack, user_id, expected)
+    exactly_once(stack, user_id, "mastodon", account["id"], expected)
+    # the token went to its own instance only: never to MASTODON_API_URL's
+    assert {where for where, _ in push_requests(stack, account["id"])} == {instance}
+    made = calls(stack, "mastodon", token=account["token"])
+    assert made and all(c["path"].startswith(f"/mastodon/{instance}/") for c in made)
+
+
+def test_an_account_that_moved_instance_streams_once_from_the_new_one(stack, streams):
+    """Two linked rows (the old instance's id, the new one's), one credential: one stream,
+    on the instance the credential names; nothing applied twice."""
+    old, new = f"i{secrets.token_hex(3)}.example", f"i{secrets.token_hex(3)}.example"
+    user_id, _ = linked_on_instance(stack, old)
+    moved = stack.add_account("mastodon", 5, id=str(10**9 + secrets.randbelow(10**9)), instance=new)
+    TOKENS.append(moved["token"])
+    response = stack.login(user_id, {**moved, "instance_url": f"{stack.sim}/mastodon/{new}"})
+    assert response.status_code == 202, response.text
+    # full: the network is the new account's now (an incremental sync would add to the old)
+    record = stack.wait_final(stack.resync(user_id, "mastodon", mode="full")["sync_id"])
+    assert record["status"] == "succeeded"
+    streams()
+    wait_for(
+        lambda: (new, "notifications") in push_requests(stack, moved["id"]),
+        "the moved account's stream opened on its new instance",
+    )
+    added = sim_change(stack, "mastodon", moved["id"], instance=new, add=2)["added"]
+    expected = [("added", a) for a in added]
+    wait_entries(stack, user_id, expected)
+    exactly_once(stack, user_id, "mastodon", moved["id"], expected)
+    assert {where for where, _ in push_requests(stack, moved["id"])} == {new}
+    # the old row's stream did not open a second one with the same token
+    metrics = stack.http.get(f"{stack.web}/metrics", timeout=10).text
+    assert (
+        'netsync_stream_disconnects_total{provider="mastodon",reason="instance_moved"}' in metrics
+    )
+
+
+def test_a_private_streaming_url_is_refused_counted_and_never_called(
+    stack, streams, private_listener
+):
+    user_id, account = linked_on_instance(stack, HOSTILE_INSTANCE)
+    streams()
+    metric = 'netsync_stream_urls_refused_total{at="streaming_url",provider="mastodon"}'
+    wait_for(
+        lambda: metric in stack.http.get(f"{stack.web}/metrics", timeout=10).text,
+        "the refusal counted",
+    )
+    assert private_listener.accepted == 0
+    # the instance was asked what it announces; its token went nowhere
+    assert push_requests(stack, account["id"]) == set()
+    seen = requests.get(f"{stack.sim}/_sim/push", timeout=10).json()["mastodon_requests"]
+    assert any(r["instance"] == HOSTILE_INSTANCE and r["endpoint"] == "instance" for r in seen)
 
 
 def test_x_subscriptions_and_events_reach_network_and_feed_once(stack, streams):
