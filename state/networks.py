@@ -153,6 +153,7 @@ class NetworkStore:
         head: str | None = None,
         cost: dict | None = None,
         started_at: float | None = None,
+        account: str | None = None,
     ) -> Finalized:
         """Apply ``connections`` to the network and log the diff: all or nothing, once.
 
@@ -162,7 +163,10 @@ class NetworkStore:
 
         ``started_at`` (epoch s, the sync's start; default ``finished_at``): a change a
         push channel applied since wins over what the pages read before it
-        (``stream_marks``): a connection it added stays, one it removed is not re-added."""
+        (``stream_marks``): a connection it added stays, one it removed is not re-added.
+
+        ``account``: the account the pages were read from (``sync.modes.account_key``);
+        a later sync of another account must not read incrementally onto this network."""
         network = (user_id, provider, relation)
         with self.pool.connection() as conn, conn.transaction():
             done = _finalized(conn, sync_id)
@@ -187,19 +191,19 @@ class NetworkStore:
             result = Finalized(
                 sync_id, status, count, added, removed, initial=last_sync is None, mode=mode
             )
-            _record_finalized(conn, network_id, result, finished_at, stated_count, head)
+            _record_finalized(conn, network_id, result, finished_at, stated_count, head, account)
             _append_sync_entries(conn, network, result, cost)
         return result
 
     def freshness(self, user_id: str, provider: str, relation: str) -> dict | None:
         """What the stored network says about how to re-read it (``sync.modes``), or None
         when it was never synced: count, verified_at (epoch s), head, needs_full,
-        streamed."""
+        streamed, account."""
         with self.pool.connection() as conn:
             row = conn.execute(
                 "SELECT count, extract(epoch FROM verified_at), head, needs_full,"
                 " stated_count, (SELECT count(*) FROM stream_marks m"
-                " WHERE m.network_id = n.network_id AND m.kind = 'added')"
+                " WHERE m.network_id = n.network_id AND m.kind = 'added'), account"
                 " FROM networks n WHERE user_id = %s AND provider = %s"
                 " AND relation = %s AND sync_id IS NOT NULL",
                 (user_id, provider, relation),
@@ -214,6 +218,8 @@ class NetworkStore:
             "stated_count": row[4],
             # connections a push channel added that no sync has read since
             "streamed": row[5],
+            # the account it was last read from (None: before that was recorded)
+            "account": row[6],
         }
 
     def stale_networks(self, verified_before: float, provider: str | None, limit: int):
@@ -494,6 +500,7 @@ def _record_finalized(
     finished_at: float,
     stated_count: int | None,
     head: str | None,
+    account: str | None = None,
 ) -> None:
     """The network now holds this sync; the sync id, finalized (the idempotency key).
 
@@ -504,7 +511,7 @@ def _record_finalized(
     conn.execute(
         "UPDATE networks SET sync_id = %(sync)s, synced_at = to_timestamp(%(at)s),"
         " count = %(count)s, stated_count = coalesce(%(stated)s, stated_count),"
-        " head = coalesce(%(head)s, head),"
+        " head = coalesce(%(head)s, head), account = coalesce(%(account)s, account),"
         " verified_at = CASE WHEN %(full)s THEN to_timestamp(%(at)s) ELSE verified_at END,"
         " needs_full = CASE WHEN %(full)s THEN false ELSE needs_full END,"
         " updated_at = CASE WHEN %(changed)s THEN to_timestamp(%(at)s) ELSE updated_at END"
@@ -515,6 +522,7 @@ def _record_finalized(
             "count": result.count,
             "stated": stated_count,
             "head": head,
+            "account": account,
             "full": full,
             "changed": changed,
             "network": network_id,

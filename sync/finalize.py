@@ -46,6 +46,8 @@ def finalize_sync(svc, record: dict) -> tuple[Finalized, bool]:
         cost=CallCost.from_record(record).as_view(),
         # a change a stream applied after this is newer than what the pages read
         started_at=_epoch(record.get("started_at")),
+        # the account the pages were read from: another one later is read in full
+        account=record.get("account") or None,
     )
     # the conditional cache this sync kept now describes the network (after the commit:
     # a finalization run again replaces it again, harmlessly)

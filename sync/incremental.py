@@ -18,6 +18,7 @@ import logging
 import time
 
 from providers.provider import HttpCall, Page
+from state.credentials import CredentialError
 from state.etag_cache import CachedPage, EtagCache
 from sync import modes
 from sync.context import SyncContext
@@ -39,6 +40,7 @@ def stored_network(ctx: SyncContext) -> modes.NetworkFreshness | None:
         stored["head"],
         stored["needs_full"],
         stored["streamed"],
+        stored.get("account"),
     )
 
 
@@ -50,7 +52,20 @@ def _choose(ctx: SyncContext, network, size: int | None) -> modes.ModeChoice:
         size,
         time.time(),
         ctx.svc.settings.full_sync_every_seconds,
+        current_account(ctx),
     )
+
+
+def current_account(ctx: SyncContext) -> str:
+    """This sync's account (``modes.account_key``): the record's id, and the login's
+    instance where ids are per instance (the credential's, not a resolved PDS)."""
+    instance = None
+    if ctx.provider.ACCOUNT_IDS_PER_INSTANCE:
+        try:
+            instance = ctx.credential.instance
+        except CredentialError:
+            instance = None  # no call will be made: the task ends needs_reauth
+    return modes.account_key(ctx.account_id, instance, ctx.provider.ACCOUNT_IDS_PER_INSTANCE)
 
 
 def conditional_profile(ctx: SyncContext, network) -> CachedPage | None:
@@ -91,7 +106,7 @@ def plan(
     svc, provider = ctx.svc, ctx.provider
     requested = ctx.record.get("mode_requested") or modes.AUTO
     choice = _choose(ctx, network, size)
-    fields = {"mode": choice.mode, "mode_reason": choice.reason}
+    fields = {"mode": choice.mode, "mode_reason": choice.reason, "account": current_account(ctx)}
     if network is not None:
         fields["known_count"] = network.count
     svc.store.update(ctx.sync_id, **fields)

@@ -48,6 +48,8 @@ class NetworkFreshness:
     needs_full: bool = False
     #: connections a push channel added that no sync has read since (a head passes them)
     streamed: int = 0
+    #: the account it was last read from (``account_key``); None: not recorded
+    account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ def resolve_mode(
     stated_count: int | None,
     now: float,
     full_every_s: float,
+    account: str | None = None,
 ) -> ModeChoice:
     """The mode a sync runs in, from the mode asked for and what is stored.
 
@@ -72,6 +75,10 @@ def resolve_mode(
     ``since``); ``auto`` also runs full when the last verification is older
     than ``full_every_s``, when something asked for one, or when the count
     went down (a removal only a full read can find).
+
+    A network read from another ``account`` (the user linked a new one, or moved
+    instance) is read in full whatever was asked: adding the new account's
+    connections to the old account's would present a mix as the network.
     """
     if requested == FULL:
         return ModeChoice(FULL, "requested")
@@ -79,6 +86,8 @@ def resolve_mode(
         return ModeChoice(FULL, "provider_offers_nothing_cheaper")
     if network is None:
         return ModeChoice(FULL, "never_synced")
+    if account is not None and network.account is not None and network.account != account:
+        return ModeChoice(FULL, "account_changed")
     if incremental_kind == "since" and not network.head:
         return ModeChoice(FULL, "no_head")
     if requested == INCREMENTAL:
@@ -92,6 +101,12 @@ def resolve_mode(
     if stated_count is not None and stated_count < network.count:
         return ModeChoice(FULL, "count_went_down")
     return ModeChoice(INCREMENTAL, "auto")
+
+
+def account_key(account_id: str, instance: str | None, ids_per_instance: bool) -> str:
+    """The account a network is read from, as ``networks.account`` keeps it: the
+    instance counts only where account ids are per instance (Mastodon)."""
+    return f"{(instance or '') if ids_per_instance else ''} {account_id}"
 
 
 # -- heads ------------------------------------------------------------------------------

@@ -113,6 +113,7 @@ def test_an_incremental_sync_adds_and_never_removes_nor_verifies(networks):
         "needs_full": False,
         "stated_count": 4,
         "streamed": 0,
+        "account": None,  # finalized without naming the account it was read from
     }
     # nothing new: updated_at stays
     finalize(networks, me, [4], mode="incremental", at=1_700_000_200.0)

@@ -186,6 +186,23 @@ def test_github_garbled_cache_entry_or_another_token_reads_that_page_in_full(sta
     assert network(stack, user, provider) == stack.truth(provider, account["id"])
 
 
+@pytest.mark.parametrize(("provider", "size"), [("github", 150), ("twitter", 1200)])
+def test_another_account_linked_is_read_in_full_not_added_to_the_old_network(stack, provider, size):
+    """A user links another account of the provider (a new login): the next sync reads
+    the new account in full, even when asked for incremental, so the network is the new
+    account's, never a mix of both."""
+    user, old, _ = first_sync(stack, provider, size)
+    new = stack.add_account(provider, size * 2)  # grown: the count check sees nothing
+    login(stack, user, new)  # inside the freshness window: stores the credential only
+    record = resync(stack, user, provider)  # auto
+    assert (record["mode"], record["mode_reason"]) == ("full", "account_changed"), record
+    assert network(stack, user, provider) == stack.truth(provider, new["id"])
+    asked = resync(stack, user, provider, "incremental")  # the same account again
+    assert asked["mode"] == "incremental", asked
+    assert network(stack, user, provider) == stack.truth(provider, new["id"])
+    assert not network(stack, user, provider) & stack.truth(provider, old["id"])
+
+
 # -- heads: X, Bluesky, Mastodon -----------------------------------------------------------------
 HEADS = {"twitter": 1000, "bluesky": 100, "mastodon": 80}
 

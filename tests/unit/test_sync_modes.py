@@ -50,6 +50,26 @@ def test_a_provider_with_nothing_cheaper_is_always_full(requested):
     assert choice == modes.ModeChoice("full", "provider_offers_nothing_cheaper")
 
 
+@pytest.mark.parametrize("requested", ["auto", "incremental"])
+def test_a_network_read_from_another_account_is_read_in_full(requested):
+    net = NetworkFreshness(1000, NOW - 60, "h1", account=" octocat")
+    kept = resolve_mode(requested, "conditional", net, 1000, NOW, DAY, account=" octocat")
+    assert kept.mode == "incremental"
+    other = resolve_mode(requested, "conditional", net, 1000, NOW, DAY, account=" hubot")
+    assert other == modes.ModeChoice("full", "account_changed")
+    # a network kept before the account was recorded counts as the same account
+    unknown = NetworkFreshness(1000, NOW - 60, "h1")
+    assert resolve_mode(requested, "head", unknown, 1000, NOW, DAY, account=" x").mode == (
+        "incremental"
+    )
+
+
+def test_the_account_key_names_the_instance_only_where_ids_are_per_instance():
+    assert modes.account_key("109", "https://a.example", True) == "https://a.example 109"
+    assert modes.account_key("109", None, True) == " 109"
+    assert modes.account_key("did:plc:x", "https://pds.example", False) == " did:plc:x"
+
+
 def test_full_is_full_whatever_is_stored():
     assert choose("full", net=network()).mode == "full"
 
