@@ -136,7 +136,9 @@ def seed_previous_network(dev: HostStack, user: str, truth: set, churn: int = 10
             provider="github",
             relation="followers",
             status="succeeded",
-            finished_at=time.time() - 3600,
+            # verified two days ago, past FULL_SYNC_EVERY: the login's `auto` sync is the
+            # full, verifying read whose removals the tests follow (not an incremental one)
+            finished_at=time.time() - 2 * 86400,
             connections=previous,
         )
     finally:
