@@ -1,9 +1,18 @@
-"""What keeps a misbehaving stream from hurting the process: frame budgets and backoff."""
+"""What keeps a misbehaving stream from hurting the process: frame budgets, backoff, and
+the one reconnect loop every channel runs."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+#: what ends a connection without being a bug: the network, the peer, a timeout
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 class StreamCut(Exception):
@@ -60,3 +69,38 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+async def keep_reconnecting(
+    channel,
+    connect: Callable[[Backoff], Awaitable[None]],
+    log: logging.Logger,
+    describe: str,
+    *,
+    errors: tuple[type[BaseException], ...] = CONNECTION_ERRORS,
+    interpret: Callable[[BaseException], tuple[str, float | None] | None] | None = None,
+    level: int = logging.WARNING,
+) -> None:
+    """Run ``connect(backoff)`` for ever: each time it returns or fails (a ``StreamCut``
+    or one of ``errors``) the channel is marked disconnected, the reason counted
+    (``stream_disconnects``) and logged, and the next attempt waits. ``interpret``
+    names a channel's own outcomes: ``(reason, delay)`` (delay None: the backoff's),
+    or None for the default (the cut's reason, or the error's type)."""
+    backoff = Backoff()
+    while True:
+        try:
+            await connect(backoff)
+            reason, delay = "closed", None
+        except (StreamCut, *errors) as exc:
+            named = interpret(exc) if interpret is not None else None
+            if named is not None:
+                reason, delay = named
+            else:
+                reason = exc.reason if isinstance(exc, StreamCut) else type(exc).__name__
+                delay = None
+        channel.connected.clear()
+        if delay is None:
+            delay = backoff.next_delay()
+        channel.role.count("stream_disconnects", provider=channel.provider, reason=reason)
+        log.log(level, "%s: disconnected (%s); again in %.1fs", describe, reason, delay)
+        await asyncio.sleep(delay)

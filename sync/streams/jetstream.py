@@ -26,7 +26,7 @@ import aiohttp
 
 from providers import push
 from state.networks import StreamChange
-from sync.streams.guard import Backoff, FrameGuard, StreamCut
+from sync.streams.guard import Backoff, FrameGuard, keep_reconnecting
 
 log = logging.getLogger("netsync.streams.jetstream")
 
@@ -47,21 +47,10 @@ class JetstreamChannel:
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                params = await self._resume_params()
-                await self._read(params, backoff)
-                reason = "closed"
-            except StreamCut as cut:
-                reason = cut.reason
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                reason = type(exc).__name__
-            self.connected.clear()
-            delay = backoff.next_delay()
-            self.role.count("stream_disconnects", provider=self.provider, reason=reason)
-            log.warning("jetstream: disconnected (%s); reconnecting in %.1fs", reason, delay)
-            await asyncio.sleep(delay)
+        await keep_reconnecting(self, self._connect, log, "jetstream")
+
+    async def _connect(self, backoff: Backoff) -> None:
+        await self._read(await self._resume_params(), backoff)
 
     async def _resume_params(self) -> list[tuple[str, str]]:
         params = [("wantedCollections", push.FOLLOW_COLLECTION)]

@@ -39,7 +39,13 @@ from state.credentials import CredentialError
 from state.networks import StreamChange
 from sync import egress
 from sync.streams import guarded
-from sync.streams.guard import Backoff, FrameGuard, StreamCut
+from sync.streams.guard import (
+    CONNECTION_ERRORS,
+    Backoff,
+    FrameGuard,
+    StreamCut,
+    keep_reconnecting,
+)
 
 log = logging.getLogger("netsync.streams.mastodon")
 
@@ -75,32 +81,30 @@ class MastodonStream:
         return f"{self.base_url}|{self.uid}"
 
     async def run(self) -> None:
-        backoff = Backoff()
-        while True:
-            delay = None
-            try:
-                await self._stream(backoff)
-                reason = "closed"
-            except _Refused as refused:
-                reason = refused.reason
-                delay = REFUSED_RETRY_S * (0.5 + random.random())
-            except egress.InstanceNotAllowed:
-                reason = egress.NOT_ALLOWED
-                delay = REFUSED_RETRY_S * (0.5 + random.random())
-            except aiohttp.ClientConnectionError as exc:
-                reason = egress.NOT_ALLOWED if guarded.refused_by_guard(exc) else type(exc).__name__
-                if reason == egress.NOT_ALLOWED:
-                    self.role.count("stream_urls_refused", provider=self.provider, at="connect")
-                    delay = REFUSED_RETRY_S * (0.5 + random.random())
-            except StreamCut as cut:
-                reason = cut.reason
-            except (aiohttp.ClientError, TimeoutError, OSError, push.FrameError, ValueError) as exc:
-                reason = type(exc).__name__
-            self.connected.clear()
-            delay = delay if delay is not None else backoff.next_delay()
-            self.role.count("stream_disconnects", provider=self.provider, reason=reason)
-            log.info("mastodon stream of user %s: %s; again in %.1fs", self.user_id, reason, delay)
-            await asyncio.sleep(delay)
+        # thousands of these per process: their reconnects are not warnings
+        await keep_reconnecting(
+            self,
+            self._stream,
+            log,
+            f"mastodon stream of user {self.user_id}",
+            errors=(*CONNECTION_ERRORS, _Refused, push.FrameError, ValueError),
+            interpret=self._refusal,
+            level=logging.INFO,
+        )
+
+    def _refusal(self, exc: BaseException) -> tuple[str, float] | None:
+        """A refused token or instance waits long (the user may log in again), not the
+        backoff's seconds; a connection the address guard refused is counted too."""
+        if isinstance(exc, _Refused):
+            reason = exc.reason
+        elif isinstance(exc, egress.InstanceNotAllowed):
+            reason = egress.NOT_ALLOWED
+        elif isinstance(exc, aiohttp.ClientConnectionError) and guarded.refused_by_guard(exc):
+            self.role.count("stream_urls_refused", provider=self.provider, at="connect")
+            reason = egress.NOT_ALLOWED
+        else:
+            return None
+        return reason, REFUSED_RETRY_S * (0.5 + random.random())
 
     async def _token(self) -> str:
         """The account's token; ``base_url`` and ``session`` become its instance's."""

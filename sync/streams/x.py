@@ -30,7 +30,7 @@ import aiohttp
 from providers import push
 from state.networks import StreamChange
 from state.spend import SpendBook, next_utc_midnight
-from sync.streams.guard import Backoff, FrameGuard, StreamCut
+from sync.streams.guard import Backoff, FrameGuard, StreamCut, keep_reconnecting
 
 log = logging.getLogger("netsync.streams.x")
 
@@ -47,6 +47,13 @@ REPLAY_MARGIN_S = 2.0
 def _iso(moment: float) -> str:
     stamp = datetime.datetime.fromtimestamp(moment, datetime.UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def _budget_spent(exc: BaseException) -> tuple[str, float] | None:
+    """A stream closed for the spend budget opens again when the next UTC day begins."""
+    if isinstance(exc, StreamCut) and exc.reason == "budget":
+        return "budget", max(1.0, next_utc_midnight(time.time()) - time.time())
+    return None
 
 
 class XChannel:
@@ -68,23 +75,8 @@ class XChannel:
 
     async def run(self) -> None:
         keeper = asyncio.ensure_future(self._keep_subscriptions())
-        backoff = Backoff()
         try:
-            while True:
-                try:
-                    await self._stream(backoff)
-                    reason = "closed"
-                except StreamCut as cut:
-                    reason = cut.reason
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    reason = type(exc).__name__
-                self.connected.clear()
-                delay = backoff.next_delay()
-                if reason == "budget":
-                    delay = max(1.0, next_utc_midnight(time.time()) - time.time())
-                self.role.count("stream_disconnects", provider=self.provider, reason=reason)
-                log.warning("x: stream closed (%s); again in %.1fs", reason, delay)
-                await asyncio.sleep(delay)
+            await keep_reconnecting(self, self._stream, log, "x", interpret=_budget_spent)
         finally:
             keeper.cancel()
 
